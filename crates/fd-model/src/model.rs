@@ -1,0 +1,384 @@
+//! The split UNet: `time_embed`, `encode` (paper's E), `decode` (paper's D), `forward` = D(E(x)).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tch::{CModule, Device, IValue, Kind, Tensor};
+
+use crate::manifest::{CondKind, Manifest};
+use crate::prompt::PromptTokenizer;
+use crate::{Error, Result};
+
+/// Options for [`UNetModel::load`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Device for all graphs. Default: CPU.
+    pub device: Device,
+    /// Check every graph file's SHA-256 against the manifest. Default: true.
+    pub verify_hashes: bool,
+    /// Also load the `full` reference graph (only needed for checks). Default: false.
+    pub load_full: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { device: Device::Cpu, verify_hashes: true, load_full: false }
+    }
+}
+
+/// Encoder outputs cached at a key step: the mid-block output and every skip tensor.
+///
+/// Cloning is shallow (the tensors share storage); [`EncoderFeatures::repeat`] and
+/// [`EncoderFeatures::index_select`] build the batches a parallel decoder call needs.
+#[derive(Debug)]
+pub struct EncoderFeatures {
+    pub mid: Tensor,
+    pub skips: Vec<Tensor>,
+}
+
+impl Clone for EncoderFeatures {
+    fn clone(&self) -> Self {
+        Self { mid: self.mid.shallow_clone(), skips: self.skips.iter().map(Tensor::shallow_clone).collect() }
+    }
+}
+
+impl EncoderFeatures {
+    pub fn batch_size(&self) -> i64 {
+        self.mid.size()[0]
+    }
+
+    fn map(&self, f: impl Fn(&Tensor) -> Tensor) -> Self {
+        Self { mid: f(&self.mid), skips: self.skips.iter().map(f).collect() }
+    }
+
+    /// Tile the whole batch `k` times: [f_0..f_{B-1}, f_0..f_{B-1}, ...] (k*B rows).
+    pub fn repeat(&self, k: i64) -> Self {
+        self.map(|t| t.repeat([k, 1, 1, 1]))
+    }
+
+    /// Rows `index` (an int64 tensor on any device) of every tensor.
+    pub fn index_select(&self, index: &Tensor) -> Self {
+        self.map(|t| t.index_select(0, &index.to_device(t.device())))
+    }
+
+    /// Concatenate along the batch dimension.
+    pub fn cat(parts: &[EncoderFeatures]) -> Self {
+        let mids: Vec<&Tensor> = parts.iter().map(|p| &p.mid).collect();
+        let n = parts.first().map_or(0, |p| p.skips.len());
+        let skips = (0..n)
+            .map(|i| Tensor::cat(&parts.iter().map(|p| &p.skips[i]).collect::<Vec<_>>(), 0))
+            .collect();
+        Self { mid: Tensor::cat(&mids, 0), skips }
+    }
+
+    /// All tensors, mid first, then skips in down-path order.
+    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        std::iter::once(&self.mid).chain(self.skips.iter())
+    }
+}
+
+/// A model folder loaded for inference.
+#[derive(Debug)]
+pub struct UNetModel {
+    pub manifest: Manifest,
+    pub dir: PathBuf,
+    pub device: Device,
+    kind: Kind,
+    time_embed: CModule,
+    encoder: CModule,
+    decoder: CModule,
+    full: Option<CModule>,
+    cond_encoder: Option<CModule>,
+    vae_decoder: Option<CModule>,
+    tokenizer: Option<PromptTokenizer>,
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|source| Error::Io { path: path.into(), source })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+fn shape_str(s: &[i64]) -> String {
+    format!("{s:?}")
+}
+
+impl UNetModel {
+    /// Load a model folder written by `experiments/export_unet.py`.
+    pub fn load(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            return Err(Error::MissingFolder { path: dir });
+        }
+        let manifest = Manifest::load(&dir)?;
+        let kind = manifest.tch_kind();
+        let load = |graph: &str| -> Result<CModule> {
+            let entry = &manifest.graphs[graph];
+            let path = dir.join(&entry.file);
+            if !path.is_file() {
+                return Err(Error::MissingGraph { path, graph: graph.into() });
+            }
+            if opts.verify_hashes {
+                let found = sha256_file(&path)?;
+                if !found.eq_ignore_ascii_case(&entry.sha256) {
+                    return Err(Error::HashMismatch {
+                        path,
+                        graph: graph.into(),
+                        expected: entry.sha256.clone(),
+                        found,
+                    });
+                }
+            }
+            let mut m = CModule::load_on_device(&path, opts.device)
+                .map_err(|e| Error::LoadGraph { path: path.clone(), msg: first_line(&e.to_string()) })?;
+            m.set_eval();
+            Ok(m)
+        };
+        let optional = |graph: &str| manifest.graphs.contains_key(graph).then(|| load(graph)).transpose();
+        let tokenizer = match &manifest.cond.tokenizer {
+            Some(spec) => Some(PromptTokenizer::load(&dir.join(&spec.file), spec)?),
+            None => None,
+        };
+        Ok(Self {
+            time_embed: load("time_embed")?,
+            encoder: load("encoder")?,
+            decoder: load("decoder")?,
+            full: if opts.load_full { optional("full")? } else { None },
+            cond_encoder: optional("cond_encoder")?,
+            vae_decoder: optional("vae_decoder")?,
+            tokenizer,
+            device: opts.device,
+            kind,
+            manifest,
+            dir,
+        })
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn input(&self, t: &Tensor) -> Tensor {
+        t.to_device(self.device).to_kind(self.kind)
+    }
+
+    fn check(&self, what: &str, t: &Tensor, expected: &[Option<i64>]) -> Result<()> {
+        let found = t.size();
+        let ok = found.len() == expected.len() && found.iter().zip(expected).all(|(f, e)| e.is_none_or(|e| e == *f));
+        if ok {
+            return Ok(());
+        }
+        let exp: Vec<String> = expected.iter().map(|e| e.map_or("B".into(), |v| v.to_string())).collect();
+        Err(Error::Shape {
+            what: format!("{what} (model `{}`)", self.manifest.name),
+            expected: format!("[{}]", exp.join(", ")),
+            found: shape_str(&found),
+        })
+    }
+
+    fn check_batch(&self, what: &str, t: &Tensor, batch: i64) -> Result<()> {
+        let b = t.size().first().copied().unwrap_or(-1);
+        if b != batch {
+            return Err(Error::Shape {
+                what: format!("{what} batch size (model `{}`)", self.manifest.name),
+                expected: batch.to_string(),
+                found: b.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_cond(&self, cond: &Tensor, batch: i64) -> Result<()> {
+        let c = &self.manifest.cond;
+        self.check("cond", cond, &[Some(batch), Some(c.seq_len), Some(c.dim)])
+    }
+
+    /// Timesteps [B] (any numeric kind; fractional values allowed) -> time embedding [B, E].
+    pub fn time_embed(&self, timesteps: &Tensor) -> Result<Tensor> {
+        self.check("timesteps", timesteps, &[None])?;
+        let t = timesteps.to_device(self.device).to_kind(Kind::Float);
+        Ok(tch::no_grad(|| self.time_embed.forward_ts(&[t]))?)
+    }
+
+    /// The paper's encoder E: sample [B,C,H,W], emb [B,E], cond [B,L,D] -> features.
+    pub fn encode(&self, sample: &Tensor, emb: &Tensor, cond: &Tensor) -> Result<EncoderFeatures> {
+        let m = &self.manifest;
+        let [h, w] = m.sample_size;
+        self.check("sample", sample, &[None, Some(m.in_channels), Some(h), Some(w)])?;
+        let b = sample.size()[0];
+        self.check("time embedding", emb, &[Some(b), Some(m.time_embed_dim)])?;
+        self.check_cond(cond, b)?;
+        let out = tch::no_grad(|| {
+            self.encoder.forward_is(&[
+                IValue::Tensor(self.input(sample)),
+                IValue::Tensor(self.input(emb)),
+                IValue::Tensor(self.input(cond)),
+            ])
+        })?;
+        let IValue::Tuple(items) = out else {
+            return Err(Error::Shape {
+                what: "encoder graph output".into(),
+                expected: "a tuple (mid, skips...)".into(),
+                found: "another value".into(),
+            });
+        };
+        let mut tensors = items.into_iter().map(|v| match v {
+            IValue::Tensor(t) => Ok(t),
+            _ => Err(Error::Shape {
+                what: "encoder graph output".into(),
+                expected: "tensors".into(),
+                found: "a non-tensor item".into(),
+            }),
+        });
+        let mid = tensors.next().unwrap_or_else(|| {
+            Err(Error::Shape { what: "encoder graph output".into(), expected: "mid".into(), found: "empty".into() })
+        })?;
+        let skips = tensors.collect::<Result<Vec<_>>>()?;
+        let feats = EncoderFeatures { mid, skips };
+        self.check_features(&feats)?;
+        Ok(feats)
+    }
+
+    fn check_features(&self, f: &EncoderFeatures) -> Result<()> {
+        let m = &self.manifest;
+        if f.skips.len() != m.skip_shapes.len() {
+            return Err(Error::Shape {
+                what: "encoder features".into(),
+                expected: format!("{} skip tensors (manifest.json)", m.skip_shapes.len()),
+                found: f.skips.len().to_string(),
+            });
+        }
+        let b = f.batch_size();
+        let with_batch = |s: &[i64]| -> Vec<Option<i64>> { std::iter::once(Some(b)).chain(s.iter().map(|v| Some(*v))).collect() };
+        self.check("encoder features: mid", &f.mid, &with_batch(&m.mid_shape))?;
+        for (i, (t, s)) in f.skips.iter().zip(&m.skip_shapes).enumerate() {
+            self.check(&format!("encoder features: skip {i}"), t, &with_batch(s))?;
+        }
+        Ok(())
+    }
+
+    /// The paper's decoder D. `emb` and `cond` must have the features' batch size: to decode k
+    /// steps against one key step's features, pass `feats.repeat(k)` (or an `index_select`) with
+    /// the k time embeddings stacked in the same order.
+    pub fn decode(&self, feats: &EncoderFeatures, emb: &Tensor, cond: &Tensor) -> Result<Tensor> {
+        self.check_features(feats)?;
+        let b = feats.batch_size();
+        self.check("time embedding", emb, &[Some(b), Some(self.manifest.time_embed_dim)])?;
+        self.check_cond(cond, b)?;
+        let mut inputs = vec![self.input(&feats.mid), self.input(emb), self.input(cond)];
+        inputs.extend(feats.skips.iter().map(|s| self.input(s)));
+        let out = tch::no_grad(|| self.decoder.forward_ts(&inputs))?;
+        Ok(out.to_kind(Kind::Float))
+    }
+
+    /// `decode(encode(x))` with the time embedding of `timesteps`: one full UNet evaluation.
+    pub fn forward(&self, sample: &Tensor, timesteps: &Tensor, cond: &Tensor) -> Result<Tensor> {
+        self.check_batch("timesteps", timesteps, sample.size().first().copied().unwrap_or(-1))?;
+        let emb = self.time_embed(timesteps)?;
+        let feats = self.encode(sample, &emb, cond)?;
+        self.decode(&feats, &emb, cond)
+    }
+
+    /// The unsplit reference graph (needs `LoadOptions::load_full`).
+    pub fn forward_full(&self, sample: &Tensor, timesteps: &Tensor, cond: &Tensor) -> Result<Tensor> {
+        let full = self.full.as_ref().ok_or_else(|| Error::NoSuchGraph {
+            model: self.manifest.name.clone(),
+            graph: "full".into(),
+            why: "load with LoadOptions { load_full: true, .. }",
+        })?;
+        let t = timesteps.to_device(self.device).to_kind(Kind::Float);
+        let out = tch::no_grad(|| full.forward_ts(&[self.input(sample), t, self.input(cond)]))?;
+        Ok(out.to_kind(Kind::Float))
+    }
+
+    fn cond_encoder(&self) -> Result<&CModule> {
+        self.cond_encoder.as_ref().ok_or_else(|| Error::NoSuchGraph {
+            model: self.manifest.name.clone(),
+            graph: "cond_encoder".into(),
+            why: "this model takes raw embeddings",
+        })
+    }
+
+    /// Class ids -> cond [B, L, D]. `null_id` (the unconditional class) is accepted.
+    pub fn encode_classes(&self, ids: &[i64]) -> Result<Tensor> {
+        let c = &self.manifest.cond;
+        if c.kind != CondKind::Class {
+            return Err(Error::Cond(format!("model `{}` is not class-conditioned", self.manifest.name)));
+        }
+        let n = c.num_classes.unwrap_or(0);
+        if let Some(bad) = ids.iter().find(|&&i| !(0..=n).contains(&i)) {
+            return Err(Error::Cond(format!("class id {bad} outside 0..{n} (null id {n})")));
+        }
+        let t = Tensor::from_slice(ids).to_device(self.device);
+        let enc = self.cond_encoder()?;
+        Ok(tch::no_grad(|| enc.forward_ts(&[t]))?)
+    }
+
+    /// Class names or integer ids -> class ids (clear error listing the known names).
+    pub fn class_id(&self, name: &str) -> Result<i64> {
+        let c = &self.manifest.cond;
+        let names = c.class_names.clone().unwrap_or_default();
+        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(name.trim())) {
+            return Ok(i as i64);
+        }
+        match name.trim().parse::<i64>() {
+            Ok(i) if (0..c.num_classes.unwrap_or(0)).contains(&i) => Ok(i),
+            _ => Err(Error::Cond(format!(
+                "unknown class `{name}`; model `{}` knows ids 0..{} or names {names:?}",
+                self.manifest.name,
+                c.num_classes.unwrap_or(0)
+            ))),
+        }
+    }
+
+    /// Prompts -> token ids (tokenizer.json) -> text encoder -> cond [B, 77, D].
+    pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Tensor> {
+        let tok = self.tokenizer.as_ref().ok_or_else(|| {
+            Error::Cond(format!("model `{}` is not text-conditioned (no tokenizer)", self.manifest.name))
+        })?;
+        let ids = tok.encode_batch(prompts)?.to_device(self.device);
+        let enc = self.cond_encoder()?;
+        Ok(tch::no_grad(|| enc.forward_ts(&[ids]))?)
+    }
+
+    /// The unconditional cond for a batch of `n` (null class, or the empty prompt).
+    pub fn uncond(&self, n: usize) -> Result<Tensor> {
+        match self.manifest.cond.kind {
+            CondKind::Class => self.encode_classes(&vec![self.manifest.cond.null_id.unwrap_or(0); n]),
+            CondKind::Text => self.encode_prompts(&vec![""; n]),
+            CondKind::Embedding => Ok(Tensor::zeros(
+                [n as i64, self.manifest.cond.seq_len, self.manifest.cond.dim],
+                (self.kind, self.device),
+            )),
+        }
+    }
+
+    pub fn tokenizer(&self) -> Option<&PromptTokenizer> {
+        self.tokenizer.as_ref()
+    }
+
+    /// Latent model: latents -> images in [-1, 1] (divides by the VAE scaling factor first).
+    /// Pixel model: returns the sample unchanged.
+    pub fn to_images(&self, latents: &Tensor) -> Result<Tensor> {
+        match (&self.vae_decoder, &self.manifest.vae) {
+            (Some(vae), Some(spec)) => {
+                let z = self.input(&(latents / spec.scaling_factor));
+                Ok(tch::no_grad(|| vae.forward_ts(&[z]))?.to_kind(Kind::Float))
+            }
+            _ => Ok(latents.shallow_clone()),
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
+}

@@ -1,0 +1,297 @@
+"""Split a diffusers UNet2DConditionModel into TorchScript graphs + manifest.json.
+
+Graphs (all traced on the export device/dtype; traced graphs accept other batch sizes):
+  time_embed   timesteps [B] float32                    -> emb [B, E]
+  encoder      sample [B,C,H,W], emb [B,E], cond [B,L,D] -> (mid, skip_0, ..., skip_{S-1})
+  decoder      mid, emb, cond, skip_0..skip_{S-1}        -> model output [B,C_out,H,W]
+  full         sample, timesteps [B], cond               -> model output (reference, = diffusers forward)
+  cond_encoder class ids [B] int64 | token ids [B,77]    -> cond [B,L,D]          (optional)
+  vae_decoder  latents [B,4,h,w] (already / scaling)     -> images [B,3,H,W] in [-1,1] (optional)
+
+The encoder is the paper's E (conv_in, down blocks, mid block; the time embedding is its own graph so
+that a non-key step can run D with its own embedding); the decoder is D (up blocks, norm, conv_out).
+FLOPs per graph are measured at batch 1 with torch.utils.flop_counter (FLOPs = 2 x MACs).
+
+  python experiments/export_unet.py --checkpoint ~/.cache/fd/train/fmnist/checkpoint.pt --out models/fmnist
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import warnings
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+SCHEMA_VERSION = 1
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Wrappers: each holds only the submodules its graph needs, so a graph file embeds only its part.
+# They mirror UNet2DConditionModel.forward stage by stage (no class/aug embeddings, no ControlNet).
+# ---------------------------------------------------------------------------------------------
+class TimeEmbed(nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.time_proj = unet.time_proj
+        self.time_embedding = unet.time_embedding
+
+    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
+        # diffusers get_time_embed: time_proj in float32, cast to the model dtype
+        t_emb = self.time_proj(timesteps.float()).to(self.time_embedding.linear_1.weight.dtype)
+        return self.time_embedding(t_emb)
+
+
+class Encoder(nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.conv_in = unet.conv_in
+        self.down_blocks = unet.down_blocks
+        self.mid_block = unet.mid_block
+
+    def forward(self, sample, emb, cond):
+        # 1. pre-process
+        sample = self.conv_in(sample)
+        # 2. down
+        skips = (sample,)
+        for block in self.down_blocks:
+            if getattr(block, "has_cross_attention", False):
+                sample, res = block(hidden_states=sample, temb=emb, encoder_hidden_states=cond)
+            else:
+                sample, res = block(hidden_states=sample, temb=emb)
+            skips += res
+        # 3. mid
+        sample = self.mid_block(sample, emb, encoder_hidden_states=cond)
+        return (sample,) + skips
+
+
+class Decoder(nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.up_blocks = unet.up_blocks
+        self.conv_norm_out = unet.conv_norm_out
+        self.conv_act = unet.conv_act
+        self.conv_out = unet.conv_out
+        self.up_factor = 2 ** unet.num_upsamplers
+
+    def forward(self, mid, emb, cond, *skips):
+        sample = mid
+        skips = tuple(skips)
+        # diffusers forwards explicit upsample sizes when the output size is not a multiple of the
+        # overall up factor; the output size is the first skip's.
+        forward_upsample_size = any(s % self.up_factor != 0 for s in skips[0].shape[-2:])
+        # 4. up
+        for i, block in enumerate(self.up_blocks):
+            is_final = i == len(self.up_blocks) - 1
+            res = skips[-len(block.resnets):]
+            skips = skips[: -len(block.resnets)]
+            upsample_size = skips[-1].shape[2:] if (not is_final and forward_upsample_size) else None
+            if getattr(block, "has_cross_attention", False):
+                sample = block(hidden_states=sample, temb=emb, res_hidden_states_tuple=res,
+                               encoder_hidden_states=cond, upsample_size=upsample_size)
+            else:
+                sample = block(hidden_states=sample, temb=emb, res_hidden_states_tuple=res,
+                               upsample_size=upsample_size)
+        # 5. post-process
+        if self.conv_norm_out is not None:
+            sample = self.conv_act(self.conv_norm_out(sample))
+        return self.conv_out(sample)
+
+
+class Full(nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timesteps, cond):
+        return self.unet(sample, timesteps, encoder_hidden_states=cond, return_dict=False)[0]
+
+
+class VaeDecode(nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.post_quant_conv = vae.post_quant_conv
+        self.decoder = vae.decoder
+
+    def forward(self, latents):
+        if self.post_quant_conv is not None:
+            latents = self.post_quant_conv(latents)
+        return self.decoder(latents)
+
+
+class TextEncode(nn.Module):
+    def __init__(self, text_model):
+        super().__init__()
+        self.text_model = text_model
+
+    def forward(self, input_ids):
+        return self.text_model(input_ids, return_dict=False)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def count_flops(module: nn.Module, inputs: Sequence[torch.Tensor]) -> int:
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        module(*inputs)
+    return int(fc.get_total_flops())
+
+
+def n_params(*modules) -> int:
+    return sum(p.numel() for m in modules if m is not None for p in m.parameters())
+
+
+def trace_and_save(module, inputs, path):
+    module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        # shape asserts inside diffusers blocks become constants; batch size stays dynamic
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(module, tuple(inputs), check_trace=False, strict=False)
+    tmp = path + ".tmp"
+    traced.save(tmp)
+    os.replace(tmp, path)
+
+
+def export_model(
+    out_dir: str,
+    name: str,
+    unet,
+    scheduler_config: dict,
+    cond_encoder: nn.Module | None,
+    cond_spec: dict,
+    cond_example: torch.Tensor | None = None,
+    vae=None,
+    vae_scaling_factor: float | None = None,
+    extra_files: dict | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    extra_manifest: dict | None = None,
+) -> dict:
+    """Export `unet` (+ optional conditioning encoder and VAE decoder) into `out_dir`.
+
+    cond_spec: manifest "cond" entry (kind: class|text|embedding, seq_len, dim, ...).
+    cond_example: example input of cond_encoder at batch 1 (class ids [1] or token ids [1,77]).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    unet = unet.to(device=device, dtype=dtype).eval()
+    cfg = unet.config
+    h, w = (cfg.sample_size, cfg.sample_size) if isinstance(cfg.sample_size, int) else tuple(cfg.sample_size)
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, cfg.in_channels, h, w, generator=g).to(device, dtype)
+    timesteps = torch.tensor([500.0], device=device)
+    cond = torch.randn(1, cond_spec["seq_len"], cond_spec["dim"], generator=g).to(device, dtype)
+
+    te, enc, dec, full = TimeEmbed(unet), Encoder(unet), Decoder(unet), Full(unet)
+    with torch.no_grad():
+        emb = te(timesteps)
+        feats = enc(sample, emb, cond)
+    graphs = {}
+
+    def add(key, module, inputs):
+        path = os.path.join(out_dir, f"{key}.pt")
+        trace_and_save(module, inputs, path)
+        graphs[key] = dict(file=f"{key}.pt", sha256=sha256(path), flops=count_flops(module, inputs))
+
+    add("time_embed", te, [timesteps])
+    add("encoder", enc, [sample, emb, cond])
+    add("decoder", dec, [feats[0], emb, cond, *feats[1:]])
+    add("full", full, [sample, timesteps, cond])
+    params = dict(
+        time_embed=n_params(te),
+        encoder=n_params(enc),
+        decoder=n_params(dec),
+    )
+    if cond_encoder is not None:
+        cond_encoder = cond_encoder.to(device).eval()
+        if dtype != torch.float32:
+            cond_encoder = cond_encoder.to(dtype)
+        add("cond_encoder", cond_encoder, [cond_example.to(device)])
+        params["cond_encoder"] = n_params(cond_encoder)
+    vae_entry = None
+    if vae is not None:
+        vae = vae.to(device=device, dtype=dtype).eval()
+        vd = VaeDecode(vae)
+        add("vae_decoder", vd, [sample])
+        params["vae_decoder"] = n_params(vd)
+        vae_entry = dict(scaling_factor=float(vae_scaling_factor), out_channels=int(vae.config.out_channels),
+                         upscale=2 ** (len(vae.config.block_out_channels) - 1))
+    for fname, content in (extra_files or {}).items():
+        with open(os.path.join(out_dir, fname), "w") as f:
+            f.write(content)
+
+    import diffusers
+
+    manifest = dict(
+        schema_version=SCHEMA_VERSION,
+        name=name,
+        in_channels=int(cfg.in_channels),
+        out_channels=int(cfg.out_channels),
+        sample_size=[int(h), int(w)],
+        time_embed_dim=int(emb.shape[1]),
+        mid_shape=list(feats[0].shape[1:]),
+        skip_shapes=[list(s.shape[1:]) for s in feats[1:]],
+        cond=cond_spec,
+        prediction_type=scheduler_config.get("prediction_type", "epsilon"),
+        scheduler=scheduler_config,
+        dtype=str(dtype).replace("torch.", ""),
+        export_device=device,
+        graphs=graphs,
+        vae=vae_entry,
+        params=params,
+        unet_config={k: v for k, v in dict(cfg).items() if not k.startswith("_")},
+        exporter=dict(torch=torch.__version__, diffusers=diffusers.__version__, script="experiments/export_unet.py"),
+    )
+    manifest.update(extra_manifest or {})
+    tmp = os.path.join(out_dir, "manifest.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2, default=lambda o: list(o) if isinstance(o, tuple) else str(o))
+        f.write("\n")
+    os.replace(tmp, os.path.join(out_dir, "manifest.json"))
+    return manifest
+
+
+def export_fmnist_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = True) -> dict:
+    """Export the default model from a train_fmnist.py checkpoint (EMA weights by default)."""
+    from fd_models import FMNIST_COND
+    from fmnist_data import CLASS_NAMES
+    from train_fmnist import SCHEDULER_CONFIG, Bundle
+
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    bundle = Bundle()
+    bundle.load_state_dict(ck["ema" if use_ema else "model"])
+    cond_spec = dict(kind="class", seq_len=FMNIST_COND["seq_len"], dim=FMNIST_COND["dim"],
+                     num_classes=FMNIST_COND["num_classes"], null_id=bundle.cond.null_id,
+                     class_names=CLASS_NAMES)
+    return export_model(
+        out_dir, "fmnist-cfg-unet", bundle.unet, dict(SCHEDULER_CONFIG, _class_name="DDIMScheduler"),
+        bundle.cond, cond_spec, cond_example=torch.tensor([0]),
+        extra_manifest=dict(training=dict(checkpoint_step=int(ck["step"]), wall_s=float(ck["wall_s"]),
+                                          ema=use_ema)),
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", help="train_fmnist.py checkpoint (exports the EMA weights)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    if not args.checkpoint:
+        ap.error("--checkpoint is required (for Stable Diffusion folders use export_sd15.py)")
+    m = export_fmnist_checkpoint(args.checkpoint, args.out)
+    print(json.dumps({k: m[k] for k in ("name", "graphs", "params")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

