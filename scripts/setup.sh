@@ -21,6 +21,7 @@ PY_REQS=(
   "safetensors"
   "scipy"
   "matplotlib"
+  "pytest"
 )
 # Asset-only packages: installed without their (heavy, torchvision-pinning) dependencies.
 PY_ASSET_REQS=(

@@ -1,1 +1,288 @@
-fn main() {}
+//! `fd`: a thin command-line front end over the fd library crates.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use fd_model::{CondKind, LoadOptions, UNetModel};
+use fd_sched::{Condition, ExecOptions, Injection, KeySteps, Plan};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(name = "fd", version, about = "Faster Diffusion (encoder propagation) harness")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print a model folder's manifest summary, parameter / FLOP split and the device.
+    Info {
+        /// Model folder (manifest.json + graphs).
+        model: PathBuf,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Generate samples with a sampler and a key-step plan; writes PNGs, grid.png and run.json.
+    Sample(Box<SampleArgs>),
+}
+
+#[derive(Args, Debug)]
+struct SampleArgs {
+    /// Model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Sampler.
+    #[arg(long, default_value = "ddim")]
+    scheduler: String,
+    /// Number of sampler steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// DDIM eta (0 = deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// Key steps: none (baseline), uniform:K, a preset (50ls, ...), or a list 0,1,2,5.
+    #[arg(long, default_value = "none")]
+    keys: String,
+    /// Decode each group's steps in one batched call (default) ...
+    #[arg(long, overrides_with = "sequential")]
+    parallel: bool,
+    /// ... or one call per step.
+    #[arg(long)]
+    sequential: bool,
+    /// Cap on rows per decoder call (0 = none).
+    #[arg(long, default_value_t = 0)]
+    max_decoder_batch: usize,
+    /// Prior noise injection C@TAU[:before|:after], e.g. 0.003@0.5.
+    #[arg(long)]
+    inject: Option<String>,
+    /// Classifier-free guidance scale (<= 1: conditional only).
+    #[arg(long, default_value_t = 1.0)]
+    cfg: f64,
+    /// Class names or ids, comma separated, cycled over the samples (default: all classes).
+    #[arg(long, conflicts_with = "prompts")]
+    classes: Option<String>,
+    /// File with one prompt per line (text-conditioned models), cycled over the samples.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Number of samples.
+    #[arg(long, default_value_t = 16)]
+    n: usize,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Base seed; sample i uses seed + i.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Info { model, device } => info(&model, &device),
+        Cmd::Sample(a) => sample_cmd(&a),
+    };
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(model: &Path, device: &str) -> Result<UNetModel> {
+    let device = fd_model::parse_device(device)?;
+    Ok(UNetModel::load(model, &LoadOptions { device, ..Default::default() })?)
+}
+
+fn info(dir: &Path, device: &str) -> Result<()> {
+    let model = load(dir, device)?;
+    let m = &model.manifest;
+    let p = |k: &str| m.params.get(k).copied().unwrap_or(0);
+    let (pe, pd) = (p("encoder") + p("time_embed"), p("decoder"));
+    let (fe, fd) = (m.flops("encoder"), m.flops("decoder"));
+    println!("model        {} ({})", m.name, dir.display());
+    println!(
+        "input        [{}, {}, {}] ({}), prediction {}",
+        m.in_channels, m.sample_size[0], m.sample_size[1], m.dtype, m.prediction_type
+    );
+    println!(
+        "cond         {:?}: [{}, {}]{}",
+        m.cond.kind,
+        m.cond.seq_len,
+        m.cond.dim,
+        match (&m.cond.kind, &m.cond.class_names) {
+            (CondKind::Class, Some(n)) => format!(", classes {n:?}"),
+            _ => String::new(),
+        }
+    );
+    println!("skips        {} tensors, mid {:?}", m.skip_shapes.len(), m.mid_shape);
+    println!("scheduler    {}", m.scheduler);
+    println!(
+        "params       encoder (incl. time embedding) {:.3}M ({:.1}%), decoder {:.3}M ({:.1}%)",
+        pe as f64 / 1e6,
+        100.0 * pe as f64 / (pe + pd) as f64,
+        pd as f64 / 1e6,
+        100.0 * pd as f64 / (pe + pd) as f64
+    );
+    println!("flops/call   encoder {:.4} GFLOPs ({:.1}%), decoder {:.4} GFLOPs ({:.1}%), time_embed {:.6} GFLOPs (batch 1, 2 x MACs)",
+        fe as f64 / 1e9, 100.0 * fe as f64 / (fe + fd) as f64, fd as f64 / 1e9, 100.0 * fd as f64 / (fe + fd) as f64, m.flops("time_embed") as f64 / 1e9);
+    println!("graphs       {}", m.graphs.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!("device       {}", fd_model::device::describe(model.device));
+    println!(
+        "libtorch     {} (cuda available: {}, cudnn: {})",
+        fd_model::device::LIBTORCH_LIB,
+        fd_model::tch::Cuda::is_available(),
+        fd_model::tch::Cuda::cudnn_is_available()
+    );
+    Ok(())
+}
+
+fn conditions(model: &UNetModel, a: &SampleArgs) -> Result<Vec<Condition>> {
+    let cycle: Vec<Condition> = if let Some(path) = &a.prompts {
+        let text = std::fs::read_to_string(path).with_context(|| format!("--prompts {}", path.display()))?;
+        let lines: Vec<Condition> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| Condition::Prompt(l.into())).collect();
+        if lines.is_empty() {
+            bail!("--prompts {}: no prompts (file is empty)", path.display());
+        }
+        lines
+    } else if let Some(list) = &a.classes {
+        list.split(',').map(|c| Ok(Condition::Class(model.class_id(c)?))).collect::<Result<_>>()?
+    } else if model.manifest.cond.kind == CondKind::Class {
+        (0..model.manifest.cond.num_classes.unwrap_or(0)).map(Condition::Class).collect()
+    } else {
+        bail!("model `{}` is text-conditioned: pass --prompts FILE", model.manifest.name);
+    };
+    Ok((0..a.n).map(|i| cycle[i % cycle.len()].clone()).collect())
+}
+
+fn sample_cmd(a: &SampleArgs) -> Result<()> {
+    if a.n == 0 || a.batch == 0 {
+        bail!("--n and --batch must be >= 1");
+    }
+    let model = load(&a.model, &a.device)?;
+    let plan = Plan::new(KeySteps::parse(&a.keys)?, a.steps)?;
+    let opts = ExecOptions {
+        parallel: !a.sequential,
+        max_decoder_batch: a.max_decoder_batch,
+        guidance: a.cfg,
+        injection: a.inject.as_deref().map(Injection::parse).transpose()?,
+    };
+    let make = || fd_sched::build_scheduler(&a.scheduler, &model.manifest.scheduler, a.steps, a.eta);
+    make()?; // validate before any work
+    let conds = conditions(&model, a)?;
+    let channels = model.manifest.vae.as_ref().map_or(model.manifest.out_channels, |v| v.out_channels);
+    let png = matches!(channels, 1 | 3);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+    let bar = indicatif::ProgressBar::new(a.n as u64).with_message("sampling");
+    bar.set_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} [{elapsed} < {eta}]")?);
+    let mut all = Vec::new();
+    let mut timings = fd_sched::Timings::default();
+    let mut counts = fd_sched::CallCounts::default();
+    let (mut cond_s, mut vae_s) = (0.0, 0.0);
+    let t0 = std::time::Instant::now();
+    for start in (0..a.n).step_by(a.batch) {
+        let end = (start + a.batch).min(a.n);
+        let seeds: Vec<u64> = (start..end).map(|i| a.seed + i as u64).collect();
+        let out = fd_sched::generate_batch(&model, &make, &plan, &opts, &seeds, &conds[start..end])?;
+        if png {
+            let u8s = fd_eval::images::to_u8(&out.images);
+            for (k, i) in (start..end).enumerate() {
+                fd_eval::images::save_png(&u8s.get(k as i64), &a.out.join(format!("{i:06}.png")))?;
+            }
+        }
+        for (acc, v) in [
+            (&mut timings.time_embed_s, out.timings.time_embed_s),
+            (&mut timings.encoder_s, out.timings.encoder_s),
+            (&mut timings.decoder_s, out.timings.decoder_s),
+            (&mut timings.scheduler_s, out.timings.scheduler_s),
+            (&mut timings.total_s, out.timings.total_s),
+            (&mut cond_s, out.cond_s),
+            (&mut vae_s, out.vae_s),
+        ] {
+            *acc += v;
+        }
+        counts.encoder_calls += out.counts.encoder_calls;
+        counts.encoder_rows += out.counts.encoder_rows;
+        counts.decoder_calls += out.counts.decoder_calls;
+        counts.decoder_rows += out.counts.decoder_rows;
+        counts.time_embed_rows += out.counts.time_embed_rows;
+        all.push(out.images);
+        bar.inc((end - start) as u64);
+    }
+    bar.finish_and_clear();
+    let wall = t0.elapsed().as_secs_f64();
+    let images = fd_model::tch::Tensor::cat(&all, 0);
+    // raw outputs (latents of a latent model without VAE, or images in [-1, 1]) for analysis
+    let raw = a.out.join("samples.safetensors");
+    let tmp = a.out.join("samples.safetensors.tmp");
+    fd_model::tch::Tensor::write_safetensors(&[("samples", &images)], &tmp)?;
+    std::fs::rename(&tmp, &raw)?;
+    let gflops = counts.gflops_per_image(&model, a.n);
+    let run = json!({
+        "command": std::env::args().collect::<Vec<_>>(),
+        "model": { "dir": a.model, "name": model.manifest.name, "graphs_sha256": model.manifest.graphs.iter().map(|(k, g)| (k.clone(), g.sha256.clone())).collect::<std::collections::BTreeMap<_, _>>() },
+        "sampler": { "name": a.scheduler, "steps": a.steps, "eta": a.eta, "config": model.manifest.scheduler },
+        "plan": { "keys": plan.keys.to_string(), "key_steps": plan.key_steps, "parallel": opts.parallel, "max_decoder_batch": opts.max_decoder_batch },
+        "guidance": a.cfg,
+        "injection": opts.injection,
+        "n": a.n, "batch": a.batch, "seed": a.seed, "seeds": "seed + sample index",
+        "timings_s": { "time_embed": timings.time_embed_s, "encoder": timings.encoder_s, "decoder": timings.decoder_s, "scheduler": timings.scheduler_s, "unet_loop": timings.total_s, "cond_encoder": cond_s, "vae": vae_s, "wall": wall },
+        "s_per_image": { "unet_loop": timings.total_s / a.n as f64, "wall": wall / a.n as f64 },
+        "counts": counts,
+        "gflops_per_image": { "value": gflops, "convention": "torch.utils.flop_counter (2 x MACs), UNet graphs only, CFG batch doubling included" },
+        "machine": machine(&model),
+        "versions": { "fd": env!("CARGO_PKG_VERSION"), "libtorch": fd_model::device::LIBTORCH_LIB },
+    });
+    if png {
+        let cols = model
+            .manifest
+            .cond
+            .num_classes
+            .filter(|_| a.classes.is_none() && a.prompts.is_none())
+            .unwrap_or(8)
+            .min(a.n as i64);
+        let grid = fd_eval::images::grid(&images.narrow(0, 0, (a.n as i64).min(cols * 8)), cols);
+        fd_eval::images::save_png(&fd_eval::images::to_u8(&grid).get(0), &a.out.join("grid.png"))?;
+    } else {
+        println!("note: {channels}-channel outputs without a VAE decoder: wrote {} only (no PNGs)", raw.display());
+    }
+    let tmp = a.out.join("run.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&run)?)?;
+    std::fs::rename(&tmp, a.out.join("run.json"))?;
+    println!(
+        "{} samples -> {} | plan {} ({} encoder / {} decoder calls per sample) | {:.3} s/image (UNet loop {:.3}) | {:.3} GFLOPs/image",
+        a.n, a.out.display(), plan.keys, plan.encoder_calls(), plan.decoder_calls(), wall / a.n as f64, timings.total_s / a.n as f64, gflops
+    );
+    Ok(())
+}
+
+/// Machine description for run records.
+fn machine(model: &UNetModel) -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "torch_threads": fd_model::tch::get_num_threads(),
+        "device": fd_model::device::describe(model.device),
+        "hostname": std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim(),
+    })
+}

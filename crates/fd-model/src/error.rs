@@ -14,34 +14,17 @@ pub enum Error {
     #[error("{path}: invalid manifest: {msg}")]
     Manifest { path: PathBuf, msg: String },
     #[error("{path}: unsupported manifest schema_version {found} (this build of fd reads version {expected}; re-export the model with experiments/export_unet.py)")]
-    SchemaVersion {
-        path: PathBuf,
-        found: u32,
-        expected: u32,
-    },
+    SchemaVersion { path: PathBuf, found: u32, expected: u32 },
     #[error("{path}: graph file missing (manifest.json lists graph `{graph}`)")]
     MissingGraph { path: PathBuf, graph: String },
     #[error("{path}: SHA-256 mismatch for graph `{graph}`: manifest says {expected}, file has {found} (file corrupted or replaced; re-export the model)")]
-    HashMismatch {
-        path: PathBuf,
-        graph: String,
-        expected: String,
-        found: String,
-    },
+    HashMismatch { path: PathBuf, graph: String, expected: String, found: String },
     #[error("{path}: not a loadable TorchScript graph: {msg}")]
     LoadGraph { path: PathBuf, msg: String },
     #[error("model `{model}` has no `{graph}` graph ({why})")]
-    NoSuchGraph {
-        model: String,
-        graph: String,
-        why: &'static str,
-    },
+    NoSuchGraph { model: String, graph: String, why: &'static str },
     #[error("{what}: expected {expected}, got {found}")]
-    Shape {
-        what: String,
-        expected: String,
-        found: String,
-    },
+    Shape { what: String, expected: String, found: String },
     #[error("device `{spec}`: {msg}")]
     Device { spec: String, msg: String },
     #[error("{path}: tokenizer: {msg}")]

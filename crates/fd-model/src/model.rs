@@ -66,9 +66,7 @@ impl EncoderFeatures {
     pub fn cat(parts: &[EncoderFeatures]) -> Self {
         let mids: Vec<&Tensor> = parts.iter().map(|p| &p.mid).collect();
         let n = parts.first().map_or(0, |p| p.skips.len());
-        let skips = (0..n)
-            .map(|i| Tensor::cat(&parts.iter().map(|p| &p.skips[i]).collect::<Vec<_>>(), 0))
-            .collect();
+        let skips = (0..n).map(|i| Tensor::cat(&parts.iter().map(|p| &p.skips[i]).collect::<Vec<_>>(), 0)).collect();
         Self { mid: Tensor::cat(&mids, 0), skips }
     }
 
@@ -258,7 +256,8 @@ impl UNetModel {
             });
         }
         let b = f.batch_size();
-        let with_batch = |s: &[i64]| -> Vec<Option<i64>> { std::iter::once(Some(b)).chain(s.iter().map(|v| Some(*v))).collect() };
+        let with_batch =
+            |s: &[i64]| -> Vec<Option<i64>> { std::iter::once(Some(b)).chain(s.iter().map(|v| Some(*v))).collect() };
         self.check("encoder features: mid", &f.mid, &with_batch(&m.mid_shape))?;
         for (i, (t, s)) in f.skips.iter().zip(&m.skip_shapes).enumerate() {
             self.check(&format!("encoder features: skip {i}"), t, &with_batch(s))?;

@@ -28,7 +28,8 @@ impl PromptTokenizer {
         inner
             .with_truncation(Some(TruncationParams { max_length: spec.max_length, ..Default::default() }))
             .map_err(|e| err(e.to_string()))?;
-        let pad_token = inner.id_to_token(spec.pad_id).ok_or_else(|| err(format!("pad_id {} not in vocabulary", spec.pad_id)))?;
+        let pad_token =
+            inner.id_to_token(spec.pad_id).ok_or_else(|| err(format!("pad_id {} not in vocabulary", spec.pad_id)))?;
         inner.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::Fixed(spec.max_length),
             direction: PaddingDirection::Right,

@@ -1,0 +1,59 @@
+//! Image I/O: tensors in [-1, 1] <-> 8-bit PNG, and sample grids.
+
+use std::path::Path;
+
+use tch::{Kind, Tensor};
+
+use crate::{Error, Result};
+
+/// [B, C, H, W] in [-1, 1] -> [B, H, W, C] u8 (round half up of (x + 1) * 127.5, as diffusers'
+/// `numpy_to_pil` after `(x / 2 + 0.5).clamp(0, 1)` and `* 255 .round()`).
+pub fn to_u8(images: &Tensor) -> Tensor {
+    ((images.to_kind(Kind::Float) / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0)
+        .round()
+        .to_kind(Kind::Uint8)
+        .permute([0, 2, 3, 1])
+        .contiguous()
+}
+
+/// Write one [H, W, C] u8 tensor (C = 1 or 3) as PNG, atomically (temp file + rename).
+pub fn save_png(hwc: &Tensor, path: &Path) -> Result<()> {
+    let s = hwc.size();
+    let (h, w, c) = (s[0] as u32, s[1] as u32, s[2]);
+    let data = Vec::<u8>::try_from(&hwc.flatten(0, -1).to_device(tch::Device::Cpu))?;
+    let color = match c {
+        1 => image::ExtendedColorType::L8,
+        3 => image::ExtendedColorType::Rgb8,
+        _ => return Err(Error::Input(format!("{}: cannot save {c}-channel image as PNG", path.display()))),
+    };
+    let tmp = path.with_extension("png.tmp");
+    image::save_buffer_with_format(&tmp, &data, w, h, color, image::ImageFormat::Png)
+        .map_err(|e| Error::Format { path: tmp.clone(), msg: e.to_string() })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// Tile [B, C, H, W] images (in [-1, 1]) into a grid with `cols` columns and 2-px white padding.
+pub fn grid(images: &Tensor, cols: i64) -> Tensor {
+    let s = images.size();
+    let (b, c, h, w) = (s[0], s[1], s[2], s[3]);
+    let rows = (b + cols - 1) / cols;
+    let pad = 2;
+    let out = Tensor::ones([c, rows * (h + pad) + pad, cols * (w + pad) + pad], (Kind::Float, images.device()));
+    for i in 0..b {
+        let (r, col) = (i / cols, i % cols);
+        out.narrow(1, pad + r * (h + pad), h).narrow(2, pad + col * (w + pad), w).copy_(&images.get(i));
+    }
+    out.unsqueeze(0)
+}
+
+/// Load a PNG as [C, H, W] in [-1, 1] (grayscale stays 1 channel, color becomes RGB).
+pub fn load_png(path: &Path) -> Result<Tensor> {
+    let img = image::open(path)
+        .map_err(|e| Error::Format { path: path.to_path_buf(), msg: format!("unreadable image: {e}") })?;
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let (data, c) = match img.color().channel_count() {
+        1 | 2 => (img.to_luma8().into_raw(), 1),
+        _ => (img.to_rgb8().into_raw(), 3),
+    };
+    Ok(Tensor::from_slice(&data).view([h, w, c]).permute([2, 0, 1]).to_kind(Kind::Float) / 127.5 - 1.0)
+}

@@ -1,0 +1,144 @@
+//! Bad input gets a clear error naming the file (or input) and what was expected; never a panic.
+
+use std::path::{Path, PathBuf};
+
+use fd_model::tch::{Kind, Tensor};
+use fd_model::{LoadOptions, UNetModel};
+
+fn tiny() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
+}
+
+/// A writable copy of the tiny model.
+fn copy_tiny() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(tiny()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+fn load_err(dir: &Path, verify: bool) -> String {
+    let opts = LoadOptions { verify_hashes: verify, ..Default::default() };
+    UNetModel::load(dir, &opts).expect_err("load should fail").to_string()
+}
+
+fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("manifest.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn missing_folder() {
+    let e = load_err(Path::new("/nonexistent/model"), true);
+    assert!(e.contains("/nonexistent/model") && e.contains("model folder not found"), "{e}");
+}
+
+#[test]
+fn missing_graph_file() {
+    let d = copy_tiny();
+    std::fs::remove_file(d.path().join("decoder.pt")).unwrap();
+    let e = load_err(d.path(), true);
+    assert!(e.contains("decoder.pt") && e.contains("graph file missing") && e.contains("`decoder`"), "{e}");
+}
+
+#[test]
+fn corrupted_graph_fails_hash_check() {
+    let d = copy_tiny();
+    let p = d.path().join("encoder.pt");
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&p, bytes).unwrap();
+    let e = load_err(d.path(), true);
+    assert!(e.contains("encoder.pt") && e.contains("SHA-256 mismatch"), "{e}");
+}
+
+#[test]
+fn corrupted_graph_without_hash_check_is_a_load_error() {
+    let d = copy_tiny();
+    let p = d.path().join("encoder.pt");
+    std::fs::write(&p, b"this is not a torchscript archive").unwrap();
+    let e = load_err(d.path(), false);
+    assert!(e.contains("encoder.pt") && e.contains("not a loadable TorchScript graph"), "{e}");
+}
+
+#[test]
+fn unknown_schema_version() {
+    let d = copy_tiny();
+    edit_manifest(d.path(), |v| v["schema_version"] = 99.into());
+    let e = load_err(d.path(), true);
+    assert!(e.contains("manifest.json") && e.contains("schema_version 99") && e.contains("reads version 1"), "{e}");
+}
+
+#[test]
+fn manifest_not_json_or_missing_fields() {
+    let d = copy_tiny();
+    std::fs::write(d.path().join("manifest.json"), "{ not json").unwrap();
+    let e = load_err(d.path(), true);
+    assert!(e.contains("manifest.json") && e.contains("not JSON"), "{e}");
+    let d = copy_tiny();
+    edit_manifest(d.path(), |v| {
+        v["graphs"].as_object_mut().unwrap().remove("encoder");
+    });
+    let e = load_err(d.path(), true);
+    assert!(e.contains("required graph `encoder`"), "{e}");
+    let d = copy_tiny();
+    edit_manifest(d.path(), |v| v["dtype"] = "int8".into());
+    let e = load_err(d.path(), true);
+    assert!(e.contains("dtype `int8`"), "{e}");
+}
+
+#[test]
+fn manifest_shapes_disagreeing_with_graph() {
+    let d = copy_tiny();
+    edit_manifest(d.path(), |v| v["mid_shape"] = serde_json::json!([999, 8, 8]));
+    let m = UNetModel::load(d.path(), &LoadOptions::default()).unwrap();
+    let x = Tensor::zeros([1, 4, 16, 16], (Kind::Float, m.device));
+    let c = m.encode_classes(&[0]).unwrap();
+    let e = m.forward(&x, &Tensor::from_slice(&[10.0f32]), &c).unwrap_err().to_string();
+    assert!(e.contains("encoder features: mid") && e.contains("999"), "{e}");
+}
+
+#[test]
+fn wrong_input_shape_and_channels() {
+    let m = UNetModel::load(tiny(), &LoadOptions::default()).unwrap();
+    let c = m.encode_classes(&[0]).unwrap();
+    let t = Tensor::from_slice(&[10.0f32]);
+    let e = m.forward(&Tensor::zeros([1, 3, 16, 16], (Kind::Float, m.device)), &t, &c).unwrap_err().to_string();
+    assert!(e.contains("sample") && e.contains("[B, 4, 16, 16]") && e.contains("[1, 3, 16, 16]"), "{e}");
+    let e = m.forward(&Tensor::zeros([1, 4, 20, 16], (Kind::Float, m.device)), &t, &c).unwrap_err().to_string();
+    assert!(e.contains("[B, 4, 16, 16]"), "{e}");
+    let e = m.forward(&Tensor::zeros([2, 4, 16, 16], (Kind::Float, m.device)), &t, &c).unwrap_err().to_string();
+    assert!(e.contains("timesteps batch size"), "{e}");
+    let bad_cond = Tensor::zeros([1, 5, 16], (Kind::Float, m.device));
+    let e = m.forward(&Tensor::zeros([1, 4, 16, 16], (Kind::Float, m.device)), &t, &bad_cond).unwrap_err().to_string();
+    assert!(e.contains("cond") && e.contains("[1, 3, 16]"), "{e}");
+}
+
+#[test]
+fn bad_classes_and_devices() {
+    let m = UNetModel::load(tiny(), &LoadOptions::default()).unwrap();
+    let e = m.encode_classes(&[7]).unwrap_err().to_string();
+    assert!(e.contains("class id 7"), "{e}");
+    let e = m.class_id("delta").unwrap_err().to_string();
+    assert!(e.contains("unknown class `delta`") && e.contains("alpha"), "{e}");
+    assert_eq!(m.class_id("Beta").unwrap(), 1);
+    assert!(m.encode_prompts(&["a cat"]).unwrap_err().to_string().contains("not text-conditioned"));
+    let e = fd_model::parse_device("tpu").unwrap_err().to_string();
+    assert!(e.contains("device `tpu`") && e.contains("cuda:N"), "{e}");
+}
+
+#[test]
+fn cuda_requested_without_gpu_is_a_clear_error() {
+    // On a GPU machine this must succeed instead; both outcomes are checked.
+    match fd_model::parse_device("cuda") {
+        Ok(dev) => assert!(fd_model::tch::Cuda::is_available(), "got {dev:?} without CUDA"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("device `cuda`") && e.contains("CUDA requested"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! diffusers scheduler configs (defaults equal diffusers') and the beta schedules they share.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// `beta_schedule` of diffusers schedulers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BetaSchedule {
+    /// `linspace(beta_start, beta_end, N)`.
+    Linear,
+    /// `linspace(sqrt(beta_start), sqrt(beta_end), N) ** 2` (Stable Diffusion).
+    ScaledLinear,
+    /// Cosine alpha-bar schedule (`betas_for_alpha_bar`, max beta 0.999).
+    #[serde(rename = "squaredcos_cap_v2")]
+    SquaredcosCapV2,
+}
+
+/// `timestep_spacing` of diffusers schedulers (Table 2 of "Common Diffusion Noise Schedules and
+/// Sample Steps are Flawed").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestepSpacing {
+    Leading,
+    Trailing,
+    Linspace,
+}
+
+/// `prediction_type` of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictionType {
+    Epsilon,
+    VPrediction,
+    Sample,
+}
+
+/// Mirrors `diffusers.DDIMScheduler.__init__`; every default equals diffusers'.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DDIMSchedulerConfig {
+    /// Number of diffusion steps used to train the model. Default 1000.
+    pub num_train_timesteps: usize,
+    /// Default 0.0001.
+    pub beta_start: f64,
+    /// Default 0.02.
+    pub beta_end: f64,
+    /// Default `linear`.
+    pub beta_schedule: BetaSchedule,
+    /// Explicit betas, overriding the schedule. Default none.
+    pub trained_betas: Option<Vec<f64>>,
+    /// Clip the predicted x0 to [-clip_sample_range, clip_sample_range]. Default true.
+    pub clip_sample: bool,
+    /// Default 1.0.
+    pub clip_sample_range: f64,
+    /// Use alpha_bar = 1 for the step past the last one (else alpha_bar[0]). Default true.
+    pub set_alpha_to_one: bool,
+    /// Offset added to inference timesteps (SD uses 1). Default 0.
+    pub steps_offset: usize,
+    /// Default `epsilon`.
+    pub prediction_type: PredictionType,
+    /// Default `leading`.
+    pub timestep_spacing: TimestepSpacing,
+    /// Dynamic thresholding (Imagen); not supported here, rejected when true. Default false.
+    pub thresholding: bool,
+    /// Rescale betas to zero terminal SNR; rejected when true (not implemented). Default false.
+    pub rescale_betas_zero_snr: bool,
+}
+
+impl Default for DDIMSchedulerConfig {
+    fn default() -> Self {
+        Self {
+            num_train_timesteps: 1000,
+            beta_start: 0.0001,
+            beta_end: 0.02,
+            beta_schedule: BetaSchedule::Linear,
+            trained_betas: None,
+            clip_sample: true,
+            clip_sample_range: 1.0,
+            set_alpha_to_one: true,
+            steps_offset: 0,
+            prediction_type: PredictionType::Epsilon,
+            timestep_spacing: TimestepSpacing::Leading,
+            thresholding: false,
+            rescale_betas_zero_snr: false,
+        }
+    }
+}
+
+impl DDIMSchedulerConfig {
+    /// From a manifest's diffusers scheduler config (unknown keys, e.g. `_class_name`, ignored).
+    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+        let c: Self = serde_json::from_value(v.clone()).map_err(|e| Error::Config(e.to_string()))?;
+        if c.thresholding {
+            return Err(Error::Config("thresholding=true is not supported".into()));
+        }
+        if c.rescale_betas_zero_snr {
+            return Err(Error::Config("rescale_betas_zero_snr=true is not supported".into()));
+        }
+        Ok(c)
+    }
+}
+
+/// Betas as diffusers computes them (float32 linspace, then squared for `scaled_linear`).
+pub fn betas(schedule: BetaSchedule, start: f64, end: f64, n: usize, trained: Option<&[f64]>) -> Vec<f64> {
+    if let Some(b) = trained {
+        return b.to_vec();
+    }
+    let lin = |a: f64, b: f64| -> Vec<f64> {
+        (0..n)
+            .map(|i| if n == 1 { a } else { a + (b - a) * i as f64 / (n - 1) as f64 })
+            .map(|v| f64::from(v as f32))
+            .collect()
+    };
+    match schedule {
+        BetaSchedule::Linear => lin(start, end),
+        BetaSchedule::ScaledLinear => {
+            lin(start.sqrt(), end.sqrt()).into_iter().map(|b| f64::from((b * b) as f32)).collect()
+        }
+        BetaSchedule::SquaredcosCapV2 => {
+            let abar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+            (0..n)
+                .map(|i| {
+                    let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);
+                    f64::from((1.0 - abar(t2) / abar(t1)).min(0.999) as f32)
+                })
+                .collect()
+        }
+    }
+}
+
+/// alpha_bar_t = prod_{s<=t} (1 - beta_s), accumulated in float32 as torch.cumprod does.
+pub fn alphas_cumprod(betas: &[f64]) -> Vec<f64> {
+    let mut acc = 1.0f32;
+    betas
+        .iter()
+        .map(|b| {
+            acc *= 1.0 - *b as f32;
+            f64::from(acc)
+        })
+        .collect()
+}
+
+/// Inference timesteps for `n` steps out of `num_train` (descending), as diffusers' set_timesteps.
+pub fn spaced_timesteps(spacing: TimestepSpacing, num_train: usize, n: usize, steps_offset: usize) -> Result<Vec<i64>> {
+    if n == 0 || n > num_train {
+        return Err(Error::Config(format!("steps must be in 1..={num_train} (num_train_timesteps), got {n}")));
+    }
+    let t: Vec<i64> = match spacing {
+        TimestepSpacing::Linspace => (0..n)
+            .rev()
+            .map(|i| if n == 1 { 0.0 } else { (num_train - 1) as f64 * i as f64 / (n - 1) as f64 })
+            .map(|v| v.round_ties_even() as i64)
+            .collect(),
+        TimestepSpacing::Leading => {
+            let ratio = num_train / n;
+            (0..n).rev().map(|i| (i * ratio + steps_offset) as i64).collect()
+        }
+        TimestepSpacing::Trailing => {
+            let ratio = num_train as f64 / n as f64;
+            // np.round(np.arange(num_train, 0, -ratio)) - 1
+            let len = (num_train as f64 / ratio).ceil() as usize;
+            (0..len).map(|i| (num_train as f64 - i as f64 * ratio).round_ties_even() as i64 - 1).collect()
+        }
+    };
+    Ok(t)
+}

@@ -1,0 +1,289 @@
+//! The sampling loop for any [`Plan`]: encoder once per group, the group's decoders batched
+//! (parallel) or one per step (sequential), the scheduler stepped sequentially through the group.
+
+use std::time::{Duration, Instant};
+
+use fd_model::{EncoderFeatures, UNetModel};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::plan::Plan;
+use crate::schedulers::Scheduler;
+use crate::{Error, Result};
+
+/// When prior noise injection is applied relative to the scheduler step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InjectWhen {
+    Before,
+    After,
+}
+
+/// Prior noise injection: z <- z + strength * z_T while t < tau * num_train_timesteps.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Injection {
+    /// c; the paper's SD default is 0.003.
+    pub strength: f64,
+    /// tau; the paper's SD default is 0.5.
+    pub tau: f64,
+    /// The paper's SD default is before the scheduler step.
+    pub when: InjectWhen,
+}
+
+impl Injection {
+    /// Parse `C@TAU` (e.g. `0.003@0.5`), optionally suffixed `:before` / `:after`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let err = || Error::Sampling(format!("--inject `{spec}`: expected C@TAU[:before|:after], e.g. 0.003@0.5"));
+        let (body, when) = match spec.rsplit_once(':') {
+            Some((b, "before")) => (b, InjectWhen::Before),
+            Some((b, "after")) => (b, InjectWhen::After),
+            Some(_) => return Err(err()),
+            None => (spec, InjectWhen::Before),
+        };
+        let (c, tau) = body.split_once('@').ok_or_else(err)?;
+        let strength: f64 = c.trim().parse().map_err(|_| err())?;
+        let tau: f64 = tau.trim().parse().map_err(|_| err())?;
+        if !strength.is_finite() || !(0.0..=1.0).contains(&tau) {
+            return Err(err());
+        }
+        Ok(Self { strength, tau, when })
+    }
+}
+
+/// How a plan is executed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecOptions {
+    /// Batch the decoders of a group into one call (paper's parallel mode). Default true.
+    pub parallel: bool,
+    /// Cap on rows per decoder call (0 = no cap); a group is split into chunks of whole steps.
+    pub max_decoder_batch: usize,
+    /// Classifier-free guidance scale; <= 1 runs the conditional branch only. Default 1.
+    pub guidance: f64,
+    /// Prior noise injection. Default none.
+    pub injection: Option<Injection>,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        Self { parallel: true, max_decoder_batch: 0, guidance: 1.0, injection: None }
+    }
+}
+
+/// Wall time per component.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub time_embed_s: f64,
+    pub encoder_s: f64,
+    pub decoder_s: f64,
+    pub scheduler_s: f64,
+    pub total_s: f64,
+}
+
+/// Rows evaluated per graph (a row = one sample in one CFG branch at one step).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CallCounts {
+    pub encoder_calls: usize,
+    pub encoder_rows: usize,
+    pub decoder_calls: usize,
+    pub decoder_rows: usize,
+    pub time_embed_rows: usize,
+}
+
+impl CallCounts {
+    /// GFLOPs of the UNet work executed per image (CFG batch doubling included).
+    pub fn gflops_per_image(&self, model: &UNetModel, batch: usize) -> f64 {
+        let m = &model.manifest;
+        let f = self.encoder_rows as f64 * m.flops("encoder") as f64
+            + self.decoder_rows as f64 * m.flops("decoder") as f64
+            + self.time_embed_rows as f64 * m.flops("time_embed") as f64;
+        f / batch as f64 / 1e9
+    }
+}
+
+/// Result of one sampling run.
+#[derive(Debug)]
+pub struct SampleOutput {
+    /// Final latents (pixel model: images in [-1, 1]).
+    pub latents: Tensor,
+    pub timings: Timings,
+    pub counts: CallCounts,
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+struct Clock {
+    device: Device,
+}
+
+impl Clock {
+    fn time<T>(&self, acc: &mut f64, f: impl FnOnce() -> T) -> T {
+        let t0 = Instant::now();
+        let out = f();
+        sync(self.device);
+        *acc += Duration::as_secs_f64(&t0.elapsed());
+        out
+    }
+}
+
+/// Inputs of [`sample`].
+#[derive(Debug)]
+pub struct SampleInput<'a> {
+    /// z_T, unit variance [B, C, H, W] (scaled by the scheduler's init_noise_sigma inside).
+    pub noise: &'a Tensor,
+    /// Conditional embeddings [B, L, D].
+    pub cond: &'a Tensor,
+    /// Unconditional embeddings [B, L, D], used when guidance > 1.
+    pub uncond: Option<&'a Tensor>,
+}
+
+/// Run `plan` with `scheduler` on `model`. `step_noise(i)` supplies fresh noise for samplers
+/// that need it (shape of the latents).
+pub fn sample(
+    model: &UNetModel,
+    scheduler: &mut dyn Scheduler,
+    plan: &Plan,
+    opts: &ExecOptions,
+    input: &SampleInput<'_>,
+    mut step_noise: Option<&mut dyn FnMut(usize) -> Tensor>,
+) -> Result<SampleOutput> {
+    let t_start = Instant::now();
+    let clock = Clock { device: model.device };
+    let timesteps = scheduler.timesteps().to_vec();
+    if timesteps.len() != plan.num_steps {
+        return Err(Error::Sampling(format!(
+            "plan has {} steps but the scheduler has {}",
+            plan.num_steps,
+            timesteps.len()
+        )));
+    }
+    let b = input.noise.size()[0];
+    let cfg = opts.guidance > 1.0;
+    let cond2 = match (cfg, input.uncond) {
+        (true, Some(u)) => Tensor::cat(&[u, input.cond], 0),
+        (true, None) => return Err(Error::Sampling("guidance > 1 needs unconditional embeddings".into())),
+        (false, _) => input.cond.shallow_clone(),
+    }
+    .to_device(model.device);
+    let branches: i64 = if cfg { 2 } else { 1 };
+    let z_t = (input.noise.to_device(model.device).to_kind(Kind::Float)) * scheduler.init_noise_sigma();
+    let mut latents = z_t.shallow_clone();
+    let mut tm = Timings::default();
+    let mut counts = CallCounts::default();
+    let n_train = scheduler.num_train_timesteps() as f64;
+    let rows_per_step = (branches * b) as usize;
+    let chunk_steps = if !opts.parallel {
+        1
+    } else if opts.max_decoder_batch == 0 {
+        usize::MAX
+    } else {
+        (opts.max_decoder_batch / rows_per_step).max(1)
+    };
+
+    for group in &plan.groups {
+        // 1. encoder at the key step, on [uncond; cond]
+        let s = group.start;
+        let x_in = scheduler.scale_model_input(&latents, s);
+        let x_in = if cfg { Tensor::cat(&[&x_in, &x_in], 0) } else { x_in };
+        let t_key = Tensor::full([branches * b], timesteps[s], (Kind::Float, model.device));
+        let emb_key = clock.time(&mut tm.time_embed_s, || model.time_embed(&t_key))?;
+        counts.time_embed_rows += rows_per_step;
+        let feats = clock.time(&mut tm.encoder_s, || model.encode(&x_in, &emb_key, &cond2))?;
+        counts.encoder_calls += 1;
+        counts.encoder_rows += rows_per_step;
+
+        // 2. decoders of the group, in chunks of whole steps
+        let steps: Vec<usize> = group.clone().collect();
+        let mut preds: Vec<Tensor> = Vec::with_capacity(steps.len());
+        for chunk in steps.chunks(chunk_steps.min(steps.len())) {
+            let out = decode_steps(model, &clock, &mut tm, &feats, &cond2, chunk, &timesteps, branches, b)?;
+            counts.decoder_calls += 1;
+            counts.decoder_rows += rows_per_step * chunk.len();
+            counts.time_embed_rows += rows_per_step * chunk.len();
+            preds.extend(out);
+        }
+
+        // 3. scheduler stepped sequentially through the group
+        for (&i, pred) in steps.iter().zip(preds) {
+            let eps = if cfg {
+                let parts = pred.chunk(2, 0);
+                &parts[0] + (&parts[1] - &parts[0]) * opts.guidance
+            } else {
+                pred
+            };
+            let inject = opts.injection.filter(|inj| timesteps[i] < inj.tau * n_train);
+            let t0 = Instant::now();
+            if let Some(inj) = inject.filter(|inj| inj.when == InjectWhen::Before) {
+                latents = &latents + &z_t * inj.strength;
+            }
+            let noise = if scheduler.needs_noise() {
+                let f = step_noise
+                    .as_mut()
+                    .ok_or_else(|| Error::Sampling(format!("scheduler `{}` needs step noise", scheduler.name())))?;
+                Some(f(i).to_device(model.device))
+            } else {
+                None
+            };
+            latents = scheduler.step(&eps, i, &latents, noise.as_ref())?;
+            if let Some(inj) = inject.filter(|inj| inj.when == InjectWhen::After) {
+                latents = &latents + &z_t * inj.strength;
+            }
+            sync(model.device);
+            tm.scheduler_s += t0.elapsed().as_secs_f64();
+            if latents.isfinite().all().int64_value(&[]) == 0 {
+                return Err(Error::NonFinite { step: i, timestep: timesteps[i], plan: plan.keys.to_string() });
+            }
+        }
+    }
+    tm.total_s = t_start.elapsed().as_secs_f64();
+    Ok(SampleOutput { latents, timings: tm, counts })
+}
+
+/// Where a decoder batch is formed: for steps `js` of one group, rows laid out
+/// [uncond x k, cond x k] (each block B rows), every row reading the key step's features of its
+/// branch with its own step's time embedding. Returns one [branches*B, ...] prediction per step.
+#[allow(clippy::too_many_arguments)]
+fn decode_steps(
+    model: &UNetModel,
+    clock: &Clock,
+    tm: &mut Timings,
+    feats: &EncoderFeatures,
+    cond2: &Tensor,
+    js: &[usize],
+    timesteps: &[f64],
+    branches: i64,
+    b: i64,
+) -> Result<Vec<Tensor>> {
+    let k = js.len() as i64;
+    let mut index = Vec::with_capacity((branches * k * b) as usize);
+    let mut ts = Vec::with_capacity(index.capacity());
+    for br in 0..branches {
+        for &j in js {
+            for r in 0..b {
+                index.push(br * b + r);
+                ts.push(timesteps[j] as f32);
+            }
+        }
+    }
+    let dev = model.device;
+    let (f, c) = if k == 1 {
+        (feats.clone(), cond2.shallow_clone())
+    } else {
+        let idx = Tensor::from_slice(&index).to_device(dev);
+        (feats.index_select(&idx), cond2.index_select(0, &idx))
+    };
+    let t = Tensor::from_slice(&ts).to_device(dev);
+    let emb = clock.time(&mut tm.time_embed_s, || model.time_embed(&t))?;
+    let out = clock.time(&mut tm.decoder_s, || model.decode(&f, &emb, &c))?;
+    // rows (branch, step jj) -> per step: [uncond B; cond B]
+    let blocks = out.chunk(branches * k, 0);
+    Ok((0..k as usize)
+        .map(|jj| {
+            let per_branch: Vec<&Tensor> = (0..branches as usize).map(|br| &blocks[br * k as usize + jj]).collect();
+            Tensor::cat(&per_branch, 0)
+        })
+        .collect())
+}

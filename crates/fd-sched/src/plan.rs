@@ -1,0 +1,155 @@
+//! Where a key step is decided: [`KeySteps`] (the user's choice) -> [`Plan`] (groups of steps that
+//! share one encoder pass).
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Which steps run the encoder (0-based indices into the sampler's timestep list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeySteps {
+    /// Every step is a key step: the plain sampler (baseline).
+    None,
+    /// Every k-th step (i % k == 0).
+    Uniform(usize),
+    /// One of the paper's named sets (`50ls`, `50ls2`, `50ls3`, `50ls4`, `100ls`, `75ls`, `s2`, `pro`).
+    Preset(String),
+    /// An explicit list.
+    List(Vec<usize>),
+}
+
+/// The paper's named key-step sets (../shared/paper-notes.md §2).
+pub const PRESETS: [&str; 8] = ["50ls", "50ls2", "50ls3", "50ls4", "100ls", "75ls", "s2", "pro"];
+
+// Written as in the paper / authors' code ("i > 85 or i < 10 or i % 5 == 0").
+#[allow(clippy::manual_range_contains)]
+fn preset(name: &str, n: usize) -> Option<Vec<usize>> {
+    let list = |v: &[usize]| v.iter().copied().filter(|&i| i < n).collect::<Vec<_>>();
+    let pred = |f: &dyn Fn(usize) -> bool| (0..n).filter(|&i| f(i)).collect::<Vec<_>>();
+    Some(match name {
+        "50ls" => list(&[0, 1, 2, 3, 5, 10, 15, 25, 35]),
+        "50ls2" => list(&[0, 10, 11, 12, 15, 20, 25, 30, 35, 45]),
+        "50ls3" => list(&[0, 20, 25, 30, 35, 45, 46, 47, 48, 49]),
+        "50ls4" => list(&[0, 9, 13, 14, 15, 28, 29, 32, 36, 45]),
+        "100ls" => pred(&|i| i > 85 || i < 10 || i % 5 == 0),
+        "75ls" => pred(&|i| i > 65 || i < 10 || i % 5 == 0),
+        "s2" => pred(&|i| !(20..=40).contains(&i) || i % 2 == 0),
+        "pro" => pred(&|i| {
+            let v = 9 + 8 * i;
+            let r = (v as f64).sqrt().round() as usize;
+            r * r == v
+        }),
+        _ => return None,
+    })
+}
+
+impl KeySteps {
+    /// Parse a `--keys` value: `none`, `uniform:K` (or `every:K`), a preset name, or `0,1,2,5,...`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let s = spec.trim();
+        let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
+        if s.is_empty() {
+            return Err(err("empty; expected none, uniform:K, a preset or a list like 0,1,2,5".into()));
+        }
+        if s == "none" {
+            return Ok(Self::None);
+        }
+        if let Some(k) = s.strip_prefix("uniform:").or_else(|| s.strip_prefix("every:")) {
+            let k: usize = k.parse().map_err(|_| err(format!("`{k}` is not a positive integer")))?;
+            if k == 0 {
+                return Err(err("uniform interval must be >= 1".into()));
+            }
+            return Ok(Self::Uniform(k));
+        }
+        if PRESETS.contains(&s) {
+            return Ok(Self::Preset(s.to_string()));
+        }
+        if s.chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ') {
+            let v = s
+                .split(',')
+                .map(|x| x.trim().parse::<usize>().map_err(|_| err(format!("`{x}` is not a step index"))))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Self::List(v));
+        }
+        Err(err(format!("unknown; expected none, uniform:K, one of {PRESETS:?}, or a list like 0,1,2,5")))
+    }
+
+    /// Resolve to a validated, sorted list of key-step indices for a sampler with `n` steps.
+    pub fn resolve(&self, n: usize) -> Result<Vec<usize>> {
+        let err = |msg: String| Error::KeySteps { spec: self.to_string(), msg };
+        if n == 0 {
+            return Err(err("the sampler has 0 steps".into()));
+        }
+        let v = match self {
+            Self::None => (0..n).collect(),
+            Self::Uniform(k) => (0..n).step_by(*k).collect(),
+            Self::Preset(name) => preset(name, n).ok_or_else(|| err("unknown preset".into()))?,
+            Self::List(v) => v.clone(),
+        };
+        if let Some(&bad) = v.iter().find(|&&i| i >= n) {
+            return Err(err(format!("step index {bad} out of range for a {n}-step sampler (0..{n})")));
+        }
+        let mut sorted = v.clone();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(err(format!("step index {} listed twice", w[0])));
+        }
+        if sorted.first() != Some(&0) {
+            return Err(err("step 0 must be a key step (nothing is cached before it)".into()));
+        }
+        Ok(sorted)
+    }
+}
+
+impl std::fmt::Display for KeySteps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => write!(f, "none"),
+            Self::Uniform(k) => write!(f, "uniform:{k}"),
+            Self::Preset(p) => write!(f, "{p}"),
+            Self::List(v) => write!(f, "{}", v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
+        }
+    }
+}
+
+/// A resolved plan: the groups (a key step plus the non-key steps that reuse its features).
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub keys: KeySteps,
+    pub num_steps: usize,
+    pub key_steps: Vec<usize>,
+    /// Step ranges; each starts at a key step.
+    pub groups: Vec<Range<usize>>,
+}
+
+impl Plan {
+    pub fn new(keys: KeySteps, num_steps: usize) -> Result<Self> {
+        let key_steps = keys.resolve(num_steps)?;
+        let groups =
+            key_steps.iter().enumerate().map(|(i, &s)| s..key_steps.get(i + 1).copied().unwrap_or(num_steps)).collect();
+        Ok(Self { keys, num_steps, key_steps, groups })
+    }
+
+    pub fn is_baseline(&self) -> bool {
+        self.key_steps.len() == self.num_steps
+    }
+
+    /// Encoder calls per sample (per CFG branch).
+    pub fn encoder_calls(&self) -> usize {
+        self.key_steps.len()
+    }
+
+    /// Decoder evaluations per sample (per CFG branch): one per step.
+    pub fn decoder_calls(&self) -> usize {
+        self.num_steps
+    }
+
+    /// FLOPs-bound speedup against the baseline, from per-call encoder / decoder FLOPs.
+    pub fn flops_speedup(&self, enc_flops: u64, dec_flops: u64) -> f64 {
+        let base = self.num_steps as f64 * (enc_flops + dec_flops) as f64;
+        base / (self.encoder_calls() as f64 * enc_flops as f64 + self.decoder_calls() as f64 * dec_flops as f64)
+    }
+}

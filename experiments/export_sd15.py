@@ -1,0 +1,63 @@
+"""Export a local Stable Diffusion 1.x diffusers checkpoint for fd (nothing is downloaded).
+
+  python experiments/export_sd15.py --checkpoint /path/to/stable-diffusion-v1-5 --out models/sd15 \
+      [--device cuda --dtype float16]
+
+Writes, through export_unet.export_model: time_embed / encoder / decoder / full (split UNet),
+cond_encoder (CLIP text encoder: token ids [B,77] -> last_hidden_state [B,77,768]), vae_decoder
+(latents / scaling_factor -> images in [-1,1]), tokenizer.json (HF tokenizers format, read by the
+Rust `tokenizers` crate) and manifest.json with the checkpoint's scheduler config.
+Defaults: float16 on CUDA, float32 on CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_unet import TextEncode, export_model  # noqa: E402
+
+
+def export_sd15(checkpoint: str, out: str, device: str = "cpu", dtype: str | None = None, name: str | None = None):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    for sub in ("unet", "text_encoder", "tokenizer", "vae", "scheduler"):
+        if not os.path.isdir(os.path.join(checkpoint, sub)):
+            raise SystemExit(f"{checkpoint}: missing `{sub}/` (expected a diffusers Stable Diffusion folder)")
+    torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype or ("float16" if device.startswith("cuda") else "float32")]
+    unet = UNet2DConditionModel.from_pretrained(checkpoint, subfolder="unet")
+    text = CLIPTextModel.from_pretrained(checkpoint, subfolder="text_encoder")
+    tok = CLIPTokenizer.from_pretrained(checkpoint, subfolder="tokenizer")
+    vae = AutoencoderKL.from_pretrained(checkpoint, subfolder="vae")
+    with open(os.path.join(checkpoint, "scheduler", "scheduler_config.json")) as f:
+        sched = json.load(f)
+    os.makedirs(out, exist_ok=True)
+    tok.backend_tokenizer.save(os.path.join(out, "tokenizer.json"))
+    max_len = int(tok.model_max_length if tok.model_max_length < 10_000 else text.config.max_position_embeddings)
+    cond_spec = dict(kind="text", seq_len=max_len, dim=int(text.config.hidden_size),
+                     tokenizer=dict(file="tokenizer.json", max_length=max_len, pad_id=int(tok.pad_token_id)))
+    return export_model(
+        out, name or os.path.basename(os.path.normpath(checkpoint)), unet, sched, TextEncode(text), cond_spec,
+        cond_example=torch.zeros(1, max_len, dtype=torch.long), vae=vae,
+        vae_scaling_factor=float(vae.config.scaling_factor), dtype=torch_dtype, device=device,
+    )
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, help="local diffusers SD 1.x folder")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=["float32", "float16"])
+    args = ap.parse_args()
+    m = export_sd15(args.checkpoint, args.out, args.device, args.dtype)
+    print(json.dumps({k: m[k] for k in ("name", "dtype", "params")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

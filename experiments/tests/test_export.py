@@ -1,0 +1,78 @@
+"""Python-side checks of the export wrappers and the data reader (run by `just test`)."""
+import gzip
+import os
+import struct
+import sys
+
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import fmnist_data  # noqa: E402
+from export_unet import Decoder, Encoder, TimeEmbed, export_model  # noqa: E402
+
+
+def tiny_unet(sample_size):
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size, in_channels=2, out_channels=2, layers_per_block=1, block_out_channels=(8, 16, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=8, attention_head_dim=2, norm_num_groups=4,
+    ).eval()
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return unet
+
+
+@pytest.mark.parametrize("size", [16, 14, 15])  # 14 and 15: not multiples of the up factor 4
+def test_split_equals_full_forward(size):
+    unet = tiny_unet(size)
+    x = torch.randn(3, 2, size, size)
+    t = torch.tensor([999.0, 500.0, 3.0])
+    c = torch.randn(3, 5, 8)
+    with torch.no_grad():
+        emb = TimeEmbed(unet)(t)
+        feats = Encoder(unet)(x, emb, c)
+        out = Decoder(unet)(feats[0], emb, c, *feats[1:])
+        ref = unet(x, t, encoder_hidden_states=c).sample
+    assert (out - ref).abs().max().item() <= 1e-5
+
+
+def test_traced_graphs_accept_other_batch_sizes(tmp_path):
+    unet = tiny_unet(15)
+    spec = dict(kind="embedding", seq_len=5, dim=8)
+    m = export_model(str(tmp_path), "t", unet, dict(num_train_timesteps=1000), None, spec)
+    assert m["graphs"]["encoder"]["flops"] > 0 and m["graphs"]["decoder"]["flops"] > 0
+    te, enc, dec = (torch.jit.load(str(tmp_path / f"{k}.pt")) for k in ("time_embed", "encoder", "decoder"))
+    x, t, c = torch.randn(4, 2, 15, 15), torch.tensor([1.0, 10.0, 100.0, 900.0]), torch.randn(4, 5, 8)
+    with torch.no_grad():
+        emb = te(t)
+        feats = enc(x, emb, c)
+        out = dec(feats[0], emb, c, *feats[1:])
+        ref = unet(x, t, encoder_hidden_states=c).sample
+    assert (out - ref).abs().max().item() <= 1e-5
+    assert len(m["skip_shapes"]) == len(feats) - 1
+
+
+def test_idx_reader_rejects_truncated_and_wrong_magic(tmp_path):
+    p = tmp_path / "x-idx3-ubyte.gz"
+    with gzip.open(p, "wb") as f:
+        f.write(struct.pack(">HBBIII", 0, 8, 3, 2, 2, 2) + bytes(7))  # 7 of 8 bytes
+    with pytest.raises(ValueError, match="expected 8 data bytes"):
+        fmnist_data.read_idx(str(p))
+    with gzip.open(p, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 0x0D, 1) + bytes(8))
+    with pytest.raises(ValueError, match="not an unsigned-byte IDX"):
+        fmnist_data.read_idx(str(p))
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        fmnist_data.read_idx(str(tmp_path / "missing.gz"))
+
+
+def test_fashion_mnist_loads():
+    x, y = fmnist_data.load("test")
+    assert x.shape == (10000, 28, 28) and x.dtype == np.uint8
+    assert sorted(np.bincount(y).tolist()) == [1000] * 10

@@ -1,0 +1,46 @@
+# fd task runner. Every recipe sources scripts/env.sh (venv with torch 2.13.0, LIBTORCH_USE_PYTORCH=1).
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+env := "source scripts/env.sh &&"
+model := env_var_or_default("MODEL", "models/fmnist")
+
+# The main job (README quick start): baseline DDIM-50 vs encoder propagation on the default model.
+default: demo
+
+# Install what fd needs (idempotent): just, Fashion-MNIST, the venv with torch 2.13.0 and friends.
+setup:
+    bash scripts/setup.sh
+
+# DDIM-50 with CFG on the default model: baseline vs 50ls (parallel decoders + prior noise injection).
+demo N="80": setup build
+    {{env}} ./target/release/fd info {{model}}
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --keys none --cfg 3 --n {{N}} --batch 40 --out out/demo/baseline
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --keys 50ls --parallel --inject 0.003@0.5 --cfg 3 --n {{N}} --batch 40 --out out/demo/50ls
+    @echo "grids: out/demo/baseline/grid.png out/demo/50ls/grid.png"
+
+build: setup
+    {{env}} cargo build --release -p fd-cli
+
+# The test suite (what CI runs).
+test: setup
+    {{env}} python experiments/tests/make_sd_tiny.py target/fixtures/sd-tiny
+    {{env}} cargo test --workspace
+    {{env}} python -m pytest -q experiments/tests
+
+# Formatting and lints, as CI expects them clean.
+lint: setup
+    {{env}} cargo fmt --all --check
+    {{env}} cargo clippy --workspace --all-targets -- -D warnings
+
+# Regenerate the committed test fixtures (tiny random-init models + diffusers reference outputs).
+fixtures: setup
+    {{env}} python crates/fd-model/tests/fixtures/gen_fixtures.py
+
+# Train the default model (resumable; checkpoints under $FD_CACHE/train/fmnist), then export it.
+train-default STEPS="5000": setup
+    {{env}} python experiments/train_fmnist.py --run-dir "$FD_CACHE/train/fmnist" --steps {{STEPS}}
+    just export-default
+
+# Export the default model's EMA weights from the training checkpoint into models/fmnist.
+export-default: setup
+    {{env}} python experiments/export_unet.py --checkpoint "$FD_CACHE/train/fmnist/checkpoint.pt" --out models/fmnist
