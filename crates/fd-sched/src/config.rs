@@ -1,6 +1,7 @@
 //! diffusers scheduler configs (defaults equal diffusers') and the beta schedules they share.
 
 use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
 
 use crate::{Error, Result};
 
@@ -102,44 +103,35 @@ impl DDIMSchedulerConfig {
     }
 }
 
-/// Betas as diffusers computes them (float32 linspace, then squared for `scaled_linear`).
+/// Betas exactly as diffusers computes them: `torch.linspace(..., dtype=float32)` (libtorch's own
+/// linspace, so values match bit for bit), squared for `scaled_linear`; the cosine schedule in f64
+/// then cast to float32, as `betas_for_alpha_bar`.
 pub fn betas(schedule: BetaSchedule, start: f64, end: f64, n: usize, trained: Option<&[f64]>) -> Vec<f64> {
     if let Some(b) = trained {
-        return b.to_vec();
+        return b.iter().map(|&v| f64::from(v as f32)).collect();
     }
-    let lin = |a: f64, b: f64| -> Vec<f64> {
-        (0..n)
-            .map(|i| if n == 1 { a } else { a + (b - a) * i as f64 / (n - 1) as f64 })
-            .map(|v| f64::from(v as f32))
-            .collect()
-    };
-    match schedule {
+    let lin = |a: f64, b: f64| Tensor::linspace(a, b, n as i64, (Kind::Float, Device::Cpu));
+    let t = match schedule {
         BetaSchedule::Linear => lin(start, end),
-        BetaSchedule::ScaledLinear => {
-            lin(start.sqrt(), end.sqrt()).into_iter().map(|b| f64::from((b * b) as f32)).collect()
-        }
+        BetaSchedule::ScaledLinear => lin(start.sqrt(), end.sqrt()).square(),
         BetaSchedule::SquaredcosCapV2 => {
             let abar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
-            (0..n)
+            return (0..n)
                 .map(|i| {
                     let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);
                     f64::from((1.0 - abar(t2) / abar(t1)).min(0.999) as f32)
                 })
-                .collect()
+                .collect();
         }
-    }
+    };
+    Vec::<f32>::try_from(&t).unwrap_or_default().into_iter().map(f64::from).collect()
 }
 
-/// alpha_bar_t = prod_{s<=t} (1 - beta_s), accumulated in float32 as torch.cumprod does.
+/// alpha_bar_t = prod_{s<=t} (1 - beta_s): `torch.cumprod` in float32, as diffusers.
 pub fn alphas_cumprod(betas: &[f64]) -> Vec<f64> {
-    let mut acc = 1.0f32;
-    betas
-        .iter()
-        .map(|b| {
-            acc *= 1.0 - *b as f32;
-            f64::from(acc)
-        })
-        .collect()
+    let b = Tensor::from_slice(&betas.iter().map(|&v| v as f32).collect::<Vec<_>>());
+    let ac = (b.neg() + 1.0).cumprod(0, Kind::Float);
+    Vec::<f32>::try_from(&ac).unwrap_or_default().into_iter().map(f64::from).collect()
 }
 
 /// Inference timesteps for `n` steps out of `num_train` (descending), as diffusers' set_timesteps.

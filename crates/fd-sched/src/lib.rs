@@ -25,3 +25,4 @@ pub fn build_scheduler(name: &str, config: &serde_json::Value, steps: usize, eta
         other => Err(Error::UnknownScheduler(other.to_string())),
     }
 }
+pub use tch;

@@ -74,33 +74,31 @@ impl Scheduler for Ddim {
     fn step(&mut self, model_output: &Tensor, i: usize, sample: &Tensor, noise: Option<&Tensor>) -> Result<Tensor> {
         let t = self.timesteps_i[i];
         let prev_t = t - self.step_ratio;
-        let a_t = self.alpha_at(t);
-        let a_prev = self.alpha_at(prev_t);
+        // Scalars in float32, as diffusers computes them from float32 tensors.
+        let a_t = self.alpha_at(t) as f32;
+        let a_prev = self.alpha_at(prev_t) as f32;
         let b_t = 1.0 - a_t;
+        let (sa, sb) = (f64::from(a_t.sqrt()), f64::from(b_t.sqrt()));
         let (mut x0, eps) = match self.config.prediction_type {
-            PredictionType::Epsilon => {
-                ((sample - model_output * b_t.sqrt()) / a_t.sqrt(), model_output.shallow_clone())
-            }
+            PredictionType::Epsilon => ((sample - model_output * sb) / sa, model_output.shallow_clone()),
             PredictionType::Sample => {
                 let x0 = model_output.shallow_clone();
-                let eps = (sample - &x0 * a_t.sqrt()) / b_t.sqrt();
+                let eps = (sample - &x0 * sa) / sb;
                 (x0, eps)
             }
-            PredictionType::VPrediction => {
-                (sample * a_t.sqrt() - model_output * b_t.sqrt(), model_output * a_t.sqrt() + sample * b_t.sqrt())
-            }
+            PredictionType::VPrediction => (sample * sa - model_output * sb, model_output * sa + sample * sb),
         };
         if self.config.clip_sample {
             let r = self.config.clip_sample_range;
             x0 = x0.clamp(-r, r);
         }
-        let variance = (1.0 - a_prev) / b_t * (1.0 - a_t / a_prev);
-        let std = self.eta * variance.sqrt();
-        let dir = &eps * (1.0 - a_prev - std * std).sqrt();
-        let mut prev = x0 * a_prev.sqrt() + dir;
+        let variance = ((1.0 - a_prev) / b_t) * (1.0 - a_t / a_prev);
+        let std = self.eta as f32 * variance.sqrt();
+        let dir = &eps * f64::from((1.0 - a_prev - std * std).sqrt());
+        let mut prev = x0 * f64::from(a_prev.sqrt()) + dir;
         if self.eta > 0.0 {
             let noise = noise.ok_or_else(|| Error::Sampling("DDIM with eta > 0 needs step noise".into()))?;
-            prev += noise * std;
+            prev += noise * f64::from(std);
         }
         Ok(prev)
     }

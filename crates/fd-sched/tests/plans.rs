@@ -1,0 +1,71 @@
+//! Key-step plans: presets, groups, call counts, and every validation error.
+
+use fd_sched::{KeySteps, Plan};
+
+fn keys(spec: &str, n: usize) -> Vec<usize> {
+    KeySteps::parse(spec).unwrap().resolve(n).unwrap()
+}
+
+fn err(spec: &str, n: usize) -> String {
+    match KeySteps::parse(spec) {
+        Err(e) => e.to_string(),
+        Ok(k) => k.resolve(n).unwrap_err().to_string(),
+    }
+}
+
+#[test]
+fn presets_match_the_paper() {
+    assert_eq!(keys("50ls", 50), vec![0, 1, 2, 3, 5, 10, 15, 25, 35]);
+    assert_eq!(keys("50ls", 20), vec![0, 1, 2, 3, 5, 10, 15]);
+    assert_eq!(keys("50ls2", 50), vec![0, 10, 11, 12, 15, 20, 25, 30, 35, 45]);
+    assert_eq!(keys("50ls3", 50), vec![0, 20, 25, 30, 35, 45, 46, 47, 48, 49]);
+    assert_eq!(keys("50ls4", 50), vec![0, 9, 13, 14, 15, 28, 29, 32, 36, 45]);
+    assert_eq!(&keys("pro", 100)[..11], &[0, 2, 5, 9, 14, 20, 27, 35, 44, 54, 65]);
+    let s2 = keys("s2", 50);
+    assert!(s2.contains(&19) && !s2.contains(&21) && s2.contains(&22) && s2.contains(&41));
+    let ls100 = keys("100ls", 100);
+    assert!(ls100.contains(&9) && !ls100.contains(&11) && ls100.contains(&15) && ls100.contains(&86));
+    assert_eq!(keys("uniform:4", 10), vec![0, 4, 8]);
+    assert_eq!(keys("none", 5), vec![0, 1, 2, 3, 4]);
+    assert_eq!(keys("0, 3,7", 10), vec![0, 3, 7]);
+}
+
+#[test]
+fn groups_and_counts() {
+    let p = Plan::new(KeySteps::parse("50ls").unwrap(), 50).unwrap();
+    let sizes: Vec<usize> = p.groups.iter().map(|g| g.len()).collect();
+    assert_eq!(sizes, vec![1, 1, 1, 2, 5, 5, 10, 10, 15]);
+    assert_eq!((p.encoder_calls(), p.decoder_calls()), (9, 50));
+    assert!(!p.is_baseline());
+    // encoder 1/3 of the FLOPs: 50 * 3 / (9 * 1 + 50 * 2)
+    assert!((p.flops_speedup(1, 2) - 150.0 / 109.0).abs() < 1e-12);
+    assert!(Plan::new(KeySteps::None, 50).unwrap().is_baseline());
+}
+
+#[test]
+fn validation_errors_are_clear() {
+    let e = err("1,2,3", 10);
+    assert!(e.contains("step 0 must be a key step"), "{e}");
+    let e = err("0,5,12", 10);
+    assert!(e.contains("step index 12 out of range") && e.contains("10-step"), "{e}");
+    let e = err("0,3,3", 10);
+    assert!(e.contains("listed twice"), "{e}");
+    let e = err("uniform:0", 10);
+    assert!(e.contains(">= 1"), "{e}");
+    let e = err("uniform:x", 10);
+    assert!(e.contains("not a positive integer"), "{e}");
+    let e = err("fastest", 10);
+    assert!(e.contains("key steps `fastest`") && e.contains("50ls"), "{e}");
+    let e = err("", 10);
+    assert!(e.contains("empty"), "{e}");
+    let e = err("0,a", 10);
+    assert!(e.contains("unknown"), "{e}");
+    let e = err("none", 0);
+    assert!(e.contains("0 steps"), "{e}");
+    let e = fd_sched::Injection::parse("0.003").unwrap_err().to_string();
+    assert!(e.contains("C@TAU"), "{e}");
+    let e = fd_sched::Injection::parse("0.003@2").unwrap_err().to_string();
+    assert!(e.contains("C@TAU"), "{e}");
+    let i = fd_sched::Injection::parse("0.003@0.5:after").unwrap();
+    assert_eq!((i.strength, i.tau, i.when), (0.003, 0.5, fd_sched::InjectWhen::After));
+}
