@@ -15,7 +15,7 @@ setup:
 demo N="80": setup build
     {{env}} ./target/release/fd info {{model}}
     {{env}} ./target/release/fd sample --model {{model}} --steps 50 --keys none --cfg 3 --n {{N}} --batch 40 --out out/demo/baseline
-    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --keys 50ls --parallel --inject 0.003@0.5 --cfg 3 --n {{N}} --batch 40 --out out/demo/50ls
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --keys 50ls --parallel --max-decoder-batch 160 --inject 0.003@0.5 --cfg 3 --n {{N}} --batch 40 --out out/demo/50ls
     @echo "grids: out/demo/baseline/grid.png out/demo/50ls/grid.png"
 
 build: setup

@@ -178,6 +178,7 @@ def export_model(
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
     extra_manifest: dict | None = None,
+    with_full: bool = True,
 ) -> dict:
     """Export `unet` (+ optional conditioning encoder and VAE decoder) into `out_dir`.
 
@@ -207,7 +208,8 @@ def export_model(
     add("time_embed", te, [timesteps])
     add("encoder", enc, [sample, emb, cond])
     add("decoder", dec, [feats[0], emb, cond, *feats[1:]])
-    add("full", full, [sample, timesteps, cond])
+    if with_full:  # the unsplit reference graph, for parity checks (doubles the folder size)
+        add("full", full, [sample, timesteps, cond])
     params = dict(
         time_embed=n_params(te),
         encoder=n_params(enc),
@@ -262,23 +264,49 @@ def export_model(
     return manifest
 
 
-def export_fmnist_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = True) -> dict:
+def write_pipeline_reference(unet, cond_encoder, null_id: int, scheduler_config: dict, out_path: str,
+                             seeds=(0, 1), classes=(7, 8), steps: int = 50, guidance: float = 3.0) -> None:
+    """The plain diffusers pipeline loop (DDIM, CFG) on a few seeds: what Rust sampling must equal."""
+    from diffusers import DDIMScheduler
+    from safetensors.torch import save_file
+
+    sched = DDIMScheduler(**{k: v for k, v in scheduler_config.items() if not k.startswith("_")})
+    sched.set_timesteps(steps)
+    shape = (1, unet.config.in_channels, *([unet.config.sample_size] * 2))
+    noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    x = noise * sched.init_noise_sigma
+    with torch.no_grad():
+        cond = torch.cat([cond_encoder(torch.full((len(seeds),), null_id)), cond_encoder(torch.tensor(classes))])
+        for t in sched.timesteps:
+            eps = unet(torch.cat([x, x]), t, encoder_hidden_states=cond).sample
+            u, c = eps.chunk(2)
+            x = sched.step(u + guidance * (c - u), t, x).prev_sample
+    save_file(dict(samples=x.contiguous(), seeds=torch.tensor(seeds), classes=torch.tensor(classes),
+                   steps=torch.tensor(steps), guidance=torch.tensor(guidance)), out_path)
+
+
+def export_fmnist_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = True, with_full: bool = False) -> dict:
     """Export the default model from a train_fmnist.py checkpoint (EMA weights by default)."""
     from fd_models import FMNIST_COND
     from fmnist_data import CLASS_NAMES
     from train_fmnist import SCHEDULER_CONFIG, Bundle
 
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    os.makedirs(out_dir, exist_ok=True)
     bundle = Bundle()
     bundle.load_state_dict(ck["ema" if use_ema else "model"])
     cond_spec = dict(kind="class", seq_len=FMNIST_COND["seq_len"], dim=FMNIST_COND["dim"],
                      num_classes=FMNIST_COND["num_classes"], null_id=bundle.cond.null_id,
                      class_names=CLASS_NAMES)
+    sched_cfg = dict(SCHEDULER_CONFIG, _class_name="DDIMScheduler")
+    write_pipeline_reference(bundle.unet.eval(), bundle.cond.eval(), bundle.cond.null_id, sched_cfg,
+                             os.path.join(out_dir, "reference_ddim50_cfg3.safetensors"))
     return export_model(
-        out_dir, "fmnist-cfg-unet", bundle.unet, dict(SCHEDULER_CONFIG, _class_name="DDIMScheduler"),
+        out_dir, "fmnist-cfg-unet", bundle.unet, sched_cfg,
         bundle.cond, cond_spec, cond_example=torch.tensor([0]),
         extra_manifest=dict(training=dict(checkpoint_step=int(ck["step"]), wall_s=float(ck["wall_s"]),
                                           ema=use_ema)),
+        with_full=with_full,
     )
 
 
@@ -286,10 +314,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", help="train_fmnist.py checkpoint (exports the EMA weights)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--with-full", action="store_true", help="also export the unsplit reference graph")
     args = ap.parse_args()
     if not args.checkpoint:
         ap.error("--checkpoint is required (for Stable Diffusion folders use export_sd15.py)")
-    m = export_fmnist_checkpoint(args.checkpoint, args.out)
+    m = export_fmnist_checkpoint(args.checkpoint, args.out, with_full=args.with_full)
     print(json.dumps({k: m[k] for k in ("name", "graphs", "params")}, indent=2))
 
 
