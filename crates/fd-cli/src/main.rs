@@ -27,6 +27,25 @@ enum Cmd {
     },
     /// Generate samples with a sampler and a key-step plan; writes PNGs, grid.png and run.json.
     Sample(Box<SampleArgs>),
+    /// Evaluate a sample folder written by `fd sample`.
+    #[command(subcommand)]
+    Eval(EvalCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum EvalCmd {
+    /// Class consistency: share of samples the judge classifies as the requested class.
+    Consistency {
+        /// Folder written by `fd sample` (samples.safetensors + run.json).
+        #[arg(long)]
+        samples: PathBuf,
+        /// TorchScript classifier (logits over the model's classes).
+        #[arg(long, default_value = "models/fmnist/classifier.pt")]
+        classifier: PathBuf,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +108,9 @@ fn main() -> std::process::ExitCode {
     let res = match cli.cmd {
         Cmd::Info { model, device } => info(&model, &device),
         Cmd::Sample(a) => sample_cmd(&a),
+        Cmd::Eval(EvalCmd::Consistency { samples, classifier, device }) => {
+            consistency_cmd(&samples, &classifier, &device)
+        }
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -236,6 +258,10 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
         "plan": { "keys": plan.keys.to_string(), "key_steps": plan.key_steps, "parallel": opts.parallel, "max_decoder_batch": opts.max_decoder_batch },
         "guidance": a.cfg,
         "injection": opts.injection,
+        "conditions": conds.iter().map(|c| match c {
+            Condition::Class(i) => json!(i),
+            Condition::Prompt(p) => json!(p),
+        }).collect::<Vec<_>>(),
         "n": a.n, "batch": a.batch, "seed": a.seed, "seeds": "seed + sample index",
         "timings_s": { "time_embed": timings.time_embed_s, "encoder": timings.encoder_s, "decoder": timings.decoder_s, "scheduler": timings.scheduler_s, "unet_loop": timings.total_s, "cond_encoder": cond_s, "vae": vae_s, "wall": wall },
         "s_per_image": { "unet_loop": timings.total_s / a.n as f64, "wall": wall / a.n as f64 },
@@ -264,6 +290,35 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
         "{} samples -> {} | plan {} ({} encoder / {} decoder calls per sample) | {:.3} s/image (UNet loop {:.3}) | {:.3} GFLOPs/image",
         a.n, a.out.display(), plan.keys, plan.encoder_calls(), plan.decoder_calls(), wall / a.n as f64, timings.total_s / a.n as f64, gflops
     );
+    Ok(())
+}
+
+fn consistency_cmd(dir: &Path, classifier: &Path, device: &str) -> Result<()> {
+    let run_path = dir.join("run.json");
+    let run: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&run_path)
+            .with_context(|| format!("--samples: cannot read {}", run_path.display()))?,
+    )
+    .with_context(|| format!("{}: not JSON", run_path.display()))?;
+    let requested: Vec<i64> =
+        run["conditions"].as_array().and_then(|v| v.iter().map(|c| c.as_i64()).collect()).with_context(|| {
+            format!("{}: `conditions` must list class ids (a class-conditional run)", run_path.display())
+        })?;
+    let raw = dir.join("samples.safetensors");
+    let images = fd_model::tch::Tensor::read_safetensors(&raw)
+        .with_context(|| format!("--samples: cannot read {}", raw.display()))?
+        .into_iter()
+        .find(|(k, _)| k == "samples")
+        .map(|(_, t)| t)
+        .with_context(|| format!("{}: no `samples` tensor", raw.display()))?;
+    let clf = fd_eval::consistency::Classifier::load(classifier, fd_model::parse_device(device)?)?;
+    let res = fd_eval::consistency::class_consistency(&clf, &images, &requested)?;
+    let out = dir.join("consistency.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&res)?)?;
+    println!("class consistency {:.4} over N={} ({})", res.consistency, res.n, out.display());
+    for c in &res.per_class {
+        println!("  class {:>2}: {:.3} (n={})", c.class, c.consistency, c.n);
+    }
     Ok(())
 }
 

@@ -1,6 +1,8 @@
-//! fd-eval: metrics and their inputs. So far: the Fashion-MNIST IDX reader and image I/O.
-//! FID / KID / class consistency / CLIP score / GFLOPs reports arrive with the fd-eval issue.
+//! fd-eval: metrics and their inputs. So far: class consistency with the committed judge
+//! ([`consistency`]), the Fashion-MNIST IDX reader ([`idx`]) and image I/O ([`images`]).
+//! FID / KID / CLIP score / GFLOPs reports arrive with the fd-eval issue.
 
+pub mod consistency;
 mod error;
 pub mod idx;
 pub mod images;

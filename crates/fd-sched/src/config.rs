@@ -20,27 +20,29 @@ pub enum BetaSchedule {
 
 /// `timestep_spacing` of diffusers schedulers (Table 2 of "Common Diffusion Noise Schedules and
 /// Sample Steps are Flawed").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimestepSpacing {
+    #[default]
     Leading,
     Trailing,
     Linspace,
 }
 
 /// `prediction_type` of the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PredictionType {
+    #[default]
     Epsilon,
     VPrediction,
     Sample,
 }
 
-/// Mirrors `diffusers.DDIMScheduler.__init__`; every default equals diffusers'.
+/// The noise schedule every diffusers scheduler config carries (flattened into each config).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
-pub struct DDIMSchedulerConfig {
+pub struct BetaConfig {
     /// Number of diffusion steps used to train the model. Default 1000.
     pub num_train_timesteps: usize,
     /// Default 0.0001.
@@ -51,6 +53,85 @@ pub struct DDIMSchedulerConfig {
     pub beta_schedule: BetaSchedule,
     /// Explicit betas, overriding the schedule. Default none.
     pub trained_betas: Option<Vec<f64>>,
+    /// Rescale betas to zero terminal SNR; rejected when true (not implemented). Default false.
+    pub rescale_betas_zero_snr: bool,
+    /// Dynamic thresholding (Imagen); rejected when true (not implemented). Default false.
+    pub thresholding: bool,
+}
+
+impl Default for BetaConfig {
+    fn default() -> Self {
+        Self {
+            num_train_timesteps: 1000,
+            beta_start: 0.0001,
+            beta_end: 0.02,
+            beta_schedule: BetaSchedule::Linear,
+            trained_betas: None,
+            rescale_betas_zero_snr: false,
+            thresholding: false,
+        }
+    }
+}
+
+impl BetaConfig {
+    /// alpha_bar over the training timesteps, bit-equal to diffusers' float32 tensor.
+    pub fn alphas_cumprod(&self) -> Vec<f64> {
+        alphas_cumprod(&betas(
+            self.beta_schedule,
+            self.beta_start,
+            self.beta_end,
+            self.num_train_timesteps,
+            self.trained_betas.as_deref(),
+        ))
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.thresholding {
+            return Err(Error::Config("thresholding=true is not supported".into()));
+        }
+        if self.rescale_betas_zero_snr {
+            return Err(Error::Config("rescale_betas_zero_snr=true is not supported".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Parse a diffusers scheduler config (unknown keys, e.g. `_class_name`, ignored; missing keys take
+/// the struct's defaults, as diffusers' `from_config`).
+pub fn from_json<T: serde::de::DeserializeOwned + HasBetas>(v: &serde_json::Value) -> Result<T> {
+    let c: T = serde_json::from_value(v.clone()).map_err(|e| Error::Config(e.to_string()))?;
+    c.betas().check()?;
+    Ok(c)
+}
+
+/// Configs that carry a [`BetaConfig`].
+pub trait HasBetas {
+    fn betas(&self) -> &BetaConfig;
+}
+
+macro_rules! has_betas {
+    ($($t:ty),*) => {$(
+        impl HasBetas for $t {
+            fn betas(&self) -> &BetaConfig {
+                &self.betas
+            }
+        }
+        impl $t {
+            /// From a manifest's diffusers scheduler config.
+            pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+                from_json(v)
+            }
+        }
+    )*};
+}
+has_betas!(DDIMSchedulerConfig, DDPMSchedulerConfig, DPMSolverMultistepSchedulerConfig, EulerDiscreteSchedulerConfig);
+
+/// Mirrors `diffusers.DDIMScheduler.__init__`; every default equals diffusers'.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DDIMSchedulerConfig {
+    #[serde(flatten)]
+    pub betas: BetaConfig,
     /// Clip the predicted x0 to [-clip_sample_range, clip_sample_range]. Default true.
     pub clip_sample: bool,
     /// Default 1.0.
@@ -63,43 +144,169 @@ pub struct DDIMSchedulerConfig {
     pub prediction_type: PredictionType,
     /// Default `leading`.
     pub timestep_spacing: TimestepSpacing,
-    /// Dynamic thresholding (Imagen); not supported here, rejected when true. Default false.
-    pub thresholding: bool,
-    /// Rescale betas to zero terminal SNR; rejected when true (not implemented). Default false.
-    pub rescale_betas_zero_snr: bool,
+}
+
+/// `variance_type` of DDPM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VarianceType {
+    #[default]
+    FixedSmall,
+    FixedSmallLog,
+    FixedLarge,
+    FixedLargeLog,
+}
+
+/// Mirrors `diffusers.DDPMScheduler.__init__`; every default equals diffusers'.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DDPMSchedulerConfig {
+    #[serde(flatten)]
+    pub betas: BetaConfig,
+    /// Default `fixed_small` (learned variances are not supported).
+    pub variance_type: VarianceType,
+    /// Default true.
+    pub clip_sample: bool,
+    /// Default 1.0.
+    pub clip_sample_range: f64,
+    /// Default `epsilon`.
+    pub prediction_type: PredictionType,
+    /// Default `leading`.
+    pub timestep_spacing: TimestepSpacing,
+    /// Default 0.
+    pub steps_offset: usize,
+}
+
+/// `algorithm_type` of DPM-Solver multistep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpmAlgorithm {
+    /// DPM-Solver (noise prediction form).
+    #[serde(rename = "dpmsolver")]
+    DpmSolver,
+    /// DPM-Solver++ (data prediction form).
+    #[serde(rename = "dpmsolver++")]
+    DpmSolverPlusPlus,
+}
+
+/// `solver_type` of DPM-Solver multistep (second-order update form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpmSolverType {
+    Midpoint,
+    Heun,
+}
+
+/// `final_sigmas_type` of DPM-Solver / Euler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalSigmas {
+    Zero,
+    SigmaMin,
+}
+
+/// Mirrors `diffusers.DPMSolverMultistepScheduler.__init__`; every default equals diffusers'.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DPMSolverMultistepSchedulerConfig {
+    #[serde(flatten)]
+    pub betas: BetaConfig,
+    /// 1 or 2 (3 is not supported here). Default 2.
+    pub solver_order: usize,
+    /// Default `epsilon`.
+    pub prediction_type: PredictionType,
+    /// Default `dpmsolver++`.
+    pub algorithm_type: DpmAlgorithm,
+    /// Default `midpoint`.
+    pub solver_type: DpmSolverType,
+    /// First-order final step(s) for < 15 steps. Default true.
+    pub lower_order_final: bool,
+    /// Euler at the final step. Default false.
+    pub euler_at_final: bool,
+    /// Default `zero` (diffusers requires `sigma_min` with `dpmsolver`).
+    pub final_sigmas_type: FinalSigmas,
+    /// Default `linspace`.
+    pub timestep_spacing: TimestepSpacing,
+    /// Default 0.
+    pub steps_offset: usize,
+    /// Karras sigmas; rejected when true (not implemented). Default false.
+    pub use_karras_sigmas: bool,
+}
+
+impl Default for DPMSolverMultistepSchedulerConfig {
+    fn default() -> Self {
+        Self {
+            betas: BetaConfig::default(),
+            solver_order: 2,
+            prediction_type: PredictionType::Epsilon,
+            algorithm_type: DpmAlgorithm::DpmSolverPlusPlus,
+            solver_type: DpmSolverType::Midpoint,
+            lower_order_final: true,
+            euler_at_final: false,
+            final_sigmas_type: FinalSigmas::Zero,
+            timestep_spacing: TimestepSpacing::Linspace,
+            steps_offset: 0,
+            use_karras_sigmas: false,
+        }
+    }
+}
+
+/// Mirrors `diffusers.EulerDiscreteScheduler.__init__`; every default equals diffusers'.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EulerDiscreteSchedulerConfig {
+    #[serde(flatten)]
+    pub betas: BetaConfig,
+    /// Default `epsilon`.
+    pub prediction_type: PredictionType,
+    /// Default `linspace`.
+    pub timestep_spacing: TimestepSpacing,
+    /// Default 0.
+    pub steps_offset: usize,
+    /// Default `zero`.
+    pub final_sigmas_type: FinalSigmas,
+    /// Karras sigmas; rejected when true (not implemented). Default false.
+    pub use_karras_sigmas: bool,
+}
+
+impl Default for EulerDiscreteSchedulerConfig {
+    fn default() -> Self {
+        Self {
+            betas: BetaConfig::default(),
+            prediction_type: PredictionType::Epsilon,
+            timestep_spacing: TimestepSpacing::Linspace,
+            steps_offset: 0,
+            final_sigmas_type: FinalSigmas::Zero,
+            use_karras_sigmas: false,
+        }
+    }
 }
 
 impl Default for DDIMSchedulerConfig {
     fn default() -> Self {
         Self {
-            num_train_timesteps: 1000,
-            beta_start: 0.0001,
-            beta_end: 0.02,
-            beta_schedule: BetaSchedule::Linear,
-            trained_betas: None,
+            betas: BetaConfig::default(),
             clip_sample: true,
             clip_sample_range: 1.0,
             set_alpha_to_one: true,
             steps_offset: 0,
             prediction_type: PredictionType::Epsilon,
             timestep_spacing: TimestepSpacing::Leading,
-            thresholding: false,
-            rescale_betas_zero_snr: false,
         }
     }
 }
 
-impl DDIMSchedulerConfig {
-    /// From a manifest's diffusers scheduler config (unknown keys, e.g. `_class_name`, ignored).
-    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
-        let c: Self = serde_json::from_value(v.clone()).map_err(|e| Error::Config(e.to_string()))?;
-        if c.thresholding {
-            return Err(Error::Config("thresholding=true is not supported".into()));
+impl Default for DDPMSchedulerConfig {
+    fn default() -> Self {
+        Self {
+            betas: BetaConfig::default(),
+            variance_type: VarianceType::FixedSmall,
+            clip_sample: true,
+            clip_sample_range: 1.0,
+            prediction_type: PredictionType::Epsilon,
+            timestep_spacing: TimestepSpacing::Leading,
+            steps_offset: 0,
         }
-        if c.rescale_betas_zero_snr {
-            return Err(Error::Config("rescale_betas_zero_snr=true is not supported".into()));
-        }
-        Ok(c)
     }
 }
 

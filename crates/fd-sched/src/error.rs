@@ -5,7 +5,7 @@ pub enum Error {
     KeySteps { spec: String, msg: String },
     #[error("scheduler config: {0}")]
     Config(String),
-    #[error("unknown scheduler `{0}` (expected one of: ddim)")]
+    #[error("unknown scheduler `{0}` (expected one of: ddim, ddpm, dpm, dpm++, euler)")]
     UnknownScheduler(String),
     #[error("sampling diverged: non-finite latents after step {step} (timestep {timestep}) with plan {plan}")]
     NonFinite { step: usize, timestep: f64, plan: String },

@@ -40,8 +40,8 @@ fn ddim_matches_diffusers_every_step() {
 #[test]
 fn config_defaults_equal_diffusers() {
     let c = DDIMSchedulerConfig::default();
-    assert_eq!(c.num_train_timesteps, 1000);
-    assert_eq!((c.beta_start, c.beta_end), (0.0001, 0.02));
+    assert_eq!(c.betas.num_train_timesteps, 1000);
+    assert_eq!((c.betas.beta_start, c.betas.beta_end), (0.0001, 0.02));
     assert!(c.clip_sample && c.set_alpha_to_one);
     assert_eq!(c.steps_offset, 0);
     let e = DDIMSchedulerConfig::from_json(&serde_json::json!({"thresholding": true})).unwrap_err();

@@ -16,7 +16,8 @@ fn default_model_ddim50_cfg_equals_diffusers_loop() {
     let r: HashMap<String, Tensor> =
         Tensor::read_safetensors(dir.join("reference_ddim50_cfg3.safetensors")).unwrap().into_iter().collect();
     let seeds: Vec<u64> = Vec::<i64>::try_from(&r["seeds"]).unwrap().into_iter().map(|s| s as u64).collect();
-    let conds: Vec<Condition> = Vec::<i64>::try_from(&r["classes"]).unwrap().into_iter().map(Condition::Class).collect();
+    let conds: Vec<Condition> =
+        Vec::<i64>::try_from(&r["classes"]).unwrap().into_iter().map(Condition::Class).collect();
     let steps = r["steps"].int64_value(&[]) as usize;
     let opts = ExecOptions { guidance: r["guidance"].double_value(&[]), ..Default::default() };
     let plan = Plan::new(KeySteps::None, steps).unwrap();

@@ -3,7 +3,7 @@
 use tch::Tensor;
 
 use super::Scheduler;
-use crate::config::{alphas_cumprod, betas, spaced_timesteps, DDIMSchedulerConfig, PredictionType};
+use crate::config::{spaced_timesteps, DDIMSchedulerConfig, PredictionType};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -23,9 +23,8 @@ impl Ddim {
         if !(0.0..=1.0).contains(&eta) {
             return Err(Error::Config(format!("eta must be in [0, 1], got {eta}")));
         }
-        let n = config.num_train_timesteps;
-        let b = betas(config.beta_schedule, config.beta_start, config.beta_end, n, config.trained_betas.as_deref());
-        let ac = alphas_cumprod(&b);
+        let n = config.betas.num_train_timesteps;
+        let ac = config.betas.alphas_cumprod();
         let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { ac[0] };
         let timesteps_i = spaced_timesteps(config.timestep_spacing, n, num_inference_steps, config.steps_offset)?;
         if let Some(bad) = timesteps_i.iter().find(|&&t| t < 0 || t as usize >= n) {
@@ -64,7 +63,7 @@ impl Scheduler for Ddim {
     }
 
     fn num_train_timesteps(&self) -> usize {
-        self.config.num_train_timesteps
+        self.config.betas.num_train_timesteps
     }
 
     fn needs_noise(&self) -> bool {

@@ -1,8 +1,15 @@
 //! Samplers behind one small trait, numerically equal to their diffusers counterparts.
 
 mod ddim;
+mod ddpm;
+mod dpm_solver;
+mod euler;
+mod sigmas;
 
 pub use ddim::Ddim;
+pub use ddpm::Ddpm;
+pub use dpm_solver::DpmSolverMultistep;
+pub use euler::EulerDiscrete;
 
 use tch::Tensor;
 
