@@ -80,15 +80,14 @@ class Decoder(nn.Module):
         self.conv_out = unet.conv_out
         self.up_factor = 2 ** unet.num_upsamplers
 
-    def forward(self, mid, emb, cond, *skips):
-        sample = mid
-        skips = tuple(skips)
+    def run_up(self, sample, emb, cond, skips, out_size, final_index: int):
+        """Up blocks on `sample`; `final_index` is the index (in self.up_blocks) of the UNet's last
+        up block, or -1 when it is not among them."""
         # diffusers forwards explicit upsample sizes when the output size is not a multiple of the
-        # overall up factor; the output size is the first skip's.
-        forward_upsample_size = any(s % self.up_factor != 0 for s in skips[0].shape[-2:])
-        # 4. up
+        # overall up factor.
+        forward_upsample_size = any(s % self.up_factor != 0 for s in out_size)
         for i, block in enumerate(self.up_blocks):
-            is_final = i == len(self.up_blocks) - 1
+            is_final = i == final_index
             res = skips[-len(block.resnets):]
             skips = skips[: -len(block.resnets)]
             upsample_size = skips[-1].shape[2:] if (not is_final and forward_upsample_size) else None
@@ -98,7 +97,85 @@ class Decoder(nn.Module):
             else:
                 sample = block(hidden_states=sample, temb=emb, res_hidden_states_tuple=res,
                                upsample_size=upsample_size)
+        return sample
+
+    def forward(self, mid, emb, cond, *skips):
+        # 4. up (the output size is the first skip's)
+        sample = self.run_up(mid, emb, cond, tuple(skips), skips[0].shape[-2:], final_index=len(self.up_blocks) - 1)
         # 5. post-process
+        if self.conv_norm_out is not None:
+            sample = self.conv_act(self.conv_norm_out(sample))
+        return self.conv_out(sample)
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepCache (Ma et al. 2023), block-level branch b: at a full step the whole UNet runs and the
+# input h of up block U[n-1-b] is cached; at a cached step only the shallow path runs: conv_in and
+# the down-path units whose skips the last b+1 up blocks consume, then U[n-1-b..] on cached h.
+# ---------------------------------------------------------------------------------------------
+def shallow_skip_count(unet, branch: int) -> int:
+    ups = unet.up_blocks
+    return sum(len(b.resnets) for b in ups[len(ups) - 1 - branch:])
+
+
+class ShallowEncoder(nn.Module):
+    """conv_in + down-path units up to the `count`-th skip (a unit = resnet[+attention], or a
+    downsampler), mirroring CrossAttnDownBlock2D / DownBlock2D.forward."""
+
+    def __init__(self, unet, branch: int):
+        super().__init__()
+        self.conv_in = unet.conv_in
+        self.count = shallow_skip_count(unet, branch)
+        blocks, n = [], 1
+        for block in unet.down_blocks:
+            if n >= self.count:
+                break
+            blocks.append(block)
+            n += len(block.resnets) + (1 if block.downsamplers is not None else 0)
+        self.down_blocks = nn.ModuleList(blocks)
+
+    def forward(self, sample, emb, cond):
+        h = self.conv_in(sample)
+        skips = [h]
+        for block in self.down_blocks:
+            attns = block.attentions if getattr(block, "has_cross_attention", False) else [None] * len(block.resnets)
+            for resnet, attn in zip(block.resnets, attns):
+                if len(skips) >= self.count:
+                    return tuple(skips)
+                h = resnet(h, emb)
+                if attn is not None:
+                    h = attn(h, encoder_hidden_states=cond, return_dict=False)[0]
+                skips.append(h)
+            if block.downsamplers is not None:
+                if len(skips) >= self.count:
+                    return tuple(skips)
+                for ds in block.downsamplers:
+                    h = ds(h)
+                skips.append(h)
+        return tuple(skips[: self.count])
+
+
+class DeepDecoder(Decoder):
+    """Up blocks U[0..n-1-b) on the encoder features: returns h, the input of U[n-1-b]."""
+
+    def __init__(self, unet, branch: int):
+        super().__init__(unet)
+        self.up_blocks = nn.ModuleList(list(unet.up_blocks)[: len(unet.up_blocks) - 1 - branch])
+        self.conv_norm_out = self.conv_act = self.conv_out = None
+
+    def forward(self, mid, emb, cond, *skips):
+        return self.run_up(mid, emb, cond, tuple(skips), skips[0].shape[-2:], final_index=-1)
+
+
+class ShallowDecoder(Decoder):
+    """Up blocks U[n-1-b..] + norm/conv_out on cached h and the fresh shallow skips."""
+
+    def __init__(self, unet, branch: int):
+        super().__init__(unet)
+        self.up_blocks = nn.ModuleList(list(unet.up_blocks)[len(unet.up_blocks) - 1 - branch:])
+
+    def forward(self, h, emb, cond, *skips):
+        sample = self.run_up(h, emb, cond, tuple(skips), skips[0].shape[-2:], final_index=len(self.up_blocks) - 1)
         if self.conv_norm_out is not None:
             sample = self.conv_act(self.conv_norm_out(sample))
         return self.conv_out(sample)
@@ -164,6 +241,26 @@ def trace_and_save(module, inputs, path):
     os.replace(tmp, path)
 
 
+def trace_methods(parts: dict, path: str) -> None:
+    """Trace every (module, example inputs) of `parts` as a method named by its key of one
+    TorchScript module; parameters shared between the parts are saved once."""
+    holder = nn.ModuleDict({k: m for k, (m, _) in parts.items()})
+
+    def method(key):
+        return lambda self, *args: self.parts[key](*args)
+
+    cls = type("SplitUNet", (nn.Module,), {k: method(k) for k in parts})
+    wrapper = cls()
+    wrapper.parts = holder
+    wrapper.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shape asserts inside diffusers blocks become constants
+        traced = torch.jit.trace_module(wrapper, {k: tuple(inp) for k, (_, inp) in parts.items()}, check_trace=False)
+    tmp = path + ".tmp"
+    traced.save(tmp)
+    os.replace(tmp, path)
+
+
 def export_model(
     out_dir: str,
     name: str,
@@ -179,6 +276,7 @@ def export_model(
     device: str = "cpu",
     extra_manifest: dict | None = None,
     with_full: bool = True,
+    deepcache_branches: Sequence[int] = (0,),
 ) -> dict:
     """Export `unet` (+ optional conditioning encoder and VAE decoder) into `out_dir`.
 
@@ -200,16 +298,38 @@ def export_model(
         feats = enc(sample, emb, cond)
     graphs = {}
 
+    # The UNet graphs are traced as methods of ONE TorchScript module (unet.pt), so the weights
+    # they share are stored once; each method is its own traced graph.
+    unet_parts: dict[str, tuple[nn.Module, list]] = {
+        "time_embed": (te, [timesteps]),
+        "encoder": (enc, [sample, emb, cond]),
+        "decoder": (dec, [feats[0], emb, cond, *feats[1:]]),
+    }
+    if with_full:  # the unsplit reference graph, for parity checks
+        unet_parts["full"] = (full, [sample, timesteps, cond])
+    deepcache = {}
+    for b in deepcache_branches:
+        if not 0 <= b < len(unet.up_blocks) - 1:
+            raise ValueError(f"DeepCache branch {b} outside 0..{len(unet.up_blocks) - 2}")
+        se, dd, sd = ShallowEncoder(unet, b), DeepDecoder(unet, b), ShallowDecoder(unet, b)
+        with torch.no_grad():
+            cached = dd(feats[0], emb, cond, *feats[1:])
+            shallow = se(sample, emb, cond)
+        unet_parts[f"deepcache{b}_shallow_encoder"] = (se, [sample, emb, cond])
+        unet_parts[f"deepcache{b}_deep_decoder"] = (dd, [feats[0], emb, cond, *feats[1:]])
+        unet_parts[f"deepcache{b}_shallow_decoder"] = (sd, [cached, emb, cond, *shallow])
+        deepcache[str(b)] = dict(shallow_skips=shallow_skip_count(unet, b), cache_shape=list(cached.shape[1:]))
+    unet_path = os.path.join(out_dir, "unet.pt")
+    trace_methods(unet_parts, unet_path)
+    unet_hash = sha256(unet_path)
+    for key, (module, inputs) in unet_parts.items():
+        graphs[key] = dict(file="unet.pt", method=key, sha256=unet_hash, flops=count_flops(module, inputs))
+
     def add(key, module, inputs):
         path = os.path.join(out_dir, f"{key}.pt")
         trace_and_save(module, inputs, path)
-        graphs[key] = dict(file=f"{key}.pt", sha256=sha256(path), flops=count_flops(module, inputs))
+        graphs[key] = dict(file=f"{key}.pt", method="forward", sha256=sha256(path), flops=count_flops(module, inputs))
 
-    add("time_embed", te, [timesteps])
-    add("encoder", enc, [sample, emb, cond])
-    add("decoder", dec, [feats[0], emb, cond, *feats[1:]])
-    if with_full:  # the unsplit reference graph, for parity checks (doubles the folder size)
-        add("full", full, [sample, timesteps, cond])
     params = dict(
         time_embed=n_params(te),
         encoder=n_params(enc),
@@ -250,12 +370,18 @@ def export_model(
         dtype=str(dtype).replace("torch.", ""),
         export_device=device,
         graphs=graphs,
+        deepcache=deepcache,
         vae=vae_entry,
         params=params,
         unet_config={k: v for k, v in dict(cfg).items() if not k.startswith("_")},
         exporter=dict(torch=torch.__version__, diffusers=diffusers.__version__, script="experiments/export_unet.py"),
     )
     manifest.update(extra_manifest or {})
+    # remove graph files of an earlier export that this manifest no longer lists
+    listed = {g["file"] for g in graphs.values()}
+    for f in os.listdir(out_dir):
+        if f.endswith(".pt") and f not in listed and f != "classifier.pt":
+            os.remove(os.path.join(out_dir, f))
     tmp = os.path.join(out_dir, "manifest.json.tmp")
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=2, default=lambda o: list(o) if isinstance(o, tuple) else str(o))
@@ -306,7 +432,7 @@ def export_fmnist_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = True
         bundle.cond, cond_spec, cond_example=torch.tensor([0]),
         extra_manifest=dict(training=dict(checkpoint_step=int(ck["step"]), wall_s=float(ck["wall_s"]),
                                           ema=use_ema)),
-        with_full=with_full,
+        with_full=with_full, deepcache_branches=(0, 1),
     )
 
 

@@ -4,7 +4,7 @@ PyPI package open_clip_torch), export it with export_sd15.py, and store Python r
 
   python experiments/tests/make_sd_tiny.py target/fixtures/sd-tiny
 
-Output (regenerated when this script changes): OUT/checkpoint (diffusers folder), OUT/model
+Output (regenerated when this script or the exporters change): OUT/checkpoint (diffusers folder), OUT/model
 (fd export), OUT/reference.safetensors + OUT/prompts.json for the Rust tests in
 crates/fd-model/tests/sd_tiny.rs.
 """
@@ -113,7 +113,9 @@ def build_checkpoint(ckpt: str) -> None:
 
 
 def main(out: str) -> None:
-    stamp = hashlib.sha256(open(__file__, "rb").read()).hexdigest()
+    # regenerate when this script or the exporters change
+    sources = [__file__] + [os.path.join(os.path.dirname(HERE), f) for f in ("export_unet.py", "export_sd15.py")]
+    stamp = hashlib.sha256(b"".join(open(f, "rb").read() for f in sources)).hexdigest()
     stamp_file = os.path.join(out, "stamp")
     if os.path.exists(stamp_file) and open(stamp_file).read() == stamp:
         print(f"{out}: up to date")

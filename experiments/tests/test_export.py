@@ -47,7 +47,9 @@ def test_traced_graphs_accept_other_batch_sizes(tmp_path):
     spec = dict(kind="embedding", seq_len=5, dim=8)
     m = export_model(str(tmp_path), "t", unet, dict(num_train_timesteps=1000), None, spec)
     assert m["graphs"]["encoder"]["flops"] > 0 and m["graphs"]["decoder"]["flops"] > 0
-    te, enc, dec = (torch.jit.load(str(tmp_path / f"{k}.pt")) for k in ("time_embed", "encoder", "decoder"))
+    assert {m["graphs"][k]["file"] for k in ("time_embed", "encoder", "decoder", "full")} == {"unet.pt"}
+    split = torch.jit.load(str(tmp_path / "unet.pt"))
+    te, enc, dec = split.time_embed, split.encoder, split.decoder
     x, t, c = torch.randn(4, 2, 15, 15), torch.tensor([1.0, 10.0, 100.0, 900.0]), torch.randn(4, 5, 8)
     with torch.no_grad():
         emb = te(t)
@@ -76,3 +78,48 @@ def test_fashion_mnist_loads():
     x, y = fmnist_data.load("test")
     assert x.shape == (10000, 28, 28) and x.dtype == np.uint8
     assert sorted(np.bincount(y).tolist()) == [1000] * 10
+
+
+def deepcache_reference(unet, branch, x_full, t_full, x, t, c):
+    """diffusers forward at (x, t) with the input of up block U[n-1-b] replaced by its value at
+    the full step (x_full, t_full): DeepCache's cached step, computed by diffusers itself."""
+    target = unet.up_blocks[len(unet.up_blocks) - 1 - branch]
+    cache = {}
+    h = target.register_forward_pre_hook(lambda m, a, kw: cache.__setitem__("h", kw["hidden_states"]), with_kwargs=True)
+    unet(x_full, t_full, encoder_hidden_states=c)
+    h.remove()
+
+    def substitute(m, a, kw):
+        kw = dict(kw)
+        kw["hidden_states"] = cache["h"]
+        return a, kw
+
+    h = target.register_forward_pre_hook(substitute, with_kwargs=True)
+    out = unet(x, t, encoder_hidden_states=c).sample
+    h.remove()
+    return out, cache["h"]
+
+
+@pytest.mark.parametrize("size,branch", [(16, 0), (16, 1), (15, 0), (15, 1)])
+def test_deepcache_split_matches_hooked_diffusers(size, branch):
+    from export_unet import DeepDecoder, ShallowDecoder, ShallowEncoder
+
+    unet = tiny_unet(size)
+    x0, x1 = torch.randn(2, 2, 2, size, size)
+    t0, t1 = torch.tensor([900.0, 880.0]), torch.tensor([850.0, 800.0])
+    c = torch.randn(2, 5, 8)
+    te, enc = TimeEmbed(unet), Encoder(unet)
+    se, dd, sd = ShallowEncoder(unet, branch), DeepDecoder(unet, branch), ShallowDecoder(unet, branch)
+    with torch.no_grad():
+        emb0 = te(t0)
+        feats = enc(x0, emb0, c)
+        h = dd(feats[0], emb0, c, *feats[1:])
+        full = sd(h, emb0, c, *se(x0, emb0, c))
+        assert (full - unet(x0, t0, encoder_hidden_states=c).sample).abs().max().item() <= 1e-5
+        emb1 = te(t1)
+        cached = sd(h, emb1, c, *se(x1, emb1, c))
+        ref, h_ref = deepcache_reference(unet, branch, x0, t0, x1, t1, c)
+    assert (h - h_ref).abs().max().item() <= 1e-5
+    assert (cached - ref).abs().max().item() <= 1e-5
+    # the shallow encoder stops early: it does not compute the deepest skips
+    assert len(se(x1, emb1, c)) < len(feats) - 1

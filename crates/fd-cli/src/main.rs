@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fd_model::{CondKind, LoadOptions, UNetModel};
-use fd_sched::{Condition, ExecOptions, Injection, KeySteps, Plan};
+use fd_sched::{Condition, ExecOptions, Injection, Plan};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -62,7 +62,8 @@ struct SampleArgs {
     /// DDIM eta (0 = deterministic).
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
-    /// Key steps: none (baseline), uniform:K, a preset (50ls, ...), or a list 0,1,2,5.
+    /// Key steps: none (baseline), uniform:K, a preset (50ls, ...), a list 0,1,2,5; or the
+    /// DeepCache peer method deepcache:N[:B] (full step every N steps, branch B).
     #[arg(long, default_value = "none")]
     keys: String,
     /// Decode each group's steps in one batched call (default) ...
@@ -193,7 +194,7 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
         bail!("--n and --batch must be >= 1");
     }
     let model = load(&a.model, &a.device)?;
-    let plan = Plan::new(KeySteps::parse(&a.keys)?, a.steps)?;
+    let plan = Plan::parse(&a.keys, a.steps)?;
     let opts = ExecOptions {
         parallel: !a.sequential,
         max_decoder_batch: a.max_decoder_batch,
@@ -234,11 +235,7 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
         ] {
             *acc += v;
         }
-        counts.encoder_calls += out.counts.encoder_calls;
-        counts.encoder_rows += out.counts.encoder_rows;
-        counts.decoder_calls += out.counts.decoder_calls;
-        counts.decoder_rows += out.counts.decoder_rows;
-        counts.time_embed_rows += out.counts.time_embed_rows;
+        counts.merge(&out.counts);
         all.push(out.images);
         bar.inc((end - start) as u64);
     }
@@ -255,7 +252,7 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
         "command": std::env::args().collect::<Vec<_>>(),
         "model": { "dir": a.model, "name": model.manifest.name, "graphs_sha256": model.manifest.graphs.iter().map(|(k, g)| (k.clone(), g.sha256.clone())).collect::<std::collections::BTreeMap<_, _>>() },
         "sampler": { "name": a.scheduler, "steps": a.steps, "eta": a.eta, "config": model.manifest.scheduler },
-        "plan": { "keys": plan.keys.to_string(), "key_steps": plan.key_steps, "parallel": opts.parallel, "max_decoder_batch": opts.max_decoder_batch },
+        "plan": { "keys": plan.label(), "method": plan.method, "key_steps": plan.key_steps, "parallel": opts.parallel, "max_decoder_batch": opts.max_decoder_batch },
         "guidance": a.cfg,
         "injection": opts.injection,
         "conditions": conds.iter().map(|c| match c {
@@ -287,8 +284,15 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
     std::fs::write(&tmp, serde_json::to_string_pretty(&run)?)?;
     std::fs::rename(&tmp, a.out.join("run.json"))?;
     println!(
-        "{} samples -> {} | plan {} ({} encoder / {} decoder calls per sample) | {:.3} s/image (UNet loop {:.3}) | {:.3} GFLOPs/image",
-        a.n, a.out.display(), plan.keys, plan.encoder_calls(), plan.decoder_calls(), wall / a.n as f64, timings.total_s / a.n as f64, gflops
+        "{} samples -> {} | plan {} ({} key steps of {}) | {:.3} s/image (UNet loop {:.3}) | {:.3} GFLOPs/image",
+        a.n,
+        a.out.display(),
+        plan.label(),
+        plan.key_steps.len(),
+        plan.num_steps,
+        wall / a.n as f64,
+        timings.total_s / a.n as f64,
+        gflops
     );
     Ok(())
 }

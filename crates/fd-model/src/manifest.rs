@@ -36,6 +36,10 @@ pub struct Manifest {
     #[serde(default)]
     pub export_device: Option<String>,
     pub graphs: BTreeMap<String, GraphEntry>,
+    /// DeepCache graphs per branch id (`deepcache{b}_shallow_encoder` / `_deep_decoder` /
+    /// `_shallow_decoder`).
+    #[serde(default)]
+    pub deepcache: BTreeMap<String, DeepCacheSpec>,
     #[serde(default)]
     pub vae: Option<VaeSpec>,
     pub params: BTreeMap<String, u64>,
@@ -49,7 +53,12 @@ pub struct Manifest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GraphEntry {
+    /// TorchScript file in the model folder (several graphs may share one file).
     pub file: String,
+    /// Method of that module implementing the graph.
+    #[serde(default = "forward")]
+    pub method: String,
+    /// SHA-256 of the file.
     pub sha256: String,
     /// FLOPs of one batch-1 call (torch.utils.flop_counter: 2 x MACs over mm/conv/bmm/SDPA).
     pub flops: u64,
@@ -90,12 +99,25 @@ pub struct TokenizerSpec {
     pub pad_id: u32,
 }
 
+/// One DeepCache branch: the shallow path recomputed at cached steps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeepCacheSpec {
+    /// Number of leading skip tensors the shallow path produces and consumes.
+    pub shallow_skips: usize,
+    /// Per-sample shape of the cached deep feature (input of up block n-1-b).
+    pub cache_shape: Vec<i64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VaeSpec {
     pub scaling_factor: f64,
     pub out_channels: i64,
     /// Pixel size / latent size.
     pub upscale: i64,
+}
+
+fn forward() -> String {
+    "forward".into()
 }
 
 impl Manifest {
@@ -158,6 +180,20 @@ impl Manifest {
                 }
             }
             CondKind::Embedding => {}
+        }
+        for (b, spec) in &self.deepcache {
+            for part in ["shallow_encoder", "deep_decoder", "shallow_decoder"] {
+                if !self.graphs.contains_key(&format!("deepcache{b}_{part}")) {
+                    return Err(format!("deepcache branch {b} lists no `deepcache{b}_{part}` graph"));
+                }
+            }
+            if spec.shallow_skips == 0 || spec.shallow_skips > self.skip_shapes.len() {
+                return Err(format!(
+                    "deepcache branch {b}: shallow_skips {} outside 1..={}",
+                    spec.shallow_skips,
+                    self.skip_shapes.len()
+                ));
+            }
         }
         if self.vae.is_some() != self.graphs.contains_key("vae_decoder") {
             return Err("`vae` and the `vae_decoder` graph must be given together".into());

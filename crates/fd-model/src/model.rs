@@ -1,7 +1,10 @@
 //! The split UNet: `time_embed`, `encode` (paper's E), `decode` (paper's D), `forward` = D(E(x)).
 
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 use tch::{CModule, Device, IValue, Kind, Tensor};
@@ -76,6 +79,31 @@ impl EncoderFeatures {
     }
 }
 
+/// One graph: a method of a loaded TorchScript module (modules are shared between graphs).
+#[derive(Debug)]
+struct Graph {
+    module: Rc<CModule>,
+    method: String,
+}
+
+impl Graph {
+    fn forward_ts(&self, inputs: &[Tensor]) -> Result<Tensor, tch::TchError> {
+        if self.method == "forward" {
+            self.module.forward_ts(inputs)
+        } else {
+            self.module.method_ts(&self.method, inputs)
+        }
+    }
+
+    fn forward_is(&self, inputs: &[IValue]) -> Result<IValue, tch::TchError> {
+        if self.method == "forward" {
+            self.module.forward_is(inputs)
+        } else {
+            self.module.method_is(&self.method, inputs)
+        }
+    }
+}
+
 /// A model folder loaded for inference.
 #[derive(Debug)]
 pub struct UNetModel {
@@ -83,13 +111,23 @@ pub struct UNetModel {
     pub dir: PathBuf,
     pub device: Device,
     kind: Kind,
-    time_embed: CModule,
-    encoder: CModule,
-    decoder: CModule,
-    full: Option<CModule>,
-    cond_encoder: Option<CModule>,
-    vae_decoder: Option<CModule>,
+    time_embed: Graph,
+    encoder: Graph,
+    decoder: Graph,
+    full: Option<Graph>,
+    cond_encoder: Option<Graph>,
+    vae_decoder: Option<Graph>,
+    deepcache: BTreeMap<usize, DeepCacheGraphs>,
     tokenizer: Option<PromptTokenizer>,
+}
+
+/// The three graphs of one DeepCache branch.
+#[derive(Debug)]
+struct DeepCacheGraphs {
+    shallow_encoder: Graph,
+    deep_decoder: Graph,
+    shallow_decoder: Graph,
+    shallow_skips: usize,
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
@@ -119,9 +157,14 @@ impl UNetModel {
         }
         let manifest = Manifest::load(&dir)?;
         let kind = manifest.tch_kind();
-        let load = |graph: &str| -> Result<CModule> {
+        // each file is checked and loaded once, however many graphs it holds
+        let modules: RefCell<HashMap<String, Rc<CModule>>> = RefCell::new(HashMap::new());
+        let load = |graph: &str| -> Result<Graph> {
             let entry = &manifest.graphs[graph];
             let path = dir.join(&entry.file);
+            if let Some(m) = modules.borrow().get(&entry.file) {
+                return Ok(Graph { module: m.clone(), method: entry.method.clone() });
+            }
             if !path.is_file() {
                 return Err(Error::MissingGraph { path, graph: graph.into() });
             }
@@ -139,14 +182,34 @@ impl UNetModel {
             let mut m = CModule::load_on_device(&path, opts.device)
                 .map_err(|e| Error::LoadGraph { path: path.clone(), msg: first_line(&e.to_string()) })?;
             m.set_eval();
-            Ok(m)
+            let m = Rc::new(m);
+            modules.borrow_mut().insert(entry.file.clone(), m.clone());
+            Ok(Graph { module: m, method: entry.method.clone() })
         };
         let optional = |graph: &str| manifest.graphs.contains_key(graph).then(|| load(graph)).transpose();
         let tokenizer = match &manifest.cond.tokenizer {
             Some(spec) => Some(PromptTokenizer::load(&dir.join(&spec.file), spec)?),
             None => None,
         };
+        let mut deepcache = BTreeMap::new();
+        for (b, spec) in &manifest.deepcache {
+            let id: usize = b.parse().map_err(|_| Error::Manifest {
+                path: dir.join("manifest.json"),
+                msg: format!("deepcache branch id `{b}` is not an integer"),
+            })?;
+            let g = |part: &str| load(&format!("deepcache{b}_{part}"));
+            deepcache.insert(
+                id,
+                DeepCacheGraphs {
+                    shallow_encoder: g("shallow_encoder")?,
+                    deep_decoder: g("deep_decoder")?,
+                    shallow_decoder: g("shallow_decoder")?,
+                    shallow_skips: spec.shallow_skips,
+                },
+            );
+        }
         Ok(Self {
+            deepcache,
             time_embed: load("time_embed")?,
             encoder: load("encoder")?,
             decoder: load("decoder")?,
@@ -299,7 +362,91 @@ impl UNetModel {
         Ok(out.to_kind(Kind::Float))
     }
 
-    fn cond_encoder(&self) -> Result<&CModule> {
+    /// DeepCache branch ids this model was exported with.
+    pub fn deepcache_branches(&self) -> Vec<usize> {
+        self.deepcache.keys().copied().collect()
+    }
+
+    fn deepcache_graphs(&self, branch: usize) -> Result<&DeepCacheGraphs> {
+        self.deepcache.get(&branch).ok_or_else(|| Error::NoSuchGraph {
+            model: self.manifest.name.clone(),
+            graph: format!("deepcache{branch}_*"),
+            why: "export the model with this DeepCache branch (export_unet.py deepcache_branches)",
+        })
+    }
+
+    /// Number of leading skips the shallow path of DeepCache `branch` produces.
+    pub fn deepcache_shallow_skips(&self, branch: usize) -> Result<usize> {
+        Ok(self.deepcache_graphs(branch)?.shallow_skips)
+    }
+
+    /// DeepCache full step, deep part: the cached feature h from the encoder features.
+    pub fn deepcache_deep_decode(
+        &self,
+        branch: usize,
+        feats: &EncoderFeatures,
+        emb: &Tensor,
+        cond: &Tensor,
+    ) -> Result<Tensor> {
+        let g = self.deepcache_graphs(branch)?;
+        self.check_features(feats)?;
+        let mut inputs = vec![self.input(&feats.mid), self.input(emb), self.input(cond)];
+        inputs.extend(feats.skips.iter().map(|s| self.input(s)));
+        Ok(tch::no_grad(|| g.deep_decoder.forward_ts(&inputs))?)
+    }
+
+    /// DeepCache shallow path of a cached step: conv_in and the shallow down units -> skips.
+    pub fn deepcache_shallow_encode(
+        &self,
+        branch: usize,
+        sample: &Tensor,
+        emb: &Tensor,
+        cond: &Tensor,
+    ) -> Result<Vec<Tensor>> {
+        let g = self.deepcache_graphs(branch)?;
+        let m = &self.manifest;
+        let [h, w] = m.sample_size;
+        self.check("sample", sample, &[None, Some(m.in_channels), Some(h), Some(w)])?;
+        let out = tch::no_grad(|| {
+            g.shallow_encoder.forward_is(&[
+                IValue::Tensor(self.input(sample)),
+                IValue::Tensor(self.input(emb)),
+                IValue::Tensor(self.input(cond)),
+            ])
+        })?;
+        let skips: Vec<Tensor> = match out {
+            IValue::Tuple(items) => {
+                items.into_iter().filter_map(|v| if let IValue::Tensor(t) = v { Some(t) } else { None }).collect()
+            }
+            IValue::Tensor(t) => vec![t],
+            _ => Vec::new(),
+        };
+        if skips.len() != g.shallow_skips {
+            return Err(Error::Shape {
+                what: format!("deepcache{branch}_shallow_encoder output"),
+                expected: format!("{} skip tensors (manifest.json)", g.shallow_skips),
+                found: skips.len().to_string(),
+            });
+        }
+        Ok(skips)
+    }
+
+    /// DeepCache shallow decoder: cached h + shallow skips -> model output.
+    pub fn deepcache_shallow_decode(
+        &self,
+        branch: usize,
+        cached: &Tensor,
+        skips: &[Tensor],
+        emb: &Tensor,
+        cond: &Tensor,
+    ) -> Result<Tensor> {
+        let g = self.deepcache_graphs(branch)?;
+        let mut inputs = vec![self.input(cached), self.input(emb), self.input(cond)];
+        inputs.extend(skips.iter().take(g.shallow_skips).map(|s| self.input(s)));
+        Ok(tch::no_grad(|| g.shallow_decoder.forward_ts(&inputs))?.to_kind(Kind::Float))
+    }
+
+    fn cond_encoder(&self) -> Result<&Graph> {
         self.cond_encoder.as_ref().ok_or_else(|| Error::NoSuchGraph {
             model: self.manifest.name.clone(),
             graph: "cond_encoder".into(),

@@ -40,29 +40,33 @@ fn missing_folder() {
 #[test]
 fn missing_graph_file() {
     let d = copy_tiny();
-    std::fs::remove_file(d.path().join("decoder.pt")).unwrap();
+    std::fs::remove_file(d.path().join("unet.pt")).unwrap();
     let e = load_err(d.path(), true);
-    assert!(e.contains("decoder.pt") && e.contains("graph file missing") && e.contains("`decoder`"), "{e}");
+    assert!(e.contains("unet.pt") && e.contains("graph file missing"), "{e}");
+    let d = copy_tiny();
+    std::fs::remove_file(d.path().join("cond_encoder.pt")).unwrap();
+    let e = load_err(d.path(), true);
+    assert!(e.contains("cond_encoder.pt") && e.contains("`cond_encoder`"), "{e}");
 }
 
 #[test]
 fn corrupted_graph_fails_hash_check() {
     let d = copy_tiny();
-    let p = d.path().join("encoder.pt");
+    let p = d.path().join("unet.pt");
     let mut bytes = std::fs::read(&p).unwrap();
     bytes.truncate(bytes.len() / 2);
     std::fs::write(&p, bytes).unwrap();
     let e = load_err(d.path(), true);
-    assert!(e.contains("encoder.pt") && e.contains("SHA-256 mismatch"), "{e}");
+    assert!(e.contains("unet.pt") && e.contains("SHA-256 mismatch"), "{e}");
 }
 
 #[test]
 fn corrupted_graph_without_hash_check_is_a_load_error() {
     let d = copy_tiny();
-    let p = d.path().join("encoder.pt");
+    let p = d.path().join("unet.pt");
     std::fs::write(&p, b"this is not a torchscript archive").unwrap();
     let e = load_err(d.path(), false);
-    assert!(e.contains("encoder.pt") && e.contains("not a loadable TorchScript graph"), "{e}");
+    assert!(e.contains("unet.pt") && e.contains("not a loadable TorchScript graph"), "{e}");
 }
 
 #[test]

@@ -1,13 +1,14 @@
 //! The sampling loop for any [`Plan`]: encoder once per group, the group's decoders batched
 //! (parallel) or one per step (sequential), the scheduler stepped sequentially through the group.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fd_model::{EncoderFeatures, UNetModel};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::plan::Plan;
+use crate::plan::{Method, Plan};
 use crate::schedulers::Scheduler;
 use crate::{Error, Result};
 
@@ -79,24 +80,42 @@ pub struct Timings {
     pub total_s: f64,
 }
 
-/// Rows evaluated per graph (a row = one sample in one CFG branch at one step).
+/// Calls and rows evaluated per graph (a row = one sample in one CFG branch at one step).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CallCounts {
-    pub encoder_calls: usize,
-    pub encoder_rows: usize,
-    pub decoder_calls: usize,
-    pub decoder_rows: usize,
-    pub time_embed_rows: usize,
+    pub calls: BTreeMap<String, usize>,
+    pub rows: BTreeMap<String, usize>,
 }
 
 impl CallCounts {
-    /// GFLOPs of the UNet work executed per image (CFG batch doubling included).
-    pub fn gflops_per_image(&self, model: &UNetModel, batch: usize) -> f64 {
-        let m = &model.manifest;
-        let f = self.encoder_rows as f64 * m.flops("encoder") as f64
-            + self.decoder_rows as f64 * m.flops("decoder") as f64
-            + self.time_embed_rows as f64 * m.flops("time_embed") as f64;
-        f / batch as f64 / 1e9
+    fn add(&mut self, graph: &str, rows: usize) {
+        *self.calls.entry(graph.to_string()).or_default() += 1;
+        *self.rows.entry(graph.to_string()).or_default() += rows;
+    }
+
+    pub fn calls(&self, graph: &str) -> usize {
+        self.calls.get(graph).copied().unwrap_or(0)
+    }
+
+    pub fn rows(&self, graph: &str) -> usize {
+        self.rows.get(graph).copied().unwrap_or(0)
+    }
+
+    /// Sum of two runs' counts.
+    pub fn merge(&mut self, other: &CallCounts) {
+        for (g, n) in &other.calls {
+            *self.calls.entry(g.clone()).or_default() += n;
+        }
+        for (g, n) in &other.rows {
+            *self.rows.entry(g.clone()).or_default() += n;
+        }
+    }
+
+    /// GFLOPs of the UNet work executed per image: rows x per-row FLOPs of each graph
+    /// (torch.utils.flop_counter at export, 2 x MACs), CFG batch doubling included.
+    pub fn gflops_per_image(&self, model: &UNetModel, images: usize) -> f64 {
+        let f: f64 = self.rows.iter().map(|(g, &r)| r as f64 * model.manifest.flops(g) as f64).sum();
+        f / images as f64 / 1e9
     }
 }
 
@@ -173,7 +192,6 @@ pub fn sample(
     let mut latents = z_t.shallow_clone();
     let mut tm = Timings::default();
     let mut counts = CallCounts::default();
-    let n_train = scheduler.num_train_timesteps() as f64;
     let rows_per_step = (branches * b) as usize;
     let chunk_steps = if !opts.parallel {
         1
@@ -183,58 +201,61 @@ pub fn sample(
         (opts.max_decoder_batch / rows_per_step).max(1)
     };
 
+    let mut ctx = StepCtx {
+        model,
+        clock: &clock,
+        tm: &mut tm,
+        counts: &mut counts,
+        cond2: &cond2,
+        timesteps: &timesteps,
+        branches,
+        b,
+    };
     for group in &plan.groups {
         // 1. encoder at the key step, on [uncond; cond]
         let s = group.start;
-        let x_in = scheduler.scale_model_input(&latents, s);
-        let x_in = if cfg { Tensor::cat(&[&x_in, &x_in], 0) } else { x_in };
-        let t_key = Tensor::full([branches * b], timesteps[s], (Kind::Float, model.device));
-        let emb_key = clock.time(&mut tm.time_embed_s, || model.time_embed(&t_key))?;
-        counts.time_embed_rows += rows_per_step;
-        let feats = clock.time(&mut tm.encoder_s, || model.encode(&x_in, &emb_key, &cond2))?;
-        counts.encoder_calls += 1;
-        counts.encoder_rows += rows_per_step;
-
-        // 2. decoders of the group, in chunks of whole steps
+        let x_in = ctx.model_input(scheduler, &latents, s);
+        let emb_key = ctx.time_embed(s, 1)?;
+        let feats = ctx.clock.time(&mut ctx.tm.encoder_s, || model.encode(&x_in, &emb_key, &cond2))?;
+        ctx.counts.add("encoder", rows_per_step);
         let steps: Vec<usize> = group.clone().collect();
-        let mut preds: Vec<Tensor> = Vec::with_capacity(steps.len());
-        for chunk in steps.chunks(chunk_steps.min(steps.len())) {
-            let out = decode_steps(model, &clock, &mut tm, &feats, &cond2, chunk, &timesteps, branches, b)?;
-            counts.decoder_calls += 1;
-            counts.decoder_rows += rows_per_step * chunk.len();
-            counts.time_embed_rows += rows_per_step * chunk.len();
-            preds.extend(out);
-        }
-
-        // 3. scheduler stepped sequentially through the group
-        for (&i, pred) in steps.iter().zip(preds) {
-            let eps = if cfg {
-                let parts = pred.chunk(2, 0);
-                &parts[0] + (&parts[1] - &parts[0]) * opts.guidance
-            } else {
-                pred
-            };
-            let inject = opts.injection.filter(|inj| timesteps[i] < inj.tau * n_train);
-            let t0 = Instant::now();
-            if let Some(inj) = inject.filter(|inj| inj.when == InjectWhen::Before) {
-                latents = &latents + &z_t * inj.strength;
+        match plan.method {
+            Method::EncoderPropagation => {
+                // 2. decoders of the group, in chunks of whole steps (one chunk per step when sequential)
+                let mut preds: Vec<Tensor> = Vec::with_capacity(steps.len());
+                for chunk in steps.chunks(chunk_steps.min(steps.len())) {
+                    preds.extend(ctx.decode_steps(&feats, chunk)?);
+                }
+                // 3. scheduler stepped sequentially through the group
+                for (&i, pred) in steps.iter().zip(preds) {
+                    latents = ctx.scheduler_step(scheduler, opts, &z_t, &mut step_noise, plan, pred, i, latents)?;
+                }
             }
-            let noise = if scheduler.needs_noise() {
-                let f = step_noise
-                    .as_mut()
-                    .ok_or_else(|| Error::Sampling(format!("scheduler `{}` needs step noise", scheduler.name())))?;
-                Some(f(i).to_device(model.device))
-            } else {
-                None
-            };
-            latents = scheduler.step(&eps, i, &latents, noise.as_ref())?;
-            if let Some(inj) = inject.filter(|inj| inj.when == InjectWhen::After) {
-                latents = &latents + &z_t * inj.strength;
-            }
-            sync(model.device);
-            tm.scheduler_s += t0.elapsed().as_secs_f64();
-            if latents.isfinite().all().int64_value(&[]) == 0 {
-                return Err(Error::NonFinite { step: i, timestep: timesteps[i], plan: plan.keys.to_string() });
+            Method::DeepCache { branch } => {
+                // full step: deep part once, cached; shallow path every step of the group
+                let cached = ctx
+                    .clock
+                    .time(&mut ctx.tm.decoder_s, || model.deepcache_deep_decode(branch, &feats, &emb_key, &cond2))?;
+                ctx.counts.add(&format!("deepcache{branch}_deep_decoder"), rows_per_step);
+                let n_shallow = model.deepcache_shallow_skips(branch)?;
+                for &i in &steps {
+                    let (skips, emb) = if i == s {
+                        (feats.skips[..n_shallow].iter().map(Tensor::shallow_clone).collect(), emb_key.shallow_clone())
+                    } else {
+                        let x_in = ctx.model_input(scheduler, &latents, i);
+                        let emb = ctx.time_embed(i, 1)?;
+                        let skips = ctx.clock.time(&mut ctx.tm.encoder_s, || {
+                            model.deepcache_shallow_encode(branch, &x_in, &emb, &cond2)
+                        })?;
+                        ctx.counts.add(&format!("deepcache{branch}_shallow_encoder"), rows_per_step);
+                        (skips, emb)
+                    };
+                    let pred = ctx.clock.time(&mut ctx.tm.decoder_s, || {
+                        model.deepcache_shallow_decode(branch, &cached, &skips, &emb, &cond2)
+                    })?;
+                    ctx.counts.add(&format!("deepcache{branch}_shallow_decoder"), rows_per_step);
+                    latents = ctx.scheduler_step(scheduler, opts, &z_t, &mut step_noise, plan, pred, i, latents)?;
+                }
             }
         }
     }
@@ -242,48 +263,119 @@ pub fn sample(
     Ok(SampleOutput { latents, timings: tm, counts })
 }
 
-/// Where a decoder batch is formed: for steps `js` of one group, rows laid out
-/// [uncond x k, cond x k] (each block B rows), every row reading the key step's features of its
-/// branch with its own step's time embedding. Returns one [branches*B, ...] prediction per step.
-#[allow(clippy::too_many_arguments)]
-fn decode_steps(
-    model: &UNetModel,
-    clock: &Clock,
-    tm: &mut Timings,
-    feats: &EncoderFeatures,
-    cond2: &Tensor,
-    js: &[usize],
-    timesteps: &[f64],
+/// What every step of a run needs.
+struct StepCtx<'a> {
+    model: &'a UNetModel,
+    clock: &'a Clock,
+    tm: &'a mut Timings,
+    counts: &'a mut CallCounts,
+    cond2: &'a Tensor,
+    timesteps: &'a [f64],
     branches: i64,
     b: i64,
-) -> Result<Vec<Tensor>> {
-    let k = js.len() as i64;
-    let mut index = Vec::with_capacity((branches * k * b) as usize);
-    let mut ts = Vec::with_capacity(index.capacity());
-    for br in 0..branches {
-        for &j in js {
-            for r in 0..b {
-                index.push(br * b + r);
-                ts.push(timesteps[j] as f32);
-            }
+}
+
+impl StepCtx<'_> {
+    /// The UNet input at step `i`: scaled latents, duplicated for CFG.
+    fn model_input(&self, scheduler: &dyn Scheduler, latents: &Tensor, i: usize) -> Tensor {
+        let x = scheduler.scale_model_input(latents, i);
+        if self.branches == 2 {
+            Tensor::cat(&[&x, &x], 0)
+        } else {
+            x
         }
     }
-    let dev = model.device;
-    let (f, c) = if k == 1 {
-        (feats.clone(), cond2.shallow_clone())
-    } else {
-        let idx = Tensor::from_slice(&index).to_device(dev);
-        (feats.index_select(&idx), cond2.index_select(0, &idx))
-    };
-    let t = Tensor::from_slice(&ts).to_device(dev);
-    let emb = clock.time(&mut tm.time_embed_s, || model.time_embed(&t))?;
-    let out = clock.time(&mut tm.decoder_s, || model.decode(&f, &emb, &c))?;
-    // rows (branch, step jj) -> per step: [uncond B; cond B]
-    let blocks = out.chunk(branches * k, 0);
-    Ok((0..k as usize)
-        .map(|jj| {
-            let per_branch: Vec<&Tensor> = (0..branches as usize).map(|br| &blocks[br * k as usize + jj]).collect();
-            Tensor::cat(&per_branch, 0)
-        })
-        .collect())
+
+    /// Time embedding of step `i` for `k` stacked copies of the [branches x B] batch.
+    fn time_embed(&mut self, i: usize, k: i64) -> Result<Tensor> {
+        let t = Tensor::full([self.branches * self.b * k], self.timesteps[i], (Kind::Float, self.model.device));
+        let model = self.model;
+        let emb = self.clock.time(&mut self.tm.time_embed_s, || model.time_embed(&t))?;
+        self.counts.add("time_embed", (self.branches * self.b * k) as usize);
+        Ok(emb)
+    }
+
+    /// Guidance, prior noise injection and one scheduler step; checks the latents stay finite.
+    #[allow(clippy::too_many_arguments)]
+    fn scheduler_step(
+        &mut self,
+        scheduler: &mut dyn Scheduler,
+        opts: &ExecOptions,
+        z_t: &Tensor,
+        step_noise: &mut Option<&mut dyn FnMut(usize) -> Tensor>,
+        plan: &Plan,
+        pred: Tensor,
+        i: usize,
+        mut latents: Tensor,
+    ) -> Result<Tensor> {
+        let eps = if self.branches == 2 {
+            let parts = pred.chunk(2, 0);
+            &parts[0] + (&parts[1] - &parts[0]) * opts.guidance
+        } else {
+            pred
+        };
+        let n_train = scheduler.num_train_timesteps() as f64;
+        let inject = opts.injection.filter(|inj| self.timesteps[i] < inj.tau * n_train);
+        let t0 = Instant::now();
+        if let Some(inj) = inject.filter(|inj| inj.when == InjectWhen::Before) {
+            latents = &latents + z_t * inj.strength;
+        }
+        let noise = if scheduler.needs_noise() {
+            let f = step_noise
+                .as_mut()
+                .ok_or_else(|| Error::Sampling(format!("scheduler `{}` needs step noise", scheduler.name())))?;
+            Some(f(i).to_device(self.model.device))
+        } else {
+            None
+        };
+        latents = scheduler.step(&eps, i, &latents, noise.as_ref())?;
+        if let Some(inj) = inject.filter(|inj| inj.when == InjectWhen::After) {
+            latents = &latents + z_t * inj.strength;
+        }
+        sync(self.model.device);
+        self.tm.scheduler_s += t0.elapsed().as_secs_f64();
+        if latents.isfinite().all().int64_value(&[]) == 0 {
+            return Err(Error::NonFinite { step: i, timestep: self.timesteps[i], plan: plan.label() });
+        }
+        Ok(latents)
+    }
+
+    /// Where a decoder batch is formed: for steps `js` of one group, rows laid out
+    /// [uncond x k, cond x k] (each block B rows), every row reading the key step's features of
+    /// its branch with its own step's time embedding. Returns one [branches*B, ...] prediction
+    /// per step.
+    fn decode_steps(&mut self, feats: &EncoderFeatures, js: &[usize]) -> Result<Vec<Tensor>> {
+        let (branches, b, k) = (self.branches, self.b, js.len() as i64);
+        let mut index = Vec::with_capacity((branches * k * b) as usize);
+        let mut ts = Vec::with_capacity(index.capacity());
+        for br in 0..branches {
+            for &j in js {
+                for r in 0..b {
+                    index.push(br * b + r);
+                    ts.push(self.timesteps[j] as f32);
+                }
+            }
+        }
+        let model = self.model;
+        let dev = model.device;
+        let (f, c) = if k == 1 {
+            (feats.clone(), self.cond2.shallow_clone())
+        } else {
+            let idx = Tensor::from_slice(&index).to_device(dev);
+            (feats.index_select(&idx), self.cond2.index_select(0, &idx))
+        };
+        let t = Tensor::from_slice(&ts).to_device(dev);
+        let emb = self.clock.time(&mut self.tm.time_embed_s, || model.time_embed(&t))?;
+        self.counts.add("time_embed", index.len());
+        let out = self.clock.time(&mut self.tm.decoder_s, || model.decode(&f, &emb, &c))?;
+        self.counts.add("decoder", index.len());
+        // rows (branch, step jj) -> per step: [uncond B; cond B]
+        let blocks = out.chunk(branches * k, 0);
+        Ok((0..k as usize)
+            .map(|jj| {
+                let per_branch: Vec<&Tensor> = (0..branches as usize).map(|br| &blocks[br * k as usize + jj]).collect();
+                Tensor::cat(&per_branch, 0)
+            })
+            .collect())
+    }
 }

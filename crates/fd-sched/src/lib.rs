@@ -17,7 +17,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use executor::{sample, CallCounts, ExecOptions, InjectWhen, Injection, SampleInput, SampleOutput, Timings};
 pub use pipeline::{generate_batch, initial_noise, BatchOutput, Condition};
-pub use plan::{KeySteps, Plan};
+pub use plan::{KeySteps, Method, Plan};
 pub use schedulers::{Ddim, Ddpm, DpmSolverMultistep, EulerDiscrete, Scheduler};
 
 /// Sampler names accepted by [`build_scheduler`] / `fd sample --scheduler`.

@@ -16,9 +16,14 @@ pub enum Condition {
     Prompt(String),
 }
 
+/// Serialises seeding + drawing on libtorch's global CPU generator (tch exposes no per-call
+/// generator), so concurrent callers cannot interleave and get each other's noise.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Initial noise z_T of one sample: torch's CPU generator seeded with `seed`, so it equals
 /// `torch.randn(shape, generator=torch.Generator().manual_seed(seed))` in Python.
 pub fn initial_noise(seed: u64, shape: &[i64]) -> Tensor {
+    let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(seed as i64);
     Tensor::randn(shape, (Kind::Float, tch::Device::Cpu))
 }

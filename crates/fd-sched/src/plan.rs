@@ -115,9 +115,22 @@ impl std::fmt::Display for KeySteps {
     }
 }
 
+/// What a non-key step reuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// The paper: reuse the encoder features (mid + skips) of the key step; decoders of a group
+    /// can run as one batch.
+    EncoderPropagation,
+    /// DeepCache (Ma et al. 2023), block-level branch `branch`: reuse the deep up-path feature of
+    /// the key ("full") step, recompute the shallow branch every step (sequential by nature).
+    DeepCache { branch: usize },
+}
+
 /// A resolved plan: the groups (a key step plus the non-key steps that reuse its features).
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
+    pub method: Method,
     pub keys: KeySteps,
     pub num_steps: usize,
     pub key_steps: Vec<usize>,
@@ -126,11 +139,41 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// An encoder-propagation plan (`KeySteps::None` is the baseline).
     pub fn new(keys: KeySteps, num_steps: usize) -> Result<Self> {
+        Self::with_method(Method::EncoderPropagation, keys, num_steps)
+    }
+
+    pub fn with_method(method: Method, keys: KeySteps, num_steps: usize) -> Result<Self> {
         let key_steps = keys.resolve(num_steps)?;
         let groups =
             key_steps.iter().enumerate().map(|(i, &s)| s..key_steps.get(i + 1).copied().unwrap_or(num_steps)).collect();
-        Ok(Self { keys, num_steps, key_steps, groups })
+        Ok(Self { method, keys, num_steps, key_steps, groups })
+    }
+
+    /// Parse a `--keys` value: anything [`KeySteps::parse`] takes (encoder propagation), or
+    /// `deepcache:N[:B]` (DeepCache, full step every N steps, branch B, default 0).
+    pub fn parse(spec: &str, num_steps: usize) -> Result<Self> {
+        let Some(rest) = spec.trim().strip_prefix("deepcache:") else {
+            return Self::new(KeySteps::parse(spec)?, num_steps);
+        };
+        let err = |msg: &str| Error::KeySteps { spec: spec.to_string(), msg: msg.to_string() };
+        let (n, b) = rest.split_once(':').unwrap_or((rest, "0"));
+        let n: usize = n.parse().map_err(|_| err("expected deepcache:N[:B] with N = cache interval >= 1"))?;
+        let b: usize = b.parse().map_err(|_| err("expected deepcache:N[:B] with B = branch id >= 0"))?;
+        if n == 0 {
+            return Err(err("cache interval must be >= 1"));
+        }
+        Self::with_method(Method::DeepCache { branch: b }, KeySteps::Uniform(n), num_steps)
+    }
+
+    /// The plan as `--keys` spells it.
+    pub fn label(&self) -> String {
+        match (self.method, &self.keys) {
+            (Method::DeepCache { branch }, KeySteps::Uniform(n)) => format!("deepcache:{n}:{branch}"),
+            (Method::DeepCache { branch }, k) => format!("deepcache[{k}]:{branch}"),
+            (Method::EncoderPropagation, k) => k.to_string(),
+        }
     }
 
     pub fn is_baseline(&self) -> bool {
@@ -147,7 +190,8 @@ impl Plan {
         self.num_steps
     }
 
-    /// FLOPs-bound speedup against the baseline, from per-call encoder / decoder FLOPs.
+    /// FLOPs-bound speedup of an encoder-propagation plan against the baseline, from per-call
+    /// encoder / decoder FLOPs.
     pub fn flops_speedup(&self, enc_flops: u64, dec_flops: u64) -> f64 {
         let base = self.num_steps as f64 * (enc_flops + dec_flops) as f64;
         base / (self.encoder_calls() as f64 * enc_flops as f64 + self.decoder_calls() as f64 * dec_flops as f64)

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use fd_model::{LoadOptions, UNetModel};
 use fd_sched::tch::{Kind, Tensor};
-use fd_sched::{sample, ExecOptions, InjectWhen, Injection, KeySteps, Plan, SampleInput};
+use fd_sched::{sample, ExecOptions, InjectWhen, Injection, Method, Plan, SampleInput};
 
 fn here() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,10 +30,9 @@ fn setup() -> Setup {
     Setup { model, golden, cases }
 }
 
-fn run(s: &Setup, keys: &[usize], inject: Option<Injection>, parallel: bool, cap: usize) -> Tensor {
+fn run(s: &Setup, spec: &str, inject: Option<Injection>, parallel: bool, cap: usize) -> Tensor {
     let steps = s.cases["steps"].as_u64().unwrap() as usize;
-    let list = keys.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
-    let plan = Plan::new(KeySteps::parse(&list).unwrap(), steps).unwrap();
+    let plan = Plan::parse(spec, steps).unwrap();
     let mut sched = fd_sched::build_scheduler("ddim", &s.model.manifest.scheduler, steps, 0.0).unwrap();
     let classes: Vec<i64> = s.cases["classes"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
     let seeds: Vec<u64> = s.cases["seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
@@ -51,8 +50,13 @@ fn run(s: &Setup, keys: &[usize], inject: Option<Injection>, parallel: bool, cap
     };
     let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
     let out = sample(&s.model, sched.as_mut(), &plan, &opts, &input, None).unwrap();
-    assert_eq!(out.counts.encoder_calls, plan.encoder_calls());
-    assert_eq!(out.counts.decoder_rows, steps * 2 * classes.len());
+    assert_eq!(out.counts.calls("encoder"), plan.encoder_calls());
+    if plan.method == Method::EncoderPropagation {
+        assert_eq!(out.counts.rows("decoder"), steps * 2 * classes.len());
+    } else {
+        let shallow = steps - plan.encoder_calls();
+        assert_eq!(out.counts.rows("deepcache0_shallow_encoder"), shallow * 2 * classes.len());
+    }
     out.latents
 }
 
@@ -60,9 +64,14 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
     (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
 }
 
-fn case(s: &Setup, name: &str) -> (Vec<usize>, Option<Injection>) {
+/// The case as a `--keys` spec, and its injection.
+fn case(s: &Setup, name: &str) -> (String, Option<Injection>) {
     let c = &s.cases["cases"][name];
-    let keys = c["keys"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let keys: Vec<String> = c["keys"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let keys = match c["deepcache_branch"].as_u64() {
+        Some(b) => format!("deepcache:{}:{b}", c["keys"][1].as_u64().unwrap()),
+        None => keys.join(","),
+    };
     let inject = c["inject"].as_object().map(|i| Injection {
         strength: i["c"].as_f64().unwrap(),
         tau: i["tau"].as_f64().unwrap(),
@@ -75,7 +84,7 @@ fn case(s: &Setup, name: &str) -> (Vec<usize>, Option<Injection>) {
 fn every_plan_matches_its_python_reference() {
     let s = setup();
     let names: Vec<String> = s.cases["cases"].as_object().unwrap().keys().cloned().collect();
-    assert!(names.len() >= 5);
+    assert!(names.len() >= 6 && names.iter().any(|n| n.starts_with("deepcache")));
     for name in &names {
         let (keys, inject) = case(&s, name);
         for parallel in [true, false] {
@@ -87,6 +96,7 @@ fn every_plan_matches_its_python_reference() {
     // the cases really differ from each other (propagation changes the result)
     assert!(max_abs(&s.golden["none"], &s.golden["50ls"]) > 1e-3);
     assert!(max_abs(&s.golden["50ls"], &s.golden["50ls_inject"]) > 1e-5);
+    assert!(max_abs(&s.golden["none"], &s.golden["deepcache3"]) > 1e-3);
 }
 
 #[test]
