@@ -44,3 +44,10 @@ train-default STEPS="5000": setup
 # Export the default model's EMA weights from the training checkpoint into models/fmnist.
 export-default: setup
     {{env}} python experiments/export_unet.py --checkpoint "$FD_CACHE/train/fmnist/checkpoint.pt" --out models/fmnist
+
+# Baseline vs encoder propagation (parallel, sequential, capped) vs DeepCache, side by side in one
+# process on the default model; writes results/bench-sampling/<date>-<machine>/bench.{md,json}.
+bench-sampling N="16" REPEATS="3": build
+    {{env}} ./target/release/fd bench --model {{model}} --steps 50 --cfg 3 --n {{N}} --repeats {{REPEATS}} \
+        --plans none,50ls,50ls@seq,50ls@cap160,uniform:3,deepcache:3:0 --inject 0.003@0.5 \
+        --out "results/bench-sampling/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"

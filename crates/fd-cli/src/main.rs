@@ -27,6 +27,9 @@ enum Cmd {
     },
     /// Generate samples with a sampler and a key-step plan; writes PNGs, grid.png and run.json.
     Sample(Box<SampleArgs>),
+    /// Time several plans side by side in one process (interleaved repeats, median), with the
+    /// FLOPs-bound speedup each plan implies; writes bench.json and bench.md.
+    Bench(Box<BenchArgs>),
     /// Evaluate a sample folder written by `fd sample`.
     #[command(subcommand)]
     Eval(EvalCmd),
@@ -104,11 +107,45 @@ struct SampleArgs {
     device: String,
 }
 
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Sampler.
+    #[arg(long, default_value = "ddim")]
+    scheduler: String,
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Plans, comma separated; the first is the reference. `KEYS`, `KEYS@seq` (sequential
+    /// decoders) or `KEYS@capR` (at most R rows per decoder call), e.g. none,50ls,50ls@seq,deepcache:3.
+    #[arg(long, default_value = "none,50ls,50ls@seq,50ls@cap160")]
+    plans: String,
+    /// Prior noise injection for the non-baseline plans (C@TAU), as in `fd sample`.
+    #[arg(long)]
+    inject: Option<String>,
+    #[arg(long, default_value_t = 3.0)]
+    cfg: f64,
+    /// Samples per timed run (one batch).
+    #[arg(long, default_value_t = 16)]
+    n: usize,
+    /// Timed repeats per plan (interleaved across plans; the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Info { model, device } => info(&model, &device),
         Cmd::Sample(a) => sample_cmd(&a),
+        Cmd::Bench(a) => bench_cmd(&a),
         Cmd::Eval(EvalCmd::Consistency { samples, classifier, device }) => {
             consistency_cmd(&samples, &classifier, &device)
         }
@@ -280,9 +317,7 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
     } else {
         println!("note: {channels}-channel outputs without a VAE decoder: wrote {} only (no PNGs)", raw.display());
     }
-    let tmp = a.out.join("run.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&run)?)?;
-    std::fs::rename(&tmp, a.out.join("run.json"))?;
+    write_atomic(&a.out.join("run.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
     println!(
         "{} samples -> {} | plan {} ({} key steps of {}) | {:.3} s/image (UNet loop {:.3}) | {:.3} GFLOPs/image",
         a.n,
@@ -294,6 +329,106 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
         timings.total_s / a.n as f64,
         gflops
     );
+    Ok(())
+}
+
+/// One bench entry: a plan and how its decoders run.
+struct BenchPlan {
+    label: String,
+    plan: Plan,
+    opts: ExecOptions,
+}
+
+fn bench_cmd(a: &BenchArgs) -> Result<()> {
+    if a.n == 0 || a.repeats == 0 {
+        bail!("--n and --repeats must be >= 1");
+    }
+    let model = load(&a.model, &a.device)?;
+    let injection = a.inject.as_deref().map(Injection::parse).transpose()?;
+    let plans = a
+        .plans
+        .split(',')
+        .map(|spec| {
+            let spec = spec.trim();
+            let (keys, mode) = spec.split_once('@').unwrap_or((spec, "par"));
+            let plan = Plan::parse(keys, a.steps)?;
+            let mut opts = ExecOptions {
+                guidance: a.cfg,
+                injection: if plan.is_baseline() { None } else { injection },
+                ..Default::default()
+            };
+            match mode {
+                "par" => {}
+                "seq" => opts.parallel = false,
+                m if m.starts_with("cap") => {
+                    opts.max_decoder_batch =
+                        m[3..].parse().with_context(|| format!("--plans `{spec}`: capR needs a number"))?
+                }
+                m => bail!("--plans `{spec}`: unknown mode `{m}` (expected seq or capR)"),
+            }
+            Ok(BenchPlan { label: spec.to_string(), plan, opts })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let make = || fd_sched::build_scheduler(&a.scheduler, &model.manifest.scheduler, a.steps, 0.0);
+    let classes = model.manifest.cond.num_classes.unwrap_or(1).max(1);
+    let conds: Vec<Condition> = (0..a.n).map(|i| Condition::Class(i as i64 % classes)).collect();
+    let seeds: Vec<u64> = (0..a.n).map(|i| a.seed + i as u64).collect();
+    // warm-up (allocator, lazy init), untimed
+    fd_sched::generate_batch(&model, &make, &plans[0].plan, &plans[0].opts, &seeds[..1], &conds[..1])?;
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); plans.len()];
+    let mut gflops = vec![0.0; plans.len()];
+    let bar = indicatif::ProgressBar::new((a.repeats * plans.len()) as u64).with_message("bench");
+    for _ in 0..a.repeats {
+        for (k, p) in plans.iter().enumerate() {
+            let out = fd_sched::generate_batch(&model, &make, &p.plan, &p.opts, &seeds, &conds)?;
+            times[k].push(out.timings.total_s / a.n as f64);
+            gflops[k] = out.counts.gflops_per_image(&model, a.n);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let med: Vec<f64> = times.iter_mut().map(median).collect();
+    let m = machine(&model);
+    let mut md = format!(
+        "# Sampling benchmark\n\nModel `{}`, {} {} steps, CFG {}, batch {} (N per run), median of {} interleaved repeats, one process.\nMachine: {} ({} cores, {} torch threads), device {}.\nCommand: `{}`\n\n| plan | s/image (UNet loop) | speedup | GFLOPs/image | FLOPs-bound speedup | speedup / FLOPs-bound |\n|---|---|---|---|---|---|\n",
+        model.manifest.name, a.scheduler, a.steps, a.cfg, a.n, a.repeats, m["cpu"], m["cores"], m["torch_threads"], m["device"],
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    let mut rows = Vec::new();
+    for (k, p) in plans.iter().enumerate() {
+        let speedup = med[0] / med[k];
+        let bound = gflops[0] / gflops[k];
+        md += &format!(
+            "| `{}` | {:.4} | {:.2}x | {:.3} | {:.2}x | {:.2} |\n",
+            p.label,
+            med[k],
+            speedup,
+            gflops[k],
+            bound,
+            speedup / bound
+        );
+        rows.push(json!({ "plan": p.label, "keys": p.plan.label(), "parallel": p.opts.parallel, "max_decoder_batch": p.opts.max_decoder_batch,
+            "injection": p.opts.injection, "s_per_image": times[k], "median_s_per_image": med[k], "speedup": speedup,
+            "gflops_per_image": gflops[k], "flops_bound_speedup": bound }));
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+    let report = json!({ "command": std::env::args().collect::<Vec<_>>(), "model": model.manifest.name, "scheduler": a.scheduler,
+        "steps": a.steps, "cfg": a.cfg, "n": a.n, "repeats": a.repeats, "machine": m, "rows": rows });
+    write_atomic(&a.out.join("bench.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    write_atomic(&a.out.join("bench.md"), md.as_bytes())?;
+    print!("{md}");
+    Ok(())
+}
+
+/// Write via a temp file + rename, so a crash never leaves a half-written file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -318,7 +453,7 @@ fn consistency_cmd(dir: &Path, classifier: &Path, device: &str) -> Result<()> {
     let clf = fd_eval::consistency::Classifier::load(classifier, fd_model::parse_device(device)?)?;
     let res = fd_eval::consistency::class_consistency(&clf, &images, &requested)?;
     let out = dir.join("consistency.json");
-    std::fs::write(&out, serde_json::to_string_pretty(&res)?)?;
+    write_atomic(&out, serde_json::to_string_pretty(&res)?.as_bytes())?;
     println!("class consistency {:.4} over N={} ({})", res.consistency, res.n, out.display());
     for c in &res.per_class {
         println!("  class {:>2}: {:.3} (n={})", c.class, c.consistency, c.n);
