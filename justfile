@@ -35,6 +35,7 @@ lint: setup
 # Regenerate the committed test fixtures (tiny random-init models + diffusers reference outputs).
 fixtures: setup
     {{env}} python crates/fd-model/tests/fixtures/gen_fixtures.py
+    {{env}} python crates/fd-sched/tests/fixtures/gen_golden.py
 
 # Train the default model (resumable; checkpoints under $FD_CACHE/train/fmnist), then export it.
 train-default STEPS="5000": setup
