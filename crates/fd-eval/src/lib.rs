@@ -4,7 +4,9 @@
 
 pub mod consistency;
 mod error;
+pub mod fid;
 pub mod idx;
 pub mod images;
+pub mod inception;
 
 pub use error::{Error, Result};
