@@ -37,6 +37,27 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum EvalCmd {
+    /// FID and KID of a sample folder against a reference set or .npz statistics.
+    Fid {
+        /// Folder written by `fd sample` (samples.safetensors) or a folder of PNGs.
+        #[arg(long)]
+        samples: PathBuf,
+        /// Reference: a named set (fmnist-test; features cached under $FD_CACHE/fid) or a .npz
+        /// with mu/sigma (FID only).
+        #[arg(long, default_value = "fmnist-test")]
+        r#ref: String,
+        /// Inception extractor (default: $FD_CACHE/assets/fid_inception_default_1.pt).
+        #[arg(long)]
+        inception: Option<PathBuf>,
+        #[arg(long, default_value_t = 100)]
+        kid_subsets: usize,
+        #[arg(long, default_value_t = 1000)]
+        kid_subset_size: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Class consistency: share of samples the judge classifies as the requested class.
     Consistency {
         /// Folder written by `fd sample` (samples.safetensors + run.json).
@@ -146,6 +167,9 @@ fn main() -> std::process::ExitCode {
         Cmd::Info { model, device } => info(&model, &device),
         Cmd::Sample(a) => sample_cmd(&a),
         Cmd::Bench(a) => bench_cmd(&a),
+        Cmd::Eval(EvalCmd::Fid { samples, r#ref, inception, kid_subsets, kid_subset_size, seed, device }) => {
+            fid_cmd(&samples, &r#ref, inception.as_deref(), (kid_subsets, kid_subset_size, seed), &device)
+        }
         Cmd::Eval(EvalCmd::Consistency { samples, classifier, device }) => {
             consistency_cmd(&samples, &classifier, &device)
         }
@@ -429,6 +453,52 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn fid_cmd(
+    dir: &Path,
+    reference: &str,
+    inception: Option<&Path>,
+    kid_opts: (usize, usize, u64),
+    device: &str,
+) -> Result<()> {
+    use fd_eval::fid::{frechet_distance, kid, Stats};
+    let images = fd_eval::images::load_sample_folder(dir)?;
+    let n = images.size()[0];
+    if n < 2 {
+        bail!("--samples {}: FID needs at least 2 images, found {n}", dir.display());
+    }
+    let path = inception.map(Path::to_path_buf).unwrap_or_else(fd_eval::inception::default_path);
+    let inc = fd_eval::inception::Inception::load(&path, fd_model::parse_device(device)?)?;
+    let bar = indicatif::ProgressBar::new(n as u64).with_message("Inception features of samples");
+    let feats = inc.features(&images, 50, |d| bar.set_position(d as u64))?;
+    bar.finish_and_clear();
+    let gen_stats = Stats::from_features(&feats)?;
+    let (fid, kid_res, n_ref) = if reference.ends_with(".npz") {
+        let r = Stats::load_npz(Path::new(reference))?;
+        (frechet_distance(&gen_stats, &r)?, None, r.n)
+    } else {
+        let bar = indicatif::ProgressBar::new(0);
+        let rf = fd_eval::reference::reference_features(reference, &inc, &bar)?;
+        bar.finish_and_clear();
+        let r = Stats::from_features(&rf)?;
+        let (subsets, size, seed) = kid_opts;
+        (frechet_distance(&gen_stats, &r)?, Some(kid(&feats, &rf, subsets, size, seed)?), r.n)
+    };
+    let res = json!({
+        "fid": fid, "kid": kid_res, "n": n, "n_ref": n_ref, "reference": reference,
+        "extractor": { "path": inc.path, "sha1": inc.sha1 }, "preprocessing": fd_eval::inception::PREPROCESSING,
+        "samples": dir,
+    });
+    write_atomic(&dir.join("fid.json"), serde_json::to_string_pretty(&res)?.as_bytes())?;
+    match &kid_res {
+        Some(k) => println!(
+            "FID {fid:.3} (N={n} vs {reference} N={n_ref}) | KID {:.5} ± {:.5} ({} subsets of {})",
+            k.mean, k.std, k.subsets, k.subset_size
+        ),
+        None => println!("FID {fid:.3} (N={n} vs {reference} N={n_ref})"),
+    }
     Ok(())
 }
 

@@ -57,3 +57,41 @@ pub fn load_png(path: &Path) -> Result<Tensor> {
     };
     Ok(Tensor::from_slice(&data).view([h, w, c]).permute([2, 0, 1]).to_kind(Kind::Float) / 127.5 - 1.0)
 }
+
+/// The images of a sample folder: `samples.safetensors` (written by `fd sample`) when present,
+/// else every `*.png` except `grid.png`, in name order. Mixed sizes and unreadable files are errors.
+pub fn load_sample_folder(dir: &Path) -> Result<Tensor> {
+    let raw = dir.join("samples.safetensors");
+    if raw.is_file() {
+        let items =
+            Tensor::read_safetensors(&raw).map_err(|e| Error::Format { path: raw.clone(), msg: e.to_string() })?;
+        return items
+            .into_iter()
+            .find(|(k, _)| k == "samples")
+            .map(|(_, t)| t)
+            .ok_or_else(|| Error::Format { path: raw, msg: "no `samples` tensor".into() });
+    }
+    let rd = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.into(), source })?;
+    let mut files: Vec<_> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "png") && p.file_name().is_some_and(|n| n != "grid.png"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::Input(format!("{}: no samples.safetensors and no PNG images", dir.display())));
+    }
+    let mut imgs = Vec::with_capacity(files.len());
+    for f in &files {
+        let t = load_png(f)?;
+        if let Some(first) = imgs.first().map(Tensor::size) {
+            if t.size() != first {
+                return Err(Error::Format {
+                    path: f.clone(),
+                    msg: format!("image size {:?} differs from the folder's first image {:?}", t.size(), first),
+                });
+            }
+        }
+        imgs.push(t);
+    }
+    Ok(Tensor::stack(&imgs, 0))
+}

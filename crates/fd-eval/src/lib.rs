@@ -1,6 +1,9 @@
-//! fd-eval: metrics and their inputs. So far: class consistency with the committed judge
-//! ([`consistency`]), the Fashion-MNIST IDX reader ([`idx`]) and image I/O ([`images`]).
-//! FID / KID / CLIP score / GFLOPs reports arrive with the fd-eval issue.
+//! fd-eval: metrics and their inputs.
+//! - [`fid`]: where FID and KID are computed (statistics, Frechet distance, polynomial MMD).
+//! - [`inception`]: the Inception-v3 extractor and its preprocessing; [`reference`]: cached
+//!   reference feature sets (Fashion-MNIST test).
+//! - [`consistency`]: class consistency with the committed judge classifier.
+//! - [`idx`], [`images`]: Fashion-MNIST IDX reader, PNG I/O.
 
 pub mod consistency;
 mod error;
@@ -8,5 +11,6 @@ pub mod fid;
 pub mod idx;
 pub mod images;
 pub mod inception;
+pub mod reference;
 
 pub use error::{Error, Result};

@@ -1,0 +1,64 @@
+//! Reference feature sets for FID/KID, computed once and cached under `$FD_CACHE/fid/` keyed by
+//! the extractor's SHA-1 (features as safetensors, statistics as pytorch-fid-style `.npz`).
+
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+
+use crate::fid::Stats;
+use crate::idx::load_fmnist;
+use crate::inception::Inception;
+use crate::{Error, Result};
+
+/// Cache folder: `$FD_CACHE/fid` (default `~/.cache/fd/fid`).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("FD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/fd"))
+        .join("fid")
+}
+
+/// Fashion-MNIST test images (10k) as [N, 1, 28, 28] in [-1, 1].
+pub fn fmnist_test_images() -> Result<Tensor> {
+    let (imgs, _) = load_fmnist("test")?;
+    let n = imgs.dims[0] as i64;
+    Ok(Tensor::from_slice(&imgs.data).view([n, 1, 28, 28]).to_kind(Kind::Float) / 127.5 - 1.0)
+}
+
+/// Features of a named reference set (`fmnist-test`), from the cache or computed (with progress).
+pub fn reference_features(name: &str, inception: &Inception, progress: &indicatif::ProgressBar) -> Result<Tensor> {
+    let images = match name {
+        "fmnist-test" => fmnist_test_images()?,
+        other => {
+            return Err(Error::Input(format!("unknown reference set `{other}` (known: fmnist-test; or pass a .npz)")))
+        }
+    };
+    let path = cache_dir().join(format!("{name}-{}.features.safetensors", &inception.sha1[..12]));
+    if let Some(f) = load_cached(&path, images.size()[0])? {
+        return Ok(f);
+    }
+    progress.set_length(images.size()[0] as u64);
+    progress.set_message(format!("Inception features of {name}"));
+    let feats = inception.features(&images, 50, |done| progress.set_position(done as u64))?;
+    std::fs::create_dir_all(cache_dir()).map_err(|source| Error::Io { path: cache_dir(), source })?;
+    let tmp = path.with_extension("tmp");
+    Tensor::write_safetensors(&[("features", &feats)], &tmp)?;
+    std::fs::rename(&tmp, &path).map_err(|source| Error::Io { path: path.clone(), source })?;
+    Stats::from_features(&feats)?.save_npz(&path.with_extension("").with_extension("stats.npz"))?;
+    Ok(feats)
+}
+
+/// A cached feature file, trusted only when complete and of the expected row count.
+fn load_cached(path: &Path, rows: i64) -> Result<Option<Tensor>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bad = |msg: String| Error::Format { path: path.into(), msg: format!("{msg}; delete it to recompute") };
+    let items = Tensor::read_safetensors(path).map_err(|e| bad(format!("corrupted feature cache: {e}")))?;
+    let f =
+        items.into_iter().find(|(k, _)| k == "features").map(|(_, t)| t).ok_or_else(|| bad("no `features`".into()))?;
+    if f.size() != [rows, 2048] || f.isfinite().all().int64_value(&[]) == 0 {
+        return Err(bad(format!("feature cache has shape {:?}, expected [{rows}, 2048] and finite values", f.size())));
+    }
+    Ok(Some(f.to_device(Device::Cpu).to_kind(Kind::Double)))
+}
