@@ -52,3 +52,11 @@ bench-sampling N="16" REPEATS="3": build
     {{env}} ./target/release/fd bench --model {{model}} --steps 50 --cfg 3 --n {{N}} --repeats {{REPEATS}} \
         --plans none,50ls,50ls@seq,50ls@cap160,uniform:3,deepcache:3:0 --inject 0.003@0.5 \
         --out "results/bench-sampling/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
+
+# Measure the default model and write its card (models/fmnist/README.md, loss.png, sample grid):
+# DDIM-50 + CFG, N samples balanced over the 10 classes, class consistency and FID/KID.
+model-card N="1000": build
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 100 --out out/card
+    {{env}} ./target/release/fd eval consistency --samples out/card
+    {{env}} ./target/release/fd eval fid --samples out/card --ref fmnist-test
+    {{env}} python experiments/model_card.py --model {{model}} --run-dir "$FD_CACHE/train/fmnist" --samples out/card
