@@ -190,6 +190,16 @@ impl Plan {
         self.num_steps
     }
 
+    /// UNet GFLOPs per image of an encoder-propagation plan, from batch-1 FLOPs per graph:
+    /// `branches` x (key steps x (encoder + time embedding) + steps x (decoder + time embedding)).
+    /// `branches` = 2 counts the classifier-free-guidance batch doubling, 1 does not. This is what
+    /// the executor's [`crate::CallCounts::gflops_per_image`] measures for the same plan.
+    pub fn gflops_per_image(&self, encoder: u64, decoder: u64, time_embed: u64, branches: usize) -> f64 {
+        let per_branch = self.encoder_calls() as f64 * (encoder + time_embed) as f64
+            + self.decoder_calls() as f64 * (decoder + time_embed) as f64;
+        branches as f64 * per_branch / 1e9
+    }
+
     /// FLOPs-bound speedup of an encoder-propagation plan against the baseline, from per-call
     /// encoder / decoder FLOPs.
     pub fn flops_speedup(&self, enc_flops: u64, dec_flops: u64) -> f64 {
