@@ -24,6 +24,7 @@ build: setup
 # The test suite (what CI runs).
 test: setup
     {{env}} python experiments/tests/make_sd_tiny.py target/fixtures/sd-tiny
+    {{env}} python experiments/tests/make_clip_tiny.py target/fixtures/clip-tiny
     {{env}} cargo test --workspace
     {{env}} python -m pytest -q experiments/tests
 

@@ -58,6 +58,17 @@ enum EvalCmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// CLIP score (CLIP-S and torchmetrics' 100*cos) of a text-conditioned sample folder.
+    Clip {
+        /// Folder written by `fd sample --prompts` (samples.safetensors + run.json).
+        #[arg(long)]
+        samples: PathBuf,
+        /// CLIP towers exported by experiments/export_clip.py.
+        #[arg(long)]
+        clip: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Class consistency: share of samples the judge classifies as the requested class.
     Consistency {
         /// Folder written by `fd sample` (samples.safetensors + run.json).
@@ -170,6 +181,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Eval(EvalCmd::Fid { samples, r#ref, inception, kid_subsets, kid_subset_size, seed, device }) => {
             fid_cmd(&samples, &r#ref, inception.as_deref(), (kid_subsets, kid_subset_size, seed), &device)
         }
+        Cmd::Eval(EvalCmd::Clip { samples, clip, device }) => clip_cmd(&samples, &clip, &device),
         Cmd::Eval(EvalCmd::Consistency { samples, classifier, device }) => {
             consistency_cmd(&samples, &classifier, &device)
         }
@@ -499,6 +511,33 @@ fn fid_cmd(
         ),
         None => println!("FID {fid:.3} (N={n} vs {reference} N={n_ref})"),
     }
+    Ok(())
+}
+
+/// `run.json` of a sample folder.
+fn read_run(dir: &Path) -> Result<serde_json::Value> {
+    let path = dir.join("run.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("--samples: cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
+}
+
+fn clip_cmd(dir: &Path, clip_dir: &Path, device: &str) -> Result<()> {
+    let run = read_run(dir)?;
+    let prompts: Vec<String> = run["conditions"]
+        .as_array()
+        .and_then(|v| v.iter().map(|c| c.as_str().map(String::from)).collect())
+        .with_context(|| {
+            format!("{}: `conditions` must list prompts (a text-conditioned run)", dir.join("run.json").display())
+        })?;
+    let images = fd_eval::images::load_sample_folder(dir)?;
+    let clip = fd_eval::clip::Clip::load(clip_dir, fd_model::parse_device(device)?)?;
+    let p: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let res = clip.score(&images, &p)?;
+    write_atomic(&dir.join("clip_score.json"), serde_json::to_string_pretty(&res)?.as_bytes())?;
+    println!(
+        "CLIP-S {:.4} | torchmetrics {:.2} (N={}, {}, {})",
+        res.clip_s, res.torchmetrics, res.n, res.clip_model, res.preprocessing
+    );
     Ok(())
 }
 

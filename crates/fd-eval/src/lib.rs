@@ -2,9 +2,11 @@
 //! - [`fid`]: where FID and KID are computed (statistics, Frechet distance, polynomial MMD).
 //! - [`inception`]: the Inception-v3 extractor and its preprocessing; [`reference`]: cached
 //!   reference feature sets (Fashion-MNIST test).
-//! - [`consistency`]: class consistency with the committed judge classifier.
+//! - [`consistency`]: class consistency with the committed judge classifier; [`clip`]: CLIP score
+//!   with user-exported CLIP towers.
 //! - [`idx`], [`images`]: Fashion-MNIST IDX reader, PNG I/O.
 
+pub mod clip;
 pub mod consistency;
 mod error;
 pub mod fid;
