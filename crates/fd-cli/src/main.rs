@@ -499,7 +499,7 @@ fn fid_cmd(
         (frechet_distance(&gen_stats, &r)?, Some(kid(&feats, &rf, subsets, size, seed)?), r.n)
     };
     let res = json!({
-        "fid": fid, "kid": kid_res, "n": n, "n_ref": n_ref, "reference": reference,
+        "fid": fid, "kid": kid_res, "kid_seed": kid_opts.2, "n": n, "n_ref": n_ref, "reference": reference,
         "extractor": { "path": inc.path, "sha1": inc.sha1 }, "preprocessing": fd_eval::inception::PREPROCESSING,
         "samples": dir,
     });
