@@ -80,9 +80,9 @@ class Decoder(nn.Module):
         self.conv_out = unet.conv_out
         self.up_factor = 2 ** unet.num_upsamplers
 
-    def run_up(self, sample, emb, cond, skips, out_size, final_index: int):
+    def run_up(self, sample, emb, cond, skips, out_size, final_index: int, outputs: list | None = None):
         """Up blocks on `sample`; `final_index` is the index (in self.up_blocks) of the UNet's last
-        up block, or -1 when it is not among them."""
+        up block, or -1 when it is not among them. Each block's output is appended to `outputs`."""
         # diffusers forwards explicit upsample sizes when the output size is not a multiple of the
         # overall up factor.
         forward_upsample_size = any(s % self.up_factor != 0 for s in out_size)
@@ -97,6 +97,8 @@ class Decoder(nn.Module):
             else:
                 sample = block(hidden_states=sample, temb=emb, res_hidden_states_tuple=res,
                                upsample_size=upsample_size)
+            if outputs is not None:
+                outputs.append(sample)
         return sample
 
     def forward(self, mid, emb, cond, *skips):
@@ -153,6 +155,17 @@ class ShallowEncoder(nn.Module):
                     h = ds(h)
                 skips.append(h)
         return tuple(skips[: self.count])
+
+
+class AnalysisDecoder(Decoder):
+    """The decoder that also returns every up block's output (feature-drift analysis)."""
+
+    def forward(self, mid, emb, cond, *skips):
+        ups = []
+        sample = self.run_up(mid, emb, cond, tuple(skips), skips[0].shape[-2:], len(self.up_blocks) - 1, ups)
+        if self.conv_norm_out is not None:
+            sample = self.conv_act(self.conv_norm_out(sample))
+        return (self.conv_out(sample),) + tuple(ups)
 
 
 class DeepDecoder(Decoder):
@@ -304,6 +317,8 @@ def export_model(
         "time_embed": (te, [timesteps]),
         "encoder": (enc, [sample, emb, cond]),
         "decoder": (dec, [feats[0], emb, cond, *feats[1:]]),
+        # same weights, also returns the up-block outputs (fd-analysis); costs no extra file size
+        "decoder_analysis": (AnalysisDecoder(unet), [feats[0], emb, cond, *feats[1:]]),
     }
     if with_full:  # the unsplit reference graph, for parity checks
         unet_parts["full"] = (full, [sample, timesteps, cond])

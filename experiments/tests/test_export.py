@@ -123,3 +123,23 @@ def test_deepcache_split_matches_hooked_diffusers(size, branch):
     assert (cached - ref).abs().max().item() <= 1e-5
     # the shallow encoder stops early: it does not compute the deepest skips
     assert len(se(x1, emb1, c)) < len(feats) - 1
+
+
+def test_analysis_decoder_returns_up_block_outputs():
+    from export_unet import AnalysisDecoder
+
+    unet = tiny_unet(15)
+    x, t, c = torch.randn(2, 2, 15, 15), torch.tensor([10.0, 500.0]), torch.randn(2, 5, 8)
+    captured = []
+    hooks = [b.register_forward_hook(lambda m, a, o: captured.append(o)) for b in unet.up_blocks]
+    with torch.no_grad():
+        ref = unet(x, t, encoder_hidden_states=c).sample
+        emb = TimeEmbed(unet)(t)
+        feats = Encoder(unet)(x, emb, c)
+        out = AnalysisDecoder(unet)(feats[0], emb, c, *feats[1:])
+    for h in hooks:
+        h.remove()
+    assert (out[0] - ref).abs().max().item() <= 1e-5
+    assert len(out) == 1 + len(unet.up_blocks)
+    for got, want in zip(out[1:], captured):
+        assert (got - want).abs().max().item() <= 1e-5

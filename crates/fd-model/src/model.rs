@@ -114,6 +114,7 @@ pub struct UNetModel {
     time_embed: Graph,
     encoder: Graph,
     decoder: Graph,
+    decoder_analysis: Option<Graph>,
     full: Option<Graph>,
     cond_encoder: Option<Graph>,
     vae_decoder: Option<Graph>,
@@ -213,6 +214,7 @@ impl UNetModel {
             time_embed: load("time_embed")?,
             encoder: load("encoder")?,
             decoder: load("decoder")?,
+            decoder_analysis: optional("decoder_analysis")?,
             full: if opts.load_full { optional("full")? } else { None },
             cond_encoder: optional("cond_encoder")?,
             vae_decoder: optional("vae_decoder")?,
@@ -340,6 +342,42 @@ impl UNetModel {
         inputs.extend(feats.skips.iter().map(|s| self.input(s)));
         let out = tch::no_grad(|| self.decoder.forward_ts(&inputs))?;
         Ok(out.to_kind(Kind::Float))
+    }
+
+    /// [`UNetModel::decode`] that also returns every up block's output (for feature-drift
+    /// analysis; needs the `decoder_analysis` graph).
+    pub fn decode_analysis(
+        &self,
+        feats: &EncoderFeatures,
+        emb: &Tensor,
+        cond: &Tensor,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let g = self.decoder_analysis.as_ref().ok_or_else(|| Error::NoSuchGraph {
+            model: self.manifest.name.clone(),
+            graph: "decoder_analysis".into(),
+            why: "re-export the model with the current experiments/export_unet.py",
+        })?;
+        self.check_features(feats)?;
+        let mut inputs = vec![
+            IValue::Tensor(self.input(&feats.mid)),
+            IValue::Tensor(self.input(emb)),
+            IValue::Tensor(self.input(cond)),
+        ];
+        inputs.extend(feats.skips.iter().map(|s| IValue::Tensor(self.input(s))));
+        let IValue::Tuple(items) = tch::no_grad(|| g.forward_is(&inputs))? else {
+            return Err(Error::Shape {
+                what: "decoder_analysis output".into(),
+                expected: "a tuple".into(),
+                found: "another value".into(),
+            });
+        };
+        let mut ts = items.into_iter().filter_map(|v| if let IValue::Tensor(t) = v { Some(t) } else { None });
+        let out = ts.next().ok_or_else(|| Error::Shape {
+            what: "decoder_analysis output".into(),
+            expected: "(output, up blocks...)".into(),
+            found: "empty".into(),
+        })?;
+        Ok((out.to_kind(Kind::Float), ts.collect()))
     }
 
     /// `decode(encode(x))` with the time embedding of `timesteps`: one full UNet evaluation.

@@ -159,16 +159,48 @@ pub struct SampleInput<'a> {
     pub uncond: Option<&'a Tensor>,
 }
 
-/// Run `plan` with `scheduler` on `model`. `step_noise(i)` supplies fresh noise for samplers
-/// that need it (shape of the latents).
+/// What the executor shows an observer at every step.
+#[derive(Debug)]
+pub struct StepFeatures<'a> {
+    pub step: usize,
+    pub timestep: f64,
+    /// Whether the encoder ran at this step (else `encoder` is the key step's, reused).
+    pub is_key: bool,
+    /// Encoder features in use ([uncond; cond] rows with CFG).
+    pub encoder: &'a EncoderFeatures,
+    /// Every up block's output at this step.
+    pub decoder: &'a [Tensor],
+}
+
+/// Optional callbacks of [`sample`].
+#[derive(Default)]
+pub struct Hooks<'a, 'b> {
+    /// Fresh noise for step `i` (shape of the latents), for samplers that need it.
+    pub step_noise: Option<&'a mut dyn FnMut(usize) -> Tensor>,
+    /// Called at every step with the features in use (fd-analysis). Decoding becomes sequential
+    /// and uses the model's `decoder_analysis` graph; encoder-propagation plans only.
+    pub observe: Option<&'b mut dyn FnMut(&StepFeatures<'_>)>,
+}
+
+impl std::fmt::Debug for Hooks<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("step_noise", &self.step_noise.is_some())
+            .field("observe", &self.observe.is_some())
+            .finish()
+    }
+}
+
+/// Run `plan` with `scheduler` on `model`.
 pub fn sample(
     model: &UNetModel,
     scheduler: &mut dyn Scheduler,
     plan: &Plan,
     opts: &ExecOptions,
     input: &SampleInput<'_>,
-    mut step_noise: Option<&mut dyn FnMut(usize) -> Tensor>,
+    hooks: Hooks<'_, '_>,
 ) -> Result<SampleOutput> {
+    let Hooks { mut step_noise, mut observe } = hooks;
     let t_start = Instant::now();
     let clock = Clock { device: model.device };
     let timesteps = scheduler.timesteps().to_vec();
@@ -193,7 +225,7 @@ pub fn sample(
     let mut tm = Timings::default();
     let mut counts = CallCounts::default();
     let rows_per_step = (branches * b) as usize;
-    let chunk_steps = if !opts.parallel {
+    let chunk_steps = if !opts.parallel || observe.is_some() {
         1
     } else if opts.max_decoder_batch == 0 {
         usize::MAX
@@ -224,12 +256,31 @@ pub fn sample(
                 // 2. decoders of the group, in chunks of whole steps (one chunk per step when sequential)
                 let mut preds: Vec<Tensor> = Vec::with_capacity(steps.len());
                 for chunk in steps.chunks(chunk_steps.min(steps.len())) {
-                    preds.extend(ctx.decode_steps(&feats, chunk)?);
+                    if let Some(obs) = observe.as_mut() {
+                        let i = chunk[0];
+                        let emb = ctx.time_embed(i, 1)?;
+                        let (pred, ups) =
+                            ctx.clock.time(&mut ctx.tm.decoder_s, || model.decode_analysis(&feats, &emb, &cond2))?;
+                        ctx.counts.add("decoder", rows_per_step);
+                        obs(&StepFeatures {
+                            step: i,
+                            timestep: timesteps[i],
+                            is_key: i == s,
+                            encoder: &feats,
+                            decoder: &ups,
+                        });
+                        preds.push(pred);
+                    } else {
+                        preds.extend(ctx.decode_steps(&feats, chunk)?);
+                    }
                 }
                 // 3. scheduler stepped sequentially through the group
                 for (&i, pred) in steps.iter().zip(preds) {
                     latents = ctx.scheduler_step(scheduler, opts, &z_t, &mut step_noise, plan, pred, i, latents)?;
                 }
+            }
+            Method::DeepCache { .. } if observe.is_some() => {
+                return Err(Error::Sampling("feature observation supports encoder-propagation plans only".into()));
             }
             Method::DeepCache { branch } => {
                 // full step: deep part once, cached; shallow path every step of the group

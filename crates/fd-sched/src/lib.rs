@@ -15,8 +15,10 @@ pub use config::{
     DDIMSchedulerConfig, DDPMSchedulerConfig, DPMSolverMultistepSchedulerConfig, EulerDiscreteSchedulerConfig,
 };
 pub use error::{Error, Result};
-pub use executor::{sample, CallCounts, ExecOptions, InjectWhen, Injection, SampleInput, SampleOutput, Timings};
-pub use pipeline::{generate_batch, initial_noise, BatchOutput, Condition};
+pub use executor::{
+    sample, CallCounts, ExecOptions, Hooks, InjectWhen, Injection, SampleInput, SampleOutput, StepFeatures, Timings,
+};
+pub use pipeline::{generate_batch, generate_batch_observed, initial_noise, BatchOutput, Condition};
 pub use plan::{KeySteps, Method, Plan};
 pub use schedulers::{Ddim, Ddpm, DpmSolverMultistep, EulerDiscrete, Scheduler};
 

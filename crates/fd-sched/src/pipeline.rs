@@ -4,7 +4,7 @@
 use fd_model::{CondKind, UNetModel};
 use tch::{Kind, Tensor};
 
-use crate::executor::{sample, CallCounts, ExecOptions, SampleInput, Timings};
+use crate::executor::{sample, CallCounts, ExecOptions, Hooks, SampleInput, StepFeatures, Timings};
 use crate::plan::Plan;
 use crate::schedulers::Scheduler;
 use crate::{Error, Result};
@@ -82,6 +82,19 @@ pub fn generate_batch(
     seeds: &[u64],
     conds: &[Condition],
 ) -> Result<BatchOutput> {
+    generate_batch_observed(model, make_scheduler, plan, opts, seeds, conds, None)
+}
+
+/// [`generate_batch`] with a feature observer (see [`Hooks::observe`]).
+pub fn generate_batch_observed(
+    model: &UNetModel,
+    make_scheduler: &dyn Fn() -> Result<Box<dyn Scheduler>>,
+    plan: &Plan,
+    opts: &ExecOptions,
+    seeds: &[u64],
+    conds: &[Condition],
+    observe: Option<&mut dyn FnMut(&StepFeatures<'_>)>,
+) -> Result<BatchOutput> {
     if seeds.len() != conds.len() || seeds.is_empty() {
         return Err(Error::Sampling(format!("{} seeds for {} conditions", seeds.len(), conds.len())));
     }
@@ -100,7 +113,7 @@ pub fn generate_batch(
         plan,
         opts,
         &SampleInput { noise: &noise, cond: &cond, uncond: uncond.as_ref() },
-        Some(&mut noise_fn),
+        Hooks { step_noise: Some(&mut noise_fn), observe },
     )?;
     let t1 = std::time::Instant::now();
     let images = model.to_images(&out.latents)?.to_device(tch::Device::Cpu);

@@ -49,7 +49,7 @@ fn run(s: &Setup, spec: &str, inject: Option<Injection>, parallel: bool, cap: us
         injection: inject,
     };
     let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
-    let out = sample(&s.model, sched.as_mut(), &plan, &opts, &input, None).unwrap();
+    let out = sample(&s.model, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();
     assert_eq!(out.counts.calls("encoder"), plan.encoder_calls());
     if plan.method == Method::EncoderPropagation {
         assert_eq!(out.counts.rows("decoder"), steps * 2 * classes.len());

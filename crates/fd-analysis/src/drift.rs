@@ -1,0 +1,198 @@
+//! Where feature drift is measured.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use crate::{Error, Result};
+
+/// Encoder or decoder side of the UNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Encoder,
+    Decoder,
+}
+
+/// One row of the long-format CSV: a layer at a step.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub run: String,
+    pub step: usize,
+    pub timestep: f64,
+    pub side: Side,
+    pub layer: String,
+    /// Mean over the batch of MSE(f_t, f_prev); NaN at the first step.
+    pub mse: f64,
+    /// Population standard deviation over the batch (as every `_std` column).
+    pub mse_std: f64,
+    /// Mean over the batch of ||mean_c(f_t)||_F.
+    pub fnorm: f64,
+    pub fnorm_std: f64,
+    /// Mean over the batch of ||f_t - f_prev||_F / ||f_prev||_F; NaN at the first step.
+    pub rel_change: f64,
+    pub rel_change_std: f64,
+    pub n: usize,
+}
+
+/// Per-layer summary over the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerSummary {
+    pub side: Side,
+    pub layer: String,
+    pub mean_mse: f64,
+    pub mean_rel_change: f64,
+    /// Std over steps of the batch-mean F-norm (the paper's Fig. 3c).
+    pub fnorm_std_over_steps: f64,
+}
+
+/// Encoder vs decoder aggregates: the qualitative claim, as numbers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub run: String,
+    pub layers: Vec<LayerSummary>,
+    pub encoder_mean_mse: f64,
+    pub decoder_mean_mse: f64,
+    /// encoder_mean_mse / decoder_mean_mse (the paper: << 1).
+    pub mse_ratio: f64,
+    pub encoder_mean_fnorm_std: f64,
+    pub decoder_mean_fnorm_std: f64,
+    pub encoder_mean_rel_change: f64,
+    pub decoder_mean_rel_change: f64,
+    /// Per step transition i -> i+1 (index i+1): mean relative change over encoder layers.
+    pub encoder_drift_profile: Vec<f64>,
+}
+
+fn mean_std(v: &Tensor) -> (f64, f64) {
+    let v = v.to_kind(Kind::Double);
+    let n = v.numel();
+    let mean = v.mean(Kind::Double).double_value(&[]);
+    let std = if n > 1 { v.std(false).double_value(&[]) } else { 0.0 };
+    (mean, std)
+}
+
+/// Streaming accumulator: feed every step's features; keeps only the previous step per layer.
+#[derive(Debug, Default)]
+pub struct DriftAccumulator {
+    run: String,
+    prev: BTreeMap<(Side, String), Tensor>,
+    rows: Vec<Row>,
+}
+
+impl DriftAccumulator {
+    pub fn new(run: &str) -> Self {
+        Self { run: run.to_string(), ..Default::default() }
+    }
+
+    /// Record layer `layer` at `step` (features [B, C, H, W] or [B, ...]).
+    pub fn push(&mut self, step: usize, timestep: f64, side: Side, layer: &str, f: &Tensor) {
+        let f = f.to_device(tch::Device::Cpu).to_kind(Kind::Double);
+        let b = f.size()[0];
+        let flat = f.reshape([b, -1]);
+        let fnorm = if f.dim() >= 3 {
+            f.mean_dim(1, false, Kind::Double).reshape([b, -1]).square().sum_dim_intlist(1, false, Kind::Double).sqrt()
+        } else {
+            flat.square().sum_dim_intlist(1, false, Kind::Double).sqrt()
+        };
+        let (fnorm_m, fnorm_s) = mean_std(&fnorm);
+        let key = (side, layer.to_string());
+        let (mse, rel) = match self.prev.get(&key) {
+            Some(p) if p.size() == flat.size() => {
+                let d = &flat - p;
+                let mse = d.square().mean_dim(1, false, Kind::Double);
+                let rel = d.square().sum_dim_intlist(1, false, Kind::Double).sqrt()
+                    / p.square().sum_dim_intlist(1, false, Kind::Double).sqrt().clamp_min(1e-30);
+                (mean_std(&mse), mean_std(&rel))
+            }
+            _ => ((f64::NAN, f64::NAN), (f64::NAN, f64::NAN)),
+        };
+        self.rows.push(Row {
+            run: self.run.clone(),
+            step,
+            timestep,
+            side,
+            layer: layer.to_string(),
+            mse: mse.0,
+            mse_std: mse.1,
+            fnorm: fnorm_m,
+            fnorm_std: fnorm_s,
+            rel_change: rel.0,
+            rel_change_std: rel.1,
+            n: b as usize,
+        });
+        self.prev.insert(key, flat);
+    }
+
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// Per-layer and encoder-vs-decoder summary.
+    pub fn summary(&self) -> Summary {
+        let mut by_layer: BTreeMap<(Side, String), Vec<&Row>> = BTreeMap::new();
+        for r in &self.rows {
+            by_layer.entry((r.side, r.layer.clone())).or_default().push(r);
+        }
+        let finite_mean = |v: &mut dyn Iterator<Item = f64>| {
+            let v: Vec<f64> = v.filter(|x| x.is_finite()).collect();
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
+        let layers: Vec<LayerSummary> = by_layer
+            .iter()
+            .map(|((side, layer), rows)| {
+                let f: Vec<f64> = rows.iter().map(|r| r.fnorm).collect();
+                let m = f.iter().sum::<f64>() / f.len() as f64;
+                let sd = (f.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / f.len() as f64).sqrt();
+                LayerSummary {
+                    side: *side,
+                    layer: layer.clone(),
+                    mean_mse: finite_mean(&mut rows.iter().map(|r| r.mse)),
+                    mean_rel_change: finite_mean(&mut rows.iter().map(|r| r.rel_change)),
+                    fnorm_std_over_steps: sd,
+                }
+            })
+            .collect();
+        let agg = |side: Side, f: &dyn Fn(&LayerSummary) -> f64| {
+            finite_mean(&mut layers.iter().filter(|l| l.side == side).map(f))
+        };
+        let steps = self.rows.iter().map(|r| r.step).max().map_or(0, |s| s + 1);
+        let profile = (0..steps)
+            .map(|s| {
+                finite_mean(
+                    &mut self.rows.iter().filter(|r| r.step == s && r.side == Side::Encoder).map(|r| r.rel_change),
+                )
+            })
+            .collect();
+        let (em, dm) = (agg(Side::Encoder, &|l| l.mean_mse), agg(Side::Decoder, &|l| l.mean_mse));
+        Summary {
+            run: self.run.clone(),
+            encoder_mean_mse: em,
+            decoder_mean_mse: dm,
+            mse_ratio: em / dm,
+            encoder_mean_fnorm_std: agg(Side::Encoder, &|l| l.fnorm_std_over_steps),
+            decoder_mean_fnorm_std: agg(Side::Decoder, &|l| l.fnorm_std_over_steps),
+            encoder_mean_rel_change: agg(Side::Encoder, &|l| l.mean_rel_change),
+            decoder_mean_rel_change: agg(Side::Decoder, &|l| l.mean_rel_change),
+            encoder_drift_profile: profile,
+            layers,
+        }
+    }
+
+    /// Write the long-format CSV (temp file + rename).
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("csv.tmp");
+        let io = |e: &dyn std::fmt::Display| Error::Io { path: tmp.clone(), msg: e.to_string() };
+        let mut w = csv::Writer::from_path(&tmp).map_err(|e| io(&e))?;
+        for r in &self.rows {
+            w.serialize(r).map_err(|e| io(&e))?;
+        }
+        w.flush().map_err(|e| io(&e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.into(), msg: e.to_string() })
+    }
+}
