@@ -61,3 +61,9 @@ model-card N="1000": build
     {{env}} ./target/release/fd eval consistency --samples out/card
     {{env}} ./target/release/fd eval fid --samples out/card --ref fmnist-test
     {{env}} python experiments/model_card.py --model {{model}} --run-dir "$FD_CACHE/train/fmnist" --samples out/card
+
+# Feature drift of every encoder / decoder layer on the default model (the paper's Fig. 3 numbers)
+# and a drift-calibrated 9-key-step plan; writes results/drift/<date>-<machine>/.
+drift N="8": build
+    {{env}} ./target/release/fd drift --model {{model}} --steps 50 --cfg 3 --n {{N}} --save-plan auto:9 \
+        --out "results/drift/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"

@@ -10,6 +10,38 @@
 pub mod drift;
 pub mod keysteps;
 
+use fd_model::UNetModel;
+use fd_sched::{Condition, ExecOptions, KeySteps, Plan, StepFeatures};
+
+use drift::{DriftAccumulator, Side};
+
+/// Run the sampler with every step a key step (the plain sampler) and measure the drift of every
+/// encoder skip / mid output and every decoder up-block output. CFG rows are included as samples.
+pub fn measure_drift(
+    model: &UNetModel,
+    scheduler: &str,
+    steps: usize,
+    opts: &ExecOptions,
+    seeds: &[u64],
+    conds: &[Condition],
+    run: &str,
+) -> Result<DriftAccumulator> {
+    let mut acc = DriftAccumulator::new(run);
+    let plan = Plan::new(KeySteps::None, steps)?;
+    let make = || fd_sched::build_scheduler(scheduler, &model.manifest.scheduler, steps, 0.0);
+    let mut observe = |f: &StepFeatures<'_>| {
+        acc.push(f.step, f.timestep, Side::Encoder, "mid", &f.encoder.mid);
+        for (i, s) in f.encoder.skips.iter().enumerate() {
+            acc.push(f.step, f.timestep, Side::Encoder, &format!("skip{i:02}"), s);
+        }
+        for (i, u) in f.decoder.iter().enumerate() {
+            acc.push(f.step, f.timestep, Side::Decoder, &format!("up{i}"), u);
+        }
+    };
+    fd_sched::generate_batch_observed(model, &make, &plan, opts, seeds, conds, Some(&mut observe))?;
+    Ok(acc)
+}
+
 /// Errors of fd-analysis.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -30,6 +30,9 @@ enum Cmd {
     /// Time several plans side by side in one process (interleaved repeats, median), with the
     /// FLOPs-bound speedup each plan implies; writes bench.json and bench.md.
     Bench(Box<BenchArgs>),
+    /// Feature drift of every encoder / decoder layer across steps (the paper's Fig. 3): CSV +
+    /// summary JSON; optionally choose drift-calibrated key steps and save them as a plan file.
+    Drift(Box<DriftArgs>),
     /// Evaluate a sample folder written by `fd sample`.
     #[command(subcommand)]
     Eval(EvalCmd),
@@ -172,12 +175,38 @@ struct BenchArgs {
     device: String,
 }
 
+#[derive(Args, Debug)]
+struct DriftArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value = "ddim")]
+    scheduler: String,
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    #[arg(long, default_value_t = 3.0)]
+    cfg: f64,
+    /// Samples (classes cycled).
+    #[arg(long, default_value_t = 8)]
+    n: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Choose key steps from the encoder drift profile: auto:K (optimal, K key steps) or
+    /// auto:threshold=X; saved to OUT/plan.json (use with --keys OUT/plan.json).
+    #[arg(long)]
+    save_plan: Option<String>,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Info { model, device } => info(&model, &device),
         Cmd::Sample(a) => sample_cmd(&a),
         Cmd::Bench(a) => bench_cmd(&a),
+        Cmd::Drift(a) => drift_cmd(&a),
         Cmd::Eval(EvalCmd::Fid { samples, r#ref, inception, kid_subsets, kid_subset_size, seed, device }) => {
             fid_cmd(&samples, &r#ref, inception.as_deref(), (kid_subsets, kid_subset_size, seed), &device)
         }
@@ -365,6 +394,45 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
         timings.total_s / a.n as f64,
         gflops
     );
+    Ok(())
+}
+
+fn drift_cmd(a: &DriftArgs) -> Result<()> {
+    let model = load(&a.model, &a.device)?;
+    let classes = model.manifest.cond.num_classes.unwrap_or(1).max(1);
+    let conds: Vec<Condition> = (0..a.n).map(|i| Condition::Class(i as i64 % classes)).collect();
+    let seeds: Vec<u64> = (0..a.n).map(|i| a.seed + i as u64).collect();
+    let opts = ExecOptions { guidance: a.cfg, parallel: false, ..Default::default() };
+    let run = format!("{}-{}{}-cfg{}", model.manifest.name, a.scheduler, a.steps, a.cfg);
+    let acc = fd_analysis::measure_drift(&model, &a.scheduler, a.steps, &opts, &seeds, &conds, &run)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+    acc.write_csv(&a.out.join("drift.csv"))?;
+    let summary = acc.summary();
+    write_atomic(&a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    println!(
+        "{run}: encoder mean MSE {:.4e} / decoder {:.4e} = {:.3} | std(F-norm) encoder {:.4} vs decoder {:.4} | rel. change encoder {:.4} vs decoder {:.4}",
+        summary.encoder_mean_mse, summary.decoder_mean_mse, summary.mse_ratio, summary.encoder_mean_fnorm_std,
+        summary.decoder_mean_fnorm_std, summary.encoder_mean_rel_change, summary.decoder_mean_rel_change
+    );
+    if let Some(spec) = &a.save_plan {
+        let profile: Vec<f64> =
+            summary.encoder_drift_profile.iter().map(|d| if d.is_finite() { *d } else { 0.0 }).collect();
+        let keys = match spec.strip_prefix("auto:") {
+            Some(t) if t.starts_with("threshold=") => {
+                let x: f64 = t["threshold=".len()..].parse().with_context(|| format!("--save-plan `{spec}`"))?;
+                fd_analysis::keysteps::threshold_key_steps(&profile, x)
+            }
+            Some(k) => fd_analysis::keysteps::auto_key_steps(
+                &profile,
+                k.parse().with_context(|| format!("--save-plan `{spec}`: K"))?,
+            )?,
+            None => bail!("--save-plan `{spec}`: expected auto:K or auto:threshold=X"),
+        };
+        let plan = json!({ "name": format!("{spec} from {run}"), "keys": keys, "steps": a.steps,
+            "cost": fd_analysis::keysteps::plan_cost(&profile, &keys), "calibration": a.out.join("summary.json") });
+        write_atomic(&a.out.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;
+        println!("plan {spec}: key steps {keys:?} -> {}", a.out.join("plan.json").display());
+    }
     Ok(())
 }
 

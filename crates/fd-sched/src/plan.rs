@@ -47,7 +47,8 @@ fn preset(name: &str, n: usize) -> Option<Vec<usize>> {
 }
 
 impl KeySteps {
-    /// Parse a `--keys` value: `none`, `uniform:K` (or `every:K`), a preset name, or `0,1,2,5,...`.
+    /// Parse a `--keys` value: `none`, `uniform:K` (or `every:K`), a preset name, `0,1,2,5,...`, or
+    /// a plan file `PATH.json` holding `{"keys": [...]}`.
     pub fn parse(spec: &str) -> Result<Self> {
         let s = spec.trim();
         let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
@@ -56,6 +57,17 @@ impl KeySteps {
         }
         if s == "none" {
             return Ok(Self::None);
+        }
+        if s.ends_with(".json") {
+            // a saved plan file ({"keys": [...]}, e.g. written by `fd drift --save-plan`)
+            let text = std::fs::read_to_string(s).map_err(|e| err(format!("cannot read plan file: {e}")))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| err(format!("plan file is not JSON: {e}")))?;
+            let keys = v["keys"]
+                .as_array()
+                .and_then(|a| a.iter().map(|x| x.as_u64().map(|k| k as usize)).collect::<Option<Vec<_>>>())
+                .ok_or_else(|| err("plan file needs `keys`: a list of step indices".into()))?;
+            return Ok(Self::List(keys));
         }
         if let Some(k) = s.strip_prefix("uniform:").or_else(|| s.strip_prefix("every:")) {
             let k: usize = k.parse().map_err(|_| err(format!("`{k}` is not a positive integer")))?;
