@@ -38,13 +38,19 @@ else
   say "just: $(just --version)"
 fi
 
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-  say "installing Debian package dataset-fashion-mnist"
+# Debian packages: the default model's data, and fontconfig + a font for plotters' PNG text.
+APT_PKGS=(dataset-fashion-mnist libfontconfig1-dev fonts-dejavu-core pkg-config)
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 else
-  say "fashion-mnist: /usr/share/datasets/fashion-mnist"
+  say "Debian packages present: ${APT_PKGS[*]}"
 fi
 
 stamp="$FD_VENV/.fd-requirements"

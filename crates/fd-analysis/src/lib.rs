@@ -9,6 +9,7 @@
 
 pub mod drift;
 pub mod keysteps;
+pub mod plot;
 
 use fd_model::UNetModel;
 use fd_sched::{Condition, ExecOptions, KeySteps, Plan, StepFeatures};

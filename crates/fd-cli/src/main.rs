@@ -409,6 +409,7 @@ fn drift_cmd(a: &DriftArgs) -> Result<()> {
     acc.write_csv(&a.out.join("drift.csv"))?;
     let summary = acc.summary();
     write_atomic(&a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    fd_analysis::plot::fig3(acc.rows(), &summary, &a.out.join("fig3"))?;
     println!(
         "{run}: encoder mean MSE {:.4e} / decoder {:.4e} = {:.3} | std(F-norm) encoder {:.4} vs decoder {:.4} | rel. change encoder {:.4} vs decoder {:.4}",
         summary.encoder_mean_mse, summary.decoder_mean_mse, summary.mse_ratio, summary.encoder_mean_fnorm_std,

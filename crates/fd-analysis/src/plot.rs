@@ -1,0 +1,178 @@
+//! The paper's Fig. 3 panels from drift rows, as PNG and SVG: (a) MSE between adjacent steps per
+//! layer, (b) F-norm of the channel-mean map per layer, (c) std over steps of (b) per layer,
+//! encoder vs decoder, and (d) a layer x step heat map of the relative change.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::drift::{Row, Side, Summary};
+use crate::{Error, Result};
+
+type Series = BTreeMap<(Side, String), Vec<(usize, f64)>>;
+
+fn series(rows: &[Row], f: impl Fn(&Row) -> f64) -> Series {
+    let mut s: Series = BTreeMap::new();
+    for r in rows {
+        let v = f(r);
+        if v.is_finite() && v > 0.0 {
+            s.entry((r.side, r.layer.clone())).or_default().push((r.step, v));
+        }
+    }
+    s
+}
+
+/// Encoder layers in blues, decoder layers in reds (darker = later in its family).
+fn color(side: Side, i: usize, n: usize) -> RGBColor {
+    let t = if n <= 1 { 0.5 } else { i as f64 / (n - 1) as f64 };
+    let c = |a: f64, b: f64| (a + (b - a) * t) as u8;
+    match side {
+        Side::Encoder => RGBColor(c(140.0, 10.0), c(180.0, 40.0), c(255.0, 140.0)),
+        Side::Decoder => RGBColor(c(255.0, 130.0), c(150.0, 10.0), c(120.0, 10.0)),
+    }
+}
+
+fn err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> Error + '_ {
+    move |e| Error::Io { path: path.into(), msg: format!("plot: {e}") }
+}
+
+fn lines<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    ylabel: &str,
+    s: &Series,
+    steps: usize,
+) -> std::result::Result<(), String> {
+    area.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (lo, hi) = s.values().flatten().fold((f64::MAX, f64::MIN), |(a, b), &(_, v)| (a.min(v), b.max(v)));
+    let (lo, hi) = if lo < hi { (lo * 0.8, hi * 1.25) } else { (1e-6, 1.0) };
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0usize..steps, (lo..hi).log_scale())
+        .map_err(|e| e.to_string())?;
+    chart.configure_mesh().x_desc("step").y_desc(ylabel).draw().map_err(|e| e.to_string())?;
+    let count = |side| s.keys().filter(|(sd, _)| *sd == side).count();
+    let (ne, nd) = (count(Side::Encoder), count(Side::Decoder));
+    let (mut ie, mut id) = (0, 0);
+    for ((side, layer), pts) in s {
+        let col = match side {
+            Side::Encoder => {
+                ie += 1;
+                color(*side, ie - 1, ne)
+            }
+            Side::Decoder => {
+                id += 1;
+                color(*side, id - 1, nd)
+            }
+        };
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), col.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(format!("{layer} ({})", if *side == Side::Encoder { "enc" } else { "dec" }))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(3)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
+fn bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, summary: &Summary) -> std::result::Result<(), String> {
+    area.fill(&WHITE).map_err(|e| e.to_string())?;
+    let layers = &summary.layers;
+    let hi = layers.iter().map(|l| l.fnorm_std_over_steps).fold(0.0, f64::max).max(1e-9) * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption("(c) std over steps of F-norm, per layer", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(60)
+        .y_label_area_size(60)
+        .build_cartesian_2d((0..layers.len()).into_segmented(), 0.0..hi)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_labels(layers.len())
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) => layers.get(*i).map_or(String::new(), |l| l.layer.clone()),
+            _ => String::new(),
+        })
+        .y_desc("std(F-norm)")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    chart
+        .draw_series(layers.iter().enumerate().map(|(i, l)| {
+            let col = if l.side == Side::Encoder { RGBColor(40, 90, 200) } else { RGBColor(200, 50, 40) };
+            Rectangle::new(
+                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), l.fnorm_std_over_steps)],
+                col.filled(),
+            )
+        }))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn heatmap<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    s: &Series,
+    steps: usize,
+) -> std::result::Result<(), String> {
+    area.fill(&WHITE).map_err(|e| e.to_string())?;
+    let names: Vec<String> =
+        s.keys().map(|(side, l)| format!("{}:{l}", if *side == Side::Encoder { "E" } else { "D" })).collect();
+    let hi = s.values().flatten().map(|p| p.1).fold(0.0, f64::max).max(1e-12);
+    let mut chart = ChartBuilder::on(area)
+        .caption("(d) relative change ||f_t - f_t-1|| / ||f_t-1||", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0usize..steps, 0usize..names.len())
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc("step")
+        .y_labels(names.len())
+        .y_label_formatter(&|y| names.get(*y).cloned().unwrap_or_default())
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (row, pts) in s.values().enumerate() {
+        chart
+            .draw_series(pts.iter().map(|&(x, v)| {
+                let t = (v / hi).sqrt();
+                let col = ViridisRGB::get_color(t);
+                Rectangle::new([(x, row), (x + 1, row + 1)], col.filled())
+            }))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn render<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    rows: &[Row],
+    summary: &Summary,
+) -> std::result::Result<(), String> {
+    let steps = rows.iter().map(|r| r.step).max().map_or(1, |s| s + 1);
+    let panels = root.split_evenly((2, 2));
+    lines(&panels[0], "(a) MSE between adjacent steps", "MSE", &series(rows, |r| r.mse), steps)?;
+    lines(&panels[1], "(b) F-norm of the channel-mean map", "F-norm", &series(rows, |r| r.fnorm), steps)?;
+    bars(&panels[2], summary)?;
+    heatmap(&panels[3], &series(rows, |r| r.rel_change), steps)?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Write `stem.png` and `stem.svg` (a 2x2 figure: panels a-d).
+pub fn fig3(rows: &[Row], summary: &Summary, stem: &Path) -> Result<()> {
+    let png = stem.with_extension("png");
+    render(BitMapBackend::new(&png, (1600, 1100)).into_drawing_area(), rows, summary).map_err(err(&png))?;
+    let svg = stem.with_extension("svg");
+    render(SVGBackend::new(&svg, (1600, 1100)).into_drawing_area(), rows, summary).map_err(err(&svg))?;
+    Ok(())
+}
