@@ -1,0 +1,109 @@
+//! The `fd` binary end to end on the tiny fixture model: outputs written, clear errors and a
+//! non-zero exit on bad input (never a panic).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fd(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fd")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn tiny() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fd-model/tests/fixtures/tiny").display().to_string()
+}
+
+#[test]
+fn info_sample_and_drift_write_their_outputs() {
+    let (ok, out, err) = fd(&["info", &tiny()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("tiny-fixture") && out.contains("flops/call") && out.contains("device"), "{out}");
+    let d = tempfile::tempdir().unwrap();
+    let o = d.path().join("s");
+    let (ok, out, err) = fd(&[
+        "sample",
+        "--model",
+        &tiny(),
+        "--steps",
+        "6",
+        "--keys",
+        "uniform:2",
+        "--cfg",
+        "2",
+        "--n",
+        "3",
+        "--batch",
+        "2",
+        "--inject",
+        "0.003@0.5",
+        "--out",
+        o.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("3 samples") && out.contains("GFLOPs/image"), "{out}");
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["plan"]["key_steps"], serde_json::json!([0, 2, 4]));
+    assert_eq!(run["conditions"], serde_json::json!([0, 1, 2]));
+    assert!(o.join("samples.safetensors").is_file());
+    let o2 = d.path().join("drift");
+    let (ok, out, err) = fd(&[
+        "drift",
+        "--model",
+        &tiny(),
+        "--steps",
+        "6",
+        "--n",
+        "2",
+        "--save-plan",
+        "auto:3",
+        "--out",
+        o2.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("encoder mean MSE"), "{out}");
+    for f in ["drift.csv", "summary.json", "fig3.png", "fig3.svg", "plan.json"] {
+        assert!(o2.join(f).is_file(), "{f} missing");
+    }
+    let plan = o2.join("plan.json");
+    let (ok, _, err) = fd(&[
+        "sample",
+        "--model",
+        &tiny(),
+        "--steps",
+        "6",
+        "--keys",
+        plan.to_str().unwrap(),
+        "--n",
+        "1",
+        "--out",
+        o.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn bad_inputs_fail_with_clear_messages() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("x");
+    let o = out.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["info", "/nonexistent/model"], "model folder not found"),
+        (&["sample", "--model", &tiny(), "--keys", "1,2", "--out", o], "step 0 must be a key step"),
+        (&["sample", "--model", &tiny(), "--keys", "0,99", "--steps", "10", "--out", o], "out of range"),
+        (&["sample", "--model", &tiny(), "--scheduler", "heun", "--out", o], "unknown scheduler `heun`"),
+        (&["sample", "--model", &tiny(), "--steps", "1001", "--out", o], "1..=1000"),
+        (&["sample", "--model", &tiny(), "--classes", "delta", "--out", o], "unknown class `delta`"),
+        (&["sample", "--model", &tiny(), "--inject", "0.1", "--out", o], "C@TAU"),
+        (&["sample", "--model", &tiny(), "--device", "cuda:7", "--out", o], "device `cuda:7`"),
+        (&["sample", "--model", &tiny(), "--n", "0", "--out", o], "--n and --batch must be >= 1"),
+        (&["sample", "--model", &tiny(), "--keys", "deepcache:0", "--out", o], "cache interval"),
+        (&["eval", "fid", "--samples", "/nonexistent/dir"], "/nonexistent/dir"),
+        (&["bench", "--model", &tiny(), "--plans", "none,50ls@fast", "--out", o], "unknown mode `fast`"),
+    ];
+    for (args, want) in cases {
+        let (ok, _, err) = fd(args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(err.contains(want), "{args:?}: stderr {err:?} lacks {want:?}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+}
