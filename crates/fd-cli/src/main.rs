@@ -142,8 +142,9 @@ struct SampleArgs {
     device: String,
 }
 
+/// What `fd bench` and `fd drift` share: the model, the sampler and where results go.
 #[derive(Args, Debug)]
-struct BenchArgs {
+struct RunArgs {
     /// Model folder.
     #[arg(long)]
     model: PathBuf,
@@ -152,6 +153,24 @@ struct BenchArgs {
     scheduler: String,
     #[arg(long, default_value_t = 50)]
     steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 3.0)]
+    cfg: f64,
+    /// Base seed; sample i uses seed + i.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    #[command(flatten)]
+    run: RunArgs,
     /// Plans, comma separated; the first is the reference. `KEYS`, `KEYS@seq` (sequential
     /// decoders) or `KEYS@capR` (at most R rows per decoder call), e.g. none,50ls,50ls@seq,deepcache:3.
     #[arg(long, default_value = "none,50ls,50ls@seq,50ls@cap160")]
@@ -159,45 +178,25 @@ struct BenchArgs {
     /// Prior noise injection for the non-baseline plans (C@TAU), as in `fd sample`.
     #[arg(long)]
     inject: Option<String>,
-    #[arg(long, default_value_t = 3.0)]
-    cfg: f64,
     /// Samples per timed run (one batch).
     #[arg(long, default_value_t = 16)]
     n: usize,
     /// Timed repeats per plan (interleaved across plans; the median is reported).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long)]
-    out: PathBuf,
-    #[arg(long, default_value = "cpu")]
-    device: String,
 }
 
 #[derive(Args, Debug)]
 struct DriftArgs {
-    #[arg(long)]
-    model: PathBuf,
-    #[arg(long, default_value = "ddim")]
-    scheduler: String,
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    #[arg(long, default_value_t = 3.0)]
-    cfg: f64,
+    #[command(flatten)]
+    run: RunArgs,
     /// Samples (classes cycled).
     #[arg(long, default_value_t = 8)]
     n: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Choose key steps from the encoder drift profile: auto:K (optimal, K key steps) or
     /// auto:threshold=X; saved to OUT/plan.json (use with --keys OUT/plan.json).
     #[arg(long)]
     save_plan: Option<String>,
-    #[arg(long)]
-    out: PathBuf,
-    #[arg(long, default_value = "cpu")]
-    device: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -398,18 +397,18 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
 }
 
 fn drift_cmd(a: &DriftArgs) -> Result<()> {
-    let model = load(&a.model, &a.device)?;
+    let model = load(&a.run.model, &a.run.device)?;
     let classes = model.manifest.cond.num_classes.unwrap_or(1).max(1);
     let conds: Vec<Condition> = (0..a.n).map(|i| Condition::Class(i as i64 % classes)).collect();
-    let seeds: Vec<u64> = (0..a.n).map(|i| a.seed + i as u64).collect();
-    let opts = ExecOptions { guidance: a.cfg, parallel: false, ..Default::default() };
-    let run = format!("{}-{}{}-cfg{}", model.manifest.name, a.scheduler, a.steps, a.cfg);
-    let acc = fd_analysis::measure_drift(&model, &a.scheduler, a.steps, &opts, &seeds, &conds, &run)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
-    acc.write_csv(&a.out.join("drift.csv"))?;
+    let seeds: Vec<u64> = (0..a.n).map(|i| a.run.seed + i as u64).collect();
+    let opts = ExecOptions { guidance: a.run.cfg, parallel: false, ..Default::default() };
+    let run = format!("{}-{}{}-cfg{}", model.manifest.name, a.run.scheduler, a.run.steps, a.run.cfg);
+    let acc = fd_analysis::measure_drift(&model, &a.run.scheduler, a.run.steps, &opts, &seeds, &conds, &run)?;
+    std::fs::create_dir_all(&a.run.out).with_context(|| format!("--out {}", a.run.out.display()))?;
+    acc.write_csv(&a.run.out.join("drift.csv"))?;
     let summary = acc.summary();
-    write_atomic(&a.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    fd_analysis::plot::fig3(acc.rows(), &summary, &a.out.join("fig3"))?;
+    write_atomic(&a.run.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    fd_analysis::plot::fig3(acc.rows(), &summary, &a.run.out.join("fig3"))?;
     println!(
         "{run}: encoder mean MSE {:.4e} / decoder {:.4e} = {:.3} | std(F-norm) encoder {:.4} vs decoder {:.4} | rel. change encoder {:.4} vs decoder {:.4}",
         summary.encoder_mean_mse, summary.decoder_mean_mse, summary.mse_ratio, summary.encoder_mean_fnorm_std,
@@ -429,10 +428,10 @@ fn drift_cmd(a: &DriftArgs) -> Result<()> {
             )?,
             None => bail!("--save-plan `{spec}`: expected auto:K or auto:threshold=X"),
         };
-        let plan = json!({ "name": format!("{spec} from {run}"), "keys": keys, "steps": a.steps,
-            "cost": fd_analysis::keysteps::plan_cost(&profile, &keys), "calibration": a.out.join("summary.json") });
-        write_atomic(&a.out.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;
-        println!("plan {spec}: key steps {keys:?} -> {}", a.out.join("plan.json").display());
+        let plan = json!({ "name": format!("{spec} from {run}"), "keys": keys, "steps": a.run.steps,
+            "cost": fd_analysis::keysteps::plan_cost(&profile, &keys), "calibration": a.run.out.join("summary.json") });
+        write_atomic(&a.run.out.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;
+        println!("plan {spec}: key steps {keys:?} -> {}", a.run.out.join("plan.json").display());
     }
     Ok(())
 }
@@ -448,7 +447,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     if a.n == 0 || a.repeats == 0 {
         bail!("--n and --repeats must be >= 1");
     }
-    let model = load(&a.model, &a.device)?;
+    let model = load(&a.run.model, &a.run.device)?;
     let injection = a.inject.as_deref().map(Injection::parse).transpose()?;
     let plans = a
         .plans
@@ -456,9 +455,9 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
         .map(|spec| {
             let spec = spec.trim();
             let (keys, mode) = spec.split_once('@').unwrap_or((spec, "par"));
-            let plan = Plan::parse(keys, a.steps)?;
+            let plan = Plan::parse(keys, a.run.steps)?;
             let mut opts = ExecOptions {
-                guidance: a.cfg,
+                guidance: a.run.cfg,
                 injection: if plan.is_baseline() { None } else { injection },
                 ..Default::default()
             };
@@ -474,10 +473,10 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
             Ok(BenchPlan { label: spec.to_string(), plan, opts })
         })
         .collect::<Result<Vec<_>>>()?;
-    let make = || fd_sched::build_scheduler(&a.scheduler, &model.manifest.scheduler, a.steps, 0.0);
+    let make = || fd_sched::build_scheduler(&a.run.scheduler, &model.manifest.scheduler, a.run.steps, 0.0);
     let classes = model.manifest.cond.num_classes.unwrap_or(1).max(1);
     let conds: Vec<Condition> = (0..a.n).map(|i| Condition::Class(i as i64 % classes)).collect();
-    let seeds: Vec<u64> = (0..a.n).map(|i| a.seed + i as u64).collect();
+    let seeds: Vec<u64> = (0..a.n).map(|i| a.run.seed + i as u64).collect();
     // warm-up (allocator, lazy init), untimed
     fd_sched::generate_batch(&model, &make, &plans[0].plan, &plans[0].opts, &seeds[..1], &conds[..1])?;
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); plans.len()];
@@ -500,7 +499,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     let m = machine(&model);
     let mut md = format!(
         "# Sampling benchmark\n\nModel `{}`, {} {} steps, CFG {}, batch {} (N per run), median of {} interleaved repeats, one process.\nMachine: {} ({} cores, {} torch threads), device {}.\nCommand: `{}`\n\n| plan | s/image (UNet loop) | speedup | GFLOPs/image | FLOPs-bound speedup | speedup / FLOPs-bound |\n|---|---|---|---|---|---|\n",
-        model.manifest.name, a.scheduler, a.steps, a.cfg, a.n, a.repeats, m["cpu"], m["cores"], m["torch_threads"], m["device"],
+        model.manifest.name, a.run.scheduler, a.run.steps, a.run.cfg, a.n, a.repeats, m["cpu"], m["cores"], m["torch_threads"], m["device"],
         std::env::args().collect::<Vec<_>>().join(" ")
     );
     let mut rows = Vec::new();
@@ -520,11 +519,11 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
             "injection": p.opts.injection, "s_per_image": times[k], "median_s_per_image": med[k], "speedup": speedup,
             "gflops_per_image": gflops[k], "flops_bound_speedup": bound }));
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
-    let report = json!({ "command": std::env::args().collect::<Vec<_>>(), "model": model.manifest.name, "scheduler": a.scheduler,
-        "steps": a.steps, "cfg": a.cfg, "n": a.n, "repeats": a.repeats, "machine": m, "rows": rows });
-    write_atomic(&a.out.join("bench.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
-    write_atomic(&a.out.join("bench.md"), md.as_bytes())?;
+    std::fs::create_dir_all(&a.run.out).with_context(|| format!("--out {}", a.run.out.display()))?;
+    let report = json!({ "command": std::env::args().collect::<Vec<_>>(), "model": model.manifest.name, "scheduler": a.run.scheduler,
+        "steps": a.run.steps, "cfg": a.run.cfg, "n": a.n, "repeats": a.repeats, "machine": m, "rows": rows });
+    write_atomic(&a.run.out.join("bench.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    write_atomic(&a.run.out.join("bench.md"), md.as_bytes())?;
     print!("{md}");
     Ok(())
 }
