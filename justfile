@@ -14,8 +14,8 @@ setup:
 # DDIM-50 with CFG on the default model: baseline vs 50ls (parallel decoders + prior noise injection).
 demo N="80": setup build
     {{env}} ./target/release/fd info {{model}}
-    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --keys none --cfg 3 --n {{N}} --batch 40 --out out/demo/baseline
-    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --keys 50ls --parallel --max-decoder-batch 160 --inject 0.003@0.5 --cfg 3 --n {{N}} --batch 40 --out out/demo/50ls
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --keys none --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/baseline
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --keys 50ls --parallel --max-decoder-batch 160 --inject 0.003@0.5 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/50ls
     @echo "grids: out/demo/baseline/grid.png out/demo/50ls/grid.png"
 
 build: setup
@@ -46,6 +46,26 @@ train-default STEPS="5000": setup
 # Export the default model's EMA weights from the training checkpoint into models/fmnist.
 export-default: setup
     {{env}} python experiments/export_unet.py --checkpoint "$FD_CACHE/train/fmnist/checkpoint.pt" --out models/fmnist
+
+# Experiment overrides from the environment: N, MODEL, PROMPTS, REF (named set or .npz), CFG, DEVICE.
+exp_flags := '${N:+--n $N} ${MODEL:+--model $MODEL} ${PROMPTS:+--prompts $PROMPTS} ${REF:+--ref $REF} ${CFG:+--cfg $CFG} ${DEVICE:+--device $DEVICE}'
+
+# The paper's Table 1 on the default model (rows resume if interrupted). SD-1.5 protocol on a GPU:
+# N=10000 MODEL=models/sd15 PROMPTS=coco10k.txt REF=coco_val2017.npz CFG=7.5 DEVICE=cuda just reproduce-table1
+reproduce-table1 *ARGS: build
+    {{env}} ./target/release/fd experiment experiments/configs/table1.json {{exp_flags}} {{ARGS}}
+
+# The paper's Table 5 (uniform, 50ls-family and drift-calibrated auto:K plans, DeepCache) + Pareto plots.
+ablate-keysteps *ARGS: build
+    {{env}} ./target/release/fd experiment experiments/configs/ablate_keysteps.json {{exp_flags}} {{ARGS}}
+
+# Prior noise injection off / paper default / sweep of c, and parallel vs sequential decoding.
+ablate-injection *ARGS: build
+    {{env}} ./target/release/fd experiment experiments/configs/ablate_injection.json {{exp_flags}} {{ARGS}}
+
+# DeepCache vs encoder propagation at comparable GFLOPs (the paper's Table 2 question).
+deepcache-vs-ours *ARGS: build
+    {{env}} ./target/release/fd experiment experiments/configs/deepcache_vs_ours.json {{exp_flags}} {{ARGS}}
 
 # Baseline vs encoder propagation (parallel, sequential, capped) vs DeepCache, side by side in one
 # process on the default model; writes results/bench-sampling/<date>-<machine>/bench.{md,json}.

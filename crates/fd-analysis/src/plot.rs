@@ -176,3 +176,85 @@ pub fn fig3(rows: &[Row], summary: &Summary, stem: &Path) -> Result<()> {
     render(SVGBackend::new(&svg, (1600, 1100)).into_drawing_area(), rows, summary).map_err(err(&svg))?;
     Ok(())
 }
+
+/// One labelled point of a Pareto plot (cost on x, quality on y; lower is better for both).
+#[derive(Debug, Clone)]
+pub struct ParetoPoint {
+    pub label: String,
+    /// Family, coloured alike: e.g. `baseline`, `ours`, `auto`, `deepcache`.
+    pub family: String,
+    pub x: f64,
+    pub y: f64,
+}
+
+fn family_color(f: &str) -> RGBColor {
+    match f {
+        "baseline" => RGBColor(0, 0, 0),
+        "ours" => RGBColor(40, 90, 200),
+        "auto" => RGBColor(20, 150, 80),
+        "deepcache" => RGBColor(200, 50, 40),
+        _ => RGBColor(120, 60, 160),
+    }
+}
+
+fn render_pareto<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    pts: &[ParetoPoint],
+) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let fin: Vec<&ParetoPoint> = pts.iter().filter(|p| p.x.is_finite() && p.y.is_finite()).collect();
+    let (x0, x1) = fin.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
+    let (y0, y1) = fin.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.y), b.max(p.y)));
+    let pad = |lo: f64, hi: f64| {
+        let w = (hi - lo).abs().max(hi.abs() * 0.05).max(1e-9);
+        (lo - 0.08 * w, hi + 0.25 * w)
+    };
+    let ((x0, x1), (y0, y1)) = if fin.is_empty() { ((0.0, 1.0), (0.0, 1.0)) } else { (pad(x0, x1), pad(y0, y1)) };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| e.to_string())?;
+    chart.configure_mesh().x_desc(xlabel).y_desc(ylabel).draw().map_err(|e| e.to_string())?;
+    // the Pareto front (no other point is both cheaper and better), as a step line
+    let mut front: Vec<&ParetoPoint> = fin
+        .iter()
+        .copied()
+        .filter(|p| !fin.iter().any(|q| q.x <= p.x && q.y <= p.y && (q.x < p.x || q.y < p.y)))
+        .collect();
+    front.sort_by(|a, b| a.x.total_cmp(&b.x));
+    chart
+        .draw_series(LineSeries::new(front.iter().map(|p| (p.x, p.y)), RGBColor(150, 150, 150).stroke_width(1)))
+        .map_err(|e| e.to_string())?;
+    for p in &fin {
+        let col = family_color(&p.family);
+        chart.draw_series(std::iter::once(Circle::new((p.x, p.y), 5, col.filled()))).map_err(|e| e.to_string())?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                p.label.clone(),
+                (p.x, p.y),
+                ("sans-serif", 14).into_font().color(&col).pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Left,
+                    plotters::style::text_anchor::VPos::Bottom,
+                )),
+            )))
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Write `stem.png` and `stem.svg`: labelled points, coloured by family, with the Pareto front.
+pub fn pareto(pts: &[ParetoPoint], title: &str, xlabel: &str, ylabel: &str, stem: &Path) -> Result<()> {
+    let png = stem.with_extension("png");
+    render_pareto(BitMapBackend::new(&png, (1100, 750)).into_drawing_area(), title, xlabel, ylabel, pts)
+        .map_err(err(&png))?;
+    let svg = stem.with_extension("svg");
+    render_pareto(SVGBackend::new(&svg, (1100, 750)).into_drawing_area(), title, xlabel, ylabel, pts)
+        .map_err(err(&svg))?;
+    Ok(())
+}

@@ -36,6 +36,60 @@ enum Cmd {
     /// Evaluate a sample folder written by `fd sample`.
     #[command(subcommand)]
     Eval(EvalCmd),
+    /// Combine the folders of a sharded run (`fd sample --shard i/n`) into one, as if one process
+    /// had generated them (cached Inception features travel along).
+    Merge {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Shard folders (all n of them).
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+    },
+    /// Run an experiment config (experiments/configs/*.json): every row sampled (resumable),
+    /// evaluated (FID, KID, consistency / CLIP-S, GFLOPs, s/image) and written as one table.
+    Experiment(Box<ExperimentArgs>),
+}
+
+#[derive(Args, Debug)]
+struct ExperimentArgs {
+    /// Experiment config (JSON).
+    config: PathBuf,
+    /// Override the config's samples per row.
+    #[arg(long)]
+    n: Option<usize>,
+    /// Override the config's model folder.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Override the config's prompt file (text-conditioned models).
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Override the config's FID reference (named set or .npz).
+    #[arg(long)]
+    r#ref: Option<String>,
+    /// CLIP towers for CLIP score.
+    #[arg(long)]
+    clip: Option<PathBuf>,
+    /// Override the config's classifier-free guidance scale.
+    #[arg(long)]
+    cfg: Option<f64>,
+    /// Results folder (default results/<name>/<date>-<machine>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Sample folders (default out/experiments/<name>/N<n>); rerunning resumes them.
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Only these rows (labels, comma separated).
+    #[arg(long)]
+    only: Option<String>,
+    /// Regenerate every row's samples instead of resuming.
+    #[arg(long)]
+    overwrite: bool,
+    /// Inception extractor (default: $FD_CACHE/assets/fid_inception_default_1.pt).
+    #[arg(long)]
+    inception: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,6 +194,19 @@ struct SampleArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Continue the run in --out: finished batches are kept (byte-identical to an uninterrupted run).
+    #[arg(long, conflicts_with = "overwrite")]
+    resume: bool,
+    /// Delete the run in --out and start over.
+    #[arg(long)]
+    overwrite: bool,
+    /// Generate only the i-th of n contiguous blocks of batches (0-based), e.g. --shard 0/4;
+    /// combine the shard folders with `fd merge`.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Calibration samples for --keys auto:K / auto:threshold=X.
+    #[arg(long, default_value_t = 8)]
+    calibration_n: usize,
 }
 
 /// What `fd bench` and `fd drift` share: the model, the sampler and where results go.
@@ -213,6 +280,8 @@ fn main() -> std::process::ExitCode {
         Cmd::Eval(EvalCmd::Consistency { samples, classifier, device }) => {
             consistency_cmd(&samples, &classifier, &device)
         }
+        Cmd::Merge { out, shards } => merge_cmd(&shards, &out),
+        Cmd::Experiment(a) => experiment_cmd(&a),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -291,108 +360,127 @@ fn conditions(model: &UNetModel, a: &SampleArgs) -> Result<Vec<Condition>> {
 }
 
 fn sample_cmd(a: &SampleArgs) -> Result<()> {
+    use fd_eval::runner::{Existing, SampleRun, Shard};
     if a.n == 0 || a.batch == 0 {
         bail!("--n and --batch must be >= 1");
     }
+    let shard = a.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or_default();
     let model = load(&a.model, &a.device)?;
-    let plan = Plan::parse(&a.keys, a.steps)?;
+    fd_sched::build_scheduler(&a.scheduler, &model.manifest.scheduler, a.steps, a.eta)?; // validate before any work
+    let conds = conditions(&model, a)?;
+    let plan =
+        fd_eval::experiment::resolve_plan(&model, &a.scheduler, a.steps, &a.keys, a.cfg, a.calibration_n, &conds)
+            .with_context(|| format!("--keys {}", a.keys))?;
     let opts = ExecOptions {
         parallel: !a.sequential,
         max_decoder_batch: a.max_decoder_batch,
         guidance: a.cfg,
         injection: a.inject.as_deref().map(Injection::parse).transpose()?,
     };
-    let make = || fd_sched::build_scheduler(&a.scheduler, &model.manifest.scheduler, a.steps, a.eta);
-    make()?; // validate before any work
-    let conds = conditions(&model, a)?;
     let channels = model.manifest.vae.as_ref().map_or(model.manifest.out_channels, |v| v.out_channels);
-    let png = matches!(channels, 1 | 3);
-    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+    let run = SampleRun {
+        model: &model,
+        model_dir: &a.model,
+        sampler: &a.scheduler,
+        steps: a.steps,
+        eta: a.eta,
+        plan: &plan,
+        opts: &opts,
+        conds: &conds,
+        seed: a.seed,
+        batch: a.batch,
+        shard,
+        out: &a.out,
+        existing: match (a.resume, a.overwrite) {
+            (true, _) => Existing::Resume,
+            (_, true) => Existing::Overwrite,
+            _ => Existing::Fail,
+        },
+        pngs: matches!(channels, 1 | 3),
+    };
     let bar = indicatif::ProgressBar::new(a.n as u64).with_message("sampling");
     bar.set_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} [{elapsed} < {eta}]")?);
-    let mut all = Vec::new();
-    let mut timings = fd_sched::Timings::default();
-    let mut counts = fd_sched::CallCounts::default();
-    let (mut cond_s, mut vae_s) = (0.0, 0.0);
-    let t0 = std::time::Instant::now();
-    for start in (0..a.n).step_by(a.batch) {
-        let end = (start + a.batch).min(a.n);
-        let seeds: Vec<u64> = (start..end).map(|i| a.seed + i as u64).collect();
-        let out = fd_sched::generate_batch(&model, &make, &plan, &opts, &seeds, &conds[start..end])?;
-        if png {
-            let u8s = fd_eval::images::to_u8(&out.images);
-            for (k, i) in (start..end).enumerate() {
-                fd_eval::images::save_png(&u8s.get(k as i64), &a.out.join(format!("{i:06}.png")))?;
-            }
-        }
-        for (acc, v) in [
-            (&mut timings.time_embed_s, out.timings.time_embed_s),
-            (&mut timings.encoder_s, out.timings.encoder_s),
-            (&mut timings.decoder_s, out.timings.decoder_s),
-            (&mut timings.scheduler_s, out.timings.scheduler_s),
-            (&mut timings.total_s, out.timings.total_s),
-            (&mut cond_s, out.cond_s),
-            (&mut vae_s, out.vae_s),
-        ] {
-            *acc += v;
-        }
-        counts.merge(&out.counts);
-        all.push(out.images);
-        bar.inc((end - start) as u64);
-    }
+    let (s, _) = run.run_and_record(&bar)?;
     bar.finish_and_clear();
-    let wall = t0.elapsed().as_secs_f64();
-    let images = fd_model::tch::Tensor::cat(&all, 0);
-    // raw outputs (latents of a latent model without VAE, or images in [-1, 1]) for analysis
-    let raw = a.out.join("samples.safetensors");
-    let tmp = a.out.join("samples.safetensors.tmp");
-    fd_model::tch::Tensor::write_safetensors(&[("samples", &images)], &tmp)?;
-    std::fs::rename(&tmp, &raw)?;
-    let gflops = counts.gflops_per_image(&model, a.n);
-    let run = json!({
-        "command": std::env::args().collect::<Vec<_>>(),
-        "model": { "dir": a.model, "name": model.manifest.name, "graphs_sha256": model.manifest.graphs.iter().map(|(k, g)| (k.clone(), g.sha256.clone())).collect::<std::collections::BTreeMap<_, _>>() },
-        "sampler": { "name": a.scheduler, "steps": a.steps, "eta": a.eta, "config": model.manifest.scheduler },
-        "plan": { "keys": plan.label(), "method": plan.method, "key_steps": plan.key_steps, "parallel": opts.parallel, "max_decoder_batch": opts.max_decoder_batch },
-        "guidance": a.cfg,
-        "injection": opts.injection,
-        "conditions": conds.iter().map(|c| match c {
-            Condition::Class(i) => json!(i),
-            Condition::Prompt(p) => json!(p),
-        }).collect::<Vec<_>>(),
-        "n": a.n, "batch": a.batch, "seed": a.seed, "seeds": "seed + sample index",
-        "timings_s": { "time_embed": timings.time_embed_s, "encoder": timings.encoder_s, "decoder": timings.decoder_s, "scheduler": timings.scheduler_s, "unet_loop": timings.total_s, "cond_encoder": cond_s, "vae": vae_s, "wall": wall },
-        "s_per_image": { "unet_loop": timings.total_s / a.n as f64, "wall": wall / a.n as f64 },
-        "counts": counts,
-        "gflops_per_image": { "value": gflops, "convention": "torch.utils.flop_counter (2 x MACs), UNet graphs only, CFG batch doubling included" },
-        "machine": machine(&model),
-        "versions": { "fd": env!("CARGO_PKG_VERSION"), "libtorch": fd_model::device::LIBTORCH_LIB },
-    });
-    if png {
-        let cols = model
-            .manifest
-            .cond
-            .num_classes
-            .filter(|_| a.classes.is_none() && a.prompts.is_none())
-            .unwrap_or(8)
-            .min(a.n as i64);
-        let grid = fd_eval::images::grid(&images.narrow(0, 0, (a.n as i64).min(cols * 8)), cols);
-        fd_eval::images::save_png(&fd_eval::images::to_u8(&grid).get(0), &a.out.join("grid.png"))?;
-    } else {
-        println!("note: {channels}-channel outputs without a VAE decoder: wrote {} only (no PNGs)", raw.display());
+    if !run.pngs {
+        println!("note: {channels}-channel outputs without a VAE decoder: wrote samples.safetensors only (no PNGs)");
     }
-    write_atomic(&a.out.join("run.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
     println!(
-        "{} samples -> {} | plan {} ({} key steps of {}) | {:.3} s/image (UNet loop {:.3}) | {:.3} GFLOPs/image",
-        a.n,
+        "{} samples -> {}{} | plan {} ({} key steps of {}) | {:.3} s/image (UNet loop {:.3}) | {:.3} GFLOPs/image{}",
+        s.n,
         a.out.display(),
+        if shard.count > 1 { format!(" (shard {}/{})", shard.index, shard.count) } else { String::new() },
         plan.label(),
         plan.key_steps.len(),
         plan.num_steps,
-        wall / a.n as f64,
-        timings.total_s / a.n as f64,
-        gflops
+        s.total_s_per_image(),
+        s.unet_s_per_image(),
+        s.gflops_per_image,
+        if s.parts_resumed > 0 {
+            format!(" | {} batches resumed, {} computed", s.parts_resumed, s.parts_computed)
+        } else {
+            String::new()
+        }
     );
+    Ok(())
+}
+
+fn merge_cmd(shards: &[PathBuf], out: &Path) -> Result<()> {
+    let run = fd_eval::runner::merge(shards, out)?;
+    println!(
+        "merged {} shards -> {} ({} samples); evaluate with `fd eval fid --samples {}`",
+        shards.len(),
+        out.display(),
+        run["n_folder"],
+        out.display()
+    );
+    Ok(())
+}
+
+fn experiment_cmd(a: &ExperimentArgs) -> Result<()> {
+    use fd_eval::experiment::{run_experiment, ExperimentConfig, ExperimentOptions};
+    let mut cfg = ExperimentConfig::load(&a.config)?;
+    if let Some(n) = a.n {
+        cfg.n = n;
+    }
+    if let Some(m) = &a.model {
+        cfg.model = m.clone();
+    }
+    if let Some(p) = &a.prompts {
+        cfg.prompts = Some(p.clone());
+    }
+    if let Some(r) = &a.r#ref {
+        cfg.reference = r.clone();
+    }
+    if let Some(c) = &a.clip {
+        cfg.clip = Some(c.clone());
+    }
+    if let Some(g) = a.cfg {
+        cfg.guidance = g;
+    }
+    cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
+    let device = fd_model::parse_device(&a.device)?;
+    let results_dir = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from("results").join(&cfg.name).join(format!(
+            "{}-{}",
+            fd_eval::runner::today(),
+            fd_eval::runner::machine_tag(device)
+        ))
+    });
+    let work_dir =
+        a.work.clone().unwrap_or_else(|| PathBuf::from("out/experiments").join(&cfg.name).join(format!("N{}", cfg.n)));
+    let opt = ExperimentOptions {
+        work_dir,
+        results_dir: results_dir.clone(),
+        device,
+        existing: if a.overwrite { fd_eval::runner::Existing::Overwrite } else { fd_eval::runner::Existing::Resume },
+        inception: a.inception.clone().unwrap_or_else(fd_eval::inception::default_path),
+        only: a.only.as_deref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect()).unwrap_or_default(),
+    };
+    let t0 = std::time::Instant::now();
+    let rows = run_experiment(&cfg, &opt)?;
+    print!("{}", std::fs::read_to_string(results_dir.join("table.md"))?);
+    println!("{} rows in {:.1} min -> {}", rows.len(), t0.elapsed().as_secs_f64() / 60.0, results_dir.display());
     Ok(())
 }
 
@@ -407,7 +495,7 @@ fn drift_cmd(a: &DriftArgs) -> Result<()> {
     std::fs::create_dir_all(&a.run.out).with_context(|| format!("--out {}", a.run.out.display()))?;
     acc.write_csv(&a.run.out.join("drift.csv"))?;
     let summary = acc.summary();
-    write_atomic(&a.run.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    fd_eval::runner::write_atomic(&a.run.out.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     fd_analysis::plot::fig3(acc.rows(), &summary, &a.run.out.join("fig3"))?;
     println!(
         "{run}: encoder mean MSE {:.4e} / decoder {:.4e} = {:.3} | std(F-norm) encoder {:.4} vs decoder {:.4} | rel. change encoder {:.4} vs decoder {:.4}",
@@ -430,7 +518,7 @@ fn drift_cmd(a: &DriftArgs) -> Result<()> {
         };
         let plan = json!({ "name": format!("{spec} from {run}"), "keys": keys, "steps": a.run.steps,
             "cost": fd_analysis::keysteps::plan_cost(&profile, &keys), "calibration": a.run.out.join("summary.json") });
-        write_atomic(&a.run.out.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;
+        fd_eval::runner::write_atomic(&a.run.out.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;
         println!("plan {spec}: key steps {keys:?} -> {}", a.run.out.join("plan.json").display());
     }
     Ok(())
@@ -496,7 +584,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
         v[v.len() / 2]
     };
     let med: Vec<f64> = times.iter_mut().map(median).collect();
-    let m = machine(&model);
+    let m = fd_eval::runner::machine(model.device);
     let mut md = format!(
         "# Sampling benchmark\n\nModel `{}`, {} {} steps, CFG {}, batch {} (N per run), median of {} interleaved repeats, one process.\nMachine: {} ({} cores, {} torch threads), device {}.\nCommand: `{}`\n\n| plan | s/image (UNet loop) | speedup | GFLOPs/image | FLOPs-bound speedup | speedup / FLOPs-bound |\n|---|---|---|---|---|---|\n",
         model.manifest.name, a.run.scheduler, a.run.steps, a.run.cfg, a.n, a.repeats, m["cpu"], m["cores"], m["torch_threads"], m["device"],
@@ -522,17 +610,9 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(&a.run.out).with_context(|| format!("--out {}", a.run.out.display()))?;
     let report = json!({ "command": std::env::args().collect::<Vec<_>>(), "model": model.manifest.name, "scheduler": a.run.scheduler,
         "steps": a.run.steps, "cfg": a.run.cfg, "n": a.n, "repeats": a.repeats, "machine": m, "rows": rows });
-    write_atomic(&a.run.out.join("bench.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
-    write_atomic(&a.run.out.join("bench.md"), md.as_bytes())?;
+    fd_eval::runner::write_atomic(&a.run.out.join("bench.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    fd_eval::runner::write_atomic(&a.run.out.join("bench.md"), md.as_bytes())?;
     print!("{md}");
-    Ok(())
-}
-
-/// Write via a temp file + rename, so a crash never leaves a half-written file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -543,41 +623,25 @@ fn fid_cmd(
     kid_opts: (usize, usize, u64),
     device: &str,
 ) -> Result<()> {
-    use fd_eval::fid::{frechet_distance, kid, Stats};
-    let images = fd_eval::images::load_sample_folder(dir)?;
-    let n = images.size()[0];
-    if n < 2 {
-        bail!("--samples {}: FID needs at least 2 images, found {n}", dir.display());
-    }
     let path = inception.map(Path::to_path_buf).unwrap_or_else(fd_eval::inception::default_path);
     let inc = fd_eval::inception::Inception::load(&path, fd_model::parse_device(device)?)?;
-    let bar = indicatif::ProgressBar::new(n as u64).with_message("Inception features of samples");
-    let feats = inc.features(&images, 50, |d| bar.set_position(d as u64))?;
+    let bar = indicatif::ProgressBar::new(0);
+    let (subsets, subset_size, seed) = kid_opts;
+    let res = fd_eval::features::folder_fid(
+        dir,
+        reference,
+        &inc,
+        fd_eval::features::KidOptions { subsets, subset_size, seed },
+        &bar,
+    )?;
     bar.finish_and_clear();
-    let gen_stats = Stats::from_features(&feats)?;
-    let (fid, kid_res, n_ref) = if reference.ends_with(".npz") {
-        let r = Stats::load_npz(Path::new(reference))?;
-        (frechet_distance(&gen_stats, &r)?, None, r.n)
-    } else {
-        let bar = indicatif::ProgressBar::new(0);
-        let rf = fd_eval::reference::reference_features(reference, &inc, &bar)?;
-        bar.finish_and_clear();
-        let r = Stats::from_features(&rf)?;
-        let (subsets, size, seed) = kid_opts;
-        (frechet_distance(&gen_stats, &r)?, Some(kid(&feats, &rf, subsets, size, seed)?), r.n)
-    };
-    let res = json!({
-        "fid": fid, "kid": kid_res, "kid_seed": kid_opts.2, "n": n, "n_ref": n_ref, "reference": reference,
-        "extractor": { "path": inc.path, "sha1": inc.sha1 }, "preprocessing": fd_eval::inception::PREPROCESSING,
-        "samples": dir,
-    });
-    write_atomic(&dir.join("fid.json"), serde_json::to_string_pretty(&res)?.as_bytes())?;
-    match &kid_res {
+    fd_eval::runner::write_atomic(&dir.join("fid.json"), serde_json::to_string_pretty(&res)?.as_bytes())?;
+    match &res.kid {
         Some(k) => println!(
-            "FID {fid:.3} (N={n} vs {reference} N={n_ref}) | KID {:.5} ± {:.5} ({} subsets of {})",
-            k.mean, k.std, k.subsets, k.subset_size
+            "FID {:.3} (N={} vs {reference} N={}) | KID {:.5} ± {:.5} ({} subsets of {})",
+            res.fid, res.n, res.n_ref, k.mean, k.std, k.subsets, k.subset_size
         ),
-        None => println!("FID {fid:.3} (N={n} vs {reference} N={n_ref})"),
+        None => println!("FID {:.3} (N={} vs {reference} N={})", res.fid, res.n, res.n_ref),
     }
     Ok(())
 }
@@ -601,7 +665,7 @@ fn clip_cmd(dir: &Path, clip_dir: &Path, device: &str) -> Result<()> {
     let clip = fd_eval::clip::Clip::load(clip_dir, fd_model::parse_device(device)?)?;
     let p: Vec<&str> = prompts.iter().map(String::as_str).collect();
     let res = clip.score(&images, &p)?;
-    write_atomic(&dir.join("clip_score.json"), serde_json::to_string_pretty(&res)?.as_bytes())?;
+    fd_eval::runner::write_atomic(&dir.join("clip_score.json"), serde_json::to_string_pretty(&res)?.as_bytes())?;
     println!(
         "CLIP-S {:.4} | torchmetrics {:.2} (N={}, {}, {})",
         res.clip_s, res.torchmetrics, res.n, res.clip_model, res.preprocessing
@@ -610,50 +674,13 @@ fn clip_cmd(dir: &Path, clip_dir: &Path, device: &str) -> Result<()> {
 }
 
 fn consistency_cmd(dir: &Path, classifier: &Path, device: &str) -> Result<()> {
-    let run_path = dir.join("run.json");
-    let run: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&run_path)
-            .with_context(|| format!("--samples: cannot read {}", run_path.display()))?,
-    )
-    .with_context(|| format!("{}: not JSON", run_path.display()))?;
-    let requested: Vec<i64> =
-        run["conditions"].as_array().and_then(|v| v.iter().map(|c| c.as_i64()).collect()).with_context(|| {
-            format!("{}: `conditions` must list class ids (a class-conditional run)", run_path.display())
-        })?;
-    let raw = dir.join("samples.safetensors");
-    let images = fd_model::tch::Tensor::read_safetensors(&raw)
-        .with_context(|| format!("--samples: cannot read {}", raw.display()))?
-        .into_iter()
-        .find(|(k, _)| k == "samples")
-        .map(|(_, t)| t)
-        .with_context(|| format!("{}: no `samples` tensor", raw.display()))?;
     let clf = fd_eval::consistency::Classifier::load(classifier, fd_model::parse_device(device)?)?;
-    let res = fd_eval::consistency::class_consistency(&clf, &images, &requested)?;
+    let res = fd_eval::consistency::folder_consistency(&clf, dir)?;
     let out = dir.join("consistency.json");
-    write_atomic(&out, serde_json::to_string_pretty(&res)?.as_bytes())?;
+    fd_eval::runner::write_atomic(&out, serde_json::to_string_pretty(&res)?.as_bytes())?;
     println!("class consistency {:.4} over N={} ({})", res.consistency, res.n, out.display());
     for c in &res.per_class {
         println!("  class {:>2}: {:.3} (n={})", c.class, c.consistency, c.n);
     }
     Ok(())
-}
-
-/// Machine description for run records.
-fn machine(model: &UNetModel) -> serde_json::Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    json!({
-        "cpu": cpu,
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "torch_threads": fd_model::tch::get_num_threads(),
-        "device": fd_model::device::describe(model.device),
-        "hostname": std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim(),
-    })
 }

@@ -75,6 +75,7 @@ fn info_sample_and_drift_write_their_outputs() {
         plan.to_str().unwrap(),
         "--n",
         "1",
+        "--overwrite",
         "--out",
         o.to_str().unwrap(),
     ]);

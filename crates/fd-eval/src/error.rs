@@ -13,6 +13,8 @@ pub enum Error {
     Format { path: PathBuf, msg: String },
     #[error("{0}")]
     Input(String),
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

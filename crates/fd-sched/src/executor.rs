@@ -71,7 +71,7 @@ impl Default for ExecOptions {
 }
 
 /// Wall time per component.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timings {
     pub time_embed_s: f64,
     pub encoder_s: f64,
@@ -80,8 +80,19 @@ pub struct Timings {
     pub total_s: f64,
 }
 
+impl Timings {
+    /// Sum of two runs' timings.
+    pub fn add(&mut self, other: &Timings) {
+        self.time_embed_s += other.time_embed_s;
+        self.encoder_s += other.encoder_s;
+        self.decoder_s += other.decoder_s;
+        self.scheduler_s += other.scheduler_s;
+        self.total_s += other.total_s;
+    }
+}
+
 /// Calls and rows evaluated per graph (a row = one sample in one CFG branch at one step).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CallCounts {
     pub calls: BTreeMap<String, usize>,
     pub rows: BTreeMap<String, usize>,

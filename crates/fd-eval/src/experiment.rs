@@ -1,0 +1,574 @@
+//! Experiments as data: a JSON file (`experiments/configs/*.json`) lists rows (sampler, steps,
+//! plan, decoding mode, injection); each row is sampled with the [`crate::runner`] (resumable),
+//! evaluated (FID + KID, class consistency or CLIP score, GFLOPs, seconds per image) and written
+//! as one table. `just reproduce-table1`, `just ablate-keysteps` and the other ablations are all
+//! this one code path with different configs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use fd_model::{CondKind, UNetModel};
+use fd_sched::{Condition, ExecOptions, Injection, KeySteps, Plan};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::features::{folder_fid, FidResult, KidOptions};
+use crate::runner::{write_atomic, Existing, SampleRun, Shard};
+use crate::{Error, Result};
+
+fn default_model() -> PathBuf {
+    PathBuf::from("models/fmnist")
+}
+fn default_n() -> usize {
+    200
+}
+fn default_batch() -> usize {
+    50
+}
+fn default_guidance() -> f64 {
+    3.0
+}
+fn default_reference() -> String {
+    "fmnist-test".into()
+}
+fn default_calibration_n() -> usize {
+    8
+}
+fn default_sampler() -> String {
+    "ddim".into()
+}
+fn default_steps() -> usize {
+    50
+}
+fn default_keys() -> String {
+    "none".into()
+}
+
+/// An experiment: rows evaluated on the same model, seeds and conditions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Results go to `results/<name>/<date>-<machine>/`.
+    pub name: String,
+    /// Heading of table.md.
+    #[serde(default)]
+    pub title: String,
+    /// Model folder. Default `models/fmnist`.
+    #[serde(default = "default_model")]
+    pub model: PathBuf,
+    /// Samples per row. Default 200.
+    #[serde(default = "default_n")]
+    pub n: usize,
+    /// Samples per batch (one part of the runner). Default 50.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Classifier-free guidance scale. Default 3.
+    #[serde(default = "default_guidance")]
+    pub guidance: f64,
+    /// Base seed; sample i uses seed + i in every row. Default 0.
+    #[serde(default)]
+    pub seed: u64,
+    /// FID reference: a named set (`fmnist-test`) or a `.npz` of mu/sigma (FID only). Default fmnist-test.
+    #[serde(default = "default_reference")]
+    pub reference: String,
+    /// Judge for class consistency. Default `<model>/classifier.pt` when present.
+    #[serde(default)]
+    pub classifier: Option<PathBuf>,
+    /// CLIP towers (experiments/export_clip.py) for CLIP score of text-conditioned models.
+    #[serde(default)]
+    pub clip: Option<PathBuf>,
+    /// Prompt file (one per line, cycled) for text-conditioned models.
+    #[serde(default)]
+    pub prompts: Option<PathBuf>,
+    /// Calibration samples for `auto:K` plans (seeds 1_000_000 + i, disjoint from the evaluation seeds). Default 8.
+    #[serde(default = "default_calibration_n")]
+    pub calibration_n: usize,
+    /// Draw a Pareto plot (x: GFLOPs/image and s/image; y: FID). Default false.
+    #[serde(default)]
+    pub pareto: bool,
+    pub rows: Vec<RowSpec>,
+}
+
+/// One row: a sampler and how it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowSpec {
+    /// Row label, unique in the experiment.
+    pub label: String,
+    /// Sampler (`ddim`, `ddpm`, `dpm`, `dpm++`, `euler`). Default ddim.
+    #[serde(default = "default_sampler")]
+    pub sampler: String,
+    /// Sampler steps. Default 50.
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    /// DDIM eta. Default 0.
+    #[serde(default)]
+    pub eta: f64,
+    /// Key steps as `fd sample --keys` takes them, plus `auto:K` / `auto:threshold=X`. Default none.
+    #[serde(default = "default_keys")]
+    pub keys: String,
+    /// One decoder call per step instead of one per group. Default false (parallel).
+    #[serde(default)]
+    pub sequential: bool,
+    /// Cap on rows per decoder call (0 = none). Default 0.
+    #[serde(default)]
+    pub max_decoder_batch: usize,
+    /// Prior noise injection `C@TAU[:before|:after]`. Default none.
+    #[serde(default)]
+    pub inject: Option<String>,
+    /// Label of the row this one is compared with (the % change columns).
+    #[serde(default)]
+    pub baseline: Option<String>,
+    /// Family for the Pareto plot colours (baseline, ours, auto, deepcache). Default from keys.
+    #[serde(default)]
+    pub family: Option<String>,
+}
+
+impl RowSpec {
+    fn family(&self) -> String {
+        self.family.clone().unwrap_or_else(|| {
+            if self.keys == "none" {
+                "baseline".into()
+            } else if self.keys.starts_with("auto:") {
+                "auto".into()
+            } else if self.keys.starts_with("deepcache:") {
+                "deepcache".into()
+            } else {
+                "ours".into()
+            }
+        })
+    }
+
+    /// Folder-safe name.
+    pub fn slug(&self) -> String {
+        let s: String =
+            self.label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect();
+        s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-").to_lowercase()
+    }
+}
+
+impl ExperimentConfig {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        let cfg: Self = serde_json::from_str(&text)
+            .map_err(|e| Error::Format { path: path.into(), msg: format!("not a valid experiment config: {e}") })?;
+        cfg.validate().map_err(|msg| Error::Format { path: path.into(), msg })?;
+        Ok(cfg)
+    }
+
+    /// Checks that need no model: labels, baselines, samplers, plans, injection specs, N.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.rows.is_empty() {
+            return Err("`rows` is empty".into());
+        }
+        if self.n < 2 {
+            return Err(format!("n = {} but FID needs at least 2 samples", self.n));
+        }
+        if self.batch == 0 {
+            return Err("batch must be >= 1".into());
+        }
+        let mut seen = BTreeMap::new();
+        for r in &self.rows {
+            if seen.insert(r.slug(), &r.label).is_some() {
+                return Err(format!("row label `{}` is not unique (as a folder name)", r.label));
+            }
+            if !fd_sched::SCHEDULERS.contains(&r.sampler.as_str()) {
+                return Err(format!(
+                    "row `{}`: unknown sampler `{}` (known: {:?})",
+                    r.label,
+                    r.sampler,
+                    fd_sched::SCHEDULERS
+                ));
+            }
+            if !r.keys.starts_with("auto:") {
+                Plan::parse(&r.keys, r.steps).map_err(|e| format!("row `{}`: {e}", r.label))?;
+            }
+            if let Some(i) = &r.inject {
+                Injection::parse(i).map_err(|e| format!("row `{}`: {e}", r.label))?;
+            }
+        }
+        for r in &self.rows {
+            if let Some(b) = &r.baseline {
+                if !self.rows.iter().any(|x| &x.label == b) {
+                    return Err(format!("row `{}`: baseline `{b}` is not a row label", r.label));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where an experiment runs and writes.
+#[derive(Debug, Clone)]
+pub struct ExperimentOptions {
+    /// Sample folders (`<work>/<row slug>/`), resumable; not committed.
+    pub work_dir: PathBuf,
+    /// `table.md`, `table.csv`, `experiment.json`, `rows/<slug>/{run.json, grid.png}`, plots.
+    pub results_dir: PathBuf,
+    pub device: tch::Device,
+    pub existing: Existing,
+    pub inception: PathBuf,
+    /// Only the rows with these labels (all when empty).
+    pub only: Vec<String>,
+}
+
+/// One evaluated row.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowResult {
+    pub label: String,
+    pub sampler: String,
+    pub steps: usize,
+    pub plan: String,
+    pub key_steps: Vec<usize>,
+    pub parallel: bool,
+    pub injection: Option<Injection>,
+    pub n: usize,
+    pub fid: f64,
+    pub kid: Option<f64>,
+    pub kid_std: Option<f64>,
+    pub consistency: Option<f64>,
+    pub clip_s: Option<f64>,
+    pub gflops_per_image: f64,
+    pub unet_s_per_image: f64,
+    pub total_s_per_image: f64,
+    /// FID x total s/image / consistency (lower is better), the ablation's combined score.
+    pub ftc: Option<f64>,
+    pub baseline: Option<String>,
+    pub parts_resumed: usize,
+    pub family: String,
+}
+
+fn conditions(model: &UNetModel, cfg: &ExperimentConfig) -> Result<Vec<Condition>> {
+    let cycle: Vec<Condition> = if let Some(p) = &cfg.prompts {
+        let text = std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.clone(), source })?;
+        let v: Vec<Condition> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| Condition::Prompt(l.into())).collect();
+        if v.is_empty() {
+            return Err(Error::Format { path: p.clone(), msg: "no prompts (file is empty)".into() });
+        }
+        v
+    } else if model.manifest.cond.kind == CondKind::Class {
+        (0..model.manifest.cond.num_classes.unwrap_or(0)).map(Condition::Class).collect()
+    } else {
+        return Err(Error::Input(format!("model `{}` is text-conditioned: set `prompts`", model.manifest.name)));
+    };
+    Ok((0..cfg.n).map(|i| cycle[i % cycle.len()].clone()).collect())
+}
+
+/// Resolve `--keys` for a sampler: anything [`Plan::parse`] takes, or `auto:K` /
+/// `auto:threshold=X`, calibrated on the encoder drift of `calibration_n` samples (seeds
+/// 1_000_000 + i, disjoint from evaluation seeds; conditions cycled from `conds`).
+pub fn resolve_plan(
+    model: &UNetModel,
+    sampler: &str,
+    steps: usize,
+    keys: &str,
+    guidance: f64,
+    calibration_n: usize,
+    conds: &[Condition],
+) -> Result<Plan> {
+    if !keys.starts_with("auto:") {
+        return Plan::parse(keys, steps).map_err(|e| Error::Input(e.to_string()));
+    }
+    if calibration_n == 0 || conds.is_empty() {
+        return Err(Error::Input(format!("`{keys}` needs at least one calibration sample")));
+    }
+    let seeds: Vec<u64> = (0..calibration_n as u64).map(|i| 1_000_000 + i).collect();
+    let cal: Vec<Condition> = (0..seeds.len()).map(|i| conds[i % conds.len()].clone()).collect();
+    let eo = ExecOptions { guidance, ..Default::default() };
+    let (k, _) = fd_analysis::calibrate_key_steps(model, sampler, steps, &eo, &seeds, &cal, keys)
+        .map_err(|e| Error::Input(e.to_string()))?;
+    Plan::new(KeySteps::List(k), steps).map_err(|e| Error::Input(e.to_string()))
+}
+
+/// Run every row (resuming finished parts), evaluate, and write the table. Returns the rows.
+pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<Vec<RowResult>> {
+    cfg.validate().map_err(Error::Input)?;
+    let model = UNetModel::load(&cfg.model, &fd_model::LoadOptions { device: opt.device, ..Default::default() })
+        .map_err(|e| Error::Input(e.to_string()))?;
+    let conds = conditions(&model, cfg)?;
+    let classifier = match &cfg.classifier {
+        Some(p) => Some(p.clone()),
+        None => Some(cfg.model.join("classifier.pt")).filter(|p| p.is_file()),
+    }
+    .map(|p| crate::consistency::Classifier::load(&p, opt.device))
+    .transpose()?;
+    let clip = cfg.clip.as_ref().map(|p| crate::clip::Clip::load(p, opt.device)).transpose()?;
+    let inception = crate::inception::Inception::load(&opt.inception, opt.device)?;
+    let rows: Vec<&RowSpec> =
+        cfg.rows.iter().filter(|r| opt.only.is_empty() || opt.only.iter().any(|o| o == &r.label)).collect();
+    if rows.is_empty() {
+        return Err(Error::Input(format!("--only {:?}: no such row labels", opt.only)));
+    }
+    let mut results = Vec::new();
+    let style = indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len} [{elapsed} < {eta}]")
+        .map_err(|e| Error::Input(e.to_string()))?;
+    for (k, row) in rows.iter().enumerate() {
+        let plan = resolve_plan(&model, &row.sampler, row.steps, &row.keys, cfg.guidance, cfg.calibration_n, &conds)
+            .map_err(|e| Error::Input(format!("row `{}`: {e}", row.label)))?;
+        let opts = ExecOptions {
+            parallel: !row.sequential,
+            max_decoder_batch: row.max_decoder_batch,
+            guidance: cfg.guidance,
+            injection: row
+                .inject
+                .as_deref()
+                .map(Injection::parse)
+                .transpose()
+                .map_err(|e| Error::Input(e.to_string()))?,
+        };
+        let dir = opt.work_dir.join(row.slug());
+        let bar = indicatif::ProgressBar::new(cfg.n as u64).with_style(style.clone()).with_message(format!(
+            "[{}/{}] {}",
+            k + 1,
+            rows.len(),
+            row.label
+        ));
+        let run = SampleRun {
+            model: &model,
+            model_dir: &cfg.model,
+            sampler: &row.sampler,
+            steps: row.steps,
+            eta: row.eta,
+            plan: &plan,
+            opts: &opts,
+            conds: &conds,
+            seed: cfg.seed,
+            batch: cfg.batch,
+            shard: Shard::default(),
+            out: &dir,
+            existing: opt.existing,
+            pngs: true,
+        };
+        let (summary, record) = run.run_and_record(&bar)?;
+        bar.set_position(0);
+        let fid: FidResult = folder_fid(&dir, &cfg.reference, &inception, KidOptions::default(), &bar)?;
+        bar.finish_and_clear();
+        write_atomic(&dir.join("fid.json"), serde_json::to_string_pretty(&fid)?.as_bytes())?;
+        let consistency = match &classifier {
+            Some(c) if model.manifest.cond.kind == CondKind::Class => {
+                let r = crate::consistency::folder_consistency(c, &dir)?;
+                write_atomic(&dir.join("consistency.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
+                Some(r.consistency)
+            }
+            _ => None,
+        };
+        let clip_s = match &clip {
+            Some(c) => {
+                let prompts: Vec<String> = conds
+                    .iter()
+                    .map(|c| match c {
+                        Condition::Prompt(p) => p.clone(),
+                        Condition::Class(i) => i.to_string(),
+                    })
+                    .collect();
+                let p: Vec<&str> = prompts.iter().map(String::as_str).collect();
+                let imgs = crate::runner::read_tensor(&dir.join("samples.safetensors"), "samples")?;
+                let r = c.score(&imgs, &p)?;
+                write_atomic(&dir.join("clip_score.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
+                Some(r.clip_s)
+            }
+            None => None,
+        };
+        let total = summary.total_s_per_image();
+        let res = RowResult {
+            label: row.label.clone(),
+            sampler: row.sampler.clone(),
+            steps: row.steps,
+            plan: if row.keys.starts_with("auto:") { format!("{} = {}", row.keys, plan.label()) } else { plan.label() },
+            key_steps: plan.key_steps.clone(),
+            parallel: opts.parallel,
+            injection: opts.injection,
+            n: summary.n,
+            fid: fid.fid,
+            kid: fid.kid.as_ref().map(|k| k.mean),
+            kid_std: fid.kid.as_ref().map(|k| k.std),
+            consistency,
+            clip_s,
+            gflops_per_image: summary.gflops_per_image,
+            unet_s_per_image: summary.unet_s_per_image(),
+            total_s_per_image: total,
+            ftc: consistency.or(clip_s).filter(|c| *c > 0.0).map(|c| fid.fid * total / c),
+            baseline: row.baseline.clone(),
+            parts_resumed: summary.parts_resumed,
+            family: row.family(),
+        };
+        eprintln!(
+            "{}: FID {:.2} | consistency {} | {:.2} GFLOPs/img | UNet {:.4} s/img | total {:.4} s/img",
+            res.label,
+            res.fid,
+            res.consistency.map_or("-".into(), |c| format!("{c:.3}")),
+            res.gflops_per_image,
+            res.unet_s_per_image,
+            res.total_s_per_image
+        );
+        let rd = opt.results_dir.join("rows").join(row.slug());
+        std::fs::create_dir_all(&rd).map_err(|source| Error::Io { path: rd.clone(), source })?;
+        let mut rec = record;
+        rec["metrics"] = json!({ "fid": fid, "consistency": consistency, "clip_s": clip_s });
+        write_atomic(&rd.join("run.json"), serde_json::to_string_pretty(&rec)?.as_bytes())?;
+        std::fs::copy(dir.join("grid.png"), rd.join("grid.png"))
+            .map_err(|source| Error::Io { path: rd.join("grid.png"), source })?;
+        results.push(res);
+        // the table so far: an interrupted experiment still leaves every finished row written
+        write_table(cfg, opt, &model, &results)?;
+    }
+    if cfg.pareto {
+        pareto(cfg, opt, &results)?;
+    }
+    Ok(results)
+}
+
+fn pct(v: f64, base: f64) -> String {
+    if base == 0.0 {
+        "-".into()
+    } else {
+        format!("{:+.1}%", 100.0 * (v - base) / base)
+    }
+}
+
+fn opt_fmt(v: Option<f64>, prec: usize) -> String {
+    v.map_or("-".into(), |x| format!("{x:.prec$}"))
+}
+
+/// Write `table.md`, `table.csv` and `experiment.json`.
+fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetModel, rows: &[RowResult]) -> Result<()> {
+    let by_label: BTreeMap<&str, &RowResult> = rows.iter().map(|r| (r.label.as_str(), r)).collect();
+    let m = crate::runner::machine(opt.device);
+    let mut md = format!(
+        "# {}\n\nModel `{}` ({}), N = {} per row (same seeds and conditions in every row), CFG {}, FID/KID vs `{}` \
+         ({}). Machine: {} ({} cores, {} torch threads), device {}.\n\
+         Command: `{}`\n\n\
+         | row | sampler | T | plan | FID | KID | consistency | CLIP-S | GFLOPs/img | UNet s/img | total s/img | FTC | vs | ΔGFLOPs | ΔUNet s | Δtotal s | ΔFID |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        if cfg.title.is_empty() { &cfg.name } else { &cfg.title },
+        model.manifest.name,
+        cfg.model.display(),
+        cfg.n,
+        cfg.guidance,
+        cfg.reference,
+        crate::inception::PREPROCESSING.split(':').next().unwrap_or(""),
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["torch_threads"],
+        m["device"].as_str().unwrap_or("?"),
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record([
+        "row",
+        "sampler",
+        "steps",
+        "plan",
+        "key_steps",
+        "parallel",
+        "injection",
+        "n",
+        "fid",
+        "kid",
+        "kid_std",
+        "consistency",
+        "clip_s",
+        "gflops_per_image",
+        "unet_s_per_image",
+        "total_s_per_image",
+        "ftc",
+        "baseline",
+        "family",
+        "parts_resumed",
+    ])
+    .map_err(|e| Error::Input(e.to_string()))?;
+    for r in rows {
+        let base = r.baseline.as_deref().and_then(|b| by_label.get(b));
+        let d = |f: &dyn Fn(&RowResult) -> f64| base.map_or("".into(), |b| pct(f(r), f(b)));
+        md += &format!(
+            "| {} | {} | {} | `{}` | {:.2} | {} | {} | {} | {:.2} | {:.4} | {:.4} | {} | {} | {} | {} | {} | {} |\n",
+            r.label,
+            r.sampler,
+            r.steps,
+            r.plan,
+            r.fid,
+            match (r.kid, r.kid_std) {
+                (Some(k), Some(s)) => format!("{k:.4} ± {s:.4}"),
+                _ => "-".into(),
+            },
+            opt_fmt(r.consistency, 3),
+            opt_fmt(r.clip_s, 3),
+            r.gflops_per_image,
+            r.unet_s_per_image,
+            r.total_s_per_image,
+            opt_fmt(r.ftc, 3),
+            r.baseline.as_deref().unwrap_or(""),
+            d(&|x| x.gflops_per_image),
+            d(&|x| x.unet_s_per_image),
+            d(&|x| x.total_s_per_image),
+            d(&|x| x.fid),
+        );
+        let o = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
+        csv.write_record([
+            r.label.clone(),
+            r.sampler.clone(),
+            r.steps.to_string(),
+            r.plan.clone(),
+            r.key_steps.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" "),
+            r.parallel.to_string(),
+            r.injection.map(|i| format!("{}@{}", i.strength, i.tau)).unwrap_or_default(),
+            r.n.to_string(),
+            r.fid.to_string(),
+            o(r.kid),
+            o(r.kid_std),
+            o(r.consistency),
+            o(r.clip_s),
+            r.gflops_per_image.to_string(),
+            r.unet_s_per_image.to_string(),
+            r.total_s_per_image.to_string(),
+            o(r.ftc),
+            r.baseline.clone().unwrap_or_default(),
+            r.family.clone(),
+            r.parts_resumed.to_string(),
+        ])
+        .map_err(|e| Error::Input(e.to_string()))?;
+    }
+    md += "\nFTC = FID x total s/image / consistency (lower is better). Δ columns: change against the row named in `vs`. \
+           GFLOPs: torch.utils.flop_counter (2 x MACs) of the UNet graphs actually run, CFG doubling included. \
+           s/image: sums of per-batch wall times in one process per row";
+    if rows.iter().any(|r| r.parts_resumed > 0) {
+        md += "; rows with resumed parts carry timings from the earlier process (see parts_resumed in table.csv)";
+    }
+    md += ".\n";
+    std::fs::create_dir_all(&opt.results_dir).map_err(|source| Error::Io { path: opt.results_dir.clone(), source })?;
+    write_atomic(&opt.results_dir.join("table.md"), md.as_bytes())?;
+    let bytes = csv.into_inner().map_err(|e| Error::Input(e.to_string()))?;
+    write_atomic(&opt.results_dir.join("table.csv"), &bytes)?;
+    let exp = json!({ "config": cfg, "command": std::env::args().collect::<Vec<_>>(), "machine": m,
+        "versions": { "fd": env!("CARGO_PKG_VERSION"), "libtorch": fd_model::device::LIBTORCH_LIB },
+        "work_dir": opt.work_dir, "rows": rows });
+    write_atomic(&opt.results_dir.join("experiment.json"), serde_json::to_string_pretty(&exp)?.as_bytes())
+}
+
+fn pareto(cfg: &ExperimentConfig, opt: &ExperimentOptions, rows: &[RowResult]) -> Result<()> {
+    use fd_analysis::plot::{pareto, ParetoPoint};
+    let pts = |x: &dyn Fn(&RowResult) -> f64| -> Vec<ParetoPoint> {
+        rows.iter()
+            .map(|r| ParetoPoint { label: r.label.clone(), family: r.family.clone(), x: x(r), y: r.fid })
+            .collect()
+    };
+    let title = |x: &str| format!("{}: FID (N={}) vs {x}", cfg.name, cfg.n);
+    pareto(
+        &pts(&|r| r.gflops_per_image),
+        &title("GFLOPs/image"),
+        "UNet GFLOPs / image",
+        "FID",
+        &opt.results_dir.join("pareto_gflops"),
+    )
+    .map_err(|e| Error::Input(e.to_string()))?;
+    pareto(
+        &pts(&|r| r.total_s_per_image),
+        &title("seconds/image"),
+        "s / image (total)",
+        "FID",
+        &opt.results_dir.join("pareto_time"),
+    )
+    .map_err(|e| Error::Input(e.to_string()))
+}

@@ -1,0 +1,166 @@
+//! Inception features of a sample folder, cached per chunk so feature extraction resumes after an
+//! interruption and sharded runs merge without recomputation.
+//!
+//! A folder written by the runner is chunked by its parts (`parts/SSSSSS-EEEEEE.inception-<sha>.safetensors`
+//! next to each part); any other folder (PNGs, a bare `samples.safetensors`) in chunks of
+//! [`CHUNK`] images under `features/`. Each cache file holds the features and the SHA-1 of the
+//! images it was computed from; it is trusted only when that hash matches the images now on disk
+//! and the shape is right, and it is written via temp + rename.
+
+use std::path::{Path, PathBuf};
+
+use tch::{Kind, Tensor};
+
+use crate::inception::Inception;
+use crate::runner::{read_tensor, tensor_sha1, write_tensors_atomic};
+use crate::{images, Error, Result};
+
+/// Images per cache chunk for folders not written by the runner.
+pub const CHUNK: i64 = 100;
+
+/// The image chunks of a folder and where each chunk's features are cached.
+fn chunks(dir: &Path, tag: &str) -> Result<Vec<(Tensor, PathBuf)>> {
+    let parts = dir.join("parts");
+    if dir.join("config.json").is_file() && parts.is_dir() {
+        if !dir.join("run.json").is_file() {
+            return Err(Error::Input(format!(
+                "{}: the sampling run has not finished (no run.json); resume it with `fd sample ... --resume`",
+                dir.display()
+            )));
+        }
+        let rd = std::fs::read_dir(&parts).map_err(|source| Error::Io { path: parts.clone(), source })?;
+        let mut stems: Vec<String> = rd
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|n| n.strip_suffix(".json").map(String::from))
+            .collect();
+        stems.sort();
+        if !stems.is_empty() {
+            return stems
+                .into_iter()
+                .map(|s| {
+                    let imgs = read_tensor(&parts.join(format!("{s}.safetensors")), "samples")?;
+                    Ok((imgs, parts.join(format!("{s}.{tag}.safetensors"))))
+                })
+                .collect();
+        }
+    }
+    let all = images::load_sample_folder(dir)?;
+    let n = all.size()[0];
+    Ok((0..n)
+        .step_by(CHUNK as usize)
+        .map(|s| {
+            let e = (s + CHUNK).min(n);
+            (all.narrow(0, s, e - s), dir.join("features").join(format!("{s:06}-{e:06}.{tag}.safetensors")))
+        })
+        .collect())
+}
+
+/// A cached chunk's features, if the file exists, reads, matches `sha1` and has `rows` rows.
+fn cached(path: &Path, sha1: &str, rows: i64) -> Option<Tensor> {
+    let items = Tensor::read_safetensors(path).ok()?;
+    let get = |k: &str| items.iter().find(|(n, _)| n == k).map(|(_, t)| t.shallow_clone());
+    let stored = Vec::<u8>::try_from(&get("images_sha1")?).ok()?;
+    let f = get("features")?;
+    (stored == sha1.as_bytes() && f.size().first() == Some(&rows) && f.isfinite().all().int64_value(&[]) == 1)
+        .then_some(f)
+}
+
+/// Features [N, 2048] (f64) of every image in `dir`, in index order, using and filling the cache.
+/// `progress` receives the number of images done.
+pub fn folder_features(dir: &Path, inception: &Inception, mut progress: impl FnMut(usize)) -> Result<Tensor> {
+    let tag = format!("inception-{}", &inception.sha1[..12.min(inception.sha1.len())]);
+    let mut out = Vec::new();
+    let mut done = 0;
+    for (imgs, cache) in chunks(dir, &tag)? {
+        let rows = imgs.size()[0];
+        let sha = tensor_sha1(&imgs)?;
+        let feats = match cached(&cache, &sha, rows) {
+            Some(f) => f,
+            None => {
+                let f = inception.features(&imgs, 50, |d| progress(done + d))?.to_kind(Kind::Float);
+                if let Some(parent) = cache.parent() {
+                    std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.into(), source })?;
+                }
+                let hash = Tensor::from_slice(sha.as_bytes());
+                write_tensors_atomic(&cache, &[("features", &f), ("images_sha1", &hash)])?;
+                f
+            }
+        };
+        done += rows as usize;
+        progress(done);
+        out.push(feats.to_kind(Kind::Double));
+    }
+    if out.is_empty() {
+        return Err(Error::Input(format!("{}: no images", dir.display())));
+    }
+    Ok(Tensor::cat(&out, 0))
+}
+
+/// FID (and KID against a named reference set) of a sample folder.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FidResult {
+    pub fid: f64,
+    pub kid: Option<crate::fid::Kid>,
+    pub kid_seed: u64,
+    pub n: usize,
+    pub n_ref: usize,
+    pub reference: String,
+    pub extractor: serde_json::Value,
+    pub preprocessing: &'static str,
+    pub samples: PathBuf,
+}
+
+/// KID options: random subsets, subset size (capped at the smaller set), seed.
+#[derive(Debug, Clone, Copy)]
+pub struct KidOptions {
+    pub subsets: usize,
+    pub subset_size: usize,
+    pub seed: u64,
+}
+
+impl Default for KidOptions {
+    /// 100 subsets of 1000 (the KID paper's / torchmetrics' defaults), seed 0.
+    fn default() -> Self {
+        Self { subsets: 100, subset_size: 1000, seed: 0 }
+    }
+}
+
+/// Where a folder's FID/KID is computed: cached per-chunk features of `dir` against `reference`
+/// (a named set, features cached under `$FD_CACHE/fid`, or a `.npz` with mu/sigma: FID only).
+/// `progress` gets (message, done, total).
+pub fn folder_fid(
+    dir: &Path,
+    reference: &str,
+    inception: &Inception,
+    kid_opts: KidOptions,
+    progress: &indicatif::ProgressBar,
+) -> Result<FidResult> {
+    use crate::fid::{frechet_distance, kid, Stats};
+    progress.set_message(format!("Inception features of {}", dir.display()));
+    let feats = folder_features(dir, inception, |d| progress.set_position(d as u64))?;
+    let n = feats.size()[0] as usize;
+    if n < 2 {
+        return Err(Error::Input(format!("--samples {}: FID needs at least 2 images, found {n}", dir.display())));
+    }
+    let gen = Stats::from_features(&feats)?;
+    let (fid, kid_res, n_ref) = if reference.ends_with(".npz") {
+        let r = Stats::load_npz(Path::new(reference))?;
+        (frechet_distance(&gen, &r)?, None, r.n)
+    } else {
+        let rf = crate::reference::reference_features(reference, inception, progress)?;
+        let r = Stats::from_features(&rf)?;
+        let k = kid(&feats, &rf, kid_opts.subsets, kid_opts.subset_size, kid_opts.seed)?;
+        (frechet_distance(&gen, &r)?, Some(k), r.n)
+    };
+    Ok(FidResult {
+        fid,
+        kid: kid_res,
+        kid_seed: kid_opts.seed,
+        n,
+        n_ref,
+        reference: reference.to_string(),
+        extractor: serde_json::json!({ "path": inception.path, "sha1": inception.sha1 }),
+        preprocessing: crate::inception::PREPROCESSING,
+        samples: dir.to_path_buf(),
+    })
+}
