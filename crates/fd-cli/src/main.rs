@@ -85,6 +85,9 @@ struct ExperimentArgs {
     /// Regenerate every row's samples instead of resuming.
     #[arg(long)]
     overwrite: bool,
+    /// Row-by-row graph calls + libtorch deterministic algorithms (as `fd sample --deterministic`).
+    #[arg(long)]
+    deterministic: bool,
     /// Inception extractor (default: $FD_CACHE/assets/fid_inception_default_1.pt).
     #[arg(long)]
     inception: Option<PathBuf>,
@@ -170,7 +173,7 @@ struct SampleArgs {
     /// Prior noise injection C@TAU[:before|:after], e.g. 0.003@0.5.
     #[arg(long)]
     inject: Option<String>,
-    /// Classifier-free guidance scale (<= 1: conditional only).
+    /// Classifier-free guidance scale (1: conditional only; below 1 is an error).
     #[arg(long, default_value_t = 1.0)]
     cfg: f64,
     /// Class names or ids, comma separated, cycled over the samples (default: all classes).
@@ -207,6 +210,10 @@ struct SampleArgs {
     /// Calibration samples for --keys auto:K / auto:threshold=X.
     #[arg(long, default_value_t = 8)]
     calibration_n: usize,
+    /// Bit-identical samples whatever the batch size or decoding mode: UNet graphs run one row
+    /// at a time and libtorch's deterministic algorithms are on (slower; see README).
+    #[arg(long)]
+    deterministic: bool,
 }
 
 /// What `fd bench` and `fd drift` share: the model, the sampler and where results go.
@@ -293,8 +300,17 @@ fn main() -> std::process::ExitCode {
 }
 
 fn load(model: &Path, device: &str) -> Result<UNetModel> {
+    load_with(model, device, false)
+}
+
+/// Load a model; `deterministic` turns on row-by-row graph calls and libtorch's deterministic
+/// algorithms (before the device is touched).
+fn load_with(model: &Path, device: &str, deterministic: bool) -> Result<UNetModel> {
+    if deterministic {
+        fd_model::device::set_deterministic().map_err(|e| anyhow::anyhow!("--deterministic: {e}"))?;
+    }
     let device = fd_model::parse_device(device)?;
-    Ok(UNetModel::load(model, &LoadOptions { device, ..Default::default() })?)
+    Ok(UNetModel::load(model, &LoadOptions { device, row_by_row: deterministic, ..Default::default() })?)
 }
 
 fn info(dir: &Path, device: &str) -> Result<()> {
@@ -365,7 +381,7 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
         bail!("--n and --batch must be >= 1");
     }
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or_default();
-    let model = load(&a.model, &a.device)?;
+    let model = load_with(&a.model, &a.device, a.deterministic)?;
     fd_sched::build_scheduler(&a.scheduler, &model.manifest.scheduler, a.steps, a.eta)?; // validate before any work
     let conds = conditions(&model, a)?;
     let plan =
@@ -476,6 +492,7 @@ fn experiment_cmd(a: &ExperimentArgs) -> Result<()> {
         existing: if a.overwrite { fd_eval::runner::Existing::Overwrite } else { fd_eval::runner::Existing::Resume },
         inception: a.inception.clone().unwrap_or_else(fd_eval::inception::default_path),
         only: a.only.as_deref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect()).unwrap_or_default(),
+        deterministic: a.deterministic,
     };
     let t0 = std::time::Instant::now();
     let rows = run_experiment(&cfg, &opt)?;

@@ -87,7 +87,25 @@ fn bad_inputs_fail_with_clear_messages() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("x");
     let o = out.to_str().unwrap();
+    let empty = d.path().join("empty.txt");
+    std::fs::write(&empty, "\n  \n").unwrap();
+    let one = d.path().join("one");
+    std::fs::create_dir_all(&one).unwrap();
+    image::GrayImage::new(8, 8).save(one.join("a.png")).unwrap();
+    let badcfg = d.path().join("exp.json");
+    std::fs::write(&badcfg, r#"{"name": "x", "n": 1, "rows": [{"label": "a"}]}"#).unwrap();
     let cases: &[(&[&str], &str)] = &[
+        (&["sample", "--model", &tiny(), "--cfg", "0.5", "--out", o], "guidance 0.5 is not supported"),
+        (&["sample", "--model", &tiny(), "--shard", "3/3", "--out", o], "--shard `3/3`"),
+        (&["sample", "--model", &tiny(), "--keys", "0,1,x", "--out", o], "not a step index"),
+        (&["sample", "--model", &tiny(), "--keys", "auto:x", "--out", o], "is not an integer"),
+        (
+            &["sample", "--model", &tiny(), "--prompts", empty.to_str().unwrap(), "--out", o],
+            "no prompts (file is empty)",
+        ),
+        (&["eval", "fid", "--samples", one.to_str().unwrap(), "--ref", "x.npz"], "at least 2 images"),
+        (&["experiment", badcfg.to_str().unwrap()], "FID needs at least 2 samples"),
+        (&["merge", "--out", o, "/nonexistent/shard0"], "not a finished sampling run"),
         (&["info", "/nonexistent/model"], "model folder not found"),
         (&["sample", "--model", &tiny(), "--keys", "1,2", "--out", o], "step 0 must be a key step"),
         (&["sample", "--model", &tiny(), "--keys", "0,99", "--steps", "10", "--out", o], "out of range"),

@@ -211,6 +211,8 @@ pub struct ExperimentOptions {
     pub inception: PathBuf,
     /// Only the rows with these labels (all when empty).
     pub only: Vec<String>,
+    /// Row-by-row graph calls + libtorch deterministic algorithms (see `fd sample --deterministic`).
+    pub deterministic: bool,
 }
 
 /// One evaluated row.
@@ -285,8 +287,11 @@ pub fn resolve_plan(
 /// Run every row (resuming finished parts), evaluate, and write the table. Returns the rows.
 pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<Vec<RowResult>> {
     cfg.validate().map_err(Error::Input)?;
-    let model = UNetModel::load(&cfg.model, &fd_model::LoadOptions { device: opt.device, ..Default::default() })
-        .map_err(|e| Error::Input(e.to_string()))?;
+    if opt.deterministic {
+        fd_model::device::set_deterministic().map_err(|e| Error::Input(format!("--deterministic: {e}")))?;
+    }
+    let lo = fd_model::LoadOptions { device: opt.device, row_by_row: opt.deterministic, ..Default::default() };
+    let model = UNetModel::load(&cfg.model, &lo).map_err(|e| Error::Input(e.to_string()))?;
     let conds = conditions(&model, cfg)?;
     let classifier = match &cfg.classifier {
         Some(p) => Some(p.clone()),

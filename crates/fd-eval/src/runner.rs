@@ -145,7 +145,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let tmp = path.with_file_name(name);
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp); // never leave a partial file behind
+        return Err(Error::Io { path: path.to_path_buf(), source: e });
+    }
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
@@ -154,7 +157,10 @@ pub fn write_tensors_atomic(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let tmp = path.with_file_name(name);
-    Tensor::write_safetensors(tensors, &tmp).map_err(|e| Error::Format { path: tmp.clone(), msg: e.to_string() })?;
+    if let Err(e) = Tensor::write_safetensors(tensors, &tmp) {
+        let _ = std::fs::remove_file(&tmp); // never leave a partial file behind
+        return Err(Error::Format { path: path.to_path_buf(), msg: format!("cannot write: {e}") });
+    }
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
@@ -194,6 +200,7 @@ impl SampleRun<'_> {
             "sampler": { "name": self.sampler, "steps": self.steps, "eta": self.eta, "config": m.scheduler },
             "plan": { "keys": self.plan.label(), "method": self.plan.method, "key_steps": self.plan.key_steps },
             "exec": self.opts,
+            "deterministic": self.model.row_by_row,
             "conditions": self.conds.iter().map(condition_json).collect::<Vec<_>>(),
             "n": self.conds.len(), "seed": self.seed, "seeds": "seed + sample index", "batch": self.batch,
             "shard": self.shard,

@@ -79,3 +79,39 @@ pub fn describe(device: Device) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// libtorch's deterministic switches, as `torch.use_deterministic_algorithms(True)` +
+/// `torch.backends.cudnn.deterministic = True` + `torch.backends.cudnn.benchmark = False` set
+/// them (tch exposes none of these, so the `at::Context` setters are called through their
+/// exported symbols in libtorch_cpu), and `CUBLAS_WORKSPACE_CONFIG=:4096:8` for deterministic
+/// cuBLAS. Call before the first CUDA work. Ops without a deterministic implementation then
+/// raise an error instead of running non-deterministically.
+pub fn set_deterministic() -> std::result::Result<(), String> {
+    if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+    }
+    let path =
+        if LIBTORCH_LIB.is_empty() { "libtorch_cpu.so".to_string() } else { format!("{LIBTORCH_LIB}/libtorch_cpu.so") };
+    // SAFETY: libtorch_cpu is already loaded by this process (tch links it); opening it again only
+    // bumps its reference count. The symbols are at::globalContext() and non-virtual members of
+    // at::Context taking (this, bool[, bool]) under the Itanium C++ ABI used by the PyPI build.
+    unsafe {
+        let lib = libloading::Library::new(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
+        let ctx: libloading::Symbol<unsafe extern "C" fn() -> *mut std::ffi::c_void> =
+            lib.get(b"_ZN2at13globalContextEv").map_err(|e| format!("at::globalContext: {e}"))?;
+        let algos: libloading::Symbol<unsafe extern "C" fn(*mut std::ffi::c_void, bool, bool)> = lib
+            .get(b"_ZN2at7Context26setDeterministicAlgorithmsEbb")
+            .map_err(|e| format!("setDeterministicAlgorithms: {e}"))?;
+        let flag = |name: &[u8]| -> std::result::Result<
+            libloading::Symbol<unsafe extern "C" fn(*mut std::ffi::c_void, bool)>,
+            String,
+        > { lib.get(name).map_err(|e| format!("{}: {e}", String::from_utf8_lossy(name))) };
+        let c = ctx();
+        algos(c, true, false);
+        flag(b"_ZN2at7Context21setDeterministicCuDNNEb")?(c, true);
+        flag(b"_ZN2at7Context17setBenchmarkCuDNNEb")?(c, false);
+        flag(b"_ZN2at7Context22setDeterministicMkldnnEb")?(c, true);
+        std::mem::forget(lib);
+    }
+    Ok(())
+}

@@ -22,11 +22,16 @@ pub struct LoadOptions {
     pub verify_hashes: bool,
     /// Also load the `full` reference graph (only needed for checks). Default: false.
     pub load_full: bool,
+    /// Batch-invariant results: every graph is called one batch row at a time, so a sample's
+    /// output depends only on its own inputs, never on batch size or on which rows share a
+    /// decoder call (CPU BLAS / oneDNN kernels otherwise pick shape-dependent summation orders).
+    /// Slower; combine with [`crate::device::set_deterministic`]. Default: false.
+    pub row_by_row: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, verify_hashes: true, load_full: false }
+        Self { device: Device::Cpu, verify_hashes: true, load_full: false, row_by_row: false }
     }
 }
 
@@ -84,23 +89,98 @@ impl EncoderFeatures {
 struct Graph {
     module: Rc<CModule>,
     method: String,
+    /// See [`LoadOptions::row_by_row`].
+    row_by_row: bool,
+}
+
+/// Row `i` of every batched tensor in an input (tensors whose first dimension is `b`).
+fn row_of(v: &IValue, i: i64, b: i64) -> Result<IValue, tch::TchError> {
+    Ok(match v {
+        IValue::Tensor(t) if t.dim() > 0 && t.size()[0] == b => IValue::Tensor(t.narrow(0, i, 1)),
+        IValue::Tensor(t) => IValue::Tensor(t.shallow_clone()),
+        IValue::TensorList(v) => IValue::TensorList(
+            v.iter()
+                .map(|t| if t.size().first() == Some(&b) { t.narrow(0, i, 1) } else { t.shallow_clone() })
+                .collect(),
+        ),
+        IValue::Tuple(v) => IValue::Tuple(v.iter().map(|x| row_of(x, i, b)).collect::<Result<_, _>>()?),
+        IValue::GenericList(v) => IValue::GenericList(v.iter().map(|x| row_of(x, i, b)).collect::<Result<_, _>>()?),
+        IValue::None => IValue::None,
+        IValue::Int(x) => IValue::Int(*x),
+        IValue::Double(x) => IValue::Double(*x),
+        IValue::Bool(x) => IValue::Bool(*x),
+        other => return Err(tch::TchError::Kind(format!("row-by-row call: unsupported graph input {other:?}"))),
+    })
+}
+
+/// Concatenate per-row outputs along the batch dimension (tensors, tuples and lists of them).
+fn cat_rows(outs: Vec<IValue>) -> Result<IValue, tch::TchError> {
+    let bad = || tch::TchError::Kind("row-by-row call: graph outputs differ in structure".into());
+    match outs.first() {
+        Some(IValue::Tensor(_)) => {
+            let ts = outs.into_iter().map(|o| if let IValue::Tensor(t) = o { Ok(t) } else { Err(bad()) });
+            Ok(IValue::Tensor(Tensor::cat(&ts.collect::<Result<Vec<_>, _>>()?, 0)))
+        }
+        Some(IValue::Tuple(first)) | Some(IValue::GenericList(first)) => {
+            let tuple = matches!(outs[0], IValue::Tuple(_));
+            let k = first.len();
+            let mut cols: Vec<Vec<IValue>> = (0..k).map(|_| Vec::with_capacity(outs.len())).collect();
+            for o in outs {
+                let (IValue::Tuple(v) | IValue::GenericList(v)) = o else { return Err(bad()) };
+                if v.len() != k {
+                    return Err(bad());
+                }
+                for (c, x) in cols.iter_mut().zip(v) {
+                    c.push(x);
+                }
+            }
+            let v = cols.into_iter().map(cat_rows).collect::<Result<Vec<_>, _>>()?;
+            Ok(if tuple { IValue::Tuple(v) } else { IValue::GenericList(v) })
+        }
+        Some(IValue::TensorList(first)) => {
+            let k = first.len();
+            let mut cols: Vec<Vec<Tensor>> = (0..k).map(|_| Vec::new()).collect();
+            for o in outs {
+                let IValue::TensorList(v) = o else { return Err(bad()) };
+                for (c, x) in cols.iter_mut().zip(v) {
+                    c.push(x);
+                }
+            }
+            Ok(IValue::TensorList(cols.iter().map(|c| Tensor::cat(c, 0)).collect()))
+        }
+        _ => Err(bad()),
+    }
 }
 
 impl Graph {
-    fn forward_ts(&self, inputs: &[Tensor]) -> Result<Tensor, tch::TchError> {
-        if self.method == "forward" {
-            self.module.forward_ts(inputs)
-        } else {
-            self.module.method_ts(&self.method, inputs)
-        }
-    }
-
-    fn forward_is(&self, inputs: &[IValue]) -> Result<IValue, tch::TchError> {
+    fn call(&self, inputs: &[IValue]) -> Result<IValue, tch::TchError> {
         if self.method == "forward" {
             self.module.forward_is(inputs)
         } else {
             self.module.method_is(&self.method, inputs)
         }
+    }
+
+    fn forward_ts(&self, inputs: &[Tensor]) -> Result<Tensor, tch::TchError> {
+        let iv: Vec<IValue> = inputs.iter().map(|t| IValue::Tensor(t.shallow_clone())).collect();
+        match self.forward_is(&iv)? {
+            IValue::Tensor(t) => Ok(t),
+            other => Err(tch::TchError::Kind(format!("graph `{}` returned {other:?}, expected a tensor", self.method))),
+        }
+    }
+
+    fn forward_is(&self, inputs: &[IValue]) -> Result<IValue, tch::TchError> {
+        let b = match inputs.first() {
+            Some(IValue::Tensor(t)) if self.row_by_row && t.dim() > 0 => t.size()[0],
+            _ => 1,
+        };
+        if b <= 1 {
+            return self.call(inputs);
+        }
+        let outs = (0..b)
+            .map(|i| self.call(&inputs.iter().map(|v| row_of(v, i, b)).collect::<Result<Vec<_>, _>>()?))
+            .collect::<Result<Vec<_>, _>>()?;
+        cat_rows(outs)
     }
 }
 
@@ -110,6 +190,8 @@ pub struct UNetModel {
     pub manifest: Manifest,
     pub dir: PathBuf,
     pub device: Device,
+    /// Graphs are called one batch row at a time ([`LoadOptions::row_by_row`]).
+    pub row_by_row: bool,
     kind: Kind,
     time_embed: Graph,
     encoder: Graph,
@@ -164,7 +246,7 @@ impl UNetModel {
             let entry = &manifest.graphs[graph];
             let path = dir.join(&entry.file);
             if let Some(m) = modules.borrow().get(&entry.file) {
-                return Ok(Graph { module: m.clone(), method: entry.method.clone() });
+                return Ok(Graph { module: m.clone(), method: entry.method.clone(), row_by_row: opts.row_by_row });
             }
             if !path.is_file() {
                 return Err(Error::MissingGraph { path, graph: graph.into() });
@@ -185,7 +267,7 @@ impl UNetModel {
             m.set_eval();
             let m = Rc::new(m);
             modules.borrow_mut().insert(entry.file.clone(), m.clone());
-            Ok(Graph { module: m, method: entry.method.clone() })
+            Ok(Graph { module: m, method: entry.method.clone(), row_by_row: opts.row_by_row })
         };
         let optional = |graph: &str| manifest.graphs.contains_key(graph).then(|| load(graph)).transpose();
         let tokenizer = match &manifest.cond.tokenizer {
@@ -220,6 +302,7 @@ impl UNetModel {
             vae_decoder: optional("vae_decoder")?,
             tokenizer,
             device: opts.device,
+            row_by_row: opts.row_by_row,
             kind,
             manifest,
             dir,

@@ -58,7 +58,7 @@ pub struct ExecOptions {
     pub parallel: bool,
     /// Cap on rows per decoder call (0 = no cap); a group is split into chunks of whole steps.
     pub max_decoder_batch: usize,
-    /// Classifier-free guidance scale; <= 1 runs the conditional branch only. Default 1.
+    /// Classifier-free guidance scale; 1 runs the conditional branch only, < 1 is an error. Default 1.
     pub guidance: f64,
     /// Prior noise injection. Default none.
     pub injection: Option<Injection>,
@@ -220,6 +220,12 @@ pub fn sample(
             "plan has {} steps but the scheduler has {}",
             plan.num_steps,
             timesteps.len()
+        )));
+    }
+    if !(opts.guidance >= 1.0 && opts.guidance.is_finite()) {
+        return Err(Error::Sampling(format!(
+            "guidance {} is not supported: use 1 (conditional only) or > 1 (classifier-free guidance)",
+            opts.guidance
         )));
     }
     let b = input.noise.size()[0];

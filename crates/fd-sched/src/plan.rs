@@ -79,7 +79,7 @@ impl KeySteps {
         if PRESETS.contains(&s) {
             return Ok(Self::Preset(s.to_string()));
         }
-        if s.chars().all(|c| c.is_ascii_digit() || c == ',' || c == ' ') {
+        if s.contains(',') || s.chars().all(|c| c.is_ascii_digit() || c == ' ') {
             let v = s
                 .split(',')
                 .map(|x| x.trim().parse::<usize>().map_err(|_| err(format!("`{x}` is not a step index"))))

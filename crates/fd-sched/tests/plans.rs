@@ -59,7 +59,7 @@ fn validation_errors_are_clear() {
     let e = err("", 10);
     assert!(e.contains("empty"), "{e}");
     let e = err("0,a", 10);
-    assert!(e.contains("unknown"), "{e}");
+    assert!(e.contains("`a` is not a step index"), "{e}");
     let e = err("none", 0);
     assert!(e.contains("0 steps"), "{e}");
     let e = fd_sched::Injection::parse("0.003").unwrap_err().to_string();

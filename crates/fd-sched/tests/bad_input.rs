@@ -1,0 +1,43 @@
+//! Sampling-time bad input: divergence stops with the step and the plan; unsupported guidance.
+
+use std::path::PathBuf;
+
+use fd_model::{LoadOptions, UNetModel};
+use fd_sched::{build_scheduler, sample, ExecOptions, Hooks, Plan, SampleInput};
+use tch::{Device, Kind, Tensor};
+
+fn tiny() -> UNetModel {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fd-model/tests/fixtures/tiny");
+    UNetModel::load(dir, &LoadOptions::default()).unwrap()
+}
+
+fn run(model: &UNetModel, noise: &Tensor, opts: &ExecOptions) -> String {
+    let m = &model.manifest;
+    let mut sched = build_scheduler("ddim", &m.scheduler, 8, 0.0).unwrap();
+    let plan = Plan::parse("uniform:2", 8).unwrap();
+    let cond = model.encode_classes(&[0]).unwrap();
+    let uncond = model.uncond(1).unwrap();
+    let input = SampleInput { noise, cond: &cond, uncond: Some(&uncond) };
+    sample(model, sched.as_mut(), &plan, opts, &input, Hooks::default()).map(|_| ()).unwrap_err().to_string()
+}
+
+#[test]
+fn non_finite_latents_stop_with_the_step_and_the_plan() {
+    let model = tiny();
+    let m = &model.manifest;
+    let noise =
+        Tensor::full([1, m.in_channels, m.sample_size[0], m.sample_size[1]], f64::NAN, (Kind::Float, Device::Cpu));
+    let e = run(&model, &noise, &ExecOptions { guidance: 2.0, ..Default::default() });
+    assert!(e.contains("non-finite latents after step 0") && e.contains("plan uniform:2"), "{e}");
+}
+
+#[test]
+fn guidance_below_one_is_an_error() {
+    let model = tiny();
+    let m = &model.manifest;
+    let noise = Tensor::randn([1, m.in_channels, m.sample_size[0], m.sample_size[1]], (Kind::Float, Device::Cpu));
+    for g in [0.5, 0.0, -1.0, f64::NAN] {
+        let e = run(&model, &noise, &ExecOptions { guidance: g, ..Default::default() });
+        assert!(e.contains("guidance") && e.contains("not supported"), "{g}: {e}");
+    }
+}
