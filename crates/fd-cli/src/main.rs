@@ -11,8 +11,22 @@ use serde_json::json;
 #[derive(Parser, Debug)]
 #[command(name = "fd", version, about = "Faster Diffusion (encoder propagation) harness")]
 struct Cli {
+    /// error, warn, info (default: progress bars and run summaries), debug (per batch), trace.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: log::LevelFilter,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// A progress bar, drawn only at --log-level info or more verbose (indicatif itself stays quiet
+/// when stderr is not a terminal).
+fn bar(len: u64, msg: &'static str) -> indicatif::ProgressBar {
+    let target = if log::max_level() >= log::LevelFilter::Info {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    };
+    indicatif::ProgressBar::with_draw_target(Some(len), target).with_message(msg)
 }
 
 #[derive(Subcommand, Debug)]
@@ -275,6 +289,12 @@ struct DriftArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    env_logger::Builder::new()
+        .filter_level(cli.log_level)
+        .format_timestamp(None)
+        .format_target(false)
+        .parse_env("FD_LOG")
+        .init();
     let res = match cli.cmd {
         Cmd::Info { model, device } => info(&model, &device),
         Cmd::Sample(a) => sample_cmd(&a),
@@ -414,7 +434,7 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
         },
         pngs: matches!(channels, 1 | 3),
     };
-    let bar = indicatif::ProgressBar::new(a.n as u64).with_message("sampling");
+    let bar = bar(a.n as u64, "sampling");
     bar.set_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} [{elapsed} < {eta}]")?);
     let (s, _) = run.run_and_record(&bar)?;
     bar.finish_and_clear();
@@ -493,6 +513,7 @@ fn experiment_cmd(a: &ExperimentArgs) -> Result<()> {
         inception: a.inception.clone().unwrap_or_else(fd_eval::inception::default_path),
         only: a.only.as_deref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect()).unwrap_or_default(),
         deterministic: a.deterministic,
+        progress: log::max_level() >= log::LevelFilter::Info,
     };
     let t0 = std::time::Instant::now();
     let rows = run_experiment(&cfg, &opt)?;
@@ -586,7 +607,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     fd_sched::generate_batch(&model, &make, &plans[0].plan, &plans[0].opts, &seeds[..1], &conds[..1])?;
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); plans.len()];
     let mut gflops = vec![0.0; plans.len()];
-    let bar = indicatif::ProgressBar::new((a.repeats * plans.len()) as u64).with_message("bench");
+    let bar = bar((a.repeats * plans.len()) as u64, "bench");
     for _ in 0..a.repeats {
         for (k, p) in plans.iter().enumerate() {
             let out = fd_sched::generate_batch(&model, &make, &p.plan, &p.opts, &seeds, &conds)?;
@@ -642,7 +663,7 @@ fn fid_cmd(
 ) -> Result<()> {
     let path = inception.map(Path::to_path_buf).unwrap_or_else(fd_eval::inception::default_path);
     let inc = fd_eval::inception::Inception::load(&path, fd_model::parse_device(device)?)?;
-    let bar = indicatif::ProgressBar::new(0);
+    let bar = bar(0, "Inception features");
     let (subsets, subset_size, seed) = kid_opts;
     let res = fd_eval::features::folder_fid(
         dir,

@@ -213,6 +213,8 @@ pub struct ExperimentOptions {
     pub only: Vec<String>,
     /// Row-by-row graph calls + libtorch deterministic algorithms (see `fd sample --deterministic`).
     pub deterministic: bool,
+    /// Draw progress bars (they are also hidden when stderr is not a terminal).
+    pub progress: bool,
 }
 
 /// One evaluated row.
@@ -324,12 +326,16 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
                 .map_err(|e| Error::Input(e.to_string()))?,
         };
         let dir = opt.work_dir.join(row.slug());
-        let bar = indicatif::ProgressBar::new(cfg.n as u64).with_style(style.clone()).with_message(format!(
-            "[{}/{}] {}",
-            k + 1,
-            rows.len(),
-            row.label
-        ));
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(cfg.n as u64),
+            if opt.progress {
+                indicatif::ProgressDrawTarget::stderr()
+            } else {
+                indicatif::ProgressDrawTarget::hidden()
+            },
+        )
+        .with_style(style.clone())
+        .with_message(format!("[{}/{}] {}", k + 1, rows.len(), row.label));
         let run = SampleRun {
             model: &model,
             model_dir: &cfg.model,
@@ -399,7 +405,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
             parts_resumed: summary.parts_resumed,
             family: row.family(),
         };
-        eprintln!(
+        log::info!(
             "{}: FID {:.2} | consistency {} | {:.2} GFLOPs/img | UNet {:.4} s/img | total {:.4} s/img",
             res.label,
             res.fid,

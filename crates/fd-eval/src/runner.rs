@@ -299,13 +299,25 @@ impl SampleRun<'_> {
         let mut records = Vec::with_capacity(parts.len());
         for r in &parts {
             if let Some(rec) = (self.existing == Existing::Resume).then(|| self.finished(r)).flatten() {
+                log::debug!("{}: batch {} already done, kept", self.out.display(), part_stem(r));
                 records.push(rec);
                 resumed += 1;
             } else {
-                records.push(self.generate_part(r, &make)?);
+                let rec = self.generate_part(r, &make)?;
+                log::debug!(
+                    "{}: batch {} done in {:.2} s (UNet loop {:.2} s)",
+                    self.out.display(),
+                    part_stem(r),
+                    rec.wall_s,
+                    rec.timings.total_s
+                );
+                records.push(rec);
                 computed += 1;
             }
             progress.inc(r.len() as u64);
+        }
+        if resumed > 0 {
+            log::info!("{}: {resumed} batches resumed, {computed} computed", self.out.display());
         }
         self.finish(&parts, &records, computed, resumed)
     }

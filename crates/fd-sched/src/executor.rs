@@ -296,8 +296,24 @@ pub fn sample(
                     latents = ctx.scheduler_step(scheduler, opts, &z_t, &mut step_noise, plan, pred, i, latents)?;
                 }
             }
-            Method::DeepCache { .. } if observe.is_some() => {
+            Method::DeepCache { .. } | Method::DecoderPropagation if observe.is_some() => {
                 return Err(Error::Sampling("feature observation supports encoder-propagation plans only".into()));
+            }
+            Method::DecoderPropagation => {
+                // the key step's decoder output, reused by every step of the group
+                let pred = ctx.decode_steps(&feats, &[s])?.pop().expect("one step decoded");
+                for &i in &steps {
+                    latents = ctx.scheduler_step(
+                        scheduler,
+                        opts,
+                        &z_t,
+                        &mut step_noise,
+                        plan,
+                        pred.shallow_clone(),
+                        i,
+                        latents,
+                    )?;
+                }
             }
             Method::DeepCache { branch } => {
                 // full step: deep part once, cached; shallow path every step of the group

@@ -137,6 +137,11 @@ pub enum Method {
     /// DeepCache (Ma et al. 2023), block-level branch `branch`: reuse the deep up-path feature of
     /// the key ("full") step, recompute the shallow branch every step (sequential by nature).
     DeepCache { branch: usize },
+    /// The paper's failed ablation, decoder-only propagation: the decoder's output at the key
+    /// step is reused by the following non-key steps (only the scheduler runs there). Recomputing
+    /// the encoder at those steps could not change anything once the decoder is reused, so it is
+    /// neither run nor charged: cost = key steps x (encoder + decoder).
+    DecoderPropagation,
 }
 
 /// A resolved plan: the groups (a key step plus the non-key steps that reuse its features).
@@ -163,9 +168,13 @@ impl Plan {
         Ok(Self { method, keys, num_steps, key_steps, groups })
     }
 
-    /// Parse a `--keys` value: anything [`KeySteps::parse`] takes (encoder propagation), or
-    /// `deepcache:N[:B]` (DeepCache, full step every N steps, branch B, default 0).
+    /// Parse a `--keys` value: anything [`KeySteps::parse`] takes (encoder propagation),
+    /// `deepcache:N[:B]` (DeepCache, full step every N steps, branch B, default 0), or
+    /// `decoder-prop:KEYS` (decoder-only propagation, the paper's failed ablation).
     pub fn parse(spec: &str, num_steps: usize) -> Result<Self> {
+        if let Some(keys) = spec.trim().strip_prefix("decoder-prop:") {
+            return Self::with_method(Method::DecoderPropagation, KeySteps::parse(keys)?, num_steps);
+        }
         let Some(rest) = spec.trim().strip_prefix("deepcache:") else {
             return Self::new(KeySteps::parse(spec)?, num_steps);
         };
@@ -185,6 +194,7 @@ impl Plan {
             (Method::DeepCache { branch }, KeySteps::Uniform(n)) => format!("deepcache:{n}:{branch}"),
             (Method::DeepCache { branch }, k) => format!("deepcache[{k}]:{branch}"),
             (Method::EncoderPropagation, k) => k.to_string(),
+            (Method::DecoderPropagation, k) => format!("decoder-prop:{k}"),
         }
     }
 
@@ -197,9 +207,13 @@ impl Plan {
         self.key_steps.len()
     }
 
-    /// Decoder evaluations per sample (per CFG branch): one per step.
+    /// Decoder evaluations per sample (per CFG branch): one per step (one per key step for
+    /// decoder-only propagation).
     pub fn decoder_calls(&self) -> usize {
-        self.num_steps
+        match self.method {
+            Method::DecoderPropagation => self.key_steps.len(),
+            _ => self.num_steps,
+        }
     }
 
     /// UNet GFLOPs per image of an encoder-propagation plan, from batch-1 FLOPs per graph:

@@ -41,3 +41,37 @@ fn guidance_below_one_is_an_error() {
         assert!(e.contains("guidance") && e.contains("not supported"), "{g}: {e}");
     }
 }
+
+/// Decoder-only propagation (the paper's failed ablation): the key step's noise prediction is
+/// reused by the following steps. Checked against a hand-written loop over the model API.
+#[test]
+fn decoder_propagation_reuses_the_key_step_output() {
+    let model = tiny();
+    let m = &model.manifest;
+    tch::manual_seed(3);
+    let noise = Tensor::randn([2, m.in_channels, m.sample_size[0], m.sample_size[1]], (Kind::Float, Device::Cpu));
+    let cond = model.encode_classes(&[0, 2]).unwrap();
+    let plan = Plan::parse("decoder-prop:uniform:3", 7).unwrap();
+    assert_eq!(plan.label(), "decoder-prop:uniform:3");
+    assert_eq!(plan.decoder_calls(), 3);
+    let mut sched = build_scheduler("ddim", &m.scheduler, 7, 0.0).unwrap();
+    let input = SampleInput { noise: &noise, cond: &cond, uncond: None };
+    let out = sample(&model, sched.as_mut(), &plan, &ExecOptions::default(), &input, Hooks::default()).unwrap();
+    assert_eq!(out.counts.rows("encoder"), 6);
+    assert_eq!(out.counts.rows("decoder"), 6);
+
+    let mut sched = build_scheduler("ddim", &m.scheduler, 7, 0.0).unwrap();
+    let ts = sched.timesteps().to_vec();
+    let mut x = noise.shallow_clone();
+    let mut eps = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+    for (i, &t) in ts.iter().enumerate() {
+        if i % 3 == 0 {
+            let emb = model.time_embed(&Tensor::full([2], t, (Kind::Float, Device::Cpu))).unwrap();
+            let f = model.encode(&x, &emb, &cond).unwrap();
+            eps = model.decode(&f, &emb, &cond).unwrap();
+        }
+        x = sched.step(&eps, i, &x, None).unwrap();
+    }
+    let d = (&out.latents - &x).abs().max().double_value(&[]);
+    assert!(d <= 1e-6, "max abs diff {d:e}");
+}
