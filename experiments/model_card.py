@@ -59,7 +59,7 @@ def main():
         "",
         "![loss](loss.png)",
         "",
-        f"Samples: DDIM-{run['sampler']['steps']}, CFG {run['guidance']}, seeds {run['seed']}+i (`{' '.join(run['command'][1:])}`):",
+        f"Samples: DDIM-{run['sampler']['steps']}, CFG {run.get('guidance', run.get('exec', {}).get('guidance'))}, seeds {run['seed']}+i (`{' '.join(run['command'][1:])}`):",
         "",
         "![samples](samples_ddim50_cfg.png)",
         "",

@@ -220,7 +220,7 @@ fn experiment_config_writes_its_table() {
     for f in ["table.md", "table.csv", "experiment.json", "pareto_gflops.png", "pareto_time.svg"] {
         assert!(res.join(f).is_file(), "{f} missing");
     }
-    for row in ["ddim-6", "ours", "auto", "dc", "dpm"] {
+    for row in ["ddim-6", "ours", "auto", "dc", "dpmpp"] {
         assert!(res.join("rows").join(row).join("run.json").is_file(), "row {row}");
         assert!(res.join("rows").join(row).join("grid.png").is_file(), "row {row}");
     }

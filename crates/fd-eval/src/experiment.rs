@@ -141,8 +141,13 @@ impl RowSpec {
 
     /// Folder-safe name.
     pub fn slug(&self) -> String {
-        let s: String =
-            self.label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect();
+        // `++` is meaningful (DPM-Solver vs DPM-Solver++): keep it as `pp`
+        let s: String = self
+            .label
+            .replace("++", "pp")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+            .collect();
         s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-").to_lowercase()
     }
 }
