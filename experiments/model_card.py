@@ -66,7 +66,7 @@ def main():
         "## Measured quality",
         "",
         f"- Class consistency (judge top-1 = requested class): **{cons['consistency']:.3f}** over N={cons['n']} balanced samples"
-        f" (per class: {', '.join(f'{c['consistency']:.2f}' for c in cons['per_class'])}).",
+        f" (per class: {', '.join(format(c['consistency'], '.2f') for c in cons['per_class'])}).",
     ]
     if fid:
         kid = fid.get("kid") or {}
