@@ -72,27 +72,10 @@ pub fn calibrate_key_steps(
     conds: &[Condition],
     spec: &str,
 ) -> Result<(Vec<usize>, Vec<f64>)> {
-    let body = spec
-        .strip_prefix("auto:")
-        .ok_or_else(|| Error::Input(format!("`{spec}`: expected auto:K or auto:threshold=X")))?;
-    // validate the spec before the (slow) calibration run
-    enum Rule {
-        K(usize),
-        Threshold(f64),
-    }
-    let rule = match body.strip_prefix("threshold=") {
-        Some(x) => {
-            Rule::Threshold(x.parse().map_err(|_| Error::Input(format!("`{spec}`: threshold `{x}` is not a number")))?)
-        }
-        None => Rule::K(body.parse().map_err(|_| Error::Input(format!("`{spec}`: K `{body}` is not an integer")))?),
-    };
+    let rule = keysteps::AutoRule::parse(spec)?; // before the (slow) calibration run
     let opts = ExecOptions { parallel: false, ..opts.clone() };
     let acc = measure_drift(model, scheduler, steps, &opts, seeds, conds, spec)?;
-    let profile: Vec<f64> =
-        acc.summary().encoder_drift_profile.iter().map(|d| if d.is_finite() { *d } else { 0.0 }).collect();
-    let keys = match rule {
-        Rule::K(k) => keysteps::auto_key_steps(&profile, k)?,
-        Rule::Threshold(x) => keysteps::threshold_key_steps(&profile, x),
-    };
+    let profile = acc.summary().encoder_drift_profile;
+    let keys = rule.key_steps(&profile)?;
     Ok((keys, profile))
 }

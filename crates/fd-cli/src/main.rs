@@ -541,21 +541,12 @@ fn drift_cmd(a: &DriftArgs) -> Result<()> {
         summary.decoder_mean_fnorm_std, summary.encoder_mean_rel_change, summary.decoder_mean_rel_change
     );
     if let Some(spec) = &a.save_plan {
-        let profile: Vec<f64> =
-            summary.encoder_drift_profile.iter().map(|d| if d.is_finite() { *d } else { 0.0 }).collect();
-        let keys = match spec.strip_prefix("auto:") {
-            Some(t) if t.starts_with("threshold=") => {
-                let x: f64 = t["threshold=".len()..].parse().with_context(|| format!("--save-plan `{spec}`"))?;
-                fd_analysis::keysteps::threshold_key_steps(&profile, x)
-            }
-            Some(k) => fd_analysis::keysteps::auto_key_steps(
-                &profile,
-                k.parse().with_context(|| format!("--save-plan `{spec}`: K"))?,
-            )?,
-            None => bail!("--save-plan `{spec}`: expected auto:K or auto:threshold=X"),
-        };
+        let profile = &summary.encoder_drift_profile;
+        let keys = fd_analysis::keysteps::AutoRule::parse(spec)
+            .and_then(|r| r.key_steps(profile))
+            .with_context(|| format!("--save-plan `{spec}`"))?;
         let plan = json!({ "name": format!("{spec} from {run}"), "keys": keys, "steps": a.run.steps,
-            "cost": fd_analysis::keysteps::plan_cost(&profile, &keys), "calibration": a.run.out.join("summary.json") });
+            "cost": fd_analysis::keysteps::plan_cost(profile, &keys), "calibration": a.run.out.join("summary.json") });
         fd_eval::runner::write_atomic(&a.run.out.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;
         println!("plan {spec}: key steps {keys:?} -> {}", a.run.out.join("plan.json").display());
     }
