@@ -121,6 +121,40 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// Sums of finished parts' records (in index order); `gflops_per_image` is left for the caller.
+    fn from_records(records: &[PartRecord], computed: usize, resumed: usize) -> Self {
+        let mut s = RunSummary {
+            n: records.iter().map(|r| r.end - r.start).sum(),
+            indices: records.iter().flat_map(|r| r.start..r.end).collect(),
+            parts_computed: computed,
+            parts_resumed: resumed,
+            timings: Timings::default(),
+            counts: CallCounts::default(),
+            cond_s: 0.0,
+            vae_s: 0.0,
+            wall_s: 0.0,
+            gflops_per_image: 0.0,
+        };
+        for rec in records {
+            s.timings.add(&rec.timings);
+            s.counts.merge(&rec.counts);
+            s.cond_s += rec.cond_s;
+            s.vae_s += rec.vae_s;
+            s.wall_s += rec.wall_s;
+        }
+        s
+    }
+
+    /// `timings_s` and `s_per_image` of run.json.
+    fn timing_json(&self, note: &str) -> (Value, Value) {
+        let t = &self.timings;
+        (
+            json!({ "time_embed": t.time_embed_s, "encoder": t.encoder_s, "decoder": t.decoder_s, "scheduler": t.scheduler_s,
+                "unet_loop": t.total_s, "cond_encoder": self.cond_s, "vae": self.vae_s, "total": self.wall_s }),
+            json!({ "unet_loop": self.unet_s_per_image(), "total": self.total_s_per_image(), "note": note }),
+        )
+    }
+
     /// UNet loop seconds per image.
     pub fn unet_s_per_image(&self) -> f64 {
         self.timings.total_s / self.n.max(1) as f64
@@ -368,25 +402,7 @@ impl SampleRun<'_> {
             .collect::<Result<Vec<_>>>()?;
         let all = Tensor::cat(&imgs, 0);
         write_tensors_atomic(&self.out.join("samples.safetensors"), &[("samples", &all)])?;
-        let mut s = RunSummary {
-            n: all.size()[0] as usize,
-            indices: parts.iter().flat_map(|r| r.clone()).collect(),
-            parts_computed: computed,
-            parts_resumed: resumed,
-            timings: Timings::default(),
-            counts: CallCounts::default(),
-            cond_s: 0.0,
-            vae_s: 0.0,
-            wall_s: 0.0,
-            gflops_per_image: 0.0,
-        };
-        for rec in records {
-            s.timings.add(&rec.timings);
-            s.counts.merge(&rec.counts);
-            s.cond_s += rec.cond_s;
-            s.vae_s += rec.vae_s;
-            s.wall_s += rec.wall_s;
-        }
+        let mut s = RunSummary::from_records(records, computed, resumed);
         s.gflops_per_image = s.counts.gflops_per_image(self.model, s.n);
         if self.pngs {
             let cols = self.model.manifest.cond.num_classes.unwrap_or(8).clamp(1, 10).min(s.n as i64);
@@ -465,17 +481,10 @@ impl SampleRun<'_> {
         o.insert("conditions".into(), json!(conds));
         o.insert("indices".into(), json!(s.indices));
         o.insert("n_folder".into(), json!(s.n));
-        o.insert(
-            "timings_s".into(),
-            json!({ "time_embed": s.timings.time_embed_s, "encoder": s.timings.encoder_s, "decoder": s.timings.decoder_s,
-                "scheduler": s.timings.scheduler_s, "unet_loop": s.timings.total_s, "cond_encoder": s.cond_s, "vae": s.vae_s,
-                "total": s.wall_s }),
-        );
-        o.insert(
-            "s_per_image".into(),
-            json!({ "unet_loop": s.unet_s_per_image(), "total": s.total_s_per_image(),
-                "note": "sums of per-part timings; total = conditioning + UNet loop + VAE + writing" }),
-        );
+        let (timings, per_image) =
+            s.timing_json("sums of per-part timings; total = conditioning + UNet loop + VAE + writing");
+        o.insert("timings_s".into(), timings);
+        o.insert("s_per_image".into(), per_image);
         o.insert("parts".into(), json!({ "computed": s.parts_computed, "resumed": s.parts_resumed }));
         o.insert("counts".into(), json!(s.counts));
         o.insert(
@@ -582,9 +591,7 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Value> {
         .collect();
     stems.sort();
     let mut imgs = Vec::new();
-    let mut indices = Vec::new();
-    let (mut timings, mut counts, mut cond_s, mut vae_s, mut wall) =
-        (Timings::default(), CallCounts::default(), 0.0, 0.0, 0.0);
+    let mut records = Vec::new();
     for s in &stems {
         let rec: PartRecord = serde_json::from_value(read(&pd.join(format!("{s}.json")))?)
             .map_err(|e| Error::Format { path: pd.join(format!("{s}.json")), msg: e.to_string() })?;
@@ -595,16 +602,13 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Value> {
                 msg: "images do not match their record".into(),
             });
         }
-        indices.extend(rec.start..rec.end);
-        timings.add(&rec.timings);
-        counts.merge(&rec.counts);
-        cond_s += rec.cond_s;
-        vae_s += rec.vae_s;
-        wall += rec.wall_s;
+        records.push(rec);
         imgs.push(t);
     }
+    let summary = RunSummary::from_records(&records, 0, records.len());
+    let indices = &summary.indices;
     let n_total = cfg["n"].as_u64().unwrap_or(0) as usize;
-    if indices != (0..n_total).collect::<Vec<_>>() {
+    if *indices != (0..n_total).collect::<Vec<_>>() {
         return Err(Error::Input(format!(
             "fd merge: the shards hold {} of the run's {n_total} samples",
             indices.len()
@@ -623,17 +627,10 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<Value> {
     o.insert("merged_from".into(), json!(shards));
     o.insert("indices".into(), json!(indices));
     o.insert("n_folder".into(), json!(n_total));
-    o.insert(
-        "timings_s".into(),
-        json!({ "time_embed": timings.time_embed_s, "encoder": timings.encoder_s, "decoder": timings.decoder_s,
-            "scheduler": timings.scheduler_s, "unet_loop": timings.total_s, "cond_encoder": cond_s, "vae": vae_s, "total": wall }),
-    );
-    o.insert(
-        "s_per_image".into(),
-        json!({ "unet_loop": timings.total_s / n_total as f64, "total": wall / n_total as f64,
-            "note": "sums over shards (processes may have run on different machines)" }),
-    );
-    o.insert("counts".into(), json!(counts));
+    let (timings, per_image) = summary.timing_json("sums over shards (processes may have run on different machines)");
+    o.insert("timings_s".into(), timings);
+    o.insert("s_per_image".into(), per_image);
+    o.insert("counts".into(), json!(summary.counts));
     o.insert("gflops_per_image".into(), json!({ "value": gflops }));
     o.insert("machine".into(), json!(runs.iter().map(|r| r["machine"].clone()).collect::<Vec<_>>()));
     write_atomic(&out.join("run.json"), serde_json::to_string_pretty(&run)?.as_bytes())?;
