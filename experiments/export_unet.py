@@ -17,8 +17,10 @@ FLOPs per graph are measured at batch 1 with torch.utils.flop_counter (FLOPs = 2
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
+import math
 import os
 import sys
 import warnings
@@ -36,10 +38,40 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # Wrappers: each holds only the submodules its graph needs, so a graph file embeds only its part.
 # They mirror UNet2DConditionModel.forward stage by stage (no class/aug embeddings, no ControlNet).
 # ---------------------------------------------------------------------------------------------
+class TimestepProj(nn.Module):
+    """diffusers `Timesteps` (`get_timestep_embedding`) with its frequency table held as a buffer.
+
+    Traced as-is, diffusers' `torch.arange(..., device=timesteps.device)` is recorded with the
+    export device as a constant (`device=torch.device("cpu")`), so the graph fails on any other
+    device. A buffer moves with the graph (`torch.jit.load(map_location=...)`, tch
+    `load_on_device`). The table is computed with diffusers' own ops in float32 on the CPU, so the
+    values are the ones the traced CPU graph computed."""
+
+    def __init__(self, tp, max_period: int = 10000):
+        super().__init__()
+        self.half = tp.num_channels // 2
+        self.odd = tp.num_channels % 2 == 1
+        self.flip = bool(tp.flip_sin_to_cos)
+        self.scale = tp.scale
+        exponent = -math.log(max_period) * torch.arange(start=0, end=self.half, dtype=torch.float32)
+        exponent = exponent / (self.half - tp.downscale_freq_shift)
+        self.register_buffer("freqs", torch.exp(exponent))
+
+    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
+        emb = timesteps[:, None].float() * self.freqs[None, :]
+        emb = self.scale * emb
+        emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
+        if self.flip:
+            emb = torch.cat([emb[:, self.half:], emb[:, :self.half]], dim=-1)
+        if self.odd:
+            emb = torch.nn.functional.pad(emb, (0, 1, 0, 0))
+        return emb
+
+
 class TimeEmbed(nn.Module):
     def __init__(self, unet):
         super().__init__()
-        self.time_proj = unet.time_proj
+        self.time_proj = TimestepProj(unet.time_proj)
         self.time_embedding = unet.time_embedding
 
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
@@ -197,6 +229,11 @@ class ShallowDecoder(Decoder):
 class Full(nn.Module):
     def __init__(self, unet):
         super().__init__()
+        # diffusers' own forward, with the device-portable time projection (on a copy whose
+        # submodule table is its own, so the caller's UNet is left as it was).
+        unet = copy.copy(unet)
+        unet._modules = dict(unet._modules)
+        unet.time_proj = TimestepProj(unet.time_proj)
         self.unet = unet
 
     def forward(self, sample, timesteps, cond):

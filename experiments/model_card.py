@@ -54,7 +54,8 @@ def main():
         f"Noise schedule / sampler config: `{json.dumps(m['scheduler'])}`.",
         "",
         f"Trained by `just train-default` (experiments/train_fmnist.py, seed {train['args']['seed']}, batch {train['args']['batch']},"
-        f" lr {train['args']['lr']}, EMA {train['args']['ema']}): exported EMA weights at step {t.get('checkpoint_step')},"
+        f" lr {train['args']['lr']} with a cosine decay to 0 over the last {train['args'].get('decay_frac', 0):.0%} of the steps,"
+        f" EMA {train['args']['ema']}): exported EMA weights at step {t.get('checkpoint_step')},"
         f" {t.get('wall_s', 0) / 3600:.2f} h of training wall time on {run['machine']['cpu']} ({run['machine']['cores']} cores).",
         "",
         "![loss](loss.png)",

@@ -4,7 +4,7 @@ Seeded and resumable: a checkpoint (weights, EMA weights, optimizer, RNG, step) 
 every --ckpt-every steps and the run continues from it when restarted with the same --run-dir. Loss
 is appended to <run-dir>/loss.csv. Export the EMA weights with `export_unet.py --checkpoint`.
 
-  python experiments/train_fmnist.py --run-dir ~/.cache/fd/train/fmnist --steps 5000
+  python experiments/train_fmnist.py --run-dir ~/.cache/fd/train/fmnist --steps 9000
 """
 from __future__ import annotations
 
@@ -48,6 +48,18 @@ def build_scheduler() -> DDPMScheduler:
     return DDPMScheduler(**cfg)
 
 
+def learning_rate(step: int, args) -> float:
+    """Linear warm-up, constant, then a cosine decay to 0 over the last `decay_frac` of the steps.
+
+    A function of (step, args) only, so a resumed run follows the same schedule as an uninterrupted
+    one with the same --steps."""
+    lr = args.lr * min(1.0, (step + 1) / args.warmup)
+    start = args.steps * (1.0 - args.decay_frac)
+    if args.decay_frac > 0 and step >= start:
+        lr *= 0.5 * (1.0 + math.cos(math.pi * (step - start) / (args.steps - start)))
+    return lr
+
+
 def atomic_save(obj, path: str) -> None:
     tmp = path + ".tmp"
     torch.save(obj, tmp)
@@ -61,6 +73,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--warmup", type=int, default=250)
+    ap.add_argument("--decay-frac", type=float, default=0.3,
+                    help="cosine-decay the learning rate to 0 over this final fraction of --steps (0: constant)")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--label-dropout", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
@@ -125,7 +139,7 @@ def main() -> None:
         t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        lr = learning_rate(step, args)
         for g in opt.param_groups:
             g["lr"] = lr
         pred = model.unet(xt, t, encoder_hidden_states=model.cond(y)).sample

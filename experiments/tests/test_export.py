@@ -3,6 +3,7 @@ import gzip
 import os
 import struct
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from diffusers import UNet2DConditionModel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fmnist_data  # noqa: E402
-from export_unet import Decoder, Encoder, TimeEmbed, export_model  # noqa: E402
+from export_unet import Decoder, Encoder, TimeEmbed, TimestepProj, export_model  # noqa: E402
 
 
 def tiny_unet(sample_size):
@@ -58,6 +59,28 @@ def test_traced_graphs_accept_other_batch_sizes(tmp_path):
         ref = unet(x, t, encoder_hidden_states=c).sample
     assert (out - ref).abs().max().item() <= 1e-5
     assert len(m["skip_shapes"]) == len(feats) - 1
+
+
+@pytest.mark.parametrize("channels,flip,shift", [(32, True, 0), (320, True, 0), (32, False, 1), (33, True, 1)])
+def test_timestep_proj_is_bitwise_diffusers(channels, flip, shift):
+    from diffusers.models.embeddings import Timesteps
+
+    ref = Timesteps(channels, flip, shift)
+    t = torch.tensor([0.0, 1.0, 21.0, 500.0, 999.0, 981.5])
+    assert torch.equal(TimestepProj(ref)(t), ref(t))
+
+
+def test_graphs_bake_in_no_device(tmp_path):
+    """Traced diffusers code records `device=timesteps.device` as the export device; a graph with a
+    baked `torch.device(...)` fails on any other device (seen on an H100: "cuda:0 and cpu")."""
+    unet = tiny_unet(16)
+    export_model(str(tmp_path), "t", unet, dict(num_train_timesteps=1000), None, dict(kind="embedding", seq_len=5, dim=8))
+    for pt in tmp_path.glob("*.pt"):
+        with zipfile.ZipFile(pt) as z:
+            for name in z.namelist():
+                if "/code/" in name and name.endswith(".py"):
+                    code = z.read(name).decode()
+                    assert "torch.device(" not in code, f"{pt.name}:{name} bakes in a device"
 
 
 def test_idx_reader_rejects_truncated_and_wrong_magic(tmp_path):

@@ -94,7 +94,7 @@ fn bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, summary: &Summary) ->
         .margin(10)
         .x_label_area_size(60)
         .y_label_area_size(60)
-        .build_cartesian_2d((0..layers.len()).into_segmented(), 0.0..hi)
+        .build_cartesian_2d((0..layers.len().saturating_sub(1)).into_segmented(), 0.0..hi)
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
@@ -132,14 +132,18 @@ fn heatmap<DB: DrawingBackend>(
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(90)
-        .build_cartesian_2d(0usize..steps, 0usize..names.len())
+        // Segmented rows put each layer's label at the centre of its row (not on a row boundary).
+        .build_cartesian_2d(0usize..steps, (0usize..names.len().saturating_sub(1)).into_segmented())
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
         .disable_mesh()
         .x_desc("step")
         .y_labels(names.len())
-        .y_label_formatter(&|y| names.get(*y).cloned().unwrap_or_default())
+        .y_label_formatter(&|y| match y {
+            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
         .draw()
         .map_err(|e| e.to_string())?;
     for (row, pts) in s.values().enumerate() {
@@ -147,7 +151,7 @@ fn heatmap<DB: DrawingBackend>(
             .draw_series(pts.iter().map(|&(x, v)| {
                 let t = (v / hi).sqrt();
                 let col = ViridisRGB::get_color(t);
-                Rectangle::new([(x, row), (x + 1, row + 1)], col.filled())
+                Rectangle::new([(x, SegmentValue::Exact(row)), (x + 1, SegmentValue::Exact(row + 1))], col.filled())
             }))
             .map_err(|e| e.to_string())?;
     }

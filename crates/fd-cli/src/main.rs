@@ -369,7 +369,7 @@ fn info(dir: &Path, device: &str) -> Result<()> {
     println!("device       {}", fd_model::device::describe(model.device));
     println!(
         "libtorch     {} (cuda available: {}, cudnn: {})",
-        fd_model::device::LIBTORCH_LIB,
+        fd_model::device::libtorch_summary(),
         fd_model::tch::Cuda::is_available(),
         fd_model::tch::Cuda::cudnn_is_available()
     );

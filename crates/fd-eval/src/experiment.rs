@@ -558,7 +558,7 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetMode
     let bytes = csv.into_inner().map_err(|e| Error::Input(e.to_string()))?;
     write_atomic(&opt.results_dir.join("table.csv"), &bytes)?;
     let exp = json!({ "config": cfg, "command": std::env::args().collect::<Vec<_>>(), "machine": m,
-        "versions": { "fd": env!("CARGO_PKG_VERSION"), "libtorch": fd_model::device::LIBTORCH_LIB },
+        "versions": { "fd": env!("CARGO_PKG_VERSION"), "libtorch": fd_model::device::libtorch_summary() },
         "work_dir": opt.work_dir, "rows": rows });
     write_atomic(&opt.results_dir.join("experiment.json"), serde_json::to_string_pretty(&exp)?.as_bytes())
 }

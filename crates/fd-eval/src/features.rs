@@ -67,11 +67,27 @@ fn cached(path: &Path, sha1: &str, rows: i64) -> Option<Tensor> {
 
 /// Features [N, 2048] (f64) of every image in `dir`, in index order, using and filling the cache.
 /// `progress` receives the number of images done.
-pub fn folder_features(dir: &Path, inception: &Inception, mut progress: impl FnMut(usize)) -> Result<Tensor> {
+pub fn folder_features(dir: &Path, inception: &Inception, progress: impl FnMut(usize)) -> Result<Tensor> {
     let tag = format!("inception-{}", &inception.sha1[..12.min(inception.sha1.len())]);
+    let out = chunked_features(chunks(dir, &tag)?, inception, progress)?;
+    if out.size()[0] == 0 {
+        return Err(Error::Input(format!("{}: no images", dir.display())));
+    }
+    Ok(out)
+}
+
+/// Features [N, 2048] (f64) of image chunks, each read from its cache file when that holds the
+/// features of exactly these images (SHA-1), else computed and cached (temp + rename), so an
+/// interrupted extraction resumes at the first missing chunk. One code path for sample folders and
+/// reference sets. `progress` receives the number of images done.
+pub fn chunked_features(
+    chunks: impl IntoIterator<Item = (Tensor, PathBuf)>,
+    inception: &Inception,
+    mut progress: impl FnMut(usize),
+) -> Result<Tensor> {
     let mut out = Vec::new();
     let mut done = 0;
-    for (imgs, cache) in chunks(dir, &tag)? {
+    for (imgs, cache) in chunks {
         let rows = imgs.size()[0];
         let sha = tensor_sha1(&imgs)?;
         let feats = match cached(&cache, &sha, rows) {
@@ -91,7 +107,7 @@ pub fn folder_features(dir: &Path, inception: &Inception, mut progress: impl FnM
         out.push(feats.to_kind(Kind::Double));
     }
     if out.is_empty() {
-        return Err(Error::Input(format!("{}: no images", dir.display())));
+        return Ok(Tensor::zeros([0, 2048], (Kind::Double, tch::Device::Cpu)));
     }
     Ok(Tensor::cat(&out, 0))
 }

@@ -494,7 +494,7 @@ impl SampleRun<'_> {
         o.insert("machine".into(), machine(self.model.device));
         o.insert(
             "versions".into(),
-            json!({ "fd": env!("CARGO_PKG_VERSION"), "libtorch": fd_model::device::LIBTORCH_LIB }),
+            json!({ "fd": env!("CARGO_PKG_VERSION"), "libtorch": fd_model::device::libtorch_summary() }),
         );
         v
     }

@@ -2,7 +2,7 @@
 //!
 //! The PyPI libtorch is a CUDA build, but the linker's `--as-needed` drops `libtorch_cuda.so`
 //! because no symbol of it is referenced, and then libtorch reports no CUDA. When a CUDA device is
-//! requested we therefore load `libtorch_cuda.so` (from the libtorch tch was built against) with
+//! requested we therefore load `libtorch_cuda.so` (beside the libtorch_cpu this process loaded) with
 //! RTLD_GLOBAL before the first CUDA query, which registers libtorch's CUDA backend.
 
 use std::sync::OnceLock;
@@ -11,8 +11,48 @@ use tch::Device;
 
 use crate::{Error, Result};
 
-/// Where tch's libtorch lives (set by the shared build script).
+/// Where tch's libtorch lived at build time (set by the shared build script; the binary's rpath).
 pub const LIBTORCH_LIB: &str = env!("FD_LIBTORCH_LIB");
+
+/// The directory of the `libtorch_cpu.so` this process actually loaded (read from
+/// `/proc/self/maps`), so a binary run against another libtorch through `LD_LIBRARY_PATH` loads the
+/// CUDA backend and reports the version from there; the build-time directory when it cannot be read.
+pub fn libtorch_dir() -> String {
+    let loaded = std::fs::read_to_string("/proc/self/maps").ok().and_then(|maps| {
+        maps.lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|path| path.ends_with("/libtorch_cpu.so"))
+            .and_then(|path| std::path::Path::new(path).parent().map(|d| d.display().to_string()))
+    });
+    loaded.unwrap_or_else(|| LIBTORCH_LIB.to_string())
+}
+
+/// The loaded libtorch's version as the PyPI wheel records it (`torch/version.py` beside `lib/`),
+/// e.g. `2.13.0+cu130`; `None` for a libtorch without that file.
+pub fn libtorch_version() -> Option<String> {
+    let dir = libtorch_dir();
+    let text = std::fs::read_to_string(std::path::Path::new(&dir).join("../version.py")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("__version__ = "))
+        .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+}
+
+/// `DIR (VERSION)` of the loaded libtorch, for `fd info` and run records.
+pub fn libtorch_summary() -> String {
+    match libtorch_version() {
+        Some(v) => format!("{} ({v})", libtorch_dir()),
+        None => libtorch_dir(),
+    }
+}
+
+fn libtorch_file(name: &str) -> String {
+    let dir = libtorch_dir();
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
 
 static CUDA_LOAD: OnceLock<std::result::Result<String, String>> = OnceLock::new();
 
@@ -20,11 +60,7 @@ static CUDA_LOAD: OnceLock<std::result::Result<String, String>> = OnceLock::new(
 pub fn load_cuda_backend() -> std::result::Result<String, String> {
     CUDA_LOAD
         .get_or_init(|| {
-            let path = if LIBTORCH_LIB.is_empty() {
-                "libtorch_cuda.so".to_string()
-            } else {
-                format!("{LIBTORCH_LIB}/libtorch_cuda.so")
-            };
+            let path = libtorch_file("libtorch_cuda.so");
             // SAFETY: loading libtorch's own CUDA library runs its static initialisers, which only
             // register the CUDA backend with the already-loaded libtorch_cpu; the handle is leaked
             // on purpose so the library stays loaded for the life of the process.
@@ -90,8 +126,7 @@ pub fn set_deterministic() -> std::result::Result<(), String> {
     if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
         std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
     }
-    let path =
-        if LIBTORCH_LIB.is_empty() { "libtorch_cpu.so".to_string() } else { format!("{LIBTORCH_LIB}/libtorch_cpu.so") };
+    let path = libtorch_file("libtorch_cpu.so");
     // SAFETY: libtorch_cpu is already loaded by this process (tch links it); opening it again only
     // bumps its reference count. The symbols are at::globalContext() and non-virtual members of
     // at::Context taking (this, bool[, bool]) under the Itanium C++ ABI used by the PyPI build.
