@@ -39,7 +39,7 @@ fixtures: setup
     {{env}} python crates/fd-sched/tests/fixtures/gen_golden.py
 
 # Train the default model (resumable; checkpoints under $FD_CACHE/train/fmnist), then export it.
-train-default STEPS="9000": setup
+train-default STEPS="8000": setup
     {{env}} python experiments/train_fmnist.py --run-dir "$FD_CACHE/train/fmnist" --steps {{STEPS}}
     just export-default
 

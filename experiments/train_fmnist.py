@@ -4,7 +4,7 @@ Seeded and resumable: a checkpoint (weights, EMA weights, optimizer, RNG, step) 
 every --ckpt-every steps and the run continues from it when restarted with the same --run-dir. Loss
 is appended to <run-dir>/loss.csv. Export the EMA weights with `export_unet.py --checkpoint`.
 
-  python experiments/train_fmnist.py --run-dir ~/.cache/fd/train/fmnist --steps 9000
+  python experiments/train_fmnist.py --run-dir ~/.cache/fd/train/fmnist --steps 8000
 """
 from __future__ import annotations
 
