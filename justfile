@@ -83,9 +83,17 @@ bench-harness N="16" REPEATS="3": build
 # All benchmarks: criterion micro-benches (scheduler step, Frechet distance 2048-d, plan
 # construction), Rust vs Python harness, and the plan speedups vs their FLOPs bound.
 bench: build
-    {{env}} cargo bench -p fd-sched -p fd-eval
+    just bench-micro
     just bench-harness
     just bench-sampling
+
+# Criterion micro-benches (scheduler step, plan construction, 2048-d Frechet distance); the report
+# is kept in results/criterion/<date>-<machine>/criterion.txt (HTML under target/criterion).
+bench-micro: build
+    mkdir -p "results/criterion/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
+    {{env}} cargo bench -p fd-sched -p fd-eval 2>&1 \
+        | grep -v -E '^\s*(Compiling|Running|Finished|Benchmarking .*: (Warming|Collecting|Analyzing))' \
+        | tee "results/criterion/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}/criterion.txt"
 
 # Measure the default model and write its card (models/fmnist/README.md, loss.png, sample grid):
 # DDIM-50 + CFG, N samples balanced over the 10 classes, class consistency and FID/KID.
