@@ -42,25 +42,33 @@ pub fn reference_features(name: &str, inception: &Inception, progress: &indicati
     progress.set_message(format!("Inception features of {name}"));
     // Chunk caches make the one-time extraction (10k images, ~17 min on 2 cores) resumable; they
     // are folded into the one features file at the end and removed.
-    let chunk_dir = reference_chunk_dir(&path);
-    let chunks = (0..n).step_by(REFERENCE_CHUNK as usize).map(|s| {
-        let e = (s + REFERENCE_CHUNK).min(n);
-        (images.narrow(0, s, e - s), chunk_dir.join(format!("{s:06}-{e:06}.safetensors")))
-    });
+    let chunks = reference_chunks(&images, &path);
     let feats = crate::features::chunked_features(chunks, inception, |done| progress.set_position(done as u64))?;
     crate::runner::write_tensors_atomic(&path, &[("features", &feats)])?;
     Stats::from_features(&feats)?.save_npz(&path.with_extension("").with_extension("stats.npz"))?;
-    let _ = std::fs::remove_dir_all(&chunk_dir);
+    let _ = std::fs::remove_dir_all(reference_chunk_dir(&path));
     Ok(feats)
 }
 
 /// Images per resumable chunk of a reference set's feature extraction.
-pub const REFERENCE_CHUNK: i64 = 1000;
+const REFERENCE_CHUNK: i64 = 1000;
 
 /// Where the per-chunk caches of reference features live while they are being computed:
 /// `<cache>/<name>-<sha>.chunks/SSSSSS-EEEEEE.safetensors` (features + the chunk's image SHA-1).
 pub fn reference_chunk_dir(features_path: &Path) -> PathBuf {
     features_path.with_extension("").with_extension("chunks")
+}
+
+/// The reference images cut into resumable chunks of [`REFERENCE_CHUNK`], each with its cache file.
+pub fn reference_chunks(images: &Tensor, features_path: &Path) -> Vec<(Tensor, PathBuf)> {
+    let (n, dir) = (images.size()[0], reference_chunk_dir(features_path));
+    (0..n)
+        .step_by(REFERENCE_CHUNK as usize)
+        .map(|s| {
+            let e = (s + REFERENCE_CHUNK).min(n);
+            (images.narrow(0, s, e - s), dir.join(format!("{s:06}-{e:06}.safetensors")))
+        })
+        .collect()
 }
 
 /// A cached feature file, trusted only when complete and of the expected row count.

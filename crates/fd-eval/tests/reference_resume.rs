@@ -4,7 +4,7 @@
 //! the features file + statistics. (One test in this binary: it sets FD_CACHE for the process.)
 
 use fd_eval::inception::{default_path, Inception};
-use fd_eval::reference::{cache_dir, fmnist_test_images, reference_chunk_dir, reference_features, REFERENCE_CHUNK};
+use fd_eval::reference::{cache_dir, fmnist_test_images, reference_chunk_dir, reference_chunks, reference_features};
 use fd_eval::runner::{tensor_sha1, write_tensors_atomic};
 use tch::{Device, Kind, Tensor};
 
@@ -21,11 +21,9 @@ fn reference_features_resume_from_chunk_caches() {
     let n = images.size()[0];
     tch::manual_seed(7);
     let mut expected = Vec::new();
-    for s in (0..n).step_by(REFERENCE_CHUNK as usize) {
-        let e = (s + REFERENCE_CHUNK).min(n);
-        let sha = tensor_sha1(&images.narrow(0, s, e - s)).unwrap();
-        let f = Tensor::randn([e - s, 2048], (Kind::Float, Device::Cpu));
-        let file = chunks.join(format!("{s:06}-{e:06}.safetensors"));
+    for (imgs, file) in reference_chunks(&images, &path) {
+        let sha = tensor_sha1(&imgs).unwrap();
+        let f = Tensor::randn([imgs.size()[0], 2048], (Kind::Float, Device::Cpu));
         write_tensors_atomic(&file, &[("features", &f), ("images_sha1", &Tensor::from_slice(sha.as_bytes()))]).unwrap();
         expected.push(f);
     }

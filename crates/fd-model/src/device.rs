@@ -18,13 +18,17 @@ pub const LIBTORCH_LIB: &str = env!("FD_LIBTORCH_LIB");
 /// `/proc/self/maps`), so a binary run against another libtorch through `LD_LIBRARY_PATH` loads the
 /// CUDA backend and reports the version from there; the build-time directory when it cannot be read.
 pub fn libtorch_dir() -> String {
-    let loaded = std::fs::read_to_string("/proc/self/maps").ok().and_then(|maps| {
-        maps.lines()
-            .filter_map(|l| l.split_whitespace().nth(5))
-            .find(|path| path.ends_with("/libtorch_cpu.so"))
-            .and_then(|path| std::path::Path::new(path).parent().map(|d| d.display().to_string()))
-    });
-    loaded.unwrap_or_else(|| LIBTORCH_LIB.to_string())
+    static DIR: OnceLock<String> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let loaded = std::fs::read_to_string("/proc/self/maps").ok().and_then(|maps| {
+            maps.lines()
+                .filter_map(|l| l.split_whitespace().nth(5))
+                .find(|path| path.ends_with("/libtorch_cpu.so"))
+                .and_then(|path| std::path::Path::new(path).parent().map(|d| d.display().to_string()))
+        });
+        loaded.unwrap_or_else(|| LIBTORCH_LIB.to_string())
+    })
+    .clone()
 }
 
 /// The loaded libtorch's version as the PyPI wheel records it (`torch/version.py` beside `lib/`),
@@ -39,9 +43,10 @@ pub fn libtorch_version() -> Option<String> {
 
 /// `DIR (VERSION)` of the loaded libtorch, for `fd info` and run records.
 pub fn libtorch_summary() -> String {
+    let dir = libtorch_dir();
     match libtorch_version() {
-        Some(v) => format!("{} ({v})", libtorch_dir()),
-        None => libtorch_dir(),
+        Some(v) => format!("{dir} ({v})"),
+        None => dir,
     }
 }
 
