@@ -74,6 +74,12 @@ bench-sampling N="16" REPEATS="3": build
         --plans none,50ls,50ls@seq,50ls@cap160,uniform:3,deepcache:3:0 --inject 0.003@0.5 \
         --out "results/bench-sampling/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
 
+# The paper's speed question at SD-1.5 scale on a CUDA GPU without a checkpoint: a random-init
+# model of SD-1.5's exact architecture (float16), DDIM-50 / DPM-Solver++-20, CFG 7.5, batch 1 and 8,
+# baseline vs 50ls (parallel, sequential), uniform:4, DeepCache; report in out/gpu-sd15/report/.
+bench-sd15-gpu: build
+    {{env}} experiments/gpu_sd15_bench.sh target/release/fd out/gpu-sd15
+
 # Rust harness vs the Python diffusers loop (eager UNet2DConditionModel + DDIMScheduler) on the
 # same exported model, interleaved repeats; writes results/bench-harness/<date>-<machine>/.
 bench-harness N="16" REPEATS="3": build

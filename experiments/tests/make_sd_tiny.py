@@ -84,7 +84,7 @@ def write_clip_vocab(dst: str) -> None:
 
 def build_checkpoint(ckpt: str) -> None:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
     UNet2DConditionModel(
@@ -104,12 +104,20 @@ def build_checkpoint(ckpt: str) -> None:
     # Stable Diffusion 1.5's scheduler config
     DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                   set_alpha_to_one=False, steps_offset=1).save_pretrained(os.path.join(ckpt, "scheduler"))
-    vocab_dir = os.path.join(ckpt, "_vocab")
+    build_clip_tokenizer(os.path.join(ckpt, "tokenizer"))
+
+
+def build_clip_tokenizer(dst: str):
+    """SD 1.x's CLIPTokenizer (the real CLIP BPE vocabulary, pad = EOS, 77 tokens), saved to `dst`."""
+    from transformers import CLIPTokenizer
+
+    vocab_dir = dst + "_vocab"
     write_clip_vocab(vocab_dir)
     tok = CLIPTokenizer(os.path.join(vocab_dir, "vocab.json"), os.path.join(vocab_dir, "merges.txt"),
                         pad_token="<|endoftext|>", model_max_length=77)
-    tok.save_pretrained(os.path.join(ckpt, "tokenizer"))
+    tok.save_pretrained(dst)
     shutil.rmtree(vocab_dir)
+    return tok
 
 
 def main(out: str) -> None:

@@ -83,6 +83,33 @@ def test_graphs_bake_in_no_device(tmp_path):
                     assert "torch.device(" not in code, f"{pt.name}:{name} bakes in a device"
 
 
+def test_attention_flops_are_counted_on_cpu(tmp_path):
+    """torch's counter has no CPU formula for SDPA (it counted 0); export_unet supplies torch's own
+    formula, and recount_flops.py, counting the saved TorchScript graphs, agrees with the export."""
+    import torch.nn.functional as F
+    from export_unet import count_flops
+    from recount_flops import recount
+
+    class Attn(torch.nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v)
+
+    q, k = torch.randn(2, 4, 64, 8), torch.randn(2, 4, 16, 8)
+    assert count_flops(Attn(), [q, k, k]) == 2 * (2 * 2 * 4 * 64 * 16 * 8)  # QK^T and AV, 2 x MACs
+    unet = tiny_unet(16)
+    export_model(str(tmp_path), "t", unet, dict(num_train_timesteps=1000), None, dict(kind="embedding", seq_len=5, dim=8))
+    counts = recount(str(tmp_path))
+    assert counts and all(old == new for old, new in counts.values()), counts
+    # the tiny UNet has self-attention at 16x16 (256 tokens): leaving SDPA out would lose these
+    enc = Encoder(unet)
+    x, t, c = torch.randn(1, 2, 16, 16), torch.tensor([500.0]), torch.randn(1, 5, 8)
+    emb = TimeEmbed(unet)(t)
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        enc(x, emb, c)
+    assert counts["encoder"][1] > fc.get_total_flops()
+
+
 def test_idx_reader_rejects_truncated_and_wrong_magic(tmp_path):
     p = tmp_path / "x-idx3-ubyte.gz"
     with gzip.open(p, "wb") as f:

@@ -201,6 +201,38 @@ fn family_color(f: &str) -> RGBColor {
     }
 }
 
+/// Height of a point label in pixels (14 px font plus spacing).
+const LABEL_H: i32 = 16;
+
+/// Approximate pixel width of a label in the 14 px sans-serif font.
+fn label_width(s: &str) -> i32 {
+    (s.chars().count() as f64 * 7.4).ceil() as i32
+}
+
+/// Top-left corners for point labels: right of each point (pixel coordinates `pts`), at the
+/// first vertical offset (0, -h, +h, -2h, ...) whose box overlaps no label placed before it and
+/// no point marker, so labels of nearby points stay readable.
+fn place_labels(pts: &[(i32, i32)], widths: &[i32], h: i32) -> Vec<(i32, i32)> {
+    let overlaps = |a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+    let markers: Vec<(i32, i32, i32, i32)> = pts.iter().map(|&(x, y)| (x - 5, y - 5, x + 5, y + 5)).collect();
+    let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+    let mut out = Vec::with_capacity(pts.len());
+    for (&(x, y), &w) in pts.iter().zip(widths) {
+        let base = (x + 7, y - h);
+        let boxed = |dy: i32| (base.0, base.1 + dy, base.0 + w, base.1 + dy + h);
+        let dy = (0..12)
+            .map(|k| if k % 2 == 0 { -(k / 2) * h } else { (k / 2 + 1) * h })
+            .find(|&dy| {
+                let b = boxed(dy);
+                !placed.iter().chain(&markers).any(|&o| overlaps(b, o))
+            })
+            .unwrap_or(0);
+        placed.push(boxed(dy));
+        out.push((base.0, base.1 + dy));
+    }
+    out
+}
+
 fn render_pareto<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,
@@ -238,16 +270,13 @@ fn render_pareto<DB: DrawingBackend>(
     for p in &fin {
         let col = family_color(&p.family);
         chart.draw_series(std::iter::once(Circle::new((p.x, p.y), 5, col.filled()))).map_err(|e| e.to_string())?;
-        chart
-            .draw_series(std::iter::once(Text::new(
-                p.label.clone(),
-                (p.x, p.y),
-                ("sans-serif", 14).into_font().color(&col).pos(plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Left,
-                    plotters::style::text_anchor::VPos::Bottom,
-                )),
-            )))
-            .map_err(|e| e.to_string())?;
+    }
+    // labels in pixel space, moved up or down where they would cover another label or point
+    let px: Vec<(i32, i32)> = fin.iter().map(|p| chart.backend_coord(&(p.x, p.y))).collect();
+    let widths: Vec<i32> = fin.iter().map(|p| label_width(&p.label)).collect();
+    for (p, pos) in fin.iter().zip(place_labels(&px, &widths, LABEL_H)) {
+        let font = ("sans-serif", 14).into_font().color(&family_color(&p.family));
+        root.draw(&Text::new(p.label.clone(), pos, font)).map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
 }
@@ -261,4 +290,27 @@ pub fn pareto(pts: &[ParetoPoint], title: &str, xlabel: &str, ylabel: &str, stem
     render_pareto(SVGBackend::new(&svg, (1100, 750)).into_drawing_area(), title, xlabel, ylabel, pts)
         .map_err(err(&svg))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_of_nearby_points_do_not_overlap() {
+        // three points a few px apart with long labels (the uniform k=2 / k=3 case), one far away
+        let pts = [(600, 500), (608, 501), (612, 495), (100, 100)];
+        let w = [80, 80, 80, 80];
+        let pos = place_labels(&pts, &w, LABEL_H);
+        assert_eq!(pos[3], (107, 100 - LABEL_H)); // an isolated point keeps the default place
+        let label = |i: usize| (pos[i].0, pos[i].1, pos[i].0 + w[i], pos[i].1 + LABEL_H);
+        let marker = |i: usize| (pts[i].0 - 5, pts[i].1 - 5, pts[i].0 + 5, pts[i].1 + 5);
+        let hit = |a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+        for i in 0..pts.len() {
+            for k in 0..pts.len() {
+                assert!(!hit(label(i), marker(k)), "label {i} covers point {k}: {pos:?}");
+                assert!(i == k || !hit(label(i), label(k)), "labels {i} and {k} overlap: {pos:?}");
+            }
+        }
+    }
 }

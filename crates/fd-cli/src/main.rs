@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fd_model::{CondKind, LoadOptions, UNetModel};
-use fd_sched::{Condition, ExecOptions, Injection, Plan};
+use fd_sched::{ExecOptions, Injection, Plan};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -18,15 +18,10 @@ struct Cli {
     cmd: Cmd,
 }
 
-/// A progress bar, drawn only at --log-level info or more verbose (indicatif itself stays quiet
-/// when stderr is not a terminal).
+/// A progress bar, shown at --log-level info or more verbose (as plain lines every 30 s when
+/// stderr is not a terminal; `fd_eval::progress`).
 fn bar(len: u64, msg: &'static str) -> indicatif::ProgressBar {
-    let target = if log::max_level() >= log::LevelFilter::Info {
-        indicatif::ProgressDrawTarget::stderr()
-    } else {
-        indicatif::ProgressDrawTarget::hidden()
-    };
-    indicatif::ProgressBar::with_draw_target(Some(len), target).with_message(msg)
+    fd_eval::progress::bar(len, log::max_level() >= log::LevelFilter::Info).with_message(msg)
 }
 
 #[derive(Subcommand, Debug)]
@@ -253,6 +248,10 @@ struct RunArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// File with one prompt per line, cycled over the samples (needed for text-conditioned
+    /// models; class-conditioned ones cycle their classes).
+    #[arg(long)]
+    prompts: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -272,6 +271,9 @@ struct BenchArgs {
     /// Timed repeats per plan (interleaved across plans; the median is reported).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Run every plan once, untimed, before the timed repeats (--warmup false to skip).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    warmup: bool,
 }
 
 #[derive(Args, Debug)]
@@ -376,25 +378,6 @@ fn info(dir: &Path, device: &str) -> Result<()> {
     Ok(())
 }
 
-fn conditions(model: &UNetModel, a: &SampleArgs) -> Result<Vec<Condition>> {
-    let cycle: Vec<Condition> = if let Some(path) = &a.prompts {
-        let text = std::fs::read_to_string(path).with_context(|| format!("--prompts {}", path.display()))?;
-        let lines: Vec<Condition> =
-            text.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| Condition::Prompt(l.into())).collect();
-        if lines.is_empty() {
-            bail!("--prompts {}: no prompts (file is empty)", path.display());
-        }
-        lines
-    } else if let Some(list) = &a.classes {
-        list.split(',').map(|c| Ok(Condition::Class(model.class_id(c)?))).collect::<Result<_>>()?
-    } else if model.manifest.cond.kind == CondKind::Class {
-        (0..model.manifest.cond.num_classes.unwrap_or(0)).map(Condition::Class).collect()
-    } else {
-        bail!("model `{}` is text-conditioned: pass --prompts FILE", model.manifest.name);
-    };
-    Ok((0..a.n).map(|i| cycle[i % cycle.len()].clone()).collect())
-}
-
 fn sample_cmd(a: &SampleArgs) -> Result<()> {
     use fd_eval::runner::{Existing, SampleRun, Shard};
     if a.n == 0 || a.batch == 0 {
@@ -403,7 +386,7 @@ fn sample_cmd(a: &SampleArgs) -> Result<()> {
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or_default();
     let model = load_with(&a.model, &a.device, a.deterministic)?;
     fd_sched::build_scheduler(&a.scheduler, &model.manifest.scheduler, a.steps, a.eta)?; // validate before any work
-    let conds = conditions(&model, a)?;
+    let conds = fd_eval::experiment::cycle_conditions(&model, a.prompts.as_deref(), a.classes.as_deref(), a.n)?;
     let plan =
         fd_eval::experiment::resolve_plan(&model, &a.scheduler, a.steps, &a.keys, a.cfg, a.calibration_n, &conds)
             .with_context(|| format!("--keys {}", a.keys))?;
@@ -524,8 +507,7 @@ fn experiment_cmd(a: &ExperimentArgs) -> Result<()> {
 
 fn drift_cmd(a: &DriftArgs) -> Result<()> {
     let model = load(&a.run.model, &a.run.device)?;
-    let classes = model.manifest.cond.num_classes.unwrap_or(1).max(1);
-    let conds: Vec<Condition> = (0..a.n).map(|i| Condition::Class(i as i64 % classes)).collect();
+    let conds = fd_eval::experiment::cycle_conditions(&model, a.run.prompts.as_deref(), None, a.n)?;
     let seeds: Vec<u64> = (0..a.n).map(|i| a.run.seed + i as u64).collect();
     let opts = ExecOptions { guidance: a.run.cfg, parallel: false, ..Default::default() };
     let run = format!("{}-{}{}-cfg{}", model.manifest.name, a.run.scheduler, a.run.steps, a.run.cfg);
@@ -591,11 +573,14 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let make = || fd_sched::build_scheduler(&a.run.scheduler, &model.manifest.scheduler, a.run.steps, 0.0);
-    let classes = model.manifest.cond.num_classes.unwrap_or(1).max(1);
-    let conds: Vec<Condition> = (0..a.n).map(|i| Condition::Class(i as i64 % classes)).collect();
+    let conds = fd_eval::experiment::cycle_conditions(&model, a.run.prompts.as_deref(), None, a.n)?;
     let seeds: Vec<u64> = (0..a.n).map(|i| a.run.seed + i as u64).collect();
-    // warm-up (allocator, lazy init), untimed
-    fd_sched::generate_batch(&model, &make, &plans[0].plan, &plans[0].opts, &seeds[..1], &conds[..1])?;
+    // Warm-up, untimed: every plan once at the timed batch size, so first-use costs (allocator
+    // growth, cuDNN algorithm choice per new shape, lazy init) stay out of the timed repeats. On an
+    // H200 without it, one repeat of a plan took 4.7 s against a median of 0.42.
+    for p in plans.iter().take(if a.warmup { plans.len() } else { 0 }) {
+        fd_sched::generate_batch(&model, &make, &p.plan, &p.opts, &seeds, &conds)?;
+    }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); plans.len()];
     let mut gflops = vec![0.0; plans.len()];
     let bar = bar((a.repeats * plans.len()) as u64, "bench");
@@ -608,15 +593,22 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    // the middle value; for an even count, the mean of the two middle ones
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
     };
     let med: Vec<f64> = times.iter_mut().map(median).collect();
     let m = fd_eval::runner::machine(model.device);
     let mut md = format!(
-        "# Sampling benchmark\n\nModel `{}`, {} {} steps, CFG {}, batch {} (N per run), median of {} interleaved repeats, one process.\nMachine: {} ({} cores, {} torch threads), device {}.\nCommand: `{}`\n\n| plan | s/image (UNet loop) | speedup | GFLOPs/image | FLOPs-bound speedup | speedup / FLOPs-bound |\n|---|---|---|---|---|---|\n",
-        model.manifest.name, a.run.scheduler, a.run.steps, a.run.cfg, a.n, a.repeats, m["cpu"], m["cores"], m["torch_threads"], m["device"],
+        "# Sampling benchmark\n\nModel `{}`, {} {} steps, CFG {}, batch {} (N per run), median of {} interleaved repeats{}, one process.\nMachine: {} ({} cores, {} torch threads), device {}.\nCommand: `{}`\n\n| plan | s/image (UNet loop) | speedup | GFLOPs/image | FLOPs-bound speedup | speedup / FLOPs-bound |\n|---|---|---|---|---|---|\n",
+        model.manifest.name, a.run.scheduler, a.run.steps, a.run.cfg, a.n, a.repeats,
+        if a.warmup { " after an untimed warm-up run of each plan" } else { " (no warm-up)" }, m["cpu"], m["cores"], m["torch_threads"], m["device"],
         std::env::args().collect::<Vec<_>>().join(" ")
     );
     let mut rows = Vec::new();
@@ -638,7 +630,7 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&a.run.out).with_context(|| format!("--out {}", a.run.out.display()))?;
     let report = json!({ "command": std::env::args().collect::<Vec<_>>(), "model": model.manifest.name, "scheduler": a.run.scheduler,
-        "steps": a.run.steps, "cfg": a.run.cfg, "n": a.n, "repeats": a.repeats, "machine": m, "rows": rows });
+        "steps": a.run.steps, "cfg": a.run.cfg, "n": a.n, "repeats": a.repeats, "warmup": a.warmup, "machine": m, "rows": rows });
     fd_eval::runner::write_atomic(&a.run.out.join("bench.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     fd_eval::runner::write_atomic(&a.run.out.join("bench.md"), md.as_bytes())?;
     print!("{md}");

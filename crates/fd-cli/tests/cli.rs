@@ -126,3 +126,55 @@ fn bad_inputs_fail_with_clear_messages() {
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
 }
+
+/// The SD-shaped fixture of `just test` (experiments/tests/make_sd_tiny.py; FD_SD_TINY overrides).
+fn sd_tiny() -> PathBuf {
+    std::env::var_os("FD_SD_TINY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures/sd-tiny"))
+        .join("model")
+}
+
+#[test]
+fn bench_and_drift_take_prompts_on_a_text_conditioned_model() {
+    let m = sd_tiny();
+    assert!(
+        m.join("manifest.json").is_file(),
+        "{}: run experiments/tests/make_sd_tiny.py (just test does)",
+        m.display()
+    );
+    let m = m.to_str().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let prompts = d.path().join("prompts.txt");
+    std::fs::write(&prompts, "a cat\n\na photograph of an astronaut riding a horse\n").unwrap();
+    let p = prompts.to_str().unwrap();
+    let o = d.path().join("o");
+    let o = o.to_str().unwrap();
+    for cmd in ["bench", "drift"] {
+        let (ok, _, err) = fd(&[cmd, "--model", m, "--steps", "4", "--n", "2", "--out", o]);
+        assert!(!ok && err.contains("is text-conditioned: pass --prompts FILE"), "{cmd}: {err}");
+        assert!(!err.contains("panicked"), "{cmd}: {err}");
+    }
+    let (ok, out, err) = fd(&[
+        "bench",
+        "--model",
+        m,
+        "--steps",
+        "4",
+        "--n",
+        "2",
+        "--repeats",
+        "1",
+        "--plans",
+        "none,uniform:2",
+        "--prompts",
+        p,
+        "--out",
+        o,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("uniform:2"), "{out}");
+    let (ok, out, err) = fd(&["drift", "--model", m, "--steps", "4", "--n", "2", "--prompts", p, "--out", o]);
+    assert!(ok, "{err}");
+    assert!(out.contains("encoder mean MSE"), "{out}");
+}

@@ -218,7 +218,7 @@ pub struct ExperimentOptions {
     pub only: Vec<String>,
     /// Row-by-row graph calls + libtorch deterministic algorithms (see `fd sample --deterministic`).
     pub deterministic: bool,
-    /// Draw progress bars (they are also hidden when stderr is not a terminal).
+    /// Show progress (a bar on a terminal, a line every 30 s otherwise; see [`crate::progress`]).
     pub progress: bool,
 }
 
@@ -249,20 +249,43 @@ pub struct RowResult {
 }
 
 fn conditions(model: &UNetModel, cfg: &ExperimentConfig) -> Result<Vec<Condition>> {
-    let cycle: Vec<Condition> = if let Some(p) = &cfg.prompts {
-        let text = std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.clone(), source })?;
+    cycle_conditions(model, cfg.prompts.as_deref(), None, cfg.n)
+}
+
+/// The conditions of `n` samples, the one place every command decides them: the lines of
+/// `prompts` (one prompt per line), else the `classes` list (names or ids, comma separated),
+/// else every class of a class-conditioned model, cycled over the samples. A text-conditioned
+/// model without prompts is an error naming `--prompts`.
+pub fn cycle_conditions(
+    model: &UNetModel,
+    prompts: Option<&Path>,
+    classes: Option<&str>,
+    n: usize,
+) -> Result<Vec<Condition>> {
+    let cycle: Vec<Condition> = if let Some(p) = prompts {
+        let text = std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.to_path_buf(), source })?;
         let v: Vec<Condition> =
             text.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| Condition::Prompt(l.into())).collect();
         if v.is_empty() {
-            return Err(Error::Format { path: p.clone(), msg: "no prompts (file is empty)".into() });
+            return Err(Error::Format { path: p.to_path_buf(), msg: "no prompts (file is empty)".into() });
         }
         v
+    } else if let Some(list) = classes {
+        list.split(',')
+            .map(|c| model.class_id(c).map(Condition::Class).map_err(|e| Error::Input(format!("--classes: {e}"))))
+            .collect::<Result<_>>()?
     } else if model.manifest.cond.kind == CondKind::Class {
         (0..model.manifest.cond.num_classes.unwrap_or(0)).map(Condition::Class).collect()
     } else {
-        return Err(Error::Input(format!("model `{}` is text-conditioned: set `prompts`", model.manifest.name)));
+        return Err(Error::Input(format!(
+            "model `{}` is text-conditioned: pass --prompts FILE (one prompt per line; `prompts` in an experiment config)",
+            model.manifest.name
+        )));
     };
-    Ok((0..cfg.n).map(|i| cycle[i % cycle.len()].clone()).collect())
+    if cycle.is_empty() {
+        return Err(Error::Input(format!("model `{}`: no conditions to sample", model.manifest.name)));
+    }
+    Ok((0..n).map(|i| cycle[i % cycle.len()].clone()).collect())
 }
 
 /// Resolve `--keys` for a sampler: anything [`Plan::parse`] takes, or `auto:K` /
@@ -331,16 +354,12 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
                 .map_err(|e| Error::Input(e.to_string()))?,
         };
         let dir = opt.work_dir.join(row.slug());
-        let bar = indicatif::ProgressBar::with_draw_target(
-            Some(cfg.n as u64),
-            if opt.progress {
-                indicatif::ProgressDrawTarget::stderr()
-            } else {
-                indicatif::ProgressDrawTarget::hidden()
-            },
-        )
-        .with_style(style.clone())
-        .with_message(format!("[{}/{}] {}", k + 1, rows.len(), row.label));
+        let bar = crate::progress::bar(cfg.n as u64, opt.progress).with_style(style.clone()).with_message(format!(
+            "[{}/{}] {}",
+            k + 1,
+            rows.len(),
+            row.label
+        ));
         let run = SampleRun {
             model: &model,
             model_dir: &cfg.model,

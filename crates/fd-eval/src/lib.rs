@@ -8,6 +8,7 @@
 //! - [`runner`]: where samples are generated to disk (atomic parts, resume, shards);
 //!   [`features`]: per-chunk cached Inception features of a sample folder and where its FID/KID
 //!   is computed; [`experiment`]: rows of a JSON config -> one evaluated table (table1, ablations).
+//! - [`progress`]: the progress bar every long step uses (plain lines when stderr is a log file).
 
 pub mod clip;
 pub mod consistency;
@@ -18,6 +19,7 @@ pub mod fid;
 pub mod idx;
 pub mod images;
 pub mod inception;
+pub mod progress;
 pub mod reference;
 pub mod runner;
 

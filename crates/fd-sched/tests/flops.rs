@@ -14,8 +14,10 @@ fn sd15_50ls_over_baseline_matches_the_paper_ratio() {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let f = |k: &str| v["flops"][k].as_u64().unwrap();
     let (e, d, t) = (f("encoder"), f("decoder"), f("time_embed"));
-    // the measured split: ~677 GFLOPs per batch-1 forward, decoder ~466 of them
-    assert!(((e + d) as f64 / 1e9 - 677.0).abs() < 2.0, "forward {} GFLOPs", (e + d) as f64 / 1e9);
+    // the measured split: ~803 GFLOPs per batch-1 forward (attention included; ~677 without it,
+    // what torch's counter gave on CPU before experiments/export_unet.py added the CPU SDPA formula),
+    // decoder ~542 of them
+    assert!(((e + d) as f64 / 1e9 - 803.3).abs() < 2.0, "forward {} GFLOPs", (e + d) as f64 / 1e9);
     let base = Plan::new(KeySteps::None, 50).unwrap().gflops_per_image(e, d, t, 2);
     let ours = Plan::new(KeySteps::parse("50ls").unwrap(), 50).unwrap().gflops_per_image(e, d, t, 2);
     let ratio = ours / base;

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The paper's speed question at Stable Diffusion 1.5 scale on a GPU, without a checkpoint: export a
+# random-init model of SD-1.5's exact architecture (experiments/make_sd15_random.py, float16 on
+# CUDA: same shapes and FLOPs as SD-1.5, so the same timings) and time the plans side by side with
+# `fd bench` (interleaved repeats, median): DDIM-50 and DPM-Solver++-20, CFG 7.5, 512 px, batch 1
+# and 8, encoder propagation with the paper's injection vs the baseline and DeepCache.
+#
+#   experiments/gpu_sd15_bench.sh [FD_BINARY] [WORK_DIR]
+#
+# Needs diffusers + transformers in python3 and the CLIPTokenizer folder TOK (default
+# out/sd15-tokenizer; make_sd15_random.py builds it where open_clip_torch is installed). FD_BINARY
+# must be built against the machine's libtorch (README "GPUs"). Writes the report (info.txt and
+# each bench's .md/.json as soon as it finishes) to REPORT (default WORK_DIR/report).
+set -uo pipefail
+FD=${1:-target/release/fd}
+WORK=${2:-out/gpu-sd15}
+TOK=${TOK:-out/sd15-tokenizer}
+REPEATS=${REPEATS:-3}
+R=${REPORT:-$WORK/report}
+mkdir -p "$R"
+TORCH_DIR=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))') || exit 1
+NV=$(find "$TORCH_DIR/.." -path '*nvidia*' -type d -name lib 2>/dev/null | tr '\n' ':')
+export LD_LIBRARY_PATH="$TORCH_DIR/lib:$NV${LD_LIBRARY_PATH:-}"
+step() { echo "+ $*" | tee -a "$R/info.txt"; "$@" 2>&1 | tee -a "$R/info.txt"; return "${PIPESTATUS[0]}"; }
+
+{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; \
+  python3 -c 'import torch, diffusers; print("python torch", torch.__version__, "diffusers", diffusers.__version__)'; } \
+  2>&1 | tee "$R/info.txt"
+M="$WORK/model"
+step python3 experiments/make_sd15_random.py --out "$M" --device cuda --dtype float16 --tokenizer "$TOK" || exit 1
+step "$FD" info "$M" --device cuda || exit 1
+B=("$FD" --log-level warn bench --model "$M" --device cuda --cfg 7.5 --prompts experiments/configs/bench_prompts.txt
+   --inject 0.003@0.5 --repeats "$REPEATS")
+bench() {  # NAME ARGS...: one fd bench run, its table copied into the report at once
+  local name=$1; shift
+  step "${B[@]}" "$@" --out "$WORK/$name" && cp "$WORK/$name/bench.md" "$R/$name.md" && cp "$WORK/$name/bench.json" "$R/$name.json"
+}
+bench ddim_b1 --plans none,50ls,50ls@seq,uniform:4,deepcache:3 --n 1
+bench ddim_b8 --plans none,50ls,50ls@seq,uniform:4,deepcache:3 --n 8
+bench dpmpp_b1 --scheduler dpm++ --steps 20 --plans none,50ls,50ls@seq --n 1
+echo "done: $R"
