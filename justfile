@@ -71,8 +71,13 @@ deepcache-vs-ours *ARGS: build
 # process on the default model; writes results/bench-sampling/<date>-<machine>/bench.{md,json}.
 bench-sampling N="16" REPEATS="3": build
     {{env}} ./target/release/fd bench --model {{model}} --steps 50 --cfg 3 --n {{N}} --repeats {{REPEATS}} \
-        --plans none,50ls,50ls@seq,50ls@cap160,uniform:3,deepcache:3:0 --inject 0.003@0.5 \
+        --plans none,50ls,50ls@seq,50ls@cap96,uniform:3,deepcache:3:0 --inject 0.003@0.5 \
         --out "results/bench-sampling/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
+
+# Per-row cost of one decoder / encoder call vs rows per call (why uncapped parallel decoding is
+# slow on a CPU); writes results/bench-decoder-rows/<date>-<machine>/rows.{md,json}.
+bench-decoder-rows: setup
+    {{env}} python experiments/bench_decoder_rows.py --model {{model}}
 
 # The paper's speed question at SD-1.5 scale on a CUDA GPU without a checkpoint: a random-init
 # model of SD-1.5's exact architecture (float16), DDIM-50 / DPM-Solver++-20, CFG 7.5, batch 1 and 8,

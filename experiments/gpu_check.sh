@@ -16,15 +16,7 @@ M=models/fmnist
 mkdir -p "$WORK/report"
 R="$WORK/report"
 
-TORCH_DIR=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))') || exit 1
-NV=$(find "$TORCH_DIR/.." -path '*nvidia*' -type d -name lib 2>/dev/null | tr '\n' ':')
-export LD_LIBRARY_PATH="$TORCH_DIR/lib:$NV${LD_LIBRARY_PATH:-}"
-
-step() { echo "+ $*" | tee -a "$R/info.txt"; "$@" 2>&1 | tee -a "$R/info.txt"; return "${PIPESTATUS[0]}"; }
-
-{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; \
-  python3 -c 'import torch; print("python torch", torch.__version__, "cuda", torch.version.cuda)'; } \
-  2>&1 | tee "$R/info.txt"
+source "$(dirname "$0")/gpu_common.sh"
 step "$FD" info "$M" --device cuda || { echo "fd info --device cuda FAILED"; exit 1; }
 # The same flag on a CPU-only view of the machine must be a clear error, not a fallback.
 CUDA_VISIBLE_DEVICES= step "$FD" info "$M" --device cuda && echo "UNEXPECTED: no error without a visible GPU"

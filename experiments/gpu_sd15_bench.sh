@@ -18,14 +18,7 @@ TOK=${TOK:-out/sd15-tokenizer}
 REPEATS=${REPEATS:-3}
 R=${REPORT:-$WORK/report}
 mkdir -p "$R"
-TORCH_DIR=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))') || exit 1
-NV=$(find "$TORCH_DIR/.." -path '*nvidia*' -type d -name lib 2>/dev/null | tr '\n' ':')
-export LD_LIBRARY_PATH="$TORCH_DIR/lib:$NV${LD_LIBRARY_PATH:-}"
-step() { echo "+ $*" | tee -a "$R/info.txt"; "$@" 2>&1 | tee -a "$R/info.txt"; return "${PIPESTATUS[0]}"; }
-
-{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; \
-  python3 -c 'import torch, diffusers; print("python torch", torch.__version__, "diffusers", diffusers.__version__)'; } \
-  2>&1 | tee "$R/info.txt"
+source "$(dirname "$0")/gpu_common.sh"
 M="$WORK/model"
 step python3 experiments/make_sd15_random.py --out "$M" --device cuda --dtype float16 --tokenizer "$TOK" || exit 1
 step "$FD" info "$M" --device cuda || exit 1

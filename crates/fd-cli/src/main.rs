@@ -260,7 +260,7 @@ struct BenchArgs {
     run: RunArgs,
     /// Plans, comma separated; the first is the reference. `KEYS`, `KEYS@seq` (sequential
     /// decoders) or `KEYS@capR` (at most R rows per decoder call), e.g. none,50ls,50ls@seq,deepcache:3.
-    #[arg(long, default_value = "none,50ls,50ls@seq,50ls@cap160")]
+    #[arg(long, default_value = "none,50ls,50ls@seq,50ls@cap96")]
     plans: String,
     /// Prior noise injection for the non-baseline plans (C@TAU), as in `fd sample`.
     #[arg(long)]
