@@ -252,6 +252,57 @@ fn experiment_config_writes_its_table() {
     assert!(!ok && err.contains("exp.json") && err.contains("unknown sampler `heun`"), "{err}");
 }
 
+/// The tiny SD-shaped / CLIP fixtures of `just test` (FD_SD_TINY / FD_CLIP_TINY override).
+fn fixture(var: &str, name: &str) -> PathBuf {
+    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| root().join("target/fixtures").join(name));
+    assert!(
+        p.join("stamp").is_file(),
+        "{}: run experiments/tests/make_{}.py (just test does)",
+        p.display(),
+        name.replace('-', "_")
+    );
+    p
+}
+
+#[test]
+fn experiment_on_a_text_model_uses_prompts_and_clip_score() {
+    // the paper's protocol path (PROMPTS=... CLIP=... REF=stats.npz) on the tiny SD-shaped model
+    let d = tempfile::tempdir().unwrap();
+    let prompts = d.path().join("captions.txt");
+    std::fs::write(&prompts, "a photograph of an astronaut riding a horse\na bowl of fruit\n").unwrap();
+    let cfg = d.path().join("exp.json");
+    let config = serde_json::json!({
+        "name": "sd-mini", "model": fixture("FD_SD_TINY", "sd-tiny").join("model"), "n": 4, "batch": 2,
+        "guidance": 7.5, "reference": stats_npz(d.path()), "prompts": prompts,
+        "clip": fixture("FD_CLIP_TINY", "clip-tiny").join("model"),
+        "rows": [
+            { "label": "DDIM-6", "steps": 6 },
+            { "label": "ours", "steps": 6, "keys": "uniform:2", "inject": "0.003@0.5", "baseline": "DDIM-6" }
+        ]
+    });
+    std::fs::write(&cfg, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let (res, work) = (d.path().join("res"), d.path().join("work"));
+    let (ok, out, err) =
+        fd(&["experiment", cfg.to_str().unwrap(), "--out", res.to_str().unwrap(), "--work", work.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("| ours |"), "{out}");
+    let mut rdr = csv::Reader::from_path(res.join("table.csv")).unwrap();
+    let h = rdr.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    let col = |r: &csv::StringRecord, name: &str| r[h.iter().position(|x| x == name).unwrap()].to_string();
+    for r in &rows {
+        let clip: f64 = col(r, "clip_s").parse().unwrap();
+        assert!((0.0..=2.5).contains(&clip), "CLIP-S {clip}");
+        assert_eq!(col(r, "consistency"), "", "no class consistency for a text model");
+        assert!(col(r, "fid").parse::<f64>().unwrap().is_finite());
+        assert!(col(r, "ftc").parse::<f64>().is_ok(), "FTC from CLIP-S");
+    }
+    // the prompts are recorded, cycled over the samples
+    let run: serde_json::Value = serde_json::from_slice(&read(&res.join("rows/ours/run.json"))).unwrap();
+    let conds = run.pointer("/config/conditions").or_else(|| run.get("conditions")).cloned().unwrap_or_default();
+    assert!(conds.to_string().contains("a bowl of fruit"), "{run}");
+}
+
 #[test]
 fn disk_full_is_a_clear_error_and_keeps_finished_batches() {
     // RLIMIT_FSIZE (ulimit -f, 512-byte blocks) with SIGXFSZ ignored makes writes past 12 KiB fail

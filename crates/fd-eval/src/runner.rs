@@ -186,12 +186,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// Write named tensors as safetensors via a temp file + rename.
+/// Write named tensors as safetensors via a temp file + rename. Tensors are made contiguous (and
+/// moved to the CPU) first: safetensors stores dense buffers only, and a VAE decoder's output, for
+/// one, is a strided view.
 pub fn write_tensors_atomic(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let tmp = path.with_file_name(name);
-    if let Err(e) = Tensor::write_safetensors(tensors, &tmp) {
+    let dense: Vec<(&str, Tensor)> =
+        tensors.iter().map(|(k, t)| (*k, t.to_device(tch::Device::Cpu).contiguous())).collect();
+    if let Err(e) = Tensor::write_safetensors(&dense, &tmp) {
         let _ = std::fs::remove_file(&tmp); // never leave a partial file behind
         return Err(Error::Format { path: path.to_path_buf(), msg: format!("cannot write: {e}") });
     }
