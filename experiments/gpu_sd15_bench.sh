@@ -28,7 +28,25 @@ bench() {  # NAME ARGS...: one fd bench run, its table copied into the report at
   local name=$1; shift
   step "${B[@]}" "$@" --out "$WORK/$name" && cp "$WORK/$name/bench.md" "$R/$name.md" && cp "$WORK/$name/bench.json" "$R/$name.json"
 }
-bench ddim_b1 --plans none,50ls,50ls@seq,uniform:4,deepcache:3 --n 1
-bench ddim_b8 --plans none,50ls,50ls@seq,uniform:4,deepcache:3 --n 8
-bench dpmpp_b1 --scheduler dpm++ --steps 20 --plans none,50ls,50ls@seq --n 1
+if [ "${BENCH:-1}" = 1 ]; then
+  bench ddim_b1 --plans none,50ls,50ls@seq,uniform:4,deepcache:3 --n 1
+  bench ddim_b8 --plans none,50ls,50ls@seq,uniform:4,deepcache:3 --n 8
+  bench dpmpp_b1 --scheduler dpm++ --steps 20 --plans none,50ls,50ls@seq --n 1
+fi
+# End to end as a user's SD run: `fd sample` with prompts, VAE decode to 512 px PNGs, run.json with
+# UNet and total (incl. text encoder + VAE) seconds per image; baseline and 50ls.
+S=("$FD" --log-level warn sample --model "$M" --device cuda --cfg 7.5 --prompts experiments/configs/bench_prompts.txt
+   --n 8 --batch 8 --overwrite)
+step "${S[@]}" --out "$WORK/sample_none" && step "${S[@]}" --keys 50ls --inject 0.003@0.5 --out "$WORK/sample_50ls"
+for k in none 50ls; do
+  python3 - "$WORK/sample_$k" <<'EOF' 2>&1 | tee -a "$R/info.txt"
+import glob, json, sys
+d = sys.argv[1]
+r = json.load(open(d + "/run.json"))
+pngs = sorted(glob.glob(d + "/*.png"))
+from PIL import Image
+print(d, "pngs:", len(pngs), "size:", Image.open(pngs[0]).size if pngs else None,
+      {k: r[k] for k in ("n", "s_per_image", "timings_s")})
+EOF
+done
 echo "done: $R"
