@@ -279,11 +279,15 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
     return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-_SDPA_CPU = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+def flop_counter_mode() -> FlopCounterMode:
+    """torch's FLOP counter (2 x MACs) with attention counted on every device: the one counter the
+    exporter and experiments/recount_flops.py use."""
+    return FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops})
 
 
 def count_flops(module: nn.Module, inputs: Sequence[torch.Tensor]) -> int:
-    with FlopCounterMode(display=False, custom_mapping=_SDPA_CPU) as fc, torch.no_grad():
+    with flop_counter_mode() as fc, torch.no_grad():
         module(*inputs)
     return int(fc.get_total_flops())
 

@@ -17,10 +17,9 @@ import os
 import sys
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export_unet import _SDPA_CPU  # noqa: E402
+from export_unet import flop_counter_mode  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -46,7 +45,7 @@ def recount(model_dir: str) -> dict[str, tuple[int, int]]:
     out: dict[str, int] = {}
 
     def count(key, *inputs):
-        with FlopCounterMode(display=False, custom_mapping=_SDPA_CPU) as fc, torch.no_grad():
+        with flop_counter_mode() as fc, torch.no_grad():
             res = graph(key)(*inputs)
         out[key] = int(fc.get_total_flops())
         return res

@@ -578,8 +578,10 @@ fn bench_cmd(a: &BenchArgs) -> Result<()> {
     // Warm-up, untimed: every plan once at the timed batch size, so first-use costs (allocator
     // growth, cuDNN algorithm choice per new shape, lazy init) stay out of the timed repeats. On an
     // H200 without it, one repeat of a plan took 4.7 s against a median of 0.42.
-    for p in plans.iter().take(if a.warmup { plans.len() } else { 0 }) {
-        fd_sched::generate_batch(&model, &make, &p.plan, &p.opts, &seeds, &conds)?;
+    if a.warmup {
+        for p in &plans {
+            fd_sched::generate_batch(&model, &make, &p.plan, &p.opts, &seeds, &conds)?;
+        }
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); plans.len()];
     let mut gflops = vec![0.0; plans.len()];

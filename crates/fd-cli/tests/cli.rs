@@ -1,6 +1,8 @@
 //! The `fd` binary end to end on the tiny fixture model: outputs written, clear errors and a
 //! non-zero exit on bad input (never a panic).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -127,22 +129,9 @@ fn bad_inputs_fail_with_clear_messages() {
     }
 }
 
-/// The SD-shaped fixture of `just test` (experiments/tests/make_sd_tiny.py; FD_SD_TINY overrides).
-fn sd_tiny() -> PathBuf {
-    std::env::var_os("FD_SD_TINY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures/sd-tiny"))
-        .join("model")
-}
-
 #[test]
 fn bench_and_drift_take_prompts_on_a_text_conditioned_model() {
-    let m = sd_tiny();
-    assert!(
-        m.join("manifest.json").is_file(),
-        "{}: run experiments/tests/make_sd_tiny.py (just test does)",
-        m.display()
-    );
+    let m = common::fixture("FD_SD_TINY", "sd-tiny").join("model");
     let m = m.to_str().unwrap();
     let d = tempfile::tempdir().unwrap();
     let prompts = d.path().join("prompts.txt");

@@ -3,9 +3,13 @@
 //! config produces its table. Uses the committed default model and the Inception extractor that
 //! `scripts/setup.sh` links.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::fixture;
 
 fn fd_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fd"));
@@ -250,18 +254,6 @@ fn experiment_config_writes_its_table() {
     std::fs::write(&cfg, r#"{"name": "x", "rows": [{"label": "a", "sampler": "heun"}]}"#).unwrap();
     let (ok, _, err) = fd(&args);
     assert!(!ok && err.contains("exp.json") && err.contains("unknown sampler `heun`"), "{err}");
-}
-
-/// The tiny SD-shaped / CLIP fixtures of `just test` (FD_SD_TINY / FD_CLIP_TINY override).
-fn fixture(var: &str, name: &str) -> PathBuf {
-    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| root().join("target/fixtures").join(name));
-    assert!(
-        p.join("stamp").is_file(),
-        "{}: run experiments/tests/make_{}.py (just test does)",
-        p.display(),
-        name.replace('-', "_")
-    );
-    p
 }
 
 #[test]

@@ -248,10 +248,6 @@ pub struct RowResult {
     pub family: String,
 }
 
-fn conditions(model: &UNetModel, cfg: &ExperimentConfig) -> Result<Vec<Condition>> {
-    cycle_conditions(model, cfg.prompts.as_deref(), None, cfg.n)
-}
-
 /// The conditions of `n` samples, the one place every command decides them: the lines of
 /// `prompts` (one prompt per line), else the `classes` list (names or ids, comma separated),
 /// else every class of a class-conditioned model, cycled over the samples. A text-conditioned
@@ -322,7 +318,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
     }
     let lo = fd_model::LoadOptions { device: opt.device, row_by_row: opt.deterministic, ..Default::default() };
     let model = UNetModel::load(&cfg.model, &lo).map_err(|e| Error::Input(e.to_string()))?;
-    let conds = conditions(&model, cfg)?;
+    let conds = cycle_conditions(&model, cfg.prompts.as_deref(), None, cfg.n)?;
     let classifier = match &cfg.classifier {
         Some(p) => Some(p.clone()),
         None => Some(cfg.model.join("classifier.pt")).filter(|p| p.is_file()),

@@ -335,25 +335,20 @@ impl SampleRun<'_> {
         progress.set_length(total as u64);
         let (mut computed, mut resumed) = (0, 0);
         let mut records = Vec::with_capacity(parts.len());
-        if self.model.device.is_cuda() {
-            // One untimed batch first: a GPU's first call at each new shape pays for cuDNN's
-            // algorithm choice and allocator growth (seen on an H200, SD-1.5 architecture, batch 8:
-            // a cold 50ls run timed 1.07 s/image of UNet against 0.82 for the baseline run before
-            // it; warmed in `fd bench`, 0.21 vs 0.32). Every part seeds its own noise, so the
-            // samples do not change.
-            if let Some(r) = parts.iter().find(|r| self.existing != Existing::Resume || self.finished(r).is_none()) {
-                let seeds: Vec<u64> = r.clone().map(|i| self.seed + i as u64).collect();
-                fd_sched::generate_batch(self.model, &make, self.plan, self.opts, &seeds, &self.conds[r.clone()])
-                    .map_err(|e| Error::Input(e.to_string()))?;
-                log::debug!("{}: untimed warm-up batch on {:?} done", self.out.display(), self.model.device);
-            }
-        }
         for r in &parts {
             if let Some(rec) = (self.existing == Existing::Resume).then(|| self.finished(r)).flatten() {
                 log::debug!("{}: batch {} already done, kept", self.out.display(), part_stem(r));
                 records.push(rec);
                 resumed += 1;
             } else {
+                if computed == 0 && self.model.device.is_cuda() {
+                    // One untimed batch before the first timed one: a GPU's first call at each new
+                    // shape pays for cuDNN's algorithm choice and allocator growth (seen on an H200,
+                    // SD-1.5 architecture, batch 8: a cold 50ls run timed 1.07 s/image of UNet
+                    // against 0.82 for the baseline run before it; warmed in `fd bench`, 0.21 vs
+                    // 0.32). Every part seeds its own noise, so the samples do not change.
+                    self.generate(r, &make)?;
+                }
                 let rec = self.generate_part(r, &make)?;
                 log::debug!(
                     "{}: batch {} done in {:.2} s (UNet loop {:.2} s)",
@@ -373,15 +368,25 @@ impl SampleRun<'_> {
         self.finish(&parts, &records, computed, resumed)
     }
 
+    /// Samples `r` in memory (sample i seeded with seed + i); returns the seeds and the batch.
+    fn generate(
+        &self,
+        r: &std::ops::Range<usize>,
+        make: &dyn Fn() -> fd_sched::Result<Box<dyn fd_sched::Scheduler>>,
+    ) -> Result<(Vec<u64>, fd_sched::BatchOutput)> {
+        let seeds: Vec<u64> = r.clone().map(|i| self.seed + i as u64).collect();
+        let out = fd_sched::generate_batch(self.model, make, self.plan, self.opts, &seeds, &self.conds[r.clone()])
+            .map_err(|e| Error::Input(e.to_string()))?;
+        Ok((seeds, out))
+    }
+
     fn generate_part(
         &self,
         r: &std::ops::Range<usize>,
         make: &dyn Fn() -> fd_sched::Result<Box<dyn fd_sched::Scheduler>>,
     ) -> Result<PartRecord> {
         let t0 = std::time::Instant::now();
-        let seeds: Vec<u64> = r.clone().map(|i| self.seed + i as u64).collect();
-        let out = fd_sched::generate_batch(self.model, make, self.plan, self.opts, &seeds, &self.conds[r.clone()])
-            .map_err(|e| Error::Input(e.to_string()))?;
+        let (seeds, out) = self.generate(r, make)?;
         let stem = part_stem(r);
         write_tensors_atomic(&self.parts_dir().join(format!("{stem}.safetensors")), &[("samples", &out.images)])?;
         if self.pngs {
