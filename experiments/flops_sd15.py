@@ -1,29 +1,22 @@
 """Count per-graph FLOPs of the Stable Diffusion 1.5 UNet architecture (random init from its config;
 no weights needed) at 512 px (64x64 latents), batch 1, with torch.utils.flop_counter (2 x MACs), split
-exactly as export_unet.py splits it. Writes experiments/configs/sd15_flops.json, which the GFLOPs
+exactly as fd_export splits it. Writes experiments/configs/sd15_flops.json, which the GFLOPs
 check in crates/fd-sched/tests/flops.rs reads.
 
   python experiments/flops_sd15.py
 """
 import json
 import os
-import sys
 import time
 
 import torch
 from diffusers import UNet2DConditionModel
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from export_unet import Decoder, Encoder, TimeEmbed, count_flops, n_params  # noqa: E402
+from fd_export import count_flops, n_params
+from fd_export.graphs import Decoder, Encoder, TimeEmbed
+from fd_export.sd15 import SD15_UNET
 
-SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=768, attention_head_dim=8,
-)
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main():

@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from export_sd15 import export_sd15_parts  # noqa: E402
-from flops_sd15 import SD15_UNET  # noqa: E402
+from fd_export.sd15 import SD15_UNET, export_sd15_parts
+
 
 # stable-diffusion-v1-5/text_encoder/config.json (CLIP ViT-L/14 text tower)
 SD15_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,

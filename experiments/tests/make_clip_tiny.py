@@ -12,14 +12,12 @@ import sys
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, HERE)
 
 PROMPTS = ["a photo of a cat", "a red sneaker on white", "", "an ankle boot " * 30]
 
 
 def main(out):
-    sources = [__file__, os.path.join(os.path.dirname(HERE), "export_clip.py")]
+    sources = [__file__, os.path.join(os.path.dirname(HERE), "fd_export", "clip.py")]
     stamp = hashlib.sha256(b"".join(open(f, "rb").read() for f in sources)).hexdigest()
     if os.path.exists(os.path.join(out, "stamp")) and open(os.path.join(out, "stamp")).read() == stamp:
         print(f"{out}: up to date")
@@ -27,7 +25,7 @@ def main(out):
     shutil.rmtree(out, ignore_errors=True)
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-    from export_clip import export_clip, preprocess
+    from fd_export.clip import export_clip, preprocess
     from make_sd_tiny import write_clip_vocab
 
     ckpt = os.path.join(out, "checkpoint")

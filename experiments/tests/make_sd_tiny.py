@@ -24,7 +24,6 @@ from diffusers.utils import logging as diffusers_logging
 diffusers_logging.set_verbosity_error()
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 
 PROMPTS = [
     "a photograph of an astronaut riding a horse",
@@ -122,7 +121,8 @@ def build_clip_tokenizer(dst: str):
 
 def main(out: str) -> None:
     # regenerate when this script or the exporters change
-    sources = [__file__] + [os.path.join(os.path.dirname(HERE), f) for f in ("export_unet.py", "export_sd15.py")]
+    pkg = os.path.join(os.path.dirname(HERE), "fd_export")
+    sources = [__file__] + [os.path.join(pkg, f) for f in sorted(os.listdir(pkg)) if f.endswith(".py")]
     stamp = hashlib.sha256(b"".join(open(f, "rb").read() for f in sources)).hexdigest()
     stamp_file = os.path.join(out, "stamp")
     if os.path.exists(stamp_file) and open(stamp_file).read() == stamp:
@@ -131,7 +131,7 @@ def main(out: str) -> None:
     shutil.rmtree(out, ignore_errors=True)
     ckpt, model = os.path.join(out, "checkpoint"), os.path.join(out, "model")
     build_checkpoint(ckpt)
-    from export_sd15 import export_sd15
+    from fd_export.sd15 import export_sd15
 
     export_sd15(ckpt, model, "cpu", "float32", name="sd-tiny")
 

@@ -1,18 +1,18 @@
 """Python-side checks of the export wrappers and the data reader (run by `just test`)."""
 import gzip
-import os
+import re
 import struct
-import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import fmnist_data  # noqa: E402
-from export_unet import Decoder, Encoder, TimeEmbed, TimestepProj, export_model  # noqa: E402
+from fd_export import SCHEMA_VERSION, export_model
+from fd_export import fmnist as fmnist_data
+from fd_export.graphs import Decoder, Encoder, TimeEmbed, TimestepProj
 
 
 def tiny_unet(sample_size):
@@ -87,7 +87,7 @@ def test_attention_flops_are_counted_on_cpu(tmp_path):
     """torch's counter has no CPU formula for SDPA (it counted 0); export_unet supplies torch's own
     formula, and recount_flops.py, counting the saved TorchScript graphs, agrees with the export."""
     import torch.nn.functional as F
-    from export_unet import count_flops
+    from fd_export import count_flops
     from recount_flops import recount
 
     class Attn(torch.nn.Module):
@@ -152,7 +152,7 @@ def deepcache_reference(unet, branch, x_full, t_full, x, t, c):
 
 @pytest.mark.parametrize("size,branch", [(16, 0), (16, 1), (15, 0), (15, 1)])
 def test_deepcache_split_matches_hooked_diffusers(size, branch):
-    from export_unet import DeepDecoder, ShallowDecoder, ShallowEncoder
+    from fd_export.graphs import DeepDecoder, ShallowDecoder, ShallowEncoder
 
     unet = tiny_unet(size)
     x0, x1 = torch.randn(2, 2, 2, size, size)
@@ -176,7 +176,7 @@ def test_deepcache_split_matches_hooked_diffusers(size, branch):
 
 
 def test_analysis_decoder_returns_up_block_outputs():
-    from export_unet import AnalysisDecoder
+    from fd_export.graphs import AnalysisDecoder
 
     unet = tiny_unet(15)
     x, t, c = torch.randn(2, 2, 15, 15), torch.tensor([10.0, 500.0]), torch.randn(2, 5, 8)
@@ -193,3 +193,11 @@ def test_analysis_decoder_returns_up_block_outputs():
     assert len(out) == 1 + len(unet.up_blocks)
     for got, want in zip(out[1:], captured):
         assert (got - want).abs().max().item() <= 1e-5
+
+
+def test_manifest_schema_version_is_the_one_fd_model_reads():
+    """The schema version lives in fd_export.schema and in crates/fd-model/src/manifest.rs: one number."""
+    rs = (Path(__file__).resolve().parents[2] / "crates/fd-model/src/manifest.rs").read_text()
+    m = re.search(r"pub const SCHEMA_VERSION: u32 = (\d+);", rs)
+    assert m, "SCHEMA_VERSION not found in manifest.rs"
+    assert int(m.group(1)) == SCHEMA_VERSION

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Encoder or decoder side of the UNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -186,13 +186,11 @@ impl DriftAccumulator {
 
     /// Write the long-format CSV (temp file + rename).
     pub fn write_csv(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("csv.tmp");
-        let io = |e: &dyn std::fmt::Display| Error::Io { path: tmp.clone(), msg: e.to_string() };
-        let mut w = csv::Writer::from_path(&tmp).map_err(|e| io(&e))?;
+        let mut w = csv::Writer::from_writer(Vec::new());
         for r in &self.rows {
-            w.serialize(r).map_err(|e| io(&e))?;
+            w.serialize(r)?;
         }
-        w.flush().map_err(|e| io(&e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::Io { path: path.into(), msg: e.to_string() })
+        let bytes = w.into_inner().map_err(|e| e.into_error())?;
+        Ok(fd_model::io::write_atomic(path, &bytes)?)
     }
 }

@@ -7,29 +7,32 @@
 //!   kept, so memory stays bounded.
 //! - [`keysteps`]: drift-calibrated key steps (dynamic programming over the encoder drift profile).
 
+#![forbid(unsafe_code)]
+
 pub mod drift;
 pub mod keysteps;
 pub mod plot;
 
-use fd_model::UNetModel;
-use fd_sched::{Condition, ExecOptions, KeySteps, Plan, StepFeatures};
+use fd_model::{Condition, UNetModel};
+use fd_sched::{ExecOptions, KeySteps, Plan, SamplerSpec, SamplingSpec, StepFeatures};
 
 use drift::{DriftAccumulator, Side};
 
 /// Run the sampler with every step a key step (the plain sampler) and measure the drift of every
-/// encoder skip / mid output and every decoder up-block output. CFG rows are included as samples.
+/// encoder skip / mid output and every decoder up-block output, at classifier-free guidance
+/// `guidance`. CFG rows are included as samples.
 pub fn measure_drift(
     model: &UNetModel,
-    scheduler: &str,
+    sampler: &SamplerSpec,
     steps: usize,
-    opts: &ExecOptions,
+    guidance: f64,
     seeds: &[u64],
     conds: &[Condition],
     run: &str,
 ) -> Result<DriftAccumulator> {
     let mut acc = DriftAccumulator::new(run);
-    let plan = Plan::new(KeySteps::None, steps)?;
-    let make = || fd_sched::build_scheduler(scheduler, &model.manifest.scheduler, steps, 0.0);
+    let exec = ExecOptions { guidance, parallel: false, ..Default::default() };
+    let spec = SamplingSpec::new(sampler.clone(), Plan::new(KeySteps::None, steps)?, exec)?;
     let mut observe = |f: &StepFeatures<'_>| {
         acc.push(f.step, f.timestep, Side::Encoder, "mid", &f.encoder.mid);
         for (i, s) in f.encoder.skips.iter().enumerate() {
@@ -39,7 +42,7 @@ pub fn measure_drift(
             acc.push(f.step, f.timestep, Side::Decoder, &format!("up{i}"), u);
         }
     };
-    fd_sched::generate_batch_observed(model, &make, &plan, opts, seeds, conds, Some(&mut observe))?;
+    spec.generate_observed(model, seeds, conds, Some(&mut observe))?;
     Ok(acc)
 }
 
@@ -50,8 +53,10 @@ pub enum Error {
     Model(#[from] fd_model::Error),
     #[error(transparent)]
     Sched(#[from] fd_sched::Error),
-    #[error("{path}: {msg}")]
-    Io { path: std::path::PathBuf, msg: String },
+    #[error("CSV: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("CSV: {0}")]
+    CsvIo(#[from] std::io::Error),
     #[error("{0}")]
     Input(String),
     #[error("libtorch: {0}")]
@@ -65,16 +70,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// the plain sampler. Returns the key steps and the profile they were chosen from.
 pub fn calibrate_key_steps(
     model: &UNetModel,
-    scheduler: &str,
+    sampler: &SamplerSpec,
     steps: usize,
-    opts: &ExecOptions,
+    guidance: f64,
     seeds: &[u64],
     conds: &[Condition],
     spec: &str,
 ) -> Result<(Vec<usize>, Vec<f64>)> {
     let rule = keysteps::AutoRule::parse(spec)?; // before the (slow) calibration run
-    let opts = ExecOptions { parallel: false, ..opts.clone() };
-    let acc = measure_drift(model, scheduler, steps, &opts, seeds, conds, spec)?;
+    let acc = measure_drift(model, sampler, steps, guidance, seeds, conds, spec)?;
     let profile = acc.summary().encoder_drift_profile;
     let keys = rule.key_steps(&profile)?;
     Ok((keys, profile))

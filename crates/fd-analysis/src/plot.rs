@@ -9,7 +9,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::drift::{Row, Side, Summary};
-use crate::{Error, Result};
+use fd_model::io::write_atomic_with;
+
+use crate::Result;
 
 type Series = BTreeMap<(Side, String), Vec<(usize, f64)>>;
 
@@ -32,10 +34,6 @@ fn color(side: Side, i: usize, n: usize) -> RGBColor {
         Side::Encoder => RGBColor(c(140.0, 10.0), c(180.0, 40.0), c(255.0, 140.0)),
         Side::Decoder => RGBColor(c(255.0, 130.0), c(150.0, 10.0), c(120.0, 10.0)),
     }
-}
-
-fn err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> Error + '_ {
-    move |e| Error::Io { path: path.into(), msg: format!("plot: {e}") }
 }
 
 fn lines<DB: DrawingBackend>(
@@ -174,10 +172,12 @@ fn render<DB: DrawingBackend>(
 
 /// Write `stem.png` and `stem.svg` (a 2x2 figure: panels a-d).
 pub fn fig3(rows: &[Row], summary: &Summary, stem: &Path) -> Result<()> {
-    let png = stem.with_extension("png");
-    render(BitMapBackend::new(&png, (1600, 1100)).into_drawing_area(), rows, summary).map_err(err(&png))?;
-    let svg = stem.with_extension("svg");
-    render(SVGBackend::new(&svg, (1600, 1100)).into_drawing_area(), rows, summary).map_err(err(&svg))?;
+    write_atomic_with(&stem.with_extension("png"), |tmp| {
+        render(BitMapBackend::new(tmp, (1600, 1100)).into_drawing_area(), rows, summary)
+    })?;
+    write_atomic_with(&stem.with_extension("svg"), |tmp| {
+        render(SVGBackend::new(tmp, (1600, 1100)).into_drawing_area(), rows, summary)
+    })?;
     Ok(())
 }
 
@@ -283,12 +283,12 @@ fn render_pareto<DB: DrawingBackend>(
 
 /// Write `stem.png` and `stem.svg`: labelled points, coloured by family, with the Pareto front.
 pub fn pareto(pts: &[ParetoPoint], title: &str, xlabel: &str, ylabel: &str, stem: &Path) -> Result<()> {
-    let png = stem.with_extension("png");
-    render_pareto(BitMapBackend::new(&png, (1100, 750)).into_drawing_area(), title, xlabel, ylabel, pts)
-        .map_err(err(&png))?;
-    let svg = stem.with_extension("svg");
-    render_pareto(SVGBackend::new(&svg, (1100, 750)).into_drawing_area(), title, xlabel, ylabel, pts)
-        .map_err(err(&svg))?;
+    write_atomic_with(&stem.with_extension("png"), |tmp| {
+        render_pareto(BitMapBackend::new(tmp, (1100, 750)).into_drawing_area(), title, xlabel, ylabel, pts)
+    })?;
+    write_atomic_with(&stem.with_extension("svg"), |tmp| {
+        render_pareto(SVGBackend::new(tmp, (1100, 750)).into_drawing_area(), title, xlabel, ylabel, pts)
+    })?;
     Ok(())
 }
 

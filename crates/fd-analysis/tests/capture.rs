@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
+use fd_model::Condition;
 use fd_model::{LoadOptions, UNetModel};
-use fd_sched::{Condition, ExecOptions, KeySteps, Plan};
+use fd_sched::{ExecOptions, KeySteps, Plan};
 
 #[test]
 fn capture_records_every_layer_and_step_without_changing_samples() {
@@ -13,7 +14,8 @@ fn capture_records_every_layer_and_step_without_changing_samples() {
     let opts = ExecOptions { guidance: 3.0, ..Default::default() };
     let conds = [Condition::Class(0), Condition::Class(2)];
     let steps = 10;
-    let acc = fd_analysis::measure_drift(&model, "ddim", steps, &opts, &[5, 6], &conds, "tiny").unwrap();
+    let sampler = fd_sched::SamplerSpec::from_config("ddim", &model.manifest.scheduler, 0.0).unwrap();
+    let acc = fd_analysis::measure_drift(&model, &sampler, steps, opts.guidance, &[5, 6], &conds, "tiny").unwrap();
     let n_layers =
         1 + model.manifest.skip_shapes.len() + model.manifest.unet_config["up_block_types"].as_array().unwrap().len();
     assert_eq!(acc.rows().len(), steps * n_layers);
@@ -22,12 +24,11 @@ fn capture_records_every_layer_and_step_without_changing_samples() {
     assert!(s.encoder_mean_mse.is_finite() && s.decoder_mean_mse.is_finite() && s.encoder_drift_profile.len() == steps);
 
     let plan = Plan::new(KeySteps::None, steps).unwrap();
-    let make = || fd_sched::build_scheduler("ddim", &model.manifest.scheduler, steps, 0.0);
-    let plain = fd_sched::generate_batch(&model, &make, &plan, &opts, &[5, 6], &conds).unwrap();
+    let spec = fd_sched::SamplingSpec::new(sampler, plan, opts).unwrap();
+    let plain = spec.generate(&model, &[5, 6], &conds).unwrap();
     let mut count = 0;
     let mut obs = |_: &fd_sched::StepFeatures<'_>| count += 1;
-    let observed =
-        fd_sched::generate_batch_observed(&model, &make, &plan, &opts, &[5, 6], &conds, Some(&mut obs)).unwrap();
+    let observed = spec.generate_observed(&model, &[5, 6], &conds, Some(&mut obs)).unwrap();
     assert_eq!(count, steps);
     let d = (&plain.images - &observed.images).abs().max().double_value(&[]);
     assert!(d <= 1e-5, "observation changed the samples by {d:e}");

@@ -37,7 +37,7 @@ pub struct Clip {
 }
 
 /// Scores of a batch.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClipScore {
     pub n: usize,
     /// Mean of 2.5 * max(cos, 0).
@@ -100,7 +100,7 @@ impl Clip {
     }
 
     pub fn text_embeds(&self, prompts: &[&str]) -> Result<Tensor> {
-        let ids = self.tokenizer.encode_batch(prompts).map_err(|e| Error::Input(e.to_string()))?;
+        let ids = self.tokenizer.encode_batch(prompts)?;
         Ok(tch::no_grad(|| self.module.method_ts("encode_text", &[ids.to_device(self.device)]))?)
     }
 

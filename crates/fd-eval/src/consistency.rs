@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
 use crate::{Error, Result};
@@ -50,7 +50,7 @@ impl Classifier {
 }
 
 /// Consistency of one class.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClassConsistency {
     pub class: i64,
     pub n: usize,
@@ -58,7 +58,7 @@ pub struct ClassConsistency {
 }
 
 /// Overall and per-class consistency.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Consistency {
     pub n: usize,
     pub consistency: f64,
@@ -91,22 +91,4 @@ pub fn class_consistency(classifier: &Classifier, images: &Tensor, requested: &[
         per_class,
         classifier: classifier.path.display().to_string(),
     })
-}
-
-/// Class consistency of a sample folder: the requested classes from its `run.json`
-/// (`conditions`), the images from `samples.safetensors`.
-pub fn folder_consistency(classifier: &Classifier, dir: &std::path::Path) -> Result<Consistency> {
-    let run_path = dir.join("run.json");
-    let text = std::fs::read_to_string(&run_path).map_err(|source| Error::Io { path: run_path.clone(), source })?;
-    let run: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Format { path: run_path.clone(), msg: format!("not JSON: {e}") })?;
-    let requested: Vec<i64> = run["conditions"]
-        .as_array()
-        .and_then(|v| v.iter().map(|c| c.as_i64()).collect())
-        .ok_or_else(|| Error::Format {
-            path: run_path.clone(),
-            msg: "`conditions` must list class ids (a class-conditional run)".into(),
-        })?;
-    let images = crate::runner::read_tensor(&dir.join("samples.safetensors"), "samples")?;
-    class_consistency(classifier, &images, &requested)
 }

@@ -15,6 +15,8 @@ pub enum Error {
     Input(String),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Model(#[from] fd_model::Error),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -1,49 +1,33 @@
-//! Inception features of a sample folder, cached per chunk so feature extraction resumes after an
-//! interruption and sharded runs merge without recomputation.
+//! Inception features of image sets, cached per chunk so feature extraction resumes after an
+//! interruption and sharded runs merge without recomputation, and where FID / KID of a sample set
+//! is computed from them.
 //!
-//! A folder written by the runner is chunked by its parts (`parts/SSSSSS-EEEEEE.inception-<sha>.safetensors`
-//! next to each part); any other folder (PNGs, a bare `samples.safetensors`) in chunks of
-//! [`CHUNK`] images under `features/`. Each cache file holds the features and the SHA-1 of the
-//! images it was computed from; it is trusted only when that hash matches the images now on disk
-//! and the shape is right, and it is written via temp + rename.
+//! The caller cuts the images into chunks, each with its cache file: fd-run cuts a run folder by
+//! its parts (`parts/SSSSSS-EEEEEE.inception-<sha>.safetensors` next to each part); any other
+//! folder (PNGs, a bare `samples.safetensors`) is cut into chunks of [`CHUNK`] images cached under
+//! `features/` ([`folder_chunks`]); reference sets by [`crate::reference`]. Each cache file holds
+//! the features and the SHA-1 of the images it was computed from; it is trusted only when that
+//! hash matches the images now on disk and the shape is right, and it is written via temp + rename.
 
 use std::path::{Path, PathBuf};
 
+use fd_model::io::{tensor_sha1, write_tensors};
 use tch::{Kind, Tensor};
 
 use crate::inception::Inception;
-use crate::runner::{read_tensor, tensor_sha1, write_tensors_atomic};
 use crate::{images, Error, Result};
 
 /// Images per cache chunk for folders not written by the runner.
 pub const CHUNK: i64 = 100;
 
-/// The image chunks of a folder and where each chunk's features are cached.
-fn chunks(dir: &Path, tag: &str) -> Result<Vec<(Tensor, PathBuf)>> {
-    let parts = dir.join("parts");
-    if dir.join("config.json").is_file() && parts.is_dir() {
-        if !dir.join("run.json").is_file() {
-            return Err(Error::Input(format!(
-                "{}: the sampling run has not finished (no run.json); resume it with `fd sample ... --resume`",
-                dir.display()
-            )));
-        }
-        let rd = std::fs::read_dir(&parts).map_err(|source| Error::Io { path: parts.clone(), source })?;
-        let mut stems: Vec<String> = rd
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter_map(|n| n.strip_suffix(".json").map(String::from))
-            .collect();
-        stems.sort();
-        if !stems.is_empty() {
-            return stems
-                .into_iter()
-                .map(|s| {
-                    let imgs = read_tensor(&parts.join(format!("{s}.safetensors")), "samples")?;
-                    Ok((imgs, parts.join(format!("{s}.{tag}.safetensors"))))
-                })
-                .collect();
-        }
-    }
+/// The cache-file tag of an extractor: `inception-<first 12 hex digits of its SHA-1>`.
+pub fn cache_tag(inception: &Inception) -> String {
+    format!("inception-{}", &inception.sha1[..12.min(inception.sha1.len())])
+}
+
+/// The image chunks of a plain sample folder (`samples.safetensors` or PNGs) and where each
+/// chunk's features are cached (`features/SSSSSS-EEEEEE.<tag>.safetensors`).
+pub fn folder_chunks(dir: &Path, tag: &str) -> Result<Vec<(Tensor, PathBuf)>> {
     let all = images::load_sample_folder(dir)?;
     let n = all.size()[0];
     Ok((0..n)
@@ -63,17 +47,6 @@ fn cached(path: &Path, sha1: &str, rows: i64) -> Option<Tensor> {
     let f = get("features")?;
     (stored == sha1.as_bytes() && f.size().first() == Some(&rows) && f.isfinite().all().int64_value(&[]) == 1)
         .then_some(f)
-}
-
-/// Features [N, 2048] (f64) of every image in `dir`, in index order, using and filling the cache.
-/// `progress` receives the number of images done.
-pub fn folder_features(dir: &Path, inception: &Inception, progress: impl FnMut(usize)) -> Result<Tensor> {
-    let tag = format!("inception-{}", &inception.sha1[..12.min(inception.sha1.len())]);
-    let out = chunked_features(chunks(dir, &tag)?, inception, progress)?;
-    if out.size()[0] == 0 {
-        return Err(Error::Input(format!("{}: no images", dir.display())));
-    }
-    Ok(out)
 }
 
 /// Features [N, 2048] (f64) of image chunks, each read from its cache file when that holds the
@@ -98,7 +71,7 @@ pub fn chunked_features(
                     std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.into(), source })?;
                 }
                 let hash = Tensor::from_slice(sha.as_bytes());
-                write_tensors_atomic(&cache, &[("features", &f), ("images_sha1", &hash)])?;
+                write_tensors(&cache, &[("features", &f), ("images_sha1", &hash)])?;
                 f
             }
         };
@@ -112,8 +85,8 @@ pub fn chunked_features(
     Ok(Tensor::cat(&out, 0))
 }
 
-/// FID (and KID against a named reference set) of a sample folder.
-#[derive(Debug, Clone, serde::Serialize)]
+/// FID (and KID against a named reference set) of a sample set.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FidResult {
     pub fid: f64,
     pub kid: Option<crate::fid::Kid>,
@@ -122,7 +95,7 @@ pub struct FidResult {
     pub n_ref: usize,
     pub reference: String,
     pub extractor: serde_json::Value,
-    pub preprocessing: &'static str,
+    pub preprocessing: String,
     pub samples: PathBuf,
 }
 
@@ -141,19 +114,21 @@ impl Default for KidOptions {
     }
 }
 
-/// Where a folder's FID/KID is computed: cached per-chunk features of `dir` against `reference`
-/// (a named set, features cached under `$FD_CACHE/fid`, or a `.npz` with mu/sigma: FID only).
-/// `progress` gets (message, done, total).
-pub fn folder_fid(
-    dir: &Path,
+/// Where FID/KID is computed: the features of image `chunks` (cached per chunk, see
+/// [`chunked_features`]) of the sample set `samples` against `reference` (a named set, features
+/// cached under `$FD_CACHE/fid`, or a `.npz` with mu/sigma: FID only).
+pub fn chunks_fid(
+    samples: &Path,
+    chunks: Vec<(Tensor, PathBuf)>,
     reference: &str,
     inception: &Inception,
     kid_opts: KidOptions,
     progress: &indicatif::ProgressBar,
 ) -> Result<FidResult> {
     use crate::fid::{frechet_distance, kid, Stats};
+    let dir = samples;
     progress.set_message(format!("Inception features of {}", dir.display()));
-    let feats = folder_features(dir, inception, |d| progress.set_position(d as u64))?;
+    let feats = chunked_features(chunks, inception, |d| progress.set_position(d as u64))?;
     let n = feats.size()[0] as usize;
     if n < 2 {
         return Err(Error::Input(format!("--samples {}: FID needs at least 2 images, found {n}", dir.display())));
@@ -176,7 +151,7 @@ pub fn folder_fid(
         n_ref,
         reference: reference.to_string(),
         extractor: serde_json::json!({ "path": inception.path, "sha1": inception.sha1 }),
-        preprocessing: crate::inception::PREPROCESSING,
+        preprocessing: crate::inception::PREPROCESSING.to_string(),
         samples: dir.to_path_buf(),
     })
 }

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use faer::{Mat, Side};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::{Error, Result};
@@ -148,7 +148,7 @@ pub fn polynomial_mmd(x: &Tensor, y: &Tensor) -> Result<f64> {
 }
 
 /// KID estimate: mean and standard deviation of [`polynomial_mmd`] over subsets.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Kid {
     pub mean: f64,
     pub std: f64,

@@ -26,10 +26,9 @@ pub fn save_png(hwc: &Tensor, path: &Path) -> Result<()> {
         3 => image::ExtendedColorType::Rgb8,
         _ => return Err(Error::Input(format!("{}: cannot save {c}-channel image as PNG", path.display()))),
     };
-    let tmp = path.with_extension("png.tmp");
-    image::save_buffer_with_format(&tmp, &data, w, h, color, image::ImageFormat::Png)
-        .map_err(|e| Error::Format { path: tmp.clone(), msg: e.to_string() })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    Ok(fd_model::io::write_atomic_with(path, |tmp| {
+        image::save_buffer_with_format(tmp, &data, w, h, color, image::ImageFormat::Png)
+    })?)
 }
 
 /// Tile [B, C, H, W] images (in [-1, 1]) into a grid with `cols` columns and 2-px white padding.
@@ -63,13 +62,7 @@ pub fn load_png(path: &Path) -> Result<Tensor> {
 pub fn load_sample_folder(dir: &Path) -> Result<Tensor> {
     let raw = dir.join("samples.safetensors");
     if raw.is_file() {
-        let items =
-            Tensor::read_safetensors(&raw).map_err(|e| Error::Format { path: raw.clone(), msg: e.to_string() })?;
-        return items
-            .into_iter()
-            .find(|(k, _)| k == "samples")
-            .map(|(_, t)| t)
-            .ok_or_else(|| Error::Format { path: raw, msg: "no `samples` tensor".into() });
+        return Ok(fd_model::io::read_tensor(&raw, "samples")?);
     }
     let rd = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.into(), source })?;
     let mut files: Vec<_> = rd

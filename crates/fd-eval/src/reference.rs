@@ -44,7 +44,7 @@ pub fn reference_features(name: &str, inception: &Inception, progress: &indicati
     // are folded into the one features file at the end and removed.
     let chunks = reference_chunks(&images, &path);
     let feats = crate::features::chunked_features(chunks, inception, |done| progress.set_position(done as u64))?;
-    crate::runner::write_tensors_atomic(&path, &[("features", &feats)])?;
+    fd_model::io::write_tensors(&path, &[("features", &feats)])?;
     Stats::from_features(&feats)?.save_npz(&path.with_extension("").with_extension("stats.npz"))?;
     let _ = std::fs::remove_dir_all(reference_chunk_dir(&path));
     Ok(feats)

@@ -5,7 +5,7 @@
 
 use fd_eval::inception::{default_path, Inception};
 use fd_eval::reference::{cache_dir, fmnist_test_images, reference_chunk_dir, reference_chunks, reference_features};
-use fd_eval::runner::{tensor_sha1, write_tensors_atomic};
+use fd_model::io::{tensor_sha1, write_tensors};
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -24,7 +24,7 @@ fn reference_features_resume_from_chunk_caches() {
     for (imgs, file) in reference_chunks(&images, &path) {
         let sha = tensor_sha1(&imgs).unwrap();
         let f = Tensor::randn([imgs.size()[0], 2048], (Kind::Float, Device::Cpu));
-        write_tensors_atomic(&file, &[("features", &f), ("images_sha1", &Tensor::from_slice(sha.as_bytes()))]).unwrap();
+        write_tensors(&file, &[("features", &f), ("images_sha1", &Tensor::from_slice(sha.as_bytes()))]).unwrap();
         expected.push(f);
     }
     let expected = Tensor::cat(&expected, 0).to_kind(Kind::Double);

@@ -11,6 +11,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {msg}")]
+    Record { path: PathBuf, msg: String },
     #[error("{path}: invalid manifest: {msg}")]
     Manifest { path: PathBuf, msg: String },
     #[error("{path}: unsupported manifest schema_version {found} (this build of fd reads version {expected}; re-export the model with experiments/export_unet.py)")]

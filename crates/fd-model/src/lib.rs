@@ -6,14 +6,20 @@
 //!   blocks, mid block), [`UNetModel::decode`] (decoder D: up blocks, norm, conv_out),
 //!   [`UNetModel::forward`] = D(E(x)); conditioning (`encode_classes`, `encode_prompts`) and the
 //!   optional VAE decoder.
+//! - [`Condition`]: a sample's class or prompt, and [`UNetModel::encode_conditions`].
 //! - [`device`]: `cpu` / `cuda[:N]` selection that makes libtorch's CUDA backend load.
+//! - [`io`]: every file fd writes (temp file + rename) and every record it reads back (typed,
+//!   errors naming the file and field), safetensors, image hashes.
 
+mod cond;
 pub mod device;
 mod error;
+pub mod io;
 pub mod manifest;
 mod model;
 pub mod prompt;
 
+pub use cond::Condition;
 pub use device::parse_device;
 pub use error::{Error, Result};
 pub use manifest::{CondKind, CondSpec, GraphEntry, Manifest, SCHEMA_VERSION};

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// The manifest schema this build reads and `export_unet.py` writes.
+/// The manifest schema this build reads and `fd_export` writes (`experiments/fd_export/schema.py`;
+/// `experiments/tests/test_export.py` fails if the two numbers differ).
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Graphs every model must have.

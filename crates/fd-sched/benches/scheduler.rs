@@ -2,7 +2,7 @@
 //! (SD-1.5 at 512 px, batch 32), and plan construction (preset, uniform, list, DeepCache).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use fd_sched::{build_scheduler, Plan};
+use fd_sched::{Plan, SamplerSpec};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
@@ -18,7 +18,7 @@ fn scheduler_step(c: &mut Criterion) {
     for name in ["ddim", "dpm++"] {
         c.bench_function(&format!("{name} step [32,4,64,64]"), |b| {
             b.iter_batched(
-                || build_scheduler(name, &sd_config(), 50, 0.0).unwrap(),
+                || SamplerSpec::from_config(name, &sd_config(), 0.0).and_then(|s| s.build(50)).unwrap(),
                 |mut s| s.step(&eps, 10, &x, None).unwrap(),
                 criterion::BatchSize::SmallInput,
             )

@@ -21,7 +21,7 @@ pub enum InjectWhen {
 }
 
 /// Prior noise injection: z <- z + strength * z_T while t < tau * num_train_timesteps.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Injection {
     /// c; the paper's SD default is 0.003.
     pub strength: f64,
@@ -52,7 +52,7 @@ impl Injection {
 }
 
 /// How a plan is executed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecOptions {
     /// Batch the decoders of a group into one call (paper's parallel mode). Default true.
     pub parallel: bool,

@@ -1,19 +1,86 @@
-//! Batches of samples with per-sample seeds and conditioning: what `fd sample` and the experiment
-//! recipes call. A sample's image depends only on its seed and prompt/class, never on batch size.
+//! Batches of samples with per-sample seeds and conditioning: what every command calls. A sample's
+//! image depends only on its seed and prompt/class, never on batch size.
 
-use fd_model::{CondKind, UNetModel};
+use fd_model::{Condition, UNetModel};
 use tch::{Kind, Tensor};
 
 use crate::executor::{sample, CallCounts, ExecOptions, Hooks, SampleInput, StepFeatures, Timings};
 use crate::plan::Plan;
+use crate::sampler::SamplerSpec;
 use crate::schedulers::Scheduler;
 use crate::{Error, Result};
 
-/// What one sample is conditioned on.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Condition {
-    Class(i64),
-    Prompt(String),
+/// Everything that decides how a batch is sampled, built once per run and checked then: the
+/// sampler, the key-step plan (its step count is the sampler's) and how the plan executes.
+#[derive(Debug, Clone)]
+pub struct SamplingSpec {
+    pub sampler: SamplerSpec,
+    pub plan: Plan,
+    pub exec: ExecOptions,
+}
+
+impl SamplingSpec {
+    /// Check the parts against each other: the sampler builds for the plan's step count, guidance
+    /// is 1 or more and finite.
+    pub fn new(sampler: SamplerSpec, plan: Plan, exec: ExecOptions) -> Result<Self> {
+        sampler.build(plan.num_steps)?;
+        if !(exec.guidance >= 1.0 && exec.guidance.is_finite()) {
+            return Err(Error::Config(format!(
+                "guidance {} is not supported: use 1 (conditional only) or > 1 (classifier-free guidance)",
+                exec.guidance
+            )));
+        }
+        Ok(Self { sampler, plan, exec })
+    }
+
+    /// Sampler steps.
+    pub fn steps(&self) -> usize {
+        self.plan.num_steps
+    }
+
+    /// A fresh scheduler for this run.
+    pub fn scheduler(&self) -> Result<Box<dyn Scheduler>> {
+        self.sampler.build(self.plan.num_steps)
+    }
+
+    /// Generate one batch: samples with `seeds[i]` and `conds[i]`.
+    pub fn generate(&self, model: &UNetModel, seeds: &[u64], conds: &[Condition]) -> Result<BatchOutput> {
+        self.generate_observed(model, seeds, conds, None)
+    }
+
+    /// [`SamplingSpec::generate`] with a feature observer (see [`Hooks::observe`]).
+    pub fn generate_observed(
+        &self,
+        model: &UNetModel,
+        seeds: &[u64],
+        conds: &[Condition],
+        observe: Option<&mut dyn FnMut(&StepFeatures<'_>)>,
+    ) -> Result<BatchOutput> {
+        if seeds.len() != conds.len() || seeds.is_empty() {
+            return Err(Error::Sampling(format!("{} seeds for {} conditions", seeds.len(), conds.len())));
+        }
+        let m = &model.manifest;
+        let shape = [1, m.in_channels, m.sample_size[0], m.sample_size[1]];
+        let noise = Tensor::cat(&seeds.iter().map(|&s| initial_noise(s, &shape)).collect::<Vec<_>>(), 0);
+        let t0 = std::time::Instant::now();
+        let cond = model.encode_conditions(conds)?;
+        let uncond = if self.exec.guidance > 1.0 { Some(model.uncond(conds.len())?) } else { None };
+        let cond_s = t0.elapsed().as_secs_f64();
+        let mut scheduler = self.scheduler()?;
+        let mut noise_fn =
+            |i: usize| Tensor::cat(&seeds.iter().map(|&s| step_noise(s, i, &shape)).collect::<Vec<_>>(), 0);
+        let out = sample(
+            model,
+            scheduler.as_mut(),
+            &self.plan,
+            &self.exec,
+            &SampleInput { noise: &noise, cond: &cond, uncond: uncond.as_ref() },
+            Hooks { step_noise: Some(&mut noise_fn), observe },
+        )?;
+        let t1 = std::time::Instant::now();
+        let images = model.to_images(&out.latents)?.to_device(tch::Device::Cpu);
+        Ok(BatchOutput { images, timings: out.timings, counts: out.counts, cond_s, vae_s: t1.elapsed().as_secs_f64() })
+    }
 }
 
 /// Serialises seeding + drawing on libtorch's global CPU generator (tch exposes no per-call
@@ -33,7 +100,7 @@ pub fn step_noise(seed: u64, i: usize, shape: &[i64]) -> Tensor {
     initial_noise(seed.wrapping_mul(1_000_003).wrapping_add(1 + i as u64), shape)
 }
 
-/// Accumulated output of [`generate_batch`].
+/// Accumulated output of [`SamplingSpec::generate`].
 #[derive(Debug)]
 pub struct BatchOutput {
     /// Images in [-1, 1], [B, C, H, W] on the CPU.
@@ -43,79 +110,4 @@ pub struct BatchOutput {
     /// Seconds spent in the conditioning encoder and the VAE decoder.
     pub cond_s: f64,
     pub vae_s: f64,
-}
-
-/// Build the conditioning tensor of a batch.
-pub fn encode_conditions(model: &UNetModel, conds: &[Condition]) -> Result<Tensor> {
-    match model.manifest.cond.kind {
-        CondKind::Class => {
-            let ids = conds
-                .iter()
-                .map(|c| match c {
-                    Condition::Class(i) => Ok(*i),
-                    Condition::Prompt(p) => model.class_id(p).map_err(Error::from),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(model.encode_classes(&ids)?)
-        }
-        CondKind::Text => {
-            let prompts = conds
-                .iter()
-                .map(|c| match c {
-                    Condition::Prompt(p) => Ok(p.as_str()),
-                    Condition::Class(_) => Err(Error::Sampling("a text-conditioned model needs prompts".into())),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(model.encode_prompts(&prompts)?)
-        }
-        CondKind::Embedding => Err(Error::Sampling("model takes raw embeddings; use the library API".into())),
-    }
-}
-
-/// Generate one batch: samples with `seeds[i]` and `conds[i]`. `make_scheduler` builds a fresh
-/// scheduler (multistep samplers keep per-run history).
-pub fn generate_batch(
-    model: &UNetModel,
-    make_scheduler: &dyn Fn() -> Result<Box<dyn Scheduler>>,
-    plan: &Plan,
-    opts: &ExecOptions,
-    seeds: &[u64],
-    conds: &[Condition],
-) -> Result<BatchOutput> {
-    generate_batch_observed(model, make_scheduler, plan, opts, seeds, conds, None)
-}
-
-/// [`generate_batch`] with a feature observer (see [`Hooks::observe`]).
-pub fn generate_batch_observed(
-    model: &UNetModel,
-    make_scheduler: &dyn Fn() -> Result<Box<dyn Scheduler>>,
-    plan: &Plan,
-    opts: &ExecOptions,
-    seeds: &[u64],
-    conds: &[Condition],
-    observe: Option<&mut dyn FnMut(&StepFeatures<'_>)>,
-) -> Result<BatchOutput> {
-    if seeds.len() != conds.len() || seeds.is_empty() {
-        return Err(Error::Sampling(format!("{} seeds for {} conditions", seeds.len(), conds.len())));
-    }
-    let m = &model.manifest;
-    let shape = [1, m.in_channels, m.sample_size[0], m.sample_size[1]];
-    let noise = Tensor::cat(&seeds.iter().map(|&s| initial_noise(s, &shape)).collect::<Vec<_>>(), 0);
-    let t0 = std::time::Instant::now();
-    let cond = encode_conditions(model, conds)?;
-    let uncond = if opts.guidance > 1.0 { Some(model.uncond(conds.len())?) } else { None };
-    let cond_s = t0.elapsed().as_secs_f64();
-    let mut scheduler = make_scheduler()?;
-    let mut noise_fn = |i: usize| Tensor::cat(&seeds.iter().map(|&s| step_noise(s, i, &shape)).collect::<Vec<_>>(), 0);
-    let out = sample(
-        model,
-        scheduler.as_mut(),
-        plan,
-        opts,
-        &SampleInput { noise: &noise, cond: &cond, uncond: uncond.as_ref() },
-        Hooks { step_noise: Some(&mut noise_fn), observe },
-    )?;
-    let t1 = std::time::Instant::now();
-    let images = model.to_images(&out.latents)?.to_device(tch::Device::Cpu);
-    Ok(BatchOutput { images, timings: out.timings, counts: out.counts, cond_s, vae_s: t1.elapsed().as_secs_f64() })
 }

@@ -59,15 +59,8 @@ impl KeySteps {
             return Ok(Self::None);
         }
         if s.ends_with(".json") {
-            // a saved plan file ({"keys": [...]}, e.g. written by `fd drift --save-plan`)
-            let text = std::fs::read_to_string(s).map_err(|e| err(format!("cannot read plan file: {e}")))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| err(format!("plan file is not JSON: {e}")))?;
-            let keys = v["keys"]
-                .as_array()
-                .and_then(|a| a.iter().map(|x| x.as_u64().map(|k| k as usize)).collect::<Option<Vec<_>>>())
-                .ok_or_else(|| err("plan file needs `keys`: a list of step indices".into()))?;
-            return Ok(Self::List(keys));
+            // a saved plan file, e.g. written by `fd drift --save-plan`
+            return Ok(Self::List(PlanFile::load(std::path::Path::new(s))?.keys));
         }
         if let Some(k) = s.strip_prefix("uniform:").or_else(|| s.strip_prefix("every:")) {
             let k: usize = k.parse().map_err(|_| err(format!("`{k}` is not a positive integer")))?;
@@ -127,6 +120,30 @@ impl std::fmt::Display for KeySteps {
     }
 }
 
+/// A saved plan (`fd drift --save-plan auto:K` writes `plan.json`; `--keys PATH.json` reads it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanFile {
+    /// What made it, e.g. `auto:9 from fmnist-ddim50-cfg3`.
+    pub name: String,
+    /// Key-step indices.
+    pub keys: Vec<usize>,
+    /// Sampler steps the plan was made for; a run with another step count refuses it.
+    pub steps: usize,
+    /// Encoder drift accumulated between each reused step and its key step (lower is better).
+    #[serde(default)]
+    pub cost: Option<f64>,
+    /// The drift summary the plan was calibrated on.
+    #[serde(default)]
+    pub calibration: Option<std::path::PathBuf>,
+}
+
+impl PlanFile {
+    /// Read a plan file (a missing or mistyped field is an error naming the file and field).
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        Ok(fd_model::io::read_json(path)?)
+    }
+}
+
 /// What a non-key step reuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -172,6 +189,16 @@ impl Plan {
     /// `deepcache:N[:B]` (DeepCache, full step every N steps, branch B, default 0), or
     /// `decoder-prop:KEYS` (decoder-only propagation, the paper's failed ablation).
     pub fn parse(spec: &str, num_steps: usize) -> Result<Self> {
+        if spec.trim().ends_with(".json") {
+            let file = PlanFile::load(std::path::Path::new(spec.trim()))?;
+            if file.steps != num_steps {
+                return Err(Error::KeySteps {
+                    spec: spec.to_string(),
+                    msg: format!("plan file made for {} steps, used with {num_steps}", file.steps),
+                });
+            }
+            return Self::new(KeySteps::List(file.keys), num_steps);
+        }
         if let Some(keys) = spec.trim().strip_prefix("decoder-prop:") {
             return Self::with_method(Method::DecoderPropagation, KeySteps::parse(keys)?, num_steps);
         }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use fd_model::{LoadOptions, UNetModel};
-use fd_sched::{build_scheduler, sample, ExecOptions, Hooks, Plan, SampleInput};
+use fd_sched::{sample, ExecOptions, Hooks, Plan, SampleInput, SamplerSpec};
 use tch::{Device, Kind, Tensor};
 
 fn tiny() -> UNetModel {
@@ -13,7 +13,7 @@ fn tiny() -> UNetModel {
 
 fn run(model: &UNetModel, noise: &Tensor, opts: &ExecOptions) -> String {
     let m = &model.manifest;
-    let mut sched = build_scheduler("ddim", &m.scheduler, 8, 0.0).unwrap();
+    let mut sched = SamplerSpec::from_config("ddim", &m.scheduler, 0.0).and_then(|s| s.build(8)).unwrap();
     let plan = Plan::parse("uniform:2", 8).unwrap();
     let cond = model.encode_classes(&[0]).unwrap();
     let uncond = model.uncond(1).unwrap();
@@ -54,13 +54,13 @@ fn decoder_propagation_reuses_the_key_step_output() {
     let plan = Plan::parse("decoder-prop:uniform:3", 7).unwrap();
     assert_eq!(plan.label(), "decoder-prop:uniform:3");
     assert_eq!(plan.decoder_calls(), 3);
-    let mut sched = build_scheduler("ddim", &m.scheduler, 7, 0.0).unwrap();
+    let mut sched = SamplerSpec::from_config("ddim", &m.scheduler, 0.0).and_then(|s| s.build(7)).unwrap();
     let input = SampleInput { noise: &noise, cond: &cond, uncond: None };
     let out = sample(&model, sched.as_mut(), &plan, &ExecOptions::default(), &input, Hooks::default()).unwrap();
     assert_eq!(out.counts.rows("encoder"), 6);
     assert_eq!(out.counts.rows("decoder"), 6);
 
-    let mut sched = build_scheduler("ddim", &m.scheduler, 7, 0.0).unwrap();
+    let mut sched = SamplerSpec::from_config("ddim", &m.scheduler, 0.0).and_then(|s| s.build(7)).unwrap();
     let ts = sched.timesteps().to_vec();
     let mut x = noise.shallow_clone();
     let mut eps = Tensor::zeros([1], (Kind::Float, Device::Cpu));

@@ -48,6 +48,9 @@ fn config_defaults_equal_diffusers() {
     assert!(e.to_string().contains("thresholding"));
     let e = Ddim::new(DDIMSchedulerConfig::default(), 1001, 0.0).unwrap_err().to_string();
     assert!(e.contains("1..=1000") && e.contains("1001"), "{e}");
-    let e = fd_sched::build_scheduler("heun", &serde_json::json!({}), 10, 0.0).unwrap_err().to_string();
+    let e = fd_sched::SamplerSpec::from_config("heun", &serde_json::json!({}), 0.0)
+        .and_then(|s| s.build(10))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unknown scheduler `heun`"), "{e}");
 }

@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use fd_model::Condition;
 use fd_model::{LoadOptions, UNetModel};
 use fd_sched::tch::Tensor;
-use fd_sched::{Condition, ExecOptions, KeySteps, Plan};
+use fd_sched::{ExecOptions, KeySteps, Plan};
 
 #[test]
 fn default_model_ddim50_cfg_equals_diffusers_loop() {
@@ -21,8 +22,9 @@ fn default_model_ddim50_cfg_equals_diffusers_loop() {
     let steps = r["steps"].int64_value(&[]) as usize;
     let opts = ExecOptions { guidance: r["guidance"].double_value(&[]), ..Default::default() };
     let plan = Plan::new(KeySteps::None, steps).unwrap();
-    let make = || fd_sched::build_scheduler("ddim", &model.manifest.scheduler, steps, 0.0);
-    let out = fd_sched::generate_batch(&model, &make, &plan, &opts, &seeds, &conds).unwrap();
+    let sampler = fd_sched::SamplerSpec::from_config("ddim", &model.manifest.scheduler, 0.0).unwrap();
+    let spec = fd_sched::SamplingSpec::new(sampler, plan, opts).unwrap();
+    let out = spec.generate(&model, &seeds, &conds).unwrap();
     let d = (&out.images - &r["samples"]).abs().max().double_value(&[]);
     assert!(d <= 1e-4, "max abs diff {d:e}");
     assert!(r["samples"].abs().max().double_value(&[]) > 0.1);

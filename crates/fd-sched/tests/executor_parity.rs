@@ -33,7 +33,9 @@ fn setup() -> Setup {
 fn run(s: &Setup, spec: &str, inject: Option<Injection>, parallel: bool, cap: usize) -> Tensor {
     let steps = s.cases["steps"].as_u64().unwrap() as usize;
     let plan = Plan::parse(spec, steps).unwrap();
-    let mut sched = fd_sched::build_scheduler("ddim", &s.model.manifest.scheduler, steps, 0.0).unwrap();
+    let mut sched = fd_sched::SamplerSpec::from_config("ddim", &s.model.manifest.scheduler, 0.0)
+        .and_then(|s| s.build(steps))
+        .unwrap();
     let classes: Vec<i64> = s.cases["classes"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
     let seeds: Vec<u64> = s.cases["seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     // per-sample noise from torch's CPU generator equals Python's torch.Generator().manual_seed(seed)

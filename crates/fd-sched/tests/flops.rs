@@ -35,10 +35,11 @@ fn static_count_equals_executed_count() {
     let m = &model.manifest;
     for keys in ["none", "50ls", "uniform:3"] {
         let plan = Plan::new(KeySteps::parse(keys).unwrap(), 20).unwrap();
-        let make = || fd_sched::build_scheduler("ddim", &m.scheduler, 20, 0.0);
+        let sampler = fd_sched::SamplerSpec::from_config("ddim", &m.scheduler, 0.0).unwrap();
         let opts = ExecOptions { guidance: 2.0, ..Default::default() };
-        let conds = [fd_sched::Condition::Class(0), fd_sched::Condition::Class(1)];
-        let out = fd_sched::generate_batch(&model, &make, &plan, &opts, &[1, 2], &conds).unwrap();
+        let spec = fd_sched::SamplingSpec::new(sampler, plan.clone(), opts).unwrap();
+        let conds = [fd_model::Condition::Class(0), fd_model::Condition::Class(1)];
+        let out = spec.generate(&model, &[1, 2], &conds).unwrap();
         let measured = out.counts.gflops_per_image(&model, 2);
         let stat = plan.gflops_per_image(m.flops("encoder"), m.flops("decoder"), m.flops("time_embed"), 2);
         assert!((measured - stat).abs() <= 1e-9 * stat, "{keys}: executed {measured} vs plan {stat}");

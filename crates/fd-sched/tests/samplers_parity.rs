@@ -25,7 +25,8 @@ fn samplers_match_diffusers_every_step() {
         let kind = case["scheduler"].as_str().unwrap();
         seen.insert(kind.to_string());
         let steps = case["steps"].as_u64().unwrap() as usize;
-        let mut s = fd_sched::build_scheduler(kind, &case["config"], steps, 0.0).unwrap();
+        let mut s =
+            fd_sched::SamplerSpec::from_config(kind, &case["config"], 0.0).and_then(|s| s.build(steps)).unwrap();
         let want: Vec<f64> = case["timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         assert_eq!(s.timesteps().len(), want.len(), "{name}: number of timesteps");
         for (a, b) in s.timesteps().iter().zip(&want) {
@@ -49,14 +50,23 @@ fn samplers_match_diffusers_every_step() {
 
 #[test]
 fn sampler_config_errors() {
-    let e = fd_sched::build_scheduler("dpm++", &serde_json::json!({"use_karras_sigmas": true}), 20, 0.0).unwrap_err();
+    let e = fd_sched::SamplerSpec::from_config("dpm++", &serde_json::json!({"use_karras_sigmas": true}), 0.0)
+        .and_then(|s| s.build(20))
+        .unwrap_err();
     assert!(e.to_string().contains("use_karras_sigmas"), "{e}");
-    let e = fd_sched::build_scheduler("euler", &serde_json::json!({}), 20, 0.5).unwrap_err();
+    let e =
+        fd_sched::SamplerSpec::from_config("euler", &serde_json::json!({}), 0.5).and_then(|s| s.build(20)).unwrap_err();
     assert!(e.to_string().contains("eta applies to ddim only"), "{e}");
-    let e = fd_sched::build_scheduler("ddpm", &serde_json::json!({}), 2000, 0.0).unwrap_err();
+    let e = fd_sched::SamplerSpec::from_config("ddpm", &serde_json::json!({}), 0.0)
+        .and_then(|s| s.build(2000))
+        .unwrap_err();
     assert!(e.to_string().contains("1..=1000"), "{e}");
-    let e = fd_sched::build_scheduler("dpm++", &serde_json::json!({"solver_order": 3}), 20, 0.0).unwrap_err();
+    let e = fd_sched::SamplerSpec::from_config("dpm++", &serde_json::json!({"solver_order": 3}), 0.0)
+        .and_then(|s| s.build(20))
+        .unwrap_err();
     assert!(e.to_string().contains("solver_order 3"), "{e}");
-    let e = fd_sched::build_scheduler("ddim", &serde_json::json!({"beta_schedule": "sigmoid"}), 20, 0.0).unwrap_err();
+    let e = fd_sched::SamplerSpec::from_config("ddim", &serde_json::json!({"beta_schedule": "sigmoid"}), 0.0)
+        .and_then(|s| s.build(20))
+        .unwrap_err();
     assert!(e.to_string().contains("sigmoid"), "{e}");
 }

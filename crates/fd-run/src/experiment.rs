@@ -7,13 +7,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use fd_eval::features::{FidResult, KidOptions};
+use fd_model::io::{write_atomic, write_json};
 use fd_model::{CondKind, UNetModel};
-use fd_sched::{Condition, ExecOptions, Injection, KeySteps, Plan};
+use fd_sched::{Injection, Plan, SamplerSpec};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use crate::features::{folder_fid, FidResult, KidOptions};
-use crate::runner::{write_atomic, Existing, SampleRun, Shard};
+use crate::error::{io, ResultExt};
+use crate::machine::{command, Machine, Versions};
+use crate::records::RowMetrics;
+use crate::runner::{Existing, SampleRun, Shard};
+use crate::spec::{cycle_conditions, ModelSpec, SamplingOptions};
 use crate::{Error, Result};
 
 fn default_model() -> PathBuf {
@@ -35,13 +39,13 @@ fn default_calibration_n() -> usize {
     8
 }
 fn default_sampler() -> String {
-    "ddim".into()
+    SamplingOptions::default().sampler
 }
 fn default_steps() -> usize {
-    50
+    SamplingOptions::default().steps
 }
 fn default_keys() -> String {
-    "none".into()
+    SamplingOptions::default().keys
 }
 
 /// An experiment: rows evaluated on the same model, seeds and conditions.
@@ -139,6 +143,21 @@ impl RowSpec {
         })
     }
 
+    /// The row's sampling options under the experiment's guidance and calibration settings.
+    pub fn sampling(&self, cfg: &ExperimentConfig) -> SamplingOptions {
+        SamplingOptions {
+            sampler: self.sampler.clone(),
+            steps: self.steps,
+            eta: self.eta,
+            keys: self.keys.clone(),
+            sequential: self.sequential,
+            max_decoder_batch: self.max_decoder_batch,
+            inject: self.inject.clone(),
+            guidance: cfg.guidance,
+            calibration_n: cfg.calibration_n,
+        }
+    }
+
     /// Folder-safe name.
     pub fn slug(&self) -> String {
         // `++` is meaningful (DPM-Solver vs DPM-Solver++): keep it as `pp`
@@ -155,10 +174,10 @@ impl RowSpec {
 impl ExperimentConfig {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
         let cfg: Self = serde_json::from_str(&text)
-            .map_err(|e| Error::Format { path: path.into(), msg: format!("not a valid experiment config: {e}") })?;
-        cfg.validate().map_err(|msg| Error::Format { path: path.into(), msg })?;
+            .map_err(|e| Error::Folder { path: path.into(), msg: format!("not a valid experiment config: {e}") })?;
+        cfg.validate().map_err(|msg| Error::Folder { path: path.into(), msg })?;
         Ok(cfg)
     }
 
@@ -178,12 +197,12 @@ impl ExperimentConfig {
             if seen.insert(r.slug(), &r.label).is_some() {
                 return Err(format!("row label `{}` is not unique (as a folder name)", r.label));
             }
-            if !fd_sched::SCHEDULERS.contains(&r.sampler.as_str()) {
+            if !SamplerSpec::NAMES.contains(&r.sampler.as_str()) {
                 return Err(format!(
                     "row `{}`: unknown sampler `{}` (known: {:?})",
                     r.label,
                     r.sampler,
-                    fd_sched::SCHEDULERS
+                    SamplerSpec::NAMES
                 ));
             }
             if !r.keys.starts_with("auto:") {
@@ -222,8 +241,19 @@ pub struct ExperimentOptions {
     pub progress: bool,
 }
 
+/// `experiment.json`: the config, where it ran and every evaluated row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExperimentRecord {
+    pub config: ExperimentConfig,
+    pub command: Vec<String>,
+    pub machine: Machine,
+    pub versions: Versions,
+    pub work_dir: PathBuf,
+    pub rows: Vec<RowResult>,
+}
+
 /// One evaluated row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RowResult {
     pub label: String,
     pub sampler: String,
@@ -248,107 +278,28 @@ pub struct RowResult {
     pub family: String,
 }
 
-/// The conditions of `n` samples, the one place every command decides them: the lines of
-/// `prompts` (one prompt per line), else the `classes` list (names or ids, comma separated),
-/// else every class of a class-conditioned model, cycled over the samples. A text-conditioned
-/// model without prompts is an error naming `--prompts`.
-pub fn cycle_conditions(
-    model: &UNetModel,
-    prompts: Option<&Path>,
-    classes: Option<&str>,
-    n: usize,
-) -> Result<Vec<Condition>> {
-    let cycle: Vec<Condition> = if let Some(p) = prompts {
-        let text = std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.to_path_buf(), source })?;
-        let v: Vec<Condition> =
-            text.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| Condition::Prompt(l.into())).collect();
-        if v.is_empty() {
-            return Err(Error::Format { path: p.to_path_buf(), msg: "no prompts (file is empty)".into() });
-        }
-        v
-    } else if let Some(list) = classes {
-        list.split(',')
-            .map(|c| model.class_id(c).map(Condition::Class).map_err(|e| Error::Input(format!("--classes: {e}"))))
-            .collect::<Result<_>>()?
-    } else if model.manifest.cond.kind == CondKind::Class {
-        (0..model.manifest.cond.num_classes.unwrap_or(0)).map(Condition::Class).collect()
-    } else {
-        return Err(Error::Input(format!(
-            "model `{}` is text-conditioned: pass --prompts FILE (one prompt per line; `prompts` in an experiment config)",
-            model.manifest.name
-        )));
-    };
-    if cycle.is_empty() {
-        return Err(Error::Input(format!("model `{}`: no conditions to sample", model.manifest.name)));
-    }
-    Ok((0..n).map(|i| cycle[i % cycle.len()].clone()).collect())
-}
-
-/// Resolve `--keys` for a sampler: anything [`Plan::parse`] takes, or `auto:K` /
-/// `auto:threshold=X`, calibrated on the encoder drift of `calibration_n` samples (seeds
-/// 1_000_000 + i, disjoint from evaluation seeds; conditions cycled from `conds`).
-pub fn resolve_plan(
-    model: &UNetModel,
-    sampler: &str,
-    steps: usize,
-    keys: &str,
-    guidance: f64,
-    calibration_n: usize,
-    conds: &[Condition],
-) -> Result<Plan> {
-    if !keys.starts_with("auto:") {
-        return Plan::parse(keys, steps).map_err(|e| Error::Input(e.to_string()));
-    }
-    if calibration_n == 0 || conds.is_empty() {
-        return Err(Error::Input(format!("`{keys}` needs at least one calibration sample")));
-    }
-    let seeds: Vec<u64> = (0..calibration_n as u64).map(|i| 1_000_000 + i).collect();
-    let cal: Vec<Condition> = (0..seeds.len()).map(|i| conds[i % conds.len()].clone()).collect();
-    let eo = ExecOptions { guidance, ..Default::default() };
-    let (k, _) = fd_analysis::calibrate_key_steps(model, sampler, steps, &eo, &seeds, &cal, keys)
-        .map_err(|e| Error::Input(e.to_string()))?;
-    Plan::new(KeySteps::List(k), steps).map_err(|e| Error::Input(e.to_string()))
-}
-
 /// Run every row (resuming finished parts), evaluate, and write the table. Returns the rows.
 pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<Vec<RowResult>> {
     cfg.validate().map_err(Error::Input)?;
-    if opt.deterministic {
-        fd_model::device::set_deterministic().map_err(|e| Error::Input(format!("--deterministic: {e}")))?;
-    }
-    let lo = fd_model::LoadOptions { device: opt.device, row_by_row: opt.deterministic, ..Default::default() };
-    let model = UNetModel::load(&cfg.model, &lo).map_err(|e| Error::Input(e.to_string()))?;
+    let model = ModelSpec { dir: cfg.model.clone(), device: opt.device, deterministic: opt.deterministic }.load()?;
     let conds = cycle_conditions(&model, cfg.prompts.as_deref(), None, cfg.n)?;
     let classifier = match &cfg.classifier {
         Some(p) => Some(p.clone()),
         None => Some(cfg.model.join("classifier.pt")).filter(|p| p.is_file()),
     }
-    .map(|p| crate::consistency::Classifier::load(&p, opt.device))
+    .map(|p| fd_eval::consistency::Classifier::load(&p, opt.device))
     .transpose()?;
-    let clip = cfg.clip.as_ref().map(|p| crate::clip::Clip::load(p, opt.device)).transpose()?;
-    let inception = crate::inception::Inception::load(&opt.inception, opt.device)?;
+    let clip = cfg.clip.as_ref().map(|p| fd_eval::clip::Clip::load(p, opt.device)).transpose()?;
+    let inception = fd_eval::inception::Inception::load(&opt.inception, opt.device)?;
     let rows: Vec<&RowSpec> =
         cfg.rows.iter().filter(|r| opt.only.is_empty() || opt.only.iter().any(|o| o == &r.label)).collect();
     if rows.is_empty() {
         return Err(Error::Input(format!("--only {:?}: no such row labels", opt.only)));
     }
     let mut results = Vec::new();
-    let style = indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len} [{elapsed} < {eta}]")
-        .map_err(|e| Error::Input(e.to_string()))?;
+    let style = indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len} [{elapsed} < {eta}]")?;
     for (k, row) in rows.iter().enumerate() {
-        let plan = resolve_plan(&model, &row.sampler, row.steps, &row.keys, cfg.guidance, cfg.calibration_n, &conds)
-            .map_err(|e| Error::Input(format!("row `{}`: {e}", row.label)))?;
-        let opts = ExecOptions {
-            parallel: !row.sequential,
-            max_decoder_batch: row.max_decoder_batch,
-            guidance: cfg.guidance,
-            injection: row
-                .inject
-                .as_deref()
-                .map(Injection::parse)
-                .transpose()
-                .map_err(|e| Error::Input(e.to_string()))?,
-        };
+        let spec = row.sampling(cfg).resolve(&model, &conds).ctx(format!("row `{}`", row.label))?;
         let dir = opt.work_dir.join(row.slug());
         let bar = crate::progress::bar(cfg.n as u64, opt.progress).with_style(style.clone()).with_message(format!(
             "[{}/{}] {}",
@@ -358,50 +309,40 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
         ));
         let run = SampleRun {
             model: &model,
-            model_dir: &cfg.model,
-            sampler: &row.sampler,
-            steps: row.steps,
-            eta: row.eta,
-            plan: &plan,
-            opts: &opts,
+            spec: &spec,
             conds: &conds,
             seed: cfg.seed,
             batch: cfg.batch,
             shard: Shard::default(),
             out: &dir,
             existing: opt.existing,
-            pngs: true,
         };
-        let (summary, record) = run.run_and_record(&bar)?;
+        let (summary, mut record) = run.run_and_record(&bar)?;
         bar.set_position(0);
-        let fid: FidResult = folder_fid(&dir, &cfg.reference, &inception, KidOptions::default(), &bar)?;
+        let fid: FidResult =
+            crate::evaluate::folder_fid(&dir, &cfg.reference, &inception, KidOptions::default(), &bar)?;
         bar.finish_and_clear();
-        write_atomic(&dir.join("fid.json"), serde_json::to_string_pretty(&fid)?.as_bytes())?;
+        write_json(&dir.join("fid.json"), &fid)?;
         let consistency = match &classifier {
             Some(c) if model.manifest.cond.kind == CondKind::Class => {
-                let r = crate::consistency::folder_consistency(c, &dir)?;
-                write_atomic(&dir.join("consistency.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
+                let r = crate::evaluate::folder_consistency(c, &dir)?;
+                write_json(&dir.join("consistency.json"), &r)?;
                 Some(r.consistency)
             }
             _ => None,
         };
         let clip_s = match &clip {
             Some(c) => {
-                let prompts: Vec<String> = conds
-                    .iter()
-                    .map(|c| match c {
-                        Condition::Prompt(p) => p.clone(),
-                        Condition::Class(i) => i.to_string(),
-                    })
-                    .collect();
+                let prompts: Vec<String> = conds.iter().map(fd_model::Condition::text).collect();
                 let p: Vec<&str> = prompts.iter().map(String::as_str).collect();
-                let imgs = crate::runner::read_tensor(&dir.join("samples.safetensors"), "samples")?;
+                let imgs = fd_model::io::read_tensor(&dir.join("samples.safetensors"), "samples")?;
                 let r = c.score(&imgs, &p)?;
-                write_atomic(&dir.join("clip_score.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
+                write_json(&dir.join("clip_score.json"), &r)?;
                 Some(r.clip_s)
             }
             None => None,
         };
+        let plan = &spec.plan;
         let total = summary.total_s_per_image();
         let res = RowResult {
             label: row.label.clone(),
@@ -409,8 +350,8 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
             steps: row.steps,
             plan: if row.keys.starts_with("auto:") { format!("{} = {}", row.keys, plan.label()) } else { plan.label() },
             key_steps: plan.key_steps.clone(),
-            parallel: opts.parallel,
-            injection: opts.injection,
+            parallel: spec.exec.parallel,
+            injection: spec.exec.injection,
             n: summary.n,
             fid: fid.fid,
             kid: fid.kid.as_ref().map(|k| k.mean),
@@ -435,12 +376,10 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
             res.total_s_per_image
         );
         let rd = opt.results_dir.join("rows").join(row.slug());
-        std::fs::create_dir_all(&rd).map_err(|source| Error::Io { path: rd.clone(), source })?;
-        let mut rec = record;
-        rec["metrics"] = json!({ "fid": fid, "consistency": consistency, "clip_s": clip_s });
-        write_atomic(&rd.join("run.json"), serde_json::to_string_pretty(&rec)?.as_bytes())?;
-        std::fs::copy(dir.join("grid.png"), rd.join("grid.png"))
-            .map_err(|source| Error::Io { path: rd.join("grid.png"), source })?;
+        std::fs::create_dir_all(&rd).map_err(io(&rd))?;
+        record.metrics = Some(RowMetrics { fid, consistency, clip_s });
+        write_json(&rd.join("run.json"), &record)?;
+        std::fs::copy(dir.join("grid.png"), rd.join("grid.png")).map_err(io(&rd.join("grid.png")))?;
         results.push(res);
         // the table so far: an interrupted experiment still leaves every finished row written
         write_table(cfg, opt, &model, &results)?;
@@ -466,7 +405,7 @@ fn opt_fmt(v: Option<f64>, prec: usize) -> String {
 /// Write `table.md`, `table.csv` and `experiment.json`.
 fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetModel, rows: &[RowResult]) -> Result<()> {
     let by_label: BTreeMap<&str, &RowResult> = rows.iter().map(|r| (r.label.as_str(), r)).collect();
-    let m = crate::runner::machine(opt.device);
+    let m = Machine::current(opt.device);
     let mut md = format!(
         "# {}\n\nModel `{}` ({}), N = {} per row (same seeds and conditions in every row), CFG {}, FID/KID vs `{}` \
          ({}). Machine: {} ({} cores, {} torch threads), device {}.\n\
@@ -479,11 +418,11 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetMode
         cfg.n,
         cfg.guidance,
         cfg.reference,
-        crate::inception::PREPROCESSING.split(':').next().unwrap_or(""),
-        m["cpu"].as_str().unwrap_or("?"),
-        m["cores"],
-        m["torch_threads"],
-        m["device"].as_str().unwrap_or("?"),
+        fd_eval::inception::PREPROCESSING.split(':').next().unwrap_or(""),
+        m.cpu,
+        m.cores,
+        m.torch_threads,
+        m.device,
         std::env::args().collect::<Vec<_>>().join(" ")
     );
     let mut csv = csv::Writer::from_writer(Vec::new());
@@ -508,8 +447,7 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetMode
         "baseline",
         "family",
         "parts_resumed",
-    ])
-    .map_err(|e| Error::Input(e.to_string()))?;
+    ])?;
     for r in rows {
         let base = r.baseline.as_deref().and_then(|b| by_label.get(b));
         let d = |f: &dyn Fn(&RowResult) -> f64| base.map_or("".into(), |b| pct(f(r), f(b)));
@@ -558,8 +496,7 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetMode
             r.baseline.clone().unwrap_or_default(),
             r.family.clone(),
             r.parts_resumed.to_string(),
-        ])
-        .map_err(|e| Error::Input(e.to_string()))?;
+        ])?;
     }
     md += "\nFTC = FID x total s/image / consistency (lower is better). Δ columns: change against the row named in `vs`. \
            GFLOPs: torch.utils.flop_counter (2 x MACs) of the UNet graphs actually run, CFG doubling included. \
@@ -570,12 +507,17 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetMode
     md += ".\n";
     std::fs::create_dir_all(&opt.results_dir).map_err(|source| Error::Io { path: opt.results_dir.clone(), source })?;
     write_atomic(&opt.results_dir.join("table.md"), md.as_bytes())?;
-    let bytes = csv.into_inner().map_err(|e| Error::Input(e.to_string()))?;
+    let bytes = csv.into_inner().map_err(|e| Error::from(csv::Error::from(e.into_error())))?;
     write_atomic(&opt.results_dir.join("table.csv"), &bytes)?;
-    let exp = json!({ "config": cfg, "command": std::env::args().collect::<Vec<_>>(), "machine": m,
-        "versions": { "fd": env!("CARGO_PKG_VERSION"), "libtorch": fd_model::device::libtorch_summary() },
-        "work_dir": opt.work_dir, "rows": rows });
-    write_atomic(&opt.results_dir.join("experiment.json"), serde_json::to_string_pretty(&exp)?.as_bytes())
+    let exp = ExperimentRecord {
+        config: cfg.clone(),
+        command: command(),
+        machine: m,
+        versions: Versions::current(),
+        work_dir: opt.work_dir.clone(),
+        rows: rows.to_vec(),
+    };
+    Ok(write_json(&opt.results_dir.join("experiment.json"), &exp)?)
 }
 
 fn pareto(cfg: &ExperimentConfig, opt: &ExperimentOptions, rows: &[RowResult]) -> Result<()> {
@@ -592,14 +534,13 @@ fn pareto(cfg: &ExperimentConfig, opt: &ExperimentOptions, rows: &[RowResult]) -
         "UNet GFLOPs / image",
         "FID",
         &opt.results_dir.join("pareto_gflops"),
-    )
-    .map_err(|e| Error::Input(e.to_string()))?;
+    )?;
     pareto(
         &pts(&|r| r.total_s_per_image),
         &title("seconds/image"),
         "s / image (total)",
         "FID",
         &opt.results_dir.join("pareto_time"),
-    )
-    .map_err(|e| Error::Input(e.to_string()))
+    )?;
+    Ok(())
 }

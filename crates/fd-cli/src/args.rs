@@ -1,0 +1,300 @@
+//! The command line: clap types only. Flags become library objects once, in
+//! [`SamplingFlags::options`] / [`SamplingFlags::model`] (ripgrep's `HiArgs::from_low_args`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use fd_run::spec::{ModelSpec, SamplingOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "fd", version, about = "Faster Diffusion (encoder propagation) harness")]
+pub struct Cli {
+    /// error, warn, info (default: progress bars and run summaries), debug (per batch), trace.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: log::LevelFilter,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Print a model folder's manifest summary, parameter / FLOP split and the device.
+    Info {
+        /// Model folder (manifest.json + graphs).
+        model: PathBuf,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Generate samples with a sampler and a key-step plan; writes PNGs, grid.png and run.json.
+    Sample(Box<SampleArgs>),
+    /// Time several plans side by side in one process (interleaved repeats, median), with the
+    /// FLOPs-bound speedup each plan implies; writes bench.json and bench.md.
+    Bench(Box<BenchArgs>),
+    /// Feature drift of every encoder / decoder layer across steps (the paper's Fig. 3): CSV +
+    /// summary JSON; optionally choose drift-calibrated key steps and save them as a plan file.
+    Drift(Box<DriftArgs>),
+    /// Evaluate a sample folder written by `fd sample`.
+    #[command(subcommand)]
+    Eval(EvalCmd),
+    /// Combine the folders of a sharded run (`fd sample --shard i/n`) into one, as if one process
+    /// had generated them (cached Inception features travel along).
+    Merge {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Shard folders (all n of them).
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+    },
+    /// Run an experiment config (experiments/configs/*.json): every row sampled (resumable),
+    /// evaluated (FID, KID, consistency / CLIP-S, GFLOPs, s/image) and written as one table.
+    Experiment(Box<ExperimentArgs>),
+}
+
+/// The sampling flags `fd sample`, `fd bench` and `fd drift` share.
+#[derive(Args, Debug)]
+pub struct SamplingFlags {
+    /// Model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Sampler: ddim, ddpm, dpm, dpm++ or euler.
+    #[arg(long, default_value = "ddim")]
+    pub scheduler: String,
+    /// Number of sampler steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// DDIM eta (0 = deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Classifier-free guidance scale (1: conditional only; below 1 is an error) [default: 1 for
+    /// `fd sample`, 3 for `fd bench` and `fd drift`].
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    /// Class names or ids, comma separated, cycled over the samples (default: all classes).
+    #[arg(long, conflicts_with = "prompts")]
+    pub classes: Option<String>,
+    /// File with one prompt per line, cycled over the samples (needed for text-conditioned
+    /// models; class-conditioned ones cycle their classes).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Base seed; sample i uses seed + i.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Bit-identical samples whatever the batch size or decoding mode: UNet graphs run one row
+    /// at a time and libtorch's deterministic algorithms are on (slower; see README).
+    #[arg(long)]
+    pub deterministic: bool,
+}
+
+/// How a plan runs (`fd sample`).
+#[derive(Args, Debug)]
+pub struct PlanFlags {
+    /// Key steps: none (baseline), uniform:K, a preset (50ls, ...), a list 0,1,2,5, a plan file
+    /// (fd drift --save-plan), auto:K / auto:threshold=X (drift-calibrated); or the peer method
+    /// deepcache:N[:B] (full step every N steps, branch B), or decoder-prop:KEYS.
+    #[arg(long, default_value = "none")]
+    pub keys: String,
+    /// Decode each group's steps in one batched call (default) ...
+    #[arg(long, overrides_with = "sequential")]
+    pub parallel: bool,
+    /// ... or one call per step.
+    #[arg(long)]
+    pub sequential: bool,
+    /// Cap on rows per decoder call (0 = none).
+    #[arg(long, default_value_t = 0)]
+    pub max_decoder_batch: usize,
+    /// Prior noise injection C@TAU[:before|:after], e.g. 0.003@0.5.
+    #[arg(long)]
+    pub inject: Option<String>,
+    /// Calibration samples for --keys auto:K / auto:threshold=X.
+    #[arg(long, default_value_t = 8)]
+    pub calibration_n: usize,
+}
+
+impl SamplingFlags {
+    /// The model to open.
+    pub fn model(&self) -> fd_run::Result<ModelSpec> {
+        ModelSpec::new(&self.model, &self.device, self.deterministic)
+    }
+
+    /// The one conversion from flags to sampling options; `default_cfg` is the command's default
+    /// guidance, `plan` the plan flags where the command has them (else the baseline).
+    pub fn options(&self, plan: Option<&PlanFlags>, default_cfg: f64) -> SamplingOptions {
+        let d = SamplingOptions::default();
+        SamplingOptions {
+            sampler: self.scheduler.clone(),
+            steps: self.steps,
+            eta: self.eta,
+            keys: plan.map_or(d.keys, |p| p.keys.clone()),
+            sequential: plan.is_some_and(|p| p.sequential),
+            max_decoder_batch: plan.map_or(d.max_decoder_batch, |p| p.max_decoder_batch),
+            inject: plan.and_then(|p| p.inject.clone()),
+            guidance: self.cfg.unwrap_or(default_cfg),
+            calibration_n: plan.map_or(d.calibration_n, |p| p.calibration_n),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub sampling: SamplingFlags,
+    #[command(flatten)]
+    pub plan: PlanFlags,
+    /// Number of samples.
+    #[arg(long, default_value_t = 16)]
+    pub n: usize,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out: finished batches are kept (byte-identical to an uninterrupted run).
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Delete the run in --out and start over.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Generate only the i-th of n contiguous blocks of batches (0-based), e.g. --shard 0/4;
+    /// combine the shard folders with `fd merge`.
+    #[arg(long)]
+    pub shard: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub sampling: SamplingFlags,
+    /// Plans, comma separated; the first is the reference. `KEYS`, `KEYS@seq` (sequential
+    /// decoders) or `KEYS@capR` (at most R rows per decoder call), e.g. none,50ls,50ls@seq,deepcache:3.
+    #[arg(long, default_value = "none,50ls,50ls@seq,50ls@cap96")]
+    pub plans: String,
+    /// Prior noise injection for the non-baseline plans (C@TAU), as in `fd sample`.
+    #[arg(long)]
+    pub inject: Option<String>,
+    /// Samples per timed run (one batch).
+    #[arg(long, default_value_t = 16)]
+    pub n: usize,
+    /// Timed repeats per plan (interleaved across plans; the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Run every plan once, untimed, before the timed repeats (--warmup false to skip).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub warmup: bool,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    pub sampling: SamplingFlags,
+    /// Samples (classes cycled).
+    #[arg(long, default_value_t = 8)]
+    pub n: usize,
+    /// Choose key steps from the encoder drift profile: auto:K (optimal, K key steps) or
+    /// auto:threshold=X; saved to OUT/plan.json (use with --keys OUT/plan.json).
+    #[arg(long)]
+    pub save_plan: Option<String>,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ExperimentArgs {
+    /// Experiment config (JSON).
+    pub config: PathBuf,
+    /// Override the config's samples per row.
+    #[arg(long)]
+    pub n: Option<usize>,
+    /// Override the config's model folder.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Override the config's prompt file (text-conditioned models).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Override the config's FID reference (named set or .npz).
+    #[arg(long)]
+    pub r#ref: Option<String>,
+    /// CLIP towers for CLIP score.
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
+    /// Override the config's classifier-free guidance scale.
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    /// Results folder (default results/<name>/<date>-<machine>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Sample folders (default out/experiments/<name>/N<n>); rerunning resumes them.
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// Only these rows (labels, comma separated).
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Regenerate every row's samples instead of resuming.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Row-by-row graph calls + libtorch deterministic algorithms (as `fd sample --deterministic`).
+    #[arg(long)]
+    pub deterministic: bool,
+    /// Inception extractor (default: $FD_CACHE/assets/fid_inception_default_1.pt).
+    #[arg(long)]
+    pub inception: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCmd {
+    /// FID and KID of a sample folder against a reference set or .npz statistics.
+    Fid {
+        /// Folder written by `fd sample` (samples.safetensors) or a folder of PNGs.
+        #[arg(long)]
+        samples: PathBuf,
+        /// Reference: a named set (fmnist-test; features cached under $FD_CACHE/fid) or a .npz
+        /// with mu/sigma (FID only).
+        #[arg(long, default_value = "fmnist-test")]
+        r#ref: String,
+        /// Inception extractor (default: $FD_CACHE/assets/fid_inception_default_1.pt).
+        #[arg(long)]
+        inception: Option<PathBuf>,
+        #[arg(long, default_value_t = 100)]
+        kid_subsets: usize,
+        #[arg(long, default_value_t = 1000)]
+        kid_subset_size: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// CLIP score (CLIP-S and torchmetrics' 100*cos) of a text-conditioned sample folder.
+    Clip {
+        /// Folder written by `fd sample --prompts` (samples.safetensors + run.json).
+        #[arg(long)]
+        samples: PathBuf,
+        /// CLIP towers exported by experiments/export_clip.py.
+        #[arg(long)]
+        clip: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Class consistency: share of samples the judge classifies as the requested class.
+    Consistency {
+        /// Folder written by `fd sample` (samples.safetensors + run.json).
+        #[arg(long)]
+        samples: PathBuf,
+        /// TorchScript classifier (logits over the model's classes).
+        #[arg(long, default_value = "models/fmnist/classifier.pt")]
+        classifier: PathBuf,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}

@@ -1,0 +1,34 @@
+//! `fd bench`: plans timed side by side in one process (fd_run::bench).
+
+use anyhow::{bail, Result};
+use fd_run::bench::{parse_plans, BenchOptions};
+use fd_run::spec::cycle_conditions;
+
+use crate::args::BenchArgs;
+
+pub fn run(a: &BenchArgs) -> Result<()> {
+    if a.n == 0 || a.repeats == 0 {
+        bail!("--n and --repeats must be >= 1");
+    }
+    let f = &a.sampling;
+    let opts = fd_run::spec::SamplingOptions { inject: a.inject.clone(), ..f.options(None, 3.0) };
+    let model = f.model()?.load()?;
+    opts.sampler(&model)?;
+    opts.exec()?;
+    let conds = cycle_conditions(&model, f.prompts.as_deref(), f.classes.as_deref(), a.n)?;
+    let plans = parse_plans(&a.plans, &opts, &model, &conds)?;
+    let seeds: Vec<u64> = (0..a.n).map(|i| f.seed + i as u64).collect();
+    let bar = super::bar(0, "bench");
+    let report = fd_run::bench::run(
+        &model,
+        &plans,
+        &seeds,
+        &conds,
+        BenchOptions { repeats: a.repeats, warmup: a.warmup },
+        &bar,
+    )?;
+    bar.finish_and_clear();
+    report.write(&a.out)?;
+    print!("{}", report.markdown());
+    Ok(())
+}

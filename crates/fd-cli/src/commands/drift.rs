@@ -1,0 +1,47 @@
+//! `fd drift`: per-layer feature drift of the plain sampler (the paper's Fig. 3), and optionally
+//! a drift-calibrated plan file.
+
+use anyhow::{Context, Result};
+use fd_model::io::write_json;
+use fd_run::spec::cycle_conditions;
+use fd_sched::PlanFile;
+
+use crate::args::DriftArgs;
+
+pub fn run(a: &DriftArgs) -> Result<()> {
+    let f = &a.sampling;
+    let opts = f.options(None, 3.0);
+    let model = f.model()?.load()?;
+    let sampler = opts.sampler(&model)?;
+    let guidance = opts.exec()?.guidance;
+    let rule = a.save_plan.as_deref().map(fd_analysis::keysteps::AutoRule::parse).transpose();
+    let rule = rule.with_context(|| format!("--save-plan `{}`", a.save_plan.as_deref().unwrap_or("")))?;
+    let conds = cycle_conditions(&model, f.prompts.as_deref(), f.classes.as_deref(), a.n)?;
+    let seeds: Vec<u64> = (0..a.n).map(|i| f.seed + i as u64).collect();
+    let run = format!("{}-{}{}-cfg{}", model.manifest.name, f.scheduler, f.steps, guidance);
+    let acc = fd_analysis::measure_drift(&model, &sampler, f.steps, guidance, &seeds, &conds, &run)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+    acc.write_csv(&a.out.join("drift.csv"))?;
+    let summary = acc.summary();
+    write_json(&a.out.join("summary.json"), &summary)?;
+    fd_analysis::plot::fig3(acc.rows(), &summary, &a.out.join("fig3"))?;
+    println!(
+        "{run}: encoder mean MSE {:.4e} / decoder {:.4e} = {:.3} | std(F-norm) encoder {:.4} vs decoder {:.4} | rel. change encoder {:.4} vs decoder {:.4}",
+        summary.encoder_mean_mse, summary.decoder_mean_mse, summary.mse_ratio, summary.encoder_mean_fnorm_std,
+        summary.decoder_mean_fnorm_std, summary.encoder_mean_rel_change, summary.decoder_mean_rel_change
+    );
+    if let (Some(spec), Some(rule)) = (&a.save_plan, rule) {
+        let profile = &summary.encoder_drift_profile;
+        let keys = rule.key_steps(profile).with_context(|| format!("--save-plan `{spec}`"))?;
+        let plan = PlanFile {
+            name: format!("{spec} from {run}"),
+            cost: Some(fd_analysis::keysteps::plan_cost(profile, &keys)),
+            keys,
+            steps: f.steps,
+            calibration: Some(a.out.join("summary.json")),
+        };
+        write_json(&a.out.join("plan.json"), &plan)?;
+        println!("plan {spec}: key steps {:?} -> {}", plan.keys, a.out.join("plan.json").display());
+    }
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! `fd experiment CONFIG`: rows sampled, evaluated and tabulated (fd_run::experiment).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use fd_run::experiment::{run_experiment, ExperimentConfig, ExperimentOptions};
+use fd_run::runner::Existing;
+
+use crate::args::ExperimentArgs;
+
+pub fn run(a: &ExperimentArgs) -> Result<()> {
+    let mut cfg = ExperimentConfig::load(&a.config)?;
+    if let Some(n) = a.n {
+        cfg.n = n;
+    }
+    if let Some(m) = &a.model {
+        cfg.model = m.clone();
+    }
+    if let Some(p) = &a.prompts {
+        cfg.prompts = Some(p.clone());
+    }
+    if let Some(r) = &a.r#ref {
+        cfg.reference = r.clone();
+    }
+    if let Some(c) = &a.clip {
+        cfg.clip = Some(c.clone());
+    }
+    if let Some(g) = a.cfg {
+        cfg.guidance = g;
+    }
+    cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
+    let device = fd_model::parse_device(&a.device)?;
+    let results_dir = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from("results").join(&cfg.name).join(format!(
+            "{}-{}",
+            fd_run::machine::today(),
+            fd_run::machine::machine_tag(device)
+        ))
+    });
+    let work_dir =
+        a.work.clone().unwrap_or_else(|| PathBuf::from("out/experiments").join(&cfg.name).join(format!("N{}", cfg.n)));
+    let opt = ExperimentOptions {
+        work_dir,
+        results_dir: results_dir.clone(),
+        device,
+        existing: if a.overwrite { Existing::Overwrite } else { Existing::Resume },
+        inception: a.inception.clone().unwrap_or_else(fd_eval::inception::default_path),
+        only: a.only.as_deref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect()).unwrap_or_default(),
+        deterministic: a.deterministic,
+        progress: log::max_level() >= log::LevelFilter::Info,
+    };
+    let t0 = std::time::Instant::now();
+    let rows = run_experiment(&cfg, &opt)?;
+    print!("{}", std::fs::read_to_string(results_dir.join("table.md"))?);
+    println!("{} rows in {:.1} min -> {}", rows.len(), t0.elapsed().as_secs_f64() / 60.0, results_dir.display());
+    Ok(())
+}

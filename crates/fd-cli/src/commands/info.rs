@@ -1,0 +1,50 @@
+//! `fd info MODEL`: manifest summary, parameter / FLOP split, device and libtorch.
+
+use std::path::Path;
+
+use anyhow::Result;
+use fd_model::CondKind;
+use fd_run::spec::ModelSpec;
+
+pub fn run(dir: &Path, device: &str) -> Result<()> {
+    let model = ModelSpec::new(dir, device, false)?.load()?;
+    let m = &model.manifest;
+    let p = |k: &str| m.params.get(k).copied().unwrap_or(0);
+    let (pe, pd) = (p("encoder") + p("time_embed"), p("decoder"));
+    let (fe, fd) = (m.flops("encoder"), m.flops("decoder"));
+    println!("model        {} ({})", m.name, dir.display());
+    println!(
+        "input        [{}, {}, {}] ({}), prediction {}",
+        m.in_channels, m.sample_size[0], m.sample_size[1], m.dtype, m.prediction_type
+    );
+    println!(
+        "cond         {:?}: [{}, {}]{}",
+        m.cond.kind,
+        m.cond.seq_len,
+        m.cond.dim,
+        match (&m.cond.kind, &m.cond.class_names) {
+            (CondKind::Class, Some(n)) => format!(", classes {n:?}"),
+            _ => String::new(),
+        }
+    );
+    println!("skips        {} tensors, mid {:?}", m.skip_shapes.len(), m.mid_shape);
+    println!("scheduler    {}", m.scheduler);
+    println!(
+        "params       encoder (incl. time embedding) {:.3}M ({:.1}%), decoder {:.3}M ({:.1}%)",
+        pe as f64 / 1e6,
+        100.0 * pe as f64 / (pe + pd) as f64,
+        pd as f64 / 1e6,
+        100.0 * pd as f64 / (pe + pd) as f64
+    );
+    println!("flops/call   encoder {:.4} GFLOPs ({:.1}%), decoder {:.4} GFLOPs ({:.1}%), time_embed {:.6} GFLOPs (batch 1, 2 x MACs)",
+        fe as f64 / 1e9, 100.0 * fe as f64 / (fe + fd) as f64, fd as f64 / 1e9, 100.0 * fd as f64 / (fe + fd) as f64, m.flops("time_embed") as f64 / 1e9);
+    println!("graphs       {}", m.graphs.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!("device       {}", fd_model::device::describe(model.device));
+    println!(
+        "libtorch     {} (cuda available: {}, cudnn: {})",
+        fd_model::device::libtorch_summary(),
+        fd_model::tch::Cuda::is_available(),
+        fd_model::tch::Cuda::cudnn_is_available()
+    );
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! `fd sample`: one sampling run to a folder (resumable, shardable).
+
+use anyhow::{bail, Result};
+use fd_run::runner::{Existing, SampleRun, Shard};
+use fd_run::spec::cycle_conditions;
+
+use crate::args::SampleArgs;
+
+pub fn run(a: &SampleArgs) -> Result<()> {
+    if a.n == 0 || a.batch == 0 {
+        bail!("--n and --batch must be >= 1");
+    }
+    let shard = a.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or_default();
+    let f = &a.sampling;
+    let opts = f.options(Some(&a.plan), 1.0);
+    let model = f.model()?.load()?;
+    opts.sampler(&model)?; // before conditions and an auto:K calibration
+    let conds = cycle_conditions(&model, f.prompts.as_deref(), f.classes.as_deref(), a.n)?;
+    let spec = opts.resolve(&model, &conds)?;
+    let run = SampleRun {
+        model: &model,
+        spec: &spec,
+        conds: &conds,
+        seed: f.seed,
+        batch: a.batch,
+        shard,
+        out: &a.out,
+        existing: match (a.resume, a.overwrite) {
+            (true, _) => Existing::Resume,
+            (_, true) => Existing::Overwrite,
+            _ => Existing::Fail,
+        },
+    };
+    let bar = super::bar(a.n as u64, "sampling");
+    bar.set_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} [{elapsed} < {eta}]")?);
+    let (s, _) = run.run_and_record(&bar)?;
+    bar.finish_and_clear();
+    if !run.pngs() {
+        let m = &model.manifest;
+        let channels = m.vae.as_ref().map_or(m.out_channels, |v| v.out_channels);
+        println!("note: {channels}-channel outputs without a VAE decoder: wrote samples.safetensors only (no PNGs)");
+    }
+    let plan = &spec.plan;
+    println!(
+        "{} samples -> {}{} | plan {} ({} key steps of {}) | {:.3} s/image (UNet loop {:.3}) | {:.3} GFLOPs/image{}",
+        s.n,
+        a.out.display(),
+        if shard.count > 1 { format!(" (shard {}/{})", shard.index, shard.count) } else { String::new() },
+        plan.label(),
+        plan.key_steps.len(),
+        plan.num_steps,
+        s.total_s_per_image(),
+        s.unet_s_per_image(),
+        s.gflops_per_image,
+        if s.parts_resumed > 0 {
+            format!(" | {} batches resumed, {} computed", s.parts_resumed, s.parts_computed)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! `fd bench`: several plans timed side by side in one process (interleaved repeats, median),
+//! each with the FLOPs-bound speedup it implies; `bench.json` ([`BenchReport`]) and `bench.md`.
+
+use std::path::Path;
+
+use fd_model::io::{write_atomic, write_json};
+use fd_model::{Condition, UNetModel};
+use fd_sched::{Injection, SamplingSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io, ResultExt};
+use crate::machine::{command, Machine};
+use crate::spec::SamplingOptions;
+use crate::{Error, Result};
+
+/// One bench entry: a label as `--plans` spells it and the sampling it times.
+#[derive(Debug, Clone)]
+pub struct BenchPlan {
+    pub label: String,
+    pub spec: SamplingSpec,
+}
+
+/// Parse `--plans`: comma separated `KEYS`, `KEYS@seq` (sequential decoders) or `KEYS@capR` (at
+/// most R rows per decoder call), each resolved like `fd sample` resolves `base` with those keys
+/// and that decoding mode. The injection of `base` applies to every plan but the baseline.
+pub fn parse_plans(
+    plans: &str,
+    base: &SamplingOptions,
+    model: &UNetModel,
+    conds: &[Condition],
+) -> Result<Vec<BenchPlan>> {
+    plans
+        .split(',')
+        .map(|entry| {
+            let entry = entry.trim();
+            let (keys, mode) = entry.split_once('@').unwrap_or((entry, "par"));
+            let mut o = SamplingOptions { keys: keys.into(), sequential: false, max_decoder_batch: 0, ..base.clone() };
+            match mode {
+                "par" => {}
+                "seq" => o.sequential = true,
+                m if m.starts_with("cap") => {
+                    o.max_decoder_batch =
+                        m[3..].parse().map_err(|_| Error::Input(format!("--plans `{entry}`: capR needs a number")))?
+                }
+                m => return Err(Error::Input(format!("--plans `{entry}`: unknown mode `{m}` (expected seq or capR)"))),
+            }
+            let mut spec = o.resolve(model, conds).ctx(format!("--plans `{entry}`"))?;
+            if spec.plan.is_baseline() {
+                spec.exec.injection = None;
+            }
+            Ok(BenchPlan { label: entry.to_string(), spec })
+        })
+        .collect()
+}
+
+/// The middle value; for an even count, the mean of the two middle ones.
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One timed plan of a [`BenchReport`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchRow {
+    /// As `--plans` spells it.
+    pub plan: String,
+    /// The resolved plan's label.
+    pub keys: String,
+    pub parallel: bool,
+    pub max_decoder_batch: usize,
+    pub injection: Option<Injection>,
+    /// UNet-loop seconds per image of every timed repeat.
+    pub s_per_image: Vec<f64>,
+    pub median_s_per_image: f64,
+    /// Median of the first plan / median of this plan.
+    pub speedup: f64,
+    pub gflops_per_image: f64,
+    /// GFLOPs of the first plan / GFLOPs of this plan.
+    pub flops_bound_speedup: f64,
+}
+
+/// `bench.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub command: Vec<String>,
+    pub model: String,
+    pub scheduler: String,
+    pub steps: usize,
+    pub cfg: f64,
+    /// Samples per timed run (one batch).
+    pub n: usize,
+    pub repeats: usize,
+    pub warmup: bool,
+    pub machine: Machine,
+    pub rows: Vec<BenchRow>,
+}
+
+/// How the bench runs.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    /// Timed repeats per plan, interleaved across plans.
+    pub repeats: usize,
+    /// Run every plan once, untimed, before the timed repeats.
+    pub warmup: bool,
+}
+
+/// Time `plans` on one batch (`seeds`, `conds`): an optional untimed warm-up of every plan, then
+/// `repeats` interleaved rounds; the first plan is the reference of the speedups.
+pub fn run(
+    model: &UNetModel,
+    plans: &[BenchPlan],
+    seeds: &[u64],
+    conds: &[Condition],
+    opts: BenchOptions,
+    progress: &indicatif::ProgressBar,
+) -> Result<BenchReport> {
+    if seeds.is_empty() || opts.repeats == 0 || plans.is_empty() {
+        return Err(Error::Input("--n, --repeats and --plans must each give at least one".into()));
+    }
+    let n = seeds.len();
+    // Warm-up, untimed: every plan once at the timed batch size, so first-use costs (allocator
+    // growth, cuDNN algorithm choice per new shape, lazy init) stay out of the timed repeats. On an
+    // H200 without it, one repeat of a plan took 4.7 s against a median of 0.42.
+    if opts.warmup {
+        for p in plans {
+            p.spec.generate(model, seeds, conds)?;
+        }
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); plans.len()];
+    let mut gflops = vec![0.0; plans.len()];
+    progress.set_length((opts.repeats * plans.len()) as u64);
+    for _ in 0..opts.repeats {
+        for (k, p) in plans.iter().enumerate() {
+            let out = p.spec.generate(model, seeds, conds)?;
+            times[k].push(out.timings.total_s / n as f64);
+            gflops[k] = out.counts.gflops_per_image(model, n);
+            progress.inc(1);
+        }
+    }
+    let med: Vec<f64> = times.iter().map(|t| median(t)).collect();
+    let rows = plans
+        .iter()
+        .enumerate()
+        .map(|(k, p)| BenchRow {
+            plan: p.label.clone(),
+            keys: p.spec.plan.label(),
+            parallel: p.spec.exec.parallel,
+            max_decoder_batch: p.spec.exec.max_decoder_batch,
+            injection: p.spec.exec.injection,
+            s_per_image: times[k].clone(),
+            median_s_per_image: med[k],
+            speedup: med[0] / med[k],
+            gflops_per_image: gflops[k],
+            flops_bound_speedup: gflops[0] / gflops[k],
+        })
+        .collect();
+    let first = &plans[0].spec;
+    Ok(BenchReport {
+        command: command(),
+        model: model.manifest.name.clone(),
+        scheduler: first.sampler.name().into(),
+        steps: first.steps(),
+        cfg: first.exec.guidance,
+        n,
+        repeats: opts.repeats,
+        warmup: opts.warmup,
+        machine: Machine::current(model.device),
+        rows,
+    })
+}
+
+impl BenchReport {
+    /// `bench.md`: the table with the speedup over the first plan and against its FLOPs bound.
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let mut md = format!(
+            "# Sampling benchmark\n\nModel `{}`, {} {} steps, CFG {}, batch {} (N per run), median of {} interleaved repeats{}, one process.\nMachine: {} ({} cores, {} torch threads), device {}.\nCommand: `{}`\n\n| plan | s/image (UNet loop) | speedup | GFLOPs/image | FLOPs-bound speedup | speedup / FLOPs-bound |\n|---|---|---|---|---|---|\n",
+            self.model,
+            self.scheduler,
+            self.steps,
+            self.cfg,
+            self.n,
+            self.repeats,
+            if self.warmup { " after an untimed warm-up run of each plan" } else { " (no warm-up)" },
+            m.cpu,
+            m.cores,
+            m.torch_threads,
+            m.device,
+            self.command.join(" ")
+        );
+        for r in &self.rows {
+            md += &format!(
+                "| `{}` | {:.4} | {:.2}x | {:.3} | {:.2}x | {:.2} |\n",
+                r.plan,
+                r.median_s_per_image,
+                r.speedup,
+                r.gflops_per_image,
+                r.flops_bound_speedup,
+                r.speedup / r.flops_bound_speedup
+            );
+        }
+        md
+    }
+
+    /// Write `bench.json` and `bench.md` into `out` (created).
+    pub fn write(&self, out: &Path) -> Result<()> {
+        std::fs::create_dir_all(out).map_err(io(out)).ctx(format!("--out {}", out.display()))?;
+        write_json(&out.join("bench.json"), self)?;
+        write_atomic(&out.join("bench.md"), self.markdown().as_bytes())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,219 @@
+//! The run-folder contract: every record fd writes beside its artefacts is one of these typed
+//! values, and reading it back is [`fd_model::io::read_json`] into the same type (a missing or
+//! mistyped field is an error naming the file and the field, never a default).
+//!
+//! A sampling run folder (`fd sample --out DIR`, an experiment row):
+//!
+//! | file | record | written |
+//! |---|---|---|
+//! | `config.json` | [`RunConfig`]: what the run is; a folder is resumed only under an equal one | first |
+//! | `parts/SSSSSS-EEEEEE.safetensors` | raw images of samples SSSSSS..EEEEEE (`samples`, [B, C, H, W] in [-1, 1]) | per part |
+//! | `NNNNNN.png` | one PNG per sample (1- or 3-channel outputs) | per part |
+//! | `parts/SSSSSS-EEEEEE.json` | [`PartRecord`]: seeds, timings, counts, SHA-1 of the raw images | last of a part |
+//! | `samples.safetensors`, `grid.png` | this folder's samples in index order, a grid | at the end |
+//! | `run.json` | [`RunRecord`]: the config plus what was measured | last: the run is complete |
+//!
+//! Plan files (`fd drift --save-plan`) are [`fd_sched::PlanFile`]; `bench.json` is
+//! [`crate::bench::BenchReport`]; an experiment's `experiment.json` is
+//! [`crate::experiment::ExperimentRecord`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use fd_model::Condition;
+use fd_sched::{CallCounts, ExecOptions, Method, Timings};
+use serde::{Deserialize, Serialize};
+
+use crate::machine::{Machine, Versions};
+use crate::runner::Shard;
+
+/// The model a run used: its name and the SHA-256 of every graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    pub name: String,
+    pub graphs_sha256: BTreeMap<String, String>,
+}
+
+/// The sampler a run used: name, steps, eta and the manifest's diffusers scheduler config verbatim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplerRecord {
+    pub name: String,
+    pub steps: usize,
+    pub eta: f64,
+    pub config: serde_json::Value,
+}
+
+/// The plan a run used, as `--keys` spells it and resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    pub keys: String,
+    pub method: Method,
+    pub key_steps: Vec<usize>,
+}
+
+/// `config.json`: what a run is. Everything that can change an image is here; `--resume` and
+/// `fd merge` compare it field by field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub model: ModelIdentity,
+    pub sampler: SamplerRecord,
+    pub plan: PlanRecord,
+    pub exec: ExecOptions,
+    /// Row-by-row graph calls + libtorch's deterministic algorithms.
+    pub deterministic: bool,
+    /// One condition per sample of the whole run (in `run.json`: this folder's samples, in the
+    /// order of `indices`).
+    pub conditions: Vec<Condition>,
+    /// Samples of the whole run (all shards).
+    pub n: usize,
+    /// Base seed: sample i uses seed + i.
+    pub seed: u64,
+    /// How seeds are derived (`seed + sample index`).
+    pub seeds: String,
+    pub batch: usize,
+    pub shard: Shard,
+}
+
+impl RunConfig {
+    /// Top-level fields that differ between two configs (for error messages).
+    pub fn differing_fields(&self, other: &RunConfig) -> Vec<String> {
+        let (a, b) = (serde_json::to_value(self), serde_json::to_value(other));
+        match (a, b) {
+            (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) => {
+                a.iter().filter(|(k, v)| b.get(k.as_str()) != Some(v)).map(|(k, _)| k.clone()).collect()
+            }
+            _ => vec!["?".into()],
+        }
+    }
+}
+
+/// `parts/SSSSSS-EEEEEE.json`: the record of one finished part.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub start: usize,
+    pub end: usize,
+    pub seeds: Vec<u64>,
+    pub timings: Timings,
+    pub counts: CallCounts,
+    pub cond_s: f64,
+    pub vae_s: f64,
+    /// Wall time of the whole part (conditioning + UNet loop + VAE + writing).
+    pub wall_s: f64,
+    /// SHA-1 of the raw images' bytes (little-endian f32), checked before a part is trusted.
+    pub images_sha1: String,
+}
+
+/// Seconds per component, summed over parts (`run.json` `timings_s`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimingsRecord {
+    pub time_embed: f64,
+    pub encoder: f64,
+    pub decoder: f64,
+    pub scheduler: f64,
+    pub unet_loop: f64,
+    pub cond_encoder: f64,
+    pub vae: f64,
+    pub total: f64,
+}
+
+/// Seconds per image (`run.json` `s_per_image`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerImage {
+    pub unet_loop: f64,
+    pub total: f64,
+    pub note: String,
+}
+
+/// How many parts a run computed and how many it resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartsCount {
+    pub computed: usize,
+    pub resumed: usize,
+}
+
+/// UNet GFLOPs per image and how they were counted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gflops {
+    pub value: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convention: Option<String>,
+}
+
+/// One machine, or one per shard of a merged run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Machines {
+    One(Machine),
+    PerShard(Vec<Machine>),
+}
+
+/// The metrics an experiment adds to a row's `run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RowMetrics {
+    pub fid: fd_eval::features::FidResult,
+    pub consistency: Option<f64>,
+    pub clip_s: Option<f64>,
+}
+
+/// `run.json`: a finished run folder (written last), its [`RunConfig`] plus what was measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    #[serde(flatten)]
+    pub config: RunConfig,
+    pub command: Vec<String>,
+    /// The model folder as given (absent in merged runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<PathBuf>,
+    /// The shard folders a merged run was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<Vec<PathBuf>>,
+    /// Global sample indices held by this folder (a shard holds a subset), in order.
+    pub indices: Vec<usize>,
+    /// Samples in this folder.
+    pub n_folder: usize,
+    pub timings_s: TimingsRecord,
+    pub s_per_image: PerImage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<PartsCount>,
+    pub counts: CallCounts,
+    pub gflops_per_image: Gflops,
+    pub machine: Machines,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Versions>,
+    /// Added by `fd experiment` to the copy under `results/.../rows/<row>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<RowMetrics>,
+}
+
+impl RunRecord {
+    /// Check the record against itself: as many conditions and indices as samples in the folder.
+    pub fn check(&self, path: &std::path::Path) -> crate::Result<()> {
+        let bad = |msg: String| crate::Error::Folder { path: path.to_path_buf(), msg };
+        if self.indices.len() != self.n_folder || self.config.conditions.len() != self.n_folder {
+            return Err(bad(format!(
+                "malformed record: n_folder {} but {} indices and {} conditions",
+                self.n_folder,
+                self.indices.len(),
+                self.config.conditions.len()
+            )));
+        }
+        if let Some(&bad_i) = self.indices.iter().find(|&&i| i >= self.config.n) {
+            return Err(bad(format!("malformed record: index {bad_i} outside the run's {} samples", self.config.n)));
+        }
+        Ok(())
+    }
+
+    /// Read and check `dir/run.json`.
+    pub fn load(dir: &std::path::Path) -> crate::Result<Self> {
+        let path = dir.join("run.json");
+        if !path.is_file() {
+            return Err(crate::Error::Folder {
+                path: dir.to_path_buf(),
+                msg: "not a finished sampling run (no run.json)".into(),
+            });
+        }
+        let rec: RunRecord = fd_model::io::read_json(&path)?;
+        rec.check(&path)?;
+        Ok(rec)
+    }
+}

@@ -1,0 +1,205 @@
+//! Run specs: what a command asks for, resolved once against the model into the typed objects
+//! every later step uses. The CLI's flags and an experiment row both become
+//! [`SamplingOptions`]; [`SamplingOptions::resolve`] turns them into one
+//! [`fd_sched::SamplingSpec`] (the sampler from the manifest's scheduler config, the plan with
+//! `auto:K` calibrated, the execution options), checking every part before anything is sampled.
+
+use std::path::{Path, PathBuf};
+
+use fd_model::{CondKind, Condition, LoadOptions, UNetModel};
+use fd_sched::{ExecOptions, Injection, KeySteps, Plan, SamplerSpec, SamplingSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ResultExt;
+use crate::{Error, Result};
+
+fn default_sampler() -> String {
+    "ddim".into()
+}
+fn default_steps() -> usize {
+    50
+}
+fn default_keys() -> String {
+    "none".into()
+}
+fn default_guidance() -> f64 {
+    1.0
+}
+fn default_calibration_n() -> usize {
+    8
+}
+
+/// How to sample, as a user writes it (flags of `fd sample`, a row of an experiment config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingOptions {
+    /// Sampler (`ddim`, `ddpm`, `dpm`, `dpm++`, `euler`). Default ddim.
+    #[serde(default = "default_sampler")]
+    pub sampler: String,
+    /// Sampler steps. Default 50.
+    #[serde(default = "default_steps")]
+    pub steps: usize,
+    /// DDIM eta (0 = deterministic). Default 0.
+    #[serde(default)]
+    pub eta: f64,
+    /// Key steps as `--keys` takes them (`none`, `uniform:K`, a preset, a list, a plan file,
+    /// `deepcache:N[:B]`, `decoder-prop:KEYS`, `auto:K`, `auto:threshold=X`). Default none.
+    #[serde(default = "default_keys")]
+    pub keys: String,
+    /// One decoder call per step instead of one per group. Default false (parallel).
+    #[serde(default)]
+    pub sequential: bool,
+    /// Cap on rows per decoder call (0 = none). Default 0.
+    #[serde(default)]
+    pub max_decoder_batch: usize,
+    /// Prior noise injection `C@TAU[:before|:after]`. Default none.
+    #[serde(default)]
+    pub inject: Option<String>,
+    /// Classifier-free guidance scale (1: conditional only; below 1 is an error). Default 1.
+    #[serde(default = "default_guidance")]
+    pub guidance: f64,
+    /// Calibration samples for `auto:K` plans (seeds 1_000_000 + i). Default 8.
+    #[serde(default = "default_calibration_n")]
+    pub calibration_n: usize,
+}
+
+impl Default for SamplingOptions {
+    fn default() -> Self {
+        Self {
+            sampler: default_sampler(),
+            steps: default_steps(),
+            eta: 0.0,
+            keys: default_keys(),
+            sequential: false,
+            max_decoder_batch: 0,
+            inject: None,
+            guidance: default_guidance(),
+            calibration_n: default_calibration_n(),
+        }
+    }
+}
+
+impl SamplingOptions {
+    /// The execution options these options ask for (validated: guidance >= 1, injection spec).
+    pub fn exec(&self) -> Result<ExecOptions> {
+        let exec = ExecOptions {
+            parallel: !self.sequential,
+            max_decoder_batch: self.max_decoder_batch,
+            guidance: self.guidance,
+            injection: self.inject.as_deref().map(Injection::parse).transpose()?,
+        };
+        if !(exec.guidance >= 1.0 && exec.guidance.is_finite()) {
+            return Err(Error::Input(format!(
+                "--cfg: guidance {} is not supported: use 1 (conditional only) or > 1 (classifier-free guidance)",
+                self.guidance
+            )));
+        }
+        Ok(exec)
+    }
+
+    /// The sampler these options name, configured from the model's manifest.
+    pub fn sampler(&self, model: &UNetModel) -> Result<SamplerSpec> {
+        let s = SamplerSpec::from_config(&self.sampler, &model.manifest.scheduler, self.eta)?;
+        s.build(self.steps).ctx(format!("--scheduler {} --steps {}", self.sampler, self.steps))?;
+        Ok(s)
+    }
+
+    /// Resolve against `model` into the run's one [`SamplingSpec`]. Sampler, execution options and
+    /// (for explicit plans) the plan are checked before an `auto:K` calibration run starts.
+    pub fn resolve(&self, model: &UNetModel, conds: &[Condition]) -> Result<SamplingSpec> {
+        let sampler = self.sampler(model)?;
+        let exec = self.exec()?;
+        let plan = resolve_plan(model, &sampler, self.steps, &self.keys, self.guidance, self.calibration_n, conds)
+            .ctx(format!("--keys {}", self.keys))?;
+        if let fd_sched::Method::DeepCache { branch } = plan.method {
+            model.deepcache_shallow_skips(branch).ctx(format!("--keys {}", self.keys))?;
+        }
+        Ok(SamplingSpec::new(sampler, plan, exec)?)
+    }
+}
+
+/// Resolve `keys` for a sampler: anything [`Plan::parse`] takes, or `auto:K` /
+/// `auto:threshold=X`, calibrated on the encoder drift of `calibration_n` samples (seeds
+/// 1_000_000 + i, disjoint from evaluation seeds; conditions cycled from `conds`).
+pub fn resolve_plan(
+    model: &UNetModel,
+    sampler: &SamplerSpec,
+    steps: usize,
+    keys: &str,
+    guidance: f64,
+    calibration_n: usize,
+    conds: &[Condition],
+) -> Result<Plan> {
+    if !keys.starts_with("auto:") {
+        return Ok(Plan::parse(keys, steps)?);
+    }
+    fd_analysis::keysteps::AutoRule::parse(keys)?; // before the (slow) calibration run
+    if calibration_n == 0 || conds.is_empty() {
+        return Err(Error::Input(format!("`{keys}` needs at least one calibration sample")));
+    }
+    let seeds: Vec<u64> = (0..calibration_n as u64).map(|i| 1_000_000 + i).collect();
+    let cal: Vec<Condition> = (0..seeds.len()).map(|i| conds[i % conds.len()].clone()).collect();
+    let (k, _) = fd_analysis::calibrate_key_steps(model, sampler, steps, guidance, &seeds, &cal, keys)?;
+    Ok(Plan::new(KeySteps::List(k), steps)?)
+}
+
+/// The conditions of `n` samples, the one place every command decides them: the lines of
+/// `prompts` (one prompt per line), else the `classes` list (names or ids, comma separated),
+/// else every class of a class-conditioned model, cycled over the samples. A text-conditioned
+/// model without prompts is an error naming `--prompts`.
+pub fn cycle_conditions(
+    model: &UNetModel,
+    prompts: Option<&Path>,
+    classes: Option<&str>,
+    n: usize,
+) -> Result<Vec<Condition>> {
+    let cycle: Vec<Condition> = if let Some(p) = prompts {
+        let text = std::fs::read_to_string(p).map_err(crate::error::io(p))?;
+        let v: Vec<Condition> =
+            text.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| Condition::Prompt(l.into())).collect();
+        if v.is_empty() {
+            return Err(Error::Folder { path: p.to_path_buf(), msg: "no prompts (file is empty)".into() });
+        }
+        v
+    } else if let Some(list) = classes {
+        list.split(',').map(|c| model.class_id(c).map(Condition::Class).ctx("--classes")).collect::<Result<_>>()?
+    } else if model.manifest.cond.kind == CondKind::Class {
+        (0..model.manifest.cond.num_classes.unwrap_or(0)).map(Condition::Class).collect()
+    } else {
+        return Err(Error::Input(format!(
+            "model `{}` is text-conditioned: pass --prompts FILE (one prompt per line; `prompts` in an experiment config)",
+            model.manifest.name
+        )));
+    };
+    if cycle.is_empty() {
+        return Err(Error::Input(format!("model `{}`: no conditions to sample", model.manifest.name)));
+    }
+    Ok((0..n).map(|i| cycle[i % cycle.len()].clone()).collect())
+}
+
+/// Where and how a model is opened.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// Model folder (manifest.json + graphs).
+    pub dir: PathBuf,
+    pub device: tch::Device,
+    /// Row-by-row graph calls + libtorch's deterministic algorithms (bit-identical samples
+    /// whatever the batch size or decoding mode; slower).
+    pub deterministic: bool,
+}
+
+impl ModelSpec {
+    /// `device` as the CLI spells it (`cpu`, `cuda`, `cuda:N`).
+    pub fn new(dir: &Path, device: &str, deterministic: bool) -> Result<Self> {
+        Ok(Self { dir: dir.to_path_buf(), device: fd_model::parse_device(device)?, deterministic })
+    }
+
+    /// Load the model; with `deterministic`, libtorch's deterministic switches are set first
+    /// (before the device is touched). The one place every command opens a model.
+    pub fn load(&self) -> Result<UNetModel> {
+        if self.deterministic {
+            fd_model::device::set_deterministic().map_err(|e| Error::Input(format!("--deterministic: {e}")))?;
+        }
+        let opts = LoadOptions { device: self.device, row_by_row: self.deterministic, ..Default::default() };
+        Ok(UNetModel::load(&self.dir, &opts)?)
+    }
+}

@@ -1,0 +1,20 @@
+"""fd_export: everything Python does for fd — export a diffusers UNet2DConditionModel as split
+TorchScript graphs + manifest.json, count their FLOPs, and write the reference outputs Rust must
+reproduce. Installed editable by scripts/setup.sh (`pip install -e experiments`), so scripts and tests
+import it without path tricks.
+
+  graphs     graph wrappers (time_embed / encoder / decoder / DeepCache / VAE / text encoder)
+  flops      torch.utils.flop_counter with attention counted on every device
+  export     tracing + manifest.json (schema.SCHEMA_VERSION, the same number fd-model reads)
+  reference  plain diffusers pipeline references written at export time
+  fmnist     the default model's data, architecture, training schedule and checkpoint export
+  sd15       Stable Diffusion 1.x folders and the SD-1.5 architecture config
+  clip       CLIP towers for CLIP score
+  testing    tiny random-init models for test fixtures
+"""
+from .export import export_model, sha256, trace_and_save, trace_methods
+from .flops import count_flops, flop_counter_mode, n_params
+from .schema import SCHEMA_VERSION
+
+__all__ = ["SCHEMA_VERSION", "count_flops", "export_model", "flop_counter_mode", "n_params", "sha256",
+           "trace_and_save", "trace_methods"]

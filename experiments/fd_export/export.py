@@ -1,0 +1,188 @@
+"""Split export: a diffusers UNet2DConditionModel traced as TorchScript graphs (see
+fd_export.graphs) plus manifest.json (shapes, conditioning, scheduler config, per-graph FLOPs at batch
+1, SHA-256 of every file). Every file is written to a temp name and renamed."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .flops import count_flops, n_params
+from .graphs import (AnalysisDecoder, Decoder, DeepDecoder, Encoder, Full, ShallowDecoder, ShallowEncoder,
+                     TimeEmbed, VaeDecode, shallow_skip_count)
+from .schema import SCHEMA_VERSION
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+
+def trace_and_save(module, inputs, path):
+    module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        # shape asserts inside diffusers blocks become constants; batch size stays dynamic
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(module, tuple(inputs), check_trace=False, strict=False)
+    tmp = path + ".tmp"
+    traced.save(tmp)
+    os.replace(tmp, path)
+
+
+def trace_methods(parts: dict, path: str) -> None:
+    """Trace every (module, example inputs) of `parts` as a method named by its key of one
+    TorchScript module; parameters shared between the parts are saved once."""
+    holder = nn.ModuleDict({k: m for k, (m, _) in parts.items()})
+
+    def method(key):
+        return lambda self, *args: self.parts[key](*args)
+
+    cls = type("SplitUNet", (nn.Module,), {k: method(k) for k in parts})
+    wrapper = cls()
+    wrapper.parts = holder
+    wrapper.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shape asserts inside diffusers blocks become constants
+        traced = torch.jit.trace_module(wrapper, {k: tuple(inp) for k, (_, inp) in parts.items()}, check_trace=False)
+    tmp = path + ".tmp"
+    traced.save(tmp)
+    os.replace(tmp, path)
+
+
+def export_model(
+    out_dir: str,
+    name: str,
+    unet,
+    scheduler_config: dict,
+    cond_encoder: nn.Module | None,
+    cond_spec: dict,
+    cond_example: torch.Tensor | None = None,
+    vae=None,
+    vae_scaling_factor: float | None = None,
+    extra_files: dict | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    extra_manifest: dict | None = None,
+    with_full: bool = True,
+    deepcache_branches: Sequence[int] = (0,),
+) -> dict:
+    """Export `unet` (+ optional conditioning encoder and VAE decoder) into `out_dir`.
+
+    cond_spec: manifest "cond" entry (kind: class|text|embedding, seq_len, dim, ...).
+    cond_example: example input of cond_encoder at batch 1 (class ids [1] or token ids [1,77]).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    unet = unet.to(device=device, dtype=dtype).eval()
+    cfg = unet.config
+    h, w = (cfg.sample_size, cfg.sample_size) if isinstance(cfg.sample_size, int) else tuple(cfg.sample_size)
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, cfg.in_channels, h, w, generator=g).to(device, dtype)
+    timesteps = torch.tensor([500.0], device=device)
+    cond = torch.randn(1, cond_spec["seq_len"], cond_spec["dim"], generator=g).to(device, dtype)
+
+    te, enc, dec, full = TimeEmbed(unet), Encoder(unet), Decoder(unet), Full(unet)
+    with torch.no_grad():
+        emb = te(timesteps)
+        feats = enc(sample, emb, cond)
+    graphs = {}
+
+    # The UNet graphs are traced as methods of ONE TorchScript module (unet.pt), so the weights
+    # they share are stored once; each method is its own traced graph.
+    unet_parts: dict[str, tuple[nn.Module, list]] = {
+        "time_embed": (te, [timesteps]),
+        "encoder": (enc, [sample, emb, cond]),
+        "decoder": (dec, [feats[0], emb, cond, *feats[1:]]),
+        # same weights, also returns the up-block outputs (fd-analysis); costs no extra file size
+        "decoder_analysis": (AnalysisDecoder(unet), [feats[0], emb, cond, *feats[1:]]),
+    }
+    if with_full:  # the unsplit reference graph, for parity checks
+        unet_parts["full"] = (full, [sample, timesteps, cond])
+    deepcache = {}
+    for b in deepcache_branches:
+        if not 0 <= b < len(unet.up_blocks) - 1:
+            raise ValueError(f"DeepCache branch {b} outside 0..{len(unet.up_blocks) - 2}")
+        se, dd, sd = ShallowEncoder(unet, b), DeepDecoder(unet, b), ShallowDecoder(unet, b)
+        with torch.no_grad():
+            cached = dd(feats[0], emb, cond, *feats[1:])
+            shallow = se(sample, emb, cond)
+        unet_parts[f"deepcache{b}_shallow_encoder"] = (se, [sample, emb, cond])
+        unet_parts[f"deepcache{b}_deep_decoder"] = (dd, [feats[0], emb, cond, *feats[1:]])
+        unet_parts[f"deepcache{b}_shallow_decoder"] = (sd, [cached, emb, cond, *shallow])
+        deepcache[str(b)] = dict(shallow_skips=shallow_skip_count(unet, b), cache_shape=list(cached.shape[1:]))
+    unet_path = os.path.join(out_dir, "unet.pt")
+    trace_methods(unet_parts, unet_path)
+    unet_hash = sha256(unet_path)
+    for key, (module, inputs) in unet_parts.items():
+        graphs[key] = dict(file="unet.pt", method=key, sha256=unet_hash, flops=count_flops(module, inputs))
+
+    def add(key, module, inputs):
+        path = os.path.join(out_dir, f"{key}.pt")
+        trace_and_save(module, inputs, path)
+        graphs[key] = dict(file=f"{key}.pt", method="forward", sha256=sha256(path), flops=count_flops(module, inputs))
+
+    params = dict(
+        time_embed=n_params(te),
+        encoder=n_params(enc),
+        decoder=n_params(dec),
+    )
+    if cond_encoder is not None:
+        cond_encoder = cond_encoder.to(device).eval()
+        if dtype != torch.float32:
+            cond_encoder = cond_encoder.to(dtype)
+        add("cond_encoder", cond_encoder, [cond_example.to(device)])
+        params["cond_encoder"] = n_params(cond_encoder)
+    vae_entry = None
+    if vae is not None:
+        vae = vae.to(device=device, dtype=dtype).eval()
+        vd = VaeDecode(vae)
+        add("vae_decoder", vd, [sample])
+        params["vae_decoder"] = n_params(vd)
+        vae_entry = dict(scaling_factor=float(vae_scaling_factor), out_channels=int(vae.config.out_channels),
+                         upscale=2 ** (len(vae.config.block_out_channels) - 1))
+    for fname, content in (extra_files or {}).items():
+        with open(os.path.join(out_dir, fname), "w") as f:
+            f.write(content)
+
+    import diffusers
+
+    manifest = dict(
+        schema_version=SCHEMA_VERSION,
+        name=name,
+        in_channels=int(cfg.in_channels),
+        out_channels=int(cfg.out_channels),
+        sample_size=[int(h), int(w)],
+        time_embed_dim=int(emb.shape[1]),
+        mid_shape=list(feats[0].shape[1:]),
+        skip_shapes=[list(s.shape[1:]) for s in feats[1:]],
+        cond=cond_spec,
+        prediction_type=scheduler_config.get("prediction_type", "epsilon"),
+        scheduler=scheduler_config,
+        dtype=str(dtype).replace("torch.", ""),
+        export_device=device,
+        graphs=graphs,
+        deepcache=deepcache,
+        vae=vae_entry,
+        params=params,
+        unet_config={k: v for k, v in dict(cfg).items() if not k.startswith("_")},
+        exporter=dict(torch=torch.__version__, diffusers=diffusers.__version__, script="experiments/export_unet.py"),
+    )
+    manifest.update(extra_manifest or {})
+    # remove graph files of an earlier export that this manifest no longer lists
+    listed = {g["file"] for g in graphs.values()}
+    for f in os.listdir(out_dir):
+        if f.endswith(".pt") and f not in listed and f != "classifier.pt":
+            os.remove(os.path.join(out_dir, f))
+    tmp = os.path.join(out_dir, "manifest.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=2, default=lambda o: list(o) if isinstance(o, tuple) else str(o))
+        f.write("\n")
+    os.replace(tmp, os.path.join(out_dir, "manifest.json"))
+    return manifest

@@ -1,0 +1,247 @@
+"""Graph wrappers: each holds only the submodules its graph needs, so a graph file embeds only its
+part. They mirror UNet2DConditionModel.forward stage by stage (no class/aug embeddings, no ControlNet).
+
+  time_embed   timesteps [B] float32                    -> emb [B, E]
+  encoder      sample [B,C,H,W], emb [B,E], cond [B,L,D] -> (mid, skip_0, ..., skip_{S-1})
+  decoder      mid, emb, cond, skip_0..skip_{S-1}        -> model output [B,C_out,H,W]
+  full         sample, timesteps [B], cond               -> model output (reference, = diffusers forward)
+  cond_encoder class ids [B] int64 | token ids [B,77]    -> cond [B,L,D]          (optional)
+  vae_decoder  latents [B,4,h,w] (already / scaling)     -> images [B,3,H,W] in [-1,1] (optional)
+
+The encoder is the paper's E (conv_in, down blocks, mid block; the time embedding is its own graph so
+that a non-key step can run D with its own embedding); the decoder is D (up blocks, norm, conv_out).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+# ---------------------------------------------------------------------------------------------
+# Wrappers: each holds only the submodules its graph needs, so a graph file embeds only its part.
+# They mirror UNet2DConditionModel.forward stage by stage (no class/aug embeddings, no ControlNet).
+# ---------------------------------------------------------------------------------------------
+class TimestepProj(nn.Module):
+    """diffusers `Timesteps` (`get_timestep_embedding`) with its frequency table held as a buffer.
+
+    Traced as-is, diffusers' `torch.arange(..., device=timesteps.device)` is recorded with the
+    export device as a constant (`device=torch.device("cpu")`), so the graph fails on any other
+    device. A buffer moves with the graph (`torch.jit.load(map_location=...)`, tch
+    `load_on_device`). The table is computed with diffusers' own ops in float32 on the CPU, so the
+    values are the ones the traced CPU graph computed."""
+
+    def __init__(self, tp, device: torch.device | str = "cpu", max_period: int = 10000):
+        super().__init__()
+        self.half = tp.num_channels // 2
+        self.odd = tp.num_channels % 2 == 1
+        self.flip = bool(tp.flip_sin_to_cos)
+        self.scale = tp.scale
+        exponent = -math.log(max_period) * torch.arange(start=0, end=self.half, dtype=torch.float32)
+        exponent = exponent / (self.half - tp.downscale_freq_shift)
+        # float32 like diffusers (also in a float16 export), on the device the graph is traced on
+        self.register_buffer("freqs", torch.exp(exponent).to(device))
+
+    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
+        emb = timesteps[:, None].float() * self.freqs[None, :]
+        emb = self.scale * emb
+        emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
+        if self.flip:
+            emb = torch.cat([emb[:, self.half:], emb[:, :self.half]], dim=-1)
+        if self.odd:
+            emb = torch.nn.functional.pad(emb, (0, 1, 0, 0))
+        return emb
+
+
+class TimeEmbed(nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.time_proj = TimestepProj(unet.time_proj, unet.device)
+        self.time_embedding = unet.time_embedding
+
+    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
+        # diffusers get_time_embed: time_proj in float32, cast to the model dtype
+        t_emb = self.time_proj(timesteps.float()).to(self.time_embedding.linear_1.weight.dtype)
+        return self.time_embedding(t_emb)
+
+
+class Encoder(nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.conv_in = unet.conv_in
+        self.down_blocks = unet.down_blocks
+        self.mid_block = unet.mid_block
+
+    def forward(self, sample, emb, cond):
+        # 1. pre-process
+        sample = self.conv_in(sample)
+        # 2. down
+        skips = (sample,)
+        for block in self.down_blocks:
+            if getattr(block, "has_cross_attention", False):
+                sample, res = block(hidden_states=sample, temb=emb, encoder_hidden_states=cond)
+            else:
+                sample, res = block(hidden_states=sample, temb=emb)
+            skips += res
+        # 3. mid
+        sample = self.mid_block(sample, emb, encoder_hidden_states=cond)
+        return (sample,) + skips
+
+
+class Decoder(nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.up_blocks = unet.up_blocks
+        self.conv_norm_out = unet.conv_norm_out
+        self.conv_act = unet.conv_act
+        self.conv_out = unet.conv_out
+        self.up_factor = 2 ** unet.num_upsamplers
+
+    def run_up(self, sample, emb, cond, skips, out_size, final_index: int, outputs: list | None = None):
+        """Up blocks on `sample`; `final_index` is the index (in self.up_blocks) of the UNet's last
+        up block, or -1 when it is not among them. Each block's output is appended to `outputs`."""
+        # diffusers forwards explicit upsample sizes when the output size is not a multiple of the
+        # overall up factor.
+        forward_upsample_size = any(s % self.up_factor != 0 for s in out_size)
+        for i, block in enumerate(self.up_blocks):
+            is_final = i == final_index
+            res = skips[-len(block.resnets):]
+            skips = skips[: -len(block.resnets)]
+            upsample_size = skips[-1].shape[2:] if (not is_final and forward_upsample_size) else None
+            if getattr(block, "has_cross_attention", False):
+                sample = block(hidden_states=sample, temb=emb, res_hidden_states_tuple=res,
+                               encoder_hidden_states=cond, upsample_size=upsample_size)
+            else:
+                sample = block(hidden_states=sample, temb=emb, res_hidden_states_tuple=res,
+                               upsample_size=upsample_size)
+            if outputs is not None:
+                outputs.append(sample)
+        return sample
+
+    def forward(self, mid, emb, cond, *skips):
+        # 4. up (the output size is the first skip's)
+        sample = self.run_up(mid, emb, cond, tuple(skips), skips[0].shape[-2:], final_index=len(self.up_blocks) - 1)
+        # 5. post-process
+        if self.conv_norm_out is not None:
+            sample = self.conv_act(self.conv_norm_out(sample))
+        return self.conv_out(sample)
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepCache (Ma et al. 2023), block-level branch b: at a full step the whole UNet runs and the
+# input h of up block U[n-1-b] is cached; at a cached step only the shallow path runs: conv_in and
+# the down-path units whose skips the last b+1 up blocks consume, then U[n-1-b..] on cached h.
+# ---------------------------------------------------------------------------------------------
+def shallow_skip_count(unet, branch: int) -> int:
+    ups = unet.up_blocks
+    return sum(len(b.resnets) for b in ups[len(ups) - 1 - branch:])
+
+
+class ShallowEncoder(nn.Module):
+    """conv_in + down-path units up to the `count`-th skip (a unit = resnet[+attention], or a
+    downsampler), mirroring CrossAttnDownBlock2D / DownBlock2D.forward."""
+
+    def __init__(self, unet, branch: int):
+        super().__init__()
+        self.conv_in = unet.conv_in
+        self.count = shallow_skip_count(unet, branch)
+        blocks, n = [], 1
+        for block in unet.down_blocks:
+            if n >= self.count:
+                break
+            blocks.append(block)
+            n += len(block.resnets) + (1 if block.downsamplers is not None else 0)
+        self.down_blocks = nn.ModuleList(blocks)
+
+    def forward(self, sample, emb, cond):
+        h = self.conv_in(sample)
+        skips = [h]
+        for block in self.down_blocks:
+            attns = block.attentions if getattr(block, "has_cross_attention", False) else [None] * len(block.resnets)
+            for resnet, attn in zip(block.resnets, attns):
+                if len(skips) >= self.count:
+                    return tuple(skips)
+                h = resnet(h, emb)
+                if attn is not None:
+                    h = attn(h, encoder_hidden_states=cond, return_dict=False)[0]
+                skips.append(h)
+            if block.downsamplers is not None:
+                if len(skips) >= self.count:
+                    return tuple(skips)
+                for ds in block.downsamplers:
+                    h = ds(h)
+                skips.append(h)
+        return tuple(skips[: self.count])
+
+
+class AnalysisDecoder(Decoder):
+    """The decoder that also returns every up block's output (feature-drift analysis)."""
+
+    def forward(self, mid, emb, cond, *skips):
+        ups = []
+        sample = self.run_up(mid, emb, cond, tuple(skips), skips[0].shape[-2:], len(self.up_blocks) - 1, ups)
+        if self.conv_norm_out is not None:
+            sample = self.conv_act(self.conv_norm_out(sample))
+        return (self.conv_out(sample),) + tuple(ups)
+
+
+class DeepDecoder(Decoder):
+    """Up blocks U[0..n-1-b) on the encoder features: returns h, the input of U[n-1-b]."""
+
+    def __init__(self, unet, branch: int):
+        super().__init__(unet)
+        self.up_blocks = nn.ModuleList(list(unet.up_blocks)[: len(unet.up_blocks) - 1 - branch])
+        self.conv_norm_out = self.conv_act = self.conv_out = None
+
+    def forward(self, mid, emb, cond, *skips):
+        return self.run_up(mid, emb, cond, tuple(skips), skips[0].shape[-2:], final_index=-1)
+
+
+class ShallowDecoder(Decoder):
+    """Up blocks U[n-1-b..] + norm/conv_out on cached h and the fresh shallow skips."""
+
+    def __init__(self, unet, branch: int):
+        super().__init__(unet)
+        self.up_blocks = nn.ModuleList(list(unet.up_blocks)[len(unet.up_blocks) - 1 - branch:])
+
+    def forward(self, h, emb, cond, *skips):
+        sample = self.run_up(h, emb, cond, tuple(skips), skips[0].shape[-2:], final_index=len(self.up_blocks) - 1)
+        if self.conv_norm_out is not None:
+            sample = self.conv_act(self.conv_norm_out(sample))
+        return self.conv_out(sample)
+
+
+class Full(nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        # diffusers' own forward, with the device-portable time projection (on a copy whose
+        # submodule table is its own, so the caller's UNet is left as it was).
+        unet = copy.copy(unet)
+        unet._modules = dict(unet._modules)
+        unet.time_proj = TimestepProj(unet.time_proj, unet.device)
+        self.unet = unet
+
+    def forward(self, sample, timesteps, cond):
+        return self.unet(sample, timesteps, encoder_hidden_states=cond, return_dict=False)[0]
+
+
+class VaeDecode(nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.post_quant_conv = vae.post_quant_conv
+        self.decoder = vae.decoder
+
+    def forward(self, latents):
+        if self.post_quant_conv is not None:
+            latents = self.post_quant_conv(latents)
+        return self.decoder(latents)
+
+
+class TextEncode(nn.Module):
+    def __init__(self, text_model):
+        super().__init__()
+        self.text_model = text_model
+
+    def forward(self, input_ids):
+        return self.text_model(input_ids, return_dict=False)[0]
