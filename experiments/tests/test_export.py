@@ -88,7 +88,7 @@ def test_attention_flops_are_counted_on_cpu(tmp_path):
     formula, and recount_flops.py, counting the saved TorchScript graphs, agrees with the export."""
     import torch.nn.functional as F
     from fd_export import count_flops
-    from recount_flops import recount
+    from fd_export.flops import recount
 
     class Attn(torch.nn.Module):
         def forward(self, q, k, v):

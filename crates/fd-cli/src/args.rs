@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use fd_run::spec::{ModelSpec, SamplingOptions};
+use fd_run::spec::{ModelSpec, PlanOptions, SamplingOptions};
 
 #[derive(Parser, Debug)]
 #[command(name = "fd", version, about = "Faster Diffusion (encoder propagation) harness")]
@@ -40,9 +40,12 @@ pub enum Cmd {
     /// Combine the folders of a sharded run (`fd sample --shard i/n`) into one, as if one process
     /// had generated them (cached Inception features travel along).
     Merge {
-        /// Output folder.
+        /// Output folder (new or empty).
         #[arg(long)]
         out: PathBuf,
+        /// Replace the fd run already in --out.
+        #[arg(long)]
+        overwrite: bool,
         /// Shard folders (all n of them).
         #[arg(required = true)]
         shards: Vec<PathBuf>,
@@ -126,13 +129,15 @@ impl SamplingFlags {
     pub fn options(&self, plan: Option<&PlanFlags>, default_cfg: f64) -> SamplingOptions {
         let d = SamplingOptions::default();
         SamplingOptions {
-            sampler: self.scheduler.clone(),
-            steps: self.steps,
-            eta: self.eta,
-            keys: plan.map_or(d.keys, |p| p.keys.clone()),
-            sequential: plan.is_some_and(|p| p.sequential),
-            max_decoder_batch: plan.map_or(d.max_decoder_batch, |p| p.max_decoder_batch),
-            inject: plan.and_then(|p| p.inject.clone()),
+            plan: PlanOptions {
+                sampler: self.scheduler.clone(),
+                steps: self.steps,
+                eta: self.eta,
+                keys: plan.map_or(d.plan.keys, |p| p.keys.clone()),
+                sequential: plan.is_some_and(|p| p.sequential),
+                max_decoder_batch: plan.map_or(0, |p| p.max_decoder_batch),
+                inject: plan.and_then(|p| p.inject.clone()),
+            },
             guidance: self.cfg.unwrap_or(default_cfg),
             calibration_n: plan.map_or(d.calibration_n, |p| p.calibration_n),
         }

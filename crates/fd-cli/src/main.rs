@@ -31,7 +31,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Eval(EvalCmd::Consistency { samples, classifier, device }) => {
             commands::eval::consistency(&samples, &classifier, &device)
         }
-        Cmd::Merge { out, shards } => commands::merge::run(&shards, &out),
+        Cmd::Merge { out, shards, overwrite } => commands::merge::run(&shards, &out, overwrite),
         Cmd::Experiment(a) => commands::experiment::run(&a),
     };
     match res {

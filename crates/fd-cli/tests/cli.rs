@@ -3,16 +3,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
-fn fd(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fd")).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
+use common::fd;
 
 fn tiny() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fd-model/tests/fixtures/tiny").display().to_string()
+    common::repo_path("crates/fd-model/tests/fixtures/tiny")
 }
 
 #[test]

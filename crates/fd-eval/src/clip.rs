@@ -62,10 +62,8 @@ impl Clip {
             });
         }
         let path = dir.join("clip.pt");
-        let mut module = CModule::load_on_device(&path, device).map_err(|e| Error::Format {
-            path: path.clone(),
-            msg: format!("not a loadable TorchScript module: {e}"),
-        })?;
+        let mut module =
+            CModule::load_on_device(&path, device).map_err(crate::module_error(&path, "loading the CLIP towers"))?;
         module.set_eval();
         let spec =
             TokenizerSpec { file: "tokenizer.json".into(), max_length: manifest.max_length, pad_id: manifest.pad_id };
@@ -96,12 +94,14 @@ impl Clip {
     }
 
     pub fn image_embeds(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        Ok(tch::no_grad(|| self.module.method_ts("encode_image", &[pixel_values.to_device(self.device)]))?)
+        tch::no_grad(|| self.module.method_ts("encode_image", &[pixel_values.to_device(self.device)]))
+            .map_err(crate::module_error(&self.dir.join("clip.pt"), "encode_image"))
     }
 
     pub fn text_embeds(&self, prompts: &[&str]) -> Result<Tensor> {
         let ids = self.tokenizer.encode_batch(prompts)?;
-        Ok(tch::no_grad(|| self.module.method_ts("encode_text", &[ids.to_device(self.device)]))?)
+        tch::no_grad(|| self.module.method_ts("encode_text", &[ids.to_device(self.device)]))
+            .map_err(crate::module_error(&self.dir.join("clip.pt"), "encode_text"))
     }
 
     /// Where CLIP score is computed: cosine of image and prompt embeddings, per sample.

@@ -23,7 +23,7 @@ impl Classifier {
             return Err(Error::Input(format!("{}: classifier file missing", path.display())));
         }
         let mut module = CModule::load_on_device(path, device)
-            .map_err(|e| Error::Format { path: path.into(), msg: format!("not a TorchScript module: {e}") })?;
+            .map_err(crate::module_error(path, "loading the classifier (a TorchScript module, --classifier)"))?;
         module.set_eval();
         Ok(Self { module, path: path.into(), device })
     }
@@ -34,7 +34,9 @@ impl Classifier {
         let mut out = Vec::new();
         for start in (0..n).step_by(500) {
             let x = images.narrow(0, start, (n - start).min(500)).to_device(self.device).to_kind(Kind::Float);
-            out.push(tch::no_grad(|| self.module.forward_ts(&[x]))?.to_device(Device::Cpu));
+            let logits = tch::no_grad(|| self.module.forward_ts(&[x]))
+                .map_err(crate::module_error(&self.path, "classifying the samples"))?;
+            out.push(logits.to_device(Device::Cpu));
         }
         Ok(Tensor::cat(&out, 0))
     }
@@ -42,7 +44,9 @@ impl Classifier {
     /// Penultimate-layer features (the `features` method), for domain feature statistics.
     pub fn features(&self, images: &Tensor) -> Result<Tensor> {
         let x = images.to_device(self.device).to_kind(Kind::Float);
-        match tch::no_grad(|| self.module.method_is("features", &[IValue::Tensor(x)]))? {
+        match tch::no_grad(|| self.module.method_is("features", &[IValue::Tensor(x)]))
+            .map_err(crate::module_error(&self.path, "features"))?
+        {
             IValue::Tensor(t) => Ok(t.to_device(Device::Cpu)),
             _ => Err(Error::Format { path: self.path.clone(), msg: "`features` did not return a tensor".into() }),
         }

@@ -15,6 +15,9 @@ pub enum Error {
     Input(String),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// A TorchScript module (classifier, Inception, CLIP) that failed to load or run.
+    #[error("{path}: {what} failed: {msg} (full libtorch message at --log-level debug)")]
+    Module { path: PathBuf, what: String, msg: String },
     #[error(transparent)]
     Model(#[from] fd_model::Error),
     #[error("libtorch: {0}")]
@@ -22,3 +25,14 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A libtorch failure of the module at `path` doing `what`, as one line (the full message goes to
+/// the debug log).
+pub(crate) fn module_error(path: &std::path::Path, what: &str) -> impl FnOnce(tch::TchError) -> Error {
+    let (path, what) = (path.to_path_buf(), what.to_string());
+    move |e| {
+        let full = e.to_string();
+        log::debug!("{}: {what}: {full}", path.display());
+        Error::Module { path, what, msg: fd_model::summarize_torch_error(&full) }
+    }
+}

@@ -49,6 +49,33 @@ impl Stats {
         self.mu.len()
     }
 
+    /// What statistics must satisfy before a distance is computed from them: a d-vector and a
+    /// d x d matrix, finite, the covariance symmetric (relative 1e-6) with non-negative variances.
+    pub fn check(&self) -> Result<()> {
+        let d = self.dim();
+        if d == 0 || self.sigma.len() != d * d {
+            return Err(Error::Input(format!(
+                "statistics: mu has {d} values but sigma {} (expected d x d)",
+                self.sigma.len()
+            )));
+        }
+        if !self.mu.iter().chain(&self.sigma).all(|v| v.is_finite()) {
+            return Err(Error::Input("statistics contain NaN or Inf".into()));
+        }
+        let scale = self.sigma.iter().fold(0.0_f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
+        for i in 0..d {
+            if self.sigma[i * d + i] < -1e-9 * scale {
+                return Err(Error::Input(format!("statistics: negative variance {} at {i}", self.sigma[i * d + i])));
+            }
+            for j in 0..i {
+                if (self.sigma[i * d + j] - self.sigma[j * d + i]).abs() > 1e-6 * scale {
+                    return Err(Error::Input(format!("statistics: covariance is not symmetric at ({i}, {j})")));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn sigma_mat(&self) -> Mat<f64> {
         let d = self.dim();
         Mat::from_fn(d, d, |i, j| self.sigma[i * d + j])
@@ -60,9 +87,9 @@ impl Stats {
         let mu = Tensor::from_slice(&self.mu);
         let sigma = Tensor::from_slice(&self.sigma).view([d, d]);
         let n = Tensor::from_slice(&[self.n as i64]);
-        let tmp = path.with_extension("tmp.npz");
-        Tensor::write_npz(&[("mu", &mu), ("sigma", &sigma), ("n", &n)], &tmp)?;
-        std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.into(), source })
+        Ok(fd_model::io::write_atomic_with(path, |tmp| {
+            Tensor::write_npz(&[("mu", &mu), ("sigma", &sigma), ("n", &n)], tmp)
+        })?)
     }
 
     /// Load `.npz` statistics (`mu`, `sigma`; `n` when present), e.g. pytorch-fid's.
@@ -82,8 +109,10 @@ impl Stats {
         if mu.isfinite().all().int64_value(&[]) == 0 || sigma.isfinite().all().int64_value(&[]) == 0 {
             return Err(bad("statistics contain NaN or Inf (corrupted?)".into()));
         }
-        let n = get("n").map_or(0, |t| t.int64_value(&[0]) as usize);
-        Ok(Self { mu: Vec::<f64>::try_from(&mu)?, sigma: Vec::<f64>::try_from(&sigma.flatten(0, -1))?, n })
+        let n = get("n").map_or(0, |t| t.int64_value(&[0]).max(0) as usize);
+        let stats = Self { mu: Vec::<f64>::try_from(&mu)?, sigma: Vec::<f64>::try_from(&sigma.flatten(0, -1))?, n };
+        stats.check().map_err(|e| bad(e.to_string()))?;
+        Ok(stats)
     }
 }
 
@@ -112,6 +141,8 @@ pub fn frechet_distance(a: &Stats, b: &Stats) -> Result<f64> {
     if a.dim() != b.dim() {
         return Err(Error::Input(format!("feature dimensions differ: {} vs {}", a.dim(), b.dim())));
     }
+    a.check()?;
+    b.check()?;
     let (s1, s2) = (a.sigma_mat(), b.sigma_mat());
     let diff: f64 = a.mu.iter().zip(&b.mu).map(|(x, y)| (x - y) * (x - y)).sum();
     let tr = |m: &Mat<f64>| (0..m.nrows()).map(|i| m[(i, i)]).sum::<f64>();
@@ -161,6 +192,11 @@ pub struct Kid {
 pub fn kid(x: &Tensor, y: &Tensor, subsets: usize, subset_size: usize, seed: u64) -> Result<Kid> {
     let (nx, ny) = (x.size()[0] as usize, y.size()[0] as usize);
     let size = subset_size.min(nx).min(ny);
+    if !(1..=100_000).contains(&subsets) || size < 2 {
+        return Err(Error::Input(format!(
+            "KID: --kid-subsets must be in 1..=100000 and subsets need at least 2 samples (got {subsets} subsets of {size})"
+        )));
+    }
     let mut state = seed;
     let mut next = move || {
         state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);

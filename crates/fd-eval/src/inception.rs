@@ -64,7 +64,7 @@ impl Inception {
         if sha1 != INCEPTION_SHA1 {
             return Err(bad(format!("SHA-1 {sha1} is not the expected {INCEPTION_SHA1} (wrong or corrupted file)")));
         }
-        let mut module = CModule::load_on_device(path, device).map_err(|e| bad(format!("cannot load: {e}")))?;
+        let mut module = CModule::load_on_device(path, device).map_err(crate::module_error(path, "loading"))?;
         module.set_eval();
         Ok(Self { module, path: path.into(), sha1, device })
     }
@@ -100,7 +100,8 @@ impl Inception {
         let mut out = Vec::new();
         for start in (0..n).step_by(batch.max(1) as usize) {
             let x = self.preprocess(&images.narrow(0, start, (n - start).min(batch)))?;
-            let f = tch::no_grad(|| self.module.forward_ts(&[x]))?;
+            let f =
+                tch::no_grad(|| self.module.forward_ts(&[x])).map_err(crate::module_error(&self.path, "features"))?;
             let f = if f.dim() > 2 { f.flatten(2, -1).mean_dim(2, false, Kind::Float) } else { f };
             out.push(f.to_device(Device::Cpu).to_kind(Kind::Double));
             progress((start + (n - start).min(batch)) as usize);

@@ -22,4 +22,5 @@ pub mod images;
 pub mod inception;
 pub mod reference;
 
+pub(crate) use error::module_error;
 pub use error::{Error, Result};

@@ -29,6 +29,8 @@ pub enum Error {
     HashMismatch { path: PathBuf, graph: String, expected: String, found: String },
     #[error("{path}: not a loadable TorchScript graph: {msg}")]
     LoadGraph { path: PathBuf, msg: String },
+    #[error("graph `{graph}` ({path}, method `{method}`) failed: {msg} (full libtorch message at --log-level debug)")]
+    GraphCall { graph: String, path: PathBuf, method: String, msg: String },
     #[error("model `{model}` has no `{graph}` graph ({why})")]
     NoSuchGraph { model: String, graph: String, why: &'static str },
     #[error("{what}: expected {expected}, got {found}")]

@@ -45,6 +45,16 @@ pub fn write_atomic_with<E: std::fmt::Display>(path: &Path, write: impl FnOnce(&
     std::fs::rename(&tmp, path).map_err(|source| Error::Write { path: path.to_path_buf(), source })
 }
 
+/// Copy a file via a temp file + rename.
+pub fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
+    let tmp = tmp_path(to);
+    if let Err(source) = std::fs::copy(from, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Io { path: from.to_path_buf(), source });
+    }
+    std::fs::rename(&tmp, to).map_err(|source| Error::Write { path: to.to_path_buf(), source })
+}
+
 /// Write a value as pretty JSON via a temp file + rename.
 pub fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
@@ -104,6 +114,29 @@ pub fn read_tensor(path: &Path, name: &str) -> Result<Tensor> {
         .find(|(k, _)| k == name)
         .map(|(_, t)| t)
         .ok_or_else(|| Error::Record { path: path.to_path_buf(), msg: format!("no `{name}` tensor") })
+}
+
+/// SHA-256 of a file's bytes (hex).
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|source| Error::Io { path: path.into(), source })?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// SHA-256 of bytes (hex).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
 /// SHA-1 of a tensor's values as little-endian f32 (a contiguous CPU copy): the hash part

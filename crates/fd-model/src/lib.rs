@@ -23,6 +23,6 @@ pub use cond::Condition;
 pub use device::parse_device;
 pub use error::{Error, Result};
 pub use manifest::{CondKind, CondSpec, GraphEntry, Manifest, SCHEMA_VERSION};
-pub use model::{EncoderFeatures, LoadOptions, UNetModel};
+pub use model::{summarize_torch_error, EncoderFeatures, LoadOptions, UNetModel};
 pub use prompt::PromptTokenizer;
 pub use tch;

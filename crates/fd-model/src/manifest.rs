@@ -76,7 +76,7 @@ pub enum CondKind {
     Embedding,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CondSpec {
     pub kind: CondKind,
     pub seq_len: i64,
@@ -91,7 +91,7 @@ pub struct CondSpec {
     pub tokenizer: Option<TokenizerSpec>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenizerSpec {
     /// tokenizer.json inside the model folder.
     pub file: String,
@@ -109,7 +109,7 @@ pub struct DeepCacheSpec {
     pub cache_shape: Vec<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VaeSpec {
     pub scaling_factor: f64,
     pub out_channels: i64,
@@ -196,6 +196,36 @@ impl Manifest {
                 ));
             }
         }
+        match self.scheduler.get("num_train_timesteps").map(|v| v.as_u64()) {
+            None => {}
+            Some(Some(n)) if (1..=1_000_000).contains(&n) => {}
+            Some(_) => {
+                return Err(format!(
+                    "scheduler.num_train_timesteps must be an integer in 1..=1000000, got {}",
+                    self.scheduler["num_train_timesteps"]
+                ))
+            }
+        }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if let Some(v) = &self.vae {
+            if !positive(v.scaling_factor) || v.upscale < 1 || !(1..=4).contains(&v.out_channels) {
+                return Err(format!(
+                    "vae: scaling_factor {} / upscale {} / out_channels {} out of range",
+                    v.scaling_factor, v.upscale, v.out_channels
+                ));
+            }
+        }
+        let dims = [
+            self.in_channels,
+            self.out_channels,
+            self.sample_size[0],
+            self.sample_size[1],
+            self.cond.seq_len,
+            self.cond.dim,
+        ];
+        if dims.iter().any(|&d| !(1..=1 << 20).contains(&d)) {
+            return Err(format!("in/out channels, sample_size and cond seq_len/dim must be positive, got {dims:?}"));
+        }
         if self.vae.is_some() != self.graphs.contains_key("vae_decoder") {
             return Err("`vae` and the `vae_decoder` graph must be given together".into());
         }
@@ -215,7 +245,8 @@ impl Manifest {
         }
     }
 
-    /// Number of training timesteps from the scheduler config (default 1000, as diffusers).
+    /// Number of training timesteps from the scheduler config (default 1000, as diffusers; checked
+    /// to be in 1..=1000000 at load).
     pub fn num_train_timesteps(&self) -> i64 {
         self.scheduler.get("num_train_timesteps").and_then(|v| v.as_i64()).unwrap_or(1000)
     }

@@ -2,11 +2,9 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use sha2::{Digest, Sha256};
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
 use crate::manifest::{CondKind, Manifest};
@@ -88,6 +86,9 @@ impl EncoderFeatures {
 #[derive(Debug)]
 struct Graph {
     module: Rc<CModule>,
+    /// The manifest's name for the graph, the file it was loaded from and the method called.
+    name: String,
+    path: PathBuf,
     method: String,
     /// See [`LoadOptions::row_by_row`].
     row_by_row: bool,
@@ -161,15 +162,32 @@ impl Graph {
         }
     }
 
-    fn forward_ts(&self, inputs: &[Tensor]) -> Result<Tensor, tch::TchError> {
+    fn forward_ts(&self, inputs: &[Tensor]) -> Result<Tensor> {
         let iv: Vec<IValue> = inputs.iter().map(|t| IValue::Tensor(t.shallow_clone())).collect();
         match self.forward_is(&iv)? {
             IValue::Tensor(t) => Ok(t),
-            other => Err(tch::TchError::Kind(format!("graph `{}` returned {other:?}, expected a tensor", self.method))),
+            other => Err(self.error(tch::TchError::Kind(format!("returned {other:?}, expected a tensor")))),
         }
     }
 
-    fn forward_is(&self, inputs: &[IValue]) -> Result<IValue, tch::TchError> {
+    /// A libtorch failure of this graph as one line naming the graph, its file and method; the
+    /// full libtorch message (often a long TorchScript trace) goes to the debug log.
+    fn error(&self, e: tch::TchError) -> Error {
+        let full = e.to_string();
+        log::debug!("graph `{}` ({}, method `{}`): {full}", self.name, self.path.display(), self.method);
+        Error::GraphCall {
+            graph: self.name.clone(),
+            path: self.path.clone(),
+            method: self.method.clone(),
+            msg: first_line(&full),
+        }
+    }
+
+    fn forward_is(&self, inputs: &[IValue]) -> Result<IValue> {
+        self.forward_is_raw(inputs).map_err(|e| self.error(e))
+    }
+
+    fn forward_is_raw(&self, inputs: &[IValue]) -> Result<IValue, tch::TchError> {
         let b = match inputs.first() {
             Some(IValue::Tensor(t)) if self.row_by_row && t.dim() > 0 => t.size()[0],
             _ => 1,
@@ -192,6 +210,8 @@ pub struct UNetModel {
     pub device: Device,
     /// Graphs are called one batch row at a time ([`LoadOptions::row_by_row`]).
     pub row_by_row: bool,
+    /// SHA-256 of the tokenizer file of a text-conditioned model (part of a run's identity).
+    pub tokenizer_sha256: Option<String>,
     kind: Kind,
     time_embed: Graph,
     encoder: Graph,
@@ -213,20 +233,6 @@ struct DeepCacheGraphs {
     shallow_skips: usize,
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|source| Error::Io { path: path.into(), source })?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|source| Error::Io { path: path.into(), source })?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
-}
-
 fn shape_str(s: &[i64]) -> String {
     format!("{s:?}")
 }
@@ -246,13 +252,19 @@ impl UNetModel {
             let entry = &manifest.graphs[graph];
             let path = dir.join(&entry.file);
             if let Some(m) = modules.borrow().get(&entry.file) {
-                return Ok(Graph { module: m.clone(), method: entry.method.clone(), row_by_row: opts.row_by_row });
+                return Ok(Graph {
+                    module: m.clone(),
+                    name: graph.into(),
+                    path,
+                    method: entry.method.clone(),
+                    row_by_row: opts.row_by_row,
+                });
             }
             if !path.is_file() {
                 return Err(Error::MissingGraph { path, graph: graph.into() });
             }
             if opts.verify_hashes {
-                let found = sha256_file(&path)?;
+                let found = crate::io::file_sha256(&path)?;
                 if !found.eq_ignore_ascii_case(&entry.sha256) {
                     return Err(Error::HashMismatch {
                         path,
@@ -267,12 +279,15 @@ impl UNetModel {
             m.set_eval();
             let m = Rc::new(m);
             modules.borrow_mut().insert(entry.file.clone(), m.clone());
-            Ok(Graph { module: m, method: entry.method.clone(), row_by_row: opts.row_by_row })
+            Ok(Graph { module: m, name: graph.into(), path, method: entry.method.clone(), row_by_row: opts.row_by_row })
         };
         let optional = |graph: &str| manifest.graphs.contains_key(graph).then(|| load(graph)).transpose();
-        let tokenizer = match &manifest.cond.tokenizer {
-            Some(spec) => Some(PromptTokenizer::load(&dir.join(&spec.file), spec)?),
-            None => None,
+        let (tokenizer, tokenizer_sha256) = match &manifest.cond.tokenizer {
+            Some(spec) => {
+                let path = dir.join(&spec.file);
+                (Some(PromptTokenizer::load(&path, spec)?), Some(crate::io::file_sha256(&path)?))
+            }
+            None => (None, None),
         };
         let mut deepcache = BTreeMap::new();
         for (b, spec) in &manifest.deepcache {
@@ -301,6 +316,7 @@ impl UNetModel {
             cond_encoder: optional("cond_encoder")?,
             vae_decoder: optional("vae_decoder")?,
             tokenizer,
+            tokenizer_sha256,
             device: opts.device,
             row_by_row: opts.row_by_row,
             kind,
@@ -352,7 +368,7 @@ impl UNetModel {
     pub fn time_embed(&self, timesteps: &Tensor) -> Result<Tensor> {
         self.check("timesteps", timesteps, &[None])?;
         let t = timesteps.to_device(self.device).to_kind(Kind::Float);
-        Ok(tch::no_grad(|| self.time_embed.forward_ts(&[t]))?)
+        tch::no_grad(|| self.time_embed.forward_ts(&[t]))
     }
 
     /// The paper's encoder E: sample [B,C,H,W], emb [B,E], cond [B,L,D] -> features.
@@ -513,7 +529,7 @@ impl UNetModel {
         self.check_features(feats)?;
         let mut inputs = vec![self.input(&feats.mid), self.input(emb), self.input(cond)];
         inputs.extend(feats.skips.iter().map(|s| self.input(s)));
-        Ok(tch::no_grad(|| g.deep_decoder.forward_ts(&inputs))?)
+        tch::no_grad(|| g.deep_decoder.forward_ts(&inputs))
     }
 
     /// DeepCache shallow path of a cached step: conv_in and the shallow down units -> skips.
@@ -587,7 +603,7 @@ impl UNetModel {
         }
         let t = Tensor::from_slice(ids).to_device(self.device);
         let enc = self.cond_encoder()?;
-        Ok(tch::no_grad(|| enc.forward_ts(&[t]))?)
+        tch::no_grad(|| enc.forward_ts(&[t]))
     }
 
     /// Class names or integer ids -> class ids (clear error listing the known names).
@@ -614,7 +630,7 @@ impl UNetModel {
         })?;
         let ids = tok.encode_batch(prompts)?.to_device(self.device);
         let enc = self.cond_encoder()?;
-        Ok(tch::no_grad(|| enc.forward_ts(&[ids]))?)
+        tch::no_grad(|| enc.forward_ts(&[ids]))
     }
 
     /// The unconditional cond for a batch of `n` (null class, or the empty prompt).
@@ -647,5 +663,16 @@ impl UNetModel {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
+    summarize_torch_error(s)
+}
+
+/// One line of a libtorch error: the last `...Error: message` line of a TorchScript trace (what
+/// actually went wrong), else the first non-empty line.
+pub fn summarize_torch_error(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let error_line = lines.iter().rev().find_map(|l| {
+        let (kind, msg) = l.split_once(": ")?;
+        (kind.ends_with("Error") && !kind.contains(' ') && !msg.is_empty()).then(|| format!("{kind}: {msg}"))
+    });
+    error_line.unwrap_or_else(|| lines.first().map_or(s.trim(), |l| l).to_string())
 }

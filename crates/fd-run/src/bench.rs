@@ -34,12 +34,13 @@ pub fn parse_plans(
         .map(|entry| {
             let entry = entry.trim();
             let (keys, mode) = entry.split_once('@').unwrap_or((entry, "par"));
-            let mut o = SamplingOptions { keys: keys.into(), sequential: false, max_decoder_batch: 0, ..base.clone() };
+            let mut o = base.clone();
+            (o.plan.keys, o.plan.sequential, o.plan.max_decoder_batch) = (keys.into(), false, 0);
             match mode {
                 "par" => {}
-                "seq" => o.sequential = true,
+                "seq" => o.plan.sequential = true,
                 m if m.starts_with("cap") => {
-                    o.max_decoder_batch =
+                    o.plan.max_decoder_batch =
                         m[3..].parse().map_err(|_| Error::Input(format!("--plans `{entry}`: capR needs a number")))?
                 }
                 m => return Err(Error::Input(format!("--plans `{entry}`: unknown mode `{m}` (expected seq or capR)"))),

@@ -1,7 +1,8 @@
 //! Metrics of a sample folder. A run folder (written by [`crate::runner`]) is read through its
 //! records: its images come from its parts (each part's Inception features cached beside it) and
 //! its requested classes / prompts from `run.json`. Any other folder (PNGs, a bare
-//! `samples.safetensors`) is evaluated as a plain image set (FID only).
+//! `samples.safetensors`) is evaluated as a plain image set (FID only). A run folder's metrics are
+//! computed only from parts proven to belong to it ([`VerifiedRun`]).
 
 use std::path::{Path, PathBuf};
 
@@ -9,12 +10,12 @@ use fd_eval::clip::{Clip, ClipScore};
 use fd_eval::consistency::{class_consistency, Classifier, Consistency};
 use fd_eval::features::{cache_tag, chunks_fid, folder_chunks, FidResult, KidOptions};
 use fd_eval::inception::Inception;
-use fd_model::io::read_tensor;
+use fd_model::io::{read_json, tensor_sha1};
 use fd_model::Condition;
 use tch::Tensor;
 
-use crate::records::RunRecord;
-use crate::runner::part_stem;
+use crate::records::{RunConfig, RunRecord};
+use crate::runner::{part_stem, read_verified_part};
 use crate::{Error, Result};
 
 /// Whether `dir` is a sampling run folder (config.json + parts/).
@@ -34,27 +35,81 @@ pub fn finished_run(dir: &Path) -> Result<RunRecord> {
     RunRecord::load(dir)
 }
 
+/// A finished run folder read through its records only: `run.json` and `config.json` agree (same
+/// identity, same settings, the folder's conditions are the run's for its indices), and every
+/// part `run.json` lists is proven ([`read_verified_part`]). A stray file in `parts/` is never
+/// read; `samples.safetensors` and the PNGs are not trusted at all.
+#[derive(Debug)]
+pub struct VerifiedRun {
+    pub record: RunRecord,
+    pub config: RunConfig,
+    /// (images, part file stem) per part, in index order.
+    pub parts: Vec<(Tensor, String)>,
+}
+
+impl VerifiedRun {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let record = finished_run(dir)?;
+        let cfg_path = dir.join("config.json");
+        let config: RunConfig = read_json(&cfg_path)?;
+        let identity = config.identity();
+        let bad = |msg: String| Error::Folder { path: dir.join("run.json"), msg };
+        if record.identity != identity {
+            return Err(bad("describes another run than config.json (identity differs)".into()));
+        }
+        // run.json holds config.json with the conditions of this folder's samples
+        let mut expected = config.clone();
+        expected.conditions = record
+            .indices
+            .iter()
+            .map(|&i| config.conditions.get(i).cloned())
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad(format!("indices outside config.json's {} samples", config.n)))?;
+        if expected != record.config {
+            return Err(bad("settings or conditions differ from config.json's".into()));
+        }
+        let batch = config.batch.max(1);
+        let mut parts = Vec::new();
+        let mut i = 0;
+        while i < record.indices.len() {
+            // parts are contiguous runs of at most `batch` samples starting at k * batch
+            let start = record.indices[i];
+            if start % batch != 0 {
+                return Err(bad(format!("index {start} does not start a part of {batch} samples")));
+            }
+            let r = start..(start + batch).min(config.n);
+            if record.indices.get(i..i + r.len()) != Some(&r.clone().collect::<Vec<_>>()[..]) {
+                return Err(bad(format!("indices do not cover part {}", part_stem(&r))));
+            }
+            let (_, imgs) = read_verified_part(dir, &r, &config, &identity)?;
+            parts.push((imgs, part_stem(&r)));
+            i += r.len();
+        }
+        Ok(Self { record, config, parts })
+    }
+
+    /// The folder's images in index order, from its verified parts.
+    pub fn images(&self) -> Result<Tensor> {
+        let all = Tensor::cat(&self.parts.iter().map(|(t, _)| t.shallow_clone()).collect::<Vec<_>>(), 0);
+        if tensor_sha1(&all)? != self.record.samples_sha1 {
+            return Err(Error::Input("the verified parts do not hash to run.json's samples_sha1".into()));
+        }
+        Ok(all)
+    }
+}
+
 /// The image chunks of a sample folder and where each chunk's features are cached: a run folder's
-/// parts (listed by `run.json`: a stray file in `parts/` is not counted), else chunks of a plain
-/// folder.
+/// verified parts, else chunks of a plain folder.
 pub fn sample_chunks(dir: &Path, tag: &str) -> Result<Vec<(Tensor, PathBuf)>> {
     if !is_run_folder(dir) {
         return Ok(folder_chunks(dir, tag)?);
     }
-    let run = finished_run(dir)?;
-    let parts = dir.join("parts");
-    let mut chunks = Vec::new();
-    let mut i = 0;
-    while i < run.indices.len() {
-        // parts are contiguous runs of indices of at most `batch` samples, starting at k * batch
-        let start = run.indices[i];
-        let end = (start - start % run.config.batch.max(1) + run.config.batch).min(run.config.n);
-        let stem = part_stem(&(start..end));
-        let imgs = read_tensor(&parts.join(format!("{stem}.safetensors")), "samples")?;
-        chunks.push((imgs, parts.join(format!("{stem}.{tag}.safetensors"))));
-        i += end - start;
-    }
-    Ok(chunks)
+    let run = VerifiedRun::load(dir)?;
+    Ok(run
+        .parts
+        .into_iter()
+        .map(|(imgs, stem)| (imgs, dir.join("parts").join(format!("{stem}.{tag}.safetensors"))))
+        .collect())
 }
 
 /// FID / KID of a sample folder against `reference` (see [`fd_eval::features::chunks_fid`]).
@@ -72,8 +127,9 @@ pub fn folder_fid(
 /// Class consistency of a run folder: the requested classes from its `run.json`, the images from
 /// `samples.safetensors`.
 pub fn folder_consistency(classifier: &Classifier, dir: &Path) -> Result<Consistency> {
-    let run = finished_run(dir)?;
+    let run = VerifiedRun::load(dir)?;
     let requested: Vec<i64> = run
+        .record
         .config
         .conditions
         .iter()
@@ -86,15 +142,15 @@ pub fn folder_consistency(classifier: &Classifier, dir: &Path) -> Result<Consist
             path: dir.join("run.json"),
             msg: "`conditions` must list class ids (a class-conditional run)".into(),
         })?;
-    let images = read_tensor(&dir.join("samples.safetensors"), "samples")?;
-    Ok(class_consistency(classifier, &images, &requested)?)
+    Ok(class_consistency(classifier, &run.images()?, &requested)?)
 }
 
 /// CLIP score of a run folder: the prompts from its `run.json`, the images from
 /// `samples.safetensors`.
 pub fn folder_clip(clip: &Clip, dir: &Path) -> Result<ClipScore> {
-    let run = finished_run(dir)?;
+    let run = VerifiedRun::load(dir)?;
     let prompts: Vec<&str> = run
+        .record
         .config
         .conditions
         .iter()
@@ -107,6 +163,5 @@ pub fn folder_clip(clip: &Clip, dir: &Path) -> Result<ClipScore> {
             path: dir.join("run.json"),
             msg: "`conditions` must list prompts (a text-conditioned run)".into(),
         })?;
-    let images = read_tensor(&dir.join("samples.safetensors"), "samples")?;
-    Ok(clip.score(&images, &prompts)?)
+    Ok(clip.score(&run.images()?, &prompts)?)
 }

@@ -17,7 +17,7 @@ use crate::error::{io, ResultExt};
 use crate::machine::{command, Machine, Versions};
 use crate::records::RowMetrics;
 use crate::runner::{Existing, SampleRun, Shard};
-use crate::spec::{cycle_conditions, ModelSpec, SamplingOptions};
+use crate::spec::{cycle_conditions, ModelSpec, PlanOptions, SamplingOptions};
 use crate::{Error, Result};
 
 fn default_model() -> PathBuf {
@@ -37,15 +37,6 @@ fn default_reference() -> String {
 }
 fn default_calibration_n() -> usize {
     8
-}
-fn default_sampler() -> String {
-    SamplingOptions::default().sampler
-}
-fn default_steps() -> usize {
-    SamplingOptions::default().steps
-}
-fn default_keys() -> String {
-    SamplingOptions::default().keys
 }
 
 /// An experiment: rows evaluated on the same model, seeds and conditions.
@@ -93,49 +84,34 @@ pub struct ExperimentConfig {
     pub rows: Vec<RowSpec>,
 }
 
-/// One row: a sampler and how it runs.
+/// One row: a label, a plan (sampler, steps, keys, decoding, injection; fields and defaults of
+/// [`PlanOptions`]) and what it is compared with. A field neither knows is an error.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RowSpec {
     /// Row label, unique in the experiment.
     pub label: String,
-    /// Sampler (`ddim`, `ddpm`, `dpm`, `dpm++`, `euler`). Default ddim.
-    #[serde(default = "default_sampler")]
-    pub sampler: String,
-    /// Sampler steps. Default 50.
-    #[serde(default = "default_steps")]
-    pub steps: usize,
-    /// DDIM eta. Default 0.
-    #[serde(default)]
-    pub eta: f64,
-    /// Key steps as `fd sample --keys` takes them, plus `auto:K` / `auto:threshold=X`. Default none.
-    #[serde(default = "default_keys")]
-    pub keys: String,
-    /// One decoder call per step instead of one per group. Default false (parallel).
-    #[serde(default)]
-    pub sequential: bool,
-    /// Cap on rows per decoder call (0 = none). Default 0.
-    #[serde(default)]
-    pub max_decoder_batch: usize,
-    /// Prior noise injection `C@TAU[:before|:after]`. Default none.
-    #[serde(default)]
-    pub inject: Option<String>,
+    #[serde(flatten)]
+    pub plan: PlanOptions,
     /// Label of the row this one is compared with (the % change columns).
     #[serde(default)]
     pub baseline: Option<String>,
     /// Family for the Pareto plot colours (baseline, ours, auto, deepcache). Default from keys.
     #[serde(default)]
     pub family: Option<String>,
+    /// Fields that are not a row's (`deny_unknown_fields` does not combine with `flatten`):
+    /// [`ExperimentConfig::validate`] refuses them.
+    #[serde(flatten, default, skip_serializing)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 impl RowSpec {
     fn family(&self) -> String {
         self.family.clone().unwrap_or_else(|| {
-            if self.keys == "none" {
+            if self.plan.keys == "none" {
                 "baseline".into()
-            } else if self.keys.starts_with("auto:") {
+            } else if self.plan.keys.starts_with("auto:") {
                 "auto".into()
-            } else if self.keys.starts_with("deepcache:") {
+            } else if self.plan.keys.starts_with("deepcache:") {
                 "deepcache".into()
             } else {
                 "ours".into()
@@ -145,17 +121,7 @@ impl RowSpec {
 
     /// The row's sampling options under the experiment's guidance and calibration settings.
     pub fn sampling(&self, cfg: &ExperimentConfig) -> SamplingOptions {
-        SamplingOptions {
-            sampler: self.sampler.clone(),
-            steps: self.steps,
-            eta: self.eta,
-            keys: self.keys.clone(),
-            sequential: self.sequential,
-            max_decoder_batch: self.max_decoder_batch,
-            inject: self.inject.clone(),
-            guidance: cfg.guidance,
-            calibration_n: cfg.calibration_n,
-        }
+        SamplingOptions { plan: self.plan.clone(), guidance: cfg.guidance, calibration_n: cfg.calibration_n }
     }
 
     /// Folder-safe name.
@@ -193,23 +159,26 @@ impl ExperimentConfig {
             return Err("batch must be >= 1".into());
         }
         let mut seen = BTreeMap::new();
-        for r in &self.rows {
-            if seen.insert(r.slug(), &r.label).is_some() {
-                return Err(format!("row label `{}` is not unique (as a folder name)", r.label));
+        for row in &self.rows {
+            let (r, label) = (&row.plan, &row.label);
+            if seen.insert(row.slug(), label).is_some() {
+                return Err(format!("row label `{label}` is not unique (as a folder name)"));
+            }
+            if let Some(k) = row.unknown.keys().next() {
+                return Err(format!("row `{label}`: unknown field `{k}`"));
             }
             if !SamplerSpec::NAMES.contains(&r.sampler.as_str()) {
                 return Err(format!(
-                    "row `{}`: unknown sampler `{}` (known: {:?})",
-                    r.label,
+                    "row `{label}`: unknown sampler `{}` (known: {:?})",
                     r.sampler,
                     SamplerSpec::NAMES
                 ));
             }
             if !r.keys.starts_with("auto:") {
-                Plan::parse(&r.keys, r.steps).map_err(|e| format!("row `{}`: {e}", r.label))?;
+                Plan::parse(&r.keys, r.steps).map_err(|e| format!("row `{label}`: {e}"))?;
             }
             if let Some(i) = &r.inject {
-                Injection::parse(i).map_err(|e| format!("row `{}`: {e}", r.label))?;
+                Injection::parse(i).map_err(|e| format!("row `{label}`: {e}"))?;
             }
         }
         for r in &self.rows {
@@ -296,6 +265,13 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
     if rows.is_empty() {
         return Err(Error::Input(format!("--only {:?}: no such row labels", opt.only)));
     }
+    // every row's plan is checked before anything is written (auto:K rows are calibrated later)
+    for row in &rows {
+        if !row.plan.keys.starts_with("auto:") {
+            row.sampling(cfg).resolve(&model, &conds).ctx(format!("row `{}`", row.label))?;
+        }
+    }
+    let _results_lock = crate::lock::FolderLock::acquire(&opt.results_dir, "fd experiment")?;
     let mut results = Vec::new();
     let style = indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len} [{elapsed} < {eta}]")?;
     for (k, row) in rows.iter().enumerate() {
@@ -318,6 +294,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
             existing: opt.existing,
         };
         let (summary, mut record) = run.run_and_record(&bar)?;
+        let _row_lock = crate::lock::FolderLock::acquire(&dir, "fd experiment")?;
         bar.set_position(0);
         let fid: FidResult =
             crate::evaluate::folder_fid(&dir, &cfg.reference, &inception, KidOptions::default(), &bar)?;
@@ -346,9 +323,13 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
         let total = summary.total_s_per_image();
         let res = RowResult {
             label: row.label.clone(),
-            sampler: row.sampler.clone(),
-            steps: row.steps,
-            plan: if row.keys.starts_with("auto:") { format!("{} = {}", row.keys, plan.label()) } else { plan.label() },
+            sampler: row.plan.sampler.clone(),
+            steps: row.plan.steps,
+            plan: if row.plan.keys.starts_with("auto:") {
+                format!("{} = {}", row.plan.keys, plan.label())
+            } else {
+                plan.label()
+            },
             key_steps: plan.key_steps.clone(),
             parallel: spec.exec.parallel,
             injection: spec.exec.injection,
@@ -379,7 +360,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
         std::fs::create_dir_all(&rd).map_err(io(&rd))?;
         record.metrics = Some(RowMetrics { fid, consistency, clip_s });
         write_json(&rd.join("run.json"), &record)?;
-        std::fs::copy(dir.join("grid.png"), rd.join("grid.png")).map_err(io(&rd.join("grid.png")))?;
+        fd_model::io::copy_atomic(&dir.join("grid.png"), &rd.join("grid.png"))?;
         results.push(res);
         // the table so far: an interrupted experiment still leaves every finished row written
         write_table(cfg, opt, &model, &results)?;

@@ -10,6 +10,7 @@
 //!   consistency, CLIP score), reading the conditions from its records.
 //! - [`experiment`]: rows of a JSON config -> sampled, evaluated, one table (table1, ablations).
 //! - [`bench`]: plans timed side by side in one process (median, FLOPs-bound speedup, report).
+//! - [`lock`]: one writer per folder (advisory lock, the holder's pid in the error).
 //! - [`machine`]: machine description, date and machine tags of result folders;
 //!   [`progress`]: the progress bar every long step uses.
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod bench;
 mod error;
 pub mod evaluate;
 pub mod experiment;
+pub mod lock;
 pub mod machine;
 pub mod merge;
 pub mod progress;

@@ -1,30 +1,49 @@
 //! `fd merge`: the folders of a sharded run (`fd sample --shard i/n`) combined into one, as if
-//! one process had generated them.
+//! one process had generated them. Every shard and every part is verified before anything is
+//! written: same run (identity), all shards present once, every part's record and images proven.
 
 use std::path::{Path, PathBuf};
 
-use fd_model::io::{read_json, read_tensor, tensor_sha1, write_json, write_tensors};
+use fd_model::io::{copy_atomic, file_sha256, read_json, tensor_sha1, write_json, write_tensors};
 use tch::Tensor;
 
 use crate::error::io;
+use crate::lock::FolderLock;
 use crate::records::{Gflops, Machines, PartRecord, RunConfig, RunRecord};
-use crate::runner::{RunSummary, Shard};
+use crate::runner::{
+    clear_run_folder, folder_state, part_stem, read_verified_part, Existing, FolderState, RunSummary, Shard,
+};
 use crate::{Error, Result};
+
+/// One verified part of one shard.
+struct Part {
+    from: PathBuf,
+    range: std::ops::Range<usize>,
+    record: PartRecord,
+    images: Tensor,
+}
 
 /// Combine finished shard folders of one run (`--shard i/n`, same configuration otherwise) into
 /// `out`: parts (with their cached Inception features), PNGs, `samples.safetensors` in index
-/// order, `run.json` with summed timings and counts. Missing shards, unfinished shards and
-/// configuration mismatches are errors.
-pub fn merge(shards: &[PathBuf], out: &Path) -> Result<RunRecord> {
+/// order, `run.json` with summed timings and counts. Missing, unfinished, duplicated or foreign
+/// shards and parts are errors, found before `out` is touched; `out` must be new or empty
+/// ([`Existing::Overwrite`]: or an fd run, which is cleared first).
+pub fn merge(shards: &[PathBuf], out: &Path, existing: Existing) -> Result<RunRecord> {
     if shards.is_empty() {
         return Err(Error::Input("fd merge: no shard folders given".into()));
     }
     let mut base: Option<RunConfig> = None;
-    let mut seen = Vec::new();
+    let mut seen: Vec<Shard> = Vec::new();
     let mut runs = Vec::new();
     for d in shards {
         let run = RunRecord::load(d)?;
         let mut cfg: RunConfig = read_json(&d.join("config.json"))?;
+        if run.identity != cfg.identity() {
+            return Err(Error::Folder {
+                path: d.to_path_buf(),
+                msg: "run.json and config.json describe different runs".into(),
+            });
+        }
         let shard = cfg.shard;
         cfg.shard = Shard::default();
         match &base {
@@ -39,13 +58,14 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<RunRecord> {
             }
             Some(_) => {}
         }
-        if seen.iter().any(|s: &Shard| s.index == shard.index) {
+        if seen.iter().any(|s| s.index == shard.index) {
             return Err(Error::Input(format!("{}: shard {}/{} given twice", d.display(), shard.index, shard.count)));
         }
         seen.push(shard);
         runs.push(run);
     }
     let cfg = base.expect("at least one shard");
+    let identity = cfg.identity();
     let count = seen[0].count;
     if seen.iter().any(|s| s.count != count) {
         return Err(Error::Input("fd merge: shards of different counts (i/n with different n)".into()));
@@ -55,62 +75,75 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<RunRecord> {
     if !missing.is_empty() {
         return Err(Error::Input(format!("fd merge: shards {} are missing", missing.join(", "))));
     }
+    // every part the shards must hold, verified
+    let mut parts = Vec::new();
+    for (d, shard) in shards.iter().zip(&seen) {
+        for r in shard.parts(cfg.n, cfg.batch) {
+            let (record, images) = read_verified_part(d, &r, &cfg, &identity)?;
+            parts.push(Part { from: d.clone(), range: r, record, images });
+        }
+    }
+    parts.sort_by_key(|p| p.range.start);
+    let records: Vec<PartRecord> = parts.iter().map(|p| p.record.clone()).collect();
+    let summary = RunSummary::from_records(&records, 0, records.len());
+    if summary.indices != (0..cfg.n).collect::<Vec<_>>() {
+        return Err(Error::Input(format!(
+            "fd merge: the shards hold {} of the run's {} samples",
+            summary.indices.len(),
+            cfg.n
+        )));
+    }
+    // the output folder: new, empty, or (--overwrite) an fd run
+    let state = folder_state(out)?;
+    match (&state, existing) {
+        (FolderState::Empty, _) | (FolderState::Run, Existing::Overwrite) => {}
+        (FolderState::Run, _) => {
+            return Err(Error::Input(format!(
+                "--out {} already holds a run: pass --overwrite to replace it, or use another folder",
+                out.display()
+            )))
+        }
+        (FolderState::Foreign(entry), _) => {
+            return Err(Error::Input(format!(
+                "--out {} is not empty and holds no fd run (found `{entry}`): use a new or empty folder",
+                out.display()
+            )))
+        }
+    }
+    let _lock = FolderLock::acquire(out, "fd merge")?;
+    if folder_state(out)? != state {
+        return Err(Error::Input(format!("--out {}: changed by another process meanwhile", out.display())));
+    }
+    if state == FolderState::Run {
+        clear_run_folder(out)?;
+    }
     let pd = out.join("parts");
     std::fs::create_dir_all(&pd).map_err(io(&pd))?;
-    let mut files: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for d in shards {
-        for dir in [d.join("parts"), d.to_path_buf()] {
-            let rd = std::fs::read_dir(&dir).map_err(io(&dir))?;
-            for e in rd.filter_map(|e| e.ok()) {
-                let name = e.file_name().to_string_lossy().to_string();
-                let is_part = dir.ends_with("parts") && !name.ends_with(".tmp");
-                let is_png = name.ends_with(".png") && name != "grid.png" && name.len() == 10;
-                if is_part || is_png {
-                    let to = if is_part { pd.join(&name) } else { out.join(&name) };
-                    files.push((e.path(), to));
-                }
+    write_json(&out.join("config.json"), &cfg)?;
+    for p in &parts {
+        // the part's files, cached features included
+        let stem = part_stem(&p.range);
+        let src = p.from.join("parts");
+        for e in std::fs::read_dir(&src).map_err(io(&src))?.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(&format!("{stem}.")) && !name.ends_with(".tmp") && !name.contains(".tmp.") {
+                copy_atomic(&e.path(), &pd.join(&name))?;
+            }
+        }
+        // PNGs: copied when they match their recorded hash, else written from the verified images
+        let u8s = (!p.record.png_sha256.is_empty()).then(|| fd_eval::images::to_u8(&p.images));
+        for (k, (i, h)) in p.range.clone().zip(&p.record.png_sha256).enumerate() {
+            let (from, to) = (p.from.join(format!("{i:06}.png")), out.join(format!("{i:06}.png")));
+            if file_sha256(&from).ok().as_ref() == Some(h) {
+                copy_atomic(&from, &to)?;
+            } else if let Some(u8s) = &u8s {
+                fd_eval::images::save_png(&u8s.get(k as i64), &to)?;
             }
         }
     }
-    for (from, to) in &files {
-        let mut tmp = to.clone().into_os_string();
-        tmp.push(".tmp");
-        std::fs::copy(from, &tmp).map_err(io(from))?;
-        std::fs::rename(&tmp, to).map_err(io(to))?;
-    }
-    write_json(&out.join("config.json"), &cfg)?;
-    // parts in index order -> samples.safetensors
-    let mut stems: Vec<String> = std::fs::read_dir(&pd)
-        .map_err(io(&pd))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|n| n.strip_suffix(".json").map(String::from))
-        .collect();
-    stems.sort();
-    let mut imgs = Vec::new();
-    let mut records = Vec::new();
-    for s in &stems {
-        let rec: PartRecord = read_json(&pd.join(format!("{s}.json")))?;
-        let t = read_tensor(&pd.join(format!("{s}.safetensors")), "samples")?;
-        if tensor_sha1(&t)? != rec.images_sha1 {
-            return Err(Error::Folder {
-                path: pd.join(format!("{s}.safetensors")),
-                msg: "images do not match their record".into(),
-            });
-        }
-        records.push(rec);
-        imgs.push(t);
-    }
-    let summary = RunSummary::from_records(&records, 0, records.len());
-    let n_total = cfg.n;
-    if summary.indices != (0..n_total).collect::<Vec<_>>() {
-        return Err(Error::Input(format!(
-            "fd merge: the shards hold {} of the run's {n_total} samples",
-            summary.indices.len()
-        )));
-    }
-    let all = Tensor::cat(&imgs, 0);
+    let all = Tensor::cat(&parts.iter().map(|p| p.images.shallow_clone()).collect::<Vec<_>>(), 0);
     write_tensors(&out.join("samples.safetensors"), &[("samples", &all)])?;
-    let gflops: f64 = runs.iter().map(|r| r.gflops_per_image.value * r.n_folder as f64).sum::<f64>() / n_total as f64;
+    let gflops: f64 = runs.iter().map(|r| r.gflops_per_image.value * r.n_folder as f64).sum::<f64>() / cfg.n as f64;
     let (timings_s, s_per_image) =
         summary.timing_records("sums over shards (processes may have run on different machines)");
     let machines = runs
@@ -122,11 +155,13 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<RunRecord> {
         .collect();
     let run = RunRecord {
         config: cfg,
+        identity,
+        samples_sha1: tensor_sha1(&all)?,
         command: crate::machine::command(),
         model_dir: None,
         merged_from: Some(shards.to_vec()),
         indices: summary.indices.clone(),
-        n_folder: n_total,
+        n_folder: summary.n,
         timings_s,
         s_per_image,
         parts: None,

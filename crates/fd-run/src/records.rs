@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use fd_model::manifest::{CondSpec, VaeSpec};
 use fd_model::Condition;
 use fd_sched::{CallCounts, ExecOptions, Method, Timings};
 use serde::{Deserialize, Serialize};
@@ -27,11 +28,20 @@ use serde::{Deserialize, Serialize};
 use crate::machine::{Machine, Versions};
 use crate::runner::Shard;
 
-/// The model a run used: its name and the SHA-256 of every graph.
+/// The model a run used: everything of it that can change an image — the SHA-256 of every graph,
+/// the conditioning spec (class count, null id, class names, tokenizer settings), the SHA-256 of
+/// the tokenizer file, dtype, prediction type and VAE scaling.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelIdentity {
     pub name: String,
     pub graphs_sha256: BTreeMap<String, String>,
+    pub cond: CondSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_sha256: Option<String>,
+    pub dtype: String,
+    pub prediction_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<VaeSpec>,
 }
 
 /// The sampler a run used: name, steps, eta and the manifest's diffusers scheduler config verbatim.
@@ -75,6 +85,14 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The run's identity: SHA-256 of this config with the shard left out, so every shard of one
+    /// run, and the merged folder, share it. Every part record carries it.
+    pub fn identity(&self) -> String {
+        let mut c = self.clone();
+        c.shard = Shard::default();
+        fd_model::io::sha256_hex(serde_json::to_string(&c).expect("a run config serialises").as_bytes())
+    }
+
     /// Top-level fields that differ between two configs (for error messages).
     pub fn differing_fields(&self, other: &RunConfig) -> Vec<String> {
         let (a, b) = (serde_json::to_value(self), serde_json::to_value(other));
@@ -101,6 +119,13 @@ pub struct PartRecord {
     pub wall_s: f64,
     /// SHA-1 of the raw images' bytes (little-endian f32), checked before a part is trusted.
     pub images_sha1: String,
+    /// The run's [`RunConfig::identity`]: a part of another run is never taken for this one's.
+    pub identity: String,
+    /// One condition per sample of the part.
+    pub conditions: Vec<Condition>,
+    /// SHA-256 of each sample's PNG file (empty when the run writes no PNGs).
+    #[serde(default)]
+    pub png_sha256: Vec<String>,
 }
 
 /// Seconds per component, summed over parts (`run.json` `timings_s`).
@@ -160,6 +185,10 @@ pub struct RowMetrics {
 pub struct RunRecord {
     #[serde(flatten)]
     pub config: RunConfig,
+    /// The run's [`RunConfig::identity`] (of `config.json`, which holds all conditions).
+    pub identity: String,
+    /// SHA-1 of `samples.safetensors`' images, as the part records hash them.
+    pub samples_sha1: String,
     pub command: Vec<String>,
     /// The model folder as given (absent in merged runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]

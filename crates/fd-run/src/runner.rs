@@ -13,13 +13,14 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use fd_model::io::{read_json, read_tensor, tensor_sha1, write_json, write_tensors};
+use fd_model::io::{file_sha256, read_json, read_tensor, tensor_sha1, write_json, write_tensors};
 use fd_model::{Condition, UNetModel};
 use fd_sched::{CallCounts, SamplingSpec, Timings};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::error::io;
+use crate::lock::FolderLock;
 use crate::machine::{command, Machine, Versions};
 use crate::records::{
     Gflops, Machines, ModelIdentity, PartRecord, PartsCount, PerImage, PlanRecord, RunConfig, RunRecord, SamplerRecord,
@@ -101,6 +102,8 @@ pub struct RunSummary {
     /// Sum of part wall times.
     pub wall_s: f64,
     pub gflops_per_image: f64,
+    /// SHA-1 of the folder's images in index order (`samples.safetensors`).
+    pub samples_sha1: String,
 }
 
 impl RunSummary {
@@ -117,6 +120,7 @@ impl RunSummary {
             vae_s: 0.0,
             wall_s: 0.0,
             gflops_per_image: 0.0,
+            samples_sha1: String::new(),
         };
         for rec in records {
             s.timings.add(&rec.timings);
@@ -169,6 +173,35 @@ pub(crate) fn part_files(dir: &Path, r: &Range<usize>) -> (PathBuf, PathBuf) {
     (parts.join(format!("{stem}.safetensors")), parts.join(format!("{stem}.json")))
 }
 
+/// Read part `r` of the run folder `dir` and prove it belongs to the run `config` (whose
+/// [`RunConfig::identity`] is `identity`): its record parses and names this identity, the part's
+/// range, the seeds and conditions the run gives those samples, and its images match their hash.
+pub fn read_verified_part(
+    dir: &Path,
+    r: &Range<usize>,
+    config: &RunConfig,
+    identity: &str,
+) -> Result<(PartRecord, Tensor)> {
+    let (imgs_path, rec_path) = part_files(dir, r);
+    let rec: PartRecord = read_json(&rec_path)?;
+    let bad = |msg: &str| Error::Folder { path: rec_path.clone(), msg: msg.to_string() };
+    if rec.identity != identity {
+        return Err(bad("part of another run (its identity differs from config.json's)"));
+    }
+    let seeds: Vec<u64> = r.clone().map(|i| config.seed.wrapping_add(i as u64)).collect();
+    if rec.start != r.start || rec.end != r.end || rec.seeds != seeds {
+        return Err(bad("range or seeds differ from what the run gives these samples"));
+    }
+    if config.conditions.get(r.clone()) != Some(&rec.conditions[..]) {
+        return Err(bad("conditions differ from the run's"));
+    }
+    let imgs = read_tensor(&imgs_path, "samples")?;
+    if imgs.size().first() != Some(&(r.len() as i64)) || tensor_sha1(&imgs)? != rec.images_sha1 {
+        return Err(Error::Folder { path: imgs_path, msg: "images do not match their part record".into() });
+    }
+    Ok((rec, imgs))
+}
+
 /// The [`RunConfig`] of a run of `spec` on `model`.
 pub fn run_config(
     model: &UNetModel,
@@ -183,6 +216,11 @@ pub fn run_config(
         model: ModelIdentity {
             name: m.name.clone(),
             graphs_sha256: m.graphs.iter().map(|(k, g)| (k.clone(), g.sha256.clone())).collect::<BTreeMap<_, _>>(),
+            cond: m.cond.clone(),
+            tokenizer_sha256: model.tokenizer_sha256.clone(),
+            dtype: m.dtype.clone(),
+            prediction_type: m.prediction_type.clone(),
+            vae: m.vae.clone(),
         },
         sampler: SamplerRecord {
             name: spec.sampler.name().into(),
@@ -202,6 +240,90 @@ pub fn run_config(
     }
 }
 
+/// Files fd writes directly in a run folder, besides `NNNNNN.png`, `parts/` and `features/`.
+pub const RUN_FILES: [&str; 7] =
+    ["config.json", "samples.safetensors", "run.json", "grid.png", "fid.json", "consistency.json", "clip_score.json"];
+
+/// Whether `name` is a per-sample PNG fd writes (`NNNNNN.png`).
+pub fn is_sample_png(name: &str) -> bool {
+    name.len() == 10 && name.ends_with(".png") && name[..6].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// What a folder holds, as far as writing a run there is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FolderState {
+    /// Missing, or empty but for fd's lock file.
+    Empty,
+    /// An fd run (`config.json`).
+    Run,
+    /// Something else; the first entry found.
+    Foreign(String),
+}
+
+/// The state of `dir` (read only).
+pub fn folder_state(dir: &Path) -> Result<FolderState> {
+    if !dir.exists() {
+        return Ok(FolderState::Empty);
+    }
+    if dir.join("config.json").is_file() {
+        return Ok(FolderState::Run);
+    }
+    let rd = std::fs::read_dir(dir).map_err(io(dir))?;
+    for e in rd {
+        let name = e.map_err(io(dir))?.file_name().to_string_lossy().to_string();
+        if name != crate::lock::LOCK_FILE {
+            return Ok(FolderState::Foreign(name));
+        }
+    }
+    Ok(FolderState::Empty)
+}
+
+/// Remove what fd wrote in a run folder, and only that: `parts/`, `features/`, every `NNNNNN.png`
+/// (whatever the run's size) and [`RUN_FILES`].
+pub fn clear_run_folder(dir: &Path) -> Result<()> {
+    for sub in ["parts", "features"] {
+        let p = dir.join(sub);
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).map_err(io(&p))?;
+        }
+    }
+    let rd = std::fs::read_dir(dir).map_err(io(dir))?;
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().to_string();
+        if is_sample_png(&name) || RUN_FILES.contains(&name.as_str()) {
+            std::fs::remove_file(e.path()).map_err(io(&e.path()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Samples a run may hold (a guard against sizes that would overflow or exhaust memory).
+pub const MAX_SAMPLES: usize = 100_000_000;
+
+/// Check a run's size and seeds: `1 <= n <= MAX_SAMPLES`, `batch >= 1`, and `seed + n - 1`
+/// without overflow.
+pub fn check_counts(n: usize, batch: usize, seed: u64) -> Result<()> {
+    if n == 0 || batch == 0 {
+        return Err(Error::Input("--n and --batch must be >= 1".into()));
+    }
+    if n > MAX_SAMPLES {
+        return Err(Error::Input(format!(
+            "--n {n}: at most {MAX_SAMPLES} samples per run (use --shard to split work)"
+        )));
+    }
+    if seed.checked_add(n as u64 - 1).is_none() {
+        return Err(Error::Input(format!("--seed {seed} with --n {n}: seed + sample index overflows a 64-bit seed")));
+    }
+    Ok(())
+}
+
+/// A part computed in memory, not yet written.
+struct Computed {
+    seeds: Vec<u64>,
+    out: fd_sched::BatchOutput,
+    compute_s: f64,
+}
+
 impl SampleRun<'_> {
     /// What the run is; a folder is resumed only under an equal configuration.
     pub fn config(&self) -> RunConfig {
@@ -218,70 +340,94 @@ impl SampleRun<'_> {
         self.out.join("parts")
     }
 
-    /// A finished part's record, if its files are present and its images match the recorded hash.
-    fn finished(&self, r: &Range<usize>) -> Option<PartRecord> {
-        let (imgs_path, rec_path) = part_files(self.out, r);
-        let rec: PartRecord = read_json(&rec_path).ok()?;
-        let imgs = read_tensor(&imgs_path, "samples").ok()?;
-        let ok = rec.start == r.start
-            && rec.end == r.end
-            && imgs.size().first() == Some(&(r.len() as i64))
-            && tensor_sha1(&imgs).ok()? == rec.images_sha1
-            && (!self.pngs() || r.clone().all(|i| self.out.join(format!("{i:06}.png")).is_file()));
-        ok.then_some(rec)
+    fn png(&self, i: usize) -> PathBuf {
+        self.out.join(format!("{i:06}.png"))
     }
 
-    /// Prepare the folder according to [`Existing`].
-    fn prepare(&self, parts: &[Range<usize>]) -> Result<()> {
-        let cfg_path = self.out.join("config.json");
-        let config = self.config();
-        if cfg_path.is_file() {
-            match self.existing {
-                Existing::Fail => {
-                    return Err(Error::Input(format!(
-                        "--out {} already holds a run: pass --resume to continue it or --overwrite to start over",
-                        self.out.display()
-                    )))
+    /// Write the PNGs of part `r` from its images; returns their SHA-256.
+    fn write_pngs(&self, r: &Range<usize>, images: &Tensor) -> Result<Vec<String>> {
+        let u8s = fd_eval::images::to_u8(images);
+        r.clone()
+            .enumerate()
+            .map(|(k, i)| {
+                fd_eval::images::save_png(&u8s.get(k as i64), &self.png(i))?;
+                Ok(file_sha256(&self.png(i))?)
+            })
+            .collect()
+    }
+
+    /// A finished part's record, if it proves the part belongs to this run ([`read_verified_part`]).
+    /// PNGs that are missing or differ from their recorded hashes are written again from the
+    /// verified images.
+    fn finished(&self, r: &Range<usize>, config: &RunConfig, identity: &str) -> Option<PartRecord> {
+        if !part_files(self.out, r).1.is_file() {
+            return None;
+        }
+        let (rec, imgs) = match read_verified_part(self.out, r, config, identity) {
+            Ok(v) => v,
+            Err(e) => {
+                log::info!("{e}; recomputing the part");
+                return None;
+            }
+        };
+        if self.pngs() {
+            let intact = rec.png_sha256.len() == r.len()
+                && r.clone().zip(&rec.png_sha256).all(|(i, h)| file_sha256(&self.png(i)).ok().as_ref() == Some(h));
+            if !intact {
+                log::info!(
+                    "{}: PNGs of part {} missing or changed; writing them again",
+                    self.out.display(),
+                    part_stem(r)
+                );
+                if self.write_pngs(r, &imgs).ok()? != rec.png_sha256 {
+                    return None;
                 }
-                Existing::Resume => {
-                    let old: RunConfig = read_json(&cfg_path)?;
-                    if old != config {
-                        return Err(Error::Input(format!(
-                            "--resume: {} was written by a different run (differs in: {}); use another --out or --overwrite",
-                            cfg_path.display(),
-                            config.differing_fields(&old).join(", ")
-                        )));
-                    }
-                }
-                Existing::Overwrite => self.clear(parts)?,
             }
         }
-        std::fs::create_dir_all(self.parts_dir()).map_err(io(&self.parts_dir()))?;
-        write_json(&cfg_path, &config)?;
-        Ok(())
+        Some(rec)
     }
 
-    fn clear(&self, parts: &[Range<usize>]) -> Result<()> {
-        let pd = self.parts_dir();
-        if pd.is_dir() {
-            std::fs::remove_dir_all(&pd).map_err(io(&pd))?;
+    /// Check the folder against [`Existing`] without writing anything; returns its state.
+    fn check_folder(&self, config: &RunConfig) -> Result<FolderState> {
+        let state = folder_state(self.out)?;
+        match (&state, self.existing) {
+            (FolderState::Foreign(entry), _) => Err(Error::Input(format!(
+                "--out {} is not empty and holds no fd run (found `{entry}`, no config.json): use a new or empty folder",
+                self.out.display()
+            ))),
+            (FolderState::Run, Existing::Fail) => Err(Error::Input(format!(
+                "--out {} already holds a run: pass --resume to continue it or --overwrite to start over",
+                self.out.display()
+            ))),
+            (FolderState::Run, Existing::Resume) => {
+                let cfg_path = self.out.join("config.json");
+                let old: RunConfig = read_json(&cfg_path).map_err(|e| {
+                    Error::Input(format!(
+                        "--resume: {e}; this run's identity cannot be checked (written by an older fd?): use --overwrite or another --out"
+                    ))
+                })?;
+                if old != *config {
+                    return Err(Error::Input(format!(
+                        "--resume: {} was written by a different run (differs in: {}); use another --out or --overwrite",
+                        cfg_path.display(),
+                        config.differing_fields(&old).join(", ")
+                    )));
+                }
+                Ok(state)
+            }
+            _ => Ok(state),
         }
-        for i in parts.iter().flat_map(|r| r.clone()) {
-            let _ = std::fs::remove_file(self.out.join(format!("{i:06}.png")));
-        }
-        for f in ["samples.safetensors", "run.json", "grid.png", "fid.json", "consistency.json", "clip_score.json"] {
-            let _ = std::fs::remove_file(self.out.join(f));
-        }
-        Ok(())
     }
 
     /// Generate (or resume) every part of this shard, then write `samples.safetensors`,
     /// `grid.png` and return the summary. `progress` gets (done, total) samples.
+    ///
+    /// Nothing is written before everything that can be checked was: the folder's state, and, for
+    /// a new run, the first part itself (computed in memory, so a model or option that fails at
+    /// run time fails before the folder is touched). The folder is locked while the run writes.
     pub fn run(&self, progress: &indicatif::ProgressBar) -> Result<RunSummary> {
         let n = self.conds.len();
-        if n == 0 || self.batch == 0 {
-            return Err(Error::Input("--n and --batch must be >= 1".into()));
-        }
+        check_counts(n, self.batch, self.seed)?;
         let parts = self.shard.parts(n, self.batch);
         if parts.is_empty() {
             return Err(Error::Input(format!(
@@ -289,27 +435,47 @@ impl SampleRun<'_> {
                 self.shard.index, self.shard.count, n, self.batch
             )));
         }
-        std::fs::create_dir_all(self.out).map_err(io(self.out))?;
-        self.prepare(&parts)?;
+        let config = self.config();
+        let identity = config.identity();
+        let state = self.check_folder(&config)?;
+        let resuming = state == FolderState::Run && self.existing == Existing::Resume;
+        let mut first = None;
+        if !resuming {
+            if self.model.device.is_cuda() {
+                // One untimed batch before the first timed one: a GPU's first call at each new
+                // shape pays for cuDNN's algorithm choice and allocator growth (seen on an H200,
+                // SD-1.5 architecture, batch 8: a cold 50ls run timed 1.07 s/image of UNet
+                // against 0.82 for the baseline run before it; warmed in `fd bench`, 0.21 vs
+                // 0.32). Every part seeds its own noise, so the samples do not change.
+                self.compute(&parts[0])?;
+            }
+            first = Some(self.compute(&parts[0])?);
+        }
+        let _lock = FolderLock::acquire(self.out, "fd sample")?;
+        // under the lock: the folder is still what was checked
+        if folder_state(self.out)? != state {
+            return Err(Error::Input(format!("--out {}: changed by another process meanwhile", self.out.display())));
+        }
+        if state == FolderState::Run && self.existing == Existing::Overwrite {
+            clear_run_folder(self.out)?;
+        }
+        std::fs::create_dir_all(self.parts_dir()).map_err(io(&self.parts_dir()))?;
+        write_json(&self.out.join("config.json"), &config)?;
         let total: usize = parts.iter().map(|r| r.len()).sum();
         progress.set_length(total as u64);
         let (mut computed, mut resumed) = (0, 0);
         let mut records = Vec::with_capacity(parts.len());
         for r in &parts {
-            if let Some(rec) = (self.existing == Existing::Resume).then(|| self.finished(r)).flatten() {
+            if let Some(rec) = resuming.then(|| self.finished(r, &config, &identity)).flatten() {
                 log::debug!("{}: batch {} already done, kept", self.out.display(), part_stem(r));
                 records.push(rec);
                 resumed += 1;
             } else {
-                if computed == 0 && self.model.device.is_cuda() {
-                    // One untimed batch before the first timed one: a GPU's first call at each new
-                    // shape pays for cuDNN's algorithm choice and allocator growth (seen on an H200,
-                    // SD-1.5 architecture, batch 8: a cold 50ls run timed 1.07 s/image of UNet
-                    // against 0.82 for the baseline run before it; warmed in `fd bench`, 0.21 vs
-                    // 0.32). Every part seeds its own noise, so the samples do not change.
-                    self.generate(r)?;
-                }
-                let rec = self.generate_part(r)?;
+                let c = match first.take() {
+                    Some(c) => c,
+                    None => self.compute(r)?,
+                };
+                let rec = self.write_part(r, c, &identity)?;
                 log::debug!(
                     "{}: batch {} done in {:.2} s (UNet loop {:.2} s)",
                     self.out.display(),
@@ -328,34 +494,33 @@ impl SampleRun<'_> {
         self.finish(&parts, &records, computed, resumed)
     }
 
-    /// Samples `r` in memory (sample i seeded with seed + i); returns the seeds and the batch.
-    fn generate(&self, r: &Range<usize>) -> Result<(Vec<u64>, fd_sched::BatchOutput)> {
+    /// Samples `r` in memory (sample i seeded with seed + i).
+    fn compute(&self, r: &Range<usize>) -> Result<Computed> {
+        let t0 = std::time::Instant::now();
         let seeds: Vec<u64> = r.clone().map(|i| self.seed + i as u64).collect();
         let out = self.spec.generate(self.model, &seeds, &self.conds[r.clone()])?;
-        Ok((seeds, out))
+        Ok(Computed { seeds, out, compute_s: t0.elapsed().as_secs_f64() })
     }
 
-    fn generate_part(&self, r: &Range<usize>) -> Result<PartRecord> {
+    /// Write a computed part: images, PNGs, then its record (last).
+    fn write_part(&self, r: &Range<usize>, c: Computed, identity: &str) -> Result<PartRecord> {
         let t0 = std::time::Instant::now();
-        let (seeds, out) = self.generate(r)?;
         let (imgs_path, rec_path) = part_files(self.out, r);
-        write_tensors(&imgs_path, &[("samples", &out.images)])?;
-        if self.pngs() {
-            let u8s = fd_eval::images::to_u8(&out.images);
-            for (k, i) in r.clone().enumerate() {
-                fd_eval::images::save_png(&u8s.get(k as i64), &self.out.join(format!("{i:06}.png")))?;
-            }
-        }
+        write_tensors(&imgs_path, &[("samples", &c.out.images)])?;
+        let png_sha256 = if self.pngs() { self.write_pngs(r, &c.out.images)? } else { Vec::new() };
         let rec = PartRecord {
             start: r.start,
             end: r.end,
-            seeds,
-            timings: out.timings,
-            counts: out.counts,
-            cond_s: out.cond_s,
-            vae_s: out.vae_s,
-            wall_s: t0.elapsed().as_secs_f64(),
-            images_sha1: tensor_sha1(&out.images)?,
+            seeds: c.seeds,
+            timings: c.out.timings,
+            counts: c.out.counts,
+            cond_s: c.out.cond_s,
+            vae_s: c.out.vae_s,
+            wall_s: c.compute_s + t0.elapsed().as_secs_f64(),
+            images_sha1: tensor_sha1(&c.out.images)?,
+            identity: identity.to_string(),
+            conditions: self.conds[r.clone()].to_vec(),
+            png_sha256,
         };
         write_json(&rec_path, &rec)?;
         Ok(rec)
@@ -375,6 +540,7 @@ impl SampleRun<'_> {
         write_tensors(&self.out.join("samples.safetensors"), &[("samples", &all)])?;
         let mut s = RunSummary::from_records(records, computed, resumed);
         s.gflops_per_image = s.counts.gflops_per_image(self.model, s.n);
+        s.samples_sha1 = tensor_sha1(&all)?;
         if self.pngs() {
             let cols = self.model.manifest.cond.num_classes.unwrap_or(8).clamp(1, 10).min(s.n as i64);
             let grid = fd_eval::images::grid(&all.narrow(0, 0, (s.n as i64).min(cols * 8)), cols);
@@ -386,12 +552,15 @@ impl SampleRun<'_> {
     /// The `run.json` of a finished run: its configuration, what was measured, machine, versions.
     pub fn record(&self, s: &RunSummary) -> RunRecord {
         let mut config = self.config();
+        let identity = config.identity();
         // this folder's samples (a shard holds a subset of the run's indices)
         config.conditions = s.indices.iter().map(|&i| self.conds[i].clone()).collect();
         let (timings_s, s_per_image) =
             s.timing_records("sums of per-part timings; total = conditioning + UNet loop + VAE + writing");
         RunRecord {
             config,
+            identity,
+            samples_sha1: s.samples_sha1.clone(),
             command: command(),
             model_dir: Some(self.model.dir.clone()),
             merged_from: None,
@@ -414,6 +583,7 @@ impl SampleRun<'_> {
     }
 
     /// [`SampleRun::run`] and write `run.json` (last: a folder with `run.json` is complete).
+    /// The folder stays locked until `run.json` is written.
     pub fn run_and_record(&self, progress: &indicatif::ProgressBar) -> Result<(RunSummary, RunRecord)> {
         let s = self.run(progress)?;
         let rec = self.record(&s);

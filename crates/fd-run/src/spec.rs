@@ -29,9 +29,10 @@ fn default_calibration_n() -> usize {
     8
 }
 
-/// How to sample, as a user writes it (flags of `fd sample`, a row of an experiment config).
+/// One plan as a user writes it: the sampler and how its steps run (`fd sample`'s plan flags, a
+/// row of an experiment config, a `fd bench --plans` entry).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SamplingOptions {
+pub struct PlanOptions {
     /// Sampler (`ddim`, `ddpm`, `dpm`, `dpm++`, `euler`). Default ddim.
     #[serde(default = "default_sampler")]
     pub sampler: String,
@@ -54,6 +55,27 @@ pub struct SamplingOptions {
     /// Prior noise injection `C@TAU[:before|:after]`. Default none.
     #[serde(default)]
     pub inject: Option<String>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            sampler: default_sampler(),
+            steps: default_steps(),
+            eta: 0.0,
+            keys: default_keys(),
+            sequential: false,
+            max_decoder_batch: 0,
+            inject: None,
+        }
+    }
+}
+
+/// How to sample: a plan and the settings a whole run (or experiment) shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingOptions {
+    #[serde(flatten)]
+    pub plan: PlanOptions,
     /// Classifier-free guidance scale (1: conditional only; below 1 is an error). Default 1.
     #[serde(default = "default_guidance")]
     pub guidance: f64,
@@ -64,17 +86,7 @@ pub struct SamplingOptions {
 
 impl Default for SamplingOptions {
     fn default() -> Self {
-        Self {
-            sampler: default_sampler(),
-            steps: default_steps(),
-            eta: 0.0,
-            keys: default_keys(),
-            sequential: false,
-            max_decoder_batch: 0,
-            inject: None,
-            guidance: default_guidance(),
-            calibration_n: default_calibration_n(),
-        }
+        Self { plan: PlanOptions::default(), guidance: default_guidance(), calibration_n: default_calibration_n() }
     }
 }
 
@@ -82,10 +94,10 @@ impl SamplingOptions {
     /// The execution options these options ask for (validated: guidance >= 1, injection spec).
     pub fn exec(&self) -> Result<ExecOptions> {
         let exec = ExecOptions {
-            parallel: !self.sequential,
-            max_decoder_batch: self.max_decoder_batch,
+            parallel: !self.plan.sequential,
+            max_decoder_batch: self.plan.max_decoder_batch,
             guidance: self.guidance,
-            injection: self.inject.as_deref().map(Injection::parse).transpose()?,
+            injection: self.plan.inject.as_deref().map(Injection::parse).transpose()?,
         };
         if !(exec.guidance >= 1.0 && exec.guidance.is_finite()) {
             return Err(Error::Input(format!(
@@ -98,8 +110,9 @@ impl SamplingOptions {
 
     /// The sampler these options name, configured from the model's manifest.
     pub fn sampler(&self, model: &UNetModel) -> Result<SamplerSpec> {
-        let s = SamplerSpec::from_config(&self.sampler, &model.manifest.scheduler, self.eta)?;
-        s.build(self.steps).ctx(format!("--scheduler {} --steps {}", self.sampler, self.steps))?;
+        let p = &self.plan;
+        let s = SamplerSpec::from_config(&p.sampler, &model.manifest.scheduler, p.eta)?;
+        s.build(p.steps).ctx(format!("--scheduler {} --steps {}", p.sampler, p.steps))?;
         Ok(s)
     }
 
@@ -108,10 +121,11 @@ impl SamplingOptions {
     pub fn resolve(&self, model: &UNetModel, conds: &[Condition]) -> Result<SamplingSpec> {
         let sampler = self.sampler(model)?;
         let exec = self.exec()?;
-        let plan = resolve_plan(model, &sampler, self.steps, &self.keys, self.guidance, self.calibration_n, conds)
-            .ctx(format!("--keys {}", self.keys))?;
+        let keys = &self.plan.keys;
+        let plan = resolve_plan(model, &sampler, self.plan.steps, keys, self.guidance, self.calibration_n, conds)
+            .ctx(format!("--keys {keys}"))?;
         if let fd_sched::Method::DeepCache { branch } = plan.method {
-            model.deepcache_shallow_skips(branch).ctx(format!("--keys {}", self.keys))?;
+            model.deepcache_shallow_skips(branch).ctx(format!("--keys {keys}"))?;
         }
         Ok(SamplingSpec::new(sampler, plan, exec)?)
     }

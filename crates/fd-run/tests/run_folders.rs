@@ -6,28 +6,45 @@ use std::path::{Path, PathBuf};
 
 use fd_model::{Condition, UNetModel};
 use fd_run::runner::{Existing, SampleRun, Shard};
-use fd_run::spec::{cycle_conditions, ModelSpec, SamplingOptions};
+use fd_run::spec::{cycle_conditions, ModelSpec, PlanOptions, SamplingOptions};
 use fd_sched::SamplingSpec;
 
-fn tiny() -> UNetModel {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fd-model/tests/fixtures/tiny");
+fn load(dir: &str) -> UNetModel {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
     ModelSpec::new(&dir, "cpu", false).unwrap().load().unwrap()
 }
 
+/// The tiny fixture (4 latent channels, no PNGs).
+fn tiny() -> UNetModel {
+    load("../fd-model/tests/fixtures/tiny")
+}
+
+/// The committed default model (1-channel 28 px images: PNGs are written).
+fn fmnist() -> UNetModel {
+    load("../../models/fmnist")
+}
+
 fn spec(model: &UNetModel, conds: &[Condition]) -> SamplingSpec {
-    let opts = SamplingOptions {
-        steps: 8,
-        keys: "uniform:3".into(),
-        guidance: 2.0,
-        inject: Some("0.003@0.5".into()),
-        ..Default::default()
-    };
+    let plan =
+        PlanOptions { steps: 8, keys: "uniform:3".into(), inject: Some("0.003@0.5".into()), ..Default::default() };
+    let opts = SamplingOptions { plan, guidance: 2.0, ..Default::default() };
     opts.resolve(model, conds).unwrap()
 }
 
+/// The run every test makes: seed 3, batches of 2.
+fn sample_run<'a>(
+    model: &'a UNetModel,
+    spec: &'a SamplingSpec,
+    conds: &'a [Condition],
+    out: &'a Path,
+    shard: Shard,
+    existing: Existing,
+) -> SampleRun<'a> {
+    SampleRun { model, spec, conds, seed: 3, batch: 2, shard, out, existing }
+}
+
 fn run_to(model: &UNetModel, spec: &SamplingSpec, conds: &[Condition], out: &Path, shard: Shard, existing: Existing) {
-    let run = SampleRun { model, spec, conds, seed: 3, batch: 2, shard, out, existing };
-    run.run_and_record(&indicatif::ProgressBar::hidden()).unwrap();
+    sample_run(model, spec, conds, out, shard, existing).run_and_record(&indicatif::ProgressBar::hidden()).unwrap();
 }
 
 fn bytes(p: &Path) -> Vec<u8> {
@@ -36,7 +53,7 @@ fn bytes(p: &Path) -> Vec<u8> {
 
 #[test]
 fn interrupted_run_resumes_byte_identical() {
-    let model = tiny();
+    let model = fmnist();
     let conds = cycle_conditions(&model, None, None, 7).unwrap();
     let spec = spec(&model, &conds);
     let d = tempfile::tempdir().unwrap();
@@ -49,16 +66,7 @@ fn interrupted_run_resumes_byte_identical() {
     std::fs::remove_file(cut.join("parts/000006-000007.json")).unwrap();
     std::fs::remove_file(cut.join("parts/000006-000007.safetensors")).unwrap();
     std::fs::copy(cut.join("parts/000000-000002.safetensors"), cut.join("parts/000002-000004.safetensors")).unwrap();
-    let run = SampleRun {
-        model: &model,
-        spec: &spec,
-        conds: &conds,
-        seed: 3,
-        batch: 2,
-        shard: Shard::default(),
-        out: &cut,
-        existing: Existing::Resume,
-    };
+    let run = sample_run(&model, &spec, &conds, &cut, Shard::default(), Existing::Resume);
     let (s, rec) = run.run_and_record(&indicatif::ProgressBar::hidden()).unwrap();
     assert_eq!((s.parts_resumed, s.parts_computed), (2, 2));
     assert_eq!(bytes(&full.join("samples.safetensors")), bytes(&cut.join("samples.safetensors")));
@@ -71,7 +79,8 @@ fn interrupted_run_resumes_byte_identical() {
     assert_eq!(back.config, rec.config);
     assert_eq!(back.indices, (0..7).collect::<Vec<_>>());
     // resuming under another configuration is refused, naming what differs
-    let other = SamplingOptions { steps: 8, guidance: 2.0, ..Default::default() }.resolve(&model, &conds).unwrap();
+    let plan = PlanOptions { steps: 8, ..Default::default() };
+    let other = SamplingOptions { plan, guidance: 2.0, ..Default::default() }.resolve(&model, &conds).unwrap();
     let run = SampleRun { spec: &other, ..run };
     let e = run.run(&indicatif::ProgressBar::hidden()).unwrap_err().to_string();
     assert!(e.contains("differs in: exec, plan") || e.contains("differs in: plan, exec"), "{e}");
@@ -90,9 +99,9 @@ fn three_shards_merge_to_the_single_run() {
         run_to(&model, &spec, &conds, s, Shard { index: i, count: 3 }, Existing::Fail);
     }
     let merged = d.path().join("merged");
-    let e = fd_run::merge::merge(&shards[..2], &merged).unwrap_err().to_string();
+    let e = fd_run::merge::merge(&shards[..2], &merged, Existing::Fail).unwrap_err().to_string();
     assert!(e.contains("shards 2/3 are missing"), "{e}");
-    let rec = fd_run::merge::merge(&shards, &merged).unwrap();
+    let rec = fd_run::merge::merge(&shards, &merged, Existing::Fail).unwrap();
     assert_eq!(rec.n_folder, 7);
     assert_eq!(bytes(&one.join("samples.safetensors")), bytes(&merged.join("samples.safetensors")));
     let back = fd_run::records::RunRecord::load(&merged).unwrap();
@@ -127,16 +136,7 @@ fn malformed_records_are_errors_naming_file_and_field() {
 
     // config.json on resume: nested field mistyped
     edit_json(&out.join("config.json"), |v| v["sampler"]["steps"] = serde_json::json!(-1));
-    let run = SampleRun {
-        model: &model,
-        spec: &spec,
-        conds: &conds,
-        seed: 3,
-        batch: 2,
-        shard: Shard::default(),
-        out: &out,
-        existing: Existing::Resume,
-    };
+    let run = sample_run(&model, &spec, &conds, &out, Shard::default(), Existing::Resume);
     let e = run.run(&indicatif::ProgressBar::hidden()).unwrap_err().to_string();
     assert!(e.contains("config.json") && e.contains("field `sampler.steps`"), "{e}");
 
@@ -144,13 +144,18 @@ fn malformed_records_are_errors_naming_file_and_field() {
     let shard = d.path().join("shard");
     run_to(&model, &spec, &conds, &shard, Shard::default(), Existing::Fail);
     edit_json(&shard.join("parts/000000-000002.json"), |v| v["seeds"] = serde_json::json!(["x"]));
-    let e = fd_run::merge::merge(std::slice::from_ref(&shard), &d.path().join("m")).unwrap_err().to_string();
+    let e = fd_run::merge::merge(std::slice::from_ref(&shard), &d.path().join("m"), Existing::Fail)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("000000-000002.json") && e.contains("field `seeds[0]`"), "{e}");
 
     // a plan file: malformed, and made for another step count
     let plan = d.path().join("plan.json");
     std::fs::write(&plan, r#"{"name": "x", "keys": [0, 2], "steps": "three"}"#).unwrap();
-    let opts = SamplingOptions { steps: 8, keys: plan.display().to_string(), ..Default::default() };
+    let opts = SamplingOptions {
+        plan: PlanOptions { steps: 8, keys: plan.display().to_string(), ..Default::default() },
+        ..Default::default()
+    };
     let e = opts.resolve(&model, &conds).unwrap_err().to_string();
     assert!(e.contains("plan.json") && e.contains("field `steps`"), "{e}");
     std::fs::write(&plan, r#"{"name": "x", "keys": [0, 2], "steps": 3}"#).unwrap();

@@ -86,6 +86,27 @@ impl BetaConfig {
     }
 
     fn check(&self) -> Result<()> {
+        let n = self.num_train_timesteps;
+        if !(1..=1_000_000).contains(&n) {
+            return Err(Error::Config(format!("num_train_timesteps must be in 1..=1000000, got {n}")));
+        }
+        let beta_ok = |b: f64| b.is_finite() && b > 0.0 && b < 1.0;
+        match &self.trained_betas {
+            Some(b) if b.len() != n || !b.iter().all(|&x| beta_ok(x)) => {
+                return Err(Error::Config(format!(
+                    "trained_betas must hold num_train_timesteps = {n} values in (0, 1), got {} values",
+                    b.len()
+                )))
+            }
+            Some(_) => {}
+            None if !(beta_ok(self.beta_start) && beta_ok(self.beta_end)) => {
+                return Err(Error::Config(format!(
+                    "beta_start {} and beta_end {} must be in (0, 1)",
+                    self.beta_start, self.beta_end
+                )))
+            }
+            None => {}
+        }
         if self.thresholding {
             return Err(Error::Config("thresholding=true is not supported".into()));
         }

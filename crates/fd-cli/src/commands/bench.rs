@@ -10,8 +10,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.n == 0 || a.repeats == 0 {
         bail!("--n and --repeats must be >= 1");
     }
+    fd_run::runner::check_counts(a.n, a.n, a.sampling.seed)?;
     let f = &a.sampling;
-    let opts = fd_run::spec::SamplingOptions { inject: a.inject.clone(), ..f.options(None, 3.0) };
+    let mut opts = f.options(None, 3.0);
+    opts.plan.inject = a.inject.clone();
     let model = f.model()?.load()?;
     opts.sampler(&model)?;
     opts.exec()?;

@@ -10,6 +10,10 @@ use crate::args::DriftArgs;
 
 pub fn run(a: &DriftArgs) -> Result<()> {
     let f = &a.sampling;
+    if a.n == 0 {
+        anyhow::bail!("--n must be >= 1");
+    }
+    fd_run::runner::check_counts(a.n, a.n, f.seed)?;
     let opts = f.options(None, 3.0);
     let model = f.model()?.load()?;
     let sampler = opts.sampler(&model)?;

@@ -7,9 +7,16 @@ use anyhow::Result;
 use fd_eval::features::KidOptions;
 use fd_model::io::write_json;
 
+/// Lock the sample folder while its metrics and feature caches are written (a missing folder is
+/// the metric's error to report, not created here).
+fn lock(dir: &Path, what: &str) -> Result<Option<fd_run::lock::FolderLock>> {
+    Ok(if dir.is_dir() { Some(fd_run::lock::FolderLock::acquire(dir, what)?) } else { None })
+}
+
 pub fn fid(dir: &Path, reference: &str, inception: Option<&Path>, kid: KidOptions, device: &str) -> Result<()> {
     let path = inception.map(Path::to_path_buf).unwrap_or_else(fd_eval::inception::default_path);
     let inc = fd_eval::inception::Inception::load(&path, fd_model::parse_device(device)?)?;
+    let _lock = lock(dir, "fd eval fid")?;
     let bar = super::bar(0, "Inception features");
     let res = fd_run::evaluate::folder_fid(dir, reference, &inc, kid, &bar)?;
     bar.finish_and_clear();
@@ -26,6 +33,7 @@ pub fn fid(dir: &Path, reference: &str, inception: Option<&Path>, kid: KidOption
 
 pub fn clip(dir: &Path, clip_dir: &Path, device: &str) -> Result<()> {
     let clip = fd_eval::clip::Clip::load(clip_dir, fd_model::parse_device(device)?)?;
+    let _lock = lock(dir, "fd eval clip")?;
     let res = fd_run::evaluate::folder_clip(&clip, dir)?;
     write_json(&dir.join("clip_score.json"), &res)?;
     println!(
@@ -37,6 +45,7 @@ pub fn clip(dir: &Path, clip_dir: &Path, device: &str) -> Result<()> {
 
 pub fn consistency(dir: &Path, classifier: &Path, device: &str) -> Result<()> {
     let clf = fd_eval::consistency::Classifier::load(classifier, fd_model::parse_device(device)?)?;
+    let _lock = lock(dir, "fd eval consistency")?;
     let res = fd_run::evaluate::folder_consistency(&clf, dir)?;
     let out = dir.join("consistency.json");
     write_json(&out, &res)?;

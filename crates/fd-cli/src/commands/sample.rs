@@ -1,15 +1,13 @@
 //! `fd sample`: one sampling run to a folder (resumable, shardable).
 
-use anyhow::{bail, Result};
-use fd_run::runner::{Existing, SampleRun, Shard};
+use anyhow::Result;
+use fd_run::runner::{check_counts, Existing, SampleRun, Shard};
 use fd_run::spec::cycle_conditions;
 
 use crate::args::SampleArgs;
 
 pub fn run(a: &SampleArgs) -> Result<()> {
-    if a.n == 0 || a.batch == 0 {
-        bail!("--n and --batch must be >= 1");
-    }
+    check_counts(a.n, a.batch, a.sampling.seed)?;
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or_default();
     let f = &a.sampling;
     let opts = f.options(Some(&a.plan), 1.0);

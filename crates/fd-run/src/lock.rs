@@ -1,0 +1,56 @@
+//! One writer per folder: an advisory lock (std's `File::try_lock`, `flock` on Linux) on
+//! `<dir>/.fd-lock`, held for the life of a run, merge, evaluation or experiment. A second writer
+//! gets an error naming the holder's pid and command; the lock goes when its holder exits, however
+//! it exits (SIGKILL included), so a stale lock file never blocks anyone.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// The lock file's name inside a folder fd writes.
+pub const LOCK_FILE: &str = ".fd-lock";
+
+/// A held folder lock; released on drop.
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: File,
+    pub dir: PathBuf,
+}
+
+impl FolderLock {
+    /// Lock `dir` (created if missing) for `what` (e.g. `fd sample`).
+    pub fn acquire(dir: &Path, what: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(crate::error::io(dir))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(crate::error::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {
+                // who holds it, for the error a second writer gets
+                file.set_len(0).map_err(crate::error::io(&path))?;
+                write!(file, "pid {} ({what})", std::process::id()).map_err(crate::error::io(&path))?;
+                Ok(Self { _file: file, dir: dir.to_path_buf() })
+            }
+            Err(TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = if holder.trim().is_empty() { "another process".into() } else { holder };
+                Err(Error::Folder {
+                    path: dir.to_path_buf(),
+                    msg: format!(
+                        "is being written by {} (lock {}); wait for it to finish or use another folder",
+                        holder.trim(),
+                        path.display()
+                    ),
+                })
+            }
+            Err(TryLockError::Error(e)) => Err(Error::Io { path, source: e }),
+        }
+    }
+}
