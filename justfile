@@ -28,6 +28,10 @@ test: setup
     {{env}} cargo test --workspace
     {{env}} python -m pytest -q experiments/tests
 
+# Generated bad input thrown at the CLI (crates/fd-cli/tests/fuzz.rs; `just test` runs 40 cases).
+fuzz-cli N="400" SEED="2026": setup
+    {{env}} FD_FUZZ_N={{N}} FD_FUZZ_SEED={{SEED}} cargo test --workspace --test fuzz -- --nocapture
+
 # Formatting and lints, as CI expects them clean.
 lint: setup
     {{env}} cargo fmt --all --check

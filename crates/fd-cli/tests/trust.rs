@@ -22,9 +22,12 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A small run of `model` (PNGs written for the default model).
+/// A small run of `model` (PNGs written for the default model); `--n 4` unless `extra` sets it.
 fn sample_of(model: &str, out: &Path, extra: &[&str]) -> (bool, String, String) {
-    let mut args = vec!["sample", "--model", model, "--steps", "4", "--cfg", "2", "--n", "4", "--batch", "2"];
+    let mut args = vec!["sample", "--model", model, "--steps", "4", "--cfg", "2", "--batch", "2"];
+    if !extra.contains(&"--n") {
+        args.extend(["--n", "4"]);
+    }
     args.extend(["--out", s(out)]);
     args.extend(extra);
     fd(&args)
@@ -33,6 +36,11 @@ fn sample_of(model: &str, out: &Path, extra: &[&str]) -> (bool, String, String) 
 /// A small run of the default model.
 fn sample(out: &Path, extra: &[&str]) -> (bool, String, String) {
     sample_of(&fmnist(), out, extra)
+}
+
+/// `fd eval consistency` with the committed judge.
+fn consistency(run: &Path) -> (bool, String, String) {
+    fd(&["eval", "consistency", "--samples", s(run), "--classifier", &repo_path("models/fmnist/classifier.pt")])
 }
 
 fn read(p: &Path) -> Vec<u8> {
@@ -151,14 +159,14 @@ fn metrics_use_only_verified_samples() {
     let d = tempfile::tempdir().unwrap();
     let run = d.path().join("run");
     assert!(sample(&run, &[]).0);
-    let (ok, out, _) = fd(&["eval", "consistency", "--samples", s(&run)]);
-    assert!(ok);
+    let (ok, out, err) = consistency(&run);
+    assert!(ok, "{err}");
     let line = out.lines().next().unwrap().to_string();
     // a stray part and overwritten samples.safetensors change nothing
     std::fs::copy(run.join("parts/000000-000002.json"), run.join("parts/000004-000006.json")).unwrap();
     std::fs::copy(run.join("parts/000000-000002.safetensors"), run.join("parts/000004-000006.safetensors")).unwrap();
     std::fs::write(run.join("samples.safetensors"), read(&run.join("parts/000000-000002.safetensors"))).unwrap();
-    let (ok, out2, err) = fd(&["eval", "consistency", "--samples", s(&run)]);
+    let (ok, out2, err) = consistency(&run);
     assert!(ok, "{err}");
     assert_eq!(out2.lines().next().unwrap(), line);
     let npz = d.path().join("ref.npz");
@@ -171,7 +179,7 @@ fn metrics_use_only_verified_samples() {
     assert!(ok && out.contains("N=4 "), "{out} {err}");
     // a part whose images were replaced is refused, naming the file
     std::fs::copy(run.join("parts/000002-000004.safetensors"), run.join("parts/000000-000002.safetensors")).unwrap();
-    let (ok, _, err) = fd(&["eval", "consistency", "--samples", s(&run)]);
+    let (ok, _, err) = consistency(&run);
     assert!(!ok && err.contains("000000-000002.safetensors") && err.contains("do not match"), "{err}");
 }
 
@@ -203,7 +211,7 @@ fn bad_values_fail_before_any_file_is_written() {
         (vec!["sample", "--model", &t, "--keys", "deepcache:2:7", "--out", &o], "deepcache"),
         (vec!["sample", "--model", &t, "--steps", "5", "--keys", s(&plan), "--out", &o], "made for 3 steps"),
         (vec!["sample", "--model", s(&method), "--steps", "3", "--out", &o], "no_such_method"),
-        (vec!["eval", "fid", "--samples", &o, "--ref", "x.npz", "--kid-subsets", "0"], "x.npz"),
+        (vec!["eval", "fid", "--samples", &o, "--ref", "x.npz", "--kid-subsets", "0"], "never"),
     ];
     for (args, want) in &cases {
         let (ok, _, err) = fd(args);

@@ -65,6 +65,19 @@ fn stats_roundtrip_and_bad_inputs() {
     assert!(e.contains("none.npz") && e.contains("missing"), "{e}");
     let nan = Tensor::full([4, 3], f64::NAN, (Kind::Double, Device::Cpu));
     assert!(Stats::from_features(&nan).unwrap_err().to_string().contains("NaN"));
+    // statistics a covariance cannot be: checked before any distance is computed
+    let mut bad = Stats::from_features(&t["full.x"]).unwrap();
+    let dim = bad.dim();
+    bad.sigma[1] += 1.0; // (0, 1) no longer equals (1, 0)
+    assert!(frechet_distance(&a, &bad).unwrap_err().to_string().contains("not symmetric"));
+    bad.sigma[1] -= 1.0;
+    bad.sigma[dim + 1] = -1.0; // a negative variance
+    assert!(frechet_distance(&a, &bad).unwrap_err().to_string().contains("negative variance"));
+    bad.sigma[dim + 1] = f64::INFINITY;
+    assert!(frechet_distance(&bad, &a).unwrap_err().to_string().contains("NaN or Inf"));
+    // KID with no subsets is an error, not a NaN
+    let x = &t["full.x"];
+    assert!(fd_eval::fid::kid(x, x, 0, 10, 0).unwrap_err().to_string().contains("--kid-subsets"));
 }
 
 #[test]

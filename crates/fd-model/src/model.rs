@@ -246,12 +246,22 @@ impl UNetModel {
         }
         let manifest = Manifest::load(&dir)?;
         let kind = manifest.tch_kind();
-        // each file is checked and loaded once, however many graphs it holds
-        let modules: RefCell<HashMap<String, Rc<CModule>>> = RefCell::new(HashMap::new());
+        // each file is checked and loaded once, however many graphs it holds (each graph entry must
+        // name the hash the file has)
+        let modules: RefCell<HashMap<String, (Rc<CModule>, String)>> = RefCell::new(HashMap::new());
         let load = |graph: &str| -> Result<Graph> {
             let entry = &manifest.graphs[graph];
             let path = dir.join(&entry.file);
-            if let Some(m) = modules.borrow().get(&entry.file) {
+            if let Some((m, found)) = modules.borrow().get(&entry.file) {
+                // the file was checked for another graph: this graph's entry must name the same hash
+                if opts.verify_hashes && !found.eq_ignore_ascii_case(&entry.sha256) {
+                    return Err(Error::HashMismatch {
+                        path,
+                        graph: graph.into(),
+                        expected: entry.sha256.clone(),
+                        found: found.clone(),
+                    });
+                }
                 return Ok(Graph {
                     module: m.clone(),
                     name: graph.into(),
@@ -263,22 +273,15 @@ impl UNetModel {
             if !path.is_file() {
                 return Err(Error::MissingGraph { path, graph: graph.into() });
             }
-            if opts.verify_hashes {
-                let found = crate::io::file_sha256(&path)?;
-                if !found.eq_ignore_ascii_case(&entry.sha256) {
-                    return Err(Error::HashMismatch {
-                        path,
-                        graph: graph.into(),
-                        expected: entry.sha256.clone(),
-                        found,
-                    });
-                }
+            let found = if opts.verify_hashes { crate::io::file_sha256(&path)? } else { entry.sha256.clone() };
+            if !found.eq_ignore_ascii_case(&entry.sha256) {
+                return Err(Error::HashMismatch { path, graph: graph.into(), expected: entry.sha256.clone(), found });
             }
             let mut m = CModule::load_on_device(&path, opts.device)
                 .map_err(|e| Error::LoadGraph { path: path.clone(), msg: first_line(&e.to_string()) })?;
             m.set_eval();
             let m = Rc::new(m);
-            modules.borrow_mut().insert(entry.file.clone(), m.clone());
+            modules.borrow_mut().insert(entry.file.clone(), (m.clone(), found));
             Ok(Graph { module: m, name: graph.into(), path, method: entry.method.clone(), row_by_row: opts.row_by_row })
         };
         let optional = |graph: &str| manifest.graphs.contains_key(graph).then(|| load(graph)).transpose();

@@ -306,7 +306,7 @@ pub fn check_counts(n: usize, batch: usize, seed: u64) -> Result<()> {
     if n == 0 || batch == 0 {
         return Err(Error::Input("--n and --batch must be >= 1".into()));
     }
-    if n > MAX_SAMPLES {
+    if n > MAX_SAMPLES || batch > MAX_SAMPLES {
         return Err(Error::Input(format!(
             "--n {n}: at most {MAX_SAMPLES} samples per run (use --shard to split work)"
         )));
@@ -426,6 +426,11 @@ impl SampleRun<'_> {
     /// a new run, the first part itself (computed in memory, so a model or option that fails at
     /// run time fails before the folder is touched). The folder is locked while the run writes.
     pub fn run(&self, progress: &indicatif::ProgressBar) -> Result<RunSummary> {
+        self.run_locked(progress).map(|(s, _lock)| s)
+    }
+
+    /// [`SampleRun::run`], returning the folder's lock with the summary.
+    fn run_locked(&self, progress: &indicatif::ProgressBar) -> Result<(RunSummary, FolderLock)> {
         let n = self.conds.len();
         check_counts(n, self.batch, self.seed)?;
         let parts = self.shard.parts(n, self.batch);
@@ -451,7 +456,7 @@ impl SampleRun<'_> {
             }
             first = Some(self.compute(&parts[0])?);
         }
-        let _lock = FolderLock::acquire(self.out, "fd sample")?;
+        let lock = FolderLock::acquire(self.out, "fd sample")?;
         // under the lock: the folder is still what was checked
         if folder_state(self.out)? != state {
             return Err(Error::Input(format!("--out {}: changed by another process meanwhile", self.out.display())));
@@ -491,7 +496,7 @@ impl SampleRun<'_> {
         if resumed > 0 {
             log::info!("{}: {resumed} batches resumed, {computed} computed", self.out.display());
         }
-        self.finish(&parts, &records, computed, resumed)
+        Ok((self.finish(&parts, &records, computed, resumed)?, lock))
     }
 
     /// Samples `r` in memory (sample i seeded with seed + i).
@@ -585,7 +590,7 @@ impl SampleRun<'_> {
     /// [`SampleRun::run`] and write `run.json` (last: a folder with `run.json` is complete).
     /// The folder stays locked until `run.json` is written.
     pub fn run_and_record(&self, progress: &indicatif::ProgressBar) -> Result<(RunSummary, RunRecord)> {
-        let s = self.run(progress)?;
+        let (s, _lock) = self.run_locked(progress)?;
         let rec = self.record(&s);
         write_json(&self.out.join("run.json"), &rec)?;
         Ok((s, rec))
