@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{repo_path, snapshot};
+use common::{copy_dir, repo_path, snapshot};
 
 /// splitmix64: a fixed, documented sequence.
 struct Rng(u64);
@@ -62,18 +62,6 @@ const BAD_SAMPLE_FLAGS: &[(&str, &[&str])] = &[
 
 fn s(p: &Path) -> String {
     p.display().to_string()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let t = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), t).unwrap();
-        }
-    }
 }
 
 /// A change to a manifest.

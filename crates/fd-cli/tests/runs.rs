@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::fixture;
+use common::{fixture, stats_npz};
 
 fn fd_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fd"));
@@ -187,17 +187,6 @@ fn three_shards_merge_to_the_single_run_and_its_fid() {
     let (f1, fm) = (fid(&one), fid(&merged));
     assert!(f1.is_finite() && f1 > 0.0);
     assert_eq!(f1.to_bits(), fm.to_bits(), "FID single run {f1} vs merged shards {fm}");
-}
-
-/// Reference statistics for the FID tests: mu/sigma of 16 pseudo-random 2048-d features.
-fn stats_npz(dir: &Path) -> String {
-    let p = dir.join("ref.npz");
-    if !p.is_file() {
-        tch::manual_seed(7);
-        let f = tch::Tensor::rand([16, 2048], (tch::Kind::Double, tch::Device::Cpu));
-        fd_eval::fid::Stats::from_features(&f).unwrap().save_npz(&p).unwrap();
-    }
-    p.display().to_string()
 }
 
 #[test]

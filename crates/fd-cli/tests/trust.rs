@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fd, repo_path, snapshot};
+use common::{copy_dir, fd, repo_path, snapshot, stats_npz};
 
 fn tiny() -> String {
     repo_path("crates/fd-model/tests/fixtures/tiny")
@@ -45,18 +45,6 @@ fn consistency(run: &Path) -> (bool, String, String) {
 
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let t = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            std::fs::copy(e.path(), t).unwrap();
-        }
-    }
 }
 
 #[test]
@@ -169,13 +157,8 @@ fn metrics_use_only_verified_samples() {
     let (ok, out2, err) = consistency(&run);
     assert!(ok, "{err}");
     assert_eq!(out2.lines().next().unwrap(), line);
-    let npz = d.path().join("ref.npz");
-    {
-        tch::manual_seed(7);
-        let f = tch::Tensor::rand([16, 2048], (tch::Kind::Double, tch::Device::Cpu));
-        fd_eval::fid::Stats::from_features(&f).unwrap().save_npz(&npz).unwrap();
-    }
-    let (ok, out, err) = fd(&["eval", "fid", "--samples", s(&run), "--ref", s(&npz)]);
+    let npz = stats_npz(d.path());
+    let (ok, out, err) = fd(&["eval", "fid", "--samples", s(&run), "--ref", &npz]);
     assert!(ok && out.contains("N=4 "), "{out} {err}");
     // a part whose images were replaced is refused, naming the file
     std::fs::copy(run.join("parts/000002-000004.safetensors"), run.join("parts/000000-000002.safetensors")).unwrap();

@@ -48,3 +48,30 @@ pub fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<PathBuf, Ve
     }
     out
 }
+
+/// Copy a folder recursively (a model or run to damage in a test).
+#[allow(dead_code)]
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let t = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), t).unwrap();
+        }
+    }
+}
+
+/// Reference statistics for FID tests: mu/sigma of 16 pseudo-random 2048-d features in
+/// `dir/ref.npz` (made once).
+#[allow(dead_code)]
+pub fn stats_npz(dir: &std::path::Path) -> String {
+    let p = dir.join("ref.npz");
+    if !p.is_file() {
+        tch::manual_seed(7);
+        let f = tch::Tensor::rand([16, 2048], (tch::Kind::Double, tch::Device::Cpu));
+        fd_eval::fid::Stats::from_features(&f).unwrap().save_npz(&p).unwrap();
+    }
+    p.display().to_string()
+}
