@@ -13,8 +13,6 @@ pub enum Error {
     Format { path: PathBuf, msg: String },
     #[error("{0}")]
     Input(String),
-    #[error("JSON: {0}")]
-    Json(#[from] serde_json::Error),
     /// A TorchScript module (classifier, Inception, CLIP) that failed to load or run.
     #[error("{path}: {what} failed: {msg} (full libtorch message at --log-level debug)")]
     Module { path: PathBuf, what: String, msg: String },

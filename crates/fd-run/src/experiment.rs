@@ -312,7 +312,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
             Some(c) => {
                 let prompts: Vec<String> = conds.iter().map(fd_model::Condition::text).collect();
                 let p: Vec<&str> = prompts.iter().map(String::as_str).collect();
-                let imgs = fd_model::io::read_tensor(&dir.join("samples.safetensors"), "samples")?;
+                let imgs = crate::evaluate::VerifiedRun::load(&dir)?.images()?;
                 let r = c.score(&imgs, &p)?;
                 write_json(&dir.join("clip_score.json"), &r)?;
                 Some(r.clip_s)
