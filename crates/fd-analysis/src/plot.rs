@@ -292,6 +292,80 @@ pub fn pareto(pts: &[ParetoPoint], title: &str, xlabel: &str, ylabel: &str, stem
     Ok(())
 }
 
+/// An image with caption lines above it: one panel of [`image_panels`].
+#[derive(Debug, Clone)]
+pub struct ImagePanel {
+    /// Caption, one entry per line (the first is drawn bold).
+    pub title: Vec<String>,
+    /// Pixels, row-major [height, width, channels] (1 = grey, 3 = RGB).
+    pub pixels: Vec<u8>,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+}
+
+const CAPTION_LINE: usize = 24;
+const PANEL_GAP: usize = 16;
+
+fn render_panels<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    panels: &[ImagePanel],
+    scale: usize,
+) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let caption_h = panels.iter().map(|p| p.title.len()).max().unwrap_or(0) * CAPTION_LINE + 8;
+    let mut x0 = PANEL_GAP;
+    for p in panels {
+        for (i, line) in p.title.iter().enumerate() {
+            let style = if i == 0 { FontStyle::Bold } else { FontStyle::Normal };
+            let font = ("sans-serif", 18).into_font().style(style).color(&BLACK);
+            let pos = (x0 as i32, (PANEL_GAP / 2 + i * CAPTION_LINE) as i32);
+            root.draw(&Text::new(line.clone(), pos, font)).map_err(|e| e.to_string())?;
+        }
+        let y0 = PANEL_GAP / 2 + caption_h;
+        for y in 0..p.height {
+            for x in 0..p.width {
+                let i = (y * p.width + x) * p.channels;
+                let c = match p.channels {
+                    1 => RGBColor(p.pixels[i], p.pixels[i], p.pixels[i]),
+                    _ => RGBColor(p.pixels[i], p.pixels[i + 1], p.pixels[i + 2]),
+                };
+                for (dy, dx) in (0..scale).flat_map(|dy| (0..scale).map(move |dx| (dy, dx))) {
+                    root.draw_pixel(((x0 + x * scale + dx) as i32, (y0 + y * scale + dy) as i32), &c)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        x0 += p.width * scale + PANEL_GAP;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Write `path` (PNG): the panels side by side, each image enlarged `scale` times (nearest
+/// neighbour) under its caption.
+pub fn image_panels(panels: &[ImagePanel], scale: usize, path: &Path) -> Result<()> {
+    for p in panels {
+        if !matches!(p.channels, 1 | 3) || p.pixels.len() != p.height * p.width * p.channels {
+            return Err(crate::Error::Input(format!(
+                "{}: a panel of {}x{}x{} needs as many pixel values, got {}",
+                path.display(),
+                p.height,
+                p.width,
+                p.channels,
+                p.pixels.len()
+            )));
+        }
+    }
+    let scale = scale.max(1);
+    let lines = panels.iter().map(|p| p.title.len()).max().unwrap_or(0);
+    let w = PANEL_GAP + panels.iter().map(|p| p.width * scale + PANEL_GAP).sum::<usize>();
+    let h = PANEL_GAP + lines * CAPTION_LINE + 8 + panels.iter().map(|p| p.height * scale).max().unwrap_or(0);
+    write_atomic_with(path, |tmp| {
+        render_panels(BitMapBackend::new(tmp, (w as u32, h as u32)).into_drawing_area(), panels, scale)
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

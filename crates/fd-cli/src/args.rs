@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use fd_run::spec::{ModelSpec, PlanOptions, SamplingOptions};
+use fd_sched::decode::DecodeMode;
 
 #[derive(Parser, Debug)]
 #[command(name = "fd", version, about = "Faster Diffusion (encoder propagation) harness")]
@@ -49,6 +50,26 @@ pub enum Cmd {
         /// Shard folders (all n of them).
         #[arg(required = true)]
         shards: Vec<PathBuf>,
+    },
+    /// Finished runs of the same samples side by side: UNet s/image, speedup over the first run,
+    /// GFLOPs/image and class consistency, printed and written to --out as compare.md / .json and
+    /// one labelled figure compare.png (each run's grid under its caption).
+    Compare {
+        /// Folder for compare.md, compare.json and compare.png.
+        #[arg(long)]
+        out: PathBuf,
+        /// Row labels, comma separated, one per run (default: each run's plan).
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// Judge of class consistency [default: classifier.pt in the first run's model folder, if any].
+        #[arg(long)]
+        classifier: Option<PathBuf>,
+        /// cpu, cuda or cuda:N (for the judge).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Run folders (`fd sample --out`); the first is the reference of the speedups.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
     },
     /// Run an experiment config (experiments/configs/*.json): every row sampled (resumable),
     /// evaluated (FID, KID, consistency / CLIP-S, GFLOPs, s/image) and written as one table.
@@ -101,14 +122,19 @@ pub struct PlanFlags {
     /// deepcache:N[:B] (full step every N steps, branch B), or decoder-prop:KEYS.
     #[arg(long, default_value = "none")]
     pub keys: String,
-    /// Decode each group's steps in one batched call (default) ...
-    #[arg(long, overrides_with = "sequential")]
+    /// How a group's decoders run: auto (the fastest on this device: uncapped parallel on CUDA;
+    /// on a CPU sequential or a row cap, from a short measurement cached per machine, model and
+    /// batch), parallel (the paper's: a group's steps in one call) or sequential (a call per step).
+    #[arg(long, default_value = "auto", value_parser = parse_decode)]
+    pub decode: DecodeMode,
+    /// Same as --decode parallel.
+    #[arg(long, conflicts_with_all = ["decode", "sequential"])]
     pub parallel: bool,
-    /// ... or one call per step.
-    #[arg(long)]
+    /// Same as --decode sequential.
+    #[arg(long, conflicts_with = "decode")]
     pub sequential: bool,
-    /// Cap on rows per decoder call (0 = none).
-    #[arg(long, default_value_t = 0)]
+    /// Cap on rows per decoder call (0 = none); with --decode auto, a cap means parallel.
+    #[arg(long, default_value_t = 0, conflicts_with = "sequential")]
     pub max_decoder_batch: usize,
     /// Prior noise injection C@TAU[:before|:after], e.g. 0.003@0.5.
     #[arg(long)]
@@ -116,6 +142,21 @@ pub struct PlanFlags {
     /// Calibration samples for --keys auto:K / auto:threshold=X.
     #[arg(long, default_value_t = 8)]
     pub calibration_n: usize,
+}
+
+fn parse_decode(s: &str) -> Result<DecodeMode, String> {
+    s.parse().map_err(|e: fd_sched::Error| e.to_string())
+}
+
+impl PlanFlags {
+    /// --decode, or the mode --parallel / --sequential name.
+    pub fn decode(&self) -> DecodeMode {
+        match (self.parallel, self.sequential) {
+            (true, _) => DecodeMode::Parallel,
+            (_, true) => DecodeMode::Sequential,
+            _ => self.decode,
+        }
+    }
 }
 
 impl SamplingFlags {
@@ -134,7 +175,7 @@ impl SamplingFlags {
                 steps: self.steps,
                 eta: self.eta,
                 keys: plan.map_or(d.plan.keys, |p| p.keys.clone()),
-                sequential: plan.is_some_and(|p| p.sequential),
+                decode: plan.map_or(DecodeMode::Auto, PlanFlags::decode),
                 max_decoder_batch: plan.map_or(0, |p| p.max_decoder_batch),
                 inject: plan.and_then(|p| p.inject.clone()),
             },
@@ -175,9 +216,10 @@ pub struct SampleArgs {
 pub struct BenchArgs {
     #[command(flatten)]
     pub sampling: SamplingFlags,
-    /// Plans, comma separated; the first is the reference. `KEYS`, `KEYS@seq` (sequential
-    /// decoders) or `KEYS@capR` (at most R rows per decoder call), e.g. none,50ls,50ls@seq,deepcache:3.
-    #[arg(long, default_value = "none,50ls,50ls@seq,50ls@cap96")]
+    /// Plans, comma separated; the first is the reference. `KEYS` (decoding auto, as `fd sample`),
+    /// `KEYS@par` (uncapped parallel), `KEYS@seq` (sequential) or `KEYS@capR` (parallel, at most R
+    /// rows per decoder call), e.g. none,50ls,50ls@par,50ls@seq,deepcache:3.
+    #[arg(long, default_value = "none,50ls,50ls@par,50ls@seq")]
     pub plans: String,
     /// Prior noise injection for the non-baseline plans (C@TAU), as in `fd sample`.
     #[arg(long)]

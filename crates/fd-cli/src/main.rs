@@ -32,6 +32,9 @@ fn main() -> std::process::ExitCode {
             commands::eval::consistency(&samples, &classifier, &device)
         }
         Cmd::Merge { out, shards, overwrite } => commands::merge::run(&shards, &out, overwrite),
+        Cmd::Compare { out, labels, classifier, device, runs } => {
+            commands::compare::run(&runs, &labels, classifier.as_deref(), &device, &out)
+        }
         Cmd::Experiment(a) => commands::experiment::run(&a),
     };
     match res {

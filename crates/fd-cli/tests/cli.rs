@@ -40,6 +40,11 @@ fn info_sample_and_drift_write_their_outputs() {
     let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["plan"]["key_steps"], serde_json::json!([0, 2, 4]));
     assert_eq!(run["conditions"], serde_json::json!([0, 1, 2]));
+    // decoding defaults to auto, decided and recorded (on a CPU: from a cached measurement)
+    assert_eq!(run["decode"]["requested"], "auto");
+    assert_eq!(run["decode"]["parallel"], run["exec"]["parallel"]);
+    assert_eq!(run["decode"]["max_decoder_batch"], run["exec"]["max_decoder_batch"]);
+    assert!(run["decode"]["calibration"].as_array().is_some_and(|c| !c.is_empty()), "{}", run["decode"]);
     assert!(o.join("samples.safetensors").is_file());
     let o2 = d.path().join("drift");
     let (ok, out, err) = fd(&[
@@ -79,6 +84,50 @@ fn info_sample_and_drift_write_their_outputs() {
 }
 
 #[test]
+fn compare_puts_runs_of_the_same_samples_side_by_side() {
+    let model = common::repo_path("models/fmnist");
+    let d = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = d.path().join(name);
+        let o = out.to_str().unwrap();
+        let mut a =
+            vec!["sample", "--model", &model, "--steps", "4", "--cfg", "2", "--n", "3", "--batch", "3", "--out", o];
+        a.extend_from_slice(extra);
+        let (ok, _, err) = fd(&a);
+        assert!(ok, "{err}");
+        out
+    };
+    let (base, fast) = (run("base", &["--keys", "none"]), run("fast", &["--keys", "uniform:2"]));
+    let other = run("other", &["--keys", "none", "--seed", "7"]);
+    let cmp = d.path().join("cmp");
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (ok, out, err) = fd(&["compare", "--out", &s(&cmp), "--labels", "plain,fast", &s(&base), &s(&fast)]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("| plain | `none` |") && out.contains("| fast | `uniform:2` |") && out.contains("1.00x"),
+        "{out}"
+    );
+    for f in ["compare.md", "compare.json", "compare.png"] {
+        assert!(cmp.join(f).is_file(), "{f} missing");
+    }
+    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(cmp.join("compare.json")).unwrap()).unwrap();
+    let c = rep["rows"][1]["consistency"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&c), "{rep}");
+    assert!(
+        rep["rows"][1]["gflops_per_image"].as_f64().unwrap() < rep["rows"][0]["gflops_per_image"].as_f64().unwrap()
+    );
+    let img = image::open(cmp.join("compare.png")).unwrap();
+    assert!(img.width() > img.height(), "two panels side by side");
+    // other samples, or a label per run missing: clear errors, nothing written
+    let cmp2 = d.path().join("cmp2");
+    let (ok, _, err) = fd(&["compare", "--out", &s(&cmp2), &s(&base), &s(&other)]);
+    assert!(!ok && err.contains("holds other samples"), "{err}");
+    let (ok, _, err) = fd(&["compare", "--out", &s(&cmp2), "--labels", "one", &s(&base), &s(&fast)]);
+    assert!(!ok && err.contains("1 labels for 2 run folders"), "{err}");
+    assert!(!cmp2.exists());
+}
+
+#[test]
 fn bad_inputs_fail_with_clear_messages() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("x");
@@ -114,6 +163,13 @@ fn bad_inputs_fail_with_clear_messages() {
         (&["sample", "--model", &tiny(), "--keys", "deepcache:0", "--out", o], "cache interval"),
         (&["eval", "fid", "--samples", "/nonexistent/dir"], "/nonexistent/dir"),
         (&["bench", "--model", &tiny(), "--plans", "none,50ls@fast", "--out", o], "unknown mode `fast`"),
+        (&["bench", "--model", &tiny(), "--plans", "none,50ls@cap0", "--out", o], "capR needs a number >= 1"),
+        (&["sample", "--model", &tiny(), "--decode", "fast", "--out", o], "expected auto, parallel or sequential"),
+        (&["sample", "--model", &tiny(), "--parallel", "--sequential", "--out", o], "cannot be used with"),
+        (
+            &["sample", "--model", &tiny(), "--sequential", "--max-decoder-batch", "4", "--out", o],
+            "cannot be used with",
+        ),
     ];
     for (args, want) in cases {
         let (ok, _, err) = fd(args);

@@ -22,10 +22,7 @@ pub fn default_path() -> PathBuf {
     if let Some(p) = std::env::var_os("FD_INCEPTION") {
         return PathBuf::from(p);
     }
-    let cache = std::env::var_os("FD_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/fd"));
-    cache.join("assets/fid_inception_default_1.pt")
+    fd_model::io::cache_dir().join("assets/fid_inception_default_1.pt")
 }
 
 fn sha1_file(path: &Path) -> Result<String> {

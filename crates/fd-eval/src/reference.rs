@@ -12,10 +12,7 @@ use crate::{Error, Result};
 
 /// Cache folder: `$FD_CACHE/fid` (default `~/.cache/fd/fid`).
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("FD_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/fd"))
-        .join("fid")
+    fd_model::io::cache_dir().join("fid")
 }
 
 /// Fashion-MNIST test images (10k) as [N, 1, 28, 28] in [-1, 1].

@@ -13,6 +13,14 @@ use tch::Tensor;
 
 use crate::{Error, Result};
 
+/// fd's per-user cache: `$FD_CACHE`, else `~/.cache/fd` (FID reference features, the Inception
+/// extractor, decoder calibrations).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("FD_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/fd"))
+}
+
 fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");

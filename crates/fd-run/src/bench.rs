@@ -5,6 +5,7 @@ use std::path::Path;
 
 use fd_model::io::{write_atomic, write_json};
 use fd_model::{Condition, UNetModel};
+use fd_sched::decode::{DecodeChoice, DecodeMode};
 use fd_sched::{Injection, SamplingSpec};
 use serde::{Deserialize, Serialize};
 
@@ -20,32 +21,44 @@ pub struct BenchPlan {
     pub spec: SamplingSpec,
 }
 
-/// Parse `--plans`: comma separated `KEYS`, `KEYS@seq` (sequential decoders) or `KEYS@capR` (at
-/// most R rows per decoder call), each resolved like `fd sample` resolves `base` with those keys
-/// and that decoding mode. The injection of `base` applies to every plan but the baseline.
+/// Parse `--plans`: comma separated `KEYS` (decoding `auto`, as `fd sample` defaults to),
+/// `KEYS@par` (the paper's uncapped parallel decoding), `KEYS@seq` (sequential decoders) or
+/// `KEYS@capR` (parallel, at most R rows per decoder call), each resolved like `fd sample` resolves
+/// `base` with those keys and that decoding mode for one batch of `n` samples. The injection of
+/// `base` applies to every plan but the baseline.
 pub fn parse_plans(
     plans: &str,
     base: &SamplingOptions,
     model: &UNetModel,
     conds: &[Condition],
+    n: usize,
 ) -> Result<Vec<BenchPlan>> {
     plans
         .split(',')
         .map(|entry| {
             let entry = entry.trim();
-            let (keys, mode) = entry.split_once('@').unwrap_or((entry, "par"));
+            let (keys, mode) = entry.split_once('@').unwrap_or((entry, "auto"));
             let mut o = base.clone();
-            (o.plan.keys, o.plan.sequential, o.plan.max_decoder_batch) = (keys.into(), false, 0);
+            (o.plan.keys, o.plan.decode, o.plan.max_decoder_batch) = (keys.into(), DecodeMode::Auto, 0);
             match mode {
-                "par" => {}
-                "seq" => o.plan.sequential = true,
+                "auto" => {}
+                "par" => o.plan.decode = DecodeMode::Parallel,
+                "seq" => o.plan.decode = DecodeMode::Sequential,
                 m if m.starts_with("cap") => {
-                    o.plan.max_decoder_batch =
-                        m[3..].parse().map_err(|_| Error::Input(format!("--plans `{entry}`: capR needs a number")))?
+                    o.plan.decode = DecodeMode::Parallel;
+                    o.plan.max_decoder_batch = m[3..]
+                        .parse()
+                        .ok()
+                        .filter(|&r| r > 0)
+                        .ok_or_else(|| Error::Input(format!("--plans `{entry}`: capR needs a number >= 1")))?
                 }
-                m => return Err(Error::Input(format!("--plans `{entry}`: unknown mode `{m}` (expected seq or capR)"))),
+                m => {
+                    return Err(Error::Input(format!(
+                        "--plans `{entry}`: unknown mode `{m}` (expected par, seq or capR)"
+                    )))
+                }
             }
-            let mut spec = o.resolve(model, conds).ctx(format!("--plans `{entry}`"))?;
+            let mut spec = o.resolve(model, conds, n).ctx(format!("--plans `{entry}`"))?;
             if spec.plan.is_baseline() {
                 spec.exec.injection = None;
             }
@@ -77,6 +90,8 @@ pub struct BenchRow {
     pub keys: String,
     pub parallel: bool,
     pub max_decoder_batch: usize,
+    /// How the decoding mode was decided.
+    pub decode: DecodeChoice,
     pub injection: Option<Injection>,
     /// UNet-loop seconds per image of every timed repeat.
     pub s_per_image: Vec<f64>,
@@ -155,6 +170,7 @@ pub fn run(
             keys: p.spec.plan.label(),
             parallel: p.spec.exec.parallel,
             max_decoder_batch: p.spec.exec.max_decoder_batch,
+            decode: p.spec.decode.clone(),
             injection: p.spec.exec.injection,
             s_per_image: times[k].clone(),
             median_s_per_image: med[k],
@@ -183,7 +199,7 @@ impl BenchReport {
     pub fn markdown(&self) -> String {
         let m = &self.machine;
         let mut md = format!(
-            "# Sampling benchmark\n\nModel `{}`, {} {} steps, CFG {}, batch {} (N per run), median of {} interleaved repeats{}, one process.\nMachine: {} ({} cores, {} torch threads), device {}.\nCommand: `{}`\n\n| plan | s/image (UNet loop) | speedup | GFLOPs/image | FLOPs-bound speedup | speedup / FLOPs-bound |\n|---|---|---|---|---|---|\n",
+            "# Sampling benchmark\n\nModel `{}`, {} {} steps, CFG {}, batch {} (N per run), median of {} interleaved repeats{}, one process.\nMachine: {} ({} cores, {} torch threads), device {}.\nCommand: `{}`\n\n| plan | decoding | s/image (UNet loop) | speedup | GFLOPs/image | FLOPs-bound speedup | speedup / FLOPs-bound |\n|---|---|---|---|---|---|---|\n",
             self.model,
             self.scheduler,
             self.steps,
@@ -199,8 +215,9 @@ impl BenchReport {
         );
         for r in &self.rows {
             md += &format!(
-                "| `{}` | {:.4} | {:.2}x | {:.3} | {:.2}x | {:.2} |\n",
+                "| `{}` | {} | {:.4} | {:.2}x | {:.3} | {:.2}x | {:.2} |\n",
                 r.plan,
+                r.decode.summary(),
                 r.median_s_per_image,
                 r.speedup,
                 r.gflops_per_image,

@@ -125,24 +125,31 @@ pub fn folder_fid(
 }
 
 /// Class consistency of a run folder: the requested classes from its `run.json`, the images from
-/// `samples.safetensors`.
+/// its verified parts.
 pub fn folder_consistency(classifier: &Classifier, dir: &Path) -> Result<Consistency> {
-    let run = VerifiedRun::load(dir)?;
-    let requested: Vec<i64> = run
-        .record
-        .config
-        .conditions
-        .iter()
-        .map(|c| match c {
-            Condition::Class(i) => Some(*i),
-            Condition::Prompt(_) => None,
-        })
-        .collect::<Option<_>>()
-        .ok_or_else(|| Error::Folder {
-            path: dir.join("run.json"),
-            msg: "`conditions` must list class ids (a class-conditional run)".into(),
-        })?;
-    Ok(class_consistency(classifier, &run.images()?, &requested)?)
+    VerifiedRun::load(dir)?.consistency(classifier, dir)
+}
+
+impl VerifiedRun {
+    /// Class consistency of these samples against the classes their run requested (`dir` names
+    /// the folder in errors).
+    pub fn consistency(&self, classifier: &Classifier, dir: &Path) -> Result<Consistency> {
+        let requested: Vec<i64> = self
+            .record
+            .config
+            .conditions
+            .iter()
+            .map(|c| match c {
+                Condition::Class(i) => Some(*i),
+                Condition::Prompt(_) => None,
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(|| Error::Folder {
+                path: dir.join("run.json"),
+                msg: "`conditions` must list class ids (a class-conditional run)".into(),
+            })?;
+        Ok(class_consistency(classifier, &self.images()?, &requested)?)
+    }
 }
 
 /// CLIP score of a run folder: the prompts from its `run.json`, the images from

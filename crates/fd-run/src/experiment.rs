@@ -230,6 +230,8 @@ pub struct RowResult {
     pub plan: String,
     pub key_steps: Vec<usize>,
     pub parallel: bool,
+    /// Decoding as run, and how it was decided ([`fd_sched::decode::DecodeChoice::summary`]).
+    pub decode: String,
     pub injection: Option<Injection>,
     pub n: usize,
     pub fid: f64,
@@ -268,14 +270,15 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
     // every row's plan is checked before anything is written (auto:K rows are calibrated later)
     for row in &rows {
         if !row.plan.keys.starts_with("auto:") {
-            row.sampling(cfg).resolve(&model, &conds).ctx(format!("row `{}`", row.label))?;
+            row.sampling(cfg).resolve(&model, &conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))?;
         }
     }
     let _results_lock = crate::lock::FolderLock::acquire(&opt.results_dir, "fd experiment")?;
     let mut results = Vec::new();
     let style = indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len} [{elapsed} < {eta}]")?;
     for (k, row) in rows.iter().enumerate() {
-        let spec = row.sampling(cfg).resolve(&model, &conds).ctx(format!("row `{}`", row.label))?;
+        let spec =
+            row.sampling(cfg).resolve(&model, &conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))?;
         let dir = opt.work_dir.join(row.slug());
         let bar = crate::progress::bar(cfg.n as u64, opt.progress).with_style(style.clone()).with_message(format!(
             "[{}/{}] {}",
@@ -332,6 +335,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
             },
             key_steps: plan.key_steps.clone(),
             parallel: spec.exec.parallel,
+            decode: spec.decode.summary(),
             injection: spec.exec.injection,
             n: summary.n,
             fid: fid.fid,
@@ -391,8 +395,8 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetMode
         "# {}\n\nModel `{}` ({}), N = {} per row (same seeds and conditions in every row), CFG {}, FID/KID vs `{}` \
          ({}). Machine: {} ({} cores, {} torch threads), device {}.\n\
          Command: `{}`\n\n\
-         | row | sampler | T | plan | FID | KID | consistency | CLIP-S | GFLOPs/img | UNet s/img | total s/img | FTC | vs | ΔGFLOPs | ΔUNet s | Δtotal s | ΔFID |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | row | sampler | T | plan | decoding | FID | KID | consistency | CLIP-S | GFLOPs/img | UNet s/img | total s/img | FTC | vs | ΔGFLOPs | ΔUNet s | Δtotal s | ΔFID |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         if cfg.title.is_empty() { &cfg.name } else { &cfg.title },
         model.manifest.name,
         cfg.model.display(),
@@ -414,6 +418,7 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetMode
         "plan",
         "key_steps",
         "parallel",
+        "decode",
         "injection",
         "n",
         "fid",
@@ -433,11 +438,12 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetMode
         let base = r.baseline.as_deref().and_then(|b| by_label.get(b));
         let d = |f: &dyn Fn(&RowResult) -> f64| base.map_or("".into(), |b| pct(f(r), f(b)));
         md += &format!(
-            "| {} | {} | {} | `{}` | {:.2} | {} | {} | {} | {:.2} | {:.4} | {:.4} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | `{}` | {} | {:.2} | {} | {} | {} | {:.2} | {:.4} | {:.4} | {} | {} | {} | {} | {} | {} |\n",
             r.label,
             r.sampler,
             r.steps,
             r.plan,
+            r.decode,
             r.fid,
             match (r.kid, r.kid_std) {
                 (Some(k), Some(s)) => format!("{k:.4} ± {s:.4}"),
@@ -463,6 +469,7 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetMode
             r.plan.clone(),
             r.key_steps.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" "),
             r.parallel.to_string(),
+            r.decode.clone(),
             r.injection.map(|i| format!("{}@{}", i.strength, i.tau)).unwrap_or_default(),
             r.n.to_string(),
             r.fid.to_string(),

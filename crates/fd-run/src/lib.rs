@@ -9,13 +9,15 @@
 //! - [`evaluate`]: metrics of a run folder (FID/KID on per-part cached features, class
 //!   consistency, CLIP score), reading the conditions from its records.
 //! - [`experiment`]: rows of a JSON config -> sampled, evaluated, one table (table1, ablations).
-//! - [`bench`]: plans timed side by side in one process (median, FLOPs-bound speedup, report).
+//! - [`bench`]: plans timed side by side in one process (median, FLOPs-bound speedup, report);
+//!   [`compare`]: finished runs of the same samples side by side (table + labelled figure).
 //! - [`lock`]: one writer per folder (advisory lock, the holder's pid in the error).
 //! - [`machine`]: machine description, date and machine tags of result folders;
 //!   [`progress`]: the progress bar every long step uses.
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod compare;
 mod error;
 pub mod evaluate;
 pub mod experiment;

@@ -156,6 +156,7 @@ pub fn merge(shards: &[PathBuf], out: &Path, existing: Existing) -> Result<RunRe
     let run = RunRecord {
         config: cfg,
         identity,
+        decode: runs.first().and_then(|r| r.decode.clone()),
         samples_sha1: tensor_sha1(&all)?,
         command: crate::machine::command(),
         model_dir: None,

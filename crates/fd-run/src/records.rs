@@ -187,6 +187,10 @@ pub struct RunRecord {
     pub config: RunConfig,
     /// The run's [`RunConfig::identity`] (of `config.json`, which holds all conditions).
     pub identity: String,
+    /// How the decoding mode (`exec.parallel`, `exec.max_decoder_batch`) was decided: asked for,
+    /// or chosen by `auto` and why (absent in a merge of shards that did not record it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<fd_sched::decode::DecodeChoice>,
     /// SHA-1 of `samples.safetensors`' images, as the part records hash them.
     pub samples_sha1: String,
     pub command: Vec<String>,

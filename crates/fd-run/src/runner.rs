@@ -407,10 +407,25 @@ impl SampleRun<'_> {
                     ))
                 })?;
                 if old != *config {
+                    let differs = config.differing_fields(&old);
+                    // decoding only: say how to decode as the folder's run did (auto may choose
+                    // differently on another machine)
+                    let same_else = old.exec.guidance == config.exec.guidance && old.exec.injection == config.exec.injection;
+                    let hint = if differs == ["exec"] && same_else {
+                        match (old.exec.parallel, old.exec.max_decoder_batch) {
+                            (false, _) => "; it decoded sequentially: resume with --decode sequential".to_string(),
+                            (true, 0) => "; it decoded in parallel: resume with --decode parallel".to_string(),
+                            (true, cap) => format!(
+                                "; it decoded in parallel with at most {cap} rows per call: resume with --decode parallel --max-decoder-batch {cap}"
+                            ),
+                        }
+                    } else {
+                        String::new()
+                    };
                     return Err(Error::Input(format!(
-                        "--resume: {} was written by a different run (differs in: {}); use another --out or --overwrite",
+                        "--resume: {} was written by a different run (differs in: {}){hint}; use another --out or --overwrite",
                         cfg_path.display(),
-                        config.differing_fields(&old).join(", ")
+                        differs.join(", ")
                     )));
                 }
                 Ok(state)
@@ -565,6 +580,7 @@ impl SampleRun<'_> {
         RunRecord {
             config,
             identity,
+            decode: Some(self.spec.decode.clone()),
             samples_sha1: s.samples_sha1.clone(),
             command: command(),
             model_dir: Some(self.model.dir.clone()),

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use fd_model::{CondKind, Condition, LoadOptions, UNetModel};
+use fd_sched::decode::{DecodeChoice, DecodeMode, RowCost};
 use fd_sched::{ExecOptions, Injection, KeySteps, Plan, SamplerSpec, SamplingSpec};
 use serde::{Deserialize, Serialize};
 
@@ -46,10 +47,11 @@ pub struct PlanOptions {
     /// `deepcache:N[:B]`, `decoder-prop:KEYS`, `auto:K`, `auto:threshold=X`). Default none.
     #[serde(default = "default_keys")]
     pub keys: String,
-    /// One decoder call per step instead of one per group. Default false (parallel).
+    /// How a group's decoders run: `auto` (the fastest on the device at hand, see
+    /// [`fd_sched::decode`]), `parallel` (the paper's batched groups) or `sequential`. Default auto.
     #[serde(default)]
-    pub sequential: bool,
-    /// Cap on rows per decoder call (0 = none). Default 0.
+    pub decode: DecodeMode,
+    /// Cap on rows per decoder call (0 = none); with `auto`, a cap means parallel. Default 0.
     #[serde(default)]
     pub max_decoder_batch: usize,
     /// Prior noise injection `C@TAU[:before|:after]`. Default none.
@@ -64,7 +66,7 @@ impl Default for PlanOptions {
             steps: default_steps(),
             eta: 0.0,
             keys: default_keys(),
-            sequential: false,
+            decode: DecodeMode::Auto,
             max_decoder_batch: 0,
             inject: None,
         }
@@ -91,10 +93,11 @@ impl Default for SamplingOptions {
 }
 
 impl SamplingOptions {
-    /// The execution options these options ask for (validated: guidance >= 1, injection spec).
+    /// The execution options these options ask for (validated: guidance >= 1, injection spec);
+    /// decoding is parallel until [`SamplingOptions::resolve`] decides it.
     pub fn exec(&self) -> Result<ExecOptions> {
         let exec = ExecOptions {
-            parallel: !self.plan.sequential,
+            parallel: true,
             max_decoder_batch: self.plan.max_decoder_batch,
             guidance: self.guidance,
             injection: self.plan.inject.as_deref().map(Injection::parse).transpose()?,
@@ -116,9 +119,10 @@ impl SamplingOptions {
         Ok(s)
     }
 
-    /// Resolve against `model` into the run's one [`SamplingSpec`]. Sampler, execution options and
-    /// (for explicit plans) the plan are checked before an `auto:K` calibration run starts.
-    pub fn resolve(&self, model: &UNetModel, conds: &[Condition]) -> Result<SamplingSpec> {
+    /// Resolve against `model` into the run's one [`SamplingSpec`], for batches of `batch`
+    /// samples. Sampler, execution options and (for explicit plans) the plan are checked before an
+    /// `auto:K` calibration run starts; the decoding mode is decided last ([`decode_choice`]).
+    pub fn resolve(&self, model: &UNetModel, conds: &[Condition], batch: usize) -> Result<SamplingSpec> {
         let sampler = self.sampler(model)?;
         let exec = self.exec()?;
         let keys = &self.plan.keys;
@@ -127,8 +131,97 @@ impl SamplingOptions {
         if let fd_sched::Method::DeepCache { branch } = plan.method {
             model.deepcache_shallow_skips(branch).ctx(format!("--keys {keys}"))?;
         }
-        Ok(SamplingSpec::new(sampler, plan, exec)?)
+        let rows_per_step = batch.max(1) * if self.guidance > 1.0 { 2 } else { 1 };
+        let decode = decode_choice(model, &plan, self.plan.decode, self.plan.max_decoder_batch, rows_per_step)?;
+        Ok(SamplingSpec::new(sampler, plan, exec)?.with_decode(decode))
     }
+}
+
+/// Where the decoding mode of a run is decided: an explicit `sequential` / `parallel` (with its
+/// cap) as given; `auto` with a cap is parallel with that cap; otherwise `auto` is sequential when
+/// no group has more than one step (all modes are the same) or under `--deterministic`
+/// (graphs run row by row), uncapped parallel on CUDA, and on a CPU what
+/// [`fd_sched::decode::choose`] picks from the decoder's per-row costs (measured once per
+/// machine, model and rows per step, then read from the cache: [`cached_row_costs`]).
+pub fn decode_choice(
+    model: &UNetModel,
+    plan: &Plan,
+    mode: DecodeMode,
+    cap: usize,
+    rows_per_step: usize,
+) -> Result<DecodeChoice> {
+    let max_steps = fd_sched::decode::max_steps_per_call(plan);
+    let given = |parallel: bool, why: &str| DecodeChoice::explicit(mode, parallel, cap, why);
+    Ok(match mode {
+        DecodeMode::Sequential => given(false, "asked for"),
+        DecodeMode::Parallel if cap > 0 => given(true, "asked for, with a row cap"),
+        DecodeMode::Parallel => given(true, "asked for"),
+        DecodeMode::Auto if cap > 0 => given(true, "a row cap was given: parallel with that cap"),
+        DecodeMode::Auto if max_steps <= 1 => given(false, "no group decodes more than one step: one call per step"),
+        DecodeMode::Auto if model.row_by_row => {
+            given(false, "--deterministic runs the graphs row by row: batching decoders gains nothing")
+        }
+        DecodeMode::Auto if model.device.is_cuda() => {
+            given(true, "CUDA: one decoder call per group (the paper's parallel decoding)")
+        }
+        DecodeMode::Auto => {
+            fd_sched::decode::choose(&cached_row_costs(model, rows_per_step)?, rows_per_step, max_steps)
+        }
+    })
+}
+
+/// What a decoder calibration was measured on; the cache is keyed by its hash and the key is
+/// compared in full when read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CalibrationKey {
+    model: String,
+    /// SHA-256 of the graphs the measurement runs.
+    graphs_sha256: Vec<String>,
+    machine: crate::machine::Machine,
+    rows_per_step: usize,
+    ladder: Vec<usize>,
+}
+
+/// `$FD_CACHE/decode/<hash>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Calibration {
+    key: CalibrationKey,
+    costs: Vec<RowCost>,
+}
+
+/// The decoder's per-row costs at `rows_per_step` on this machine
+/// ([`fd_sched::decode::measure_row_costs`], a few seconds), cached under
+/// `$FD_CACHE/decode/` so the same machine, model and batch always get the same choice. An
+/// unreadable cache entry is measured again and replaced.
+pub fn cached_row_costs(model: &UNetModel, rows_per_step: usize) -> Result<Vec<RowCost>> {
+    let g = &model.manifest.graphs;
+    let key = CalibrationKey {
+        model: model.manifest.name.clone(),
+        graphs_sha256: ["time_embed", "encoder", "decoder"]
+            .iter()
+            .map(|n| g.get(*n).map_or_else(String::new, |e| e.sha256.clone()))
+            .collect(),
+        machine: crate::machine::Machine::current(model.device),
+        rows_per_step,
+        ladder: fd_sched::decode::LADDER.to_vec(),
+    };
+    let hash = fd_model::io::sha256_hex(serde_json::to_string(&key).expect("a key serialises").as_bytes());
+    let dir = fd_model::io::cache_dir().join("decode");
+    let path = dir.join(format!("{}.json", &hash[..16]));
+    if path.is_file() {
+        match fd_model::io::read_json::<Calibration>(&path) {
+            Ok(c) if c.key == key && !c.costs.is_empty() => return Ok(c.costs),
+            Ok(_) => log::warn!("{}: calibration of another machine or model; measuring again", path.display()),
+            Err(e) => log::warn!("{e}; measuring again"),
+        }
+    }
+    log::info!(
+        "measuring the decoder's cost per row at {rows_per_step} rows per step (once per machine, model and batch)"
+    );
+    let costs = fd_sched::decode::measure_row_costs(model, rows_per_step)?;
+    std::fs::create_dir_all(&dir).map_err(crate::error::io(&dir))?;
+    fd_model::io::write_json(&path, &Calibration { key, costs: costs.clone() })?;
+    Ok(costs)
 }
 
 /// Resolve `keys` for a sampler: anything [`Plan::parse`] takes, or `auto:K` /

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use fd_model::{Condition, UNetModel};
 use fd_run::runner::{Existing, SampleRun, Shard};
 use fd_run::spec::{cycle_conditions, ModelSpec, PlanOptions, SamplingOptions};
+use fd_sched::decode::DecodeMode;
 use fd_sched::SamplingSpec;
 
 fn load(dir: &str) -> UNetModel {
@@ -28,7 +29,7 @@ fn spec(model: &UNetModel, conds: &[Condition]) -> SamplingSpec {
     let plan =
         PlanOptions { steps: 8, keys: "uniform:3".into(), inject: Some("0.003@0.5".into()), ..Default::default() };
     let opts = SamplingOptions { plan, guidance: 2.0, ..Default::default() };
-    opts.resolve(model, conds).unwrap()
+    opts.resolve(model, conds, 2).unwrap()
 }
 
 /// The run every test makes: seed 3, batches of 2.
@@ -80,7 +81,7 @@ fn interrupted_run_resumes_byte_identical() {
     assert_eq!(back.indices, (0..7).collect::<Vec<_>>());
     // resuming under another configuration is refused, naming what differs
     let plan = PlanOptions { steps: 8, ..Default::default() };
-    let other = SamplingOptions { plan, guidance: 2.0, ..Default::default() }.resolve(&model, &conds).unwrap();
+    let other = SamplingOptions { plan, guidance: 2.0, ..Default::default() }.resolve(&model, &conds, 2).unwrap();
     let run = SampleRun { spec: &other, ..run };
     let e = run.run(&indicatif::ProgressBar::hidden()).unwrap_err().to_string();
     assert!(e.contains("differs in: exec, plan") || e.contains("differs in: plan, exec"), "{e}");
@@ -156,9 +157,29 @@ fn malformed_records_are_errors_naming_file_and_field() {
         plan: PlanOptions { steps: 8, keys: plan.display().to_string(), ..Default::default() },
         ..Default::default()
     };
-    let e = opts.resolve(&model, &conds).unwrap_err().to_string();
+    let e = opts.resolve(&model, &conds, 2).unwrap_err().to_string();
     assert!(e.contains("plan.json") && e.contains("field `steps`"), "{e}");
     std::fs::write(&plan, r#"{"name": "x", "keys": [0, 2], "steps": 3}"#).unwrap();
-    let e = opts.resolve(&model, &conds).unwrap_err().to_string();
+    let e = opts.resolve(&model, &conds, 2).unwrap_err().to_string();
     assert!(e.contains("plan file made for 3 steps, used with 8"), "{e}");
+}
+
+#[test]
+fn resume_under_another_decoding_says_how_the_folder_decoded() {
+    let model = tiny();
+    let conds = cycle_conditions(&model, None, None, 4).unwrap();
+    let with = |decode: DecodeMode, cap: usize| {
+        let plan =
+            PlanOptions { steps: 8, keys: "uniform:3".into(), decode, max_decoder_batch: cap, ..Default::default() };
+        SamplingOptions { plan, guidance: 2.0, ..Default::default() }.resolve(&model, &conds, 2).unwrap()
+    };
+    let (par, seq) = (with(DecodeMode::Parallel, 8), with(DecodeMode::Sequential, 0));
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("run");
+    run_to(&model, &par, &conds, &out, Shard::default(), Existing::Fail);
+    let e = sample_run(&model, &seq, &conds, &out, Shard::default(), Existing::Resume)
+        .run(&indicatif::ProgressBar::hidden())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("differs in: exec") && e.contains("--decode parallel --max-decoder-batch 8"), "{e}");
 }

@@ -3,11 +3,14 @@
 //! - [`sampler`]: [`SamplerSpec`], a sampler with its typed diffusers config that builds itself;
 //!   [`schedulers`]: the samplers behind the [`Scheduler`] trait (diffusers-equal numerics).
 //! - [`plan`]: where a key step is decided ([`KeySteps`] -> [`Plan`] groups).
+//! - [`decode`]: how a group's decoders are batched (`auto` decides from the device and a
+//!   measured per-row cost).
 //! - [`executor`]: where a decoder batch is formed and the scheduler is stepped ([`sample`]).
 //! - [`pipeline`]: [`SamplingSpec`] = sampler + plan + execution options, and seeded batches.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod decode;
 mod error;
 pub mod executor;
 pub mod pipeline;

@@ -4,6 +4,7 @@
 use fd_model::{Condition, UNetModel};
 use tch::{Kind, Tensor};
 
+use crate::decode::{DecodeChoice, DecodeMode};
 use crate::executor::{sample, CallCounts, ExecOptions, Hooks, SampleInput, StepFeatures, Timings};
 use crate::plan::Plan;
 use crate::sampler::SamplerSpec;
@@ -17,6 +18,8 @@ pub struct SamplingSpec {
     pub sampler: SamplerSpec,
     pub plan: Plan,
     pub exec: ExecOptions,
+    /// How the decoding mode in `exec` was decided.
+    pub decode: DecodeChoice,
 }
 
 impl SamplingSpec {
@@ -30,7 +33,16 @@ impl SamplingSpec {
                 exec.guidance
             )));
         }
-        Ok(Self { sampler, plan, exec })
+        let mode = if exec.parallel { DecodeMode::Parallel } else { DecodeMode::Sequential };
+        let decode = DecodeChoice::explicit(mode, exec.parallel, exec.max_decoder_batch, "given");
+        Ok(Self { sampler, plan, exec, decode })
+    }
+
+    /// Decode as `choice` says (it sets the execution options' decoding and is recorded).
+    pub fn with_decode(mut self, choice: DecodeChoice) -> Self {
+        choice.apply(&mut self.exec);
+        self.decode = choice;
+        self
     }
 
     /// Sampler steps.

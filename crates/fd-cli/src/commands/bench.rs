@@ -18,7 +18,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     opts.sampler(&model)?;
     opts.exec()?;
     let conds = cycle_conditions(&model, f.prompts.as_deref(), f.classes.as_deref(), a.n)?;
-    let plans = parse_plans(&a.plans, &opts, &model, &conds)?;
+    let plans = parse_plans(&a.plans, &opts, &model, &conds, a.n)?;
     let seeds: Vec<u64> = (0..a.n).map(|i| f.seed + i as u64).collect();
     let bar = super::bar(0, "bench");
     let report = fd_run::bench::run(

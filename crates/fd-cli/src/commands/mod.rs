@@ -1,6 +1,7 @@
 //! One file per command; each turns its flags into library objects once and calls fd-run.
 
 pub mod bench;
+pub mod compare;
 pub mod drift;
 pub mod eval;
 pub mod experiment;

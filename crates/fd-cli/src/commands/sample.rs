@@ -14,7 +14,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     let model = f.model()?.load()?;
     opts.sampler(&model)?; // before conditions and an auto:K calibration
     let conds = cycle_conditions(&model, f.prompts.as_deref(), f.classes.as_deref(), a.n)?;
-    let spec = opts.resolve(&model, &conds)?;
+    let spec = opts.resolve(&model, &conds, a.batch.min(a.n))?;
     let run = SampleRun {
         model: &model,
         spec: &spec,

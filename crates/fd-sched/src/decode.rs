@@ -1,0 +1,193 @@
+//! How a group's decoders are batched: the mode a user asks for ([`DecodeMode`]), and what
+//! `auto` decides from the device and the decoder's measured cost per row ([`choose`]).
+//!
+//! Encoder propagation lets the decoders of every step of a group run as one batched call (the
+//! paper's parallel decoding). On a GPU that call fills the device better and is faster. On a CPU
+//! the decoder's cost per row *grows* with the rows per call once a call is large (cache misses),
+//! so the paper's uncapped batching can be slower than one call per step. `auto` therefore picks,
+//! on a CPU, the number of steps per call whose measured cost per row is lowest.
+
+use std::str::FromStr;
+use std::time::Instant;
+
+use fd_model::UNetModel;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::executor::ExecOptions;
+use crate::plan::{Method, Plan};
+use crate::{Error, Result};
+
+/// How the decoders of a group run, as asked for (`--decode`, an experiment row's `decode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeMode {
+    /// The fastest on the device at hand: on CUDA, one call per group (uncapped parallel); on a
+    /// CPU, sequential or parallel with a row cap, from a short measurement cached per machine,
+    /// model and batch ([`choose`]). Default.
+    #[default]
+    Auto,
+    /// The paper's parallel decoding: a group's decoders in one call (split into calls of at most
+    /// `max_decoder_batch` rows when a cap is given).
+    Parallel,
+    /// One decoder call per step.
+    Sequential,
+}
+
+impl FromStr for DecodeMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "parallel" => Ok(Self::Parallel),
+            "sequential" => Ok(Self::Sequential),
+            _ => Err(Error::Config(format!("--decode `{s}`: expected auto, parallel or sequential"))),
+        }
+    }
+}
+
+impl std::fmt::Display for DecodeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Parallel => "parallel",
+            Self::Sequential => "sequential",
+        })
+    }
+}
+
+/// The decoder's cost per row when one call holds `rows` rows (`steps` steps of one batch).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RowCost {
+    pub steps: usize,
+    pub rows: usize,
+    pub ms_per_row: f64,
+}
+
+/// The decoding a run uses and why (`run.json` `decode`, a bench row's `decode`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecodeChoice {
+    /// What was asked for.
+    pub requested: DecodeMode,
+    /// What runs: batched groups (`true`) or one call per step.
+    pub parallel: bool,
+    /// Rows per decoder call at most (0 = a whole group).
+    pub max_decoder_batch: usize,
+    /// Why, in words.
+    pub reason: String,
+    /// The measurement `auto` chose from (CPU only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calibration: Vec<RowCost>,
+}
+
+impl DecodeChoice {
+    /// A mode given explicitly (`parallel` with an optional cap, or `sequential`).
+    pub fn explicit(requested: DecodeMode, parallel: bool, max_decoder_batch: usize, reason: &str) -> Self {
+        let max_decoder_batch = if parallel { max_decoder_batch } else { 0 };
+        Self { requested, parallel, max_decoder_batch, reason: reason.into(), calibration: Vec::new() }
+    }
+
+    /// In a table: `sequential`, `parallel`, `parallel ≤96 rows`, prefixed `auto: ` when chosen.
+    pub fn summary(&self) -> String {
+        let what = match (self.parallel, self.max_decoder_batch) {
+            (false, _) => "sequential".to_string(),
+            (true, 0) => "parallel".to_string(),
+            (true, cap) => format!("parallel ≤{cap} rows"),
+        };
+        if self.requested == DecodeMode::Auto {
+            format!("auto: {what}")
+        } else {
+            what
+        }
+    }
+
+    /// Set `exec`'s decoding to this choice.
+    pub fn apply(&self, exec: &mut ExecOptions) {
+        exec.parallel = self.parallel;
+        exec.max_decoder_batch = self.max_decoder_batch;
+    }
+}
+
+/// A call with more steps must be at least this much cheaper per row to be chosen (timing noise
+/// on a busy CPU is a few percent; ties go to the smaller call, which needs less memory).
+pub const MIN_GAIN: f64 = 0.05;
+
+/// Steps per call measured by [`measure_row_costs`], smallest first.
+pub const LADDER: [usize; 4] = [1, 2, 4, 8];
+
+/// The longest run of steps one decoder call could hold for `plan`: its longest group for an
+/// encoder-propagation plan, 1 for anything else (every step decodes on its own).
+pub fn max_steps_per_call(plan: &Plan) -> usize {
+    match plan.method {
+        Method::EncoderPropagation => plan.groups.iter().map(|g| g.len()).max().unwrap_or(1),
+        _ => 1,
+    }
+}
+
+/// Measure the decoder's cost per row at `rows_per_step` x k rows for k in [`LADDER`], going up
+/// only while the larger call is cheaper per row by [`MIN_GAIN`] (so a CPU where batching does not
+/// pay measures two sizes). Inputs are fixed (seed 0 noise, the unconditional embedding, t = half
+/// the training range); each size is run once untimed, then the faster of two timed calls counts.
+pub fn measure_row_costs(model: &UNetModel, rows_per_step: usize) -> Result<Vec<RowCost>> {
+    let m = &model.manifest;
+    let r = rows_per_step as i64;
+    let shape = [r, m.in_channels, m.sample_size[0], m.sample_size[1]];
+    let x = crate::pipeline::initial_noise(0, &shape).to_device(model.device);
+    let t_mid = model_train_steps(model) as f64 / 2.0;
+    let emb = model.time_embed(&Tensor::full([r], t_mid, (Kind::Float, model.device)))?;
+    let cond = model.uncond(rows_per_step)?;
+    let feats = model.encode(&x, &emb, &cond)?;
+    let mut costs: Vec<RowCost> = Vec::new();
+    for &k in &LADDER {
+        let (f, e, c) = (feats.repeat(k as i64), emb.repeat([k as i64, 1]), cond.repeat([k as i64, 1, 1]));
+        let _ = model.decode(&f, &e, &c)?; // untimed: first-use costs of this shape
+        let mut best = f64::INFINITY;
+        for _ in 0..2 {
+            let t0 = Instant::now();
+            let out = model.decode(&f, &e, &c)?;
+            if let tch::Device::Cuda(i) = model.device {
+                tch::Cuda::synchronize(i as i64);
+            }
+            drop(out);
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        let rows = rows_per_step * k;
+        let cost = RowCost { steps: k, rows, ms_per_row: best * 1e3 / rows as f64 };
+        let pays = costs.last().is_none_or(|prev| cost.ms_per_row < prev.ms_per_row * (1.0 - MIN_GAIN));
+        costs.push(cost);
+        if !pays {
+            break;
+        }
+    }
+    Ok(costs)
+}
+
+fn model_train_steps(model: &UNetModel) -> usize {
+    model.manifest.scheduler.get("num_train_timesteps").and_then(|v| v.as_u64()).unwrap_or(1000) as usize
+}
+
+/// `auto` on a CPU: of the measured sizes that fit the plan's longest group, the one with the
+/// lowest cost per row, a larger one winning only by [`MIN_GAIN`]. One step per call is
+/// sequential decoding; k > 1 steps is parallel decoding capped at k x `rows_per_step` rows.
+pub fn choose(costs: &[RowCost], rows_per_step: usize, max_steps: usize) -> DecodeChoice {
+    let fits: Vec<&RowCost> = costs.iter().filter(|c| c.steps <= max_steps.max(1)).collect();
+    let mut best = fits.first().copied();
+    for c in &fits[1.min(fits.len())..] {
+        if best.is_some_and(|b| c.ms_per_row < b.ms_per_row * (1.0 - MIN_GAIN)) {
+            best = Some(c);
+        }
+    }
+    let shown: Vec<String> =
+        costs.iter().map(|c| format!("{} steps/call {:.3} ms/row", c.steps, c.ms_per_row)).collect();
+    let (parallel, cap, what) = match best {
+        Some(b) if b.steps > 1 => (true, b.steps * rows_per_step, format!("parallel, {} steps per call", b.steps)),
+        _ => (false, 0, "sequential".to_string()),
+    };
+    DecodeChoice {
+        requested: DecodeMode::Auto,
+        parallel,
+        max_decoder_batch: cap,
+        reason: format!("CPU: {what} has the lowest decoder cost per row ({})", shown.join(", ")),
+        calibration: costs.to_vec(),
+    }
+}
