@@ -34,12 +34,18 @@ def eager_unet(model_dir: Path):
 
     manifest = json.loads((model_dir / "manifest.json").read_text())
     unet = diffusers.UNet2DConditionModel.from_config(manifest["unet_config"])
-    ts = torch.jit.load(str(model_dir / manifest["graphs"]["encoder"]["file"]), map_location="cpu")
-    sd = {}
-    for k, v in ts.state_dict().items():
-        parts = k.split(".", 2)  # parts.<graph>.<diffusers name>
-        if len(parts) == 3 and parts[0] == "parts":
-            sd.setdefault(parts[2], v)
+    weights = manifest.get("exporter", {}).get("weights")
+    if weights:  # frozen graphs hold no state dict: the export keeps the weights beside them
+        from safetensors.torch import load_file
+
+        sd = load_file(str(model_dir / weights["file"]))
+    else:  # an unfrozen export: the graphs' parameters, parts.<graph>.<diffusers name>
+        ts = torch.jit.load(str(model_dir / manifest["graphs"]["encoder"]["file"]), map_location="cpu")
+        sd = {}
+        for k, v in ts.state_dict().items():
+            parts = k.split(".", 2)
+            if len(parts) == 3 and parts[0] == "parts":
+                sd.setdefault(parts[2], v)
     missing, unexpected = unet.load_state_dict(sd, strict=False)
     missing = [m for m in missing if not m.startswith(("time_proj",))]
     if missing:
@@ -106,7 +112,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     rec = dict(model=manifest["name"], n=a.n, steps=a.steps, cfg=a.cfg, repeats=a.repeats, python_s_per_image=py,
                rust_s_per_image=rs, median_python=mp, median_rust=mr, ratio_rust_over_python=mr / mp,
-               target="rust <= 0.9 x python", torch=torch.__version__, threads=torch.get_num_threads(),
+               target="rust <= 0.8 x python", torch=torch.__version__, threads=torch.get_num_threads(),
                machine=dict(cpu=cpu, cores=os.cpu_count(), platform=platform.platform()),
                command=" ".join(sys.argv), date=datetime.date.today().isoformat())
     (a.out / "bench.json").write_text(json.dumps(rec, indent=2))
@@ -117,7 +123,7 @@ def main() -> None:
           f"| harness | s/image | ratio to Python |\n|---|---|---|\n"
           f"| Python: diffusers UNet2DConditionModel (eager) + DDIMScheduler | {mp:.4f} | 1.00 |\n"
           f"| Rust: fd (TorchScript graphs via libtorch) + fd-sched DDIM | {mr:.4f} | {mr / mp:.2f} |\n\n"
-          f"Target: Rust <= 0.9 x Python -> {'met' if mr / mp <= 0.9 else 'NOT met'}.\n")
+          f"Target: Rust <= 0.8 x Python -> {'met' if mr / mp <= 0.8 else 'NOT met'}.\n")
     (a.out / "bench.md").write_text(md)
     print(md)
 

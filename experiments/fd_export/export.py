@@ -26,15 +26,28 @@ def sha256(path: str) -> str:
 
 
 
+def freeze_and_save(traced, methods: Sequence[str], path: str) -> None:
+    """Freeze a traced module (weights become constants of each method's graph, module attribute
+    lookups disappear; `methods` stay callable) and save it via a temp file + rename.
+
+    Freezing changes no output bit (checked by tests/test_export.py) and makes the default
+    model's encoder and decoder graphs about 20% faster on a CPU (TorchScript's interpreter no
+    longer walks the module tree per call). Weights shared by several methods are stored once.
+    A frozen module has no state_dict: exports that Python must rebuild as an eager diffusers model
+    keep the weights beside it (`save_weights`)."""
+    frozen = torch.jit.freeze(traced.eval(), preserved_attrs=list(methods))
+    tmp = path + ".tmp"
+    frozen.save(tmp)
+    os.replace(tmp, path)
+
+
 def trace_and_save(module, inputs, path):
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
         # shape asserts inside diffusers blocks become constants; batch size stays dynamic
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(module, tuple(inputs), check_trace=False, strict=False)
-    tmp = path + ".tmp"
-    traced.save(tmp)
-    os.replace(tmp, path)
+    freeze_and_save(traced, ["forward"], path)
 
 
 def trace_methods(parts: dict, path: str) -> None:
@@ -52,9 +65,21 @@ def trace_methods(parts: dict, path: str) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # shape asserts inside diffusers blocks become constants
         traced = torch.jit.trace_module(wrapper, {k: tuple(inp) for k, (_, inp) in parts.items()}, check_trace=False)
+    freeze_and_save(traced, list(parts), path)
+
+
+WEIGHTS_FILE = "unet_weights.safetensors"
+
+
+def save_unet_weights(unet, path: str) -> dict:
+    """The UNet's diffusers state dict (float32, CPU) as safetensors; returns its manifest entry."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in unet.state_dict().items()}
     tmp = path + ".tmp"
-    traced.save(tmp)
+    save_file(sd, tmp)
     os.replace(tmp, path)
+    return dict(file=os.path.basename(path), sha256=sha256(path), tensors=len(sd))
 
 
 def export_model(
@@ -73,11 +98,15 @@ def export_model(
     extra_manifest: dict | None = None,
     with_full: bool = True,
     deepcache_branches: Sequence[int] = (0,),
+    save_weights: bool = False,
 ) -> dict:
     """Export `unet` (+ optional conditioning encoder and VAE decoder) into `out_dir`.
 
     cond_spec: manifest "cond" entry (kind: class|text|embedding, seq_len, dim, ...).
     cond_example: example input of cond_encoder at batch 1 (class ids [1] or token ids [1,77]).
+    save_weights: also write the UNet's diffusers state dict as unet_weights.safetensors (the
+    graphs are frozen and hold no state dict; Python rebuilds the eager model from this file,
+    e.g. experiments/bench_harness.py).
     """
     os.makedirs(out_dir, exist_ok=True)
     unet = unet.to(device=device, dtype=dtype).eval()
@@ -147,6 +176,9 @@ def export_model(
         params["vae_decoder"] = n_params(vd)
         vae_entry = dict(scaling_factor=float(vae_scaling_factor), out_channels=int(vae.config.out_channels),
                          upscale=2 ** (len(vae.config.block_out_channels) - 1))
+    weights = None
+    if save_weights:
+        weights = save_unet_weights(unet, os.path.join(out_dir, WEIGHTS_FILE))
     for fname, content in (extra_files or {}).items():
         with open(os.path.join(out_dir, fname), "w") as f:
             f.write(content)
@@ -172,13 +204,14 @@ def export_model(
         vae=vae_entry,
         params=params,
         unet_config={k: v for k, v in dict(cfg).items() if not k.startswith("_")},
-        exporter=dict(torch=torch.__version__, diffusers=diffusers.__version__, script="experiments/export_unet.py"),
+        exporter=dict(torch=torch.__version__, diffusers=diffusers.__version__, script="experiments/export_unet.py",
+                      frozen=True, **({"weights": weights} if weights else {})),
     )
     manifest.update(extra_manifest or {})
     # remove graph files of an earlier export that this manifest no longer lists
     listed = {g["file"] for g in graphs.values()}
     for f in os.listdir(out_dir):
-        if f.endswith(".pt") and f not in listed and f != "classifier.pt":
+        if (f.endswith(".pt") and f not in listed and f != "classifier.pt") or (f == WEIGHTS_FILE and not weights):
             os.remove(os.path.join(out_dir, f))
     tmp = os.path.join(out_dir, "manifest.json.tmp")
     with open(tmp, "w") as f:
@@ -186,3 +219,56 @@ def export_model(
         f.write("\n")
     os.replace(tmp, os.path.join(out_dir, "manifest.json"))
     return manifest
+
+
+def freeze_export(model_dir: str, save_weights: bool = False) -> list[str]:
+    """Freeze the graph files of an existing export in place (exports before 2026-12-01 were
+    saved unfrozen): outputs stay bit-identical, the files get new SHA-256s in manifest.json (so
+    runs made with the old files do not resume). With `save_weights`, the UNet's diffusers state
+    dict is first written to unet_weights.safetensors from unet.pt's parameters. Files that are
+    already frozen are left alone. Returns the files frozen."""
+    path = os.path.join(model_dir, "manifest.json")
+    with open(path) as f:
+        m = json.load(f)
+    by_file: dict[str, list[str]] = {}
+    for g in m["graphs"].values():
+        by_file.setdefault(g["file"], []).append(g.get("method", "forward"))
+    frozen = []
+    for fname, methods in by_file.items():
+        p = os.path.join(model_dir, fname)
+        mod = torch.jit.load(p, map_location="cpu")
+        sd = mod.state_dict()
+        if not sd:
+            continue  # frozen already
+        if save_weights and fname == "unet.pt":
+            import diffusers
+            from safetensors.torch import save_file
+
+            want = diffusers.UNet2DConditionModel.from_config(m["unet_config"]).state_dict().keys()
+            w: dict[str, torch.Tensor] = {}
+            for k, v in sd.items():  # parts.<graph>.<diffusers name>; graphs share the unet's modules
+                parts = k.split(".", 2)
+                if len(parts) == 3 and parts[0] == "parts":
+                    name = parts[2].removeprefix("unet.")  # wrappers that hold the whole unet
+                    if name in want:  # (not fd's own buffers, e.g. time_proj.freqs)
+                        w.setdefault(name, v.to(torch.float32).clone().contiguous())
+            missing = [k for k in want if k not in w]
+            if missing:
+                raise ValueError(f"{p}: no parameters for {missing[:3]} ... ({len(missing)} missing)")
+            wpath = os.path.join(model_dir, WEIGHTS_FILE)
+            save_file(w, wpath + ".tmp")
+            os.replace(wpath + ".tmp", wpath)
+            m["exporter"]["weights"] = dict(file=WEIGHTS_FILE, sha256=sha256(wpath), tensors=len(w))
+        freeze_and_save(mod, methods, p)
+        h = sha256(p)
+        for g in m["graphs"].values():
+            if g["file"] == fname:
+                g["sha256"] = h
+        frozen.append(fname)
+    m["exporter"]["frozen"] = True
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(m, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return frozen

@@ -1,5 +1,6 @@
 """Python-side checks of the export wrappers and the data reader (run by `just test`)."""
 import gzip
+import json
 import re
 import struct
 import zipfile
@@ -201,3 +202,58 @@ def test_manifest_schema_version_is_the_one_fd_model_reads():
     m = re.search(r"pub const SCHEMA_VERSION: u32 = (\d+);", rs)
     assert m, "SCHEMA_VERSION not found in manifest.rs"
     assert int(m.group(1)) == SCHEMA_VERSION
+
+
+def test_export_is_frozen_bit_identical_and_keeps_its_weights(tmp_path):
+    """Graphs are saved frozen (no state dict, weights as constants): the same bits as the traced
+    graph before freezing; with save_weights the diffusers state dict sits beside them, and
+    freeze_export converts an unfrozen export in place with the same result."""
+    from safetensors.torch import load_file
+
+    from fd_export.export import freeze_export
+
+    unet = tiny_unet(16)
+    spec = dict(kind="embedding", seq_len=5, dim=8)
+    m = export_model(str(tmp_path / "a"), "t", unet, dict(num_train_timesteps=1000), None, spec, save_weights=True)
+    assert m["exporter"]["frozen"] is True and m["exporter"]["weights"]["file"] == "unet_weights.safetensors"
+    split = torch.jit.load(str(tmp_path / "a" / "unet.pt"))
+    assert len(split.state_dict()) == 0
+    w = load_file(str(tmp_path / "a" / "unet_weights.safetensors"))
+    assert w.keys() == unet.state_dict().keys()
+    assert all(torch.equal(w[k], v) for k, v in unet.state_dict().items())
+    x, t, c = torch.randn(3, 2, 16, 16), torch.tensor([1.0, 500.0, 999.0]), torch.randn(3, 5, 8)
+    with torch.no_grad():
+        emb = TimeEmbed(unet)(t)
+        feats = Encoder(unet)(x, emb, c)
+        ref = Decoder(unet)(feats[0], emb, c, *feats[1:])
+        femb = split.time_embed(t)
+        ffeats = split.encoder(x, femb, c)
+        out = split.decoder(ffeats[0], femb, c, *ffeats[1:])
+    assert (out - ref).abs().max().item() <= 1e-5
+    # an unfrozen export (as before 2026-12-01), frozen in place: same bits, new hashes, weights kept
+    import fd_export.export as ex
+
+    def plain_save(traced, methods, path):
+        traced.save(path)
+
+    b = tmp_path / "b"
+    orig = ex.freeze_and_save
+    ex.freeze_and_save = plain_save
+    try:
+        old = export_model(str(b), "t", unet, dict(num_train_timesteps=1000), None, spec)
+    finally:
+        ex.freeze_and_save = orig
+    unfrozen = torch.jit.load(str(b / "unet.pt"))
+    assert len(unfrozen.state_dict()) > 0
+    assert sorted(freeze_export(str(b), save_weights=True)) == ["unet.pt"]
+    assert freeze_export(str(b)) == []  # idempotent
+    new = json.loads((b / "manifest.json").read_text())
+    assert new["graphs"]["decoder"]["sha256"] != old["graphs"]["decoder"]["sha256"] and new["exporter"]["frozen"]
+    wb = load_file(str(b / "unet_weights.safetensors"))
+    assert all(torch.equal(wb[k], w[k]) for k in wb) and len(wb) > 0
+    fz = torch.jit.load(str(b / "unet.pt"))
+    with torch.no_grad():
+        e1 = unfrozen.encoder(x, femb, c)
+        e2 = fz.encoder(x, femb, c)
+        assert all(torch.equal(p, q) for p, q in zip(e1, e2))
+        assert torch.equal(unfrozen.decoder(e1[0], femb, c, *e1[1:]), fz.decoder(e2[0], femb, c, *e2[1:]))

@@ -126,22 +126,58 @@ fn sqrt_psd(m: &Mat<f64>) -> Result<Mat<f64>> {
     Ok(&scaled * u.transpose())
 }
 
+/// Lower half of Lᵀ S L for a symmetric S and a lower-triangular L (the upper half is left 0):
+/// S L with L's structure, then Lᵀ (S L) writing the lower triangle only — about 1.2 d³ flops
+/// against 4 d³ for two dense products.
+fn congruence_lower(s: &Mat<f64>, l: faer::MatRef<'_, f64>) -> Mat<f64> {
+    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+    use faer::{Accum, Par};
+    let n = s.nrows();
+    let par = Par::rayon(0);
+    let mut sl = Mat::<f64>::zeros(n, n);
+    matmul(
+        sl.as_mut(),
+        BlockStructure::Rectangular,
+        Accum::Replace,
+        s.as_ref(),
+        BlockStructure::Rectangular,
+        l,
+        BlockStructure::TriangularLower,
+        1.0,
+        par,
+    );
+    let mut m = Mat::<f64>::zeros(n, n);
+    matmul(
+        m.as_mut(),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        l.transpose(),
+        BlockStructure::TriangularUpper,
+        sl.as_ref(),
+        BlockStructure::Rectangular,
+        1.0,
+        par,
+    );
+    m
+}
+
 /// tr sqrt(s1 s2) = sum of sqrt(eigenvalues of s1 s2), which equal the eigenvalues of a symmetric
 /// positive semi-definite matrix: Lᵀ s1 L when s2 = L Lᵀ (Cholesky; the reference covariance of
-/// a large set is full rank), else s1^½ s2 s1^½ (an eigendecomposition with vectors, 5-10x the
-/// cost: both sets rank-deficient, N < d). Eigenvalues only, f64 throughout.
+/// a large set is full rank; only its lower half is formed), else s1^½ s2 s1^½ (an
+/// eigendecomposition with vectors, 5-10x the cost: both sets rank-deficient, N < d).
+/// Eigenvalues only, f64 throughout.
 fn trace_sqrt_product(s1: &Mat<f64>, s2: &Mat<f64>) -> Result<f64> {
     let m = match (s2.llt(Side::Lower), s1.llt(Side::Lower)) {
-        (Ok(c), _) => c.L().transpose() * s1 * c.L(),
-        (_, Ok(c)) => c.L().transpose() * s2 * c.L(),
+        (Ok(c), _) => congruence_lower(s1, c.L()),
+        (_, Ok(c)) => congruence_lower(s2, c.L()),
         _ => {
             let a = sqrt_psd(s1)?;
-            &a * s2 * &a
+            let m = &a * s2 * &a;
+            // symmetrise against round-off before the symmetric solver
+            let n = m.nrows();
+            Mat::from_fn(n, n, |i, j| 0.5 * (m[(i, j)] + m[(j, i)]))
         }
     };
-    // symmetrise against round-off before the symmetric solver
-    let n = m.nrows();
-    let m = Mat::from_fn(n, n, |i, j| 0.5 * (m[(i, j)] + m[(j, i)]));
     let ev = m.self_adjoint_eigenvalues(Side::Lower).map_err(|e| Error::Input(format!("eigenvalues failed: {e:?}")))?;
     Ok(ev.iter().map(|&l| l.max(0.0).sqrt()).sum())
 }
