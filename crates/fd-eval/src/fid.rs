@@ -2,8 +2,10 @@
 //!
 //! Statistics in f64 (two-pass centred covariance, ddof 1, as `np.cov(rowvar=False)`). The Frechet
 //! distance uses the symmetric eigen-decomposition form
-//! tr sqrt(S1 S2) = sum sqrt(eig(A S2 A)), A = S1^(1/2) (eigenvalues clamped at 0), which is
-//! stable for the rank-deficient covariances of N < d; pytorch-fid's eps * I fallback is kept for
+//! tr sqrt(S1 S2) = sum sqrt(eig(M)) for a symmetric positive semi-definite M with the same
+//! eigenvalues (eigenvalues clamped at 0), which is stable for the rank-deficient covariances of
+//! N < d: M = R S2 Rᵀ (N x N) when S1 = Rᵀ R comes from N ≤ d features, else Lᵀ S1 L with
+//! S2 = L Lᵀ (Cholesky), else A S2 A with A = S1^(1/2). pytorch-fid's eps * I fallback is kept for
 //! non-finite results. KID: unbiased MMD^2 with the cubic polynomial kernel
 //! k(x, y) = (x.y / d + 1)^3, averaged over random subsets.
 
@@ -22,6 +24,10 @@ pub struct Stats {
     /// d x d, row-major.
     pub sigma: Vec<f64>,
     pub n: usize,
+    /// A factor R ([k, d]) with sigma = Rᵀ R: the centred features / sqrt(N − 1), kept by
+    /// [`Stats::from_features`] when N ≤ d (sample sets; a large reference set is full rank and
+    /// keeps none). The Frechet distance then needs a k x k eigenproblem instead of a d x d one.
+    root: Option<Mat<f64>>,
 }
 
 impl Stats {
@@ -42,7 +48,34 @@ impl Stats {
         let mu = x.mean_dim(0, false, Kind::Double);
         let xc = &x - &mu;
         let sigma = xc.tr().mm(&xc) / (n as f64 - 1.0);
-        Ok(Self { mu: Vec::<f64>::try_from(&mu)?, sigma: Vec::<f64>::try_from(&sigma.flatten(0, -1))?, n })
+        let d = s[1] as usize;
+        let root = (n <= d)
+            .then(|| -> Result<Mat<f64>> {
+                let r = Vec::<f64>::try_from(&(xc / (n as f64 - 1.0).sqrt()).flatten(0, -1))?;
+                Ok(Mat::from_fn(n, d, |i, j| r[i * d + j]))
+            })
+            .transpose()?;
+        Ok(Self { mu: Vec::<f64>::try_from(&mu)?, sigma: Vec::<f64>::try_from(&sigma.flatten(0, -1))?, n, root })
+    }
+
+    /// The same statistics without the factor R: the Frechet distance takes the d x d route
+    /// (what statistics read from an .npz do; the benchmark's side-by-side reference).
+    pub fn without_root(&self) -> Self {
+        Self { mu: self.mu.clone(), sigma: self.sigma.clone(), n: self.n, root: None }
+    }
+
+    /// The factor of sigma, if kept and still consistent with `sigma` (its diagonal is compared,
+    /// so statistics edited after they were made fall back to the d x d route).
+    fn current_root(&self) -> Option<&Mat<f64>> {
+        let r = self.root.as_ref()?;
+        let d = self.dim();
+        let scale = (0..d).map(|i| self.sigma[i * d + i].abs()).fold(f64::MIN_POSITIVE, f64::max);
+        let consistent = r.ncols() == d
+            && (0..d).all(|j| {
+                let v: f64 = (0..r.nrows()).map(|i| r[(i, j)] * r[(i, j)]).sum();
+                (v - self.sigma[j * d + j]).abs() <= 1e-9 * scale
+            });
+        consistent.then_some(r)
     }
 
     pub fn dim(&self) -> usize {
@@ -110,7 +143,8 @@ impl Stats {
             return Err(bad("statistics contain NaN or Inf (corrupted?)".into()));
         }
         let n = get("n").map_or(0, |t| t.int64_value(&[0]).max(0) as usize);
-        let stats = Self { mu: Vec::<f64>::try_from(&mu)?, sigma: Vec::<f64>::try_from(&sigma.flatten(0, -1))?, n };
+        let stats =
+            Self { mu: Vec::<f64>::try_from(&mu)?, sigma: Vec::<f64>::try_from(&sigma.flatten(0, -1))?, n, root: None };
         stats.check().map_err(|e| bad(e.to_string()))?;
         Ok(stats)
     }
@@ -161,6 +195,30 @@ fn congruence_lower(s: &Mat<f64>, l: faer::MatRef<'_, f64>) -> Mat<f64> {
     m
 }
 
+/// tr sqrt(Rᵀ R s) for a factor R ([k, d]) of one covariance: the non-zero eigenvalues of Rᵀ R s
+/// are those of the k x k matrix R s Rᵀ (symmetric positive semi-definite), so for a sample set of
+/// N ≤ d the eigenproblem is N x N. About 2 k d² + k² d flops plus a k x k eigensolve.
+fn trace_sqrt_low_rank(r: &Mat<f64>, s: &Mat<f64>) -> Result<f64> {
+    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+    use faer::{Accum, Par};
+    let rs = r * s;
+    let k = r.nrows();
+    let mut m = Mat::<f64>::zeros(k, k);
+    matmul(
+        m.as_mut(),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        rs.as_ref(),
+        BlockStructure::Rectangular,
+        r.transpose(),
+        BlockStructure::Rectangular,
+        1.0,
+        Par::rayon(0),
+    );
+    let ev = m.self_adjoint_eigenvalues(Side::Lower).map_err(|e| Error::Input(format!("eigenvalues failed: {e:?}")))?;
+    Ok(ev.iter().map(|&l| l.max(0.0).sqrt()).sum())
+}
+
 /// tr sqrt(s1 s2) = sum of sqrt(eigenvalues of s1 s2), which equal the eigenvalues of a symmetric
 /// positive semi-definite matrix: Lᵀ s1 L when s2 = L Lᵀ (Cholesky; the reference covariance of
 /// a large set is full rank; only its lower half is formed), else s1^½ s2 s1^½ (an
@@ -192,7 +250,14 @@ pub fn frechet_distance(a: &Stats, b: &Stats) -> Result<f64> {
     let (s1, s2) = (a.sigma_mat(), b.sigma_mat());
     let diff: f64 = a.mu.iter().zip(&b.mu).map(|(x, y)| (x - y) * (x - y)).sum();
     let tr = |m: &Mat<f64>| (0..m.nrows()).map(|i| m[(i, i)]).sum::<f64>();
-    let mut covmean = trace_sqrt_product(&s1, &s2)?;
+    // a sample set's factor makes the eigenproblem N x N (the smaller one when both have one)
+    let roots = (a.current_root(), b.current_root());
+    let mut covmean = match roots {
+        (Some(ra), Some(rb)) if rb.nrows() < ra.nrows() => trace_sqrt_low_rank(rb, &s1)?,
+        (Some(ra), _) => trace_sqrt_low_rank(ra, &s2)?,
+        (None, Some(rb)) => trace_sqrt_low_rank(rb, &s1)?,
+        (None, None) => trace_sqrt_product(&s1, &s2)?,
+    };
     if !covmean.is_finite() {
         // pytorch-fid: add eps to the diagonals and retry
         let eps = 1e-6;
@@ -273,6 +338,36 @@ pub fn kid(x: &Tensor, y: &Tensor, subsets: usize, subset_size: usize, seed: u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The factor route (N x N), the Cholesky route and the square-root route give the same
+    /// trace, and statistics edited after they were made do not use a stale factor.
+    #[test]
+    fn low_rank_route_agrees_and_a_stale_factor_is_not_used() {
+        tch::manual_seed(5);
+        let fa = Tensor::randn([20, 32], (Kind::Double, Device::Cpu));
+        let low = Stats::from_features(&fa).unwrap();
+        let low2 = Stats::from_features(&(Tensor::randn([25, 32], (Kind::Double, Device::Cpu)) * 0.7)).unwrap();
+        let full = Stats::from_features(&(Tensor::randn([500, 32], (Kind::Double, Device::Cpu)) * 1.3)).unwrap();
+        assert!(low.current_root().is_some() && full.current_root().is_none());
+        let (s1, s2, s3) = (low.sigma_mat(), full.sigma_mat(), low2.sigma_mat());
+        let want = trace_sqrt_product(&s1, &s2).unwrap();
+        let got = trace_sqrt_low_rank(low.current_root().unwrap(), &s2).unwrap();
+        assert!((got - want).abs() <= 1e-7 * want, "{got} vs {want}");
+        let want = trace_sqrt_product(&s1, &s3).unwrap(); // both rank-deficient: the square-root route
+        for got in [
+            trace_sqrt_low_rank(low.current_root().unwrap(), &s3).unwrap(),
+            trace_sqrt_low_rank(low2.current_root().unwrap(), &s1).unwrap(),
+        ] {
+            assert!((got - want).abs() <= 1e-7 * want, "{got} vs {want}");
+        }
+        let mut edited = Stats::from_features(&fa).unwrap();
+        for v in edited.sigma.iter_mut() {
+            *v *= 2.0;
+        }
+        assert!(edited.current_root().is_none());
+        let f = frechet_distance(&edited, &full).unwrap();
+        assert_eq!(f, frechet_distance(&edited.without_root(), &full).unwrap());
+    }
 
     /// The Cholesky route and the square-root route give the same trace on a rank-deficient set
     /// against a full-rank one (the FID case: N < d samples vs a large reference set).
