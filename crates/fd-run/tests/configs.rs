@@ -1,0 +1,42 @@
+//! The committed experiment configs load and validate, and a row's decoding is named the current
+//! way (`decode`), with a clear error for the old `sequential` flag or an unknown mode.
+
+use std::path::PathBuf;
+
+use fd_run::experiment::ExperimentConfig;
+use fd_sched::decode::DecodeMode;
+
+fn configs() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../experiments/configs")
+}
+
+#[test]
+fn committed_configs_load_and_rows_decode_auto_unless_named() {
+    let mut n = 0;
+    for e in std::fs::read_dir(configs()).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        if p.extension().is_some_and(|x| x == "json") && text.contains("\"rows\"") {
+            ExperimentConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "{n} experiment configs");
+    let t1 = ExperimentConfig::load(&configs().join("table1.json")).unwrap();
+    assert!(t1.rows.iter().all(|r| r.plan.decode == DecodeMode::Auto));
+    let inj = ExperimentConfig::load(&configs().join("ablate_injection.json")).unwrap();
+    let modes: Vec<DecodeMode> = inj.rows.iter().map(|r| r.plan.decode).collect();
+    assert!(modes.contains(&DecodeMode::Parallel) && modes.contains(&DecodeMode::Sequential), "{modes:?}");
+
+    let d = tempfile::tempdir().unwrap();
+    let bad = |row: &str| {
+        let p = d.path().join("x.json");
+        std::fs::write(&p, format!(r#"{{"name": "x", "n": 4, "rows": [{{"label": "a", "keys": "50ls", {row}}}]}}"#))
+            .unwrap();
+        ExperimentConfig::load(&p).unwrap_err().to_string()
+    };
+    let e = bad(r#""sequential": true"#);
+    assert!(e.contains("unknown field `sequential`"), "{e}");
+    let e = bad(r#""decode": "fast""#);
+    assert!(e.contains("x.json") && e.contains("fast"), "{e}");
+}
