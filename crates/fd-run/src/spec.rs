@@ -219,8 +219,14 @@ pub fn cached_row_costs(model: &UNetModel, rows_per_step: usize) -> Result<Vec<R
         "measuring the decoder's cost per row at {rows_per_step} rows per step (once per machine, model and batch)"
     );
     let costs = fd_sched::decode::measure_row_costs(model, rows_per_step)?;
-    std::fs::create_dir_all(&dir).map_err(crate::error::io(&dir))?;
-    fd_model::io::write_json(&path, &Calibration { key, costs: costs.clone() })?;
+    // a cache that cannot be written (read-only home, two processes measuring at once) costs a
+    // measurement next time, nothing more: warn and go on
+    let saved = std::fs::create_dir_all(&dir)
+        .map_err(crate::error::io(&dir))
+        .and_then(|_| Ok(fd_model::io::write_json(&path, &Calibration { key, costs: costs.clone() })?));
+    if let Err(e) = saved {
+        log::warn!("decoder calibration not cached: {e}");
+    }
     Ok(costs)
 }
 

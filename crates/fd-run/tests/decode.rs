@@ -41,7 +41,15 @@ fn decode_choice_explicit_auto_and_cached_calibration() {
     assert_eq!(files.len(), 1, "{files:?}");
     let bytes = std::fs::read(&files[0]).unwrap();
     let again = decode_choice(&model, &plan, DecodeMode::Auto, 0, 4).unwrap();
-    assert_eq!(again, first);
+    // the same choice (costs read back from JSON may differ from the measured ones in the last bit)
+    assert_eq!(
+        (again.parallel, again.max_decoder_batch, &again.reason),
+        (first.parallel, first.max_decoder_batch, &first.reason)
+    );
+    assert_eq!(again.calibration.len(), first.calibration.len());
+    for (a, b) in again.calibration.iter().zip(&first.calibration) {
+        assert!(a.rows == b.rows && (a.ms_per_row - b.ms_per_row).abs() <= 1e-12 * b.ms_per_row, "{a:?} vs {b:?}");
+    }
     assert_eq!(std::fs::read(&files[0]).unwrap(), bytes, "a cached calibration is read, not redone");
     // another batch is another measurement
     let other = cached_row_costs(&model, 2).unwrap();
