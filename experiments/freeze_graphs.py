@@ -2,8 +2,8 @@
 
   python experiments/freeze_graphs.py MODEL_DIR [--save-weights]
 
-fd exports are saved frozen (torch.jit.freeze: weights become graph constants), which makes the
-default model's graphs about 20% faster on a CPU with bit-identical outputs. Exports made before
+fd exports are saved frozen (torch.jit.freeze: weights become graph constants; bit-identical
+outputs, speed within noise on a CPU, smaller files). Exports made before
 2026-12-01 were not; this converts one (fd_export.export.freeze_export) and updates manifest.json's
 SHA-256s. --save-weights first writes the UNet's diffusers state dict to unet_weights.safetensors
 (what experiments/bench_harness.py rebuilds the eager model from; a frozen graph has no state dict).

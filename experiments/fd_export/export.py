@@ -30,9 +30,9 @@ def freeze_and_save(traced, methods: Sequence[str], path: str) -> None:
     """Freeze a traced module (weights become constants of each method's graph, module attribute
     lookups disappear; `methods` stay callable) and save it via a temp file + rename.
 
-    Freezing changes no output bit (checked by tests/test_export.py) and makes the default
-    model's encoder and decoder graphs about 20% faster on a CPU (TorchScript's interpreter no
-    longer walks the module tree per call). Weights shared by several methods are stored once.
+    Freezing changes no output bit (checked by tests/test_export.py); on the default model its
+    speed gain is within noise on a CPU (experiments/bench_graph_variants.py) and the file is
+    smaller (weights shared by several methods are stored once).
     A frozen module has no state_dict: exports that Python must rebuild as an eager diffusers model
     keep the weights beside it (`save_weights`)."""
     frozen = torch.jit.freeze(traced.eval(), preserved_attrs=list(methods))
