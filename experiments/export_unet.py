@@ -1,6 +1,6 @@
 """Export the default model from a train_fmnist.py checkpoint into a model folder (split TorchScript
 graphs + manifest.json; see fd_export.graphs for the graphs and fd_export.export for the manifest).
-For Stable Diffusion folders use export_sd15.py.
+For Stable Diffusion folders use export_sd.py.
 
   python experiments/export_unet.py --checkpoint ~/.cache/fd/train/fmnist/checkpoint.pt --out models/fmnist
 """
@@ -19,7 +19,7 @@ def main() -> None:
     ap.add_argument("--with-full", action="store_true", help="also export the unsplit reference graph")
     args = ap.parse_args()
     if not args.checkpoint:
-        ap.error("--checkpoint is required (for Stable Diffusion folders use export_sd15.py)")
+        ap.error("--checkpoint is required (for Stable Diffusion folders use export_sd.py)")
     m = export_fmnist_checkpoint(args.checkpoint, args.out, with_full=args.with_full)
     print(json.dumps({k: m[k] for k in ("name", "graphs", "params")}, indent=2))
 

@@ -14,7 +14,7 @@ from diffusers import UNet2DConditionModel
 
 from fd_export import count_flops, n_params
 from fd_export.graphs import Decoder, Encoder, TimeEmbed
-from fd_export.sd15 import SD15_UNET
+from fd_export.sd import SD15_UNET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -1,6 +1,6 @@
 """Export a random-init model with Stable Diffusion 1.5's exact architecture (UNet, CLIP ViT-L/14
 text encoder, VAE, scheduler config, real CLIP BPE tokenizer) through the same code path as
-export_sd15.py. No weights: the samples are noise, but shapes, FLOPs and therefore timings are
+export_sd.py. No weights: the samples are noise, but shapes, FLOPs and therefore timings are
 SD-1.5's, so `fd bench` on it measures the paper's speed question on any GPU without a checkpoint.
 
   python experiments/make_sd15_random.py --out out/sd15-random --device cuda --dtype float16 \
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from fd_export.sd15 import SD15_UNET, export_sd15_parts
+from fd_export.sd import SD15_UNET, export_sd_parts
 
 
 # stable-diffusion-v1-5/text_encoder/config.json (CLIP ViT-L/14 text tower)
@@ -62,7 +62,7 @@ def main():
     unet = UNet2DConditionModel(**SD15_UNET)
     text = CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
     vae = AutoencoderKL(**SD15_VAE)
-    m = export_sd15_parts(unet, text, tok, vae, SD15_SCHEDULER, args.out, "sd15-architecture-random-init",
+    m = export_sd_parts(unet, text, tok, vae, SD15_SCHEDULER, args.out, "sd15-architecture-random-init",
                           args.device, args.dtype)
     print(json.dumps(dict(name=m["name"], dtype=m["dtype"], params=m["params"],
                           gflops={k: g["flops"] / 1e9 for k, g in m["graphs"].items()},

@@ -8,7 +8,8 @@ import it without path tricks.
   export     tracing + manifest.json (schema.SCHEMA_VERSION, the same number fd-model reads)
   reference  plain diffusers pipeline references written at export time
   fmnist     the default model's data, architecture, training schedule and checkpoint export
-  sd15       Stable Diffusion 1.x folders and the SD-1.5 architecture config
+  forms      which UNet2DConditionModel configs fd exports (the rest refused, field named)
+  sd         Stable Diffusion 1.x / 2.x / XL folders and the SD-1.5 architecture config
   clip       CLIP towers for CLIP score
   testing    tiny random-init models for test fixtures
 """

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from .flops import count_flops, n_params
-from .graphs import (AnalysisDecoder, Decoder, DeepDecoder, Encoder, Full, ShallowDecoder, ShallowEncoder,
-                     TimeEmbed, VaeDecode, shallow_skip_count)
+from .forms import unet_form
+from .graphs import (AnalysisDecoder, CondPrepare, ControlNetResiduals, Decoder, DeepDecoder, Encoder, Full, ShallowDecoder,
+                     ShallowEncoder, TimeEmbed, TimeEmbedExtra, VaeDecode, shallow_skip_count)
 from .schema import SCHEMA_VERSION
 
 def sha256(path: str) -> str:
@@ -89,7 +90,7 @@ def export_model(
     scheduler_config: dict,
     cond_encoder: nn.Module | None,
     cond_spec: dict,
-    cond_example: torch.Tensor | None = None,
+    cond_example: torch.Tensor | Sequence[torch.Tensor] | None = None,
     vae=None,
     vae_scaling_factor: float | None = None,
     extra_files: dict | None = None,
@@ -99,15 +100,34 @@ def export_model(
     with_full: bool = True,
     deepcache_branches: Sequence[int] = (0,),
     save_weights: bool = False,
+    family: str | None = None,
+    controlnet=None,
 ) -> dict:
     """Export `unet` (+ optional conditioning encoder and VAE decoder) into `out_dir`.
 
-    cond_spec: manifest "cond" entry (kind: class|text|embedding, seq_len, dim, ...).
-    cond_example: example input of cond_encoder at batch 1 (class ids [1] or token ids [1,77]).
+    cond_spec: manifest "cond" entry (kind: class|text|embedding, seq_len, dim = width of the raw
+    states the cond encoder gives, pooled_dim, tokenizer(s), ...); `dim` is rewritten to the width
+    the UNet's attention reads when the model projects its text states (encoder_hid_proj).
+    cond_example: example input(s) of cond_encoder at batch 1 (class ids [1], token ids [1,77], or
+    one token-id tensor per tokenizer).
+    controlnet: a diffusers ControlNetModel for this UNet, exported as the `controlnet` graph
+    (residuals added to the encoder features at key steps; the condition image is [B,3,H,W] in
+    [0, 1] at the pixel size).
+    family: what the manifest calls the model family (sd1, sd2, sdxl, ...; shown by `fd info`).
+    The UNet config is checked first (fd_export.forms.unet_form): an unsupported form is refused
+    with the config field named, before any file is written.
     save_weights: also write the UNet's diffusers state dict as unet_weights.safetensors (the
     graphs are frozen and hold no state dict; Python rebuilds the eager model from this file,
     e.g. experiments/bench_harness.py).
     """
+    form = unet_form(unet.config)  # refuses what fd cannot export, before anything is written
+    cond_spec = dict(cond_spec)
+    if form.prepare and cond_spec["dim"] != form.raw_dim:
+        raise ValueError(f"cond encoder gives states of width {cond_spec['dim']}, the UNet config expects "
+                         f"{form.raw_dim} (encoder_hid_dim / cross_attention_dim)")
+    if form.pooled_dim is not None and cond_spec.get("pooled_dim") != form.pooled_dim:
+        raise ValueError(f"UNet expects pooled text embeds of width {form.pooled_dim} (addition_embed_type "
+                         f"text_time), the cond encoder gives {cond_spec.get('pooled_dim')}")
     os.makedirs(out_dir, exist_ok=True)
     unet = unet.to(device=device, dtype=dtype).eval()
     cfg = unet.config
@@ -115,25 +135,49 @@ def export_model(
     g = torch.Generator().manual_seed(0)
     sample = torch.randn(1, cfg.in_channels, h, w, generator=g).to(device, dtype)
     timesteps = torch.tensor([500.0], device=device)
-    cond = torch.randn(1, cond_spec["seq_len"], cond_spec["dim"], generator=g).to(device, dtype)
-
-    te, enc, dec, full = TimeEmbed(unet), Encoder(unet), Decoder(unet), Full(unet)
+    raw = torch.randn(1, cond_spec["seq_len"], cond_spec["dim"], generator=g).to(device, dtype)
+    upscale = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
+    prepare_entry, added = None, []
+    if form.prepare:
+        prep = CondPrepare(unet, form)
+        if form.added_kind == "text_time":
+            # the pipeline's default micro-conditioning: original size = target size = the image
+            # size, crop (0, 0) (StableDiffusionXLPipeline._get_add_time_ids)
+            time_ids = [h * upscale, w * upscale, 0, 0, h * upscale, w * upscale]
+            added = [torch.randn(1, form.pooled_dim, generator=g).to(device, dtype),
+                     torch.tensor([time_ids], dtype=dtype, device=device)]
+        with torch.no_grad():
+            cond, extra = prep(raw, *added)
+        cond_spec["dim"] = int(cond.shape[-1])
+        prepare_entry = dict(inputs=["states"] + form.added_inputs, added=form.added_kind, raw_dim=form.raw_dim,
+                             extra_dim=int(extra.shape[-1]), projects_states=unet.encoder_hid_proj is not None)
+        if form.added_kind == "text_time":
+            prepare_entry["time_ids"] = time_ids
+        te = TimeEmbedExtra(unet)
+        te_inputs = [timesteps, extra]
+    else:
+        cond = raw
+        te = TimeEmbed(unet)
+        te_inputs = [timesteps]
+    enc, dec, full = Encoder(unet), Decoder(unet), Full(unet, form)
     with torch.no_grad():
-        emb = te(timesteps)
+        emb = te(*te_inputs)
         feats = enc(sample, emb, cond)
     graphs = {}
 
     # The UNet graphs are traced as methods of ONE TorchScript module (unet.pt), so the weights
     # they share are stored once; each method is its own traced graph.
     unet_parts: dict[str, tuple[nn.Module, list]] = {
-        "time_embed": (te, [timesteps]),
+        "time_embed": (te, te_inputs),
         "encoder": (enc, [sample, emb, cond]),
         "decoder": (dec, [feats[0], emb, cond, *feats[1:]]),
         # same weights, also returns the up-block outputs (fd-analysis); costs no extra file size
         "decoder_analysis": (AnalysisDecoder(unet), [feats[0], emb, cond, *feats[1:]]),
     }
-    if with_full:  # the unsplit reference graph, for parity checks
-        unet_parts["full"] = (full, [sample, timesteps, cond])
+    if form.prepare:
+        unet_parts["cond_prepare"] = (prep, [raw, *added])
+    if with_full:  # the unsplit reference graph (diffusers' forward on the raw inputs), for parity checks
+        unet_parts["full"] = (full, [sample, timesteps, raw, *added])
     deepcache = {}
     for b in deepcache_branches:
         if not 0 <= b < len(unet.up_blocks) - 1:
@@ -166,16 +210,41 @@ def export_model(
         cond_encoder = cond_encoder.to(device).eval()
         if dtype != torch.float32:
             cond_encoder = cond_encoder.to(dtype)
-        add("cond_encoder", cond_encoder, [cond_example.to(device)])
+        examples = [cond_example] if isinstance(cond_example, torch.Tensor) else list(cond_example)
+        add("cond_encoder", cond_encoder, [e.to(device) for e in examples])
         params["cond_encoder"] = n_params(cond_encoder)
     vae_entry = None
     if vae is not None:
-        vae = vae.to(device=device, dtype=dtype).eval()
+        # a VAE whose config asks for it (SDXL's `force_upcast`) decodes in float32, as the pipelines do
+        vae_dtype = torch.float32 if getattr(vae.config, "force_upcast", False) else dtype
+        vae = vae.to(device=device, dtype=vae_dtype).eval()
         vd = VaeDecode(vae)
-        add("vae_decoder", vd, [sample])
+        add("vae_decoder", vd, [sample.to(vae_dtype)])
         params["vae_decoder"] = n_params(vd)
         vae_entry = dict(scaling_factor=float(vae_scaling_factor), out_channels=int(vae.config.out_channels),
-                         upscale=2 ** (len(vae.config.block_out_channels) - 1))
+                         upscale=upscale, dtype=str(vae_dtype).replace("torch.", ""))
+    control_entry = None
+    if controlnet is not None:
+        ccfg = dict(controlnet.config)
+        if ccfg.get("addition_embed_type") is not None or ccfg.get("class_embed_type") is not None:
+            raise ValueError(f"ControlNet config `addition_embed_type` = {ccfg.get('addition_embed_type')!r} / "
+                             f"`class_embed_type` = {ccfg.get('class_embed_type')!r}: only ControlNets without added "
+                             "embeddings (the SD 1.x / 2.x form) are exported")
+        if form.prepare:
+            raise ValueError("ControlNet export is supported for UNets without added conditioning (SD 1.x / 2.x)")
+        controlnet = controlnet.to(device=device, dtype=dtype).eval()
+        cn = ControlNetResiduals(controlnet)
+        channels = int(ccfg.get("conditioning_channels", 3))
+        image = torch.rand(1, channels, h * upscale, w * upscale, generator=g).to(device, dtype)
+        with torch.no_grad():
+            res = cn(sample, timesteps, cond, image)
+        if [list(r.shape[1:]) for r in res] != [list(f.shape[1:]) for f in feats]:
+            raise ValueError("ControlNet residual shapes differ from the UNet's encoder features: "
+                             f"{[tuple(r.shape[1:]) for r in res]} vs {[tuple(f.shape[1:]) for f in feats]}")
+        add("controlnet", cn, [sample, timesteps, cond, image])
+        params["controlnet"] = n_params(cn)
+        control_entry = dict(channels=channels, size=[h * upscale, w * upscale],
+                             channel_order=ccfg.get("controlnet_conditioning_channel_order", "rgb"))
     weights = None
     if save_weights:
         weights = save_unet_weights(unet, os.path.join(out_dir, WEIGHTS_FILE))
@@ -188,6 +257,7 @@ def export_model(
     manifest = dict(
         schema_version=SCHEMA_VERSION,
         name=name,
+        family=family,
         in_channels=int(cfg.in_channels),
         out_channels=int(cfg.out_channels),
         sample_size=[int(h), int(w)],
@@ -195,6 +265,8 @@ def export_model(
         mid_shape=list(feats[0].shape[1:]),
         skip_shapes=[list(s.shape[1:]) for s in feats[1:]],
         cond=cond_spec,
+        prepare=prepare_entry,
+        control=control_entry,
         prediction_type=scheduler_config.get("prediction_type", "epsilon"),
         scheduler=scheduler_config,
         dtype=str(dtype).replace("torch.", ""),

@@ -1,10 +1,14 @@
 """Graph wrappers: each holds only the submodules its graph needs, so a graph file embeds only its
 part. They mirror UNet2DConditionModel.forward stage by stage (no class/aug embeddings, no ControlNet).
 
-  time_embed   timesteps [B] float32                    -> emb [B, E]
+  time_embed   timesteps [B] float32 [, extra [B, E]]   -> emb [B, E]  (extra: cond_prepare's, when the
+                                                            model has added conditioning)
+  cond_prepare states [B,L,Dr] [, pooled [B,P], time_ids [B,6]] -> (cond [B,L,D], extra [B,E])
+                                                            once per sample (SDXL text_time, IF text)
   encoder      sample [B,C,H,W], emb [B,E], cond [B,L,D] -> (mid, skip_0, ..., skip_{S-1})
   decoder      mid, emb, cond, skip_0..skip_{S-1}        -> model output [B,C_out,H,W]
-  full         sample, timesteps [B], cond               -> model output (reference, = diffusers forward)
+  full         sample, timesteps [B], states [, pooled, time_ids] -> model output (reference, = diffusers
+                                                            forward with added_cond_kwargs)
   cond_encoder class ids [B] int64 | token ids [B,77]    -> cond [B,L,D]          (optional)
   vae_decoder  latents [B,4,h,w] (already / scaling)     -> images [B,3,H,W] in [-1,1] (optional)
 
@@ -55,15 +59,57 @@ class TimestepProj(nn.Module):
 
 
 class TimeEmbed(nn.Module):
+    """timesteps -> emb: diffusers' time projection and embedding, then (models with added
+    conditioning) + the per-sample `extra` from cond_prepare, then `time_embed_act` — the order of
+    UNet2DConditionModel.forward."""
+
     def __init__(self, unet):
         super().__init__()
         self.time_proj = TimestepProj(unet.time_proj, unet.device)
         self.time_embedding = unet.time_embedding
+        self.act = unet.time_embed_act if unet.time_embed_act is not None else nn.Identity()
 
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
+        return self.act(self.embed(timesteps))
+
+    def embed(self, timesteps: torch.Tensor) -> torch.Tensor:
         # diffusers get_time_embed: time_proj in float32, cast to the model dtype
         t_emb = self.time_proj(timesteps.float()).to(self.time_embedding.linear_1.weight.dtype)
         return self.time_embedding(t_emb)
+
+
+class TimeEmbedExtra(TimeEmbed):
+    def forward(self, timesteps: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        return self.act(self.embed(timesteps) + extra)
+
+
+class CondPrepare(nn.Module):
+    """The per-sample conditioning of a UNet with added embeddings: diffusers' get_aug_embed
+    (SDXL `text_time`: pooled text embeds + projected time ids; IF `text`: attention-pooled text
+    states) and process_encoder_hidden_states (`encoder_hid_proj`). Returns (cond, extra): the
+    states the cross-attention reads and what the time embedding adds."""
+
+    def __init__(self, unet, form):
+        super().__init__()
+        self.kind = form.added_kind
+        self.add_embedding = unet.add_embedding
+        self.add_time_proj = TimestepProj(unet.add_time_proj, unet.device) if self.kind == "text_time" else None
+        self.encoder_hid_proj = unet.encoder_hid_proj
+        self.time_embed_dim = unet.time_embedding.linear_2.out_features
+
+    def forward(self, states, *added):
+        if self.kind == "text_time":
+            text_embeds, time_ids = added
+            time_embeds = self.add_time_proj(time_ids.flatten()).reshape((text_embeds.shape[0], -1))
+            add = torch.cat([text_embeds, time_embeds], dim=-1).to(self.add_embedding.linear_1.weight.dtype)
+            extra = self.add_embedding(add)
+        elif self.kind == "text":
+            extra = self.add_embedding(states)
+        else:
+            extra = states.new_zeros(states.shape[0], self.time_embed_dim)
+        if self.encoder_hid_proj is not None:
+            states = self.encoder_hid_proj(states)
+        return states, extra
 
 
 class Encoder(nn.Module):
@@ -85,7 +131,10 @@ class Encoder(nn.Module):
                 sample, res = block(hidden_states=sample, temb=emb)
             skips += res
         # 3. mid
-        sample = self.mid_block(sample, emb, encoder_hidden_states=cond)
+        if getattr(self.mid_block, "has_cross_attention", False):
+            sample = self.mid_block(sample, emb, encoder_hidden_states=cond)
+        else:
+            sample = self.mid_block(sample, emb)
         return (sample,) + skips
 
 
@@ -213,17 +262,43 @@ class ShallowDecoder(Decoder):
 
 
 class Full(nn.Module):
-    def __init__(self, unet):
+    """diffusers' own forward on the raw inputs (text states, and the added inputs the model has)."""
+
+    def __init__(self, unet, form=None):
         super().__init__()
         # diffusers' own forward, with the device-portable time projection (on a copy whose
         # submodule table is its own, so the caller's UNet is left as it was).
         unet = copy.copy(unet)
         unet._modules = dict(unet._modules)
         unet.time_proj = TimestepProj(unet.time_proj, unet.device)
+        if getattr(unet, "add_time_proj", None) is not None:
+            unet.add_time_proj = TimestepProj(unet.add_time_proj, unet.device)
         self.unet = unet
+        self.text_time = form is not None and form.added_kind == "text_time"
 
-    def forward(self, sample, timesteps, cond):
-        return self.unet(sample, timesteps, encoder_hidden_states=cond, return_dict=False)[0]
+    def forward(self, sample, timesteps, cond, *added):
+        kw = {}
+        if self.text_time:
+            kw = dict(text_embeds=added[0], time_ids=added[1])
+        return self.unet(sample, timesteps, encoder_hidden_states=cond, added_cond_kwargs=kw, return_dict=False)[0]
+
+
+class ControlNetResiduals(nn.Module):
+    """diffusers ControlNetModel: (scaled model input, timesteps, text states, condition image in
+    [0, 1]) -> (mid residual, skip residuals...) at conditioning scale 1, in the order of the
+    encoder's outputs (the caller scales them and adds them to the encoder features)."""
+
+    def __init__(self, controlnet):
+        super().__init__()
+        cn = copy.copy(controlnet)
+        cn._modules = dict(cn._modules)
+        cn.time_proj = TimestepProj(cn.time_proj, cn.device)
+        self.cn = cn
+
+    def forward(self, sample, timesteps, cond, image):
+        down, mid = self.cn(sample, timesteps, encoder_hidden_states=cond, controlnet_cond=image,
+                            conditioning_scale=1.0, return_dict=False)
+        return (mid,) + tuple(down)
 
 
 class VaeDecode(nn.Module):

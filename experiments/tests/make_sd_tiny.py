@@ -1,6 +1,6 @@
 """Build a tiny random-init Stable-Diffusion-shaped checkpoint (the real classes built from config
 dicts: UNet2DConditionModel, CLIPTextModel, AutoencoderKL, the real CLIP BPE vocabulary shipped in
-PyPI package open_clip_torch), export it with export_sd15.py, and store Python reference outputs.
+PyPI package open_clip_torch), export it with export_sd.py, and store Python reference outputs.
 
   python experiments/tests/make_sd_tiny.py target/fixtures/sd-tiny
 
@@ -106,14 +106,15 @@ def build_checkpoint(ckpt: str) -> None:
     build_clip_tokenizer(os.path.join(ckpt, "tokenizer"))
 
 
-def build_clip_tokenizer(dst: str):
-    """SD 1.x's CLIPTokenizer (the real CLIP BPE vocabulary, pad = EOS, 77 tokens), saved to `dst`."""
+def build_clip_tokenizer(dst: str, pad_token: str = "<|endoftext|>"):
+    """SD's CLIPTokenizer (the real CLIP BPE vocabulary, 77 tokens; pad = EOS as SD 1.x, or "!"
+    as SDXL's tokenizer_2), saved to `dst`."""
     from transformers import CLIPTokenizer
 
     vocab_dir = dst + "_vocab"
     write_clip_vocab(vocab_dir)
     tok = CLIPTokenizer(os.path.join(vocab_dir, "vocab.json"), os.path.join(vocab_dir, "merges.txt"),
-                        pad_token="<|endoftext|>", model_max_length=77)
+                        pad_token=pad_token, model_max_length=77)
     tok.save_pretrained(dst)
     shutil.rmtree(vocab_dir)
     return tok
@@ -131,9 +132,9 @@ def main(out: str) -> None:
     shutil.rmtree(out, ignore_errors=True)
     ckpt, model = os.path.join(out, "checkpoint"), os.path.join(out, "model")
     build_checkpoint(ckpt)
-    from fd_export.sd15 import export_sd15
+    from fd_export.sd import export_sd
 
-    export_sd15(ckpt, model, "cpu", "float32", name="sd-tiny")
+    export_sd(ckpt, model, "cpu", "float32", name="sd-tiny")
 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import save_file

@@ -102,6 +102,14 @@ pub struct SamplingFlags {
     /// models; class-conditioned ones cycle their classes).
     #[arg(long)]
     pub prompts: Option<PathBuf>,
+    /// ControlNet condition image (PNG), or a folder of them (sorted by name, cycled over the
+    /// samples as the prompts are); needed by models exported with a ControlNet. Each must have
+    /// the model's pixel size (no resize) and 1 or 3 channels.
+    #[arg(long, value_name = "IMAGE_OR_DIR")]
+    pub control: Option<PathBuf>,
+    /// ControlNet conditioning scale (diffusers' controlnet_conditioning_scale).
+    #[arg(long, default_value_t = 1.0)]
+    pub control_scale: f64,
     /// Base seed; sample i uses seed + i.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -181,7 +189,14 @@ impl SamplingFlags {
             },
             guidance: self.cfg.unwrap_or(default_cfg),
             calibration_n: plan.map_or(d.calibration_n, |p| p.calibration_n),
+            control_scale: self.control_scale,
         }
+    }
+
+    /// The conditions of `n` samples: prompts / classes cycled, paired with `--control` images.
+    pub fn conditions(&self, model: &fd_model::UNetModel, n: usize) -> fd_run::Result<Vec<fd_model::Condition>> {
+        let conds = fd_run::spec::cycle_conditions(model, self.prompts.as_deref(), self.classes.as_deref(), n)?;
+        fd_run::spec::with_control(model, conds, self.control.as_deref())
     }
 }
 

@@ -19,10 +19,10 @@ pub mod manifest;
 mod model;
 pub mod prompt;
 
-pub use cond::Condition;
+pub use cond::{Cond, Condition, ControlImage};
 pub use device::parse_device;
 pub use error::{Error, Result};
-pub use manifest::{CondKind, CondSpec, GraphEntry, Manifest, SCHEMA_VERSION};
+pub use manifest::{CondKind, CondSpec, ControlSpec, GraphEntry, Manifest, PrepareSpec, UncondRule, SCHEMA_VERSION};
 pub use model::{summarize_torch_error, EncoderFeatures, LoadOptions, UNetModel};
 pub use prompt::PromptTokenizer;
 pub use tch;

@@ -7,9 +7,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// The manifest schema this build reads and `fd_export` writes (`experiments/fd_export/schema.py`;
-/// `experiments/tests/test_export.py` fails if the two numbers differ).
-pub const SCHEMA_VERSION: u32 = 1;
+/// The manifest schema `fd_export` writes (`experiments/fd_export/schema.py`;
+/// `experiments/tests/test_export.py` fails if the two numbers differ). This build also reads
+/// version 1 (written before 2026-12-02: no `family`, `prepare`, `cond.tokenizer_2`, `vae.dtype`),
+/// which means the same as version 2 without them.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Oldest schema version this build reads.
+pub const MIN_SCHEMA_VERSION: u32 = 1;
 
 /// Graphs every model must have.
 pub const REQUIRED_GRAPHS: [&str; 3] = ["time_embed", "encoder", "decoder"];
@@ -18,6 +23,9 @@ pub const REQUIRED_GRAPHS: [&str; 3] = ["time_embed", "encoder", "decoder"];
 pub struct Manifest {
     pub schema_version: u32,
     pub name: String,
+    /// Model family the exporter recognised (`sd1`, `sd2`, `sdxl`, `fmnist`, ...); informational.
+    #[serde(default)]
+    pub family: Option<String>,
     pub in_channels: i64,
     pub out_channels: i64,
     /// [H, W] of the UNet input (latent size for latent models).
@@ -28,6 +36,14 @@ pub struct Manifest {
     /// Per-sample shapes [C, H, W] of the skip tensors, in down-path order (conv_in first).
     pub skip_shapes: Vec<Vec<i64>>,
     pub cond: CondSpec,
+    /// Added conditioning computed once per sample by the `cond_prepare` graph (SDXL's pooled
+    /// text embeds + time ids, IF's text embedding / state projection). None: the text states go
+    /// to the UNet as they are and the time embedding takes timesteps only.
+    #[serde(default)]
+    pub prepare: Option<PrepareSpec>,
+    /// The model's ControlNet (the `controlnet` graph), if it was exported with one.
+    #[serde(default)]
+    pub control: Option<ControlSpec>,
     /// `epsilon`, `v_prediction` or `sample`.
     pub prediction_type: String,
     /// The diffusers scheduler config (num_train_timesteps, beta_schedule, ...), kept verbatim.
@@ -89,6 +105,67 @@ pub struct CondSpec {
     pub class_names: Option<Vec<String>>,
     #[serde(default)]
     pub tokenizer: Option<TokenizerSpec>,
+    /// The second tokenizer of a two-encoder model (SDXL); `cond_encoder` then takes both id
+    /// tensors.
+    #[serde(default)]
+    pub tokenizer_2: Option<TokenizerSpec>,
+    /// Width of the pooled text embedding `cond_encoder` also returns (SDXL), else None.
+    #[serde(default)]
+    pub pooled_dim: Option<i64>,
+    /// What the unconditional branch of classifier-free guidance is. Default: the empty prompt
+    /// (text models) / the null class (class models).
+    #[serde(default)]
+    pub uncond: UncondRule,
+}
+
+/// The unconditional input of classifier-free guidance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UncondRule {
+    /// The empty prompt through the text encoder(s) (SD 1.x / 2.x pipelines), or the null class.
+    #[default]
+    EmptyPrompt,
+    /// Zero text states and zero pooled embeds (SDXL's `force_zeros_for_empty_prompt`).
+    Zeros,
+}
+
+/// A ControlNet's condition image: `controlnet(sample, timesteps, states, image [B,C,H,W] in
+/// [0,1]) -> (mid residual, skip residuals...)`, shaped like the encoder features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlSpec {
+    /// Image channels (3 for every published SD ControlNet).
+    pub channels: i64,
+    /// [H, W] in pixels (the model's image size).
+    pub size: [i64; 2],
+    /// `rgb` or `bgr` (diffusers' `controlnet_conditioning_channel_order`).
+    #[serde(default = "rgb")]
+    pub channel_order: String,
+}
+
+fn rgb() -> String {
+    "rgb".into()
+}
+
+/// Inputs and outputs of the `cond_prepare` graph:
+/// `(states [B,L,raw_dim], pooled [B,P]?, time_ids [B,6]?) -> (cond [B,L,D], extra [B,E])`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrepareSpec {
+    /// Inputs in call order: `states`, then `pooled` and `time_ids` for SDXL (`text_time`).
+    pub inputs: Vec<String>,
+    /// diffusers' `addition_embed_type` (`text_time`, `text`) or None (projection only).
+    #[serde(default)]
+    pub added: Option<String>,
+    /// Width of the text states the cond encoder gives.
+    pub raw_dim: i64,
+    /// Width of `extra`, added to the time embedding (= time_embed_dim).
+    pub extra_dim: i64,
+    /// The states are projected for attention (`encoder_hid_proj`).
+    #[serde(default)]
+    pub projects_states: bool,
+    /// SDXL micro-conditioning: original size (h, w), crop top-left (y, x), target size (h, w)
+    /// in pixels; the pipeline's defaults (image size, no crop) at export.
+    #[serde(default)]
+    pub time_ids: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +192,18 @@ pub struct VaeSpec {
     pub out_channels: i64,
     /// Pixel size / latent size.
     pub upscale: i64,
+    /// dtype of the VAE graph when it differs from the UNet's (`float32` for a VAE whose config
+    /// says `force_upcast`, SDXL). None: the model's dtype.
+    #[serde(default)]
+    pub dtype: Option<String>,
+}
+
+fn kind_of(dtype: &str) -> tch::Kind {
+    match dtype {
+        "float16" => tch::Kind::Half,
+        "bfloat16" => tch::Kind::BFloat16,
+        _ => tch::Kind::Float,
+    }
 }
 
 fn forward() -> String {
@@ -132,7 +221,7 @@ impl Manifest {
             .get("schema_version")
             .and_then(|v| v.as_u64())
             .ok_or_else(|| bad("missing integer field `schema_version`".into()))?;
-        if found != u64::from(SCHEMA_VERSION) {
+        if !(u64::from(MIN_SCHEMA_VERSION)..=u64::from(SCHEMA_VERSION)).contains(&found) {
             return Err(Error::SchemaVersion { path, found: found as u32, expected: SCHEMA_VERSION });
         }
         let m: Manifest = serde_json::from_value(raw).map_err(|e| bad(e.to_string()))?;
@@ -182,6 +271,50 @@ impl Manifest {
             }
             CondKind::Embedding => {}
         }
+        if self.cond.kind != CondKind::Text && (self.cond.tokenizer_2.is_some() || self.cond.pooled_dim.is_some()) {
+            return Err("cond.tokenizer_2 / cond.pooled_dim need cond.kind=text".into());
+        }
+        if let Some(p) = &self.prepare {
+            if !self.graphs.contains_key("cond_prepare") {
+                return Err("`prepare` needs a `cond_prepare` graph".into());
+            }
+            if p.inputs.first().map(String::as_str) != Some("states") {
+                return Err(format!("prepare.inputs must start with `states`, got {:?}", p.inputs));
+            }
+            for i in &p.inputs[1..] {
+                match i.as_str() {
+                    "pooled" if self.cond.pooled_dim.is_none() => {
+                        return Err("prepare input `pooled` needs cond.pooled_dim (a pooled text embedding)".into())
+                    }
+                    "time_ids" if p.time_ids.as_ref().is_none_or(|t| t.len() != 6) => {
+                        return Err("prepare input `time_ids` needs prepare.time_ids with 6 values".into())
+                    }
+                    "pooled" | "time_ids" => {}
+                    other => {
+                        return Err(format!("prepare input `{other}` unknown (expected states, pooled, time_ids)"))
+                    }
+                }
+            }
+            if p.extra_dim != self.time_embed_dim {
+                return Err(format!(
+                    "prepare.extra_dim {} differs from time_embed_dim {}",
+                    p.extra_dim, self.time_embed_dim
+                ));
+            }
+        } else if self.graphs.contains_key("cond_prepare") {
+            return Err("graph `cond_prepare` listed without a `prepare` entry".into());
+        }
+        if self.control.is_some() != self.graphs.contains_key("controlnet") {
+            return Err("`control` and the `controlnet` graph must be given together".into());
+        }
+        if let Some(c) = &self.control {
+            if !matches!(c.channels, 1 | 3) || c.size.iter().any(|&d| !(1..=1 << 16).contains(&d)) {
+                return Err(format!("control: channels {} / size {:?} out of range", c.channels, c.size));
+            }
+            if self.cond.kind != CondKind::Text {
+                return Err("control needs cond.kind=text".into());
+            }
+        }
         for (b, spec) in &self.deepcache {
             for part in ["shallow_encoder", "deep_decoder", "shallow_decoder"] {
                 if !self.graphs.contains_key(&format!("deepcache{b}_{part}")) {
@@ -208,6 +341,9 @@ impl Manifest {
         }
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if let Some(v) = &self.vae {
+            if let Some(d) = v.dtype.as_deref().filter(|d| !matches!(*d, "float32" | "float16" | "bfloat16")) {
+                return Err(format!("vae.dtype `{d}` not one of float32, float16, bfloat16"));
+            }
             if !positive(v.scaling_factor) || v.upscale < 1 || !(1..=4).contains(&v.out_channels) {
                 return Err(format!(
                     "vae: scaling_factor {} / upscale {} / out_channels {} out of range",
@@ -238,11 +374,78 @@ impl Manifest {
     }
 
     pub fn tch_kind(&self) -> tch::Kind {
-        match self.dtype.as_str() {
-            "float16" => tch::Kind::Half,
-            "bfloat16" => tch::Kind::BFloat16,
-            _ => tch::Kind::Float,
+        kind_of(&self.dtype)
+    }
+
+    /// The kind the VAE decoder graph takes (its own dtype when the export upcast it).
+    pub fn vae_kind(&self) -> tch::Kind {
+        self.vae.as_ref().and_then(|v| v.dtype.as_deref()).map_or_else(|| self.tch_kind(), kind_of)
+    }
+
+    /// What running this model needs, one line each (shown by `fd info`).
+    pub fn needs(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let c = &self.cond;
+        let cond = match c.kind {
+            CondKind::Class => {
+                format!("class ids 0..{} (null id {})", c.num_classes.unwrap_or(0), c.null_id.unwrap_or(0))
+            }
+            CondKind::Text => {
+                let n = 1 + usize::from(c.tokenizer_2.is_some());
+                let pooled = c.pooled_dim.map_or(String::new(), |p| format!(" + pooled [{p}]"));
+                format!(
+                    "prompts: {n} tokenizer(s) + text encoder(s) in `cond_encoder` -> states [{}, {}]{pooled}",
+                    c.seq_len, c.dim
+                )
+            }
+            CondKind::Embedding => format!("raw embeddings [{}, {}] (library API only)", c.seq_len, c.dim),
+        };
+        out.push(("conditioning".into(), cond));
+        let uncond = match (c.kind, c.uncond) {
+            (CondKind::Class, _) => "the null class",
+            (_, UncondRule::EmptyPrompt) => "the empty prompt",
+            (_, UncondRule::Zeros) => "zero states and pooled embeds (force_zeros_for_empty_prompt)",
+        };
+        out.push(("unconditional (CFG)".into(), uncond.into()));
+        let added = match &self.prepare {
+            None => "none".to_string(),
+            Some(p) => {
+                let mut s =
+                    format!("`cond_prepare` once per sample: {}", p.added.as_deref().unwrap_or("projection only"));
+                if let Some(t) = &p.time_ids {
+                    s += &format!(", time_ids {t:?}");
+                }
+                if p.projects_states {
+                    s += &format!(", states projected {} -> {}", p.raw_dim, c.dim);
+                }
+                s
+            }
+        };
+        out.push(("added conditioning".into(), added));
+        if let Some(c) = &self.control {
+            out.push((
+                "control".into(),
+                format!(
+                    "ControlNet (`controlnet` graph): one {}x{} image per sample, {} channel(s), {}, values in [0, 1]",
+                    c.size[0], c.size[1], c.channels, c.channel_order
+                ),
+            ));
         }
+        out.push(("output".into(), format!("{} ({} channels)", self.prediction_type, self.out_channels)));
+        let space = match &self.vae {
+            Some(v) => format!(
+                "latent {}x{}x{} -> VAE decoder (x{}, scaling {}{})",
+                self.in_channels,
+                self.sample_size[0],
+                self.sample_size[1],
+                v.upscale,
+                v.scaling_factor,
+                v.dtype.as_deref().map_or(String::new(), |d| format!(", {d}"))
+            ),
+            None => format!("pixel {}x{}x{}", self.in_channels, self.sample_size[0], self.sample_size[1]),
+        };
+        out.push(("space".into(), space));
+        out
     }
 
     /// Number of training timesteps from the scheduler config (default 1000, as diffusers; checked

@@ -7,7 +7,8 @@ use std::rc::Rc;
 
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
-use crate::manifest::{CondKind, Manifest};
+use crate::cond::Cond;
+use crate::manifest::{CondKind, Manifest, UncondRule};
 use crate::prompt::PromptTokenizer;
 use crate::{Error, Result};
 
@@ -74,6 +75,15 @@ impl EncoderFeatures {
         let n = parts.first().map_or(0, |p| p.skips.len());
         let skips = (0..n).map(|i| Tensor::cat(&parts.iter().map(|p| &p.skips[i]).collect::<Vec<_>>(), 0)).collect();
         Self { mid: Tensor::cat(&mids, 0), skips }
+    }
+
+    /// `self + scale * other`, tensor by tensor (ControlNet residuals added to the features).
+    pub fn add_scaled(&self, other: &EncoderFeatures, scale: f64) -> Self {
+        let add = |a: &Tensor, b: &Tensor| a + b.to_kind(a.kind()) * scale;
+        Self {
+            mid: add(&self.mid, &other.mid),
+            skips: self.skips.iter().zip(&other.skips).map(|(a, b)| add(a, b)).collect(),
+        }
     }
 
     /// All tensors, mid first, then skips in down-path order.
@@ -210,7 +220,8 @@ pub struct UNetModel {
     pub device: Device,
     /// Graphs are called one batch row at a time ([`LoadOptions::row_by_row`]).
     pub row_by_row: bool,
-    /// SHA-256 of the tokenizer file of a text-conditioned model (part of a run's identity).
+    /// SHA-256 of the tokenizer file of a text-conditioned model (part of a run's identity); a
+    /// two-tokenizer model's is both hashes joined by `+`.
     pub tokenizer_sha256: Option<String>,
     kind: Kind,
     time_embed: Graph,
@@ -219,9 +230,12 @@ pub struct UNetModel {
     decoder_analysis: Option<Graph>,
     full: Option<Graph>,
     cond_encoder: Option<Graph>,
+    cond_prepare: Option<Graph>,
+    controlnet: Option<Graph>,
     vae_decoder: Option<Graph>,
     deepcache: BTreeMap<usize, DeepCacheGraphs>,
     tokenizer: Option<PromptTokenizer>,
+    tokenizer_2: Option<PromptTokenizer>,
 }
 
 /// The three graphs of one DeepCache branch.
@@ -285,12 +299,16 @@ impl UNetModel {
             Ok(Graph { module: m, name: graph.into(), path, method: entry.method.clone(), row_by_row: opts.row_by_row })
         };
         let optional = |graph: &str| manifest.graphs.contains_key(graph).then(|| load(graph)).transpose();
-        let (tokenizer, tokenizer_sha256) = match &manifest.cond.tokenizer {
-            Some(spec) => {
-                let path = dir.join(&spec.file);
-                (Some(PromptTokenizer::load(&path, spec)?), Some(crate::io::file_sha256(&path)?))
-            }
-            None => (None, None),
+        let load_tokenizer = |spec: Option<&crate::manifest::TokenizerSpec>| -> Result<_> {
+            let Some(spec) = spec else { return Ok((None, None)) };
+            let path = dir.join(&spec.file);
+            Ok((Some(PromptTokenizer::load(&path, spec)?), Some(crate::io::file_sha256(&path)?)))
+        };
+        let (tokenizer, sha_1) = load_tokenizer(manifest.cond.tokenizer.as_ref())?;
+        let (tokenizer_2, sha_2) = load_tokenizer(manifest.cond.tokenizer_2.as_ref())?;
+        let tokenizer_sha256 = match (sha_1, sha_2) {
+            (Some(a), Some(b)) => Some(format!("{a}+{b}")),
+            (a, _) => a,
         };
         let mut deepcache = BTreeMap::new();
         for (b, spec) in &manifest.deepcache {
@@ -317,8 +335,11 @@ impl UNetModel {
             decoder_analysis: optional("decoder_analysis")?,
             full: if opts.load_full { optional("full")? } else { None },
             cond_encoder: optional("cond_encoder")?,
+            cond_prepare: optional("cond_prepare")?,
+            controlnet: optional("controlnet")?,
             vae_decoder: optional("vae_decoder")?,
             tokenizer,
+            tokenizer_2,
             tokenizer_sha256,
             device: opts.device,
             row_by_row: opts.row_by_row,
@@ -368,10 +389,31 @@ impl UNetModel {
     }
 
     /// Timesteps [B] (any numeric kind; fractional values allowed) -> time embedding [B, E].
-    pub fn time_embed(&self, timesteps: &Tensor) -> Result<Tensor> {
+    /// `extra` ([B, E], [`Cond::extra`]) is required by models with added conditioning (SDXL, IF)
+    /// and refused by the others.
+    pub fn time_embed(&self, timesteps: &Tensor, extra: Option<&Tensor>) -> Result<Tensor> {
         self.check("timesteps", timesteps, &[None])?;
         let t = timesteps.to_device(self.device).to_kind(Kind::Float);
-        tch::no_grad(|| self.time_embed.forward_ts(&[t]))
+        match (extra, &self.manifest.prepare) {
+            (None, None) => tch::no_grad(|| self.time_embed.forward_ts(&[t])),
+            (Some(e), Some(_)) => {
+                self.check(
+                    "added time embedding (cond extra)",
+                    e,
+                    &[Some(t.size()[0]), Some(self.manifest.time_embed_dim)],
+                )?;
+                tch::no_grad(|| self.time_embed.forward_ts(&[t, self.input(e)]))
+            }
+            (None, Some(p)) => Err(Error::Cond(format!(
+                "model `{}` adds per-sample conditioning ({}) to its time embedding: pass the Cond's `extra`",
+                self.manifest.name,
+                p.added.as_deref().unwrap_or("projection")
+            ))),
+            (Some(_), None) => Err(Error::Cond(format!(
+                "model `{}` has no added conditioning; `extra` must be None",
+                self.manifest.name
+            ))),
+        }
     }
 
     /// The paper's encoder E: sample [B,C,H,W], emb [B,E], cond [B,L,D] -> features.
@@ -483,23 +525,119 @@ impl UNetModel {
     }
 
     /// `decode(encode(x))` with the time embedding of `timesteps`: one full UNet evaluation.
-    pub fn forward(&self, sample: &Tensor, timesteps: &Tensor, cond: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, sample: &Tensor, timesteps: &Tensor, cond: &Cond) -> Result<Tensor> {
         self.check_batch("timesteps", timesteps, sample.size().first().copied().unwrap_or(-1))?;
-        let emb = self.time_embed(timesteps)?;
-        let feats = self.encode(sample, &emb, cond)?;
-        self.decode(&feats, &emb, cond)
+        let emb = self.time_embed(timesteps, cond.extra.as_ref())?;
+        let feats = self.encode(sample, &emb, &cond.states)?;
+        self.decode(&feats, &emb, &cond.states)
     }
 
-    /// The unsplit reference graph (needs `LoadOptions::load_full`).
-    pub fn forward_full(&self, sample: &Tensor, timesteps: &Tensor, cond: &Tensor) -> Result<Tensor> {
+    /// The unsplit reference graph (needs `LoadOptions::load_full`): diffusers' forward on the
+    /// raw text states and the model's added inputs (`prepare.inputs` after `states`).
+    pub fn forward_full(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        states: &Tensor,
+        added: &[Tensor],
+    ) -> Result<Tensor> {
         let full = self.full.as_ref().ok_or_else(|| Error::NoSuchGraph {
             model: self.manifest.name.clone(),
             graph: "full".into(),
             why: "load with LoadOptions { load_full: true, .. }",
         })?;
         let t = timesteps.to_device(self.device).to_kind(Kind::Float);
-        let out = tch::no_grad(|| full.forward_ts(&[self.input(sample), t, self.input(cond)]))?;
+        let mut inputs = vec![self.input(sample), t, self.input(states)];
+        inputs.extend(added.iter().map(|a| self.input(a)));
+        let out = tch::no_grad(|| full.forward_ts(&inputs))?;
         Ok(out.to_kind(Kind::Float))
+    }
+
+    /// Whether the model has a ControlNet (its `controlnet` graph).
+    pub fn has_controlnet(&self) -> bool {
+        self.controlnet.is_some()
+    }
+
+    /// The ControlNet's residuals at conditioning scale 1 for the UNet input `sample` at
+    /// `timesteps`, with `cond`'s states and condition images; shaped like the encoder features
+    /// (the executor scales them and adds them before the features are cached).
+    pub fn controlnet(&self, sample: &Tensor, timesteps: &Tensor, cond: &Cond) -> Result<EncoderFeatures> {
+        let g = self.controlnet.as_ref().ok_or_else(|| Error::NoSuchGraph {
+            model: self.manifest.name.clone(),
+            graph: "controlnet".into(),
+            why: "export the model with experiments/export_sd.py --controlnet DIR",
+        })?;
+        let spec = self.manifest.control.as_ref().expect("validated: control with the controlnet graph");
+        let image = cond.control.as_ref().ok_or_else(|| {
+            Error::Cond(format!("model `{}` has a ControlNet: a condition image is required", self.manifest.name))
+        })?;
+        let b = sample.size()[0];
+        self.check("control image", image, &[Some(b), Some(spec.channels), Some(spec.size[0]), Some(spec.size[1])])?;
+        self.check_cond(&cond.states, b)?;
+        let t = timesteps.to_device(self.device).to_kind(Kind::Float);
+        let out = tch::no_grad(|| {
+            g.forward_is(&[
+                IValue::Tensor(self.input(sample)),
+                IValue::Tensor(t),
+                IValue::Tensor(self.input(&cond.states)),
+                IValue::Tensor(self.input(image)),
+            ])
+        })?;
+        let IValue::Tuple(items) = out else {
+            return Err(Error::Cond("controlnet must return (mid, skips...)".into()));
+        };
+        let mut ts = items.into_iter().filter_map(|v| if let IValue::Tensor(t) = v { Some(t) } else { None });
+        let mid = ts.next().ok_or_else(|| Error::Cond("controlnet returned nothing".into()))?;
+        let feats = EncoderFeatures { mid, skips: ts.collect() };
+        self.check_features(&feats)?;
+        Ok(feats)
+    }
+
+    /// Raw text states [B, L, raw] (+ pooled [B, P] for SDXL) -> the prepared [`Cond`]: through
+    /// `cond_prepare` (SDXL: with the manifest's time ids) where the model has one.
+    pub fn prepare(&self, states: Tensor, pooled: Option<Tensor>) -> Result<Cond> {
+        let Some(spec) = &self.manifest.prepare else {
+            return Ok(Cond::from(states));
+        };
+        let g = self.cond_prepare.as_ref().ok_or_else(|| Error::NoSuchGraph {
+            model: self.manifest.name.clone(),
+            graph: "cond_prepare".into(),
+            why: "the manifest lists `prepare`",
+        })?;
+        let b = states.size()[0];
+        self.check("text states", &states, &[Some(b), Some(self.manifest.cond.seq_len), Some(spec.raw_dim)])?;
+        let mut inputs = vec![IValue::Tensor(self.input(&states))];
+        for name in &spec.inputs[1..] {
+            let t = match name.as_str() {
+                "pooled" => {
+                    let p = pooled.as_ref().ok_or_else(|| {
+                        Error::Cond(format!(
+                            "model `{}` needs pooled text embeds (cond_encoder gave none)",
+                            self.manifest.name
+                        ))
+                    })?;
+                    self.check("pooled text embeds", p, &[Some(b), self.manifest.cond.pooled_dim])?;
+                    self.input(p)
+                }
+                "time_ids" => {
+                    let ids: Vec<f32> = spec.time_ids.iter().flatten().map(|&v| v as f32).collect();
+                    self.input(&Tensor::from_slice(&ids).view([1, -1]).repeat([b, 1]))
+                }
+                other => return Err(Error::Cond(format!("unknown prepare input `{other}`"))),
+            };
+            inputs.push(IValue::Tensor(t));
+        }
+        let out = tch::no_grad(|| g.forward_is(&inputs))?;
+        match out {
+            IValue::Tuple(mut v) if v.len() == 2 => {
+                let (IValue::Tensor(extra), IValue::Tensor(states)) = (v.pop().unwrap(), v.pop().unwrap()) else {
+                    return Err(Error::Cond("cond_prepare returned non-tensors".into()));
+                };
+                self.check_cond(&states, b)?;
+                Ok(Cond { states, extra: Some(extra), control: None })
+            }
+            _ => Err(Error::Cond("cond_prepare must return (states, extra)".into())),
+        }
     }
 
     /// DeepCache branch ids this model was exported with.
@@ -626,25 +764,55 @@ impl UNetModel {
         }
     }
 
-    /// Prompts -> token ids (tokenizer.json) -> text encoder -> cond [B, 77, D].
-    pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Tensor> {
+    /// Prompts -> token ids (tokenizer.json, + tokenizer_2.json for SDXL) -> text encoder(s)
+    /// -> raw states [B, 77, D] (+ pooled [B, P]), as the diffusers pipeline encodes them.
+    pub fn encode_prompts_raw(&self, prompts: &[&str]) -> Result<(Tensor, Option<Tensor>)> {
         let tok = self.tokenizer.as_ref().ok_or_else(|| {
             Error::Cond(format!("model `{}` is not text-conditioned (no tokenizer)", self.manifest.name))
         })?;
-        let ids = tok.encode_batch(prompts)?.to_device(self.device);
+        let mut ids = vec![IValue::Tensor(tok.encode_batch(prompts)?.to_device(self.device))];
+        if let Some(tok_2) = &self.tokenizer_2 {
+            ids.push(IValue::Tensor(tok_2.encode_batch(prompts)?.to_device(self.device)));
+        }
         let enc = self.cond_encoder()?;
-        tch::no_grad(|| enc.forward_ts(&[ids]))
+        let out = tch::no_grad(|| enc.forward_is(&ids))?;
+        let bad = |found: &str| Error::Shape {
+            what: format!("cond_encoder output (model `{}`)", self.manifest.name),
+            expected: if self.manifest.cond.pooled_dim.is_some() { "(states, pooled)" } else { "states" }.into(),
+            found: found.into(),
+        };
+        match (out, self.manifest.cond.pooled_dim) {
+            (IValue::Tensor(t), None) => Ok((t, None)),
+            (IValue::Tuple(mut v), Some(_)) if v.len() == 2 => match (v.pop().unwrap(), v.pop().unwrap()) {
+                (IValue::Tensor(pooled), IValue::Tensor(states)) => Ok((states, Some(pooled))),
+                _ => Err(bad("non-tensors")),
+            },
+            (IValue::Tensor(_), Some(_)) => Err(bad("one tensor")),
+            _ => Err(bad("another value")),
+        }
     }
 
-    /// The unconditional cond for a batch of `n` (null class, or the empty prompt).
-    pub fn uncond(&self, n: usize) -> Result<Tensor> {
-        match self.manifest.cond.kind {
-            CondKind::Class => self.encode_classes(&vec![self.manifest.cond.null_id.unwrap_or(0); n]),
-            CondKind::Text => self.encode_prompts(&vec![""; n]),
-            CondKind::Embedding => Ok(Tensor::zeros(
-                [n as i64, self.manifest.cond.seq_len, self.manifest.cond.dim],
-                (self.kind, self.device),
-            )),
+    /// Prompts -> the prepared [`Cond`] ([`UNetModel::encode_prompts_raw`], then
+    /// [`UNetModel::prepare`]).
+    pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Cond> {
+        let (states, pooled) = self.encode_prompts_raw(prompts)?;
+        self.prepare(states, pooled)
+    }
+
+    /// The unconditional cond for a batch of `n`: null class, the empty prompt, or zero states
+    /// and pooled embeds (the manifest's `cond.uncond`, SDXL's `force_zeros_for_empty_prompt`).
+    pub fn uncond(&self, n: usize) -> Result<Cond> {
+        let c = &self.manifest.cond;
+        let zeros = |shape: &[i64]| Tensor::zeros(shape, (self.kind, self.device));
+        let raw = self.manifest.prepare.as_ref().map_or(c.dim, |p| p.raw_dim);
+        match (c.kind, c.uncond) {
+            (CondKind::Class, _) => self.encode_classes(&vec![c.null_id.unwrap_or(0); n]).map(Cond::from),
+            (CondKind::Text, UncondRule::EmptyPrompt) => self.encode_prompts(&vec![""; n]),
+            (CondKind::Text, UncondRule::Zeros) => {
+                let pooled = c.pooled_dim.map(|p| zeros(&[n as i64, p]));
+                self.prepare(zeros(&[n as i64, c.seq_len, raw]), pooled)
+            }
+            (CondKind::Embedding, _) => self.prepare(zeros(&[n as i64, c.seq_len, raw]), None),
         }
     }
 
@@ -652,12 +820,17 @@ impl UNetModel {
         self.tokenizer.as_ref()
     }
 
+    /// The second tokenizer of a two-encoder model (SDXL).
+    pub fn tokenizer_2(&self) -> Option<&PromptTokenizer> {
+        self.tokenizer_2.as_ref()
+    }
+
     /// Latent model: latents -> images in [-1, 1] (divides by the VAE scaling factor first).
     /// Pixel model: returns the sample unchanged.
     pub fn to_images(&self, latents: &Tensor) -> Result<Tensor> {
         match (&self.vae_decoder, &self.manifest.vae) {
             (Some(vae), Some(spec)) => {
-                let z = self.input(&(latents / spec.scaling_factor));
+                let z = (latents / spec.scaling_factor).to_device(self.device).to_kind(self.manifest.vae_kind());
                 Ok(tch::no_grad(|| vae.forward_ts(&[z]))?.to_kind(Kind::Float))
             }
             _ => Ok(latents.shallow_clone()),

@@ -101,7 +101,7 @@ fn manifest_shapes_disagreeing_with_graph() {
     edit_manifest(d.path(), |v| v["mid_shape"] = serde_json::json!([999, 8, 8]));
     let m = UNetModel::load(d.path(), &LoadOptions::default()).unwrap();
     let x = Tensor::zeros([1, 4, 16, 16], (Kind::Float, m.device));
-    let c = m.encode_classes(&[0]).unwrap();
+    let c = m.encode_classes(&[0]).unwrap().into();
     let e = m.forward(&x, &Tensor::from_slice(&[10.0f32]), &c).unwrap_err().to_string();
     assert!(e.contains("encoder features: mid") && e.contains("999"), "{e}");
 }
@@ -109,7 +109,7 @@ fn manifest_shapes_disagreeing_with_graph() {
 #[test]
 fn wrong_input_shape_and_channels() {
     let m = UNetModel::load(tiny(), &LoadOptions::default()).unwrap();
-    let c = m.encode_classes(&[0]).unwrap();
+    let c = m.encode_classes(&[0]).unwrap().into();
     let t = Tensor::from_slice(&[10.0f32]);
     let e = m.forward(&Tensor::zeros([1, 3, 16, 16], (Kind::Float, m.device)), &t, &c).unwrap_err().to_string();
     assert!(e.contains("sample") && e.contains("[B, 4, 16, 16]") && e.contains("[1, 3, 16, 16]"), "{e}");
@@ -118,7 +118,10 @@ fn wrong_input_shape_and_channels() {
     let e = m.forward(&Tensor::zeros([2, 4, 16, 16], (Kind::Float, m.device)), &t, &c).unwrap_err().to_string();
     assert!(e.contains("timesteps batch size"), "{e}");
     let bad_cond = Tensor::zeros([1, 5, 16], (Kind::Float, m.device));
-    let e = m.forward(&Tensor::zeros([1, 4, 16, 16], (Kind::Float, m.device)), &t, &bad_cond).unwrap_err().to_string();
+    let e = m
+        .forward(&Tensor::zeros([1, 4, 16, 16], (Kind::Float, m.device)), &t, &bad_cond.into())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cond") && e.contains("[1, 3, 16]"), "{e}");
 }
 

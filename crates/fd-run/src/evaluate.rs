@@ -141,7 +141,7 @@ impl VerifiedRun {
             .iter()
             .map(|c| match c {
                 Condition::Class(i) => Some(*i),
-                Condition::Prompt(_) => None,
+                Condition::Prompt(_) | Condition::Controlled { .. } => None,
             })
             .collect::<Option<_>>()
             .ok_or_else(|| Error::Folder {
@@ -162,7 +162,7 @@ pub fn folder_clip(clip: &Clip, dir: &Path) -> Result<ClipScore> {
         .conditions
         .iter()
         .map(|c| match c {
-            Condition::Prompt(p) => Some(p.as_str()),
+            Condition::Prompt(p) | Condition::Controlled { prompt: p, .. } => Some(p.as_str()),
             Condition::Class(_) => None,
         })
         .collect::<Option<_>>()

@@ -121,7 +121,12 @@ impl RowSpec {
 
     /// The row's sampling options under the experiment's guidance and calibration settings.
     pub fn sampling(&self, cfg: &ExperimentConfig) -> SamplingOptions {
-        SamplingOptions { plan: self.plan.clone(), guidance: cfg.guidance, calibration_n: cfg.calibration_n }
+        SamplingOptions {
+            plan: self.plan.clone(),
+            guidance: cfg.guidance,
+            calibration_n: cfg.calibration_n,
+            ..Default::default()
+        }
     }
 
     /// Folder-safe name.

@@ -84,11 +84,19 @@ pub struct SamplingOptions {
     /// Calibration samples for `auto:K` plans (seeds 1_000_000 + i). Default 8.
     #[serde(default = "default_calibration_n")]
     pub calibration_n: usize,
+    /// ControlNet conditioning scale (models exported with a ControlNet). Default 1.
+    #[serde(default = "default_guidance")]
+    pub control_scale: f64,
 }
 
 impl Default for SamplingOptions {
     fn default() -> Self {
-        Self { plan: PlanOptions::default(), guidance: default_guidance(), calibration_n: default_calibration_n() }
+        Self {
+            plan: PlanOptions::default(),
+            guidance: default_guidance(),
+            calibration_n: default_calibration_n(),
+            control_scale: 1.0,
+        }
     }
 }
 
@@ -101,7 +109,11 @@ impl SamplingOptions {
             max_decoder_batch: self.plan.max_decoder_batch,
             guidance: self.guidance,
             injection: self.plan.inject.as_deref().map(Injection::parse).transpose()?,
+            control_scale: self.control_scale,
         };
+        if !self.control_scale.is_finite() {
+            return Err(Error::Input(format!("--control-scale: {} is not a finite number", self.control_scale)));
+        }
         if !(exec.guidance >= 1.0 && exec.guidance.is_finite()) {
             return Err(Error::Input(format!(
                 "--cfg: guidance {} is not supported: use 1 (conditional only) or > 1 (classifier-free guidance)",
@@ -287,6 +299,65 @@ pub fn cycle_conditions(
         return Err(Error::Input(format!("model `{}`: no conditions to sample", model.manifest.name)));
     }
     Ok((0..n).map(|i| cycle[i % cycle.len()].clone()).collect())
+}
+
+/// Pair conditions with ControlNet condition images: `control` is one PNG image (every sample) or
+/// a folder of PNG images (sorted by name, cycled over the samples as prompts are).
+/// Each image is hashed (the hash goes into the run record and is checked when it is read) and
+/// loaded once here, so a wrong size or channel count is reported before any file is written. A
+/// model with a ControlNet needs `control`; a model without one refuses it.
+pub fn with_control(model: &UNetModel, conds: Vec<Condition>, control: Option<&Path>) -> Result<Vec<Condition>> {
+    let Some(dir) = control else {
+        if model.manifest.control.is_some() {
+            return Err(Error::Input(format!(
+                "model `{}` has a ControlNet: pass --control IMAGE_OR_DIR (its condition images, {}x{} pixels)",
+                model.manifest.name,
+                model.manifest.control.as_ref().map_or(0, |c| c.size[0]),
+                model.manifest.control.as_ref().map_or(0, |c| c.size[1]),
+            )));
+        }
+        return Ok(conds);
+    };
+    let spec = model.manifest.control.as_ref().ok_or_else(|| {
+        Error::Input(format!(
+            "--control: model `{}` has no ControlNet (export one with experiments/export_sd.py --controlnet DIR)",
+            model.manifest.name
+        ))
+    })?;
+    let files: Vec<PathBuf> = if dir.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(crate::error::io(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("png")))
+            .collect();
+        v.sort();
+        if v.is_empty() {
+            return Err(Error::Folder { path: dir.to_path_buf(), msg: "--control: no .png images".into() });
+        }
+        v
+    } else if dir.is_file() {
+        vec![dir.to_path_buf()]
+    } else {
+        return Err(Error::Input(format!("--control {}: no such file or folder", dir.display())));
+    };
+    let images = files
+        .iter()
+        .map(|f| {
+            let img = fd_model::ControlImage::new(f)?;
+            let _ = img.load(spec)?; // size, channels, readable: checked before anything is written
+            Ok(img)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    conds
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| match c {
+            Condition::Prompt(prompt) => {
+                Ok(Condition::Controlled { prompt, control: images[i % images.len()].clone() })
+            }
+            other => Err(Error::Input(format!("--control needs prompts, got condition {other:?}"))),
+        })
+        .collect()
 }
 
 /// Where and how a model is opened.

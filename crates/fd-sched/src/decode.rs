@@ -134,8 +134,9 @@ pub fn measure_row_costs(model: &UNetModel, rows_per_step: usize) -> Result<Vec<
     let shape = [r, m.in_channels, m.sample_size[0], m.sample_size[1]];
     let x = crate::pipeline::initial_noise(0, &shape).to_device(model.device);
     let t_mid = model_train_steps(model) as f64 / 2.0;
-    let emb = model.time_embed(&Tensor::full([r], t_mid, (Kind::Float, model.device)))?;
-    let cond = model.uncond(rows_per_step)?;
+    let c = model.uncond(rows_per_step)?;
+    let emb = model.time_embed(&Tensor::full([r], t_mid, (Kind::Float, model.device)), c.extra.as_ref())?;
+    let cond = c.states;
     let feats = model.encode(&x, &emb, &cond)?;
     let mut costs: Vec<RowCost> = Vec::new();
     for &k in &LADDER {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fd_model::{EncoderFeatures, UNetModel};
+use fd_model::{Cond, EncoderFeatures, UNetModel};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -62,11 +62,19 @@ pub struct ExecOptions {
     pub guidance: f64,
     /// Prior noise injection. Default none.
     pub injection: Option<Injection>,
+    /// ControlNet conditioning scale (diffusers' `controlnet_conditioning_scale`): the residuals
+    /// are multiplied by it. Default 1; ignored without a ControlNet.
+    #[serde(default = "one")]
+    pub control_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for ExecOptions {
     fn default() -> Self {
-        Self { parallel: true, max_decoder_batch: 0, guidance: 1.0, injection: None }
+        Self { parallel: true, max_decoder_batch: 0, guidance: 1.0, injection: None, control_scale: 1.0 }
     }
 }
 
@@ -78,6 +86,9 @@ pub struct Timings {
     pub decoder_s: f64,
     pub scheduler_s: f64,
     pub total_s: f64,
+    /// ControlNet (key steps only under encoder propagation; every step in the baseline).
+    #[serde(default)]
+    pub controlnet_s: f64,
 }
 
 impl Timings {
@@ -88,6 +99,7 @@ impl Timings {
         self.decoder_s += other.decoder_s;
         self.scheduler_s += other.scheduler_s;
         self.total_s += other.total_s;
+        self.controlnet_s += other.controlnet_s;
     }
 }
 
@@ -164,10 +176,10 @@ impl Clock {
 pub struct SampleInput<'a> {
     /// z_T, unit variance [B, C, H, W] (scaled by the scheduler's init_noise_sigma inside).
     pub noise: &'a Tensor,
-    /// Conditional embeddings [B, L, D].
-    pub cond: &'a Tensor,
-    /// Unconditional embeddings [B, L, D], used when guidance > 1.
-    pub uncond: Option<&'a Tensor>,
+    /// Prepared conditioning of the batch (B rows).
+    pub cond: &'a Cond,
+    /// Unconditional conditioning (B rows), used when guidance > 1.
+    pub uncond: Option<&'a Cond>,
 }
 
 /// What the executor shows an observer at every step.
@@ -230,10 +242,28 @@ pub fn sample(
     }
     let b = input.noise.size()[0];
     let cfg = opts.guidance > 1.0;
+    let controlled = input.cond.control.is_some();
+    if controlled != model.has_controlnet() {
+        return Err(Error::Sampling(if controlled {
+            format!("model `{}` has no ControlNet but condition images were given", model.manifest.name)
+        } else {
+            format!("model `{}` has a ControlNet: condition images are required", model.manifest.name)
+        }));
+    }
+    if controlled && matches!(plan.method, Method::DeepCache { .. }) {
+        return Err(Error::Sampling("DeepCache plans do not support ControlNet (its residuals reach the skips the shallow path recomputes); use an encoder-propagation plan".into()));
+    }
     let cond2 = match (cfg, input.uncond) {
-        (true, Some(u)) => Tensor::cat(&[u, input.cond], 0),
+        (true, Some(u)) => {
+            // both CFG branches see the condition image, as diffusers' ControlNet pipeline does
+            let mut u = u.clone();
+            if u.control.is_none() {
+                u.control = input.cond.control.as_ref().map(Tensor::shallow_clone);
+            }
+            Cond::cat(&[&u, input.cond])
+        }
         (true, None) => return Err(Error::Sampling("guidance > 1 needs unconditional embeddings".into())),
-        (false, _) => input.cond.shallow_clone(),
+        (false, _) => input.cond.clone(),
     }
     .to_device(model.device);
     let branches: i64 = if cfg { 2 } else { 1 };
@@ -264,9 +294,16 @@ pub fn sample(
         // 1. encoder at the key step, on [uncond; cond]
         let s = group.start;
         let x_in = ctx.model_input(scheduler, &latents, s);
-        let emb_key = ctx.time_embed(s, 1)?;
-        let feats = ctx.clock.time(&mut ctx.tm.encoder_s, || model.encode(&x_in, &emb_key, &cond2))?;
+        let emb_key = ctx.time_embed(s)?;
+        let mut feats = ctx.clock.time(&mut ctx.tm.encoder_s, || model.encode(&x_in, &emb_key, &cond2.states))?;
         ctx.counts.add("encoder", rows_per_step);
+        if controlled {
+            // ControlNet at the key step only; its residuals join the features before they are reused
+            let t = Tensor::full([rows_per_step as i64], timesteps[s], (Kind::Float, model.device));
+            let res = ctx.clock.time(&mut ctx.tm.controlnet_s, || model.controlnet(&x_in, &t, &cond2))?;
+            ctx.counts.add("controlnet", rows_per_step);
+            feats = feats.add_scaled(&res, opts.control_scale);
+        }
         let steps: Vec<usize> = group.clone().collect();
         match plan.method {
             Method::EncoderPropagation => {
@@ -275,9 +312,10 @@ pub fn sample(
                 for chunk in steps.chunks(chunk_steps.min(steps.len())) {
                     if let Some(obs) = observe.as_mut() {
                         let i = chunk[0];
-                        let emb = ctx.time_embed(i, 1)?;
-                        let (pred, ups) =
-                            ctx.clock.time(&mut ctx.tm.decoder_s, || model.decode_analysis(&feats, &emb, &cond2))?;
+                        let emb = ctx.time_embed(i)?;
+                        let (pred, ups) = ctx
+                            .clock
+                            .time(&mut ctx.tm.decoder_s, || model.decode_analysis(&feats, &emb, &cond2.states))?;
                         ctx.counts.add("decoder", rows_per_step);
                         obs(&StepFeatures {
                             step: i,
@@ -317,9 +355,9 @@ pub fn sample(
             }
             Method::DeepCache { branch } => {
                 // full step: deep part once, cached; shallow path every step of the group
-                let cached = ctx
-                    .clock
-                    .time(&mut ctx.tm.decoder_s, || model.deepcache_deep_decode(branch, &feats, &emb_key, &cond2))?;
+                let cached = ctx.clock.time(&mut ctx.tm.decoder_s, || {
+                    model.deepcache_deep_decode(branch, &feats, &emb_key, &cond2.states)
+                })?;
                 ctx.counts.add(&format!("deepcache{branch}_deep_decoder"), rows_per_step);
                 let n_shallow = model.deepcache_shallow_skips(branch)?;
                 for &i in &steps {
@@ -327,15 +365,15 @@ pub fn sample(
                         (feats.skips[..n_shallow].iter().map(Tensor::shallow_clone).collect(), emb_key.shallow_clone())
                     } else {
                         let x_in = ctx.model_input(scheduler, &latents, i);
-                        let emb = ctx.time_embed(i, 1)?;
+                        let emb = ctx.time_embed(i)?;
                         let skips = ctx.clock.time(&mut ctx.tm.encoder_s, || {
-                            model.deepcache_shallow_encode(branch, &x_in, &emb, &cond2)
+                            model.deepcache_shallow_encode(branch, &x_in, &emb, &cond2.states)
                         })?;
                         ctx.counts.add(&format!("deepcache{branch}_shallow_encoder"), rows_per_step);
                         (skips, emb)
                     };
                     let pred = ctx.clock.time(&mut ctx.tm.decoder_s, || {
-                        model.deepcache_shallow_decode(branch, &cached, &skips, &emb, &cond2)
+                        model.deepcache_shallow_decode(branch, &cached, &skips, &emb, &cond2.states)
                     })?;
                     ctx.counts.add(&format!("deepcache{branch}_shallow_decoder"), rows_per_step);
                     latents = ctx.scheduler_step(scheduler, opts, &z_t, &mut step_noise, plan, pred, i, latents)?;
@@ -353,7 +391,7 @@ struct StepCtx<'a> {
     clock: &'a Clock,
     tm: &'a mut Timings,
     counts: &'a mut CallCounts,
-    cond2: &'a Tensor,
+    cond2: &'a Cond,
     timesteps: &'a [f64],
     branches: i64,
     b: i64,
@@ -370,12 +408,13 @@ impl StepCtx<'_> {
         }
     }
 
-    /// Time embedding of step `i` for `k` stacked copies of the [branches x B] batch.
-    fn time_embed(&mut self, i: usize, k: i64) -> Result<Tensor> {
-        let t = Tensor::full([self.branches * self.b * k], self.timesteps[i], (Kind::Float, self.model.device));
-        let model = self.model;
-        let emb = self.clock.time(&mut self.tm.time_embed_s, || model.time_embed(&t))?;
-        self.counts.add("time_embed", (self.branches * self.b * k) as usize);
+    /// Time embedding of step `i` for the [branches x B] batch (with each row's added
+    /// conditioning).
+    fn time_embed(&mut self, i: usize) -> Result<Tensor> {
+        let t = Tensor::full([self.branches * self.b], self.timesteps[i], (Kind::Float, self.model.device));
+        let (model, extra) = (self.model, self.cond2.extra.as_ref());
+        let emb = self.clock.time(&mut self.tm.time_embed_s, || model.time_embed(&t, extra))?;
+        self.counts.add("time_embed", (self.branches * self.b) as usize);
         Ok(emb)
     }
 
@@ -443,15 +482,15 @@ impl StepCtx<'_> {
         let model = self.model;
         let dev = model.device;
         let (f, c) = if k == 1 {
-            (feats.clone(), self.cond2.shallow_clone())
+            (feats.clone(), self.cond2.clone())
         } else {
             let idx = Tensor::from_slice(&index).to_device(dev);
-            (feats.index_select(&idx), self.cond2.index_select(0, &idx))
+            (feats.index_select(&idx), self.cond2.index_select(&idx))
         };
         let t = Tensor::from_slice(&ts).to_device(dev);
-        let emb = self.clock.time(&mut self.tm.time_embed_s, || model.time_embed(&t))?;
+        let emb = self.clock.time(&mut self.tm.time_embed_s, || model.time_embed(&t, c.extra.as_ref()))?;
         self.counts.add("time_embed", index.len());
-        let out = self.clock.time(&mut self.tm.decoder_s, || model.decode(&f, &emb, &c))?;
+        let out = self.clock.time(&mut self.tm.decoder_s, || model.decode(&f, &emb, &c.states))?;
         self.counts.add("decoder", index.len());
         // rows (branch, step jj) -> per step: [uncond B; cond B]
         let blocks = out.chunk(branches * k, 0);

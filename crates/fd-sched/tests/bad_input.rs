@@ -15,7 +15,7 @@ fn run(model: &UNetModel, noise: &Tensor, opts: &ExecOptions) -> String {
     let m = &model.manifest;
     let mut sched = SamplerSpec::from_config("ddim", &m.scheduler, 0.0).and_then(|s| s.build(8)).unwrap();
     let plan = Plan::parse("uniform:2", 8).unwrap();
-    let cond = model.encode_classes(&[0]).unwrap();
+    let cond = fd_model::Cond::from(model.encode_classes(&[0]).unwrap());
     let uncond = model.uncond(1).unwrap();
     let input = SampleInput { noise, cond: &cond, uncond: Some(&uncond) };
     sample(model, sched.as_mut(), &plan, opts, &input, Hooks::default()).map(|_| ()).unwrap_err().to_string()
@@ -50,7 +50,7 @@ fn decoder_propagation_reuses_the_key_step_output() {
     let m = &model.manifest;
     tch::manual_seed(3);
     let noise = Tensor::randn([2, m.in_channels, m.sample_size[0], m.sample_size[1]], (Kind::Float, Device::Cpu));
-    let cond = model.encode_classes(&[0, 2]).unwrap();
+    let cond = fd_model::Cond::from(model.encode_classes(&[0, 2]).unwrap());
     let plan = Plan::parse("decoder-prop:uniform:3", 7).unwrap();
     assert_eq!(plan.label(), "decoder-prop:uniform:3");
     assert_eq!(plan.decoder_calls(), 3);
@@ -66,9 +66,9 @@ fn decoder_propagation_reuses_the_key_step_output() {
     let mut eps = Tensor::zeros([1], (Kind::Float, Device::Cpu));
     for (i, &t) in ts.iter().enumerate() {
         if i % 3 == 0 {
-            let emb = model.time_embed(&Tensor::full([2], t, (Kind::Float, Device::Cpu))).unwrap();
-            let f = model.encode(&x, &emb, &cond).unwrap();
-            eps = model.decode(&f, &emb, &cond).unwrap();
+            let emb = model.time_embed(&Tensor::full([2], t, (Kind::Float, Device::Cpu)), None).unwrap();
+            let f = model.encode(&x, &emb, &cond.states).unwrap();
+            eps = model.decode(&f, &emb, &cond.states).unwrap();
         }
         x = sched.step(&eps, i, &x, None).unwrap();
     }

@@ -42,13 +42,14 @@ fn run(s: &Setup, spec: &str, inject: Option<Injection>, parallel: bool, cap: us
     let noise =
         Tensor::cat(&seeds.iter().map(|&sd| fd_sched::initial_noise(sd, &[1, 4, 16, 16])).collect::<Vec<_>>(), 0);
     assert!((&noise - &s.golden["noise"]).abs().max().double_value(&[]) == 0.0, "initial noise differs from torch");
-    let cond = s.model.encode_classes(&classes).unwrap();
+    let cond = fd_model::Cond::from(s.model.encode_classes(&classes).unwrap());
     let uncond = s.model.uncond(classes.len()).unwrap();
     let opts = ExecOptions {
         parallel,
         max_decoder_batch: cap,
         guidance: s.cases["guidance"].as_f64().unwrap(),
         injection: inject,
+        ..Default::default()
     };
     let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
     let out = sample(&s.model, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();

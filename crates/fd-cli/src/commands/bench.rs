@@ -2,7 +2,6 @@
 
 use anyhow::{bail, Result};
 use fd_run::bench::{parse_plans, BenchOptions};
-use fd_run::spec::cycle_conditions;
 
 use crate::args::BenchArgs;
 
@@ -17,7 +16,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let model = f.model()?.load()?;
     opts.sampler(&model)?;
     opts.exec()?;
-    let conds = cycle_conditions(&model, f.prompts.as_deref(), f.classes.as_deref(), a.n)?;
+    let conds = f.conditions(&model, a.n)?;
     let plans = parse_plans(&a.plans, &opts, &model, &conds, a.n)?;
     let seeds: Vec<u64> = (0..a.n).map(|i| f.seed + i as u64).collect();
     let bar = super::bar(0, "bench");

@@ -3,7 +3,6 @@
 
 use anyhow::{Context, Result};
 use fd_model::io::write_json;
-use fd_run::spec::cycle_conditions;
 use fd_sched::PlanFile;
 
 use crate::args::DriftArgs;
@@ -20,7 +19,7 @@ pub fn run(a: &DriftArgs) -> Result<()> {
     let guidance = opts.exec()?.guidance;
     let rule = a.save_plan.as_deref().map(fd_analysis::keysteps::AutoRule::parse).transpose();
     let rule = rule.with_context(|| format!("--save-plan `{}`", a.save_plan.as_deref().unwrap_or("")))?;
-    let conds = cycle_conditions(&model, f.prompts.as_deref(), f.classes.as_deref(), a.n)?;
+    let conds = f.conditions(&model, a.n)?;
     let seeds: Vec<u64> = (0..a.n).map(|i| f.seed + i as u64).collect();
     let run = format!("{}-{}{}-cfg{}", model.manifest.name, f.scheduler, f.steps, guidance);
     let acc = fd_analysis::measure_drift(&model, &sampler, f.steps, guidance, &seeds, &conds, &run)?;

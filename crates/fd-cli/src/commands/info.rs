@@ -12,7 +12,12 @@ pub fn run(dir: &Path, device: &str) -> Result<()> {
     let p = |k: &str| m.params.get(k).copied().unwrap_or(0);
     let (pe, pd) = (p("encoder") + p("time_embed"), p("decoder"));
     let (fe, fd) = (m.flops("encoder"), m.flops("decoder"));
-    println!("model        {} ({})", m.name, dir.display());
+    println!(
+        "model        {} ({}){}",
+        m.name,
+        dir.display(),
+        m.family.as_deref().map_or(String::new(), |f| format!(", family {f}"))
+    );
     println!(
         "input        [{}, {}, {}] ({}), prediction {}",
         m.in_channels, m.sample_size[0], m.sample_size[1], m.dtype, m.prediction_type
@@ -27,6 +32,9 @@ pub fn run(dir: &Path, device: &str) -> Result<()> {
             _ => String::new(),
         }
     );
+    for (what, need) in m.needs() {
+        println!("needs        {what}: {need}");
+    }
     println!("skips        {} tensors, mid {:?}", m.skip_shapes.len(), m.mid_shape);
     println!("scheduler    {}", m.scheduler);
     println!(

@@ -2,7 +2,6 @@
 
 use anyhow::Result;
 use fd_run::runner::{check_counts, Existing, SampleRun, Shard};
-use fd_run::spec::cycle_conditions;
 
 use crate::args::SampleArgs;
 
@@ -13,7 +12,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     let opts = f.options(Some(&a.plan), 1.0);
     let model = f.model()?.load()?;
     opts.sampler(&model)?; // before conditions and an auto:K calibration
-    let conds = cycle_conditions(&model, f.prompts.as_deref(), f.classes.as_deref(), a.n)?;
+    let conds = f.conditions(&model, a.n)?;
     let spec = opts.resolve(&model, &conds, a.batch.min(a.n))?;
     let run = SampleRun {
         model: &model,

@@ -1,0 +1,241 @@
+//! Every UNet family beyond SD 1.x against Python on the same random-init weights
+//! (experiments/tests/make_families.py, which `just test` runs first; FD_FAMILIES selects another
+//! folder): SD 2.x (linear projections, upcast attention, v-prediction) and SDXL (two text
+//! encoders, pooled embeds + time ids through `cond_prepare`, zero negative conditioning).
+//!
+//! Model level: prompt encoding equals the pipeline's `encode_prompt`, the split UNet equals
+//! diffusers' forward with the pipeline's `added_cond_kwargs`, the VAE decode equals
+//! `vae.decode`. Sampling: the executor equals the diffusers pipeline itself for the baseline and
+//! the paper's algorithm applied to that pipeline (hooks + step-end injection) for key-step plans,
+//! decoding in parallel and sequentially.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use fd_model::{Condition, ControlImage, LoadOptions, UNetModel};
+use fd_sched::tch::{Kind, Tensor};
+use fd_sched::{sample, ExecOptions, InjectWhen, Injection, Plan, SampleInput, SamplerSpec};
+
+fn root() -> PathBuf {
+    std::env::var_os("FD_FAMILIES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures/families"))
+}
+
+struct Family {
+    dir: PathBuf,
+    model: UNetModel,
+    r: HashMap<String, Tensor>,
+    meta: serde_json::Value,
+}
+
+fn family(name: &str) -> Family {
+    let dir = root().join(name);
+    assert!(
+        root().join("stamp").is_file(),
+        "{}: family fixtures missing; run `python experiments/tests/make_families.py {}` (just test does)",
+        root().display(),
+        root().display()
+    );
+    let model = UNetModel::load(dir.join("model"), &LoadOptions::default()).unwrap();
+    let r = Tensor::read_safetensors(dir.join("reference.safetensors")).unwrap().into_iter().collect();
+    let meta = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    Family { dir, model, r, meta }
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+}
+
+fn prompts(f: &Family) -> Vec<String> {
+    f.meta["prompts"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+/// The family's conditions: prompts, with the condition image when the model has a ControlNet.
+fn conditions(f: &Family) -> Vec<Condition> {
+    prompts(f)
+        .into_iter()
+        .map(|prompt| match &f.model.manifest.control {
+            Some(_) => {
+                Condition::Controlled { prompt, control: ControlImage::new(&f.dir.join("control.png")).unwrap() }
+            }
+            None => Condition::Prompt(prompt),
+        })
+        .collect()
+}
+
+fn model_level(name: &str) {
+    let f = family(name);
+    let (m, r) = (&f.model, &f.r);
+    let p = prompts(&f);
+    let p: Vec<&str> = p.iter().map(String::as_str).collect();
+    let (states, pooled) = m.encode_prompts_raw(&p).unwrap();
+    let d = max_abs(&states, &r["states"]);
+    assert!(d <= 1e-5, "{name}: text states differ from encode_prompt by {d:e}");
+    if let Some(want) = r.get("pooled") {
+        let d = max_abs(pooled.as_ref().expect("pooled embeds"), want);
+        assert!(d <= 1e-5, "{name}: pooled embeds differ by {d:e}");
+    }
+    let cond = m.encode_conditions(&conditions(&f)).unwrap();
+    let eps = if m.has_controlnet() {
+        // the pipeline's image processing, the ControlNet's residuals, and the UNet with them added
+        let d = max_abs(cond.control.as_ref().unwrap(), &r["control_image"]);
+        assert!(d <= 1e-6, "{name}: condition image differs from prepare_image by {d:e}");
+        let res = m.controlnet(&r["latents"], &r["t"], &cond).unwrap();
+        let d = max_abs(&res.mid, &r["control_mid"]);
+        assert!(d <= 1e-4, "{name}: ControlNet mid residual differs by {d:e}");
+        let scale = f.meta["control_scale"].as_f64().unwrap();
+        let emb = m.time_embed(&r["t"], None).unwrap();
+        let feats = m.encode(&r["latents"], &emb, &cond.states).unwrap().add_scaled(&res, scale);
+        m.decode(&feats, &emb, &cond.states).unwrap()
+    } else {
+        m.forward(&r["latents"], &r["t"], &cond).unwrap()
+    };
+    let d = max_abs(&eps, &r["eps"]);
+    assert!(d <= 1e-4, "{name}: UNet output differs from diffusers by {d:e}");
+    // the pipeline's negative conditioning (SD: empty prompt; SDXL: zeros), through the UNet
+    let u = m.uncond(2).unwrap();
+    let raw = if m.manifest.prepare.is_some() { None } else { Some(&u.states) };
+    if let Some(s) = raw {
+        assert!(max_abs(s, &r["neg_states"]) <= 1e-5, "{name}: unconditional states differ");
+    }
+    if let Some(want) = r.get("eps_neg") {
+        let d = max_abs(&m.forward(&r["latents"], &r["t"], &u).unwrap(), want);
+        assert!(d <= 1e-4, "{name}: unconditional UNet output differs by {d:e}");
+    }
+    let d = max_abs(&m.to_images(&r["latents"]).unwrap(), &r["images"]);
+    assert!(d <= 1e-4, "{name}: VAE decode differs by {d:e}");
+}
+
+fn sampling(name: &str) {
+    let f = family(name);
+    let (m, r, meta) = (&f.model, &f.r, &f.meta);
+    let steps = meta["steps"].as_u64().unwrap() as usize;
+    let spec = SamplerSpec::from_config(meta["scheduler"].as_str().unwrap(), &m.manifest.scheduler, 0.0).unwrap();
+    let ts = spec.build(steps).unwrap().timesteps().to_vec();
+    let want_ts: Vec<f64> = meta["timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(ts, want_ts, "{name}: sampler timesteps differ from the pipeline's");
+    let seeds: Vec<u64> = meta["seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let shape = [1, m.manifest.in_channels, m.manifest.sample_size[0], m.manifest.sample_size[1]];
+    let noise = Tensor::cat(&seeds.iter().map(|&s| fd_sched::initial_noise(s, &shape)).collect::<Vec<_>>(), 0);
+    assert_eq!(max_abs(&noise, &r["noise"]), 0.0, "initial noise differs from torch");
+    let conds = conditions(&f);
+    let cond = m.encode_conditions(&conds).unwrap();
+    let uncond = m.uncond(conds.len()).unwrap();
+    for (case, c) in meta["cases"].as_object().unwrap() {
+        let keys: Vec<String> = c["keys"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+        let plan = Plan::parse(&keys.join(","), steps).unwrap();
+        let injection = c["inject"].as_object().map(|i| Injection {
+            strength: i["c"].as_f64().unwrap(),
+            tau: i["tau"].as_f64().unwrap(),
+            when: if i["when"] == "after" { InjectWhen::After } else { InjectWhen::Before },
+        });
+        let want = &r[&format!("sample.{case}")];
+        let scale = want.abs().max().double_value(&[]).max(1.0);
+        for parallel in [true, false] {
+            let opts = ExecOptions {
+                parallel,
+                max_decoder_batch: 0,
+                guidance: meta["guidance"].as_f64().unwrap(),
+                injection,
+                control_scale: meta["control_scale"].as_f64().unwrap_or(1.0),
+            };
+            let mut sched = spec.build(steps).unwrap();
+            let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
+            let out = sample(m, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();
+            assert_eq!(out.counts.calls("encoder"), plan.encoder_calls());
+            if m.has_controlnet() {
+                // the ControlNet runs at key steps only (every step in the baseline)
+                assert_eq!(out.counts.calls("controlnet"), plan.encoder_calls());
+            }
+            let d = max_abs(&out.latents, want) / scale;
+            assert!(
+                d <= 1e-4,
+                "{name} {case} (parallel {parallel}): latents differ from the pipeline by {d:e} (relative)"
+            );
+        }
+    }
+}
+
+#[test]
+fn sd2_model_matches_pipeline() {
+    model_level("sd2");
+}
+
+#[test]
+fn sd2_sampling_matches_pipeline() {
+    sampling("sd2");
+}
+
+#[test]
+fn sdxl_model_matches_pipeline() {
+    model_level("sdxl");
+}
+
+#[test]
+fn sdxl_sampling_matches_pipeline() {
+    sampling("sdxl");
+}
+
+#[test]
+fn controlnet_model_matches_pipeline() {
+    model_level("controlnet");
+}
+
+#[test]
+fn controlnet_sampling_matches_pipeline() {
+    sampling("controlnet");
+}
+
+#[test]
+fn controlnet_refuses_missing_or_mismatched_images() {
+    let f = family("controlnet");
+    let m = &f.model;
+    // no condition image for a ControlNet model
+    let e = m.encode_conditions(&[Condition::Prompt("a cat".into())]).unwrap_err().to_string();
+    assert!(e.contains("every sample needs a condition image"), "{e}");
+    let tmp = tempfile::tempdir().unwrap();
+    let save = |name: &str, img: image::DynamicImage| {
+        let p = tmp.path().join(name);
+        img.save(&p).unwrap();
+        ControlImage::new(&p).unwrap()
+    };
+    let spec = m.manifest.control.as_ref().unwrap();
+    let e = save("small.png", image::DynamicImage::new_rgb8(8, 16)).load(spec).unwrap_err().to_string();
+    assert!(e.contains("small.png") && e.contains("size 16x8 (HxW); the model's ControlNet takes 16x16"), "{e}");
+    let e = save("alpha.png", image::DynamicImage::new_rgba8(16, 16)).load(spec).unwrap_err().to_string();
+    assert!(e.contains("alpha.png") && e.contains("4 channels") && e.contains("alpha"), "{e}");
+    // grey images are replicated to RGB, as diffusers converts them
+    let grey = save("grey.png", image::DynamicImage::new_luma8(16, 16)).load(spec).unwrap();
+    assert_eq!(grey.size(), [1, 3, 16, 16]);
+    // an image replaced after the run recorded its hash is refused
+    let img = save("swap.png", image::DynamicImage::new_rgb8(16, 16));
+    image::DynamicImage::new_luma8(16, 16).save(&img.path).unwrap();
+    let e = img.load(spec).unwrap_err().to_string();
+    assert!(e.contains("differs from the run's record"), "{e}");
+    // a model without a ControlNet refuses condition images
+    let sd2 = family("sd2").model;
+    let c = Condition::Controlled {
+        prompt: "a cat".into(),
+        control: ControlImage::new(&f.dir.join("control.png")).unwrap(),
+    };
+    let e = sd2.encode_conditions(&[c]).unwrap_err().to_string();
+    assert!(e.contains("has no ControlNet"), "{e}");
+}
+
+#[test]
+fn families_record_what_they_need() {
+    let xl = family("sdxl").model;
+    let p = xl.manifest.prepare.as_ref().expect("SDXL has added conditioning");
+    assert_eq!(p.inputs, ["states", "pooled", "time_ids"]);
+    assert_eq!(xl.manifest.family.as_deref(), Some("sdxl"));
+    assert!(xl.tokenizer_2().is_some());
+    assert_eq!(xl.manifest.vae_kind(), Kind::Float);
+    // the time embedding refuses to run without the added conditioning
+    let e = xl.time_embed(&Tensor::from_slice(&[10.0f32]), None).unwrap_err().to_string();
+    assert!(e.contains("adds per-sample conditioning (text_time)"), "{e}");
+    let sd2 = family("sd2").model;
+    assert_eq!((sd2.manifest.family.as_deref(), sd2.manifest.prediction_type.as_str()), (Some("sd2"), "v_prediction"));
+    assert!(sd2.manifest.prepare.is_none());
+}

@@ -1,0 +1,39 @@
+"""Export a local Stable Diffusion diffusers folder (1.x, 2.x or XL) for fd (nothing is downloaded).
+
+  python experiments/export_sd.py --checkpoint /path/to/stable-diffusion-v1-5 --out models/sd15 \
+      [--device cuda --dtype float16]
+
+One code path for the three (fd_export.sd.export_sd; XL when the folder has text_encoder_2/):
+split UNet graphs (+ cond_prepare for SDXL's pooled embeds and time ids), the prompt encoder(s),
+the VAE decoder, tokenizer.json (+ tokenizer_2.json) and manifest.json with the checkpoint's
+scheduler config; with --controlnet DIR also the `controlnet` graph (run at key steps only
+under encoder propagation, its residuals added to the encoder features before they are cached).
+A UNet form fd does not support is refused before anything is written, naming
+the config field. Defaults: float16 on CUDA, float32 on CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from fd_export.forms import UnsupportedConfig
+from fd_export.sd import export_sd
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, help="local diffusers Stable Diffusion folder (1.x, 2.x, XL)")
+    ap.add_argument("--controlnet", help="local diffusers ControlNetModel folder for this base model (SD 1.x / 2.x)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=["float32", "float16"])
+    args = ap.parse_args()
+    try:
+        m = export_sd(args.checkpoint, args.out, args.device, args.dtype, controlnet=args.controlnet)
+    except UnsupportedConfig as e:
+        raise SystemExit(f"{args.checkpoint}/unet/config.json: {e}")
+    print(json.dumps({k: m[k] for k in ("name", "family", "dtype", "params")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+"""Tiny random-init checkpoints of every UNet family fd exports beyond SD 1.x, built from the real
+diffusers / transformers classes (shapes after diffusers' own test suite), exported through the
+same code path a user's folder takes, with Python references the Rust tests must reproduce.
+
+  python experiments/tests/make_families.py target/fixtures/families
+
+Families (OUT/<family>/):
+  sd2   SD 2.x form: linear transformer projections, upcast_attention, v-prediction DDIM
+        (stabilityai/stable-diffusion-2's scheduler config).
+  controlnet  SD 1.x form with a ControlNetModel (diffusers' test shapes): the baseline runs it every
+        step; encoder propagation runs it at key steps only, its residuals (x conditioning scale)
+        added to the encoder features before they are reused, as the authors' ControlNet pipeline
+        does. Condition image control.png at the pixel size.
+  sdxl  SDXL form: two CLIP text encoders (penultimate states concatenated, pooled projection of the
+        second), addition_embed_type="text_time" with 6 time ids, force_zeros_for_empty_prompt,
+        Euler (SDXL's scheduler config), VAE with force_upcast.
+
+Each OUT/<family>/ holds checkpoint/ (diffusers folder), model/ (fd export), reference.safetensors
+and cases.json:
+  - model level: the pipeline's own encode_prompt (states, pooled, negative), the UNet forward with
+    the pipeline's added_cond_kwargs;
+  - sampling: `none` = the diffusers pipeline itself (output_type="latent") on per-seed noise;
+    key-step cases = the same pipeline with the paper's algorithm applied through hooks (at a key
+    step the UNet's encoder outputs — conv_in, down blocks, mid block — are captured; at other
+    steps the forward runs at its own timestep with them substituted) and prior noise injection
+    z <- z + c * z_T (z_T = the initial latents) while t < tau * 1000, wrapped around the pipeline's
+    scheduler.step: before it (after the UNet, as the authors place it) or after it.
+Regenerated when this script, make_sd_tiny.py or fd_export change.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+import torch
+from diffusers.utils import logging as diffusers_logging
+
+diffusers_logging.set_verbosity_error()
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from make_sd_tiny import build_clip_tokenizer  # noqa: E402
+
+PROMPTS = ["a photograph of an astronaut riding a horse", "A Cat, sitting on the MAT!!"]
+SEEDS = [5, 6]
+GUIDANCE = 5.0
+STEPS = 10
+CASES = {
+    "none": dict(keys=list(range(STEPS)), inject=None),
+    "keys_inject": dict(keys=[0, 1, 2, 4, 7], inject=dict(c=0.003, tau=0.5, when="before")),
+    "uniform2_inject_after": dict(keys=list(range(0, STEPS, 2)), inject=dict(c=0.05, tau=0.6, when="after")),
+}
+SD_SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                set_alpha_to_one=False, steps_offset=1)
+
+
+def perturb(module, scale=0.02):
+    """Random init leaves some layers at zero (conv_out, attention outputs): perturb every
+    parameter so every path carries signal."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return module
+
+
+def text_config(**kw):
+    from transformers import CLIPTextConfig
+
+    base = dict(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=3, num_attention_heads=4,
+                max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+                hidden_act="gelu")
+    base.update(kw)
+    return CLIPTextConfig(**base)
+
+
+def tiny_vae(**kw):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                         norm_num_groups=8, sample_size=32, **kw)
+
+
+def build_sd2(ckpt: str) -> None:
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(20)
+    perturb(UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True, upcast_attention=True,
+        norm_num_groups=8,
+    )).save_pretrained(os.path.join(ckpt, "unet"))
+    perturb(CLIPTextModel(text_config())).save_pretrained(os.path.join(ckpt, "text_encoder"))
+    perturb(tiny_vae()).save_pretrained(os.path.join(ckpt, "vae"))
+    DDIMScheduler(**SD_SCHED, prediction_type="v_prediction").save_pretrained(os.path.join(ckpt, "scheduler"))
+    build_clip_tokenizer(os.path.join(ckpt, "tokenizer"))
+
+
+def build_sdxl(ckpt: str) -> None:
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(21)
+    # diffusers' SDXL test UNet, widened to norm groups of 8
+    perturb(UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 24, cross_attention_dim=64, norm_num_groups=8,
+    )).save_pretrained(os.path.join(ckpt, "unet"))
+    perturb(CLIPTextModel(text_config(hidden_size=32))).save_pretrained(os.path.join(ckpt, "text_encoder"))
+    perturb(CLIPTextModelWithProjection(text_config(hidden_size=32, projection_dim=24, pad_token_id=0))).save_pretrained(
+        os.path.join(ckpt, "text_encoder_2"))
+    perturb(tiny_vae(force_upcast=True, scaling_factor=0.13025)).save_pretrained(os.path.join(ckpt, "vae"))
+    EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                           timestep_spacing="leading", interpolation_type="linear").save_pretrained(
+        os.path.join(ckpt, "scheduler"))
+    build_clip_tokenizer(os.path.join(ckpt, "tokenizer"))
+    build_clip_tokenizer(os.path.join(ckpt, "tokenizer_2"), pad_token="!")
+    with open(os.path.join(ckpt, "model_index.json"), "w") as f:
+        json.dump({"_class_name": "StableDiffusionXLPipeline", "force_zeros_for_empty_prompt": True}, f)
+
+
+CONTROL_SCALE = 0.8
+
+
+def build_controlnet(ckpt: str) -> None:
+    from diffusers import ControlNetModel, DDIMScheduler, UNet2DConditionModel
+    from PIL import Image
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(22)
+    unet = perturb(UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
+    ))
+    unet.save_pretrained(os.path.join(ckpt, "unet"))
+    # zero-initialised residual convs (a fresh ControlNet adds nothing): perturbed so it does
+    perturb(ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16)), 0.05).save_pretrained(
+        os.path.join(ckpt, "controlnet"))
+    perturb(CLIPTextModel(text_config())).save_pretrained(os.path.join(ckpt, "text_encoder"))
+    perturb(tiny_vae()).save_pretrained(os.path.join(ckpt, "vae"))
+    DDIMScheduler(**SD_SCHED).save_pretrained(os.path.join(ckpt, "scheduler"))
+    build_clip_tokenizer(os.path.join(ckpt, "tokenizer"))
+    g = torch.Generator().manual_seed(7)
+    px = (torch.rand(16, 16, 3, generator=g) * 255).round().to(torch.uint8).numpy()
+    Image.fromarray(px, "RGB").save(os.path.join(os.path.dirname(ckpt), "control.png"))
+
+
+def load_pipeline(family: str, ckpt: str):
+    from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler, EulerDiscreteScheduler,
+                           StableDiffusionControlNetPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    unet = UNet2DConditionModel.from_pretrained(ckpt, subfolder="unet").eval()
+    vae = AutoencoderKL.from_pretrained(ckpt, subfolder="vae").eval()
+    text = CLIPTextModel.from_pretrained(ckpt, subfolder="text_encoder").eval()
+    tok = CLIPTokenizer.from_pretrained(ckpt, subfolder="tokenizer")
+    if family == "sdxl":
+        return StableDiffusionXLPipeline(
+            vae=vae, text_encoder=text, text_encoder_2=CLIPTextModelWithProjection.from_pretrained(
+                ckpt, subfolder="text_encoder_2").eval(), tokenizer=tok,
+            tokenizer_2=CLIPTokenizer.from_pretrained(ckpt, subfolder="tokenizer_2"), unet=unet,
+            scheduler=EulerDiscreteScheduler.from_pretrained(ckpt, subfolder="scheduler"),
+            force_zeros_for_empty_prompt=True)
+    if family == "controlnet":
+        return StableDiffusionControlNetPipeline(
+            vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+            controlnet=ControlNetModel.from_pretrained(ckpt, subfolder="controlnet").eval(),
+            scheduler=DDIMScheduler.from_pretrained(ckpt, subfolder="scheduler"), safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False)
+    return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                   scheduler=DDIMScheduler.from_pretrained(ckpt, subfolder="scheduler"),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
+class KeyStepHooks:
+    """The paper's encoder propagation on diffusers' own UNet forward: the UNet is called once per
+    step; at a key step its encoder outputs are captured, at other steps substituted."""
+
+    def __init__(self, unet, keys):
+        self.keys, self.step, self.cache = set(keys), -1, {}
+        mods = [("conv_in", unet.conv_in), ("mid", unet.mid_block)] + [
+            (f"down{i}", b) for i, b in enumerate(unet.down_blocks)]
+        self.handles = [unet.register_forward_pre_hook(self.next_step)] + [
+            m.register_forward_hook(self.hook(k)) for k, m in mods]
+
+    def next_step(self, module, args):
+        self.step += 1
+
+    def hook(self, key):
+        def f(module, args, out):
+            if self.step in self.keys:
+                self.cache[key] = out
+                return None
+            return self.cache[key]
+        return f
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+class KeyStepControlNet:
+    """The authors' ControlNet schedule on the pipeline's ControlNet: run at key steps (its
+    output kept), at other steps replaced by the key step's output; with KeyStepHooks'
+    substituted encoder outputs, diffusers' own residual addition then rebuilds exactly the
+    features cached at the key step (encoder outputs + key-step residuals)."""
+
+    def __init__(self, controlnet, keys):
+        self.keys, self.step, self.cache = set(keys), -1, None
+        self.handles = [controlnet.register_forward_pre_hook(self.next_step),
+                        controlnet.register_forward_hook(self.hook)]
+
+    def next_step(self, module, args):
+        self.step += 1
+
+    def hook(self, module, args, out):
+        if self.step in self.keys:
+            self.cache = out
+            return None
+        return self.cache
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def sample_reference(pipe, family: str, case: dict, out_dir: str) -> torch.Tensor:
+    shape = (1, 4, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+    noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in SEEDS])
+    pipe.scheduler.set_timesteps(STEPS)
+    timesteps = [float(t) for t in pipe.scheduler.timesteps]
+    z_t = noise * pipe.scheduler.init_noise_sigma
+    inj = case["inject"]
+    orig_step = pipe.scheduler.step
+
+    def step(model_output, timestep, sample, *args, **kwargs):
+        # prior noise injection around the scheduler step, as the authors place it (after the UNet)
+        on = inj is not None and float(timestep) < inj["tau"] * 1000
+        if on and inj["when"] == "before":
+            sample = sample + inj["c"] * z_t
+        out = orig_step(model_output, timestep, sample, *args, **kwargs)
+        if on and inj["when"] == "after":
+            if isinstance(out, tuple):
+                out = (out[0] + inj["c"] * z_t,) + tuple(out[1:])
+            else:
+                out.prev_sample = out.prev_sample + inj["c"] * z_t
+        return out
+
+    hooks = []
+    if len(case["keys"]) < STEPS:
+        hooks.append(KeyStepHooks(pipe.unet, case["keys"]))
+        if family == "controlnet":
+            hooks.append(KeyStepControlNet(pipe.controlnet, case["keys"]))
+    kw = {}
+    if family == "controlnet":
+        from PIL import Image
+
+        kw = dict(image=Image.open(os.path.join(out_dir, "control.png")), controlnet_conditioning_scale=CONTROL_SCALE)
+    pipe.scheduler.step = step
+    try:
+        with torch.no_grad():
+            out = pipe(prompt=PROMPTS, num_inference_steps=STEPS, guidance_scale=GUIDANCE, latents=noise.clone(),
+                       output_type="latent", **kw).images
+    finally:
+        pipe.scheduler.step = orig_step
+        for h in hooks:
+            h.remove()
+    return out, noise, timesteps
+
+
+def model_reference(pipe, family: str, out_dir: str) -> dict:
+    """The pipeline's prompt encoding and one UNet forward with its added conditioning (and the
+    ControlNet's residuals at the pipeline's conditioning scale)."""
+    from PIL import Image
+
+    t = {}
+    g = torch.Generator().manual_seed(3)
+    unet = pipe.unet
+    size = unet.config.sample_size
+    latents = torch.randn(2, 4, size, size, generator=g)
+    steps = torch.tensor([999.0, 21.0])
+    with torch.no_grad():
+        if family == "sdxl":
+            states, neg, pooled, neg_pooled = pipe.encode_prompt(PROMPTS, do_classifier_free_guidance=True)
+            px = size * pipe.vae_scale_factor
+            time_ids = pipe._get_add_time_ids((px, px), (0, 0), (px, px), dtype=states.dtype,
+                                              text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+            time_ids = time_ids.repeat(2, 1)
+            eps = unet(latents, steps, encoder_hidden_states=states,
+                       added_cond_kwargs=dict(text_embeds=pooled, time_ids=time_ids)).sample
+            eps_neg = unet(latents, steps, encoder_hidden_states=neg,
+                           added_cond_kwargs=dict(text_embeds=neg_pooled, time_ids=time_ids)).sample
+            t.update(pooled=pooled, neg_pooled=neg_pooled, time_ids=time_ids, eps_neg=eps_neg)
+        else:
+            states, neg = pipe.encode_prompt(PROMPTS, "cpu", 1, True)
+            kw = {}
+            if family == "controlnet":
+                image = pipe.prepare_image(Image.open(os.path.join(out_dir, "control.png")), 16, 16, 2, 1, "cpu",
+                                           torch.float32)
+                down, mid = pipe.controlnet(latents, steps, encoder_hidden_states=states, controlnet_cond=image,
+                                            conditioning_scale=CONTROL_SCALE, return_dict=False)
+                kw = dict(down_block_additional_residuals=down, mid_block_additional_residual=mid)
+                t.update(control_image=image, control_mid=mid / CONTROL_SCALE)
+            eps = unet(latents, steps, encoder_hidden_states=states, **kw).sample
+        images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    t.update(states=states, neg_states=neg, latents=latents, t=steps, eps=eps, images=images)
+    return {k: v.contiguous() for k, v in t.items()}
+
+
+def build(family: str, out: str) -> None:
+    from safetensors.torch import save_file
+
+    from fd_export.sd import export_sd
+
+    ckpt, model = os.path.join(out, "checkpoint"), os.path.join(out, "model")
+    {"sd2": build_sd2, "sdxl": build_sdxl, "controlnet": build_controlnet}[family](ckpt)
+    export_sd(ckpt, model, "cpu", "float32", name=f"{family}-tiny",
+              controlnet=os.path.join(ckpt, "controlnet") if family == "controlnet" else None)
+    pipe = load_pipeline(family, ckpt)
+    pipe.set_progress_bar_config(disable=True)
+    tensors = model_reference(pipe, family, out)
+    meta = dict(prompts=PROMPTS, seeds=SEEDS, guidance=GUIDANCE, steps=STEPS, cases=CASES,
+                scheduler="euler" if family == "sdxl" else "ddim",
+                control_scale=CONTROL_SCALE if family == "controlnet" else None)
+    for name, case in CASES.items():
+        latents, noise, timesteps = sample_reference(pipe, family, case, out)
+        tensors[f"sample.{name}"] = latents.contiguous()
+        tensors["noise"] = noise
+        meta["timesteps"] = timesteps
+    save_file(tensors, os.path.join(out, "reference.safetensors"))
+    with open(os.path.join(out, "cases.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+def main(out: str) -> None:
+    pkg = os.path.join(os.path.dirname(HERE), "fd_export")
+    sources = [__file__, os.path.join(HERE, "make_sd_tiny.py")] + [
+        os.path.join(pkg, f) for f in sorted(os.listdir(pkg)) if f.endswith(".py")]
+    stamp = hashlib.sha256(b"".join(open(f, "rb").read() for f in sources)).hexdigest()
+    stamp_file = os.path.join(out, "stamp")
+    if os.path.exists(stamp_file) and open(stamp_file).read() == stamp:
+        print(f"{out}: up to date")
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    for family in ("sd2", "sdxl", "controlnet"):
+        build(family, os.path.join(out, family))
+    with open(stamp_file, "w") as f:
+        f.write(stamp)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "target/fixtures/families")
