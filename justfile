@@ -68,6 +68,11 @@ exp_flags := '${N:+--n $N} ${MODEL:+--model $MODEL} ${PROMPTS:+--prompts $PROMPT
 reproduce-table1 *ARGS: build
     {{env}} ./target/release/fd experiment experiments/configs/table1.json {{exp_flags}} {{ARGS}}
 
+# The paper's DeepFloyd-IF row, stage I, on a user's export (experiments/export_if.py), e.g.
+# MODEL=models/if-i-xl PROMPTS=coco10k.txt REF=coco2017_val_64px.npz DEVICE=cuda just reproduce-table1-if
+reproduce-table1-if *ARGS: build
+    {{env}} ./target/release/fd experiment experiments/configs/table1_if.json {{exp_flags}} {{ARGS}}
+
 # The paper's Table 5 (uniform, 50ls-family and drift-calibrated auto:K plans, DeepCache) + Pareto plots.
 ablate-keysteps *ARGS: build
     {{env}} ./target/release/fd experiment experiments/configs/ablate_keysteps.json {{exp_flags}} {{ARGS}}

@@ -9,7 +9,8 @@ import it without path tricks.
   reference  plain diffusers pipeline references written at export time
   fmnist     the default model's data, architecture, training schedule and checkpoint export
   forms      which UNet2DConditionModel configs fd exports (the rest refused, field named)
-  sd         Stable Diffusion 1.x / 2.x / XL folders and the SD-1.5 architecture config
+  sd         Stable Diffusion 1.x / 2.x / XL folders (+ ControlNet) and the SD-1.5 architecture config
+  deepfloyd_if  DeepFloyd-IF stage I folders (T5 prompt encoder, learned-range variance)
   clip       CLIP towers for CLIP score
   testing    tiny random-init models for test fixtures
 """

@@ -179,7 +179,8 @@ def export_model(
     if with_full:  # the unsplit reference graph (diffusers' forward on the raw inputs), for parity checks
         unet_parts["full"] = (full, [sample, timesteps, raw, *added])
     deepcache = {}
-    for b in deepcache_branches:
+    # DeepCache's shallow path is written for SD's block types; other UNets (IF) export without it
+    for b in deepcache_branches if form.deepcache else ():
         if not 0 <= b < len(unet.up_blocks) - 1:
             raise ValueError(f"DeepCache branch {b} outside 0..{len(unet.up_blocks) - 2}")
         se, dd, sd = ShallowEncoder(unet, b), DeepDecoder(unet, b), ShallowDecoder(unet, b)

@@ -6,8 +6,9 @@ Supported: the plain form (SD 1.x / 2.x, fd's trained models), `addition_embed_t
 (SDXL: pooled text embeds + 6 time ids), `addition_embed_type="text"` with
 `encoder_hid_dim_type="text_proj"` (DeepFloyd-IF stage I: T5 states projected for attention and
 pooled by attention into the time embedding), any `time_embedding_act_fn`, mid blocks with or without
-cross-attention, linear or conv transformer projections, `upcast_attention`. Not yet: learned
-variance (`out_channels = 2 * in_channels`, DeepFloyd-IF), class embeddings (IF stage II).
+cross-attention, linear or conv transformer projections, `upcast_attention`, learned variance
+(`out_channels = 2 * in_channels`: [noise, variance values] stacked on channels, DeepFloyd-IF).
+Not yet: class embeddings (IF stage II's noise-level embedding).
 
 The conditioning that is constant over a sample's steps (the added embedding and the projected text
 states) is computed once per sample by the `cond_prepare` graph; the per-step `time_embed` graph
@@ -39,6 +40,8 @@ class UnetForm:
     raw_dim: int | None = None
     # learned variance: the UNet predicts [eps, variance values] stacked on channels
     learned_variance: bool = False
+    # DeepCache's shallow graphs are written for CrossAttnDownBlock2D / DownBlock2D down paths
+    deepcache: bool = True
 
 
 # (field, value that is fine, why anything else is refused)
@@ -92,14 +95,11 @@ def unet_form(config) -> UnetForm:
         raise UnsupportedConfig(f"UNet config `addition_embed_type` = {add!r} is not supported: image embeds / hints "
                                 "(Kandinsky) are not produced by fd (expected None, 'text' or 'text_time')")
     form.added_kind = add
+    form.deepcache = all(t in ("CrossAttnDownBlock2D", "DownBlock2D") for t in cfg["down_block_types"])
     form.prepare = add is not None or hid_type is not None
     form.raw_dim = int(hid_dim) if hid_type == "text_proj" else int(cross)
     form.learned_variance = int(cfg["out_channels"]) == 2 * int(cfg["in_channels"])
-    if form.learned_variance:
-        raise UnsupportedConfig(f"UNet config `out_channels` = {cfg['out_channels']} (twice `in_channels`: a learned "
-                                "variance output, DeepFloyd-IF) is not supported yet: fd's samplers read a noise "
-                                "prediction with the sample's channel count")
-    if int(cfg["out_channels"]) != int(cfg["in_channels"]):
+    if int(cfg["out_channels"]) != int(cfg["in_channels"]) and not form.learned_variance:
         raise UnsupportedConfig(f"UNet config `out_channels` = {cfg['out_channels']} differs from `in_channels` = "
-                                f"{cfg['in_channels']}: the samplers need a prediction shaped like the sample")
+                                f"{cfg['in_channels']}: the samplers need a prediction shaped like the sample (or twice its channels: a learned variance)")
     return form

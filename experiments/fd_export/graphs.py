@@ -313,6 +313,19 @@ class VaeDecode(nn.Module):
         return self.decoder(latents)
 
 
+class T5Encode(nn.Module):
+    """T5 encoder as DeepFloyd-IF's encode_prompt calls it: token ids with the tokenizer's
+    attention mask (ids != pad id) -> last hidden state."""
+
+    def __init__(self, encoder, pad_id: int):
+        super().__init__()
+        self.encoder, self.pad_id = encoder, pad_id
+
+    def forward(self, ids):
+        mask = (ids != self.pad_id).long()
+        return self.encoder(ids, attention_mask=mask, return_dict=False)[0]
+
+
 class TextEncode(nn.Module):
     def __init__(self, text_model):
         super().__init__()

@@ -65,6 +65,8 @@ def export_sd(checkpoint: str, out: str, device: str = "cpu", dtype: str | None 
     xl = os.path.isdir(os.path.join(checkpoint, "text_encoder_2")) or os.path.isdir(os.path.join(checkpoint, "tokenizer_2"))
     subs = ["unet", "text_encoder", "tokenizer", "vae", "scheduler"] + (["text_encoder_2", "tokenizer_2"] if xl else [])
     _need(checkpoint, subs)
+    if controlnet is not None and not os.path.isfile(os.path.join(controlnet, "config.json")):
+        raise SystemExit(f"{controlnet}: missing `config.json` (expected a diffusers ControlNetModel folder)")
     unet = UNet2DConditionModel.from_pretrained(checkpoint, subfolder="unet")
     text = CLIPTextModel.from_pretrained(checkpoint, subfolder="text_encoder")
     tok = CLIPTokenizer.from_pretrained(checkpoint, subfolder="tokenizer")
@@ -76,8 +78,6 @@ def export_sd(checkpoint: str, out: str, device: str = "cpu", dtype: str | None 
     if controlnet is not None:
         from diffusers import ControlNetModel
 
-        if not os.path.isfile(os.path.join(controlnet, "config.json")):
-            raise SystemExit(f"{controlnet}: missing `config.json` (expected a diffusers ControlNetModel folder)")
         cn = ControlNetModel.from_pretrained(controlnet)
     if not xl:
         return export_sd_parts(unet, text, tok, vae, sched, out, name, device, dtype, controlnet=cn)

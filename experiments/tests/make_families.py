@@ -11,6 +11,10 @@ Families (OUT/<family>/):
         step; encoder propagation runs it at key steps only, its residuals (x conditioning scale)
         added to the encoder features before they are reused, as the authors' ControlNet pipeline
         does. Condition image control.png at the pixel size.
+  if    DeepFloyd-IF stage I form (diffusers' IF test UNet: pixel space, SimpleCrossAttn blocks,
+        addition_embed_type="text", encoder_hid_proj, learned-range variance output), a tiny T5
+        encoder with a Unigram tokenizer trained here, DDPM learned_range + dynamic thresholding;
+        the pipeline's initial and step noise replaced by fd's per-seed noise.
   sdxl  SDXL form: two CLIP text encoders (penultimate states concatenated, pooled projection of the
         second), addition_embed_type="text_time" with 6 time ids, force_zeros_for_empty_prompt,
         Euler (SDXL's scheduler config), VAE with force_upcast.
@@ -129,6 +133,57 @@ def build_sdxl(ckpt: str) -> None:
 CONTROL_SCALE = 0.8
 
 
+def step_noise(seed: int, i: int, shape) -> torch.Tensor:
+    """fd's per-sample step noise (fd_sched::step_noise)."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + 1 + i))
+
+
+def build_t5_tokenizer(dst: str):
+    """A small T5-style Unigram tokenizer (pad 0, </s> 1, <unk> 2, Metaspace, `$A </s>`), trained
+    on a few sentences with the `tokenizers` library (no vocabulary can be downloaded here)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import T5TokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    corpus = PROMPTS + ["a lone sailboat drifting on calm waters", "a red cube on a blue sphere",
+                        "an astronaut riding a horse on the moon", "the quick brown fox jumps over the lazy dog"] * 4
+    tok.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=120, special_tokens=["<pad>", "</s>", "<unk>"],
+                                                            unk_token="<unk>"))
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    fast = T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0)
+    fast.save_pretrained(dst)
+    return fast
+
+
+def build_if(ckpt: str) -> None:
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(23)
+    tok = build_t5_tokenizer(os.path.join(ckpt, "tokenizer"))
+    # diffusers' IF pipeline test UNet
+    perturb(UNet2DConditionModel(
+        sample_size=16, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"), in_channels=3, out_channels=6,
+        cross_attention_dim=32, encoder_hid_dim=32, attention_head_dim=8, addition_embed_type="text",
+        addition_embed_type_num_heads=2, cross_attention_norm="group_norm", resnet_time_scale_shift="scale_shift",
+        act_fn="gelu", norm_num_groups=8,
+    )).save_pretrained(os.path.join(ckpt, "unet"))
+    perturb(T5EncoderModel(T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                    relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1))).save_pretrained(
+        os.path.join(ckpt, "text_encoder"))
+    # DeepFloyd/IF-I-XL-v1.0's scheduler config
+    DDPMScheduler(beta_schedule="squaredcos_cap_v2", beta_start=0.0001, beta_end=0.02, clip_sample=True,
+                  clip_sample_range=1.0, thresholding=True, dynamic_thresholding_ratio=0.95, sample_max_value=1.5,
+                  variance_type="learned_range", prediction_type="epsilon").save_pretrained(
+        os.path.join(ckpt, "scheduler"))
+
+
 def build_controlnet(ckpt: str) -> None:
     from diffusers import ControlNetModel, DDIMScheduler, UNet2DConditionModel
     from PIL import Image
@@ -153,7 +208,20 @@ def build_controlnet(ckpt: str) -> None:
     Image.fromarray(px, "RGB").save(os.path.join(os.path.dirname(ckpt), "control.png"))
 
 
+def load_if_pipeline(ckpt: str):
+    from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel
+    from transformers import T5EncoderModel, T5TokenizerFast
+
+    return IFPipeline(tokenizer=T5TokenizerFast.from_pretrained(ckpt, subfolder="tokenizer"),
+                      text_encoder=T5EncoderModel.from_pretrained(ckpt, subfolder="text_encoder").eval(),
+                      unet=UNet2DConditionModel.from_pretrained(ckpt, subfolder="unet").eval(),
+                      scheduler=DDPMScheduler.from_pretrained(ckpt, subfolder="scheduler"), safety_checker=None,
+                      feature_extractor=None, watermarker=None, requires_safety_checker=False)
+
+
 def load_pipeline(family: str, ckpt: str):
+    if family == "if":
+        return load_if_pipeline(ckpt)
     from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler, EulerDiscreteScheduler,
                            StableDiffusionControlNetPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline,
                            UNet2DConditionModel)
@@ -234,15 +302,17 @@ class KeyStepControlNet:
 
 
 def sample_reference(pipe, family: str, case: dict, out_dir: str) -> torch.Tensor:
-    shape = (1, 4, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+    shape = (1, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
     noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in SEEDS])
     pipe.scheduler.set_timesteps(STEPS)
     timesteps = [float(t) for t in pipe.scheduler.timesteps]
     z_t = noise * pipe.scheduler.init_noise_sigma
     inj = case["inject"]
     orig_step = pipe.scheduler.step
+    state = dict(i=-1)
 
     def step(model_output, timestep, sample, *args, **kwargs):
+        state["i"] += 1
         # prior noise injection around the scheduler step, as the authors place it (after the UNet)
         on = inj is not None and float(timestep) < inj["tau"] * 1000
         if on and inj["when"] == "before":
@@ -260,18 +330,32 @@ def sample_reference(pipe, family: str, case: dict, out_dir: str) -> torch.Tenso
         hooks.append(KeyStepHooks(pipe.unet, case["keys"]))
         if family == "controlnet":
             hooks.append(KeyStepControlNet(pipe.controlnet, case["keys"]))
-    kw = {}
+    kw = dict(latents=noise.clone(), output_type="latent")
     if family == "controlnet":
         from PIL import Image
 
-        kw = dict(image=Image.open(os.path.join(out_dir, "control.png")), controlnet_conditioning_scale=CONTROL_SCALE)
+        kw.update(image=Image.open(os.path.join(out_dir, "control.png")), controlnet_conditioning_scale=CONTROL_SCALE)
+    patches = []
+    if family == "if":
+        # IFPipeline takes no latents and draws DDPM step noise from a generator: both replaced
+        # by fd's per-seed noise
+        import diffusers.schedulers.scheduling_ddpm as ddpm_mod
+
+        per = (1,) + tuple(shape[1:])
+        orig_randn, orig_prep = ddpm_mod.randn_tensor, pipe.prepare_intermediate_images
+        ddpm_mod.randn_tensor = lambda *a, **k: torch.cat([step_noise(s, state["i"], per) for s in SEEDS])
+        pipe.prepare_intermediate_images = lambda *a, **k: noise.clone() * pipe.scheduler.init_noise_sigma
+        patches = [lambda: setattr(ddpm_mod, "randn_tensor", orig_randn),
+                   lambda: setattr(pipe, "prepare_intermediate_images", orig_prep)]
+        kw = dict(output_type="pt", clean_caption=False)
     pipe.scheduler.step = step
     try:
         with torch.no_grad():
-            out = pipe(prompt=PROMPTS, num_inference_steps=STEPS, guidance_scale=GUIDANCE, latents=noise.clone(),
-                       output_type="latent", **kw).images
+            out = pipe(prompt=PROMPTS, num_inference_steps=STEPS, guidance_scale=GUIDANCE, **kw).images
     finally:
         pipe.scheduler.step = orig_step
+        for undo in patches:
+            undo()
         for h in hooks:
             h.remove()
     return out, noise, timesteps
@@ -286,7 +370,7 @@ def model_reference(pipe, family: str, out_dir: str) -> dict:
     g = torch.Generator().manual_seed(3)
     unet = pipe.unet
     size = unet.config.sample_size
-    latents = torch.randn(2, 4, size, size, generator=g)
+    latents = torch.randn(2, unet.config.in_channels, size, size, generator=g)
     steps = torch.tensor([999.0, 21.0])
     with torch.no_grad():
         if family == "sdxl":
@@ -300,6 +384,9 @@ def model_reference(pipe, family: str, out_dir: str) -> dict:
             eps_neg = unet(latents, steps, encoder_hidden_states=neg,
                            added_cond_kwargs=dict(text_embeds=neg_pooled, time_ids=time_ids)).sample
             t.update(pooled=pooled, neg_pooled=neg_pooled, time_ids=time_ids, eps_neg=eps_neg)
+        elif family == "if":
+            states, neg = pipe.encode_prompt(PROMPTS, do_classifier_free_guidance=True, clean_caption=False)
+            eps = unet(latents, steps, encoder_hidden_states=states).sample
         else:
             states, neg = pipe.encode_prompt(PROMPTS, "cpu", 1, True)
             kw = {}
@@ -311,7 +398,7 @@ def model_reference(pipe, family: str, out_dir: str) -> dict:
                 kw = dict(down_block_additional_residuals=down, mid_block_additional_residual=mid)
                 t.update(control_image=image, control_mid=mid / CONTROL_SCALE)
             eps = unet(latents, steps, encoder_hidden_states=states, **kw).sample
-        images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+        images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample if family != "if" else latents.clone()
     t.update(states=states, neg_states=neg, latents=latents, t=steps, eps=eps, images=images)
     return {k: v.contiguous() for k, v in t.items()}
 
@@ -322,14 +409,19 @@ def build(family: str, out: str) -> None:
     from fd_export.sd import export_sd
 
     ckpt, model = os.path.join(out, "checkpoint"), os.path.join(out, "model")
-    {"sd2": build_sd2, "sdxl": build_sdxl, "controlnet": build_controlnet}[family](ckpt)
-    export_sd(ckpt, model, "cpu", "float32", name=f"{family}-tiny",
-              controlnet=os.path.join(ckpt, "controlnet") if family == "controlnet" else None)
+    {"sd2": build_sd2, "sdxl": build_sdxl, "controlnet": build_controlnet, "if": build_if}[family](ckpt)
+    if family == "if":
+        from fd_export.deepfloyd_if import export_if
+
+        export_if(ckpt, model, "cpu", "float32", name="if-tiny")
+    else:
+        export_sd(ckpt, model, "cpu", "float32", name=f"{family}-tiny",
+                  controlnet=os.path.join(ckpt, "controlnet") if family == "controlnet" else None)
     pipe = load_pipeline(family, ckpt)
     pipe.set_progress_bar_config(disable=True)
     tensors = model_reference(pipe, family, out)
     meta = dict(prompts=PROMPTS, seeds=SEEDS, guidance=GUIDANCE, steps=STEPS, cases=CASES,
-                scheduler="euler" if family == "sdxl" else "ddim",
+                scheduler={"sdxl": "euler", "if": "ddpm"}.get(family, "ddim"),
                 control_scale=CONTROL_SCALE if family == "controlnet" else None)
     for name, case in CASES.items():
         latents, noise, timesteps = sample_reference(pipe, family, case, out)
@@ -351,7 +443,7 @@ def main(out: str) -> None:
         print(f"{out}: up to date")
         return
     shutil.rmtree(out, ignore_errors=True)
-    for family in ("sd2", "sdxl", "controlnet"):
+    for family in ("sd2", "sdxl", "controlnet", "if"):
         build(family, os.path.join(out, family))
     with open(stamp_file, "w") as f:
         f.write(stamp)

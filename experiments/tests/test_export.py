@@ -14,6 +14,7 @@ from diffusers import UNet2DConditionModel
 from fd_export import SCHEMA_VERSION, export_model
 from fd_export import fmnist as fmnist_data
 from fd_export.graphs import Decoder, Encoder, TimeEmbed, TimestepProj
+from fd_export.testing import TINY_UNET
 
 
 def tiny_unet(sample_size):
@@ -257,3 +258,75 @@ def test_export_is_frozen_bit_identical_and_keeps_its_weights(tmp_path):
         e2 = fz.encoder(x, femb, c)
         assert all(torch.equal(p, q) for p, q in zip(e1, e2))
         assert torch.equal(unfrozen.decoder(e1[0], femb, c, *e1[1:]), fz.decoder(e2[0], femb, c, *e2[1:]))
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("time_cond_proj_dim", 256, "guidance-embedding"),
+    ("class_embed_type", "timestep", "class embeddings"),
+    ("addition_embed_type", "image", "image embeds"),
+    ("encoder_hid_dim_type", "image_proj", "image-conditioned"),
+    ("out_channels", 5, "differs from `in_channels`"),
+    ("center_input_sample", True, "centring"),
+])
+def test_unsupported_unet_forms_are_refused_naming_the_field(field, value, words):
+    from fd_export.forms import UnsupportedConfig, unet_form
+
+    cfg = dict(TINY_UNET, **{field: value})
+    if field == "encoder_hid_dim_type":
+        cfg["encoder_hid_dim"] = 16
+    with pytest.raises(UnsupportedConfig) as e:
+        unet_form(cfg)
+    assert f"`{field}`" in str(e.value) and words in str(e.value)
+
+
+def test_supported_forms_are_recognised():
+    from fd_export.forms import unet_form
+
+    assert not unet_form(TINY_UNET).prepare
+    xl = unet_form(dict(TINY_UNET, addition_embed_type="text_time", addition_time_embed_dim=8,
+                        projection_class_embeddings_input_dim=6 * 8 + 24))
+    assert (xl.prepare, xl.added_inputs, xl.pooled_dim) == (True, ["pooled", "time_ids"], 24)
+    if_like = unet_form(dict(TINY_UNET, addition_embed_type="text", encoder_hid_dim=24))
+    assert (if_like.prepare, if_like.raw_dim) == (True, 24)
+
+
+def test_text_added_embedding_and_projection_split_equals_diffusers(tmp_path):
+    """IF stage I's conditioning form (addition_embed_type="text", encoder_hid_proj) through
+    cond_prepare + the split graphs equals diffusers' forward on the raw states."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**dict(TINY_UNET, addition_embed_type="text", encoder_hid_dim=24,
+                                       addition_embed_type_num_heads=4, time_embedding_act_fn="silu")).eval()
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    m = export_model(str(tmp_path), "if-form", unet, dict(num_train_timesteps=1000), None,
+                     dict(kind="embedding", seq_len=5, dim=24), with_full=True)
+    assert m["prepare"]["inputs"] == ["states"] and m["prepare"]["projects_states"] and m["cond"]["dim"] == 16
+    g = torch.jit.load(str(tmp_path / "unet.pt"))
+    x, t = torch.randn(2, 4, 16, 16), torch.tensor([900.0, 10.0])
+    raw = torch.randn(2, 5, 24)
+    with torch.no_grad():
+        cond, extra = g.cond_prepare(raw)
+        emb = g.time_embed(t, extra)
+        feats = g.encoder(x, emb, cond)
+        out = g.decoder(feats[0], emb, cond, *feats[1:])
+        want = unet(x, t, encoder_hidden_states=raw).sample
+    assert (out - want).abs().max() < 1e-5
+    assert (g.full(x, t, raw) - want).abs().max() < 1e-5
+
+
+def test_export_sd_names_the_missing_component(tmp_path):
+    from fd_export.sd import export_sd
+
+    for sub in ("unet", "text_encoder", "tokenizer", "vae", "scheduler", "tokenizer_2"):
+        (tmp_path / "ckpt" / sub).mkdir(parents=True)
+    with pytest.raises(SystemExit) as e:
+        export_sd(str(tmp_path / "ckpt"), str(tmp_path / "out"))
+    assert "missing `text_encoder_2/`" in str(e.value)
+    (tmp_path / "ckpt" / "text_encoder_2").mkdir()
+    with pytest.raises(SystemExit) as e:
+        export_sd(str(tmp_path / "ckpt"), str(tmp_path / "out"), controlnet=str(tmp_path / "cn"))
+    assert "cn: missing `config.json`" in str(e.value)
+    assert not (tmp_path / "out").exists(), "nothing written"

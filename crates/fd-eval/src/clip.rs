@@ -65,8 +65,12 @@ impl Clip {
         let mut module =
             CModule::load_on_device(&path, device).map_err(crate::module_error(&path, "loading the CLIP towers"))?;
         module.set_eval();
-        let spec =
-            TokenizerSpec { file: "tokenizer.json".into(), max_length: manifest.max_length, pad_id: manifest.pad_id };
+        let spec = TokenizerSpec {
+            file: "tokenizer.json".into(),
+            max_length: manifest.max_length,
+            pad_id: manifest.pad_id,
+            lowercase: false,
+        };
         let tokenizer = PromptTokenizer::load(&dir.join("tokenizer.json"), &spec)
             .map_err(|e| Error::Input(format!("CLIP tokenizer: {e}")))?;
         Ok(Self { manifest, module, tokenizer, device, dir: dir.into() })

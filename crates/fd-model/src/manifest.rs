@@ -175,6 +175,10 @@ pub struct TokenizerSpec {
     /// Padded/truncated length (77 for CLIP).
     pub max_length: usize,
     pub pad_id: u32,
+    /// Lowercase and trim prompts first (DeepFloyd-IF's pipeline with clean_caption=False).
+    /// Default false.
+    #[serde(default)]
+    pub lowercase: bool,
 }
 
 /// One DeepCache branch: the shallow path recomputed at cached steps.
@@ -237,6 +241,12 @@ impl Manifest {
         }
         if self.mid_shape.len() != 3 || self.skip_shapes.iter().any(|s| s.len() != 3) {
             return Err("mid_shape and every skip_shapes entry must be [C, H, W]".into());
+        }
+        if self.out_channels != self.in_channels && self.out_channels != 2 * self.in_channels {
+            return Err(format!(
+                "out_channels {} must equal in_channels {} (or twice it: a learned variance)",
+                self.out_channels, self.in_channels
+            ));
         }
         if self.skip_shapes.is_empty() {
             return Err("skip_shapes is empty".into());
@@ -431,7 +441,8 @@ impl Manifest {
                 ),
             ));
         }
-        out.push(("output".into(), format!("{} ({} channels)", self.prediction_type, self.out_channels)));
+        let variance = if self.out_channels == 2 * self.in_channels { " + learned variance" } else { "" };
+        out.push(("output".into(), format!("{}{variance} ({} channels)", self.prediction_type, self.out_channels)));
         let space = match &self.vae {
             Some(v) => format!(
                 "latent {}x{}x{} -> VAE decoder (x{}, scaling {}{})",

@@ -16,6 +16,7 @@ pub struct PromptTokenizer {
     inner: Tokenizer,
     path: PathBuf,
     max_length: usize,
+    lowercase: bool,
 }
 
 impl PromptTokenizer {
@@ -37,11 +38,18 @@ impl PromptTokenizer {
             pad_token,
             ..Default::default()
         }));
-        Ok(Self { inner, path: path.to_path_buf(), max_length: spec.max_length })
+        Ok(Self { inner, path: path.to_path_buf(), max_length: spec.max_length, lowercase: spec.lowercase })
     }
 
     /// Token ids of one prompt, exactly `max_length` long.
     pub fn encode(&self, prompt: &str) -> Result<Vec<i64>> {
+        let lowered;
+        let prompt = if self.lowercase {
+            lowered = prompt.to_lowercase();
+            lowered.trim()
+        } else {
+            prompt
+        };
         let enc = self
             .inner
             .encode(prompt, true)

@@ -74,7 +74,10 @@ fn unknown_schema_version() {
     let d = copy_tiny();
     edit_manifest(d.path(), |v| v["schema_version"] = 99.into());
     let e = load_err(d.path(), true);
-    assert!(e.contains("manifest.json") && e.contains("schema_version 99") && e.contains("reads version 1"), "{e}");
+    assert!(
+        e.contains("manifest.json") && e.contains("schema_version 99") && e.contains("reads versions 1 to 2"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -135,6 +135,9 @@ pub struct TimingsRecord {
     pub encoder: f64,
     pub decoder: f64,
     pub scheduler: f64,
+    /// ControlNet seconds (inside `unet_loop`; 0 without a ControlNet).
+    #[serde(default)]
+    pub controlnet: f64,
     pub unet_loop: f64,
     pub cond_encoder: f64,
     pub vae: f64,

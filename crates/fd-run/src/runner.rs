@@ -141,6 +141,7 @@ impl RunSummary {
                 encoder: t.encoder_s,
                 decoder: t.decoder_s,
                 scheduler: t.scheduler_s,
+                controlnet: t.controlnet_s,
                 unet_loop: t.total_s,
                 cond_encoder: self.cond_s,
                 vae: self.vae_s,

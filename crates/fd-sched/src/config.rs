@@ -55,8 +55,6 @@ pub struct BetaConfig {
     pub trained_betas: Option<Vec<f64>>,
     /// Rescale betas to zero terminal SNR; rejected when true (not implemented). Default false.
     pub rescale_betas_zero_snr: bool,
-    /// Dynamic thresholding (Imagen); rejected when true (not implemented). Default false.
-    pub thresholding: bool,
 }
 
 impl Default for BetaConfig {
@@ -68,7 +66,6 @@ impl Default for BetaConfig {
             beta_schedule: BetaSchedule::Linear,
             trained_betas: None,
             rescale_betas_zero_snr: false,
-            thresholding: false,
         }
     }
 }
@@ -106,9 +103,6 @@ impl BetaConfig {
                 )))
             }
             None => {}
-        }
-        if self.thresholding {
-            return Err(Error::Config("thresholding=true is not supported".into()));
         }
         if self.rescale_betas_zero_snr {
             return Err(Error::Config("rescale_betas_zero_snr=true is not supported".into()));
@@ -165,6 +159,13 @@ pub struct DDIMSchedulerConfig {
     pub prediction_type: PredictionType,
     /// Default `leading`.
     pub timestep_spacing: TimestepSpacing,
+    /// Dynamic thresholding of the predicted x0 (Imagen; DeepFloyd-IF's config sets it):
+    /// replaces `clip_sample` when true. Default false.
+    pub thresholding: bool,
+    /// Quantile of |x0| per sample that sets the threshold. Default 0.995.
+    pub dynamic_thresholding_ratio: f64,
+    /// Upper bound of the threshold. Default 1.0.
+    pub sample_max_value: f64,
 }
 
 /// `variance_type` of DDPM.
@@ -176,6 +177,11 @@ pub enum VarianceType {
     FixedSmallLog,
     FixedLarge,
     FixedLargeLog,
+    /// The model predicts the variance (its output has twice the sample's channels).
+    Learned,
+    /// The model predicts an interpolation between the fixed small and large log variances
+    /// (improved DDPM; DeepFloyd-IF).
+    LearnedRange,
 }
 
 /// Mirrors `diffusers.DDPMScheduler.__init__`; every default equals diffusers'.
@@ -184,7 +190,7 @@ pub enum VarianceType {
 pub struct DDPMSchedulerConfig {
     #[serde(flatten)]
     pub betas: BetaConfig,
-    /// Default `fixed_small` (learned variances are not supported).
+    /// Default `fixed_small`.
     pub variance_type: VarianceType,
     /// Default true.
     pub clip_sample: bool,
@@ -196,6 +202,13 @@ pub struct DDPMSchedulerConfig {
     pub timestep_spacing: TimestepSpacing,
     /// Default 0.
     pub steps_offset: usize,
+    /// Dynamic thresholding of the predicted x0 (Imagen; DeepFloyd-IF's config sets it):
+    /// replaces `clip_sample` when true. Default false.
+    pub thresholding: bool,
+    /// Quantile of |x0| per sample that sets the threshold. Default 0.995.
+    pub dynamic_thresholding_ratio: f64,
+    /// Upper bound of the threshold. Default 1.0.
+    pub sample_max_value: f64,
 }
 
 /// `algorithm_type` of DPM-Solver multistep.
@@ -252,6 +265,12 @@ pub struct DPMSolverMultistepSchedulerConfig {
     pub steps_offset: usize,
     /// Karras sigmas; rejected when true (not implemented). Default false.
     pub use_karras_sigmas: bool,
+    /// Dynamic thresholding of the x0 prediction (DPM-Solver++ only, as diffusers). Default false.
+    pub thresholding: bool,
+    /// Default 0.995.
+    pub dynamic_thresholding_ratio: f64,
+    /// Default 1.0.
+    pub sample_max_value: f64,
 }
 
 impl Default for DPMSolverMultistepSchedulerConfig {
@@ -268,6 +287,9 @@ impl Default for DPMSolverMultistepSchedulerConfig {
             timestep_spacing: TimestepSpacing::Linspace,
             steps_offset: 0,
             use_karras_sigmas: false,
+            thresholding: false,
+            dynamic_thresholding_ratio: 0.995,
+            sample_max_value: 1.0,
         }
     }
 }
@@ -313,6 +335,9 @@ impl Default for DDIMSchedulerConfig {
             steps_offset: 0,
             prediction_type: PredictionType::Epsilon,
             timestep_spacing: TimestepSpacing::Leading,
+            thresholding: false,
+            dynamic_thresholding_ratio: 0.995,
+            sample_max_value: 1.0,
         }
     }
 }
@@ -327,6 +352,9 @@ impl Default for DDPMSchedulerConfig {
             prediction_type: PredictionType::Epsilon,
             timestep_spacing: TimestepSpacing::Leading,
             steps_offset: 0,
+            thresholding: false,
+            dynamic_thresholding_ratio: 0.995,
+            sample_max_value: 1.0,
         }
     }
 }

@@ -431,12 +431,23 @@ impl StepCtx<'_> {
         i: usize,
         mut latents: Tensor,
     ) -> Result<Tensor> {
+        // a learned-variance model (DeepFloyd-IF) stacks [noise, variance] on channels: guidance
+        // applies to the noise part, the variance is the conditional branch's (as the IF pipeline)
+        let c = latents.size()[1];
+        let learned = pred.size()[1] == 2 * c;
         let eps = if self.branches == 2 {
             let parts = pred.chunk(2, 0);
-            &parts[0] + (&parts[1] - &parts[0]) * opts.guidance
+            let (u, t) = (parts[0].narrow(1, 0, c), parts[1].narrow(1, 0, c));
+            let guided = &u + (&t - &u) * opts.guidance;
+            if learned {
+                Tensor::cat(&[guided, parts[1].narrow(1, c, c)], 1)
+            } else {
+                guided
+            }
         } else {
             pred
         };
+        let eps = if learned && !scheduler.learned_variance() { eps.narrow(1, 0, c) } else { eps };
         let n_train = scheduler.num_train_timesteps() as f64;
         let inject = opts.injection.filter(|inj| self.timesteps[i] < inj.tau * n_train);
         let t0 = Instant::now();

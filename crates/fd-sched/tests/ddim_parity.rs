@@ -18,7 +18,7 @@ fn ddim_matches_diffusers_every_step() {
     let cases: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("ddim_cases.json")).unwrap()).unwrap();
     let cases = cases.as_object().unwrap();
-    assert!(cases.len() >= 7);
+    assert!(cases.len() >= 8);
     for (name, case) in cases {
         let cfg = DDIMSchedulerConfig::from_json(&case["config"]).unwrap();
         let steps = case["steps"].as_u64().unwrap() as usize;
@@ -44,8 +44,8 @@ fn config_defaults_equal_diffusers() {
     assert_eq!((c.betas.beta_start, c.betas.beta_end), (0.0001, 0.02));
     assert!(c.clip_sample && c.set_alpha_to_one);
     assert_eq!(c.steps_offset, 0);
-    let e = DDIMSchedulerConfig::from_json(&serde_json::json!({"thresholding": true})).unwrap_err();
-    assert!(e.to_string().contains("thresholding"));
+    let e = DDIMSchedulerConfig::from_json(&serde_json::json!({"rescale_betas_zero_snr": true})).unwrap_err();
+    assert!(e.to_string().contains("rescale_betas_zero_snr"));
     let e = Ddim::new(DDIMSchedulerConfig::default(), 1001, 0.0).unwrap_err().to_string();
     assert!(e.contains("1..=1000") && e.contains("1001"), "{e}");
     let e = fd_sched::SamplerSpec::from_config("heun", &serde_json::json!({}), 0.0)

@@ -1,7 +1,9 @@
 //! Every UNet family beyond SD 1.x against Python on the same random-init weights
 //! (experiments/tests/make_families.py, which `just test` runs first; FD_FAMILIES selects another
-//! folder): SD 2.x (linear projections, upcast attention, v-prediction) and SDXL (two text
-//! encoders, pooled embeds + time ids through `cond_prepare`, zero negative conditioning).
+//! folder): SD 2.x (linear projections, upcast attention, v-prediction), SDXL (two text
+//! encoders, pooled embeds + time ids through `cond_prepare`, zero negative conditioning),
+//! ControlNet (key-step residuals) and DeepFloyd-IF stage I (T5, text added embedding and state
+//! projection, learned-range variance with guidance on the noise part, dynamic thresholding).
 //!
 //! Model level: prompt encoding equals the pipeline's `encode_prompt`, the split UNet equals
 //! diffusers' forward with the pipeline's `added_cond_kwargs`, the VAE decode equals
@@ -143,7 +145,12 @@ fn sampling(name: &str) {
             };
             let mut sched = spec.build(steps).unwrap();
             let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
-            let out = sample(m, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();
+            // fd's per-sample step noise (DDPM); the reference draws the same
+            let mut noise_fn = |i: usize| {
+                Tensor::cat(&seeds.iter().map(|&s| fd_sched::step_noise(s, i, &shape)).collect::<Vec<_>>(), 0)
+            };
+            let hooks = fd_sched::Hooks { step_noise: Some(&mut noise_fn), observe: None };
+            let out = sample(m, sched.as_mut(), &plan, &opts, &input, hooks).unwrap();
             assert_eq!(out.counts.calls("encoder"), plan.encoder_calls());
             if m.has_controlnet() {
                 // the ControlNet runs at key steps only (every step in the baseline)
@@ -176,6 +183,16 @@ fn sdxl_model_matches_pipeline() {
 #[test]
 fn sdxl_sampling_matches_pipeline() {
     sampling("sdxl");
+}
+
+#[test]
+fn deepfloyd_if_model_matches_pipeline() {
+    model_level("if");
+}
+
+#[test]
+fn deepfloyd_if_sampling_matches_pipeline() {
+    sampling("if");
 }
 
 #[test]

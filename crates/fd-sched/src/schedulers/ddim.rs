@@ -87,7 +87,9 @@ impl Scheduler for Ddim {
             }
             PredictionType::VPrediction => (sample * sa - model_output * sb, model_output * sa + sample * sb),
         };
-        if self.config.clip_sample {
+        if self.config.thresholding {
+            x0 = super::threshold_sample(&x0, self.config.dynamic_thresholding_ratio, self.config.sample_max_value);
+        } else if self.config.clip_sample {
             let r = self.config.clip_sample_range;
             x0 = x0.clamp(-r, r);
         }

@@ -57,7 +57,19 @@ impl Scheduler for Ddpm {
         true
     }
 
+    fn learned_variance(&self) -> bool {
+        matches!(self.config.variance_type, VarianceType::Learned | VarianceType::LearnedRange)
+    }
+
     fn step(&mut self, model_output: &Tensor, i: usize, sample: &Tensor, noise: Option<&Tensor>) -> Result<Tensor> {
+        let c = sample.size()[1];
+        let (model_output, predicted_variance) = if self.learned_variance() && model_output.size()[1] == 2 * c {
+            let parts = model_output.split(c, 1);
+            (parts[0].shallow_clone(), Some(parts[1].shallow_clone()))
+        } else {
+            (model_output.shallow_clone(), None)
+        };
+        let model_output = &model_output;
         let t = self.timesteps_i[i];
         let prev_t = t - self.step_ratio;
         // float32 scalars, as diffusers
@@ -72,7 +84,9 @@ impl Scheduler for Ddpm {
             PredictionType::Sample => model_output.shallow_clone(),
             PredictionType::VPrediction => sample * sa - model_output * sb,
         };
-        if self.config.clip_sample {
+        if self.config.thresholding {
+            x0 = super::threshold_sample(&x0, self.config.dynamic_thresholding_ratio, self.config.sample_max_value);
+        } else if self.config.clip_sample {
             let r = self.config.clip_sample_range;
             x0 = x0.clamp(-r, r);
         }
@@ -82,11 +96,29 @@ impl Scheduler for Ddpm {
         if t > 0 {
             let noise = noise.ok_or_else(|| Error::Sampling("DDPM needs step noise".into()))?;
             let small = (b_prev / b_t * cur_beta).max(1e-20);
-            let std = match self.config.variance_type {
-                VarianceType::FixedSmall => small.sqrt(),
-                VarianceType::FixedSmallLog => (0.5 * small.ln()).exp(),
-                VarianceType::FixedLarge => cur_beta.sqrt(),
-                VarianceType::FixedLargeLog => (0.5 * cur_beta.ln()).exp(),
+            let std = match (self.config.variance_type, &predicted_variance) {
+                (VarianceType::FixedSmall, _) => small.sqrt(),
+                (VarianceType::FixedSmallLog, _) => (0.5 * small.ln()).exp(),
+                (VarianceType::FixedLarge, _) => cur_beta.sqrt(),
+                (VarianceType::FixedLargeLog, _) => (0.5 * cur_beta.ln()).exp(),
+                (VarianceType::Learned, Some(v)) => {
+                    prev += noise * v.sqrt();
+                    return Ok(prev);
+                }
+                (VarianceType::LearnedRange, Some(v)) => {
+                    // interpolate the log variance between the fixed small and large ones
+                    let (min_log, max_log) = (f64::from(small.ln()), f64::from(cur_beta.ln()));
+                    let frac = (v + 1.0) / 2.0;
+                    let log_var: Tensor = &frac * max_log + (1.0 - &frac) * min_log;
+                    prev += noise * (log_var * 0.5).exp();
+                    return Ok(prev);
+                }
+                (VarianceType::Learned | VarianceType::LearnedRange, None) => {
+                    return Err(Error::Sampling(format!(
+                        "DDPM variance_type {:?} needs a model output with twice the sample's {c} channels",
+                        self.config.variance_type
+                    )))
+                }
             };
             prev += noise * f64::from(std);
         }

@@ -72,13 +72,18 @@ impl DpmSolverMultistep {
     fn convert(&self, out: &Tensor, i: usize, sample: &Tensor) -> Tensor {
         let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
         let (a, s) = (f64::from(alpha), f64::from(sigma));
-        match (self.config.algorithm_type, self.config.prediction_type) {
+        let x0 = match (self.config.algorithm_type, self.config.prediction_type) {
             (DpmAlgorithm::DpmSolverPlusPlus, PredictionType::Epsilon) => (sample - out * s) / a,
             (DpmAlgorithm::DpmSolverPlusPlus, PredictionType::Sample) => out.shallow_clone(),
             (DpmAlgorithm::DpmSolverPlusPlus, PredictionType::VPrediction) => sample * a - out * s,
             (DpmAlgorithm::DpmSolver, PredictionType::Epsilon) => out.shallow_clone(),
             (DpmAlgorithm::DpmSolver, PredictionType::Sample) => (sample - out * a) / s,
             (DpmAlgorithm::DpmSolver, PredictionType::VPrediction) => out * a + sample * s,
+        };
+        if self.config.thresholding && self.config.algorithm_type == DpmAlgorithm::DpmSolverPlusPlus {
+            super::threshold_sample(&x0, self.config.dynamic_thresholding_ratio, self.config.sample_max_value)
+        } else {
+            x0
         }
     }
 

@@ -39,4 +39,21 @@ pub trait Scheduler: std::fmt::Debug {
     fn step(&mut self, model_output: &Tensor, i: usize, sample: &Tensor, noise: Option<&Tensor>) -> Result<Tensor>;
     /// Forward-diffuse `x0` to training timestep `t` (integer training timestep).
     fn add_noise(&self, x0: &Tensor, noise: &Tensor, t: usize) -> Tensor;
+    /// Whether [`Scheduler::step`] reads a learned variance: the model output then carries the
+    /// noise prediction and the variance values stacked on channels (DDPM `learned` /
+    /// `learned_range`); other samplers get the noise prediction only.
+    fn learned_variance(&self) -> bool {
+        false
+    }
+}
+
+/// Dynamic thresholding of a predicted x0, as diffusers' `_threshold_sample`: per sample, s =
+/// the `ratio` quantile of |x0| clamped to [1, max_value]; x0 is clamped to [-s, s] and divided
+/// by s.
+pub(crate) fn threshold_sample(x0: &Tensor, ratio: f64, max_value: f64) -> Tensor {
+    let size = x0.size();
+    let flat = x0.to_kind(tch::Kind::Float).reshape([size[0], -1]);
+    let s = flat.abs().quantile_scalar(ratio, 1, false, "linear").clamp(1.0, max_value).unsqueeze(1);
+    let out = flat.clamp_tensor(Some(-&s), Some(s.shallow_clone())) / &s;
+    out.reshape(&size).to_kind(x0.kind())
 }

@@ -1,0 +1,84 @@
+//! The CLI on every model family's tiny random-init export (experiments/tests/make_families.py,
+//! which `just test` runs first): SDXL and ControlNet runs end to end, and each bad input the
+//! families add reported with what is missing, before any file is written.
+
+mod common;
+
+use common::{fd, fixture};
+
+fn families() -> std::path::PathBuf {
+    fixture("FD_FAMILIES", "families")
+}
+
+fn model(name: &str) -> String {
+    families().join(name).join("model").display().to_string()
+}
+
+fn prompts(dir: &std::path::Path) -> String {
+    let p = dir.join("prompts.txt");
+    std::fs::write(&p, "a cat\na photograph of an astronaut riding a horse\n").unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn sdxl_samples_with_prompts_and_info_says_what_it_needs() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, o) = (prompts(d.path()), d.path().join("o").display().to_string());
+    let (ok, out, err) = fd(&["info", &model("sdxl")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("family sdxl") && out.contains("2 tokenizer(s)") && out.contains("text_time"), "{out}");
+    let args = ["sample", "--model", &model("sdxl"), "--scheduler", "euler", "--steps", "4", "--n", "2", "--cfg", "5"];
+    let (ok, _, err) = fd(&[&args[..], &["--keys", "uniform:2", "--out", &o]].concat());
+    assert!(!ok && err.contains("is text-conditioned: pass --prompts FILE"), "{err}");
+    assert!(!std::path::Path::new(&o).exists(), "nothing written on error");
+    let (ok, _, err) = fd(&[&args[..], &["--keys", "uniform:2", "--prompts", &p, "--out", &o]].concat());
+    assert!(ok, "{err}");
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("o/run.json")).unwrap()).unwrap();
+    assert_eq!(run["conditions"][1], "a photograph of an astronaut riding a horse");
+}
+
+#[test]
+fn controlnet_runs_need_their_condition_images() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, o) = (prompts(d.path()), d.path().join("o").display().to_string());
+    let control = families().join("controlnet/control.png").display().to_string();
+    let cn = model("controlnet");
+    let base = ["sample", "--model", &cn, "--steps", "4", "--n", "2", "--cfg", "3", "--prompts", &p, "--out", &o];
+    let (ok, _, err) = fd(&base);
+    assert!(!ok && err.contains("has a ControlNet: pass --control IMAGE_OR_DIR"), "{err}");
+    let small = d.path().join("small.png");
+    image::DynamicImage::new_rgb8(8, 8).save(&small).unwrap();
+    let (ok, _, err) = fd(&[&base[..], &["--control", small.to_str().unwrap()]].concat());
+    assert!(!ok && err.contains("small.png") && err.contains("size 8x8"), "{err}");
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (ok, _, err) = fd(&[&base[..], &["--control", empty.to_str().unwrap()]].concat());
+    assert!(!ok && err.contains("no .png images"), "{err}");
+    let (ok, _, err) = fd(&["sample", "--model", &model("sd2"), "--prompts", &p, "--control", &control, "--out", &o]);
+    assert!(!ok && err.contains("has no ControlNet"), "{err}");
+    assert!(!std::path::Path::new(&o).exists(), "nothing written on error");
+    let (ok, _, err) =
+        fd(&[&base[..], &["--keys", "uniform:2", "--control", &control, "--control-scale", "0.5"]].concat());
+    assert!(ok, "{err}");
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("o/run.json")).unwrap()).unwrap();
+    let c = &run["conditions"][0];
+    assert_eq!(c["prompt"], "a cat");
+    assert_eq!(c["control"]["sha256"].as_str().unwrap().len(), 64, "{c}");
+    let counts = serde_json::to_string(&run).unwrap();
+    assert!(counts.contains("controlnet"), "the ControlNet's calls are counted: {counts}");
+}
+
+#[test]
+fn a_prompt_model_without_its_text_encoder_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("sdxl");
+    common::copy_dir(&families().join("sdxl/model"), &m);
+    std::fs::remove_file(m.join("cond_encoder.pt")).unwrap();
+    let (ok, _, err) = fd(&["info", m.to_str().unwrap()]);
+    assert!(!ok && err.contains("cond_encoder.pt: graph file missing") && err.contains("`cond_encoder`"), "{err}");
+    std::fs::remove_file(m.join("tokenizer_2.json")).unwrap();
+    let (ok, _, err) = fd(&["info", m.to_str().unwrap()]);
+    assert!(!ok && err.contains("tokenizer_2.json"), "{err}");
+}
