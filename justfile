@@ -103,6 +103,11 @@ bench-decoder-rows: setup
 bench-sd15-gpu: build
     {{env}} experiments/gpu_sd15_bench.sh target/release/fd out/gpu-sd15
 
+# SDXL (1024 px, batch 1 and 4) and SD-1.5 + ControlNet timings on a GPU, random-init real
+# architectures (experiments/gpu_families_bench.sh).
+bench-families-gpu: build
+    {{env}} experiments/gpu_families_bench.sh target/release/fd out/gpu-families
+
 # Rust harness vs the Python diffusers loop (eager UNet2DConditionModel + DDIMScheduler) on the
 # same exported model, interleaved repeats; writes results/bench-harness/<date>-<machine>/.
 bench-harness N="16" REPEATS="3": build

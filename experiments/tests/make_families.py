@@ -55,6 +55,8 @@ CASES = {
     "none": dict(keys=list(range(STEPS)), inject=None),
     "keys_inject": dict(keys=[0, 1, 2, 4, 7], inject=dict(c=0.003, tau=0.5, when="before")),
     "uniform2_inject_after": dict(keys=list(range(0, STEPS, 2)), inject=dict(c=0.05, tau=0.6, when="after")),
+    # the DeepCache peer (full step every 3 steps, branch 0) on families whose export has its graphs
+    "deepcache3": dict(keys=list(range(0, STEPS, 3)), inject=None, deepcache_branch=0, families=["sd2", "sdxl"]),
 }
 SD_SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                 set_alpha_to_one=False, steps_offset=1)
@@ -276,6 +278,30 @@ class KeyStepHooks:
             h.remove()
 
 
+class DeepCacheHooks:
+    """DeepCache on diffusers' own forward: at a full step the input of up block U[n-1-b] is
+    captured, at a cached step it is substituted (the deep part still runs; its result is unused)."""
+
+    def __init__(self, unet, keys, branch):
+        self.keys, self.step, self.h = set(keys), -1, None
+        target = unet.up_blocks[len(unet.up_blocks) - 1 - branch]
+        self.handles = [unet.register_forward_pre_hook(self.next_step),
+                        target.register_forward_pre_hook(self.hook, with_kwargs=True)]
+
+    def next_step(self, module, args):
+        self.step += 1
+
+    def hook(self, module, args, kwargs):
+        if self.step in self.keys:
+            self.h = kwargs["hidden_states"]
+            return None
+        return args, dict(kwargs, hidden_states=self.h)
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
 class KeyStepControlNet:
     """The authors' ControlNet schedule on the pipeline's ControlNet: run at key steps (its
     output kept), at other steps replaced by the key step's output; with KeyStepHooks'
@@ -326,7 +352,9 @@ def sample_reference(pipe, family: str, case: dict, out_dir: str) -> torch.Tenso
         return out
 
     hooks = []
-    if len(case["keys"]) < STEPS:
+    if "deepcache_branch" in case:
+        hooks.append(DeepCacheHooks(pipe.unet, case["keys"], case["deepcache_branch"]))
+    elif len(case["keys"]) < STEPS:
         hooks.append(KeyStepHooks(pipe.unet, case["keys"]))
         if family == "controlnet":
             hooks.append(KeyStepControlNet(pipe.controlnet, case["keys"]))
@@ -423,7 +451,9 @@ def build(family: str, out: str) -> None:
     meta = dict(prompts=PROMPTS, seeds=SEEDS, guidance=GUIDANCE, steps=STEPS, cases=CASES,
                 scheduler={"sdxl": "euler", "if": "ddpm"}.get(family, "ddim"),
                 control_scale=CONTROL_SCALE if family == "controlnet" else None)
-    for name, case in CASES.items():
+    cases = {k: c for k, c in CASES.items() if family in c.get("families", [family])}
+    meta["cases"] = cases
+    for name, case in cases.items():
         latents, noise, timesteps = sample_reference(pipe, family, case, out)
         tensors[f"sample.{name}"] = latents.contiguous()
         tensors["noise"] = noise

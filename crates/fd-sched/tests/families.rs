@@ -127,7 +127,11 @@ fn sampling(name: &str) {
     let uncond = m.uncond(conds.len()).unwrap();
     for (case, c) in meta["cases"].as_object().unwrap() {
         let keys: Vec<String> = c["keys"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
-        let plan = Plan::parse(&keys.join(","), steps).unwrap();
+        let spec_str = match c["deepcache_branch"].as_u64() {
+            Some(b) => format!("deepcache:{}:{b}", c["keys"][1].as_u64().unwrap()),
+            None => keys.join(","),
+        };
+        let plan = Plan::parse(&spec_str, steps).unwrap();
         let injection = c["inject"].as_object().map(|i| Injection {
             strength: i["c"].as_f64().unwrap(),
             tau: i["tau"].as_f64().unwrap(),
@@ -152,6 +156,9 @@ fn sampling(name: &str) {
             let hooks = fd_sched::Hooks { step_noise: Some(&mut noise_fn), observe: None };
             let out = sample(m, sched.as_mut(), &plan, &opts, &input, hooks).unwrap();
             assert_eq!(out.counts.calls("encoder"), plan.encoder_calls());
+            if c.get("deepcache_branch").is_some() {
+                assert!(out.counts.calls("deepcache0_shallow_encoder") > 0);
+            }
             if m.has_controlnet() {
                 // the ControlNet runs at key steps only (every step in the baseline)
                 assert_eq!(out.counts.calls("controlnet"), plan.encoder_calls());
