@@ -107,14 +107,14 @@ pub struct CondSpec {
     pub tokenizer: Option<TokenizerSpec>,
     /// The second tokenizer of a two-encoder model (SDXL); `cond_encoder` then takes both id
     /// tensors.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer_2: Option<TokenizerSpec>,
     /// Width of the pooled text embedding `cond_encoder` also returns (SDXL), else None.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooled_dim: Option<i64>,
     /// What the unconditional branch of classifier-free guidance is. Default: the empty prompt
     /// (text models) / the null class (class models).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "UncondRule::is_default")]
     pub uncond: UncondRule,
 }
 
@@ -144,6 +144,13 @@ pub struct ControlSpec {
 
 fn rgb() -> String {
     "rgb".into()
+}
+
+impl UncondRule {
+    // left out of records when default, so model identities from before the field are unchanged
+    fn is_default(&self) -> bool {
+        *self == UncondRule::EmptyPrompt
+    }
 }
 
 /// Inputs and outputs of the `cond_prepare` graph:
@@ -177,7 +184,7 @@ pub struct TokenizerSpec {
     pub pad_id: u32,
     /// Lowercase and trim prompts first (DeepFloyd-IF's pipeline with clean_caption=False).
     /// Default false.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lowercase: bool,
 }
 
@@ -198,7 +205,7 @@ pub struct VaeSpec {
     pub upscale: i64,
     /// dtype of the VAE graph when it differs from the UNet's (`float32` for a VAE whose config
     /// says `force_upcast`, SDXL). None: the model's dtype.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<String>,
 }
 

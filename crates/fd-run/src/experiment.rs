@@ -32,6 +32,14 @@ fn default_batch() -> usize {
 fn default_guidance() -> f64 {
     3.0
 }
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+
 fn default_reference() -> String {
     "fmnist-test".into()
 }
@@ -75,6 +83,13 @@ pub struct ExperimentConfig {
     /// Prompt file (one per line, cycled) for text-conditioned models.
     #[serde(default)]
     pub prompts: Option<PathBuf>,
+    /// ControlNet condition image or folder of PNGs (models exported with a ControlNet), as
+    /// `fd sample --control`. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<PathBuf>,
+    /// ControlNet conditioning scale. Default 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub control_scale: f64,
     /// Calibration samples for `auto:K` plans (seeds 1_000_000 + i, disjoint from the evaluation seeds). Default 8.
     #[serde(default = "default_calibration_n")]
     pub calibration_n: usize,
@@ -125,7 +140,7 @@ impl RowSpec {
             plan: self.plan.clone(),
             guidance: cfg.guidance,
             calibration_n: cfg.calibration_n,
-            ..Default::default()
+            control_scale: cfg.control_scale,
         }
     }
 
@@ -259,6 +274,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
     cfg.validate().map_err(Error::Input)?;
     let model = ModelSpec { dir: cfg.model.clone(), device: opt.device, deterministic: opt.deterministic }.load()?;
     let conds = cycle_conditions(&model, cfg.prompts.as_deref(), None, cfg.n)?;
+    let conds = crate::spec::with_control(&model, conds, cfg.control.as_deref())?;
     let classifier = match &cfg.classifier {
         Some(p) => Some(p.clone()),
         None => Some(cfg.model.join("classifier.pt")).filter(|p| p.is_file()),

@@ -42,6 +42,13 @@ pub struct ModelIdentity {
     pub prediction_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vae: Option<VaeSpec>,
+    /// Added conditioning (SDXL time ids, ...): manifest values that change images without
+    /// changing a graph.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare: Option<fd_model::PrepareSpec>,
+    /// ControlNet image spec (channel order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<fd_model::ControlSpec>,
 }
 
 /// The sampler a run used: name, steps, eta and the manifest's diffusers scheduler config verbatim.
@@ -136,7 +143,7 @@ pub struct TimingsRecord {
     pub decoder: f64,
     pub scheduler: f64,
     /// ControlNet seconds (inside `unet_loop`; 0 without a ControlNet).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub controlnet: f64,
     pub unet_loop: f64,
     pub cond_encoder: f64,
@@ -252,4 +259,8 @@ impl RunRecord {
         rec.check(&path)?;
         Ok(rec)
     }
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }

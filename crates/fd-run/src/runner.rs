@@ -222,6 +222,8 @@ pub fn run_config(
             dtype: m.dtype.clone(),
             prediction_type: m.prediction_type.clone(),
             vae: m.vae.clone(),
+            prepare: m.prepare.clone(),
+            control: m.control.clone(),
         },
         sampler: SamplerRecord {
             name: spec.sampler.name().into(),

@@ -85,7 +85,7 @@ pub struct SamplingOptions {
     #[serde(default = "default_calibration_n")]
     pub calibration_n: usize,
     /// ControlNet conditioning scale (models exported with a ControlNet). Default 1.
-    #[serde(default = "default_guidance")]
+    #[serde(default = "default_guidance", skip_serializing_if = "is_one")]
     pub control_scale: f64,
 }
 
@@ -386,4 +386,9 @@ impl ModelSpec {
         let opts = LoadOptions { device: self.device, row_by_row: self.deterministic, ..Default::default() };
         Ok(UNetModel::load(&self.dir, &opts)?)
     }
+}
+
+// the default is left out of records, so run identities without a ControlNet are unchanged
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
 }

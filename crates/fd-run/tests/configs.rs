@@ -40,3 +40,33 @@ fn committed_configs_load_and_rows_decode_auto_unless_named() {
     let e = bad(r#""decode": "fast""#);
     assert!(e.contains("x.json") && e.contains("fast"), "{e}");
 }
+
+/// Fields added for new model families (SDXL, IF, ControlNet) stay out of the records of runs
+/// that do not use them, so the identity of every run made before them is unchanged (resume and
+/// merge keep accepting those folders): every committed `run.json` under results/ is recomputed.
+#[test]
+fn run_identities_from_before_the_new_families_are_unchanged() {
+    let v = serde_json::to_value(fd_sched::ExecOptions::default()).unwrap();
+    assert_eq!(v, serde_json::json!({"parallel": true, "max_decoder_batch": 0, "guidance": 1.0, "injection": null}));
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.file_name().is_some_and(|n| n == "run.json") {
+                out.push(p);
+            }
+        }
+    }
+    let mut runs = Vec::new();
+    walk(&configs().join("../../results"), &mut runs);
+    let mut checked = 0;
+    for p in runs {
+        let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let Some(id) = run["identity"].as_str() else { continue };
+        let cfg: fd_run::records::RunConfig = serde_json::from_value(run.clone()).unwrap();
+        assert_eq!(cfg.identity(), id, "{}", p.display());
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked} committed runs checked");
+}

@@ -64,12 +64,21 @@ pub struct ExecOptions {
     pub injection: Option<Injection>,
     /// ControlNet conditioning scale (diffusers' `controlnet_conditioning_scale`): the residuals
     /// are multiplied by it. Default 1; ignored without a ControlNet.
-    #[serde(default = "one")]
+    #[serde(default = "one", skip_serializing_if = "is_one")]
     pub control_scale: f64,
 }
 
 fn one() -> f64 {
     1.0
+}
+
+// defaults are left out of records, so run identities of runs without a ControlNet are unchanged
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Default for ExecOptions {
@@ -87,7 +96,7 @@ pub struct Timings {
     pub scheduler_s: f64,
     pub total_s: f64,
     /// ControlNet (key steps only under encoder propagation; every step in the baseline).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub controlnet_s: f64,
 }
 
