@@ -65,8 +65,15 @@ exp_flags := '${N:+--n $N} ${MODEL:+--model $MODEL} ${PROMPTS:+--prompts $PROMPT
 
 # The paper's Table 1 on the default model (rows resume if interrupted). SD-1.5 protocol on a GPU:
 # N=10000 MODEL=models/sd15 PROMPTS=coco10k.txt REF=coco_val2017.npz CFG=7.5 DEVICE=cuda just reproduce-table1
-reproduce-table1 *ARGS: build
+reproduce-table1 *ARGS: build default-tome
     {{env}} ./target/release/fd experiment experiments/configs/table1.json {{exp_flags}} {{ARGS}}
+
+# The default model re-exported with token merging (ToMe ratio 0.5 at its 14x14 and 7x7 attention;
+# tomesd 0.1.3, fixed partition) into models/fmnist-tome, for Table 1's ToMe rows (built once, ~1 min).
+default-tome: setup
+    {{env}} if [ ! -f models/fmnist-tome/manifest.json ] || ! grep -q "$(sha256sum models/fmnist/unet_weights.safetensors | cut -c1-64)" models/fmnist-tome/manifest.json; then \
+        rm -rf models/fmnist-tome && python experiments/export_tome.py --model models/fmnist --out models/fmnist-tome --ratio 0.5 --max-downsample 4; \
+    else echo "models/fmnist-tome: up to date"; fi
 
 # The paper's DeepFloyd-IF row, stage I, on a user's export (experiments/export_if.py), e.g.
 # MODEL=models/if-i-xl PROMPTS=coco10k.txt REF=coco2017_val_64px.npz DEVICE=cuda just reproduce-table1-if

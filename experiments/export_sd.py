@@ -8,7 +8,8 @@ split UNet graphs (+ cond_prepare for SDXL's pooled embeds and time ids), the pr
 the VAE decoder, tokenizer.json (+ tokenizer_2.json) and manifest.json with the checkpoint's
 scheduler config; with --controlnet DIR also the `controlnet` graph (run at key steps only
 under encoder propagation, its residuals added to the encoder features before they are cached).
-A UNet form fd does not support is refused before anything is written, naming
+--tome RATIO merges tokens in every UNet graph (tomesd 0.1.3, fixed partition; see
+fd_export.tome). A UNet form fd does not support is refused before anything is written, naming
 the config field. Defaults: float16 on CUDA, float32 on CPU.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 
 from fd_export.forms import UnsupportedConfig
 from fd_export.sd import export_sd
+from fd_export.tome import settings_from, tome_args
 
 
 def main():
@@ -27,9 +29,11 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "float16"])
+    tome_args(ap, "--tome", "tome-")
     args = ap.parse_args()
+    tome = settings_from(args.tome, args, "tome-") if args.tome is not None else None
     try:
-        m = export_sd(args.checkpoint, args.out, args.device, args.dtype, controlnet=args.controlnet)
+        m = export_sd(args.checkpoint, args.out, args.device, args.dtype, controlnet=args.controlnet, tome=tome)
     except UnsupportedConfig as e:
         raise SystemExit(f"{args.checkpoint}/unet/config.json: {e}")
     print(json.dumps({k: m[k] for k in ("name", "family", "dtype", "params")}, indent=2))

@@ -102,6 +102,7 @@ def export_model(
     save_weights: bool = False,
     family: str | None = None,
     controlnet=None,
+    tome: dict | None = None,
 ) -> dict:
     """Export `unet` (+ optional conditioning encoder and VAE decoder) into `out_dir`.
 
@@ -113,6 +114,8 @@ def export_model(
     controlnet: a diffusers ControlNetModel for this UNet, exported as the `controlnet` graph
     (residuals added to the encoder features at key steps; the condition image is [B,3,H,W] in
     [0, 1] at the pixel size).
+    tome: token-merging settings (fd_export.tome.tome_settings): the UNet is patched with tomesd
+    before anything is traced, so every graph merges tokens and the FLOPs count it.
     family: what the manifest calls the model family (sd1, sd2, sdxl, ...; shown by `fd info`).
     The UNet config is checked first (fd_export.forms.unet_form): an unsupported form is refused
     with the config field named, before any file is written.
@@ -128,6 +131,11 @@ def export_model(
     if form.pooled_dim is not None and cond_spec.get("pooled_dim") != form.pooled_dim:
         raise ValueError(f"UNet expects pooled text embeds of width {form.pooled_dim} (addition_embed_type "
                          f"text_time), the cond encoder gives {cond_spec.get('pooled_dim')}")
+    tome_entry = None
+    if tome is not None:
+        from .tome import apply_tome
+
+        tome_entry = apply_tome(unet, tome)  # refuses a UNet without transformer blocks before writing
     os.makedirs(out_dir, exist_ok=True)
     unet = unet.to(device=device, dtype=dtype).eval()
     cfg = unet.config
@@ -268,6 +276,7 @@ def export_model(
         cond=cond_spec,
         prepare=prepare_entry,
         control=control_entry,
+        tome=tome_entry,
         prediction_type=scheduler_config.get("prediction_type", "epsilon"),
         scheduler=scheduler_config,
         dtype=str(dtype).replace("torch.", ""),

@@ -15,6 +15,11 @@ Families (OUT/<family>/):
         addition_embed_type="text", encoder_hid_proj, learned-range variance output), a tiny T5
         encoder with a Unigram tokenizer trained here, DDPM learned_range + dynamic thresholding;
         the pipeline's initial and step noise replaced by fd's per-seed noise.
+  tome  SD 1.x form with token merging (tomesd 0.1.3, fixed partition) at 16x16 latents (256 tokens
+        at full resolution, half merged): the pipeline's UNet patched with tomesd is the reference.
+  fmnist-tome  the committed default model re-exported with ToMe (experiments/export_tome.py,
+        ratio 0.5, max downsample 4: merges at its 14x14 and 7x7 attention), against the tomesd-
+        patched eager UNet in a DDIM + CFG loop (class conditioning from its cond_encoder graph).
   sdxl  SDXL form: two CLIP text encoders (penultimate states concatenated, pooled projection of the
         second), addition_embed_type="text_time" with 6 time ids, force_zeros_for_empty_prompt,
         Euler (SDXL's scheduler config), VAE with force_upcast.
@@ -56,7 +61,7 @@ CASES = {
     "keys_inject": dict(keys=[0, 1, 2, 4, 7], inject=dict(c=0.003, tau=0.5, when="before")),
     "uniform2_inject_after": dict(keys=list(range(0, STEPS, 2)), inject=dict(c=0.05, tau=0.6, when="after")),
     # the DeepCache peer (full step every 3 steps, branch 0) on families whose export has its graphs
-    "deepcache3": dict(keys=list(range(0, STEPS, 3)), inject=None, deepcache_branch=0, families=["sd2", "sdxl"]),
+    "deepcache3": dict(keys=list(range(0, STEPS, 3)), inject=None, deepcache_branch=0, families=["sd2", "sdxl", "tome", "fmnist-tome"]),
 }
 SD_SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                 set_alpha_to_one=False, steps_offset=1)
@@ -210,6 +215,90 @@ def build_controlnet(ckpt: str) -> None:
     Image.fromarray(px, "RGB").save(os.path.join(os.path.dirname(ckpt), "control.png"))
 
 
+TOME = dict(ratio=0.5, max_downsample=1, sx=2, sy=2, merge_attn=True, merge_crossattn=False, merge_mlp=False)
+TOME_FMNIST = dict(TOME, max_downsample=4)
+FMNIST_CLASSES = [7, 8]
+
+
+def build_tome(ckpt: str) -> None:
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(24)
+    perturb(UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
+    )).save_pretrained(os.path.join(ckpt, "unet"))
+    perturb(CLIPTextModel(text_config())).save_pretrained(os.path.join(ckpt, "text_encoder"))
+    perturb(tiny_vae()).save_pretrained(os.path.join(ckpt, "vae"))
+    DDIMScheduler(**SD_SCHED).save_pretrained(os.path.join(ckpt, "scheduler"))
+    build_clip_tokenizer(os.path.join(ckpt, "tokenizer"))
+
+
+def loop_reference(unet, sched, noise, cond2, case, guidance):
+    """A DDIM + CFG sampling loop on diffusers' UNet forward, with the paper's algorithm through
+    KeyStepHooks and prior noise injection around the scheduler step (as sample_reference)."""
+    sched.set_timesteps(STEPS)
+    z_t = noise * sched.init_noise_sigma
+    x, inj = z_t.clone(), case["inject"]
+    if "deepcache_branch" in case:
+        hooks = DeepCacheHooks(unet, case["keys"], case["deepcache_branch"])
+    else:
+        hooks = KeyStepHooks(unet, case["keys"]) if len(case["keys"]) < STEPS else None
+    try:
+        with torch.no_grad():
+            for t in sched.timesteps:
+                eps = unet(sched.scale_model_input(torch.cat([x, x]), t), t, encoder_hidden_states=cond2).sample
+                u, c = eps.chunk(2)
+                eps = u + guidance * (c - u)
+                on = inj is not None and float(t) < inj["tau"] * 1000
+                if on and inj["when"] == "before":
+                    x = x + inj["c"] * z_t
+                x = sched.step(eps, t, x).prev_sample
+                if on and inj["when"] == "after":
+                    x = x + inj["c"] * z_t
+    finally:
+        if hooks is not None:
+            hooks.remove()
+    return x
+
+
+def build_fmnist_tome(out: str) -> None:
+    """The default model with ToMe: export and references (model level + sampling loops)."""
+    import tomesd
+    from diffusers import DDIMScheduler
+    from safetensors.torch import save_file
+
+    from fd_export.tome import export_tome, load_unet
+
+    default = os.path.join(HERE, "..", "..", "models", "fmnist")
+    m, _ = export_tome(default, os.path.join(out, "model"), TOME_FMNIST)
+    unet, manifest = load_unet(default)
+    tomesd.apply_patch(unet, use_rand=False, **TOME_FMNIST)
+    cond_enc = torch.jit.load(os.path.join(default, "cond_encoder.pt"))
+    null = manifest["cond"]["null_id"]
+    shape = (1, 1, 28, 28)
+    noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in SEEDS])
+    sched = DDIMScheduler.from_config({k: v for k, v in manifest["scheduler"].items() if not k.startswith("_")})
+    g = torch.Generator().manual_seed(3)
+    latents, steps = torch.randn(2, 1, 28, 28, generator=g), torch.tensor([999.0, 21.0])
+    with torch.no_grad():
+        cond = cond_enc(torch.tensor(FMNIST_CLASSES))
+        cond2 = torch.cat([cond_enc(torch.tensor([null] * len(SEEDS))), cond])
+        eps = unet(latents, steps, encoder_hidden_states=cond).sample
+    tensors = dict(latents=latents, t=steps, eps=eps, noise=noise)
+    cases = dict(CASES)
+    timesteps = None
+    for name, case in cases.items():
+        tensors[f"sample.{name}"] = loop_reference(unet, sched, noise, cond2, case, 3.0).contiguous()
+        timesteps = [float(t) for t in sched.timesteps]
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "reference.safetensors"))
+    with open(os.path.join(out, "cases.json"), "w") as f:
+        json.dump(dict(classes=FMNIST_CLASSES, seeds=SEEDS, guidance=3.0, steps=STEPS, cases=cases, scheduler="ddim",
+                       timesteps=timesteps, tome=m["tome"]), f, indent=1)
+
+
 def load_if_pipeline(ckpt: str):
     from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel
     from transformers import T5EncoderModel, T5TokenizerFast
@@ -224,6 +313,12 @@ def load_if_pipeline(ckpt: str):
 def load_pipeline(family: str, ckpt: str):
     if family == "if":
         return load_if_pipeline(ckpt)
+    if family == "tome":
+        import tomesd
+
+        pipe = load_pipeline("sd2", ckpt)  # a plain StableDiffusionPipeline (sd2 is only the name)
+        tomesd.apply_patch(pipe.unet, use_rand=False, **TOME)
+        return pipe
     from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler, EulerDiscreteScheduler,
                            StableDiffusionControlNetPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline,
                            UNet2DConditionModel)
@@ -436,15 +531,19 @@ def build(family: str, out: str) -> None:
 
     from fd_export.sd import export_sd
 
+    if family == "fmnist-tome":
+        return build_fmnist_tome(out)
     ckpt, model = os.path.join(out, "checkpoint"), os.path.join(out, "model")
-    {"sd2": build_sd2, "sdxl": build_sdxl, "controlnet": build_controlnet, "if": build_if}[family](ckpt)
+    {"sd2": build_sd2, "sdxl": build_sdxl, "controlnet": build_controlnet, "if": build_if,
+     "tome": build_tome}[family](ckpt)
     if family == "if":
         from fd_export.deepfloyd_if import export_if
 
         export_if(ckpt, model, "cpu", "float32", name="if-tiny")
     else:
         export_sd(ckpt, model, "cpu", "float32", name=f"{family}-tiny",
-                  controlnet=os.path.join(ckpt, "controlnet") if family == "controlnet" else None)
+                  controlnet=os.path.join(ckpt, "controlnet") if family == "controlnet" else None,
+                  tome=TOME if family == "tome" else None)
     pipe = load_pipeline(family, ckpt)
     pipe.set_progress_bar_config(disable=True)
     tensors = model_reference(pipe, family, out)
@@ -465,7 +564,8 @@ def build(family: str, out: str) -> None:
 
 def main(out: str) -> None:
     pkg = os.path.join(os.path.dirname(HERE), "fd_export")
-    sources = [__file__, os.path.join(HERE, "make_sd_tiny.py")] + [
+    sources = [__file__, os.path.join(HERE, "make_sd_tiny.py"),
+               os.path.join(HERE, "..", "..", "models", "fmnist", "manifest.json")] + [
         os.path.join(pkg, f) for f in sorted(os.listdir(pkg)) if f.endswith(".py")]
     stamp = hashlib.sha256(b"".join(open(f, "rb").read() for f in sources)).hexdigest()
     stamp_file = os.path.join(out, "stamp")
@@ -473,7 +573,7 @@ def main(out: str) -> None:
         print(f"{out}: up to date")
         return
     shutil.rmtree(out, ignore_errors=True)
-    for family in ("sd2", "sdxl", "controlnet", "if"):
+    for family in ("sd2", "sdxl", "controlnet", "if", "tome", "fmnist-tome"):
         build(family, os.path.join(out, family))
     with open(stamp_file, "w") as f:
         f.write(stamp)

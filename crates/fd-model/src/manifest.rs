@@ -44,6 +44,10 @@ pub struct Manifest {
     /// The model's ControlNet (the `controlnet` graph), if it was exported with one.
     #[serde(default)]
     pub control: Option<ControlSpec>,
+    /// Token merging baked into the UNet graphs at export (tomesd settings: ratio, max_downsample,
+    /// sx, sy, merge_attn / merge_crossattn / merge_mlp, partition); None without ToMe.
+    #[serde(default)]
+    pub tome: Option<serde_json::Value>,
     /// `epsilon`, `v_prediction` or `sample`.
     pub prediction_type: String,
     /// The diffusers scheduler config (num_train_timesteps, beta_schedule, ...), kept verbatim.
@@ -439,6 +443,23 @@ impl Manifest {
             }
         };
         out.push(("added conditioning".into(), added));
+        if let Some(t) = &self.tome {
+            out.push((
+                "token merging".into(),
+                format!(
+                    "ToMe ratio {} at <= {}x downsampling, stride {}x{}, merging {}{}{}, {} partition ({}); in every UNet graph and its FLOPs",
+                    t["ratio"],
+                    t["max_downsample"],
+                    t["sx"],
+                    t["sy"],
+                    if t["merge_attn"] == true { "attn " } else { "" },
+                    if t["merge_crossattn"] == true { "crossattn " } else { "" },
+                    if t["merge_mlp"] == true { "mlp " } else { "" },
+                    t["partition"].as_str().unwrap_or("?"),
+                    t["reference"].as_str().unwrap_or("?"),
+                ),
+            ));
+        }
         if let Some(c) = &self.control {
             out.push((
                 "control".into(),

@@ -113,6 +113,12 @@ pub struct RowSpec {
     /// Family for the Pareto plot colours (baseline, ours, auto, deepcache). Default from keys.
     #[serde(default)]
     pub family: Option<String>,
+    /// This row's own model folder (default: the experiment's), e.g. the same weights exported
+    /// with token merging (`experiments/export_tome.py`). Its conditions must equal the
+    /// experiment model's. A `--model` override on the command line skips such rows (they name a
+    /// model of the configured family) and says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
     /// Fields that are not a row's (`deny_unknown_fields` does not combine with `flatten`):
     /// [`ExperimentConfig::validate`] refuses them.
     #[serde(flatten, default, skip_serializing)]
@@ -275,6 +281,28 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
     let model = ModelSpec { dir: cfg.model.clone(), device: opt.device, deterministic: opt.deterministic }.load()?;
     let conds = cycle_conditions(&model, cfg.prompts.as_deref(), None, cfg.n)?;
     let conds = crate::spec::with_control(&model, conds, cfg.control.as_deref())?;
+    // rows with their own model (e.g. a ToMe export of the same weights), each loaded once
+    let mut row_models: BTreeMap<PathBuf, UNetModel> = BTreeMap::new();
+    for row in &cfg.rows {
+        let Some(dir) = &row.model else { continue };
+        if row_models.contains_key(dir) || !(opt.only.is_empty() || opt.only.iter().any(|o| o == &row.label)) {
+            continue;
+        }
+        let m = ModelSpec { dir: dir.clone(), device: opt.device, deterministic: opt.deterministic }
+            .load()
+            .ctx(format!("row `{}`: model", row.label))?;
+        let c = cycle_conditions(&m, cfg.prompts.as_deref(), None, cfg.n)?;
+        if crate::spec::with_control(&m, c, cfg.control.as_deref())? != conds {
+            return Err(Error::Input(format!(
+                "row `{}`: model {} conditions its samples differently from {} (rows must share conditions)",
+                row.label,
+                dir.display(),
+                cfg.model.display()
+            )));
+        }
+        row_models.insert(dir.clone(), m);
+    }
+    let model_of = |row: &RowSpec| row.model.as_ref().map_or(&model, |d| &row_models[d]);
     let classifier = match &cfg.classifier {
         Some(p) => Some(p.clone()),
         None => Some(cfg.model.join("classifier.pt")).filter(|p| p.is_file()),
@@ -291,15 +319,18 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
     // every row's plan is checked before anything is written (auto:K rows are calibrated later)
     for row in &rows {
         if !row.plan.keys.starts_with("auto:") {
-            row.sampling(cfg).resolve(&model, &conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))?;
+            row.sampling(cfg)
+                .resolve(model_of(row), &conds, cfg.batch.min(cfg.n))
+                .ctx(format!("row `{}`", row.label))?;
         }
     }
     let _results_lock = crate::lock::FolderLock::acquire(&opt.results_dir, "fd experiment")?;
     let mut results = Vec::new();
     let style = indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len} [{elapsed} < {eta}]")?;
     for (k, row) in rows.iter().enumerate() {
+        let row_model = model_of(row);
         let spec =
-            row.sampling(cfg).resolve(&model, &conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))?;
+            row.sampling(cfg).resolve(row_model, &conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))?;
         let dir = opt.work_dir.join(row.slug());
         let bar = crate::progress::bar(cfg.n as u64, opt.progress).with_style(style.clone()).with_message(format!(
             "[{}/{}] {}",
@@ -308,7 +339,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
             row.label
         ));
         let run = SampleRun {
-            model: &model,
+            model: row_model,
             spec: &spec,
             conds: &conds,
             seed: cfg.seed,
@@ -431,6 +462,16 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetMode
         m.device,
         std::env::args().collect::<Vec<_>>().join(" ")
     );
+    let own: Vec<String> = cfg
+        .rows
+        .iter()
+        .filter(|r| by_label.contains_key(r.label.as_str()))
+        .filter_map(|r| r.model.as_ref().map(|d| format!("`{}`: {}", r.label, d.display())))
+        .collect();
+    if !own.is_empty() {
+        let at = md.find("Command:").unwrap_or(md.len());
+        md.insert_str(at, &format!("Rows with their own model: {}.\n", own.join(", ")));
+    }
     let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record([
         "row",

@@ -54,8 +54,12 @@ fn prompts(f: &Family) -> Vec<String> {
     f.meta["prompts"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
 }
 
-/// The family's conditions: prompts, with the condition image when the model has a ControlNet.
+/// The family's conditions: class ids, or prompts (with the condition image when the model has a
+/// ControlNet).
 fn conditions(f: &Family) -> Vec<Condition> {
+    if let Some(classes) = f.meta["classes"].as_array() {
+        return classes.iter().map(|c| Condition::Class(c.as_i64().unwrap())).collect();
+    }
     prompts(f)
         .into_iter()
         .map(|prompt| match &f.model.manifest.control {
@@ -190,6 +194,30 @@ fn sdxl_model_matches_pipeline() {
 #[test]
 fn sdxl_sampling_matches_pipeline() {
     sampling("sdxl");
+}
+
+#[test]
+fn tome_model_matches_tomesd_pipeline() {
+    model_level("tome");
+}
+
+#[test]
+fn tome_sampling_matches_tomesd_pipeline() {
+    sampling("tome");
+}
+
+/// The default model re-exported with ToMe: UNet and sampling (baseline, key steps, DeepCache)
+/// against the tomesd-patched eager UNet.
+#[test]
+fn default_model_with_tome_matches_tomesd() {
+    let f = family("fmnist-tome");
+    let (m, r) = (&f.model, &f.r);
+    let tome = m.manifest.tome.as_ref().expect("manifest records the ToMe settings");
+    assert_eq!((tome["ratio"].as_f64(), tome["partition"].as_str()), (Some(0.5), Some("fixed")));
+    let cond = m.encode_conditions(&conditions(&f)).unwrap();
+    let d = max_abs(&m.forward(&r["latents"], &r["t"], &cond).unwrap(), &r["eps"]);
+    assert!(d <= 1e-4, "UNet with ToMe differs from tomesd by {d:e}");
+    sampling("fmnist-tome");
 }
 
 #[test]

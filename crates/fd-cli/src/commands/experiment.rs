@@ -15,6 +15,18 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
     }
     if let Some(m) = &a.model {
         cfg.model = m.clone();
+        // rows that name their own model (a variant of the configured default) do not apply to
+        // another model: skipped, and said
+        let (own, keep): (Vec<_>, Vec<_>) = cfg.rows.drain(..).partition(|r| r.model.is_some());
+        for r in &own {
+            eprintln!(
+                "note: row `{}` skipped: it names its own model {} (not --model {})",
+                r.label,
+                r.model.as_ref().map_or(String::new(), |p| p.display().to_string()),
+                m.display()
+            );
+        }
+        cfg.rows = keep;
     }
     if let Some(p) = &a.prompts {
         cfg.prompts = Some(p.clone());

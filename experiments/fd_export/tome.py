@@ -1,0 +1,142 @@
+"""Token merging (ToMe for Stable Diffusion, Bolya & Hoffman 2023) applied to a diffusers UNet before
+it is traced, with the reference implementation (PyPI `tomesd` 0.1.3), so every graph of the export
+(encoder, decoder, DeepCache parts) carries the merging and the manifest's FLOPs count it.
+
+The partition is tomesd's fixed one (`use_rand=False`: the destination token of each sx x sy cell
+is its top-left): a traced graph cannot replay tomesd's random partition per call from a run's
+seed, and a random draw frozen into the graph would be the same for every sample anyway, so the
+export says `partition: fixed` rather than pretend. tomesd reads the latent size from a forward
+pre-hook on the UNet; the split graphs never call that forward, so the size is set here from the
+config's sample size (the graphs are traced at that size only).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import torch
+
+TOMESD_VERSION = "0.1.3"
+
+
+def tome_settings(ratio: float, max_downsample: int = 1, sx: int = 2, sy: int = 2, merge_attn: bool = True,
+                  merge_crossattn: bool = False, merge_mlp: bool = False) -> dict:
+    """Checked settings (tomesd's knobs and defaults); raises ValueError naming the bad one."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"--tome: ratio {ratio} outside [0, 1)")
+    if ratio > 1 - 1 / (sx * sy):
+        raise ValueError(f"--tome: ratio {ratio} above tomesd's maximum 1 - 1/(sx*sy) = {1 - 1 / (sx * sy):.3f}")
+    if max_downsample not in (1, 2, 4, 8):
+        raise ValueError(f"--tome-max-downsample: {max_downsample} not one of 1, 2, 4, 8")
+    if sx < 1 or sy < 1:
+        raise ValueError(f"--tome-stride: {sx}x{sy} must be >= 1")
+    if not (merge_attn or merge_crossattn or merge_mlp):
+        raise ValueError("--tome-merge: nothing to merge (attn, crossattn and mlp all off)")
+    return dict(ratio=float(ratio), max_downsample=int(max_downsample), sx=int(sx), sy=int(sy),
+                merge_attn=bool(merge_attn), merge_crossattn=bool(merge_crossattn), merge_mlp=bool(merge_mlp))
+
+
+def apply_tome(unet, settings: dict) -> dict:
+    """Patch `unet` in place with tomesd (fixed partition) and return the manifest entry."""
+    import tomesd
+
+    blocks = [m for m in unet.modules() if type(m).__name__ == "BasicTransformerBlock"]
+    if not blocks:
+        raise ValueError("--tome: the UNet has no transformer blocks (BasicTransformerBlock) to merge tokens in")
+    tomesd.apply_patch(unet, use_rand=False, **settings)
+    cfg = unet.config
+    h, w = (cfg.sample_size, cfg.sample_size) if isinstance(cfg.sample_size, int) else tuple(cfg.sample_size)
+    unet._tome_info["size"] = (int(h), int(w))
+    return dict(settings, partition="fixed", blocks=len(blocks), reference=f"tomesd {TOMESD_VERSION}")
+
+
+def load_unet(model_dir: str):
+    """The diffusers UNet of an fd export, rebuilt from unet_config + unet_weights.safetensors
+    (hash checked); returns (unet, manifest)."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    with open(os.path.join(model_dir, "manifest.json")) as f:
+        old = json.load(f)
+    weights = (old.get("exporter") or {}).get("weights")
+    if not weights:
+        raise SystemExit(f"{model_dir}: no unet_weights.safetensors listed (re-export it with the current exporter)")
+    wpath = os.path.join(model_dir, weights["file"])
+    from .export import sha256
+
+    if sha256(wpath) != weights["sha256"]:
+        raise SystemExit(f"{wpath}: SHA-256 differs from the manifest")
+    unet = UNet2DConditionModel.from_config(old["unet_config"])
+    unet.load_state_dict(load_file(wpath))
+    return unet.eval(), old
+
+
+def export_tome(model_dir: str, out: str, settings: dict):
+    """Re-export `model_dir` with ToMe `settings` into `out`; returns (new manifest, old manifest)."""
+    with open(os.path.join(model_dir, "manifest.json")) as f:
+        if json.load(f).get("tome"):
+            raise SystemExit(f"{model_dir}: already exported with ToMe (export the folder it came from)")
+    unet, old = load_unet(model_dir)
+    weights = old["exporter"]["weights"]
+    if os.path.abspath(out) == os.path.abspath(model_dir):
+        raise SystemExit("--out must differ from --model")
+    os.makedirs(out, exist_ok=True)
+    dtype = {"float32": torch.float32, "float16": torch.float16}[old["dtype"]]
+    cond = {k: v for k, v in old["cond"].items()}
+    deepcache = [int(b) for b in old.get("deepcache", {})] or [0]
+    settings = dict(settings)
+    from .export import export_model
+
+    try:
+        m = export_model(out, f"{old['name']}-tome{settings['ratio']:g}", unet, old["scheduler"], None,
+                         dict(cond, kind="embedding"), dtype=dtype, device="cpu", with_full="full" in old["graphs"],
+                         deepcache_branches=deepcache, save_weights=False, family=old.get("family"), tome=settings)
+    except ValueError as e:
+        raise SystemExit(f"{model_dir}: {e}")
+    # the other graphs and files, unchanged
+    m["cond"] = cond
+    for key, g in old["graphs"].items():
+        if key in ("cond_encoder", "vae_decoder", "controlnet"):
+            m["graphs"][key] = g
+            shutil.copyfile(os.path.join(model_dir, g["file"]), os.path.join(out, g["file"]))
+            m["params"][key] = old["params"].get(key, 0)
+    for key in ("vae", "prepare", "control", "training"):
+        if old.get(key) is not None:
+            m[key] = old[key]
+    for f in os.listdir(model_dir):
+        if f.startswith("tokenizer") or f.startswith("classifier"):
+            shutil.copyfile(os.path.join(model_dir, f), os.path.join(out, f))
+    m["exporter"]["tome_from"] = dict(model=old["name"], weights_sha256=weights["sha256"])
+    tmp = os.path.join(out, "manifest.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(m, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, os.path.join(out, "manifest.json"))
+    return m, old
+
+
+def tome_args(ap, flag: str = "--ratio", prefix: str = "") -> None:
+    """argparse flags for the ToMe settings (`flag` takes the ratio; `prefix` names the others)."""
+    ap.add_argument(flag, type=float, required=flag == "--ratio", help="ToMe: fraction of tokens merged")
+    ap.add_argument(f"--{prefix}max-downsample", type=int, default=1,
+                    help="ToMe: merge in layers at most this many times downsampled (1, 2, 4, 8)")
+    ap.add_argument(f"--{prefix}stride", default="2x2", help="ToMe: destination stride SXxSY")
+    ap.add_argument(f"--{prefix}merge", default="attn", help="ToMe: comma list of attn, crossattn, mlp")
+
+
+def settings_from(ratio: float, args, prefix: str = "") -> dict:
+    """Checked settings from tome_args' flags (SystemExit naming the bad one)."""
+    p = prefix.replace("-", "_")
+    stride, merge, max_downsample = getattr(args, p + "stride"), getattr(args, p + "merge"), getattr(args, p + "max_downsample")
+    try:
+        sx, sy = (int(v) for v in stride.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--stride {stride!r}: expected SXxSY, e.g. 2x2")
+    parts = {p.strip() for p in merge.split(",") if p.strip()}
+    if parts - {"attn", "crossattn", "mlp"}:
+        raise SystemExit(f"--merge {merge!r}: expected a comma list of attn, crossattn, mlp")
+    try:
+        return tome_settings(ratio, max_downsample, sx, sy, "attn" in parts, "crossattn" in parts, "mlp" in parts)
+    except ValueError as e:
+        raise SystemExit(str(e))
