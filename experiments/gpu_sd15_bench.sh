@@ -33,6 +33,14 @@ if [ "${BENCH:-1}" = 1 ]; then
   bench ddim_b8 --plans none,50ls,50ls@seq,uniform:4,deepcache:3 --n 8
   bench dpmpp_b1 --scheduler dpm++ --steps 20 --plans none,50ls,50ls@seq --n 1
 fi
+# Table 1's ToMe rows at SD-1.5 scale: the same architecture exported with token merging (ratio
+# 0.5, tomesd's defaults otherwise: max downsample 1, stride 2x2, attention only, fixed partition).
+if [ "${TOME:-1}" = 1 ] && step python3 experiments/make_sd15_random.py --out "$WORK/model-tome" --device cuda \
+    --dtype float16 --tokenizer "$TOK" --tome 0.5; then
+  B2=("${B[@]}"); B2[5]="$WORK/model-tome"
+  step "${B2[@]}" --plans none,50ls --n 1 --out "$WORK/tome_b1" && cp "$WORK/tome_b1/bench.md" "$R/tome_b1.md" \
+    && cp "$WORK/tome_b1/bench.json" "$R/tome_b1.json"
+fi
 # End to end as a user's SD run: `fd sample` with prompts, VAE decode to 512 px PNGs, run.json with
 # UNet and total (incl. text encoder + VAE) seconds per image; baseline and 50ls.
 S=("$FD" --log-level warn sample --model "$M" --device cuda --cfg 7.5 --prompts experiments/configs/bench_prompts.txt

@@ -20,6 +20,7 @@ import time
 import torch
 
 from fd_export.sd import SD15_UNET, export_sd_parts
+from fd_export.tome import settings_from, tome_args
 
 
 # stable-diffusion-v1-5/text_encoder/config.json (CLIP ViT-L/14 text tower)
@@ -52,7 +53,9 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "float16"])
     ap.add_argument("--tokenizer", default="out/sd15-tokenizer", help="CLIPTokenizer folder (built when missing)")
+    tome_args(ap, "--tome", "tome-")
     args = ap.parse_args()
+    tome = settings_from(args.tome, args, "tome-") if args.tome is not None else None
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -63,7 +66,7 @@ def main():
     text = CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
     vae = AutoencoderKL(**SD15_VAE)
     m = export_sd_parts(unet, text, tok, vae, SD15_SCHEDULER, args.out, "sd15-architecture-random-init",
-                          args.device, args.dtype)
+                        args.device, args.dtype, tome=tome)
     print(json.dumps(dict(name=m["name"], dtype=m["dtype"], params=m["params"],
                           gflops={k: g["flops"] / 1e9 for k, g in m["graphs"].items()},
                           seconds=round(time.time() - t0, 1)), indent=2))

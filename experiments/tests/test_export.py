@@ -330,3 +330,27 @@ def test_export_sd_names_the_missing_component(tmp_path):
         export_sd(str(tmp_path / "ckpt"), str(tmp_path / "out"), controlnet=str(tmp_path / "cn"))
     assert "cn: missing `config.json`" in str(e.value)
     assert not (tmp_path / "out").exists(), "nothing written"
+
+
+def test_tome_settings_and_refusals(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from fd_export.tome import apply_tome, export_tome, tome_settings
+
+    for bad, words in ((1.0, "outside [0, 1)"), (-0.1, "outside [0, 1)"), (0.8, "above tomesd's maximum")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            tome_settings(bad)
+    with pytest.raises(ValueError, match="max-downsample"):
+        tome_settings(0.5, max_downsample=3)
+    # a UNet without transformer blocks has nothing to merge
+    plain = UNet2DConditionModel(**dict(TINY_UNET, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                        up_block_types=("UpBlock2D", "UpBlock2D"),
+                                        mid_block_type="UNetMidBlock2D"))
+    with pytest.raises(ValueError, match="no transformer blocks"):
+        apply_tome(plain, tome_settings(0.5))
+    # re-exporting a ToMe export with ToMe again is refused, naming the folder
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps({"tome": {"ratio": 0.5}}))
+    with pytest.raises(SystemExit, match="already exported with ToMe"):
+        export_tome(str(tmp_path / "m"), str(tmp_path / "o"), tome_settings(0.5))
+    assert not (tmp_path / "o").exists()
