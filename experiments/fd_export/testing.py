@@ -2,6 +2,9 @@
 from here), and the substituted diffusers forward that encoder-propagation references use."""
 from __future__ import annotations
 
+import hashlib
+import os
+
 import torch
 
 from .fmnist import ClassCondEncoder
@@ -45,3 +48,23 @@ def build_tiny():
             p.add_(torch.randn_like(p) * 0.02)
     cond_enc = ClassCondEncoder(num_classes=3, seq_len=3, dim=16).eval()
     return unet, cond_enc
+
+
+def fixture_stamp(out: str, sources: list[str]) -> str | None:
+    """The stamp a generated fixture folder `out` must carry: SHA-256 of its generator `sources`
+    and of every fd_export module. None (and a message) when `out` already carries it; otherwise
+    the caller rebuilds `out` and then writes the stamp with `write_stamp`."""
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    files = list(sources) + [os.path.join(pkg, f) for f in sorted(os.listdir(pkg)) if f.endswith(".py")]
+    stamp = hashlib.sha256(b"".join(open(f, "rb").read() for f in files)).hexdigest()
+    path = os.path.join(out, "stamp")
+    if os.path.exists(path) and open(path).read() == stamp:
+        print(f"{out}: up to date")
+        return None
+    return stamp
+
+
+def write_stamp(out: str, stamp: str) -> None:
+    with open(os.path.join(out, "stamp"), "w") as f:
+        f.write(stamp)
+    print(f"wrote {out}")

@@ -38,7 +38,6 @@ Regenerated when this script, make_sd_tiny.py or fd_export change.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -563,21 +562,16 @@ def build(family: str, out: str) -> None:
 
 
 def main(out: str) -> None:
-    pkg = os.path.join(os.path.dirname(HERE), "fd_export")
-    sources = [__file__, os.path.join(HERE, "make_sd_tiny.py"),
-               os.path.join(HERE, "..", "..", "models", "fmnist", "manifest.json")] + [
-        os.path.join(pkg, f) for f in sorted(os.listdir(pkg)) if f.endswith(".py")]
-    stamp = hashlib.sha256(b"".join(open(f, "rb").read() for f in sources)).hexdigest()
-    stamp_file = os.path.join(out, "stamp")
-    if os.path.exists(stamp_file) and open(stamp_file).read() == stamp:
-        print(f"{out}: up to date")
+    from fd_export.testing import fixture_stamp, write_stamp
+
+    stamp = fixture_stamp(out, [__file__, os.path.join(HERE, "make_sd_tiny.py"),
+                                os.path.join(HERE, "..", "..", "models", "fmnist", "manifest.json")])
+    if stamp is None:
         return
     shutil.rmtree(out, ignore_errors=True)
     for family in ("sd2", "sdxl", "controlnet", "if", "tome", "fmnist-tome"):
         build(family, os.path.join(out, family))
-    with open(stamp_file, "w") as f:
-        f.write(stamp)
-    print(f"wrote {out}")
+    write_stamp(out, stamp)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ crates/fd-model/tests/sd_tiny.rs.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 import json
 import os
@@ -121,13 +120,11 @@ def build_clip_tokenizer(dst: str, pad_token: str = "<|endoftext|>"):
 
 
 def main(out: str) -> None:
+    from fd_export.testing import fixture_stamp, write_stamp
+
     # regenerate when this script or the exporters change
-    pkg = os.path.join(os.path.dirname(HERE), "fd_export")
-    sources = [__file__] + [os.path.join(pkg, f) for f in sorted(os.listdir(pkg)) if f.endswith(".py")]
-    stamp = hashlib.sha256(b"".join(open(f, "rb").read() for f in sources)).hexdigest()
-    stamp_file = os.path.join(out, "stamp")
-    if os.path.exists(stamp_file) and open(stamp_file).read() == stamp:
-        print(f"{out}: up to date")
+    stamp = fixture_stamp(out, [__file__])
+    if stamp is None:
         return
     shutil.rmtree(out, ignore_errors=True)
     ckpt, model = os.path.join(out, "checkpoint"), os.path.join(out, "model")
@@ -163,9 +160,7 @@ def main(out: str) -> None:
               os.path.join(out, "reference.safetensors"))
     with open(os.path.join(out, "prompts.json"), "w") as f:
         json.dump(PROMPTS, f, ensure_ascii=False)
-    with open(stamp_file, "w") as f:
-        f.write(stamp)
-    print(f"wrote {out}")
+    write_stamp(out, stamp)
 
 
 if __name__ == "__main__":

@@ -354,3 +354,15 @@ def test_tome_settings_and_refusals(tmp_path):
     with pytest.raises(SystemExit, match="already exported with ToMe"):
         export_tome(str(tmp_path / "m"), str(tmp_path / "o"), tome_settings(0.5))
     assert not (tmp_path / "o").exists()
+
+
+def test_tome_reexport_needs_the_unet_weights(tmp_path):
+    """--tome on a folder exported without its UNet weights (older exports, SD folders): refused,
+    naming the folder and what to do."""
+    from fd_export.tome import export_tome, tome_settings
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps({"exporter": {}, "unet_config": {}}))
+    with pytest.raises(SystemExit, match="no unet_weights.safetensors listed"):
+        export_tome(str(tmp_path / "m"), str(tmp_path / "o"), tome_settings(0.5))
+    assert not (tmp_path / "o").exists()
