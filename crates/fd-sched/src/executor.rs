@@ -299,6 +299,8 @@ pub fn sample(
         branches,
         b,
     };
+    // (timestep, features) of the last key steps, for forecast plans
+    let mut history: Vec<(f64, EncoderFeatures)> = Vec::new();
     for group in &plan.groups {
         // 1. encoder at the key step, on [uncond; cond]
         let s = group.start;
@@ -316,26 +318,43 @@ pub fn sample(
         let steps: Vec<usize> = group.clone().collect();
         match plan.method {
             Method::EncoderPropagation => {
+                // forecast plans extrapolate the features in t through the last key steps
+                if plan.forecast > 0 {
+                    history.push((timesteps[s], feats.clone()));
+                    if history.len() > plan.forecast + 1 {
+                        history.remove(0);
+                    }
+                }
+                let feats_at = |j: usize| -> EncoderFeatures {
+                    if j == s || history.len() < 2 {
+                        feats.clone()
+                    } else {
+                        extrapolate(&history, timesteps[j])
+                    }
+                };
                 // 2. decoders of the group, in chunks of whole steps (one chunk per step when sequential)
                 let mut preds: Vec<Tensor> = Vec::with_capacity(steps.len());
                 for chunk in steps.chunks(chunk_steps.min(steps.len())) {
                     if let Some(obs) = observe.as_mut() {
                         let i = chunk[0];
                         let emb = ctx.time_embed(i)?;
-                        let (pred, ups) = ctx
-                            .clock
-                            .time(&mut ctx.tm.decoder_s, || model.decode_analysis(&feats, &emb, &cond2.states))?;
+                        let f = feats_at(i);
+                        let (pred, ups) =
+                            ctx.clock.time(&mut ctx.tm.decoder_s, || model.decode_analysis(&f, &emb, &cond2.states))?;
                         ctx.counts.add("decoder", rows_per_step);
                         obs(&StepFeatures {
                             step: i,
                             timestep: timesteps[i],
                             is_key: i == s,
-                            encoder: &feats,
+                            encoder: &f,
                             decoder: &ups,
                         });
                         preds.push(pred);
+                    } else if plan.forecast > 0 {
+                        let per: Vec<EncoderFeatures> = chunk.iter().map(|&j| feats_at(j)).collect();
+                        preds.extend(ctx.decode_steps(&feats, chunk, Some(&per))?);
                     } else {
-                        preds.extend(ctx.decode_steps(&feats, chunk)?);
+                        preds.extend(ctx.decode_steps(&feats, chunk, None)?);
                     }
                 }
                 // 3. scheduler stepped sequentially through the group
@@ -348,7 +367,7 @@ pub fn sample(
             }
             Method::DecoderPropagation => {
                 // the key step's decoder output, reused by every step of the group
-                let pred = ctx.decode_steps(&feats, &[s])?.pop().expect("one step decoded");
+                let pred = ctx.decode_steps(&feats, &[s], None)?.pop().expect("one step decoded");
                 for &i in &steps {
                     latents = ctx.scheduler_step(
                         scheduler,
@@ -392,6 +411,25 @@ pub fn sample(
     }
     tm.total_s = t_start.elapsed().as_secs_f64();
     Ok(SampleOutput { latents, timings: tm, counts })
+}
+
+/// The encoder features at timestep `t` extrapolated through `points` (timestep, features) by the
+/// Lagrange polynomial: weights w_i = prod_{m != i} (t - t_m) / (t_i - t_m) in f64, features summed
+/// in order (the forecast plans' rule; tests/fixtures/gen_golden.py has the same reference).
+fn extrapolate(points: &[(f64, EncoderFeatures)], t: f64) -> EncoderFeatures {
+    let n = points.len();
+    let w: Vec<f64> = (0..n)
+        .map(|i| (0..n).filter(|&m| m != i).map(|m| (t - points[m].0) / (points[i].0 - points[m].0)).product())
+        .collect();
+    let sum = |get: &dyn Fn(&EncoderFeatures) -> &Tensor| -> Tensor {
+        let mut acc = get(&points[0].1) * w[0];
+        for (p, &wi) in points.iter().zip(&w).skip(1) {
+            acc += get(&p.1) * wi;
+        }
+        acc
+    };
+    let skips = (0..points[0].1.skips.len()).map(|k| sum(&|f: &EncoderFeatures| &f.skips[k])).collect();
+    EncoderFeatures { mid: sum(&|f: &EncoderFeatures| &f.mid), skips }
 }
 
 /// What every step of a run needs.
@@ -485,9 +523,14 @@ impl StepCtx<'_> {
 
     /// Where a decoder batch is formed: for steps `js` of one group, rows laid out
     /// [uncond x k, cond x k] (each block B rows), every row reading the key step's features of
-    /// its branch with its own step's time embedding. Returns one [branches*B, ...] prediction
-    /// per step.
-    fn decode_steps(&mut self, feats: &EncoderFeatures, js: &[usize]) -> Result<Vec<Tensor>> {
+    /// its branch (or, with `per_step`, its own step's forecast features) with its own step's
+    /// time embedding. Returns one [branches*B, ...] prediction per step.
+    fn decode_steps(
+        &mut self,
+        feats: &EncoderFeatures,
+        js: &[usize],
+        per_step: Option<&[EncoderFeatures]>,
+    ) -> Result<Vec<Tensor>> {
         let (branches, b, k) = (self.branches, self.b, js.len() as i64);
         let mut index = Vec::with_capacity((branches * k * b) as usize);
         let mut ts = Vec::with_capacity(index.capacity());
@@ -501,11 +544,23 @@ impl StepCtx<'_> {
         }
         let model = self.model;
         let dev = model.device;
-        let (f, c) = if k == 1 {
-            (feats.clone(), self.cond2.clone())
-        } else {
-            let idx = Tensor::from_slice(&index).to_device(dev);
-            (feats.index_select(&idx), self.cond2.index_select(&idx))
+        let (f, c) = match per_step {
+            Some(per) if k == 1 => (per[0].clone(), self.cond2.clone()),
+            Some(per) => {
+                let idx = Tensor::from_slice(&index).to_device(dev);
+                let parts: Vec<EncoderFeatures> = (0..branches)
+                    .flat_map(|br| {
+                        let rows = Tensor::arange_start(br * b, (br + 1) * b, (Kind::Int64, dev));
+                        per.iter().map(move |p| p.index_select(&rows))
+                    })
+                    .collect();
+                (EncoderFeatures::cat(&parts), self.cond2.index_select(&idx))
+            }
+            None if k == 1 => (feats.clone(), self.cond2.clone()),
+            None => {
+                let idx = Tensor::from_slice(&index).to_device(dev);
+                (feats.index_select(&idx), self.cond2.index_select(&idx))
+            }
         };
         let t = Tensor::from_slice(&ts).to_device(dev);
         let emb = self.clock.time(&mut self.tm.time_embed_s, || model.time_embed(&t, c.extra.as_ref()))?;

@@ -170,6 +170,11 @@ pub struct Plan {
     pub key_steps: Vec<usize>,
     /// Step ranges; each starts at a key step.
     pub groups: Vec<Range<usize>>,
+    /// Forecast order (encoder propagation only; `+forecast:K`): a non-key step decodes the
+    /// encoder features extrapolated in t through the last K+1 key steps' features (Lagrange
+    /// polynomial; fewer points at the first groups) instead of the key step's as they are. 0 =
+    /// the paper's copy.
+    pub forecast: usize,
 }
 
 impl Plan {
@@ -182,13 +187,26 @@ impl Plan {
         let key_steps = keys.resolve(num_steps)?;
         let groups =
             key_steps.iter().enumerate().map(|(i, &s)| s..key_steps.get(i + 1).copied().unwrap_or(num_steps)).collect();
-        Ok(Self { method, keys, num_steps, key_steps, groups })
+        Ok(Self { method, keys, num_steps, key_steps, groups, forecast: 0 })
     }
 
     /// Parse a `--keys` value: anything [`KeySteps::parse`] takes (encoder propagation),
     /// `deepcache:N[:B]` (DeepCache, full step every N steps, branch B, default 0), or
     /// `decoder-prop:KEYS` (decoder-only propagation, the paper's failed ablation).
     pub fn parse(spec: &str, num_steps: usize) -> Result<Self> {
+        if let Some((base, order)) = spec.trim().rsplit_once("+forecast:") {
+            let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
+            let k: usize = order.parse().map_err(|_| err(format!("forecast order `{order}` is not 1 or 2")))?;
+            if !(1..=2).contains(&k) {
+                return Err(err(format!("forecast order {k}: expected 1 (linear) or 2 (quadratic)")));
+            }
+            let mut plan = Self::parse(base, num_steps)?;
+            if plan.method != Method::EncoderPropagation {
+                return Err(err("+forecast applies to encoder-propagation plans only".into()));
+            }
+            plan.forecast = k;
+            return Ok(plan);
+        }
         if spec.trim().ends_with(".json") {
             let file = PlanFile::load(std::path::Path::new(spec.trim()))?;
             if file.steps != num_steps {
@@ -217,11 +235,16 @@ impl Plan {
 
     /// The plan as `--keys` spells it.
     pub fn label(&self) -> String {
-        match (self.method, &self.keys) {
+        let base = match (self.method, &self.keys) {
             (Method::DeepCache { branch }, KeySteps::Uniform(n)) => format!("deepcache:{n}:{branch}"),
             (Method::DeepCache { branch }, k) => format!("deepcache[{k}]:{branch}"),
             (Method::EncoderPropagation, k) => k.to_string(),
             (Method::DecoderPropagation, k) => format!("decoder-prop:{k}"),
+        };
+        if self.forecast > 0 {
+            format!("{base}+forecast:{}", self.forecast)
+        } else {
+            base
         }
     }
 

@@ -112,3 +112,41 @@ fn parallel_sequential_and_chunked_agree() {
     assert!(max_abs(&par, &seq) <= 1e-5);
     assert!(max_abs(&par, &chunked) <= 1e-5);
 }
+
+/// Forecast plans (`KEYS+forecast:K`, issue 21): non-key steps decode the encoder features
+/// extrapolated in t through the last K+1 key steps, against the Python loop that substitutes the
+/// same extrapolation into diffusers' forward (gen_golden.py `forecast_loop`); parallel, chunked
+/// and sequential decoding agree.
+#[test]
+fn forecast_plans_match_reference() {
+    let s = setup();
+    let golden: HashMap<String, Tensor> =
+        Tensor::read_safetensors(here().join("tests/fixtures/forecast.safetensors")).unwrap().into_iter().collect();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(here().join("tests/fixtures/forecast_cases.json")).unwrap())
+            .unwrap();
+    for (name, c) in cases["cases"].as_object().unwrap() {
+        let keys: Vec<String> = c["keys"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+        let spec = format!("{}+forecast:{}", keys.join(","), c["order"]);
+        let inject = c["inject"].as_object().map(|i| Injection {
+            strength: i["c"].as_f64().unwrap(),
+            tau: i["tau"].as_f64().unwrap(),
+            when: if i["when"] == "after" { InjectWhen::After } else { InjectWhen::Before },
+        });
+        for (parallel, cap) in [(true, 0), (true, 4), (false, 0)] {
+            let out = run(&s, &spec, inject, parallel, cap);
+            let d = max_abs(&out, &golden[name]);
+            assert!(d <= 1e-4, "{name} ({spec}, parallel {parallel}, cap {cap}): max |diff| {d:e}");
+        }
+    }
+    // the plain plan is untouched by the feature: no forecast, same label
+    let p = Plan::parse("50ls", 20).unwrap();
+    assert_eq!((p.forecast, p.label()), (0, "50ls".to_string()));
+    assert_eq!(Plan::parse("50ls+forecast:2", 20).unwrap().label(), "50ls+forecast:2");
+    for (bad, want) in
+        [("50ls+forecast:3", "expected 1 (linear) or 2"), ("deepcache:2+forecast:1", "encoder-propagation plans only")]
+    {
+        let e = Plan::parse(bad, 20).unwrap_err().to_string();
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}
