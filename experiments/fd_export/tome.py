@@ -83,9 +83,8 @@ def export_tome(model_dir: str, out: str, settings: dict):
         raise SystemExit("--out must differ from --model")
     os.makedirs(out, exist_ok=True)
     dtype = {"float32": torch.float32, "float16": torch.float16}[old["dtype"]]
-    cond = {k: v for k, v in old["cond"].items()}
+    cond = dict(old["cond"])
     deepcache = [int(b) for b in old.get("deepcache", {})] or [0]
-    settings = dict(settings)
     from .export import export_model
 
     try:

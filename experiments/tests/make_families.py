@@ -312,12 +312,6 @@ def load_if_pipeline(ckpt: str):
 def load_pipeline(family: str, ckpt: str):
     if family == "if":
         return load_if_pipeline(ckpt)
-    if family == "tome":
-        import tomesd
-
-        pipe = load_pipeline("sd2", ckpt)  # a plain StableDiffusionPipeline (sd2 is only the name)
-        tomesd.apply_patch(pipe.unet, use_rand=False, **TOME)
-        return pipe
     from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler, EulerDiscreteScheduler,
                            StableDiffusionControlNetPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline,
                            UNet2DConditionModel)
@@ -340,6 +334,10 @@ def load_pipeline(family: str, ckpt: str):
             controlnet=ControlNetModel.from_pretrained(ckpt, subfolder="controlnet").eval(),
             scheduler=DDIMScheduler.from_pretrained(ckpt, subfolder="scheduler"), safety_checker=None,
             feature_extractor=None, requires_safety_checker=False)
+    if family == "tome":
+        import tomesd
+
+        tomesd.apply_patch(unet, use_rand=False, **TOME)
     return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
                                    scheduler=DDIMScheduler.from_pretrained(ckpt, subfolder="scheduler"),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
