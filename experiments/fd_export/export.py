@@ -290,8 +290,15 @@ def export_model(
                       frozen=True, **({"weights": weights} if weights else {})),
     )
     manifest.update(extra_manifest or {})
-    # remove graph files of an earlier export that this manifest no longer lists
-    listed = {g["file"] for g in graphs.values()}
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def write_manifest(out_dir: str, manifest: dict) -> None:
+    """Write manifest.json (temp file + rename) after removing the graph files of an earlier export
+    that it no longer lists (and a weights file it does not name)."""
+    listed = {g["file"] for g in manifest["graphs"].values()}
+    weights = manifest.get("exporter", {}).get("weights")
     for f in os.listdir(out_dir):
         if (f.endswith(".pt") and f not in listed and f != "classifier.pt") or (f == WEIGHTS_FILE and not weights):
             os.remove(os.path.join(out_dir, f))
@@ -300,7 +307,6 @@ def export_model(
         json.dump(manifest, f, indent=2, default=lambda o: list(o) if isinstance(o, tuple) else str(o))
         f.write("\n")
     os.replace(tmp, os.path.join(out_dir, "manifest.json"))
-    return manifest
 
 
 def freeze_export(model_dir: str, save_weights: bool = False) -> list[str]:

@@ -23,6 +23,16 @@ Families (OUT/<family>/):
   sdxl  SDXL form: two CLIP text encoders (penultimate states concatenated, pooled projection of the
         second), addition_embed_type="text_time" with 6 time ids, force_zeros_for_empty_prompt,
         Euler (SDXL's scheduler config), VAE with force_upcast.
+  dit   DiT form (DiTTransformer2DModel: patch 2, adaLN-zero, 1000 classes + null, learned sigma) in a
+        DiTPipeline folder with a VAE, split at the authors' 18/28 ratio (3 of 4 blocks here). `none`
+        is DiTPipeline itself (DDIM, guidance on every latent channel, learned sigma dropped, its
+        initial noise replaced by fd's); key-step cases hook the pipeline's transformer: the last
+        encoder block's output tokens are captured at a key step and substituted at the others,
+        the decoder blocks run at their own timestep (FasterDiffusion-DiT's models.py).
+  dit-authors  the same weights sampled the way FasterDiffusion-DiT samples (transcribed, not
+        copied): DDPM with the learned-range variance, guidance on the first 3 of 4 channels (the
+        original DiT code's choice; exported with guidance_channels=3), prior noise injection after
+        the step while t < 0.3 * 1000; fd's step noise.
 
 Each OUT/<family>/ holds checkpoint/ (diffusers folder), model/ (fd export), reference.safetensors
 and cases.json:
@@ -233,6 +243,168 @@ def build_tome(ckpt: str) -> None:
     perturb(tiny_vae()).save_pretrained(os.path.join(ckpt, "vae"))
     DDIMScheduler(**SD_SCHED).save_pretrained(os.path.join(ckpt, "scheduler"))
     build_clip_tokenizer(os.path.join(ckpt, "tokenizer"))
+
+
+DIT_CLASSES = [207, 360]  # DiTPipeline's null class is hard-coded to 1000: the tiny DiT has 1000 classes
+DIT_CASES = {
+    "none": dict(keys=list(range(STEPS)), inject=None),
+    "keys_inject": dict(keys=[0, 1, 2, 4, 7], inject=dict(c=0.003, tau=0.5, when="before")),
+    "uniform2_inject_after": dict(keys=list(range(0, STEPS, 2)), inject=dict(c=0.05, tau=0.6, when="after")),
+}
+DIT_AUTHORS_CASES = {
+    "none": dict(keys=list(range(STEPS)), inject=None),
+    # FasterDiffusion-DiT: injection after the step while t / 1000 < 0.3 (strength raised from 0.003
+    # so that 3 of 10 steps make a visible difference)
+    "keys_inject_after": dict(keys=[0, 1, 2, 4, 7], inject=dict(c=0.05, tau=0.3, when="after")),
+}
+
+
+def build_dit(ckpt: str, authors: bool) -> None:
+    from diffusers import DDIMScheduler, DDPMScheduler, DiTTransformer2DModel
+
+    torch.manual_seed(25)
+    perturb(DiTTransformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, out_channels=8, num_layers=4, num_attention_heads=2,
+        attention_head_dim=8, num_embeds_ada_norm=1000, norm_type="ada_norm_zero", norm_elementwise_affine=False,
+    )).save_pretrained(os.path.join(ckpt, "transformer"))
+    perturb(tiny_vae(scaling_factor=0.18215)).save_pretrained(os.path.join(ckpt, "vae"))
+    if authors:  # the IDDPM sampler of the DiT code: learned-range variance, 1000 linear betas
+        DDPMScheduler(beta_schedule="linear", beta_start=0.0001, beta_end=0.02, clip_sample=False,
+                      variance_type="learned_range", timestep_spacing="linspace").save_pretrained(
+            os.path.join(ckpt, "scheduler"))
+    else:  # facebook/DiT-XL-2-256's scheduler config
+        DDIMScheduler(beta_schedule="linear", beta_start=0.0001, beta_end=0.02, clip_sample=False).save_pretrained(
+            os.path.join(ckpt, "scheduler"))
+
+
+class DiTKeyStepHooks:
+    """FasterDiffusion-DiT's encoder sharing on diffusers' transformer: at a key step the output
+    tokens of the last encoder block are captured, at other steps substituted (the decoder blocks
+    and the final layer then run with the step's own timestep)."""
+
+    def __init__(self, transformer, keys, split):
+        self.keys, self.step, self.cache = set(keys), -1, None
+        self.handles = [transformer.register_forward_pre_hook(self.next_step),
+                        transformer.transformer_blocks[split - 1].register_forward_hook(self.hook)]
+
+    def next_step(self, module, args):
+        self.step += 1
+
+    def hook(self, module, args, out):
+        if self.step in self.keys:
+            self.cache = out
+            return None
+        return self.cache
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def dit_references(family: str, ckpt: str, out: str, split: int) -> dict:
+    """Model-level references (transformer forward, VAE decode) and every case's sampling."""
+    import diffusers.pipelines.dit.pipeline_dit as dit_mod
+    import diffusers.schedulers.scheduling_ddpm as ddpm_mod
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
+
+    tr = DiTTransformer2DModel.from_pretrained(ckpt, subfolder="transformer").eval()
+    vae = AutoencoderKL.from_pretrained(ckpt, subfolder="vae").eval()
+    g = torch.Generator().manual_seed(3)
+    latents, steps = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([999.0, 21.0])
+    with torch.no_grad():
+        eps = tr(latents, timestep=steps.long(), class_labels=torch.tensor([DIT_CLASSES[0], 1000])).sample
+        images = vae.decode(latents / vae.config.scaling_factor).sample
+    shape = (1, 4, 8, 8)
+    noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in SEEDS])
+    tensors = dict(latents=latents, t=steps, eps=eps, images=images, noise=noise)
+    authors = family == "dit-authors"
+    cases = DIT_AUTHORS_CASES if authors else DIT_CASES
+    timesteps = None
+    for name, case in cases.items():
+        hooks = DiTKeyStepHooks(tr, case["keys"], split) if len(case["keys"]) < STEPS else None
+        inj = case["inject"]
+        try:
+            if authors:
+                sched = DDPMScheduler.from_pretrained(ckpt, subfolder="scheduler")
+                sched.set_timesteps(STEPS)
+                x = noise.clone()
+                z_t = x.clone()
+                labels = torch.tensor(DIT_CLASSES + [1000] * len(SEEDS))
+                orig = ddpm_mod.randn_tensor
+                with torch.no_grad():
+                    for i, t in enumerate(sched.timesteps):
+                        out_ = tr(torch.cat([x, x]), timestep=t.expand(2 * len(SEEDS)), class_labels=labels).sample
+                        c_out, u_out = out_.chunk(2)
+                        # guidance on the first 3 channels; the rest (4th noise channel, variance)
+                        # from the conditional branch, as DiT's forward_with_cfg + p_sample
+                        guided = u_out[:, :3] + GUIDANCE * (c_out[:, :3] - u_out[:, :3])
+                        pred = torch.cat([guided, c_out[:, 3:]], dim=1)
+                        ddpm_mod.randn_tensor = lambda *a, i=i, **k: torch.cat(
+                            [step_noise(s, i, shape) for s in SEEDS])
+                        try:
+                            x = sched.step(pred, t, x).prev_sample
+                        finally:
+                            ddpm_mod.randn_tensor = orig
+                        if inj is not None and float(t) < inj["tau"] * 1000:
+                            x = x + inj["c"] * z_t
+                result = x
+            else:
+                pipe = DiTPipeline(transformer=tr, vae=vae, scheduler=DDIMScheduler.from_pretrained(
+                    ckpt, subfolder="scheduler"))
+                pipe.set_progress_bar_config(disable=True)
+                z_t = noise.clone()
+                state = dict(i=-1)
+                orig_step, orig_randn, orig_decode = pipe.scheduler.step, dit_mod.randn_tensor, pipe.vae.decode
+                captured = {}
+
+                def step(model_output, timestep, sample, *a, **k):
+                    # DiTPipeline steps both CFG halves; injection on the whole batch (same rows)
+                    on = inj is not None and float(timestep) < inj["tau"] * 1000
+                    zz = torch.cat([z_t, z_t])
+                    if on and inj["when"] == "before":
+                        sample = sample + inj["c"] * zz
+                    o = orig_step(model_output, timestep, sample, *a, **k)
+                    if on and inj["when"] == "after":
+                        o.prev_sample = o.prev_sample + inj["c"] * zz
+                    return o
+
+                def decode(z, *a, **k):
+                    captured["z"] = z.clone()
+                    return orig_decode(z, *a, **k)
+
+                pipe.scheduler.step = step
+                dit_mod.randn_tensor = lambda *a, **k: noise.clone()
+                pipe.vae.decode = decode
+                try:
+                    with torch.no_grad():
+                        pipe(class_labels=DIT_CLASSES, guidance_scale=GUIDANCE, num_inference_steps=STEPS,
+                             output_type="np")
+                finally:
+                    dit_mod.randn_tensor = orig_randn
+                    pipe.scheduler.step, pipe.vae.decode = orig_step, orig_decode
+                result = captured["z"] * vae.config.scaling_factor
+                sched = pipe.scheduler
+        finally:
+            if hooks is not None:
+                hooks.remove()
+        tensors[f"sample.{name}"] = result.contiguous()
+        timesteps = [float(t) for t in sched.timesteps]
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "reference.safetensors"))
+    with open(os.path.join(out, "cases.json"), "w") as f:
+        json.dump(dict(classes=DIT_CLASSES, seeds=SEEDS, guidance=GUIDANCE, steps=STEPS, cases=cases,
+                       scheduler="ddpm" if authors else "ddim", timesteps=timesteps, split=split), f, indent=1)
+
+
+def build_dit_family(family: str, out: str) -> None:
+    from fd_export.dit import export_dit_folder
+
+    ckpt = os.path.join(out, "checkpoint")
+    build_dit(ckpt, authors=family == "dit-authors")
+    m = export_dit_folder(ckpt, os.path.join(out, "model"), "cpu", "float32", name=f"{family}-tiny",
+                          guidance_channels=3 if family == "dit-authors" else None)
+    dit_references(family, ckpt, out, m["split"]["encoder_blocks"])
 
 
 def loop_reference(unet, sched, noise, cond2, case, guidance):
@@ -530,6 +702,8 @@ def build(family: str, out: str) -> None:
 
     if family == "fmnist-tome":
         return build_fmnist_tome(out)
+    if family.startswith("dit"):
+        return build_dit_family(family, out)
     ckpt, model = os.path.join(out, "checkpoint"), os.path.join(out, "model")
     {"sd2": build_sd2, "sdxl": build_sdxl, "controlnet": build_controlnet, "if": build_if,
      "tome": build_tome}[family](ckpt)
@@ -567,7 +741,7 @@ def main(out: str) -> None:
     if stamp is None:
         return
     shutil.rmtree(out, ignore_errors=True)
-    for family in ("sd2", "sdxl", "controlnet", "if", "tome", "fmnist-tome"):
+    for family in ("sd2", "sdxl", "controlnet", "if", "tome", "fmnist-tome", "dit", "dit-authors"):
         build(family, os.path.join(out, family))
     write_stamp(out, stamp)
 

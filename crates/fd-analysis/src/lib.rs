@@ -33,13 +33,14 @@ pub fn measure_drift(
     let mut acc = DriftAccumulator::new(run);
     let exec = ExecOptions { guidance, parallel: false, ..Default::default() };
     let spec = SamplingSpec::new(sampler.clone(), Plan::new(KeySteps::None, steps)?, exec)?;
+    let m = &model.manifest;
+    let names = m.feature_names();
     let mut observe = |f: &StepFeatures<'_>| {
-        acc.push(f.step, f.timestep, Side::Encoder, "mid", &f.encoder.mid);
-        for (i, s) in f.encoder.skips.iter().enumerate() {
-            acc.push(f.step, f.timestep, Side::Encoder, &format!("skip{i:02}"), s);
+        for (name, t) in names.iter().zip(&f.encoder.tensors) {
+            acc.push(f.step, f.timestep, Side::Encoder, name, t);
         }
-        for (i, u) in f.decoder.iter().enumerate() {
-            acc.push(f.step, f.timestep, Side::Decoder, &format!("up{i}"), u);
+        for (name, u) in m.decoder_layer_names(f.decoder.len()).iter().zip(f.decoder) {
+            acc.push(f.step, f.timestep, Side::Decoder, name, u);
         }
     };
     spec.generate_observed(model, seeds, conds, Some(&mut observe))?;

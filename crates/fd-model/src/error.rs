@@ -33,6 +33,8 @@ pub enum Error {
     GraphCall { graph: String, path: PathBuf, method: String, msg: String },
     #[error("model `{model}` has no `{graph}` graph ({why})")]
     NoSuchGraph { model: String, graph: String, why: &'static str },
+    #[error("model `{model}` is a {kind} model: {what} applies to UNets only (use an encoder-propagation plan)")]
+    Unsupported { model: String, kind: crate::ModelKind, what: String },
     #[error("{what}: expected {expected}, got {found}")]
     Shape { what: String, expected: String, found: String },
     #[error("device `{spec}`: {msg}")]

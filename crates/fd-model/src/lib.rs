@@ -22,7 +22,10 @@ pub mod prompt;
 pub use cond::{Cond, Condition, ControlImage};
 pub use device::parse_device;
 pub use error::{Error, Result};
-pub use manifest::{CondKind, CondSpec, ControlSpec, GraphEntry, Manifest, PrepareSpec, UncondRule, SCHEMA_VERSION};
+pub use manifest::{
+    CondKind, CondSpec, ControlSpec, GraphEntry, Manifest, ModelKind, PrepareSpec, SplitSpec, UncondRule,
+    SCHEMA_VERSION,
+};
 pub use model::{summarize_torch_error, EncoderFeatures, LoadOptions, UNetModel};
 pub use prompt::PromptTokenizer;
 pub use tch;

@@ -26,14 +26,29 @@ pub struct Manifest {
     /// Model family the exporter recognised (`sd1`, `sd2`, `sdxl`, `fmnist`, ...); informational.
     #[serde(default)]
     pub family: Option<String>,
+    /// Architecture kind: how the graphs are split and what the encoder features are. Default
+    /// `unet2d` (every manifest written before the field).
+    #[serde(default, skip_serializing_if = "ModelKind::is_default")]
+    pub kind: ModelKind,
+    /// Where a transformer is split (DiT): encoder blocks / all blocks. None for UNets (split at the
+    /// mid block).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitSpec>,
+    /// Classifier-free guidance applies to the first N output channels (the original DiT code and
+    /// FasterDiffusion-DiT guide 3 of DiT-XL/2's 4 latent channels); the rest come from the
+    /// conditional branch. None: every channel of the prediction (diffusers' pipelines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance_channels: Option<i64>,
     pub in_channels: i64,
     pub out_channels: i64,
     /// [H, W] of the UNet input (latent size for latent models).
     pub sample_size: [i64; 2],
     pub time_embed_dim: i64,
-    /// Per-sample shape [C, H, W] of the mid-block output.
+    /// Per-sample shape [C, H, W] of the first encoder feature: a UNet's mid-block output, a DiT's
+    /// encoder token tensor on its patch grid [D, H/p, W/p].
     pub mid_shape: Vec<i64>,
-    /// Per-sample shapes [C, H, W] of the skip tensors, in down-path order (conv_in first).
+    /// Per-sample shapes [C, H, W] of a UNet's skip tensors, in down-path order (conv_in first);
+    /// empty for a DiT.
     pub skip_shapes: Vec<Vec<i64>>,
     pub cond: CondSpec,
     /// Added conditioning computed once per sample by the `cond_prepare` graph (SDXL's pooled
@@ -70,6 +85,50 @@ pub struct Manifest {
     pub exporter: serde_json::Value,
     #[serde(default)]
     pub training: Option<serde_json::Value>,
+}
+
+/// The architecture kinds fd splits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// diffusers `UNet2DConditionModel`: encoder = conv_in + down blocks + mid block (features: mid,
+    /// then the skips), decoder = up blocks + output layers.
+    #[default]
+    Unet2d,
+    /// diffusers `DiTTransformer2DModel`: encoder = patch embedding + the first `split.encoder_blocks`
+    /// transformer blocks (feature: their output tokens), decoder = the other blocks + final layer.
+    Dit,
+}
+
+impl ModelKind {
+    fn is_default(&self) -> bool {
+        *self == ModelKind::Unet2d
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ModelKind::Unet2d => "unet2d",
+            ModelKind::Dit => "dit",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a transformer's blocks are split into encoder and decoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitSpec {
+    /// Blocks in the encoder (the authors' DiT-XL/2 split: 18).
+    pub encoder_blocks: usize,
+    /// All transformer blocks of the model (DiT-XL/2: 28).
+    pub blocks: usize,
+    /// Where the split rule comes from; informational.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -253,14 +312,44 @@ impl Manifest {
         if self.mid_shape.len() != 3 || self.skip_shapes.iter().any(|s| s.len() != 3) {
             return Err("mid_shape and every skip_shapes entry must be [C, H, W]".into());
         }
+        if let Some(g) = self.guidance_channels.filter(|&g| !(1..=self.in_channels).contains(&g)) {
+            return Err(format!("guidance_channels {g} outside 1..={}", self.in_channels));
+        }
+        match self.kind {
+            ModelKind::Unet2d => {
+                if self.skip_shapes.is_empty() {
+                    return Err("skip_shapes is empty (a unet2d model has skip tensors)".into());
+                }
+                if self.split.is_some() {
+                    return Err("`split` is for transformer kinds (dit); a unet2d splits at its mid block".into());
+                }
+            }
+            ModelKind::Dit => {
+                let Some(sp) = &self.split else {
+                    return Err("kind dit needs `split` (encoder_blocks, blocks)".into());
+                };
+                if sp.encoder_blocks == 0 || sp.encoder_blocks >= sp.blocks {
+                    return Err(format!(
+                        "split.encoder_blocks {} outside 1..{}: the encoder and the decoder need at least one of the {} blocks each",
+                        sp.encoder_blocks, sp.blocks, sp.blocks
+                    ));
+                }
+                if !self.skip_shapes.is_empty() {
+                    return Err("kind dit has one encoder feature (mid_shape); skip_shapes must be empty".into());
+                }
+                if !self.deepcache.is_empty() || self.control.is_some() || self.prepare.is_some() {
+                    return Err("kind dit takes no deepcache, control or prepare entries (UNet-only)".into());
+                }
+                if self.cond.kind != CondKind::Class || self.cond.seq_len != 1 || self.cond.dim != 1 {
+                    return Err("kind dit needs cond.kind=class with seq_len 1 and dim 1 (the class id)".into());
+                }
+            }
+        }
         if self.out_channels != self.in_channels && self.out_channels != 2 * self.in_channels {
             return Err(format!(
                 "out_channels {} must equal in_channels {} (or twice it: a learned variance)",
                 self.out_channels, self.in_channels
             ));
-        }
-        if self.skip_shapes.is_empty() {
-            return Err("skip_shapes is empty".into());
         }
         if !matches!(self.dtype.as_str(), "float32" | "float16" | "bfloat16") {
             return Err(format!("dtype `{}` not one of float32, float16, bfloat16", self.dtype));
@@ -389,6 +478,31 @@ impl Manifest {
         Ok(())
     }
 
+    /// Per-sample shapes of the encoder features, in the order the encoder graph returns them.
+    pub fn feature_shapes(&self) -> Vec<Vec<i64>> {
+        std::iter::once(self.mid_shape.clone()).chain(self.skip_shapes.iter().cloned()).collect()
+    }
+
+    /// Names of the encoder features (drift tables, error messages): a UNet's `mid`, `skip00`, ...;
+    /// a DiT's `block{k-1}` (the last encoder block's output tokens).
+    pub fn feature_names(&self) -> Vec<String> {
+        match (self.kind, &self.split) {
+            (ModelKind::Dit, Some(sp)) => vec![format!("block{:02}", sp.encoder_blocks - 1)],
+            _ => std::iter::once("mid".to_string())
+                .chain((0..self.skip_shapes.len()).map(|i| format!("skip{i:02}")))
+                .collect(),
+        }
+    }
+
+    /// Names of the decoder layers the `decoder_analysis` graph returns (`n` of them): a UNet's up
+    /// blocks `up0`, ...; a DiT's decoder blocks `block{k}`, ... (numbered over the whole model).
+    pub fn decoder_layer_names(&self, n: usize) -> Vec<String> {
+        match (self.kind, &self.split) {
+            (ModelKind::Dit, Some(sp)) => (0..n).map(|i| format!("block{:02}", sp.encoder_blocks + i)).collect(),
+            _ => (0..n).map(|i| format!("up{i}")).collect(),
+        }
+    }
+
     /// FLOPs of one batch-1 call of `graph`, or 0 when the model has no such graph.
     pub fn flops(&self, graph: &str) -> u64 {
         self.graphs.get(graph).map_or(0, |g| g.flops)
@@ -406,6 +520,16 @@ impl Manifest {
     /// What running this model needs, one line each (shown by `fd info`).
     pub fn needs(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        let arch = match (self.kind, &self.split) {
+            (ModelKind::Dit, Some(sp)) => format!(
+                "dit: encoder = patch embedding + blocks 0..{} (caches their output tokens), decoder = blocks {}..{} + final layer",
+                sp.encoder_blocks - 1,
+                sp.encoder_blocks,
+                sp.blocks - 1
+            ),
+            _ => "unet2d: encoder = conv_in + down blocks + mid block, decoder = up blocks".into(),
+        };
+        out.push(("architecture".into(), arch));
         let c = &self.cond;
         let cond = match c.kind {
             CondKind::Class => {
@@ -466,6 +590,15 @@ impl Manifest {
                 format!(
                     "ControlNet (`controlnet` graph): one {}x{} image per sample, {} channel(s), {}, values in [0, 1]",
                     c.size[0], c.size[1], c.channels, c.channel_order
+                ),
+            ));
+        }
+        if let Some(g) = self.guidance_channels {
+            out.push((
+                "guidance".into(),
+                format!(
+                    "classifier-free guidance on the first {g} of {} channels (the rest: conditional branch)",
+                    self.in_channels
                 ),
             ));
         }

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
 use crate::cond::Cond;
-use crate::manifest::{CondKind, Manifest, UncondRule};
+use crate::manifest::{CondKind, Manifest, ModelKind, UncondRule};
 use crate::prompt::PromptTokenizer;
 use crate::{Error, Result};
 
@@ -34,34 +34,40 @@ impl Default for LoadOptions {
     }
 }
 
-/// Encoder outputs cached at a key step: the mid-block output and every skip tensor.
+/// Encoder outputs cached at a key step, in the order the encoder graph returns them: a UNet's
+/// mid-block output then its skips in down-path order; a DiT's one token tensor (laid out
+/// [B, D, h, w] on its patch grid). Every kind is a list of tensors with the batch first, so the
+/// executor, feature forecasting and drift analysis need no per-kind code.
 ///
 /// Cloning is shallow (the tensors share storage); [`EncoderFeatures::repeat`] and
 /// [`EncoderFeatures::index_select`] build the batches a parallel decoder call needs.
 #[derive(Debug)]
 pub struct EncoderFeatures {
-    pub mid: Tensor,
-    pub skips: Vec<Tensor>,
+    pub tensors: Vec<Tensor>,
 }
 
 impl Clone for EncoderFeatures {
     fn clone(&self) -> Self {
-        Self { mid: self.mid.shallow_clone(), skips: self.skips.iter().map(Tensor::shallow_clone).collect() }
+        Self { tensors: self.tensors.iter().map(Tensor::shallow_clone).collect() }
     }
 }
 
 impl EncoderFeatures {
     pub fn batch_size(&self) -> i64 {
-        self.mid.size()[0]
+        self.tensors.first().map_or(0, |t| t.size()[0])
     }
 
     fn map(&self, f: impl Fn(&Tensor) -> Tensor) -> Self {
-        Self { mid: f(&self.mid), skips: self.skips.iter().map(f).collect() }
+        Self { tensors: self.tensors.iter().map(f).collect() }
     }
 
     /// Tile the whole batch `k` times: [f_0..f_{B-1}, f_0..f_{B-1}, ...] (k*B rows).
     pub fn repeat(&self, k: i64) -> Self {
-        self.map(|t| t.repeat([k, 1, 1, 1]))
+        self.map(|t| {
+            let mut reps = vec![1i64; t.dim()];
+            reps[0] = k;
+            t.repeat(reps.as_slice())
+        })
     }
 
     /// Rows `index` (an int64 tensor on any device) of every tensor.
@@ -71,24 +77,41 @@ impl EncoderFeatures {
 
     /// Concatenate along the batch dimension.
     pub fn cat(parts: &[EncoderFeatures]) -> Self {
-        let mids: Vec<&Tensor> = parts.iter().map(|p| &p.mid).collect();
-        let n = parts.first().map_or(0, |p| p.skips.len());
-        let skips = (0..n).map(|i| Tensor::cat(&parts.iter().map(|p| &p.skips[i]).collect::<Vec<_>>(), 0)).collect();
-        Self { mid: Tensor::cat(&mids, 0), skips }
+        let n = parts.first().map_or(0, |p| p.tensors.len());
+        let tensors =
+            (0..n).map(|i| Tensor::cat(&parts.iter().map(|p| &p.tensors[i]).collect::<Vec<_>>(), 0)).collect();
+        Self { tensors }
     }
 
     /// `self + scale * other`, tensor by tensor (ControlNet residuals added to the features).
     pub fn add_scaled(&self, other: &EncoderFeatures, scale: f64) -> Self {
-        let add = |a: &Tensor, b: &Tensor| a + b.to_kind(a.kind()) * scale;
-        Self {
-            mid: add(&self.mid, &other.mid),
-            skips: self.skips.iter().zip(&other.skips).map(|(a, b)| add(a, b)).collect(),
-        }
+        let tensors = self.tensors.iter().zip(&other.tensors).map(|(a, b)| a + b.to_kind(a.kind()) * scale).collect();
+        Self { tensors }
     }
 
-    /// All tensors, mid first, then skips in down-path order.
-    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
-        std::iter::once(&self.mid).chain(self.skips.iter())
+    /// `sum_i w_i * features_i` tensor by tensor, summed in order (feature forecasting).
+    pub fn weighted_sum(parts: &[&EncoderFeatures], weights: &[f64]) -> Self {
+        let n = parts.first().map_or(0, |p| p.tensors.len());
+        let tensors = (0..n)
+            .map(|k| {
+                let mut acc = &parts[0].tensors[k] * weights[0];
+                for (p, &w) in parts.iter().zip(weights).skip(1) {
+                    acc += &p.tensors[k] * w;
+                }
+                acc
+            })
+            .collect();
+        Self { tensors }
+    }
+
+    /// A UNet's mid-block output (the first tensor; a DiT's token tensor).
+    pub fn mid(&self) -> &Tensor {
+        &self.tensors[0]
+    }
+
+    /// A UNet's skip tensors in down-path order (empty for a DiT).
+    pub fn skips(&self) -> &[Tensor] {
+        &self.tensors[1..]
     }
 }
 
@@ -434,44 +457,50 @@ impl UNetModel {
         let IValue::Tuple(items) = out else {
             return Err(Error::Shape {
                 what: "encoder graph output".into(),
-                expected: "a tuple (mid, skips...)".into(),
+                expected: "a tuple of feature tensors".into(),
                 found: "another value".into(),
             });
         };
-        let mut tensors = items.into_iter().map(|v| match v {
-            IValue::Tensor(t) => Ok(t),
-            _ => Err(Error::Shape {
-                what: "encoder graph output".into(),
-                expected: "tensors".into(),
-                found: "a non-tensor item".into(),
-            }),
-        });
-        let mid = tensors.next().unwrap_or_else(|| {
-            Err(Error::Shape { what: "encoder graph output".into(), expected: "mid".into(), found: "empty".into() })
-        })?;
-        let skips = tensors.collect::<Result<Vec<_>>>()?;
-        let feats = EncoderFeatures { mid, skips };
+        let tensors = items
+            .into_iter()
+            .map(|v| match v {
+                IValue::Tensor(t) => Ok(t),
+                _ => Err(Error::Shape {
+                    what: "encoder graph output".into(),
+                    expected: "tensors".into(),
+                    found: "a non-tensor item".into(),
+                }),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let feats = EncoderFeatures { tensors };
         self.check_features(&feats)?;
         Ok(feats)
     }
 
     fn check_features(&self, f: &EncoderFeatures) -> Result<()> {
         let m = &self.manifest;
-        if f.skips.len() != m.skip_shapes.len() {
+        let (shapes, names) = (m.feature_shapes(), m.feature_names());
+        if f.tensors.len() != shapes.len() {
             return Err(Error::Shape {
                 what: "encoder features".into(),
-                expected: format!("{} skip tensors (manifest.json)", m.skip_shapes.len()),
-                found: f.skips.len().to_string(),
+                expected: format!("{} tensors (manifest.json: {})", shapes.len(), names.join(", ")),
+                found: f.tensors.len().to_string(),
             });
         }
         let b = f.batch_size();
-        let with_batch =
-            |s: &[i64]| -> Vec<Option<i64>> { std::iter::once(Some(b)).chain(s.iter().map(|v| Some(*v))).collect() };
-        self.check("encoder features: mid", &f.mid, &with_batch(&m.mid_shape))?;
-        for (i, (t, s)) in f.skips.iter().zip(&m.skip_shapes).enumerate() {
-            self.check(&format!("encoder features: skip {i}"), t, &with_batch(s))?;
+        for ((t, s), name) in f.tensors.iter().zip(&shapes).zip(&names) {
+            let expected: Vec<Option<i64>> = std::iter::once(Some(b)).chain(s.iter().map(|v| Some(*v))).collect();
+            self.check(&format!("encoder features: {name}"), t, &expected)?;
         }
         Ok(())
+    }
+
+    /// Graph inputs of a decoder-side call: the first feature, the time embedding, the cond, then
+    /// the remaining features (the split graphs' signature for every model kind).
+    fn feature_inputs(&self, feats: &EncoderFeatures, emb: &Tensor, cond: &Tensor) -> Vec<Tensor> {
+        let mut inputs = vec![self.input(feats.mid()), self.input(emb), self.input(cond)];
+        inputs.extend(feats.skips().iter().map(|s| self.input(s)));
+        inputs
     }
 
     /// The paper's decoder D. `emb` and `cond` must have the features' batch size: to decode k
@@ -482,8 +511,7 @@ impl UNetModel {
         let b = feats.batch_size();
         self.check("time embedding", emb, &[Some(b), Some(self.manifest.time_embed_dim)])?;
         self.check_cond(cond, b)?;
-        let mut inputs = vec![self.input(&feats.mid), self.input(emb), self.input(cond)];
-        inputs.extend(feats.skips.iter().map(|s| self.input(s)));
+        let inputs = self.feature_inputs(feats, emb, cond);
         let out = tch::no_grad(|| self.decoder.forward_ts(&inputs))?;
         Ok(out.to_kind(Kind::Float))
     }
@@ -502,12 +530,7 @@ impl UNetModel {
             why: "re-export the model with the current experiments/export_unet.py",
         })?;
         self.check_features(feats)?;
-        let mut inputs = vec![
-            IValue::Tensor(self.input(&feats.mid)),
-            IValue::Tensor(self.input(emb)),
-            IValue::Tensor(self.input(cond)),
-        ];
-        inputs.extend(feats.skips.iter().map(|s| IValue::Tensor(self.input(s))));
+        let inputs: Vec<IValue> = self.feature_inputs(feats, emb, cond).into_iter().map(IValue::Tensor).collect();
         let IValue::Tuple(items) = tch::no_grad(|| g.forward_is(&inputs))? else {
             return Err(Error::Shape {
                 what: "decoder_analysis output".into(),
@@ -588,7 +611,7 @@ impl UNetModel {
         };
         let mut ts = items.into_iter().filter_map(|v| if let IValue::Tensor(t) = v { Some(t) } else { None });
         let mid = ts.next().ok_or_else(|| Error::Cond("controlnet returned nothing".into()))?;
-        let feats = EncoderFeatures { mid, skips: ts.collect() };
+        let feats = EncoderFeatures { tensors: std::iter::once(mid).chain(ts).collect() };
         self.check_features(&feats)?;
         Ok(feats)
     }
@@ -646,6 +669,13 @@ impl UNetModel {
     }
 
     fn deepcache_graphs(&self, branch: usize) -> Result<&DeepCacheGraphs> {
+        if self.manifest.kind != ModelKind::Unet2d {
+            return Err(Error::Unsupported {
+                model: self.manifest.name.clone(),
+                kind: self.manifest.kind,
+                what: "DeepCache (it caches a UNet's up-block input and recomputes its shallow down/up blocks)".into(),
+            });
+        }
         self.deepcache.get(&branch).ok_or_else(|| Error::NoSuchGraph {
             model: self.manifest.name.clone(),
             graph: format!("deepcache{branch}_*"),
@@ -668,8 +698,7 @@ impl UNetModel {
     ) -> Result<Tensor> {
         let g = self.deepcache_graphs(branch)?;
         self.check_features(feats)?;
-        let mut inputs = vec![self.input(&feats.mid), self.input(emb), self.input(cond)];
-        inputs.extend(feats.skips.iter().map(|s| self.input(s)));
+        let inputs = self.feature_inputs(feats, emb, cond);
         tch::no_grad(|| g.deep_decoder.forward_ts(&inputs))
     }
 

@@ -89,5 +89,5 @@ fn batched_decoders_over_repeated_features_equal_separate_calls() {
     assert_close("batched vs separate", &batched, &Tensor::cat(&[&a, &b], 0));
     let sel = feats.index_select(&Tensor::from_slice(&[1i64, 1, 0]));
     assert_eq!(sel.batch_size(), 3);
-    assert_eq!(sel.skips.len(), feats.skips.len());
+    assert_eq!(sel.tensors.len(), feats.tensors.len());
 }

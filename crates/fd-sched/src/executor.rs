@@ -390,7 +390,10 @@ pub fn sample(
                 let n_shallow = model.deepcache_shallow_skips(branch)?;
                 for &i in &steps {
                     let (skips, emb) = if i == s {
-                        (feats.skips[..n_shallow].iter().map(Tensor::shallow_clone).collect(), emb_key.shallow_clone())
+                        (
+                            feats.skips()[..n_shallow].iter().map(Tensor::shallow_clone).collect(),
+                            emb_key.shallow_clone(),
+                        )
                     } else {
                         let x_in = ctx.model_input(scheduler, &latents, i);
                         let emb = ctx.time_embed(i)?;
@@ -421,15 +424,8 @@ fn extrapolate(points: &[(f64, EncoderFeatures)], t: f64) -> EncoderFeatures {
     let w: Vec<f64> = (0..n)
         .map(|i| (0..n).filter(|&m| m != i).map(|m| (t - points[m].0) / (points[i].0 - points[m].0)).product())
         .collect();
-    let sum = |get: &dyn Fn(&EncoderFeatures) -> &Tensor| -> Tensor {
-        let mut acc = get(&points[0].1) * w[0];
-        for (p, &wi) in points.iter().zip(&w).skip(1) {
-            acc += get(&p.1) * wi;
-        }
-        acc
-    };
-    let skips = (0..points[0].1.skips.len()).map(|k| sum(&|f: &EncoderFeatures| &f.skips[k])).collect();
-    EncoderFeatures { mid: sum(&|f: &EncoderFeatures| &f.mid), skips }
+    let parts: Vec<&EncoderFeatures> = points.iter().map(|p| &p.1).collect();
+    EncoderFeatures::weighted_sum(&parts, &w)
 }
 
 /// What every step of a run needs.
@@ -478,16 +474,19 @@ impl StepCtx<'_> {
         i: usize,
         mut latents: Tensor,
     ) -> Result<Tensor> {
-        // a learned-variance model (DeepFloyd-IF) stacks [noise, variance] on channels: guidance
-        // applies to the noise part, the variance is the conditional branch's (as the IF pipeline)
+        // a learned-variance model (DeepFloyd-IF, DiT) stacks [noise, variance] on channels:
+        // guidance applies to the noise part (or its first `guidance_channels`, as the original DiT
+        // code), every other channel is the conditional branch's (as the IF / DiT references)
         let c = latents.size()[1];
         let learned = pred.size()[1] == 2 * c;
         let eps = if self.branches == 2 {
+            let g = self.model.manifest.guidance_channels.unwrap_or(c).min(c);
             let parts = pred.chunk(2, 0);
-            let (u, t) = (parts[0].narrow(1, 0, c), parts[1].narrow(1, 0, c));
+            let (u, t) = (parts[0].narrow(1, 0, g), parts[1].narrow(1, 0, g));
             let guided = &u + (&t - &u) * opts.guidance;
-            if learned {
-                Tensor::cat(&[guided, parts[1].narrow(1, c, c)], 1)
+            let rest = pred.size()[1] - g;
+            if rest > 0 {
+                Tensor::cat(&[guided, parts[1].narrow(1, g, rest)], 1)
             } else {
                 guided
             }

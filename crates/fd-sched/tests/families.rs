@@ -89,7 +89,7 @@ fn model_level(name: &str) {
         let d = max_abs(cond.control.as_ref().unwrap(), &r["control_image"]);
         assert!(d <= 1e-6, "{name}: condition image differs from prepare_image by {d:e}");
         let res = m.controlnet(&r["latents"], &r["t"], &cond).unwrap();
-        let d = max_abs(&res.mid, &r["control_mid"]);
+        let d = max_abs(res.mid(), &r["control_mid"]);
         assert!(d <= 1e-4, "{name}: ControlNet mid residual differs by {d:e}");
         let scale = f.meta["control_scale"].as_f64().unwrap();
         let emb = m.time_embed(&r["t"], None).unwrap();
@@ -290,4 +290,53 @@ fn families_record_what_they_need() {
     let sd2 = family("sd2").model;
     assert_eq!((sd2.manifest.family.as_deref(), sd2.manifest.prediction_type.as_str()), (Some("sd2"), "v_prediction"));
     assert!(sd2.manifest.prepare.is_none());
+}
+
+/// DiT (DiTTransformer2DModel, learned sigma, 1000 classes + null) split at the authors' 18/28
+/// ratio: the split graphs and the unsplit one equal diffusers' forward, the VAE its decode.
+#[test]
+fn dit_model_matches_diffusers() {
+    let f = family("dit");
+    let (m, r) = (&f.model, &f.r);
+    assert_eq!(m.manifest.kind, fd_model::ModelKind::Dit);
+    let split = m.manifest.split.as_ref().expect("a DiT manifest records its split");
+    assert_eq!((split.encoder_blocks, split.blocks), (3, 4), "round(4 * 18 / 28) = 3 encoder blocks");
+    assert_eq!(m.manifest.feature_names(), ["block02"]);
+    let classes = f.meta["classes"].as_array().unwrap();
+    let ids = [classes[0].as_i64().unwrap(), m.manifest.cond.null_id.unwrap()];
+    let cond = fd_model::Cond::from(m.encode_classes(&ids).unwrap());
+    let eps = m.forward(&r["latents"], &r["t"], &cond).unwrap();
+    assert_eq!(eps.size()[1], 8, "[epsilon, learned sigma] on channels");
+    let d = max_abs(&eps, &r["eps"]);
+    assert!(d <= 1e-4, "split DiT differs from diffusers by {d:e}");
+    let feats = m.encode(&r["latents"], &m.time_embed(&r["t"], None).unwrap(), &cond.states).unwrap();
+    assert_eq!(feats.tensors.len(), 1, "one token tensor");
+    assert_eq!(feats.tensors[0].size(), [2, 16, 4, 4], "[B, D, H/p, W/p]");
+    let d = max_abs(&m.to_images(&r["latents"]).unwrap(), &r["images"]);
+    assert!(d <= 1e-4, "VAE decode differs by {d:e}");
+}
+
+/// DiTPipeline (DDIM) for the baseline; FasterDiffusion-DiT's encoder sharing through hooks on its
+/// transformer for key-step plans.
+#[test]
+fn dit_sampling_matches_pipeline() {
+    sampling("dit");
+}
+
+/// FasterDiffusion-DiT's own sampler, transcribed: DDPM with the learned-range variance, guidance
+/// on the first 3 of 4 channels (manifest `guidance_channels`), injection after the step.
+#[test]
+fn dit_authors_sampling_matches_reference() {
+    let f = family("dit-authors");
+    assert_eq!(f.model.manifest.guidance_channels, Some(3));
+    sampling("dit-authors");
+}
+
+/// UNet-only plans are refused on a DiT with an error naming the kind.
+#[test]
+fn dit_refuses_deepcache() {
+    let f = family("dit");
+    let m = &f.model;
+    let err = m.deepcache_shallow_skips(0).unwrap_err().to_string();
+    assert!(err.contains("dit model") && err.contains("DeepCache"), "{err}");
 }

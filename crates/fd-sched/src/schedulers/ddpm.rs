@@ -12,7 +12,6 @@ pub struct Ddpm {
     alphas_cumprod: Vec<f64>,
     timesteps_i: Vec<i64>,
     timesteps: Vec<f64>,
-    step_ratio: i64,
 }
 
 impl Ddpm {
@@ -26,7 +25,6 @@ impl Ddpm {
             alphas_cumprod: config.betas.alphas_cumprod(),
             timesteps: timesteps_i.iter().map(|&t| t as f64).collect(),
             timesteps_i,
-            step_ratio: (n / num_inference_steps) as i64,
             config,
         })
     }
@@ -71,7 +69,9 @@ impl Scheduler for Ddpm {
         };
         let model_output = &model_output;
         let t = self.timesteps_i[i];
-        let prev_t = t - self.step_ratio;
+        // the next timestep of the list (diffusers' `previous_timestep`; -1 after the last), not
+        // t - T/n: under `linspace` spacing the steps are not all T/n apart
+        let prev_t = self.timesteps_i.get(i + 1).copied().unwrap_or(-1);
         // float32 scalars, as diffusers
         let a_t = self.alpha_at(t);
         let a_prev = self.alpha_at(prev_t);
