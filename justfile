@@ -65,6 +65,11 @@ train-dit STEPS="12000": setup
 export-default: setup
     {{env}} python experiments/export_unet.py --checkpoint "$FD_CACHE/train/fmnist/checkpoint.pt" --out models/fmnist
 
+# Export the default DiT's EMA weights from its training checkpoint into models/fmnist-dit (split at
+# the authors' 18/28 ratio: 4 of its 6 blocks in the encoder).
+export-default-dit: setup
+    {{env}} python experiments/export_dit.py --train-checkpoint "$FD_CACHE/train/fmnist-dit/checkpoint.pt" --out models/fmnist-dit
+
 # Experiment overrides from the environment: N, MODEL, PROMPTS, REF (named set or .npz), CFG, DEVICE.
 exp_flags := '${N:+--n $N} ${MODEL:+--model $MODEL} ${PROMPTS:+--prompts $PROMPTS} ${REF:+--ref $REF} ${CFG:+--cfg $CFG} ${DEVICE:+--device $DEVICE}'
 
@@ -84,6 +89,11 @@ default-tome: setup
 # MODEL=models/if-i-xl PROMPTS=coco10k.txt REF=coco2017_val_64px.npz DEVICE=cuda just reproduce-table1-if
 reproduce-table1-if *ARGS: build
     {{env}} ./target/release/fd experiment experiments/configs/table1_if.json {{exp_flags}} {{ARGS}}
+
+# Table 1's DiT rows on the default DiT (models/fmnist-dit): DDIM-50 and DDPM-250 with and without
+# encoder propagation (the authors' 166-of-250 DiT key steps, injection after the step while t < 300).
+reproduce-table1-dit *ARGS: build
+    {{env}} ./target/release/fd experiment experiments/configs/table1_dit.json {{exp_flags}} {{ARGS}}
 
 # The paper's Table 5 (uniform, 50ls-family and drift-calibrated auto:K plans, DeepCache) + Pareto plots.
 ablate-keysteps *ARGS: build

@@ -111,6 +111,48 @@ SCHEDULER_CONFIG = dict(
 )
 
 
+REFERENCE_FILE = "reference_ddim50_cfg3.safetensors"
+
+# The second default model (issue 19): a small class-conditional DiT (diffusers DiTTransformer2DModel,
+# adaLN-zero) on the same data, schedule and label dropout, sized for a few CPU hours on 2 cores:
+# patch 2 on 28x28 = 196 tokens, 6 blocks, width 96 (3 heads x 32), fixed variance (epsilon MSE).
+FMNIST_DIT_CONFIG = dict(
+    sample_size=28, patch_size=2, in_channels=1, out_channels=1, num_layers=6, num_attention_heads=3,
+    attention_head_dim=32, num_embeds_ada_norm=10, norm_type="ada_norm_zero", norm_elementwise_affine=False,
+)
+
+
+def build_fmnist_dit():
+    """The default DiT, with diffusers' own label dropout switched off (training draws its own)."""
+    from diffusers import DiTTransformer2DModel
+
+    model = DiTTransformer2DModel(**FMNIST_DIT_CONFIG)
+    for m in model.modules():
+        if type(m).__name__ == "LabelEmbedding":
+            m.dropout_prob = 0.0
+    return model
+
+
+def export_fmnist_dit_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = True, with_full: bool = False) -> dict:
+    """Export the default DiT from a train_dit.py checkpoint (EMA weights by default) with the
+    authors' 18/28 split (4 of 6 blocks in the encoder)."""
+    from .dit import export_dit
+
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = build_fmnist_dit()
+    model.load_state_dict(ck["ema" if use_ema else "model"])
+    model.eval()
+    os.makedirs(out_dir, exist_ok=True)
+    sched_cfg = dict(SCHEDULER_CONFIG, _class_name="DDIMScheduler")
+    n = FMNIST_DIT_CONFIG["num_embeds_ada_norm"]
+    write_pipeline_reference(lambda x, t, ids: model(x, timestep=t.expand(x.shape[0]), class_labels=ids).sample,
+                             1, 28, n, sched_cfg, os.path.join(out_dir, REFERENCE_FILE))
+    return export_dit(out_dir, "fmnist-cfg-dit", model, sched_cfg, class_names=CLASS_NAMES, with_full=with_full,
+                      family="fmnist-dit",
+                      extra_manifest=dict(training=dict(checkpoint_step=int(ck["step"]), wall_s=float(ck["wall_s"]),
+                                                        ema=use_ema)))
+
+
 class Bundle(torch.nn.Module):
     """UNet + conditioning encoder, trained together."""
 
@@ -132,8 +174,10 @@ def export_fmnist_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = True
                      num_classes=FMNIST_COND["num_classes"], null_id=bundle.cond.null_id,
                      class_names=CLASS_NAMES)
     sched_cfg = dict(SCHEDULER_CONFIG, _class_name="DDIMScheduler")
-    write_pipeline_reference(bundle.unet.eval(), bundle.cond.eval(), bundle.cond.null_id, sched_cfg,
-                             os.path.join(out_dir, "reference_ddim50_cfg3.safetensors"))
+    unet, cond = bundle.unet.eval(), bundle.cond.eval()
+    write_pipeline_reference(lambda x, t, ids: unet(x, t, encoder_hidden_states=cond(ids)).sample,
+                             unet.config.in_channels, unet.config.sample_size, cond.null_id, sched_cfg,
+                             os.path.join(out_dir, REFERENCE_FILE))
     return export_model(
         out_dir, "fmnist-cfg-unet", bundle.unet, sched_cfg,
         bundle.cond, cond_spec, cond_example=torch.tensor([0]),

@@ -366,3 +366,59 @@ def test_tome_reexport_needs_the_unet_weights(tmp_path):
     with pytest.raises(SystemExit, match="no unet_weights.safetensors listed"):
         export_tome(str(tmp_path / "m"), str(tmp_path / "o"), tome_settings(0.5))
     assert not (tmp_path / "o").exists()
+
+
+def _tiny_dit(**kw):
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    cfg = dict(sample_size=8, patch_size=2, in_channels=4, out_channels=8, num_layers=4, num_attention_heads=2,
+               attention_head_dim=8, num_embeds_ada_norm=10, norm_type="ada_norm_zero", norm_elementwise_affine=False)
+    cfg.update(kw)
+    return DiTTransformer2DModel(**cfg)
+
+
+@pytest.mark.parametrize("split", [0, 4, -1])
+def test_dit_split_outside_the_model_is_refused(tmp_path, split):
+    from fd_export.dit import export_dit
+
+    with pytest.raises(ValueError, match=r"split .* outside 1\.\.3"):
+        export_dit(str(tmp_path / "m"), "x", _tiny_dit(), {}, split=split)
+    assert not (tmp_path / "m").exists(), "nothing written"
+
+
+def test_dit_refusals_name_the_field(tmp_path):
+    from fd_export.dit import default_split, export_dit
+
+    assert [default_split(n) for n in (28, 6, 4, 2)] == [18, 4, 3, 1]
+    with pytest.raises(ValueError, match="guidance_channels 5 outside 1..4"):
+        export_dit(str(tmp_path / "m"), "x", _tiny_dit(), {}, guidance_channels=5)
+    with pytest.raises(ValueError, match="out_channels"):
+        export_dit(str(tmp_path / "m"), "x", _tiny_dit(out_channels=3), {})
+    m = _tiny_dit()
+    for blk in m.transformer_blocks:  # a label table without the null row (class_dropout_prob 0)
+        emb = blk.norm1.emb.class_embedder
+        emb.embedding_table = torch.nn.Embedding(10, emb.embedding_table.embedding_dim)
+    with pytest.raises(ValueError, match="no null class"):
+        export_dit(str(tmp_path / "m"), "x", m, {})
+    assert not (tmp_path / "m").exists(), "nothing written"
+
+
+def test_dit_split_graphs_equal_diffusers(tmp_path):
+    from fd_export.dit import export_dit
+
+    m = _tiny_dit()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    man = export_dit(str(tmp_path / "m"), "x", m, {"num_train_timesteps": 1000}, split=1)
+    assert (man["kind"], man["split"]["encoder_blocks"], man["mid_shape"], man["skip_shapes"]) == ("dit", 1, [16, 4, 4], [])
+    g = torch.jit.load(str(tmp_path / "m" / "unet.pt"))
+    x, t, ids = torch.randn(3, 4, 8, 8), torch.tensor([999.0, 500.0, 3.0]), torch.tensor([1, 10, 4])
+    cond = torch.jit.load(str(tmp_path / "m" / "cond_encoder.pt"))(ids)
+    emb = g.time_embed(t)
+    out = g.decoder(g.encoder(x, emb, cond)[0], emb, cond)
+    analysis = g.decoder_analysis(g.encoder(x, emb, cond)[0], emb, cond)
+    with torch.no_grad():
+        ref = m(x, timestep=t.long(), class_labels=ids).sample
+    assert torch.equal(out, ref) and torch.equal(analysis[0], ref) and len(analysis) == 1 + 3

@@ -82,3 +82,32 @@ fn a_prompt_model_without_its_text_encoder_is_refused() {
     let (ok, _, err) = fd(&["info", m.to_str().unwrap()]);
     assert!(!ok && err.contains("tokenizer_2.json"), "{err}");
 }
+
+/// A DiT end to end: `fd info` names the kind and its split, key-step plans and `fd drift` run
+/// (drift layers named by block), UNet-only plans are refused before anything is written.
+#[test]
+fn dit_runs_key_step_plans_and_refuses_unet_only_ones() {
+    let d = tempfile::tempdir().unwrap();
+    let dit = model("dit");
+    let (ok, out, err) = fd(&["info", &dit]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("dit: encoder = patch embedding + blocks 0..2") && out.contains("block02 [16, 4, 4]"),
+        "{out}"
+    );
+    let o = d.path().join("o").display().to_string();
+    let base = ["sample", "--model", &dit, "--steps", "6", "--n", "2", "--cfg", "4", "--classes", "207,360"];
+    let (ok, _, err) = fd(&[&base[..], &["--keys", "deepcache:2", "--out", &o]].concat());
+    assert!(!ok && err.contains("is a dit model") && err.contains("DeepCache"), "{err}");
+    assert!(!std::path::Path::new(&o).exists(), "nothing written on error");
+    let (ok, _, err) = fd(&[&base[..], &["--keys", "0,1,3", "--out", &o]].concat());
+    assert!(ok, "{err}");
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("o/run.json")).unwrap()).unwrap();
+    assert_eq!(run["counts"]["calls"]["encoder"], 3, "{run}");
+    let dr = d.path().join("drift").display().to_string();
+    let (ok, _, err) = fd(&["drift", "--model", &dit, "--steps", "6", "--n", "2", "--classes", "207", "--out", &dr]);
+    assert!(ok, "{err}");
+    let csv = std::fs::read_to_string(d.path().join("drift/drift.csv")).unwrap();
+    assert!(csv.contains(",encoder,block02,") && csv.contains(",decoder,block03,"), "{csv}");
+}

@@ -152,3 +152,23 @@ fn cuda_requested_without_gpu_is_a_clear_error() {
         }
     }
 }
+
+#[test]
+fn model_kind_and_split_are_checked() {
+    let cases: [(&str, fn(&mut serde_json::Value)); 5] = [
+        ("unknown variant `unet9d`", |v| v["kind"] = "unet9d".into()),
+        ("kind dit needs `split`", |v| v["kind"] = "dit".into()),
+        ("`split` is for transformer kinds", |v| v["split"] = serde_json::json!({"encoder_blocks": 1, "blocks": 2})),
+        ("split.encoder_blocks 2 outside 1..2", |v| {
+            v["kind"] = "dit".into();
+            v["split"] = serde_json::json!({"encoder_blocks": 2, "blocks": 2});
+        }),
+        ("guidance_channels 9 outside 1..=4", |v| v["guidance_channels"] = 9.into()),
+    ];
+    for (want, edit) in cases {
+        let d = copy_tiny();
+        edit_manifest(d.path(), edit);
+        let e = load_err(d.path(), false);
+        assert!(e.contains("manifest.json") && e.contains(want), "{want}: {e}");
+    }
+}

@@ -15,14 +15,27 @@ pub enum KeySteps {
     None,
     /// Every k-th step (i % k == 0).
     Uniform(usize),
-    /// One of the paper's named sets (`50ls`, `50ls2`, `50ls3`, `50ls4`, `100ls`, `75ls`, `s2`, `pro`).
+    /// One of the paper's named sets (`50ls`, `50ls2`, `50ls3`, `50ls4`, `100ls`, `75ls`, `s2`, `pro`,
+    /// `dit250`).
     Preset(String),
     /// An explicit list.
     List(Vec<usize>),
 }
 
 /// The paper's named key-step sets (../shared/paper-notes.md §2).
-pub const PRESETS: [&str; 8] = ["50ls", "50ls2", "50ls3", "50ls4", "100ls", "75ls", "s2", "pro"];
+pub const PRESETS: [&str; 9] = ["50ls", "50ls2", "50ls3", "50ls4", "100ls", "75ls", "s2", "pro", "dit250"];
+
+/// FasterDiffusion-DiT's key steps for DiT-XL/2 with 250 DDPM steps (sample_fasterdiffusion.py):
+/// 166 of 250, step indices from the noisy end.
+const DIT250: [usize; 166] = [
+    0, 1, 2, 3, 4, 5, 6, 10, 12, 13, 14, 16, 17, 18, 19, 20, 22, 25, 27, 29, 30, 31, 32, 33, 34, 35, 36, 37, 45, 49,
+    51, 52, 53, 54, 58, 59, 60, 62, 64, 67, 68, 70, 72, 73, 75, 77, 78, 81, 82, 83, 84, 85, 86, 87, 88, 90, 91, 92, 95,
+    97, 99, 101, 102, 103, 104, 106, 107, 109, 110, 111, 112, 115, 116, 117, 118, 119, 120, 121, 123, 125, 128, 130,
+    131, 132, 134, 137, 138, 139, 141, 142, 143, 144, 145, 147, 150, 152, 155, 157, 158, 160, 161, 162, 163, 164, 166,
+    168, 169, 170, 172, 173, 174, 175, 178, 180, 181, 182, 184, 187, 188, 189, 190, 191, 193, 194, 195, 196, 198, 200,
+    201, 202, 203, 204, 205, 206, 207, 208, 209, 210, 212, 213, 214, 216, 217, 218, 219, 221, 223, 224, 225, 226, 227,
+    228, 229, 231, 232, 233, 234, 237, 239, 241, 242, 243, 245, 246, 247, 249,
+];
 
 // Written as in the paper / authors' code ("i > 85 or i < 10 or i % 5 == 0").
 #[allow(clippy::manual_range_contains)]
@@ -37,6 +50,7 @@ fn preset(name: &str, n: usize) -> Option<Vec<usize>> {
         "100ls" => pred(&|i| i > 85 || i < 10 || i % 5 == 0),
         "75ls" => pred(&|i| i > 65 || i < 10 || i % 5 == 0),
         "s2" => pred(&|i| !(20..=40).contains(&i) || i % 2 == 0),
+        "dit250" => list(&DIT250),
         "pro" => pred(&|i| {
             let v = 9 + 8 * i;
             let r = (v as f64).sqrt().round() as usize;

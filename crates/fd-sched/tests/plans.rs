@@ -25,6 +25,10 @@ fn presets_match_the_paper() {
     assert!(s2.contains(&19) && !s2.contains(&21) && s2.contains(&22) && s2.contains(&41));
     let ls100 = keys("100ls", 100);
     assert!(ls100.contains(&9) && !ls100.contains(&11) && ls100.contains(&15) && ls100.contains(&86));
+    // FasterDiffusion-DiT's DiT-XL/2 set: 166 key steps of 250 DDPM steps
+    let dit = keys("dit250", 250);
+    assert_eq!((dit.len(), &dit[..8], dit.last()), (166, &[0, 1, 2, 3, 4, 5, 6, 10][..], Some(&249)));
+    assert!(!dit.contains(&7) && !dit.contains(&248));
     assert_eq!(keys("uniform:4", 10), vec![0, 4, 8]);
     assert_eq!(keys("none", 5), vec![0, 1, 2, 3, 4]);
     assert_eq!(keys("0, 3,7", 10), vec![0, 3, 7]);

@@ -35,7 +35,9 @@ pub fn run(dir: &Path, device: &str) -> Result<()> {
     for (what, need) in m.needs() {
         println!("needs        {what}: {need}");
     }
-    println!("skips        {} tensors, mid {:?}", m.skip_shapes.len(), m.mid_shape);
+    let feats: Vec<String> =
+        m.feature_names().iter().zip(m.feature_shapes()).map(|(n, s)| format!("{n} {s:?}")).collect();
+    println!("features     {} tensor(s) cached at key steps ({}): {}", feats.len(), m.kind, feats.join(", "));
     println!("scheduler    {}", m.scheduler);
     println!(
         "params       encoder (incl. time embedding) {:.3}M ({:.1}%), decoder {:.3}M ({:.1}%)",
