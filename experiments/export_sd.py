@@ -9,7 +9,8 @@ the VAE decoder, tokenizer.json (+ tokenizer_2.json) and manifest.json with the 
 scheduler config; with --controlnet DIR also the `controlnet` graph (run at key steps only
 under encoder propagation, its residuals added to the encoder features before they are cached).
 --tome RATIO merges tokens in every UNet graph (tomesd 0.1.3, fixed partition; see
-fd_export.tome). A UNet form fd does not support is refused before anything is written, naming
+fd_export.tome). A text-to-video UNet3D folder (text-to-video-ms) needs --frames F (the temporal
+layers are traced for F frames). A UNet form fd does not support is refused before anything is written, naming
 the config field. Defaults: float16 on CUDA, float32 on CPU.
 """
 from __future__ import annotations
@@ -29,12 +30,14 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "float16"])
+    ap.add_argument("--frames", type=int, help="frames per video, for a text-to-video UNet3D folder (fixed at export)")
     tome_args(ap, "--tome", "tome-")
     args = ap.parse_args()
     tome = settings_from(args.tome, args, "tome-") if args.tome is not None else None
     try:
-        m = export_sd(args.checkpoint, args.out, args.device, args.dtype, controlnet=args.controlnet, tome=tome)
-    except UnsupportedConfig as e:
+        m = export_sd(args.checkpoint, args.out, args.device, args.dtype, controlnet=args.controlnet, tome=tome,
+                      frames=args.frames)
+    except (UnsupportedConfig, ValueError) as e:
         raise SystemExit(f"{args.checkpoint}/unet/config.json: {e}")
     print(json.dumps({k: m[k] for k in ("name", "family", "dtype", "params")}, indent=2))
 

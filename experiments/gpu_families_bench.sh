@@ -49,4 +49,18 @@ PY
   bench controlnet_b1 --model "$CN" --scheduler ddim --steps 50 --cfg 7.5 --inject 0.003@0.5 \
     --control "$WORK/edges.png" --plans none,50ls --n 1
 fi
+# Issue 19: text-to-video-ms-1.7b (UNet3D, 16 frames, 256 px) and DiT-XL/2 256 (paper: 5.13 -> 3.26 s/image)
+T2V="$WORK/t2v"
+if step python3 experiments/make_random_family.py --family t2v --out "$T2V" --device cuda --dtype float16 --tokenizer "$TOK"; then
+  step "$FD" info "$T2V" --device cuda
+  bench t2v_b1 --model "$T2V" --frames 16 --scheduler ddim --steps 50 --cfg 9 --inject 0.003@0.5 --plans none,50ls --n 1
+fi
+DIT="$WORK/dit"
+if step python3 experiments/make_random_family.py --family dit --out "$DIT" --device cuda --dtype float16 --tokenizer "$TOK"; then
+  step "$FD" info "$DIT" --device cuda
+  for b in 1 8; do
+    bench "dit_b$b" --model "$DIT" --classes 207,360,387,974,88,979,417,279 --scheduler ddpm --steps 250 --cfg 4 \
+      --inject 0.003@0.3:after --plans none,dit250 --n "$b"
+  done
+fi
 echo "done: $R"

@@ -1,10 +1,13 @@
-"""Export a random-init model with the exact architecture of SDXL base 1.0 or of SD-1.5 with a
-ControlNet, through the same code path as export_sd.py. No weights: the samples are noise, but
+"""Export a random-init model with the exact architecture of SDXL base 1.0, of SD-1.5 with a
+ControlNet, of text-to-video-ms-1.7b (UNet3D, 16 frames at 256 px) or of DiT-XL/2 256, through the
+same code path as export_sd.py / export_dit.py. No weights: the samples are noise, but
 shapes, FLOPs and therefore timings are the real models', so `fd bench` on them answers the speed
 question on any GPU without a checkpoint (experiments/gpu_families_bench.sh).
 
   python experiments/make_random_family.py --family sdxl --out out/sdxl-random --device cuda --dtype float16
   python experiments/make_random_family.py --family controlnet --out out/cn-random --device cuda --dtype float16
+  python experiments/make_random_family.py --family t2v --out out/t2v-random --device cuda --dtype float16
+  python experiments/make_random_family.py --family dit --out out/dit-random --device cuda --dtype float16
 
 --tokenizer: a saved CLIPTokenizer folder (built from open_clip's BPE vocabulary when missing, as
 make_sd15_random.py does). --tiny shrinks every width (a CPU smoke test of this script only).
@@ -37,13 +40,29 @@ SDXL_SCHEDULER = {"_class_name": "EulerDiscreteScheduler", "beta_end": 0.012, "b
                   "use_karras_sigmas": False}
 
 
+# damo-vilab/text-to-video-ms-1.7b: UNet3DConditionModel's defaults at 256 px (latent 32), text
+# encoder OpenCLIP ViT-H/14 (as SD 2.x: width 1024, 23 layers)
+T2V_UNET = dict(sample_size=32, cross_attention_dim=1024, attention_head_dim=64)
+T2V_TEXT = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", bos_token_id=49406,
+                eos_token_id=49407, pad_token_id=1)
+T2V_FRAMES = 16
+# facebook/DiT-XL-2-256: 28 blocks of width 1152 (16 heads x 72), patch 2 on 32x32 latents, learned sigma
+DIT_XL_2 = dict(sample_size=32, patch_size=2, in_channels=4, out_channels=8, num_layers=28, num_attention_heads=16,
+                attention_head_dim=72, num_embeds_ada_norm=1000, norm_type="ada_norm_zero",
+                norm_elementwise_affine=False)
+DIT_SCHEDULER = {"_class_name": "DDPMScheduler", "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
+                 "num_train_timesteps": 1000, "clip_sample": False, "variance_type": "learned_range",
+                 "timestep_spacing": "linspace"}
+
+
 def main():
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from make_sd15_random import SD15_SCHEDULER, SD15_TEXT, SD15_VAE, tokenizer
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", choices=["sdxl", "controlnet"], required=True)
+    ap.add_argument("--family", choices=["sdxl", "controlnet", "t2v", "dit"], required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "float16"])
@@ -59,7 +78,29 @@ def main():
         vae_cfg.update(block_out_channels=(32, 32, 32, 32), norm_num_groups=8)
     torch.manual_seed(0)
     vae = AutoencoderKL(**vae_cfg)
-    if args.family == "sdxl":
+    if args.family == "dit":
+        from diffusers import DiTTransformer2DModel
+
+        from fd_export.dit import export_dit
+        from fd_export.flops import DTYPES
+
+        cfg = dict(DIT_XL_2)
+        if args.tiny:
+            cfg.update(sample_size=8, num_layers=4, num_attention_heads=2, attention_head_dim=8)
+        m = export_dit(args.out, "dit-xl-2-architecture-random-init", DiTTransformer2DModel(**cfg), DIT_SCHEDULER,
+                       guidance_channels=3, vae=vae, dtype=DTYPES[args.dtype or "float32"], device=args.device)
+    elif args.family == "t2v":
+        from diffusers import UNet3DConditionModel
+
+        unet_cfg, t2v_text = dict(T2V_UNET), dict(T2V_TEXT)
+        if args.tiny:
+            unet_cfg.update(sample_size=8, block_out_channels=(32, 32, 64, 64), cross_attention_dim=32,
+                            attention_head_dim=8, norm_num_groups=8)
+            t2v_text.update(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
+        m = export_sd_parts(UNet3DConditionModel(**unet_cfg), CLIPTextModel(CLIPTextConfig(**t2v_text)), tok, vae,
+                            SD15_SCHEDULER, args.out, "t2v-ms-architecture-random-init", args.device, args.dtype,
+                            frames=2 if args.tiny else T2V_FRAMES)
+    elif args.family == "sdxl":
         unet_cfg, text_2_cfg = dict(SDXL_UNET), dict(SDXL_TEXT_2)
         if args.tiny:
             unet_cfg.update(sample_size=16, block_out_channels=(32, 64, 64), attention_head_dim=(2, 4, 4),

@@ -17,6 +17,7 @@ from .forms import unet_form
 from .graphs import (AnalysisDecoder, CondPrepare, ControlNetResiduals, Decoder, DeepDecoder, Encoder, Full, ShallowDecoder,
                      ShallowEncoder, TimeEmbed, TimeEmbedExtra, VaeDecode, shallow_skip_count)
 from .schema import SCHEMA_VERSION
+from .video import VIDEO_FORM, VideoDecoder, VideoEncoder, VideoFull, VideoTimeEmbed, check_video, is_video_unet
 
 def sha256(path: str) -> str:
     h = hashlib.sha256()
@@ -103,6 +104,7 @@ def export_model(
     family: str | None = None,
     controlnet=None,
     tome: dict | None = None,
+    frames: int | None = None,
 ) -> dict:
     """Export `unet` (+ optional conditioning encoder and VAE decoder) into `out_dir`.
 
@@ -123,7 +125,16 @@ def export_model(
     graphs are frozen and hold no state dict; Python rebuilds the eager model from this file,
     e.g. experiments/bench_harness.py).
     """
-    form = unet_form(unet.config)  # refuses what fd cannot export, before anything is written
+    video = is_video_unet(unet)
+    if video:  # text-to-video UNet3D: frames as an extra axis (fd_export.video)
+        check_video(unet, frames)
+        if controlnet is not None or tome is not None:
+            raise ValueError("ControlNet / ToMe exports are for 2-D UNets (UNet2DConditionModel)")
+        form = VIDEO_FORM
+    else:
+        if frames is not None:
+            raise ValueError(f"frames {frames}: only a UNet3DConditionModel (text-to-video) takes a frame count")
+        form = unet_form(unet.config)  # refuses what fd cannot export, before anything is written
     cond_spec = dict(cond_spec)
     if form.prepare and cond_spec["dim"] != form.raw_dim:
         raise ValueError(f"cond encoder gives states of width {cond_spec['dim']}, the UNet config expects "
@@ -141,7 +152,8 @@ def export_model(
     cfg = unet.config
     h, w = (cfg.sample_size, cfg.sample_size) if isinstance(cfg.sample_size, int) else tuple(cfg.sample_size)
     g = torch.Generator().manual_seed(0)
-    sample = torch.randn(1, cfg.in_channels, h, w, generator=g).to(device, dtype)
+    shape = (1, cfg.in_channels, int(frames), h, w) if video else (1, cfg.in_channels, h, w)
+    sample = torch.randn(*shape, generator=g).to(device, dtype)
     timesteps = torch.tensor([500.0], device=device)
     raw = torch.randn(1, cond_spec["seq_len"], cond_spec["dim"], generator=g).to(device, dtype)
     upscale = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
@@ -165,9 +177,13 @@ def export_model(
         te_inputs = [timesteps, extra]
     else:
         cond = raw
-        te = TimeEmbed(unet)
+        te = VideoTimeEmbed(unet) if video else TimeEmbed(unet)
         te_inputs = [timesteps]
-    enc, dec, full = Encoder(unet), Decoder(unet), Full(unet, form)
+    if video:
+        enc, dec, full, analysis = (VideoEncoder(unet, frames), VideoDecoder(unet, frames), VideoFull(unet),
+                                    VideoDecoder(unet, frames, analysis=True))
+    else:
+        enc, dec, full, analysis = Encoder(unet), Decoder(unet), Full(unet, form), AnalysisDecoder(unet)
     with torch.no_grad():
         emb = te(*te_inputs)
         feats = enc(sample, emb, cond)
@@ -180,7 +196,7 @@ def export_model(
         "encoder": (enc, [sample, emb, cond]),
         "decoder": (dec, [feats[0], emb, cond, *feats[1:]]),
         # same weights, also returns the up-block outputs (fd-analysis); costs no extra file size
-        "decoder_analysis": (AnalysisDecoder(unet), [feats[0], emb, cond, *feats[1:]]),
+        "decoder_analysis": (analysis, [feats[0], emb, cond, *feats[1:]]),
     }
     if form.prepare:
         unet_parts["cond_prepare"] = (prep, [raw, *added])
@@ -228,7 +244,7 @@ def export_model(
         vae_dtype = torch.float32 if getattr(vae.config, "force_upcast", False) else dtype
         vae = vae.to(device=device, dtype=vae_dtype).eval()
         vd = VaeDecode(vae)
-        add("vae_decoder", vd, [sample.to(vae_dtype)])
+        add("vae_decoder", vd, [(sample[:, :, 0] if video else sample).to(vae_dtype)])  # a video decodes per frame
         params["vae_decoder"] = n_params(vd)
         vae_entry = dict(scaling_factor=float(vae_scaling_factor), out_channels=int(vae.config.out_channels),
                          upscale=upscale, dtype=str(vae_dtype).replace("torch.", ""))
@@ -267,6 +283,7 @@ def export_model(
         schema_version=SCHEMA_VERSION,
         name=name,
         family=family,
+        **(dict(kind="unet3d", frames=int(frames)) if video else {}),
         in_channels=int(cfg.in_channels),
         out_channels=int(cfg.out_channels),
         sample_size=[int(h), int(w)],

@@ -54,7 +54,7 @@ def _need(checkpoint: str, subs) -> None:
 
 
 def export_sd(checkpoint: str, out: str, device: str = "cpu", dtype: str | None = None, name: str | None = None,
-              controlnet: str | None = None, tome: dict | None = None):
+              controlnet: str | None = None, tome: dict | None = None, frames: int | None = None):
     """Export a local diffusers Stable Diffusion folder (1.x, 2.x or XL: XL when it has
     `text_encoder_2/`), with an optional local ControlNetModel folder for it."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -67,7 +67,14 @@ def export_sd(checkpoint: str, out: str, device: str = "cpu", dtype: str | None 
     _need(checkpoint, subs)
     if controlnet is not None and not os.path.isfile(os.path.join(controlnet, "config.json")):
         raise SystemExit(f"{controlnet}: missing `config.json` (expected a diffusers ControlNetModel folder)")
-    unet = UNet2DConditionModel.from_pretrained(checkpoint, subfolder="unet")
+    with open(os.path.join(checkpoint, "unet", "config.json")) as f:
+        video = json.load(f).get("_class_name") == "UNet3DConditionModel"
+    if video:  # text-to-video (damo-vilab/text-to-video-ms-1.7b form): frames as an extra axis
+        from diffusers import UNet3DConditionModel
+
+        unet = UNet3DConditionModel.from_pretrained(checkpoint, subfolder="unet")
+    else:
+        unet = UNet2DConditionModel.from_pretrained(checkpoint, subfolder="unet")
     text = CLIPTextModel.from_pretrained(checkpoint, subfolder="text_encoder")
     tok = CLIPTokenizer.from_pretrained(checkpoint, subfolder="tokenizer")
     vae = AutoencoderKL.from_pretrained(checkpoint, subfolder="vae")
@@ -80,7 +87,8 @@ def export_sd(checkpoint: str, out: str, device: str = "cpu", dtype: str | None 
 
         cn = ControlNetModel.from_pretrained(controlnet)
     if not xl:
-        return export_sd_parts(unet, text, tok, vae, sched, out, name, device, dtype, controlnet=cn, tome=tome)
+        return export_sd_parts(unet, text, tok, vae, sched, out, name, device, dtype, controlnet=cn, tome=tome,
+                               frames=frames)
     if cn is not None:
         raise SystemExit(f"{controlnet}: SDXL ControlNets (added embeddings) are not exported yet")
     text_2 = CLIPTextModelWithProjection.from_pretrained(checkpoint, subfolder="text_encoder_2")
@@ -102,19 +110,24 @@ def _tokenizer_spec(tok, text, out: str, file: str) -> dict:
 
 def export_sd_parts(unet, text, tok, vae, sched: dict, out: str, name: str, device: str = "cpu",
                     dtype: str | None = None, text_2=None, tok_2=None, force_zeros_for_empty_prompt: bool = True,
-                    controlnet=None, tome: dict | None = None):
+                    controlnet=None, tome: dict | None = None, frames: int | None = None):
     """Export in-memory Stable Diffusion parts (UNet2DConditionModel, CLIPTextModel, CLIPTokenizer,
     AutoencoderKL, scheduler config dict; for SDXL also CLIPTextModelWithProjection + its
     tokenizer): what export_sd does after loading a folder, shared with the random-init builders."""
     from .forms import unet_form
+    from .video import check_video, is_video_unet
 
-    unet_form(unet.config)  # refuse an unsupported UNet before writing anything
+    if is_video_unet(unet):
+        check_video(unet, frames)  # refuse before writing anything
+    else:
+        unet_form(unet.config)  # refuse an unsupported UNet before writing anything
     torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype or ("float16" if device.startswith("cuda") else "float32")]
     os.makedirs(out, exist_ok=True)
     spec = _tokenizer_spec(tok, text, out, "tokenizer.json")
     max_len = spec["max_length"]
     if text_2 is None:
-        family = "sd2" if unet.config.use_linear_projection else "sd1"  # SD 2.x uses linear projections
+        # SD 2.x uses linear projections; a UNet3D is the text-to-video-ms form
+        family = "t2v" if is_video_unet(unet) else ("sd2" if unet.config.use_linear_projection else "sd1")
         cond_spec = dict(kind="text", seq_len=max_len, dim=int(text.config.hidden_size), tokenizer=spec,
                          uncond="empty_prompt")
         encoder, example = TextEncode(text), torch.zeros(1, max_len, dtype=torch.long)
@@ -131,5 +144,5 @@ def export_sd_parts(unet, text, tok, vae, sched: dict, out: str, name: str, devi
     return export_model(
         out, name, unet, sched, encoder, cond_spec, cond_example=example, vae=vae,
         vae_scaling_factor=float(vae.config.scaling_factor), dtype=torch_dtype, device=device, family=family,
-        controlnet=controlnet, tome=tome,
+        controlnet=controlnet, tome=tome, frames=frames,
     )

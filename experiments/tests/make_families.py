@@ -23,6 +23,11 @@ Families (OUT/<family>/):
   sdxl  SDXL form: two CLIP text encoders (penultimate states concatenated, pooled projection of the
         second), addition_embed_type="text_time" with 6 time ids, force_zeros_for_empty_prompt,
         Euler (SDXL's scheduler config), VAE with force_upcast.
+  t2v   text-to-video form (UNet3DConditionModel as diffusers' TextToVideoSDPipeline test: temporal
+        transformer_in, 3-D blocks) with 3 frames, CLIP text encoder, per-frame VAE; references =
+        TextToVideoSDPipeline itself (output_type="latent") and with the paper's algorithm applied
+        through hooks on its UNet3D (conv_in, transformer_in, down and mid blocks captured at key
+        steps); injection wrapped around its scheduler step (which sees frames folded into the batch).
   dit   DiT form (DiTTransformer2DModel: patch 2, adaLN-zero, 1000 classes + null, learned sigma) in a
         DiTPipeline folder with a VAE, split at the authors' 18/28 ratio (3 of 4 blocks here). `none`
         is DiTPipeline itself (DDIM, guidance on every latent channel, learned sigma dropped, its
@@ -144,6 +149,32 @@ def build_sdxl(ckpt: str) -> None:
     build_clip_tokenizer(os.path.join(ckpt, "tokenizer_2"), pad_token="!")
     with open(os.path.join(ckpt, "model_index.json"), "w") as f:
         json.dump({"_class_name": "StableDiffusionXLPipeline", "force_zeros_for_empty_prompt": True}, f)
+
+
+T2V_FRAMES = 3
+
+
+def build_t2v(ckpt: str) -> None:
+    from diffusers import DDIMScheduler, UNet3DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(26)
+    # diffusers' TextToVideoSDPipeline test UNet, with norm groups of 8 and a text width of 32
+    perturb(UNet3DConditionModel(
+        block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
+    )).save_pretrained(os.path.join(ckpt, "unet"))
+    perturb(CLIPTextModel(text_config())).save_pretrained(os.path.join(ckpt, "text_encoder"))
+    perturb(tiny_vae()).save_pretrained(os.path.join(ckpt, "vae"))
+    DDIMScheduler(**SD_SCHED).save_pretrained(os.path.join(ckpt, "scheduler"))
+    build_clip_tokenizer(os.path.join(ckpt, "tokenizer"))
+
+
+def video_strip(frames: torch.Tensor, f: int) -> torch.Tensor:
+    """[B*F, C, H, W] decoded frames -> [B, C, H, F*W] film strips (fd's to_images for video)."""
+    s = frames.shape
+    return frames.reshape(-1, f, *s[1:]).permute(0, 2, 3, 1, 4).reshape(-1, s[1], s[2], f * s[3])
 
 
 CONTROL_SCALE = 0.8
@@ -489,7 +520,7 @@ def load_pipeline(family: str, ckpt: str):
                            UNet2DConditionModel)
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    unet = UNet2DConditionModel.from_pretrained(ckpt, subfolder="unet").eval()
+    unet = None if family == "t2v" else UNet2DConditionModel.from_pretrained(ckpt, subfolder="unet").eval()
     vae = AutoencoderKL.from_pretrained(ckpt, subfolder="vae").eval()
     text = CLIPTextModel.from_pretrained(ckpt, subfolder="text_encoder").eval()
     tok = CLIPTokenizer.from_pretrained(ckpt, subfolder="tokenizer")
@@ -510,6 +541,12 @@ def load_pipeline(family: str, ckpt: str):
         import tomesd
 
         tomesd.apply_patch(unet, use_rand=False, **TOME)
+    if family == "t2v":
+        from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
+
+        return TextToVideoSDPipeline(vae=vae, text_encoder=text, tokenizer=tok,
+                                     unet=UNet3DConditionModel.from_pretrained(ckpt, subfolder="unet").eval(),
+                                     scheduler=DDIMScheduler.from_pretrained(ckpt, subfolder="scheduler"))
     return StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
                                    scheduler=DDIMScheduler.from_pretrained(ckpt, subfolder="scheduler"),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -523,6 +560,8 @@ class KeyStepHooks:
         self.keys, self.step, self.cache = set(keys), -1, {}
         mods = [("conv_in", unet.conv_in), ("mid", unet.mid_block)] + [
             (f"down{i}", b) for i, b in enumerate(unet.down_blocks)]
+        if getattr(unet, "transformer_in", None) is not None:  # UNet3D's temporal transformer after conv_in
+            mods.append(("transformer_in", unet.transformer_in))
         self.handles = [unet.register_forward_pre_hook(self.next_step)] + [
             m.register_forward_hook(self.hook(k)) for k, m in mods]
 
@@ -592,7 +631,9 @@ class KeyStepControlNet:
 
 
 def sample_reference(pipe, family: str, case: dict, out_dir: str) -> torch.Tensor:
-    shape = (1, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+    size = pipe.unet.config.sample_size
+    frames = (T2V_FRAMES,) if family == "t2v" else ()
+    shape = (1, pipe.unet.config.in_channels, *frames, size, size)
     noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in SEEDS])
     pipe.scheduler.set_timesteps(STEPS)
     timesteps = [float(t) for t in pipe.scheduler.timesteps]
@@ -605,14 +646,16 @@ def sample_reference(pipe, family: str, case: dict, out_dir: str) -> torch.Tenso
         state["i"] += 1
         # prior noise injection around the scheduler step, as the authors place it (after the UNet)
         on = inj is not None and float(timestep) < inj["tau"] * 1000
+        # the text-to-video pipeline steps [B*F, C, h, w] latents: z_T folded the same way
+        z = z_t.permute(0, 2, 1, 3, 4).reshape(sample.shape) if z_t.dim() == 5 and sample.dim() == 4 else z_t
         if on and inj["when"] == "before":
-            sample = sample + inj["c"] * z_t
+            sample = sample + inj["c"] * z
         out = orig_step(model_output, timestep, sample, *args, **kwargs)
         if on and inj["when"] == "after":
             if isinstance(out, tuple):
-                out = (out[0] + inj["c"] * z_t,) + tuple(out[1:])
+                out = (out[0] + inj["c"] * z,) + tuple(out[1:])
             else:
-                out.prev_sample = out.prev_sample + inj["c"] * z_t
+                out.prev_sample = out.prev_sample + inj["c"] * z
         return out
 
     hooks = []
@@ -623,6 +666,8 @@ def sample_reference(pipe, family: str, case: dict, out_dir: str) -> torch.Tenso
         if family == "controlnet":
             hooks.append(KeyStepControlNet(pipe.controlnet, case["keys"]))
     kw = dict(latents=noise.clone(), output_type="latent")
+    if family == "t2v":
+        kw["num_frames"] = T2V_FRAMES
     if family == "controlnet":
         from PIL import Image
 
@@ -643,7 +688,8 @@ def sample_reference(pipe, family: str, case: dict, out_dir: str) -> torch.Tenso
     pipe.scheduler.step = step
     try:
         with torch.no_grad():
-            out = pipe(prompt=PROMPTS, num_inference_steps=STEPS, guidance_scale=GUIDANCE, **kw).images
+            res = pipe(prompt=PROMPTS, num_inference_steps=STEPS, guidance_scale=GUIDANCE, **kw)
+            out = res.frames if family == "t2v" else res.images
     finally:
         pipe.scheduler.step = orig_step
         for undo in patches:
@@ -662,7 +708,8 @@ def model_reference(pipe, family: str, out_dir: str) -> dict:
     g = torch.Generator().manual_seed(3)
     unet = pipe.unet
     size = unet.config.sample_size
-    latents = torch.randn(2, unet.config.in_channels, size, size, generator=g)
+    frames = (T2V_FRAMES,) if family == "t2v" else ()
+    latents = torch.randn(2, unet.config.in_channels, *frames, size, size, generator=g)
     steps = torch.tensor([999.0, 21.0])
     with torch.no_grad():
         if family == "sdxl":
@@ -690,7 +737,13 @@ def model_reference(pipe, family: str, out_dir: str) -> dict:
                 kw = dict(down_block_additional_residuals=down, mid_block_additional_residual=mid)
                 t.update(control_image=image, control_mid=mid / CONTROL_SCALE)
             eps = unet(latents, steps, encoder_hidden_states=states, **kw).sample
-        images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample if family != "if" else latents.clone()
+        if family == "if":
+            images = latents.clone()
+        elif family == "t2v":  # per frame, as a film strip
+            folded = latents.permute(0, 2, 1, 3, 4).reshape(-1, *latents.shape[1:2], *latents.shape[3:])
+            images = video_strip(pipe.vae.decode(folded / pipe.vae.config.scaling_factor).sample, T2V_FRAMES)
+        else:
+            images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
     t.update(states=states, neg_states=neg, latents=latents, t=steps, eps=eps, images=images)
     return {k: v.contiguous() for k, v in t.items()}
 
@@ -706,7 +759,7 @@ def build(family: str, out: str) -> None:
         return build_dit_family(family, out)
     ckpt, model = os.path.join(out, "checkpoint"), os.path.join(out, "model")
     {"sd2": build_sd2, "sdxl": build_sdxl, "controlnet": build_controlnet, "if": build_if,
-     "tome": build_tome}[family](ckpt)
+     "tome": build_tome, "t2v": build_t2v}[family](ckpt)
     if family == "if":
         from fd_export.deepfloyd_if import export_if
 
@@ -714,7 +767,7 @@ def build(family: str, out: str) -> None:
     else:
         export_sd(ckpt, model, "cpu", "float32", name=f"{family}-tiny",
                   controlnet=os.path.join(ckpt, "controlnet") if family == "controlnet" else None,
-                  tome=TOME if family == "tome" else None)
+                  tome=TOME if family == "tome" else None, frames=T2V_FRAMES if family == "t2v" else None)
     pipe = load_pipeline(family, ckpt)
     pipe.set_progress_bar_config(disable=True)
     tensors = model_reference(pipe, family, out)
@@ -741,7 +794,7 @@ def main(out: str) -> None:
     if stamp is None:
         return
     shutil.rmtree(out, ignore_errors=True)
-    for family in ("sd2", "sdxl", "controlnet", "if", "tome", "fmnist-tome", "dit", "dit-authors"):
+    for family in ("sd2", "sdxl", "controlnet", "if", "tome", "fmnist-tome", "dit", "dit-authors", "t2v"):
         build(family, os.path.join(out, family))
     write_stamp(out, stamp)
 

@@ -422,3 +422,20 @@ def test_dit_split_graphs_equal_diffusers(tmp_path):
     with torch.no_grad():
         ref = m(x, timestep=t.long(), class_labels=ids).sample
     assert torch.equal(out, ref) and torch.equal(analysis[0], ref) and len(analysis) == 1 + 3
+
+
+def test_video_unet_needs_a_frame_count_and_image_unets_take_none(tmp_path):
+    from diffusers import UNet3DConditionModel
+
+    u3 = UNet3DConditionModel(block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4,
+                              out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+                              up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=16,
+                              attention_head_dim=4, norm_num_groups=8)
+    spec = dict(kind="embedding", seq_len=4, dim=16)
+    with pytest.raises(ValueError, match="fixed frame count"):
+        export_model(str(tmp_path / "v"), "v", u3, {}, None, spec)
+    with pytest.raises(ValueError, match="only a UNet3DConditionModel"):
+        export_model(str(tmp_path / "i"), "i", UNet2DConditionModel(**TINY_UNET), {}, None, spec, frames=3)
+    assert not (tmp_path / "v").exists() and not (tmp_path / "i").exists(), "nothing written"
+    m = export_model(str(tmp_path / "ok"), "ok", u3, {}, None, spec, frames=2)
+    assert (m["kind"], m["frames"], m["mid_shape"]) == ("unet3d", 2, [32, 2, 4, 4])

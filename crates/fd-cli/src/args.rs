@@ -110,6 +110,10 @@ pub struct SamplingFlags {
     /// ControlNet conditioning scale (diffusers' controlnet_conditioning_scale).
     #[arg(long, default_value_t = 1.0)]
     pub control_scale: f64,
+    /// Frames per video (text-to-video models; must equal the frame count the model was exported
+    /// for). Each sample is written as a film strip PNG, one PNG per frame and a GIF.
+    #[arg(long)]
+    pub frames: Option<i64>,
     /// Base seed; sample i uses seed + i.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -190,6 +194,7 @@ impl SamplingFlags {
             guidance: self.cfg.unwrap_or(default_cfg),
             calibration_n: plan.map_or(d.calibration_n, |p| p.calibration_n),
             control_scale: self.control_scale,
+            frames: self.frames,
         }
     }
 

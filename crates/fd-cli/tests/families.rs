@@ -111,3 +111,30 @@ fn dit_runs_key_step_plans_and_refuses_unet_only_ones() {
     let csv = std::fs::read_to_string(d.path().join("drift/drift.csv")).unwrap();
     assert!(csv.contains(",encoder,block02,") && csv.contains(",decoder,block03,"), "{csv}");
 }
+
+/// A text-to-video model: `--frames` is required and must equal the exported count; each video is
+/// written as a film strip, one PNG per frame and a GIF.
+#[test]
+fn t2v_writes_frames_and_checks_the_frame_count() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, o) = (prompts(d.path()), d.path().join("o").display().to_string());
+    let t2v = model("t2v");
+    let (ok, out, err) = fd(&["info", &t2v]);
+    assert!(ok && out.contains("unet3d") && out.contains("3 frames per video"), "{out}{err}");
+    let base = ["sample", "--model", &t2v, "--steps", "4", "--n", "2", "--cfg", "5", "--prompts", &p, "--out", &o];
+    let (ok, _, err) = fd(&base);
+    assert!(!ok && err.contains("is a video model (3 frames): pass --frames 3"), "{err}");
+    let (ok, _, err) = fd(&[&base[..], &["--frames", "8"]].concat());
+    assert!(!ok && err.contains("--frames 8") && err.contains("exported for 3 frames"), "{err}");
+    assert!(!std::path::Path::new(&o).exists(), "nothing written on error");
+    let (ok, _, err) = fd(&[&base[..], &["--frames", "3", "--keys", "0,2"]].concat());
+    assert!(ok, "{err}");
+    let strip = image::open(d.path().join("o/000001.png")).unwrap();
+    assert_eq!((strip.width(), strip.height()), (3 * 16, 16), "3 frames of 16x16 side by side");
+    let frame = image::open(d.path().join("o/000001_f02.png")).unwrap();
+    assert_eq!((frame.width(), frame.height()), (16, 16));
+    assert!(d.path().join("o/000000.gif").is_file());
+    let sd2 = model("sd2");
+    let (ok, _, err) = fd(&["sample", "--model", &sd2, "--prompts", &p, "--frames", "3", "--out", &o]);
+    assert!(!ok && err.contains("is an image model"), "{err}");
+}

@@ -31,6 +31,33 @@ pub fn save_png(hwc: &Tensor, path: &Path) -> Result<()> {
     })?)
 }
 
+/// Write [F, H, W, C] u8 frames (C = 1 or 3) as a looping animated GIF, `delay_ms` per frame,
+/// atomically (temp file + rename).
+pub fn save_gif(frames: &Tensor, path: &Path, delay_ms: u32) -> Result<()> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    let s = frames.size();
+    let (f, h, w, c) = (s[0], s[1] as u32, s[2] as u32, s[3]);
+    if !matches!(c, 1 | 3) {
+        return Err(Error::Input(format!("{}: cannot save {c}-channel frames as GIF", path.display())));
+    }
+    // RGBA, as the encoder takes it
+    let rgb = if c == 1 { frames.repeat([1, 1, 1, 3]) } else { frames.shallow_clone() };
+    let alpha = Tensor::full([f, s[1], s[2], 1], 255, (Kind::Uint8, rgb.device()));
+    let rgba = Tensor::cat(&[rgb, alpha], 3).to_device(tch::Device::Cpu);
+    let mut out = Vec::with_capacity(f as usize);
+    for j in 0..f {
+        let data = Vec::<u8>::try_from(&rgba.get(j).flatten(0, -1))?;
+        let buf = image::RgbaImage::from_raw(w, h, data)
+            .ok_or_else(|| Error::Input(format!("{}: frame {j} has the wrong size", path.display())))?;
+        out.push(image::Frame::from_parts(buf, 0, 0, image::Delay::from_numer_denom_ms(delay_ms, 1)));
+    }
+    Ok(fd_model::io::write_atomic_with(path, |tmp| -> std::result::Result<(), image::ImageError> {
+        let mut enc = GifEncoder::new(std::fs::File::create(tmp)?);
+        enc.set_repeat(Repeat::Infinite)?;
+        enc.encode_frames(out)
+    })?)
+}
+
 /// Tile [B, C, H, W] images (in [-1, 1]) into a grid with `cols` columns and 2-px white padding.
 pub fn grid(images: &Tensor, cols: i64) -> Tensor {
     let s = images.size();

@@ -39,6 +39,9 @@ pub struct Manifest {
     /// conditional branch. None: every channel of the prediction (diffusers' pipelines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guidance_channels: Option<i64>,
+    /// Frames per video of a `unet3d` model (its temporal layers are traced for this count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<i64>,
     pub in_channels: i64,
     pub out_channels: i64,
     /// [H, W] of the UNet input (latent size for latent models).
@@ -98,6 +101,9 @@ pub enum ModelKind {
     /// diffusers `DiTTransformer2DModel`: encoder = patch embedding + the first `split.encoder_blocks`
     /// transformer blocks (feature: their output tokens), decoder = the other blocks + final layer.
     Dit,
+    /// diffusers `UNet3DConditionModel` (text-to-video-ms): the UNet split with frames as an extra
+    /// axis; sample and features are [B, C, F, h, w], F fixed at export (`frames`).
+    Unet3d,
 }
 
 impl ModelKind {
@@ -109,6 +115,7 @@ impl ModelKind {
         match self {
             ModelKind::Unet2d => "unet2d",
             ModelKind::Dit => "dit",
+            ModelKind::Unet3d => "unet3d",
         }
     }
 }
@@ -309,14 +316,25 @@ impl Manifest {
                 return Err(format!("required graph `{g}` not listed under `graphs`"));
             }
         }
-        if self.mid_shape.len() != 3 || self.skip_shapes.iter().any(|s| s.len() != 3) {
-            return Err("mid_shape and every skip_shapes entry must be [C, H, W]".into());
+        let rank = if self.kind == ModelKind::Unet3d { 4 } else { 3 };
+        if self.mid_shape.len() != rank || self.skip_shapes.iter().any(|s| s.len() != rank) {
+            return Err(format!(
+                "mid_shape and every skip_shapes entry must be {} for kind {}",
+                if rank == 4 { "[C, F, H, W]" } else { "[C, H, W]" },
+                self.kind
+            ));
+        }
+        match (self.kind, self.frames) {
+            (ModelKind::Unet3d, Some(f)) if (1..=1024).contains(&f) => {}
+            (ModelKind::Unet3d, f) => return Err(format!("kind unet3d needs `frames` in 1..=1024, got {f:?}")),
+            (_, Some(_)) => return Err("`frames` is for kind unet3d (a video model)".into()),
+            (_, None) => {}
         }
         if let Some(g) = self.guidance_channels.filter(|&g| !(1..=self.in_channels).contains(&g)) {
             return Err(format!("guidance_channels {g} outside 1..={}", self.in_channels));
         }
         match self.kind {
-            ModelKind::Unet2d => {
+            ModelKind::Unet2d | ModelKind::Unet3d => {
                 if self.skip_shapes.is_empty() {
                     return Err("skip_shapes is empty (a unet2d model has skip tensors)".into());
                 }
@@ -478,6 +496,15 @@ impl Manifest {
         Ok(())
     }
 
+    /// Per-sample shape of the model input: [C, H, W], or [C, F, H, W] for a video model.
+    pub fn sample_shape(&self) -> Vec<i64> {
+        let [h, w] = self.sample_size;
+        match self.frames {
+            Some(f) => vec![self.in_channels, f, h, w],
+            None => vec![self.in_channels, h, w],
+        }
+    }
+
     /// Per-sample shapes of the encoder features, in the order the encoder graph returns them.
     pub fn feature_shapes(&self) -> Vec<Vec<i64>> {
         std::iter::once(self.mid_shape.clone()).chain(self.skip_shapes.iter().cloned()).collect()
@@ -526,6 +553,11 @@ impl Manifest {
                 sp.encoder_blocks - 1,
                 sp.encoder_blocks,
                 sp.blocks - 1
+            ),
+            (ModelKind::Unet3d, _) => format!(
+                "unet3d: encoder = conv_in + transformer_in + down blocks + mid block, decoder = up blocks; {} frames per video (fixed at export: --frames {})",
+                self.frames.unwrap_or(0),
+                self.frames.unwrap_or(0)
             ),
             _ => "unet2d: encoder = conv_in + down blocks + mid block, decoder = up blocks".into(),
         };

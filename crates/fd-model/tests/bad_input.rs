@@ -156,7 +156,9 @@ fn cuda_requested_without_gpu_is_a_clear_error() {
 #[test]
 fn model_kind_and_split_are_checked() {
     type Edit = fn(&mut serde_json::Value);
-    let cases: [(&str, Edit); 5] = [
+    let cases: [(&str, Edit); 7] = [
+        ("`frames` is for kind unet3d", |v| v["frames"] = 3.into()),
+        ("must be [C, F, H, W] for kind unet3d", |v| v["kind"] = "unet3d".into()),
         ("unknown variant `unet9d`", |v| v["kind"] = "unet9d".into()),
         ("kind dit needs `split`", |v| v["kind"] = "dit".into()),
         ("`split` is for transformer kinds", |v| v["split"] = serde_json::json!({"encoder_blocks": 1, "blocks": 2})),

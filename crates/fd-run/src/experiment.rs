@@ -90,6 +90,9 @@ pub struct ExperimentConfig {
     /// ControlNet conditioning scale. Default 1.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub control_scale: f64,
+    /// Frames per video (video models only; their exported frame count). Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<i64>,
     /// Calibration samples for `auto:K` plans (seeds 1_000_000 + i, disjoint from the evaluation seeds). Default 8.
     #[serde(default = "default_calibration_n")]
     pub calibration_n: usize,
@@ -147,6 +150,7 @@ impl RowSpec {
             guidance: cfg.guidance,
             calibration_n: cfg.calibration_n,
             control_scale: cfg.control_scale,
+            frames: cfg.frames,
         }
     }
 

@@ -347,13 +347,23 @@ impl SampleRun<'_> {
         self.out.join(format!("{i:06}.png"))
     }
 
-    /// Write the PNGs of part `r` from its images; returns their SHA-256.
+    /// Write the PNGs of part `r` from its images; returns their SHA-256. A video model's sample
+    /// is a film strip (`NNNNNN.png`, hashed); its frames are also written as `NNNNNN_fJJ.png` and
+    /// an animated `NNNNNN.gif` (derived from the strip, rewritten with it).
     fn write_pngs(&self, r: &Range<usize>, images: &Tensor) -> Result<Vec<String>> {
         let u8s = fd_eval::images::to_u8(images);
+        let frames = self.model.frames_of(images);
         r.clone()
             .enumerate()
             .map(|(k, i)| {
                 fd_eval::images::save_png(&u8s.get(k as i64), &self.png(i))?;
+                if let Some(fr) = &frames {
+                    let fr = fd_eval::images::to_u8(&fr.get(k as i64));
+                    for j in 0..fr.size()[0] {
+                        fd_eval::images::save_png(&fr.get(j), &self.out.join(format!("{i:06}_f{j:02}.png")))?;
+                    }
+                    fd_eval::images::save_gif(&fr, &self.out.join(format!("{i:06}.gif")), 125)?;
+                }
                 Ok(file_sha256(&self.png(i))?)
             })
             .collect()

@@ -87,6 +87,10 @@ pub struct SamplingOptions {
     /// ControlNet conditioning scale (models exported with a ControlNet). Default 1.
     #[serde(default = "default_guidance", skip_serializing_if = "is_one")]
     pub control_scale: f64,
+    /// Frames per video: required by (and must equal) a video model's exported frame count,
+    /// refused for image models. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<i64>,
 }
 
 impl Default for SamplingOptions {
@@ -96,6 +100,7 @@ impl Default for SamplingOptions {
             guidance: default_guidance(),
             calibration_n: default_calibration_n(),
             control_scale: 1.0,
+            frames: None,
         }
     }
 }
@@ -123,6 +128,23 @@ impl SamplingOptions {
         Ok(exec)
     }
 
+    /// `--frames` against the model: a video model needs its exported frame count, an image
+    /// model takes none.
+    pub fn check_frames(&self, model: &UNetModel) -> Result<()> {
+        let name = &model.manifest.name;
+        match (model.manifest.frames, self.frames) {
+            (Some(f), Some(g)) if f == g => Ok(()),
+            (Some(f), None) => Err(Error::Input(format!(
+                "model `{name}` is a video model ({f} frames): pass --frames {f}"
+            ))),
+            (Some(f), Some(g)) => Err(Error::Input(format!(
+                "--frames {g}: model `{name}` was exported for {f} frames (its temporal layers are traced for them); re-export with export_sd.py --frames {g}"
+            ))),
+            (None, Some(g)) => Err(Error::Input(format!("--frames {g}: model `{name}` is an image model, not a video model"))),
+            (None, None) => Ok(()),
+        }
+    }
+
     /// The sampler these options name, configured from the model's manifest.
     pub fn sampler(&self, model: &UNetModel) -> Result<SamplerSpec> {
         let p = &self.plan;
@@ -135,6 +157,7 @@ impl SamplingOptions {
     /// samples. Sampler, execution options and (for explicit plans) the plan are checked before an
     /// `auto:K` calibration run starts; the decoding mode is decided last ([`decode_choice`]).
     pub fn resolve(&self, model: &UNetModel, conds: &[Condition], batch: usize) -> Result<SamplingSpec> {
+        self.check_frames(model)?;
         let sampler = self.sampler(model)?;
         let exec = self.exec()?;
         let keys = &self.plan.keys;

@@ -131,7 +131,7 @@ pub fn max_steps_per_call(plan: &Plan) -> usize {
 pub fn measure_row_costs(model: &UNetModel, rows_per_step: usize) -> Result<Vec<RowCost>> {
     let m = &model.manifest;
     let r = rows_per_step as i64;
-    let shape = [r, m.in_channels, m.sample_size[0], m.sample_size[1]];
+    let shape: Vec<i64> = std::iter::once(r).chain(m.sample_shape()).collect();
     let x = crate::pipeline::initial_noise(0, &shape).to_device(model.device);
     let t_mid = model_train_steps(model) as f64 / 2.0;
     let c = model.uncond(rows_per_step)?;

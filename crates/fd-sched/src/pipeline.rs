@@ -72,7 +72,7 @@ impl SamplingSpec {
             return Err(Error::Sampling(format!("{} seeds for {} conditions", seeds.len(), conds.len())));
         }
         let m = &model.manifest;
-        let shape = [1, m.in_channels, m.sample_size[0], m.sample_size[1]];
+        let shape: Vec<i64> = std::iter::once(1).chain(m.sample_shape()).collect();
         let noise = Tensor::cat(&seeds.iter().map(|&s| initial_noise(s, &shape)).collect::<Vec<_>>(), 0);
         let t0 = std::time::Instant::now();
         let cond = model.encode_conditions(conds)?;

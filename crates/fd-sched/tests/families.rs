@@ -123,7 +123,7 @@ fn sampling(name: &str) {
     let want_ts: Vec<f64> = meta["timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(ts, want_ts, "{name}: sampler timesteps differ from the pipeline's");
     let seeds: Vec<u64> = meta["seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-    let shape = [1, m.manifest.in_channels, m.manifest.sample_size[0], m.manifest.sample_size[1]];
+    let shape: Vec<i64> = std::iter::once(1).chain(m.manifest.sample_shape()).collect();
     let noise = Tensor::cat(&seeds.iter().map(|&s| fd_sched::initial_noise(s, &shape)).collect::<Vec<_>>(), 0);
     assert_eq!(max_abs(&noise, &r["noise"]), 0.0, "initial noise differs from torch");
     let conds = conditions(&f);
@@ -339,4 +339,20 @@ fn dit_refuses_deepcache() {
     let m = &f.model;
     let err = m.deepcache_shallow_skips(0).unwrap_err().to_string();
     assert!(err.contains("dit model") && err.contains("DeepCache"), "{err}");
+}
+
+/// Text-to-video (UNet3DConditionModel, 3 frames): prompt encoding, the split UNet3D with frames
+/// as an extra axis, the per-frame VAE film strip; sampling = TextToVideoSDPipeline itself and
+/// with the paper's algorithm hooked into its UNet3D.
+#[test]
+fn t2v_model_matches_pipeline() {
+    let f = family("t2v");
+    assert_eq!((f.model.manifest.kind, f.model.manifest.frames), (fd_model::ModelKind::Unet3d, Some(3)));
+    assert_eq!(f.model.manifest.sample_shape(), [4, 3, 8, 8]);
+    model_level("t2v");
+}
+
+#[test]
+fn t2v_sampling_matches_pipeline() {
+    sampling("t2v");
 }

@@ -18,10 +18,7 @@ pub fn run(dir: &Path, device: &str) -> Result<()> {
         dir.display(),
         m.family.as_deref().map_or(String::new(), |f| format!(", family {f}"))
     );
-    println!(
-        "input        [{}, {}, {}] ({}), prediction {}",
-        m.in_channels, m.sample_size[0], m.sample_size[1], m.dtype, m.prediction_type
-    );
+    println!("input        {:?} ({}), prediction {}", m.sample_shape(), m.dtype, m.prediction_type);
     println!(
         "cond         {:?}: [{}, {}]{}",
         m.cond.kind,
