@@ -20,7 +20,7 @@ demo N="80": setup build
     {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/baseline --keys none
     {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/50ls --keys 50ls --inject 0.003@0.5
     {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/uniform2 --keys uniform:2 --inject 0.003@0.5
-    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/deepcache --keys deepcache:2:0
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/deepcache --keys deepcache:2:1
     {{env}} ./target/release/fd compare --out out/demo --labels "DDIM-50 (baseline),50ls + injection (paper),uniform:2 + injection,DeepCache N=2 (peer)" \
         out/demo/baseline out/demo/50ls out/demo/uniform2 out/demo/deepcache
     @echo "next: just reproduce-table1   (the paper's Table 1 on this model: FID, KID, consistency, GFLOPs, s/image)"
@@ -111,7 +111,7 @@ deepcache-vs-ours *ARGS: build
 # process on the default model; writes results/bench-sampling/<date>-<machine>/bench.{md,json}.
 bench-sampling N="16" REPEATS="3": build
     {{env}} ./target/release/fd bench --model {{model}} --steps 50 --cfg 3 --n {{N}} --repeats {{REPEATS}} \
-        --plans none,50ls,50ls@par,50ls@seq,50ls@cap96,uniform:3,deepcache:3:0 --inject 0.003@0.5 \
+        --plans none,50ls,50ls@par,50ls@seq,50ls@cap96,uniform:3,deepcache:3:1 --inject 0.003@0.5 \
         --out "results/bench-sampling/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
 
 # Per-row cost of one decoder / encoder call vs rows per call (why uncapped parallel decoding is

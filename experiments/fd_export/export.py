@@ -12,11 +12,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .flops import count_flops, n_params
+from .flops import DTYPES, count_flops, n_params
 from .forms import unet_form
-from .graphs import (AnalysisDecoder, CondPrepare, ControlNetResiduals, Decoder, DeepDecoder, Encoder, Full, ShallowDecoder,
+from .graphs import (AnalysisDecoder, CondPrepare, ControlNetResiduals, CutDeepDecoder, CutShallowDecoder, Decoder,
+                     DeepDecoder, Encoder, Full, ShallowDecoder, block_branch_id, official_cut,
                      ShallowEncoder, TimeEmbed, TimeEmbedExtra, VaeDecode, shallow_skip_count)
-from .schema import SCHEMA_VERSION
+from .schema import SCHEMA_VERSION, deepcache_graph
 from .video import VIDEO_FORM, VideoDecoder, VideoEncoder, VideoFull, VideoTimeEmbed, check_video, is_video_unet
 
 def sha256(path: str) -> str:
@@ -99,7 +100,8 @@ def export_model(
     device: str = "cpu",
     extra_manifest: dict | None = None,
     with_full: bool = True,
-    deepcache_branches: Sequence[int] = (0,),
+    deepcache_ids: Sequence[int] = (0,),
+    deepcache_branches: Sequence[int] = (),
     save_weights: bool = False,
     family: str | None = None,
     controlnet=None,
@@ -135,6 +137,8 @@ def export_model(
         if frames is not None:
             raise ValueError(f"frames {frames}: only a UNet3DConditionModel (text-to-video) takes a frame count")
         form = unet_form(unet.config)  # refuses what fd cannot export, before anything is written
+        if form.deepcache:
+            deepcache_parts(unet, deepcache_ids, deepcache_branches)  # refuses bad ids / branches, writes nothing
     cond_spec = dict(cond_spec)
     if form.prepare and cond_spec["dim"] != form.raw_dim:
         raise ValueError(f"cond encoder gives states of width {cond_spec['dim']}, the UNet config expects "
@@ -204,17 +208,14 @@ def export_model(
         unet_parts["full"] = (full, [sample, timesteps, raw, *added])
     deepcache = {}
     # DeepCache's shallow path is written for SD's block types; other UNets (IF) export without it
-    for b in deepcache_branches if form.deepcache else ():
-        if not 0 <= b < len(unet.up_blocks) - 1:
-            raise ValueError(f"DeepCache branch {b} outside 0..{len(unet.up_blocks) - 2}")
-        se, dd, sd = ShallowEncoder(unet, b), DeepDecoder(unet, b), ShallowDecoder(unet, b)
+    for part, (key, se, dd, sd, cid) in deepcache_parts(unet, deepcache_ids, deepcache_branches, form.deepcache).items():
         with torch.no_grad():
             cached = dd(feats[0], emb, cond, *feats[1:])
             shallow = se(sample, emb, cond)
-        unet_parts[f"deepcache{b}_shallow_encoder"] = (se, [sample, emb, cond])
-        unet_parts[f"deepcache{b}_deep_decoder"] = (dd, [feats[0], emb, cond, *feats[1:]])
-        unet_parts[f"deepcache{b}_shallow_decoder"] = (sd, [cached, emb, cond, *shallow])
-        deepcache[str(b)] = dict(shallow_skips=shallow_skip_count(unet, b), cache_shape=list(cached.shape[1:]))
+        unet_parts[f"{part}_shallow_encoder"] = (se, [sample, emb, cond])
+        unet_parts[f"{part}_deep_decoder"] = (dd, [feats[0], emb, cond, *feats[1:]])
+        unet_parts[f"{part}_shallow_decoder"] = (sd, [cached, emb, cond, *shallow])
+        deepcache[key] = dict(shallow_skips=se.count, cache_shape=list(cached.shape[1:]), cache_branch_id=cid)
     unet_path = os.path.join(out_dir, "unet.pt")
     trace_methods(unet_parts, unet_path)
     unet_hash = sha256(unet_path)
@@ -311,6 +312,28 @@ def export_model(
     return manifest
 
 
+def deepcache_parts(unet, ids: Sequence[int], branches: Sequence[int] = (), supported: bool = True) -> dict:
+    """DeepCache graphs to export: {graph prefix: (manifest key, shallow encoder, deep decoder,
+    shallow decoder, cache_branch_id)}. `ids` are DeepCache's own cache_branch_ids (graphs
+    `deepcache_id{N}_*`, key `id{N}`); `branches` fd's earlier block-level branches (graphs
+    `deepcache{b}_*`, key `b`; the id they equal is recorded). Bad ids / branches are refused
+    before anything is written. A UNet whose blocks DeepCache's shallow path does not cover
+    (`supported` False: IF, UNet3D) gets none."""
+    if not supported:
+        return {}
+    out = {}
+    for i in ids:
+        _, _, count = official_cut(unet, i)  # refuses an id outside the UNet
+        out[deepcache_graph(f"id{i}", "").rstrip("_")] = (f"id{i}", ShallowEncoder(unet, count=count), CutDeepDecoder(unet, i),
+                                   CutShallowDecoder(unet, i), int(i))
+    for b in branches:
+        if not 0 <= b < len(unet.up_blocks) - 1:
+            raise ValueError(f"DeepCache branch {b} outside 0..{len(unet.up_blocks) - 2}")
+        out[deepcache_graph(str(b), "").rstrip("_")] = (str(b), ShallowEncoder(unet, b), DeepDecoder(unet, b), ShallowDecoder(unet, b),
+                                block_branch_id(unet, b))
+    return out
+
+
 def write_manifest(out_dir: str, manifest: dict) -> None:
     """Write manifest.json (temp file + rename) after removing the graph files of an earlier export
     that it no longer lists (and a weights file it does not name)."""
@@ -377,3 +400,53 @@ def freeze_export(model_dir: str, save_weights: bool = False) -> list[str]:
         f.write("\n")
     os.replace(tmp, path)
     return frozen
+
+
+DEEPCACHE_FILE = "deepcache.pt"
+
+
+def add_deepcache_graphs(model_dir: str, ids: Sequence[int]) -> dict:
+    """Add DeepCache graphs for DeepCache's own `cache_branch_id`s to an existing export that keeps
+    its UNet weights (the committed default model), in their own file (deepcache.pt), leaving every
+    other graph file unchanged; older block-level entries get the id they equal recorded. The
+    eager UNet is rebuilt from unet_weights.safetensors (hash checked)."""
+    from .tome import load_unet
+
+    unet, m = load_unet(model_dir)
+    if m.get("tome"):
+        raise ValueError(f"{model_dir}: a ToMe export; re-export it from its source with experiments/export_tome.py")
+    dtype = DTYPES[m["dtype"]]
+    unet = unet.to(dtype)
+    parts = deepcache_parts(unet, ids)
+    te, enc = TimeEmbed(unet), Encoder(unet)
+    h, w = m["sample_size"]
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, m["in_channels"], h, w, generator=g).to(dtype)
+    cond = torch.randn(1, m["cond"]["seq_len"], m["cond"]["dim"], generator=g).to(dtype)
+    with torch.no_grad():
+        emb = te(torch.tensor([500.0]))
+        feats = enc(sample, emb, cond)
+    traced, specs = {}, {}
+    for part, (key, se, dd, sd, cid) in parts.items():
+        with torch.no_grad():
+            cached = dd(feats[0], emb, cond, *feats[1:])
+            shallow = se(sample, emb, cond)
+        traced[f"{part}_shallow_encoder"] = (se, [sample, emb, cond])
+        traced[f"{part}_deep_decoder"] = (dd, [feats[0], emb, cond, *feats[1:]])
+        traced[f"{part}_shallow_decoder"] = (sd, [cached, emb, cond, *shallow])
+        specs[key] = dict(shallow_skips=se.count, cache_shape=list(cached.shape[1:]), cache_branch_id=cid)
+    old_files = {k: g["file"] for k, g in m["graphs"].items()}
+    if any(f == DEEPCACHE_FILE for f in old_files.values()):
+        m["graphs"] = {k: v for k, v in m["graphs"].items() if v["file"] != DEEPCACHE_FILE}
+        m["deepcache"] = {k: v for k, v in m["deepcache"].items() if not k.startswith("id")}
+    path = os.path.join(model_dir, DEEPCACHE_FILE)
+    trace_methods(traced, path)
+    digest = sha256(path)
+    for key, (module, inputs) in traced.items():
+        m["graphs"][key] = dict(file=DEEPCACHE_FILE, method=key, sha256=digest, flops=count_flops(module, inputs))
+    for key, spec in m.get("deepcache", {}).items():
+        if key.isdigit() and "cache_branch_id" not in spec:
+            spec["cache_branch_id"] = block_branch_id(unet, int(key))
+    m.setdefault("deepcache", {}).update(specs)
+    write_manifest(model_dir, m)
+    return m

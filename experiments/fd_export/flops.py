@@ -72,10 +72,12 @@ def recount(model_dir: str) -> dict[str, tuple[int, int]]:
             count(key, feats[0], emb, cond, *feats[1:])
     if "full" in m["graphs"]:
         count("full", sample, t, cond)
+    from .schema import deepcache_graph
+
     for b in m.get("deepcache", {}):
-        shallow = count(f"deepcache{b}_shallow_encoder", sample, emb, cond)
-        cached = count(f"deepcache{b}_deep_decoder", feats[0], emb, cond, *feats[1:])
-        count(f"deepcache{b}_shallow_decoder", cached, emb, cond, *shallow)
+        shallow = count(deepcache_graph(b, "shallow_encoder"), sample, emb, cond)
+        cached = count(deepcache_graph(b, "deep_decoder"), feats[0], emb, cond, *feats[1:])
+        count(deepcache_graph(b, "shallow_decoder"), cached, emb, cond, *shallow)
     if "cond_encoder" in m["graphs"]:
         c = m["cond"]
         ids = torch.zeros(1, dtype=torch.long) if c["kind"] == "class" else torch.zeros(1, c["seq_len"], dtype=torch.long)

@@ -183,5 +183,5 @@ def export_fmnist_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = True
         bundle.cond, cond_spec, cond_example=torch.tensor([0]),
         extra_manifest=dict(training=dict(checkpoint_step=int(ck["step"]), wall_s=float(ck["wall_s"]),
                                           ema=use_ema)),
-        with_full=with_full, deepcache_branches=(0, 1), save_weights=True,
+        with_full=with_full, deepcache_ids=(0, 1, 4), save_weights=True,
     )

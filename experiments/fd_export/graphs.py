@@ -147,13 +147,15 @@ class Decoder(nn.Module):
         self.conv_out = unet.conv_out
         self.up_factor = 2 ** unet.num_upsamplers
 
-    def run_up(self, sample, emb, cond, skips, out_size, final_index: int, outputs: list | None = None):
-        """Up blocks on `sample`; `final_index` is the index (in self.up_blocks) of the UNet's last
-        up block, or -1 when it is not among them. Each block's output is appended to `outputs`."""
+    def run_up(self, sample, emb, cond, skips, out_size, final_index: int, outputs: list | None = None,
+               blocks=None):
+        """Up blocks (`blocks`, default self.up_blocks) on `sample`; `final_index` is the index
+        (among them) of the UNet's last up block, or -1 when it is not among them. Each block's
+        output is appended to `outputs`."""
         # diffusers forwards explicit upsample sizes when the output size is not a multiple of the
         # overall up factor.
         forward_upsample_size = any(s % self.up_factor != 0 for s in out_size)
-        for i, block in enumerate(self.up_blocks):
+        for i, block in enumerate(self.up_blocks if blocks is None else blocks):
             is_final = i == final_index
             res = skips[-len(block.resnets):]
             skips = skips[: -len(block.resnets)]
@@ -191,10 +193,10 @@ class ShallowEncoder(nn.Module):
     """conv_in + down-path units up to the `count`-th skip (a unit = resnet[+attention], or a
     downsampler), mirroring CrossAttnDownBlock2D / DownBlock2D.forward."""
 
-    def __init__(self, unet, branch: int):
+    def __init__(self, unet, branch: int | None = None, count: int | None = None):
         super().__init__()
         self.conv_in = unet.conv_in
-        self.count = shallow_skip_count(unet, branch)
+        self.count = shallow_skip_count(unet, branch) if count is None else count
         blocks, n = [], 1
         for block in unet.down_blocks:
             if n >= self.count:
@@ -222,6 +224,99 @@ class ShallowEncoder(nn.Module):
                     h = ds(h)
                 skips.append(h)
         return tuple(skips[: self.count])
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepCache as its authors define it (horseee/DeepCache, DeepCacheSDHelper): `cache_branch_id` =
+# 3 * block + layer. At a cached step every module "after" the cut returns its output of the last
+# full step: down block `block`'s layers >= `layer` and every deeper down block, the mid block,
+# every up block with (reversed) index > `block`, and in up block `block` its layers with reversed
+# index > `layer`. What still runs: conv_in, the down path before the cut, and up block `block`'s
+# last `layer` + 1 layers with the up blocks after it. The cached tensor is the input of the first
+# of those up layers. Block-level branch b of fd's earlier graphs is the id whose layer is the down
+# block's layer count (the whole up block runs).
+# ---------------------------------------------------------------------------------------------
+def official_cut(unet, cache_branch_id: int) -> tuple[int, int, int]:
+    """DeepCache's cache_branch_id -> (index of the cut up block in unet.up_blocks, its first
+    shallow layer, number of skips the shallow path produces); refuses ids outside the UNet."""
+    block, layer = divmod(int(cache_branch_id), 3)
+    n = len(unet.up_blocks)
+    if cache_branch_id < 0 or block >= n:
+        raise ValueError(f"DeepCache cache_branch_id {cache_branch_id}: block {block} outside 0..{n - 1} "
+                         f"(ids 0..{3 * n - 1}: block = id // 3, layer = id % 3)")
+    down, up = unet.down_blocks[block], unet.up_blocks[n - 1 - block]
+    nl = len(down.resnets)
+    if len(up.resnets) != nl + 1:
+        raise ValueError(f"DeepCache ids need up block {n - 1 - block} to have one layer more than down block {block} "
+                         f"({len(up.resnets)} vs {nl})")
+    if layer > nl:
+        raise ValueError(f"DeepCache cache_branch_id {cache_branch_id}: layer {layer} outside 0..{nl} "
+                         f"(down block {block} has {nl} layers)")
+    count = 1 + sum(len(b.resnets) + (b.downsamplers is not None) for b in unet.down_blocks[:block]) + layer
+    return n - 1 - block, nl - layer, count
+
+
+def block_branch_id(unet, branch: int) -> int:
+    """The cache_branch_id equal to fd's earlier block-level branch `branch` (the whole up block
+    U[n-1-branch] in the shallow path)."""
+    return 3 * branch + len(unet.down_blocks[branch].resnets)
+
+
+def _up_layers(block, h, emb, cond, res, start: int, stop: int):
+    """Layers start..stop-1 of an up block (CrossAttnUpBlock2D / UpBlock2D.forward's loop), each
+    taking the last remaining skip of `res`; returns (h, res left)."""
+    attns = block.attentions if getattr(block, "has_cross_attention", False) else [None] * len(block.resnets)
+    for resnet, attn in list(zip(block.resnets, attns))[start:stop]:
+        h = torch.cat([h, res[-1]], dim=1)
+        res = res[:-1]
+        h = resnet(h, emb)
+        if attn is not None:
+            h = attn(h, encoder_hidden_states=cond, return_dict=False)[0]
+    return h, res
+
+
+class CutDeepDecoder(Decoder):
+    """Full step of DeepCache `cache_branch_id`: up blocks before the cut and the cut block's
+    layers before it, on the encoder features -> the cached tensor."""
+
+    def __init__(self, unet, cache_branch_id: int):
+        super().__init__(unet)
+        cut, self.start, _ = official_cut(unet, cache_branch_id)
+        self.up_blocks = nn.ModuleList(list(unet.up_blocks)[:cut])
+        self.block = unet.up_blocks[cut]
+        self.conv_norm_out = self.conv_act = self.conv_out = None
+
+    def forward(self, mid, emb, cond, *skips):
+        skips = tuple(skips)
+        h = self.run_up(mid, emb, cond, skips, skips[0].shape[-2:], final_index=-1)
+        left = skips[: len(skips) - sum(len(b.resnets) for b in self.up_blocks)]
+        h, _ = _up_layers(self.block, h, emb, cond, left[-len(self.block.resnets):], 0, self.start)
+        return h
+
+
+class CutShallowDecoder(Decoder):
+    """Cached step of DeepCache `cache_branch_id`: the cut block's remaining layers (+ its
+    upsampler) on the cached tensor and the fresh shallow skips, the up blocks after it, output."""
+
+    def __init__(self, unet, cache_branch_id: int):
+        super().__init__(unet)
+        cut, self.start, self.count = official_cut(unet, cache_branch_id)
+        self.block = unet.up_blocks[cut]
+        self.up_blocks = nn.ModuleList(list(unet.up_blocks)[cut + 1:])
+        self.last = cut == len(unet.up_blocks) - 1
+
+    def forward(self, h, emb, cond, *skips):
+        block, skips = self.block, tuple(skips)
+        h, skips = _up_layers(block, h, emb, cond, skips, self.start, len(block.resnets))
+        if block.upsamplers is not None:
+            size = skips[-1].shape[2:] if (not self.last and any(s % self.up_factor != 0 for s in skips[0].shape[-2:])) else None
+            for up in block.upsamplers:
+                h = up(h, size)
+        if len(self.up_blocks):
+            h = self.run_up(h, emb, cond, skips, skips[0].shape[-2:], final_index=len(self.up_blocks) - 1)
+        if self.conv_norm_out is not None:
+            h = self.conv_act(self.conv_norm_out(h))
+        return self.conv_out(h)
 
 
 class AnalysisDecoder(Decoder):

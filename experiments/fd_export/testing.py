@@ -68,3 +68,70 @@ def write_stamp(out: str, stamp: str) -> None:
     with open(os.path.join(out, "stamp"), "w") as f:
         f.write(stamp)
     print(f"wrote {out}")
+
+
+class OfficialDeepCache:
+    """DeepCache's own skipping rule (horseee/DeepCache, `DeepCacheSDHelper`, uniform mode),
+    transcribed as forward hooks on a diffusers UNet2DConditionModel: the test reference for fd's
+    `deepcache:N:ID` plans.
+
+    Step i (counted by UNet calls) is a full step when i % interval == 0; then every wrapped module
+    runs and its output is kept. At another step a module returns its kept output instead of
+    running when the rule says skip: down / up blocks and their resnets, attentions and
+    down/upsamplers carry (block, layer) indices, up-path indices counted from the output end;
+    with (B, L) = divmod(cache_branch_id, 3): the mid block always; a block index > B; in block B,
+    a down layer >= L or an up layer > L (a whole block is wrapped as layer 0)."""
+
+    def __init__(self, unet, interval: int, cache_branch_id: int):
+        self.interval, (self.block, self.layer) = interval, divmod(cache_branch_id, 3)
+        self.step, self.kept, self.handles = -1, {}, [unet.register_forward_pre_hook(self._next)]
+        for b, blk in enumerate(unet.down_blocks):
+            n = len(blk.resnets)
+            for i, m in enumerate(blk.resnets):
+                self._wrap(m, ("down", b, i))
+            for i, m in enumerate(getattr(blk, "attentions", None) or []):
+                self._wrap(m, ("down", b, i), "attn")
+            for m in blk.downsamplers or []:
+                self._wrap(m, ("down", b, n), "ds")
+            self._wrap(blk, ("down", b, 0), "block")
+        self._wrap(unet.mid_block, ("mid", 0, 0), "block")
+        nb = len(unet.up_blocks)
+        for j, blk in enumerate(unet.up_blocks):
+            b, n = nb - 1 - j, len(blk.resnets)
+            for i, m in enumerate(blk.resnets):
+                self._wrap(m, ("up", b, n - 1 - i))
+            for i, m in enumerate(getattr(blk, "attentions", None) or []):
+                self._wrap(m, ("up", b, n - 1 - i), "attn")
+            for m in blk.upsamplers or []:
+                self._wrap(m, ("up", b, 0), "us")
+            self._wrap(blk, ("up", b, 0), "block")
+
+    def _next(self, module, args):
+        self.step += 1
+
+    def skip(self, kind: str, b: int, layer: int) -> bool:
+        if self.step % self.interval == 0:
+            return False
+        if kind == "mid" or b > self.block:
+            return True
+        if b < self.block:
+            return False
+        return layer >= self.layer if kind == "down" else layer > self.layer
+
+    def _wrap(self, module, index, part="layer"):
+        key, orig = index + (part,), module.forward
+
+        def forward(*args, **kwargs):
+            if self.skip(*index):
+                return self.kept[key]
+            out = orig(*args, **kwargs)
+            self.kept[key] = out
+            return out
+
+        module.forward = forward
+        self.handles.append((module, orig))
+
+    def remove(self):
+        self.handles[0].remove()
+        for module, orig in self.handles[1:]:
+            module.forward = orig

@@ -84,13 +84,17 @@ def export_tome(model_dir: str, out: str, settings: dict):
     os.makedirs(out, exist_ok=True)
     dtype = {"float32": torch.float32, "float16": torch.float16}[old["dtype"]]
     cond = dict(old["cond"])
-    deepcache = [int(b) for b in old.get("deepcache", {})] or [0]
     from .export import export_model
+    from .graphs import block_branch_id
+
+    # DeepCache's own ids of the source's graphs (block-level keys of older exports converted)
+    deepcache = sorted({spec["cache_branch_id"] if "cache_branch_id" in spec else block_branch_id(unet, int(k))
+                        for k, spec in old.get("deepcache", {}).items()}) or [0]
 
     try:
         m = export_model(out, f"{old['name']}-tome{settings['ratio']:g}", unet, old["scheduler"], None,
                          dict(cond, kind="embedding"), dtype=dtype, device="cpu", with_full="full" in old["graphs"],
-                         deepcache_branches=deepcache, save_weights=False, family=old.get("family"), tome=settings)
+                         deepcache_ids=deepcache, save_weights=False, family=old.get("family"), tome=settings)
     except ValueError as e:
         raise SystemExit(f"{model_dir}: {e}")
     # the other graphs and files, unchanged

@@ -66,6 +66,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from make_sd_tiny import build_clip_tokenizer  # noqa: E402
 
+from fd_export.testing import OfficialDeepCache  # noqa: E402
+
 PROMPTS = ["a photograph of an astronaut riding a horse", "A Cat, sitting on the MAT!!"]
 SEEDS = [5, 6]
 GUIDANCE = 5.0
@@ -74,8 +76,9 @@ CASES = {
     "none": dict(keys=list(range(STEPS)), inject=None),
     "keys_inject": dict(keys=[0, 1, 2, 4, 7], inject=dict(c=0.003, tau=0.5, when="before")),
     "uniform2_inject_after": dict(keys=list(range(0, STEPS, 2)), inject=dict(c=0.05, tau=0.6, when="after")),
-    # the DeepCache peer (full step every 3 steps, branch 0) on families whose export has its graphs
-    "deepcache3": dict(keys=list(range(0, STEPS, 3)), inject=None, deepcache_branch=0, families=["sd2", "sdxl", "tome", "fmnist-tome"]),
+    # the DeepCache peer as its authors' helper runs it (full step every 3 steps, cache_branch_id 0:
+    # its default) on families whose export has its graphs; reference = fd_export.testing.OfficialDeepCache
+    "deepcache3": dict(keys=list(range(0, STEPS, 3)), inject=None, deepcache_id=0, families=["sd2", "sdxl", "tome", "fmnist-tome"]),
 }
 SD_SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
                 set_alpha_to_one=False, steps_offset=1)
@@ -444,8 +447,8 @@ def loop_reference(unet, sched, noise, cond2, case, guidance):
     sched.set_timesteps(STEPS)
     z_t = noise * sched.init_noise_sigma
     x, inj = z_t.clone(), case["inject"]
-    if "deepcache_branch" in case:
-        hooks = DeepCacheHooks(unet, case["keys"], case["deepcache_branch"])
+    if "deepcache_id" in case:
+        hooks = OfficialDeepCache(unet, case["keys"][1], case["deepcache_id"])
     else:
         hooks = KeyStepHooks(unet, case["keys"]) if len(case["keys"]) < STEPS else None
     try:
@@ -495,6 +498,12 @@ def build_fmnist_tome(out: str) -> None:
     for name, case in cases.items():
         tensors[f"sample.{name}"] = loop_reference(unet, sched, noise, cond2, case, 3.0).contiguous()
         timesteps = [float(t) for t in sched.timesteps]
+    # the committed default model itself (no ToMe) under DeepCache's own ids: 0 (its deepcache.pt
+    # graphs) and 1 (its older block-level branch 0), against the transcribed official helper
+    plain, _ = load_unet(default)
+    for cid in (0, 1, 4):
+        case = dict(keys=list(range(0, STEPS, 3)), inject=None, deepcache_id=cid)
+        tensors[f"default.deepcache3_id{cid}"] = loop_reference(plain, sched, noise, cond2, case, 3.0).contiguous()
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "reference.safetensors"))
     with open(os.path.join(out, "cases.json"), "w") as f:
         json.dump(dict(classes=FMNIST_CLASSES, seeds=SEEDS, guidance=3.0, steps=STEPS, cases=cases, scheduler="ddim",
@@ -581,30 +590,6 @@ class KeyStepHooks:
             h.remove()
 
 
-class DeepCacheHooks:
-    """DeepCache on diffusers' own forward: at a full step the input of up block U[n-1-b] is
-    captured, at a cached step it is substituted (the deep part still runs; its result is unused)."""
-
-    def __init__(self, unet, keys, branch):
-        self.keys, self.step, self.h = set(keys), -1, None
-        target = unet.up_blocks[len(unet.up_blocks) - 1 - branch]
-        self.handles = [unet.register_forward_pre_hook(self.next_step),
-                        target.register_forward_pre_hook(self.hook, with_kwargs=True)]
-
-    def next_step(self, module, args):
-        self.step += 1
-
-    def hook(self, module, args, kwargs):
-        if self.step in self.keys:
-            self.h = kwargs["hidden_states"]
-            return None
-        return args, dict(kwargs, hidden_states=self.h)
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-
-
 class KeyStepControlNet:
     """The authors' ControlNet schedule on the pipeline's ControlNet: run at key steps (its
     output kept), at other steps replaced by the key step's output; with KeyStepHooks'
@@ -659,8 +644,8 @@ def sample_reference(pipe, family: str, case: dict, out_dir: str) -> torch.Tenso
         return out
 
     hooks = []
-    if "deepcache_branch" in case:
-        hooks.append(DeepCacheHooks(pipe.unet, case["keys"], case["deepcache_branch"]))
+    if "deepcache_id" in case:
+        hooks.append(OfficialDeepCache(pipe.unet, case["keys"][1], case["deepcache_id"]))
     elif len(case["keys"]) < STEPS:
         hooks.append(KeyStepHooks(pipe.unet, case["keys"]))
         if family == "controlnet":

@@ -439,3 +439,18 @@ def test_video_unet_needs_a_frame_count_and_image_unets_take_none(tmp_path):
     assert not (tmp_path / "v").exists() and not (tmp_path / "i").exists(), "nothing written"
     m = export_model(str(tmp_path / "ok"), "ok", u3, {}, None, spec, frames=2)
     assert (m["kind"], m["frames"], m["mid_shape"]) == ("unet3d", 2, [32, 2, 4, 4])
+
+
+def test_deepcache_ids_outside_the_unet_are_refused(tmp_path):
+    from fd_export.graphs import official_cut
+
+    unet = tiny_unet(16)  # 3 down blocks of 1 layer: ids 0, 1 / 3, 4 / 6, 7
+    assert [official_cut(unet, i)[2] for i in (0, 1, 3, 4, 6, 7)] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match=r"block 3 outside 0\.\.2"):
+        official_cut(unet, 9)
+    with pytest.raises(ValueError, match=r"layer 2 outside 0\.\.1"):
+        official_cut(unet, 2)
+    with pytest.raises(ValueError, match="cache_branch_id 9"):
+        export_model(str(tmp_path / "m"), "t", unet, {}, None, dict(kind="embedding", seq_len=5, dim=8),
+                     deepcache_ids=(0, 9))
+    assert not (tmp_path / "m").exists(), "nothing written"

@@ -131,7 +131,9 @@ pub struct SamplingFlags {
 pub struct PlanFlags {
     /// Key steps: none (baseline), uniform:K, a preset (50ls, ...), a list 0,1,2,5, a plan file
     /// (fd drift --save-plan), auto:K / auto:threshold=X (drift-calibrated); or the peer method
-    /// deepcache:N[:B] (full step every N steps, branch B), or decoder-prop:KEYS.
+    /// deepcache:N[:ID] (full step every N steps; ID = DeepCache's own cache_branch_id, block
+    /// ID/3, layer ID%3, default 0), deepcache-block:N:B (fd's earlier block-level branch), or
+    /// decoder-prop:KEYS.
     #[arg(long, default_value = "none")]
     pub keys: String,
     /// How a group's decoders run: auto (the fastest on this device: uncapped parallel on CUDA;

@@ -200,7 +200,7 @@ fn experiment_config_writes_its_table() {
             { "label": "DDIM-6", "steps": 6 },
             { "label": "ours", "steps": 6, "keys": "uniform:2", "inject": "0.003@0.5", "baseline": "DDIM-6" },
             { "label": "auto", "steps": 6, "keys": "auto:2", "baseline": "DDIM-6" },
-            { "label": "dc", "steps": 6, "keys": "deepcache:2:0", "baseline": "DDIM-6" },
+            { "label": "dc", "steps": 6, "keys": "deepcache:2:1", "baseline": "DDIM-6" },
             { "label": "dpm++", "sampler": "dpm++", "steps": 4 }
         ]
     });

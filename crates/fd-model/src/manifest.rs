@@ -75,8 +75,9 @@ pub struct Manifest {
     #[serde(default)]
     pub export_device: Option<String>,
     pub graphs: BTreeMap<String, GraphEntry>,
-    /// DeepCache graphs per branch id (`deepcache{b}_shallow_encoder` / `_deep_decoder` /
-    /// `_shallow_decoder`).
+    /// DeepCache graphs: key `id{N}` for DeepCache's own cache_branch_id N (graphs
+    /// `deepcache_id{N}_shallow_encoder` / `_deep_decoder` / `_shallow_decoder`), or a number b for
+    /// fd's earlier block-level branch b (graphs `deepcache{b}_...`).
     #[serde(default)]
     pub deepcache: BTreeMap<String, DeepCacheSpec>,
     #[serde(default)]
@@ -263,8 +264,23 @@ pub struct TokenizerSpec {
 pub struct DeepCacheSpec {
     /// Number of leading skip tensors the shallow path produces and consumes.
     pub shallow_skips: usize,
-    /// Per-sample shape of the cached deep feature (input of up block n-1-b).
+    /// Per-sample shape of the cached deep feature (input of the first up layer after the cut).
     pub cache_shape: Vec<i64>,
+    /// DeepCache's own `cache_branch_id` these graphs compute (block = id / 3, layer = id % 3).
+    /// Absent in exports before 2026-12-02, whose block-level keys it is derived for
+    /// ([`Manifest::deepcache_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_branch_id: Option<usize>,
+}
+
+/// Name of a DeepCache graph: `deepcache{b}_{part}` for a block-level key, `deepcache_{key}_{part}`
+/// otherwise.
+pub fn deepcache_graph(key: &str, part: &str) -> String {
+    if key.bytes().all(|c| c.is_ascii_digit()) {
+        format!("deepcache{key}_{part}")
+    } else {
+        format!("deepcache_{key}_{part}")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -445,8 +461,9 @@ impl Manifest {
         }
         for (b, spec) in &self.deepcache {
             for part in ["shallow_encoder", "deep_decoder", "shallow_decoder"] {
-                if !self.graphs.contains_key(&format!("deepcache{b}_{part}")) {
-                    return Err(format!("deepcache branch {b} lists no `deepcache{b}_{part}` graph"));
+                let g = deepcache_graph(b, part);
+                if !self.graphs.contains_key(&g) {
+                    return Err(format!("deepcache entry `{b}` lists no `{g}` graph"));
                 }
             }
             if spec.shallow_skips == 0 || spec.shallow_skips > self.skip_shapes.len() {
@@ -494,6 +511,20 @@ impl Manifest {
             return Err("`vae` and the `vae_decoder` graph must be given together".into());
         }
         Ok(())
+    }
+
+    /// DeepCache's own `cache_branch_id` of the manifest's DeepCache entry `key`: recorded, or for
+    /// a block-level key b of an older export 3b + the layer count of down block b (from the UNet
+    /// config's `layers_per_block`).
+    pub fn deepcache_id(&self, key: &str) -> Option<usize> {
+        let spec = self.deepcache.get(key)?;
+        if let Some(id) = spec.cache_branch_id {
+            return Some(id);
+        }
+        let b: usize = key.parse().ok()?;
+        let lpb = &self.unet_config["layers_per_block"];
+        let layers = lpb.as_u64().or_else(|| lpb.as_array().and_then(|a| a.get(b)).and_then(|v| v.as_u64()))?;
+        Some(3 * b + layers as usize)
     }
 
     /// Per-sample shape of the model input: [C, H, W], or [C, F, H, W] for a video model.

@@ -256,7 +256,8 @@ pub struct UNetModel {
     cond_prepare: Option<Graph>,
     controlnet: Option<Graph>,
     vae_decoder: Option<Graph>,
-    deepcache: BTreeMap<usize, DeepCacheGraphs>,
+    /// DeepCache graphs by manifest key (`id{N}`, or a block-level number).
+    deepcache: BTreeMap<String, DeepCacheGraphs>,
     tokenizer: Option<PromptTokenizer>,
     tokenizer_2: Option<PromptTokenizer>,
 }
@@ -334,14 +335,10 @@ impl UNetModel {
             (a, _) => a,
         };
         let mut deepcache = BTreeMap::new();
-        for (b, spec) in &manifest.deepcache {
-            let id: usize = b.parse().map_err(|_| Error::Manifest {
-                path: dir.join("manifest.json"),
-                msg: format!("deepcache branch id `{b}` is not an integer"),
-            })?;
-            let g = |part: &str| load(&format!("deepcache{b}_{part}"));
+        for (key, spec) in &manifest.deepcache {
+            let g = |part: &str| load(&crate::manifest::deepcache_graph(key, part));
             deepcache.insert(
-                id,
+                key.clone(),
                 DeepCacheGraphs {
                     shallow_encoder: g("shallow_encoder")?,
                     deep_decoder: g("deep_decoder")?,
@@ -663,40 +660,72 @@ impl UNetModel {
         }
     }
 
-    /// DeepCache branch ids this model was exported with.
-    pub fn deepcache_branches(&self) -> Vec<usize> {
-        self.deepcache.keys().copied().collect()
+    /// DeepCache's own cache_branch_ids this model has graphs for (with their manifest keys).
+    pub fn deepcache_ids(&self) -> Vec<(usize, String)> {
+        self.deepcache.keys().filter_map(|k| Some((self.manifest.deepcache_id(k)?, k.clone()))).collect()
     }
 
-    fn deepcache_graphs(&self, branch: usize) -> Result<&DeepCacheGraphs> {
-        if self.manifest.kind != ModelKind::Unet2d {
-            return Err(Error::Unsupported {
-                model: self.manifest.name.clone(),
-                kind: self.manifest.kind,
-                what: "DeepCache (it caches a UNet's up-block input and recomputes its shallow down/up blocks)".into(),
-            });
+    fn unet_only(&self, what: &str) -> Result<()> {
+        if self.manifest.kind == ModelKind::Unet2d {
+            return Ok(());
         }
-        self.deepcache.get(&branch).ok_or_else(|| Error::NoSuchGraph {
-            model: self.manifest.name.clone(),
-            graph: format!("deepcache{branch}_*"),
-            why: "export the model with this DeepCache branch (export_unet.py deepcache_branches)",
+        Err(Error::Unsupported { model: self.manifest.name.clone(), kind: self.manifest.kind, what: what.into() })
+    }
+
+    /// The manifest key of the DeepCache graphs for DeepCache's own `cache_branch_id` (block =
+    /// id / 3, layer = id % 3); an error lists the ids the model has.
+    pub fn deepcache_key_for_id(&self, id: usize) -> Result<String> {
+        self.unet_only("DeepCache (it caches a UNet's up-path feature and recomputes its shallow layers)")?;
+        let have = self.deepcache_ids();
+        have.iter().find(|(i, _)| *i == id).map(|(_, k)| k.clone()).ok_or_else(|| {
+            Error::Cond(format!(
+                "model `{}` has no DeepCache graphs for cache_branch_id {id} (block {}, layer {}); it has {:?}. Add them with `python experiments/add_deepcache.py --model {} --ids {id}`",
+                self.manifest.name,
+                id / 3,
+                id % 3,
+                have.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+                self.dir.display()
+            ))
         })
     }
 
-    /// Number of leading skips the shallow path of DeepCache `branch` produces.
-    pub fn deepcache_shallow_skips(&self, branch: usize) -> Result<usize> {
-        Ok(self.deepcache_graphs(branch)?.shallow_skips)
+    /// The manifest key of fd's earlier block-level DeepCache branch `branch`.
+    pub fn deepcache_key_for_block(&self, branch: usize) -> Result<String> {
+        self.unet_only("DeepCache (it caches a UNet's up-path feature and recomputes its shallow layers)")?;
+        let key = branch.to_string();
+        if self.deepcache.contains_key(&key) {
+            return Ok(key);
+        }
+        Err(Error::NoSuchGraph {
+            model: self.manifest.name.clone(),
+            graph: format!("deepcache{branch}_*"),
+            why: "block-level branches are in exports before 2026-12-02; use deepcache:N:ID with DeepCache's own id",
+        })
+    }
+
+    fn deepcache_graphs(&self, key: &str) -> Result<&DeepCacheGraphs> {
+        self.unet_only("DeepCache (it caches a UNet's up-path feature and recomputes its shallow layers)")?;
+        self.deepcache.get(key).ok_or_else(|| Error::NoSuchGraph {
+            model: self.manifest.name.clone(),
+            graph: crate::manifest::deepcache_graph(key, "*"),
+            why: "not in this export",
+        })
+    }
+
+    /// Number of leading skips the shallow path of DeepCache entry `key` produces.
+    pub fn deepcache_shallow_skips(&self, key: &str) -> Result<usize> {
+        Ok(self.deepcache_graphs(key)?.shallow_skips)
     }
 
     /// DeepCache full step, deep part: the cached feature h from the encoder features.
     pub fn deepcache_deep_decode(
         &self,
-        branch: usize,
+        key: &str,
         feats: &EncoderFeatures,
         emb: &Tensor,
         cond: &Tensor,
     ) -> Result<Tensor> {
-        let g = self.deepcache_graphs(branch)?;
+        let g = self.deepcache_graphs(key)?;
         self.check_features(feats)?;
         let inputs = self.feature_inputs(feats, emb, cond);
         tch::no_grad(|| g.deep_decoder.forward_ts(&inputs))
@@ -705,12 +734,12 @@ impl UNetModel {
     /// DeepCache shallow path of a cached step: conv_in and the shallow down units -> skips.
     pub fn deepcache_shallow_encode(
         &self,
-        branch: usize,
+        key: &str,
         sample: &Tensor,
         emb: &Tensor,
         cond: &Tensor,
     ) -> Result<Vec<Tensor>> {
-        let g = self.deepcache_graphs(branch)?;
+        let g = self.deepcache_graphs(key)?;
         let m = &self.manifest;
         let [h, w] = m.sample_size;
         self.check("sample", sample, &[None, Some(m.in_channels), Some(h), Some(w)])?;
@@ -730,7 +759,7 @@ impl UNetModel {
         };
         if skips.len() != g.shallow_skips {
             return Err(Error::Shape {
-                what: format!("deepcache{branch}_shallow_encoder output"),
+                what: format!("{} output", crate::manifest::deepcache_graph(key, "shallow_encoder")),
                 expected: format!("{} skip tensors (manifest.json)", g.shallow_skips),
                 found: skips.len().to_string(),
             });
@@ -741,13 +770,13 @@ impl UNetModel {
     /// DeepCache shallow decoder: cached h + shallow skips -> model output.
     pub fn deepcache_shallow_decode(
         &self,
-        branch: usize,
+        key: &str,
         cached: &Tensor,
         skips: &[Tensor],
         emb: &Tensor,
         cond: &Tensor,
     ) -> Result<Tensor> {
-        let g = self.deepcache_graphs(branch)?;
+        let g = self.deepcache_graphs(key)?;
         let mut inputs = vec![self.input(cached), self.input(emb), self.input(cond)];
         inputs.extend(skips.iter().take(g.shallow_skips).map(|s| self.input(s)));
         Ok(tch::no_grad(|| g.shallow_decoder.forward_ts(&inputs))?.to_kind(Kind::Float))

@@ -49,6 +49,10 @@ pub struct ModelIdentity {
     /// ControlNet image spec (channel order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<fd_model::ControlSpec>,
+    /// Guidance restricted to the first N channels (a DiT export's `guidance_channels`): changes
+    /// images without changing a graph.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guidance_channels: Option<i64>,
 }
 
 /// The sampler a run used: name, steps, eta and the manifest's diffusers scheduler config verbatim.

@@ -224,6 +224,7 @@ pub fn run_config(
             vae: m.vae.clone(),
             prepare: m.prepare.clone(),
             control: m.control.clone(),
+            guidance_channels: m.guidance_channels,
         },
         sampler: SamplerRecord {
             name: spec.sampler.name().into(),

@@ -44,7 +44,8 @@ pub struct PlanOptions {
     #[serde(default)]
     pub eta: f64,
     /// Key steps as `--keys` takes them (`none`, `uniform:K`, a preset, a list, a plan file,
-    /// `deepcache:N[:B]`, `decoder-prop:KEYS`, `auto:K`, `auto:threshold=X`). Default none.
+    /// `deepcache:N[:ID]`, `deepcache-block:N:B`, `decoder-prop:KEYS`, `auto:K`, `auto:threshold=X`).
+    /// Default none.
     #[serde(default = "default_keys")]
     pub keys: String,
     /// How a group's decoders run: `auto` (the fastest on the device at hand, see
@@ -163,8 +164,8 @@ impl SamplingOptions {
         let keys = &self.plan.keys;
         let plan = resolve_plan(model, &sampler, self.plan.steps, keys, self.guidance, self.calibration_n, conds)
             .ctx(format!("--keys {keys}"))?;
-        if let fd_sched::Method::DeepCache { branch } = plan.method {
-            model.deepcache_shallow_skips(branch).ctx(format!("--keys {keys}"))?;
+        if plan.is_deepcache() {
+            fd_sched::executor::deepcache_key(model, plan.method).ctx(format!("--keys {keys}"))?;
         }
         let rows_per_step = batch.max(1) * if self.guidance > 1.0 { 2 } else { 1 };
         let decode = decode_choice(model, &plan, self.plan.decode, self.plan.max_decoder_batch, rows_per_step)?;

@@ -259,7 +259,7 @@ pub fn sample(
             format!("model `{}` has a ControlNet: condition images are required", model.manifest.name)
         }));
     }
-    if controlled && matches!(plan.method, Method::DeepCache { .. }) {
+    if controlled && plan.is_deepcache() {
         return Err(Error::Sampling("DeepCache plans do not support ControlNet (its residuals reach the skips the shallow path recomputes); use an encoder-propagation plan".into()));
     }
     let cond2 = match (cfg, input.uncond) {
@@ -362,7 +362,7 @@ pub fn sample(
                     latents = ctx.scheduler_step(scheduler, opts, &z_t, &mut step_noise, plan, pred, i, latents)?;
                 }
             }
-            Method::DeepCache { .. } | Method::DecoderPropagation if observe.is_some() => {
+            Method::DeepCache { .. } | Method::DeepCacheId { .. } | Method::DecoderPropagation if observe.is_some() => {
                 return Err(Error::Sampling("feature observation supports encoder-propagation plans only".into()));
             }
             Method::DecoderPropagation => {
@@ -381,13 +381,15 @@ pub fn sample(
                     )?;
                 }
             }
-            Method::DeepCache { branch } => {
+            Method::DeepCache { .. } | Method::DeepCacheId { .. } => {
                 // full step: deep part once, cached; shallow path every step of the group
+                let key = deepcache_key(model, plan.method)?;
+                let graph = |part: &str| fd_model::manifest::deepcache_graph(&key, part);
                 let cached = ctx.clock.time(&mut ctx.tm.decoder_s, || {
-                    model.deepcache_deep_decode(branch, &feats, &emb_key, &cond2.states)
+                    model.deepcache_deep_decode(&key, &feats, &emb_key, &cond2.states)
                 })?;
-                ctx.counts.add(&format!("deepcache{branch}_deep_decoder"), rows_per_step);
-                let n_shallow = model.deepcache_shallow_skips(branch)?;
+                ctx.counts.add(&graph("deep_decoder"), rows_per_step);
+                let n_shallow = model.deepcache_shallow_skips(&key)?;
                 for &i in &steps {
                     let (skips, emb) = if i == s {
                         (
@@ -398,15 +400,15 @@ pub fn sample(
                         let x_in = ctx.model_input(scheduler, &latents, i);
                         let emb = ctx.time_embed(i)?;
                         let skips = ctx.clock.time(&mut ctx.tm.encoder_s, || {
-                            model.deepcache_shallow_encode(branch, &x_in, &emb, &cond2.states)
+                            model.deepcache_shallow_encode(&key, &x_in, &emb, &cond2.states)
                         })?;
-                        ctx.counts.add(&format!("deepcache{branch}_shallow_encoder"), rows_per_step);
+                        ctx.counts.add(&graph("shallow_encoder"), rows_per_step);
                         (skips, emb)
                     };
                     let pred = ctx.clock.time(&mut ctx.tm.decoder_s, || {
-                        model.deepcache_shallow_decode(branch, &cached, &skips, &emb, &cond2.states)
+                        model.deepcache_shallow_decode(&key, &cached, &skips, &emb, &cond2.states)
                     })?;
-                    ctx.counts.add(&format!("deepcache{branch}_shallow_decoder"), rows_per_step);
+                    ctx.counts.add(&graph("shallow_decoder"), rows_per_step);
                     latents = ctx.scheduler_step(scheduler, opts, &z_t, &mut step_noise, plan, pred, i, latents)?;
                 }
             }
@@ -414,6 +416,16 @@ pub fn sample(
     }
     tm.total_s = t_start.elapsed().as_secs_f64();
     Ok(SampleOutput { latents, timings: tm, counts })
+}
+
+/// The model's DeepCache graphs a DeepCache plan runs (their manifest key), or an error naming
+/// what the model lacks.
+pub fn deepcache_key(model: &UNetModel, method: Method) -> Result<String> {
+    Ok(match method {
+        Method::DeepCacheId { id } => model.deepcache_key_for_id(id)?,
+        Method::DeepCache { branch } => model.deepcache_key_for_block(branch)?,
+        _ => return Err(Error::Sampling("not a DeepCache plan".into())),
+    })
 }
 
 /// The encoder features at timestep `t` extrapolated through `points` (timestep, features) by the

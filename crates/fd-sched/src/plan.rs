@@ -165,8 +165,15 @@ pub enum Method {
     /// The paper: reuse the encoder features (mid + skips) of the key step; decoders of a group
     /// can run as one batch.
     EncoderPropagation,
-    /// DeepCache (Ma et al. 2023), block-level branch `branch`: reuse the deep up-path feature of
-    /// the key ("full") step, recompute the shallow branch every step (sequential by nature).
+    /// DeepCache (Ma et al. 2023) as its authors' helper defines it (`DeepCacheSDHelper`,
+    /// `cache_branch_id` = 3 x block + layer; `deepcache:N:ID`): at a full step the whole UNet runs
+    /// and the input of the first up layer after the cut is kept; at the other steps only conv_in,
+    /// the down path before the cut and the up layers after it run (sequential by nature).
+    DeepCacheId { id: usize },
+    /// fd's earlier block-level DeepCache branch `branch` (`deepcache-block:N:B`): the whole up
+    /// block U[n-1-B] and those after it rerun; equals DeepCache id 3B + (down block B's layer
+    /// count). Kept so that records made with it (README rows until 2026-12-02, labelled
+    /// `deepcache:N:B` then) still read and rerun.
     DeepCache { branch: usize },
     /// The paper's failed ablation, decoder-only propagation: the decoder's output at the key
     /// step is reused by the following non-key steps (only the scheduler runs there). Recomputing
@@ -205,7 +212,8 @@ impl Plan {
     }
 
     /// Parse a `--keys` value: anything [`KeySteps::parse`] takes (encoder propagation),
-    /// `deepcache:N[:B]` (DeepCache, full step every N steps, branch B, default 0), or
+    /// `deepcache:N[:ID]` (DeepCache, full step every N steps, DeepCache's own cache_branch_id,
+    /// default 0 as its helper), `deepcache-block:N:B` (fd's earlier block-level branch), or
     /// `decoder-prop:KEYS` (decoder-only propagation, the paper's failed ablation).
     pub fn parse(spec: &str, num_steps: usize) -> Result<Self> {
         if let Some((base, order)) = spec.trim().rsplit_once("+forecast:") {
@@ -234,24 +242,44 @@ impl Plan {
         if let Some(keys) = spec.trim().strip_prefix("decoder-prop:") {
             return Self::with_method(Method::DecoderPropagation, KeySteps::parse(keys)?, num_steps);
         }
-        let Some(rest) = spec.trim().strip_prefix("deepcache:") else {
-            return Self::new(KeySteps::parse(spec)?, num_steps);
+        let s = spec.trim();
+        let (rest, block) = match (s.strip_prefix("deepcache-block:"), s.strip_prefix("deepcache:")) {
+            (Some(r), _) => (r, true),
+            (None, Some(r)) => (r, false),
+            (None, None) => return Self::new(KeySteps::parse(spec)?, num_steps),
         };
         let err = |msg: &str| Error::KeySteps { spec: spec.to_string(), msg: msg.to_string() };
+        let syntax = if block { "deepcache-block:N:B" } else { "deepcache:N[:ID]" };
         let (n, b) = rest.split_once(':').unwrap_or((rest, "0"));
-        let n: usize = n.parse().map_err(|_| err("expected deepcache:N[:B] with N = cache interval >= 1"))?;
-        let b: usize = b.parse().map_err(|_| err("expected deepcache:N[:B] with B = branch id >= 0"))?;
+        let n: usize =
+            n.parse().map_err(|_| err(&format!("expected {syntax} with N = cache interval >= 1")))?;
+        let b: usize = b.parse().map_err(|_| {
+            err(&if block {
+                "expected deepcache-block:N:B with B = block-level branch >= 0".to_string()
+            } else {
+                "expected deepcache:N[:ID] with ID = DeepCache's cache_branch_id >= 0 (block = ID / 3, layer = ID % 3)"
+                    .to_string()
+            })
+        })?;
         if n == 0 {
             return Err(err("cache interval must be >= 1"));
         }
-        Self::with_method(Method::DeepCache { branch: b }, KeySteps::Uniform(n), num_steps)
+        let method = if block { Method::DeepCache { branch: b } } else { Method::DeepCacheId { id: b } };
+        Self::with_method(method, KeySteps::Uniform(n), num_steps)
+    }
+
+    /// Whether non-key steps run DeepCache's shallow path (either spelling).
+    pub fn is_deepcache(&self) -> bool {
+        matches!(self.method, Method::DeepCache { .. } | Method::DeepCacheId { .. })
     }
 
     /// The plan as `--keys` spells it.
     pub fn label(&self) -> String {
         let base = match (self.method, &self.keys) {
-            (Method::DeepCache { branch }, KeySteps::Uniform(n)) => format!("deepcache:{n}:{branch}"),
-            (Method::DeepCache { branch }, k) => format!("deepcache[{k}]:{branch}"),
+            (Method::DeepCacheId { id }, KeySteps::Uniform(n)) => format!("deepcache:{n}:{id}"),
+            (Method::DeepCacheId { id }, k) => format!("deepcache[{k}]:{id}"),
+            (Method::DeepCache { branch }, KeySteps::Uniform(n)) => format!("deepcache-block:{n}:{branch}"),
+            (Method::DeepCache { branch }, k) => format!("deepcache-block[{k}]:{branch}"),
             (Method::EncoderPropagation, k) => k.to_string(),
             (Method::DecoderPropagation, k) => format!("decoder-prop:{k}"),
         };

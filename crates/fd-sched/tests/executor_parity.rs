@@ -71,8 +71,12 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 fn case(s: &Setup, name: &str) -> (String, Option<Injection>) {
     let c = &s.cases["cases"][name];
     let keys: Vec<String> = c["keys"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    // the golden's DeepCache case is the block-level branch 0 reference (input of the last up block
+    // cached), which is DeepCache's own id 1 on this UNet (one layer per down block): the tiny
+    // fixture's block-level graphs `0` serve `deepcache:N:1`
     let keys = match c["deepcache_branch"].as_u64() {
-        Some(b) => format!("deepcache:{}:{b}", c["keys"][1].as_u64().unwrap()),
+        Some(0) => format!("deepcache:{}:1", c["keys"][1].as_u64().unwrap()),
+        Some(b) => format!("deepcache-block:{}:{b}", c["keys"][1].as_u64().unwrap()),
         None => keys.join(","),
     };
     let inject = c["inject"].as_object().map(|i| Injection {

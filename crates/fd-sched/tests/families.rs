@@ -131,8 +131,8 @@ fn sampling(name: &str) {
     let uncond = m.uncond(conds.len()).unwrap();
     for (case, c) in meta["cases"].as_object().unwrap() {
         let keys: Vec<String> = c["keys"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
-        let spec_str = match c["deepcache_branch"].as_u64() {
-            Some(b) => format!("deepcache:{}:{b}", c["keys"][1].as_u64().unwrap()),
+        let spec_str = match c["deepcache_id"].as_u64() {
+            Some(id) => format!("deepcache:{}:{id}", c["keys"][1].as_u64().unwrap()),
             None => keys.join(","),
         };
         let plan = Plan::parse(&spec_str, steps).unwrap();
@@ -160,16 +160,22 @@ fn sampling(name: &str) {
             let hooks = fd_sched::Hooks { step_noise: Some(&mut noise_fn), observe: None };
             let out = sample(m, sched.as_mut(), &plan, &opts, &input, hooks).unwrap();
             assert_eq!(out.counts.calls("encoder"), plan.encoder_calls());
-            if c.get("deepcache_branch").is_some() {
-                assert!(out.counts.calls("deepcache0_shallow_encoder") > 0);
+            if let Some(id) = c["deepcache_id"].as_u64() {
+                assert!(out.counts.calls(&format!("deepcache_id{id}_shallow_encoder")) > 0, "{:?}", out.counts);
             }
             if m.has_controlnet() {
                 // the ControlNet runs at key steps only (every step in the baseline)
                 assert_eq!(out.counts.calls("controlnet"), plan.encoder_calls());
             }
             let d = max_abs(&out.latents, want) / scale;
+            // ToMe with DeepCache id 0: measured 1.6e-4 relative after 10 steps. tomesd's bipartite
+            // matching takes an argmax over token similarities, so the traced graphs' float order
+            // can flip near-tie merges in the full-resolution attention the shallow path reruns;
+            // the same cut graphs run eagerly equal the helper's reference exactly (Python check
+            // in the README's DeepCache section). Every other case: 1e-4.
+            let tol = if name == "tome" && c["deepcache_id"].is_u64() { 5e-4 } else { 1e-4 };
             assert!(
-                d <= 1e-4,
+                d <= tol,
                 "{name} {case} (parallel {parallel}): latents differ from the pipeline by {d:e} (relative)"
             );
         }
@@ -337,7 +343,7 @@ fn dit_authors_sampling_matches_reference() {
 fn dit_refuses_deepcache() {
     let f = family("dit");
     let m = &f.model;
-    let err = m.deepcache_shallow_skips(0).unwrap_err().to_string();
+    let err = m.deepcache_key_for_id(0).unwrap_err().to_string();
     assert!(err.contains("dit model") && err.contains("DeepCache"), "{err}");
 }
 
@@ -355,4 +361,43 @@ fn t2v_model_matches_pipeline() {
 #[test]
 fn t2v_sampling_matches_pipeline() {
     sampling("t2v");
+}
+
+/// DeepCache as its authors' helper defines it, on the committed default model: `deepcache:3:ID`
+/// for ID 0 (its default: graphs in deepcache.pt), 1 and 4 (the block-level branches 0 and 1 of
+/// its original export, which equal these ids) against the transcribed `DeepCacheSDHelper`
+/// (fd_export.testing.OfficialDeepCache) on the eager UNet; the block-level spelling
+/// `deepcache-block:3:0` runs the same graphs as id 1.
+#[test]
+fn default_model_deepcache_ids_match_the_official_helper() {
+    let f = family("fmnist-tome");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist");
+    let m = UNetModel::load(&dir, &LoadOptions::default()).unwrap();
+    let ids: Vec<usize> = m.deepcache_ids().iter().map(|(i, _)| *i).collect();
+    assert_eq!(ids, [1, 4, 0], "block-level 0, 1 (recorded ids 1, 4) and id0");
+    let meta = &f.meta;
+    let steps = meta["steps"].as_u64().unwrap() as usize;
+    let spec = SamplerSpec::from_config("ddim", &m.manifest.scheduler, 0.0).unwrap();
+    let seeds: Vec<u64> = meta["seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let noise = Tensor::cat(&seeds.iter().map(|&s| fd_sched::initial_noise(s, &[1, 1, 28, 28])).collect::<Vec<_>>(), 0);
+    let conds: Vec<Condition> =
+        meta["classes"].as_array().unwrap().iter().map(|c| Condition::Class(c.as_i64().unwrap())).collect();
+    let cond = m.encode_conditions(&conds).unwrap();
+    let uncond = m.uncond(conds.len()).unwrap();
+    for (keys, want) in [
+        ("deepcache:3:0", "default.deepcache3_id0"),
+        ("deepcache:3:1", "default.deepcache3_id1"),
+        ("deepcache-block:3:0", "default.deepcache3_id1"),
+        ("deepcache:3:4", "default.deepcache3_id4"),
+    ] {
+        let plan = Plan::parse(keys, steps).unwrap();
+        let opts = ExecOptions { guidance: meta["guidance"].as_f64().unwrap(), ..Default::default() };
+        let mut sched = spec.build(steps).unwrap();
+        let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
+        let out = sample(&m, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();
+        let d = max_abs(&out.latents, &f.r[want]);
+        assert!(d <= 1e-4, "{keys}: differs from the official helper by {d:e}");
+    }
+    let d = max_abs(&f.r["default.deepcache3_id0"], &f.r["default.deepcache3_id1"]);
+    assert!(d > 1e-3, "ids 0 and 1 really differ ({d:e})");
 }

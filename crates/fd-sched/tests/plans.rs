@@ -73,3 +73,17 @@ fn validation_errors_are_clear() {
     let i = fd_sched::Injection::parse("0.003@0.5:after").unwrap();
     assert_eq!((i.strength, i.tau, i.when), (0.003, 0.5, fd_sched::InjectWhen::After));
 }
+
+#[test]
+fn deepcache_plans_take_the_official_id_and_keep_the_block_form() {
+    use fd_sched::Method;
+    let p = Plan::parse("deepcache:3", 10).unwrap();
+    assert_eq!((p.method, p.label()), (Method::DeepCacheId { id: 0 }, "deepcache:3:0".to_string()));
+    let p = Plan::parse("deepcache:2:4", 10).unwrap();
+    assert_eq!((p.method, p.key_steps.clone()), (Method::DeepCacheId { id: 4 }, vec![0, 2, 4, 6, 8]));
+    let p = Plan::parse("deepcache-block:3:1", 10).unwrap();
+    assert_eq!((p.method, p.label()), (Method::DeepCache { branch: 1 }, "deepcache-block:3:1".to_string()));
+    assert!(p.is_deepcache() && !Plan::parse("50ls", 50).unwrap().is_deepcache());
+    let e = Plan::parse("deepcache:2:x", 10).unwrap_err().to_string();
+    assert!(e.contains("cache_branch_id"), "{e}");
+}
