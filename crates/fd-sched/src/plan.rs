@@ -251,8 +251,7 @@ impl Plan {
         let err = |msg: &str| Error::KeySteps { spec: spec.to_string(), msg: msg.to_string() };
         let syntax = if block { "deepcache-block:N:B" } else { "deepcache:N[:ID]" };
         let (n, b) = rest.split_once(':').unwrap_or((rest, "0"));
-        let n: usize =
-            n.parse().map_err(|_| err(&format!("expected {syntax} with N = cache interval >= 1")))?;
+        let n: usize = n.parse().map_err(|_| err(&format!("expected {syntax} with N = cache interval >= 1")))?;
         let b: usize = b.parse().map_err(|_| {
             err(&if block {
                 "expected deepcache-block:N:B with B = block-level branch >= 0".to_string()
