@@ -208,14 +208,9 @@ def export_model(
         unet_parts["full"] = (full, [sample, timesteps, raw, *added])
     deepcache = {}
     # DeepCache's shallow path is written for SD's block types; other UNets (IF) export without it
-    for part, (key, se, dd, sd, cid) in deepcache_parts(unet, deepcache_ids, deepcache_branches, form.deepcache).items():
-        with torch.no_grad():
-            cached = dd(feats[0], emb, cond, *feats[1:])
-            shallow = se(sample, emb, cond)
-        unet_parts[f"{part}_shallow_encoder"] = (se, [sample, emb, cond])
-        unet_parts[f"{part}_deep_decoder"] = (dd, [feats[0], emb, cond, *feats[1:]])
-        unet_parts[f"{part}_shallow_decoder"] = (sd, [cached, emb, cond, *shallow])
-        deepcache[key] = dict(shallow_skips=se.count, cache_shape=list(cached.shape[1:]), cache_branch_id=cid)
+    parts, deepcache = deepcache_graph_inputs(
+        deepcache_parts(unet, deepcache_ids, deepcache_branches, form.deepcache), sample, emb, cond, feats)
+    unet_parts.update(parts)
     unet_path = os.path.join(out_dir, "unet.pt")
     trace_methods(unet_parts, unet_path)
     unet_hash = sha256(unet_path)
@@ -334,6 +329,21 @@ def deepcache_parts(unet, ids: Sequence[int], branches: Sequence[int] = (), supp
     return out
 
 
+def deepcache_graph_inputs(parts: dict, sample, emb, cond, feats) -> tuple[dict, dict]:
+    """The DeepCache graphs of `parts` (deepcache_parts) with their example inputs, ready for
+    trace_methods, and their manifest entries."""
+    traced, specs = {}, {}
+    for part, (key, se, dd, sd, cid) in parts.items():
+        with torch.no_grad():
+            cached = dd(feats[0], emb, cond, *feats[1:])
+            shallow = se(sample, emb, cond)
+        traced[f"{part}_shallow_encoder"] = (se, [sample, emb, cond])
+        traced[f"{part}_deep_decoder"] = (dd, [feats[0], emb, cond, *feats[1:]])
+        traced[f"{part}_shallow_decoder"] = (sd, [cached, emb, cond, *shallow])
+        specs[key] = dict(shallow_skips=se.count, cache_shape=list(cached.shape[1:]), cache_branch_id=cid)
+    return traced, specs
+
+
 def write_manifest(out_dir: str, manifest: dict) -> None:
     """Write manifest.json (temp file + rename) after removing the graph files of an earlier export
     that it no longer lists (and a weights file it does not name)."""
@@ -426,15 +436,7 @@ def add_deepcache_graphs(model_dir: str, ids: Sequence[int]) -> dict:
     with torch.no_grad():
         emb = te(torch.tensor([500.0]))
         feats = enc(sample, emb, cond)
-    traced, specs = {}, {}
-    for part, (key, se, dd, sd, cid) in parts.items():
-        with torch.no_grad():
-            cached = dd(feats[0], emb, cond, *feats[1:])
-            shallow = se(sample, emb, cond)
-        traced[f"{part}_shallow_encoder"] = (se, [sample, emb, cond])
-        traced[f"{part}_deep_decoder"] = (dd, [feats[0], emb, cond, *feats[1:]])
-        traced[f"{part}_shallow_decoder"] = (sd, [cached, emb, cond, *shallow])
-        specs[key] = dict(shallow_skips=se.count, cache_shape=list(cached.shape[1:]), cache_branch_id=cid)
+    traced, specs = deepcache_graph_inputs(parts, sample, emb, cond, feats)
     old_files = {k: g["file"] for k, g in m["graphs"].items()}
     if any(f == DEEPCACHE_FILE for f in old_files.values()):
         m["graphs"] = {k: v for k, v in m["graphs"].items() if v["file"] != DEEPCACHE_FILE}

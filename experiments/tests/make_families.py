@@ -113,19 +113,14 @@ def tiny_vae(**kw):
 
 def build_sd2(ckpt: str) -> None:
     from diffusers import DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel
 
     torch.manual_seed(20)
-    perturb(UNet2DConditionModel(
+    save_sd_folder(ckpt, perturb(UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32, attention_head_dim=(2, 4), use_linear_projection=True, upcast_attention=True,
         norm_num_groups=8,
-    )).save_pretrained(os.path.join(ckpt, "unet"))
-    perturb(CLIPTextModel(text_config())).save_pretrained(os.path.join(ckpt, "text_encoder"))
-    perturb(tiny_vae()).save_pretrained(os.path.join(ckpt, "vae"))
-    DDIMScheduler(**SD_SCHED, prediction_type="v_prediction").save_pretrained(os.path.join(ckpt, "scheduler"))
-    build_clip_tokenizer(os.path.join(ckpt, "tokenizer"))
+    )), DDIMScheduler(**SD_SCHED, prediction_type="v_prediction"))
 
 
 def build_sdxl(ckpt: str) -> None:
@@ -158,19 +153,28 @@ T2V_FRAMES = 3
 
 
 def build_t2v(ckpt: str) -> None:
-    from diffusers import DDIMScheduler, UNet3DConditionModel
-    from transformers import CLIPTextModel
+    from diffusers import UNet3DConditionModel
 
     torch.manual_seed(26)
     # diffusers' TextToVideoSDPipeline test UNet, with norm groups of 8 and a text width of 32
-    perturb(UNet3DConditionModel(
+    save_sd_folder(ckpt, perturb(UNet3DConditionModel(
         block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
         cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
-    )).save_pretrained(os.path.join(ckpt, "unet"))
+    )))
+
+
+def save_sd_folder(ckpt: str, unet, scheduler=None) -> None:
+    """A diffusers SD-layout folder around `unet` (already built and perturbed: the random draws
+    then follow in the same order as before): tiny CLIP text encoder, VAE, scheduler (DDIM with
+    SD's betas by default) and tokenizer."""
+    from diffusers import DDIMScheduler
+    from transformers import CLIPTextModel
+
+    unet.save_pretrained(os.path.join(ckpt, "unet"))
     perturb(CLIPTextModel(text_config())).save_pretrained(os.path.join(ckpt, "text_encoder"))
     perturb(tiny_vae()).save_pretrained(os.path.join(ckpt, "vae"))
-    DDIMScheduler(**SD_SCHED).save_pretrained(os.path.join(ckpt, "scheduler"))
+    (scheduler or DDIMScheduler(**SD_SCHED)).save_pretrained(os.path.join(ckpt, "scheduler"))
     build_clip_tokenizer(os.path.join(ckpt, "tokenizer"))
 
 
@@ -264,19 +268,14 @@ FMNIST_CLASSES = [7, 8]
 
 
 def build_tome(ckpt: str) -> None:
-    from diffusers import DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel
+    from diffusers import UNet2DConditionModel
 
     torch.manual_seed(24)
-    perturb(UNet2DConditionModel(
+    save_sd_folder(ckpt, perturb(UNet2DConditionModel(
         sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
-    )).save_pretrained(os.path.join(ckpt, "unet"))
-    perturb(CLIPTextModel(text_config())).save_pretrained(os.path.join(ckpt, "text_encoder"))
-    perturb(tiny_vae()).save_pretrained(os.path.join(ckpt, "vae"))
-    DDIMScheduler(**SD_SCHED).save_pretrained(os.path.join(ckpt, "scheduler"))
-    build_clip_tokenizer(os.path.join(ckpt, "tokenizer"))
+    )))
 
 
 DIT_CLASSES = [207, 360]  # DiTPipeline's null class is hard-coded to 1000: the tiny DiT has 1000 classes
@@ -311,30 +310,6 @@ def build_dit(ckpt: str, authors: bool) -> None:
             os.path.join(ckpt, "scheduler"))
 
 
-class DiTKeyStepHooks:
-    """FasterDiffusion-DiT's encoder sharing on diffusers' transformer: at a key step the output
-    tokens of the last encoder block are captured, at other steps substituted (the decoder blocks
-    and the final layer then run with the step's own timestep)."""
-
-    def __init__(self, transformer, keys, split):
-        self.keys, self.step, self.cache = set(keys), -1, None
-        self.handles = [transformer.register_forward_pre_hook(self.next_step),
-                        transformer.transformer_blocks[split - 1].register_forward_hook(self.hook)]
-
-    def next_step(self, module, args):
-        self.step += 1
-
-    def hook(self, module, args, out):
-        if self.step in self.keys:
-            self.cache = out
-            return None
-        return self.cache
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-
-
 def dit_references(family: str, ckpt: str, out: str, split: int) -> dict:
     """Model-level references (transformer forward, VAE decode) and every case's sampling."""
     import diffusers.pipelines.dit.pipeline_dit as dit_mod
@@ -355,7 +330,10 @@ def dit_references(family: str, ckpt: str, out: str, split: int) -> dict:
     cases = DIT_AUTHORS_CASES if authors else DIT_CASES
     timesteps = None
     for name, case in cases.items():
-        hooks = DiTKeyStepHooks(tr, case["keys"], split) if len(case["keys"]) < STEPS else None
+        # FasterDiffusion-DiT's encoder sharing: the last encoder block's output tokens held from
+        # the key step (the decoder blocks and final layer run at the step's own timestep)
+        hooks = (HoldAtKeySteps(tr, tr.transformer_blocks[split - 1], case["keys"])
+                 if len(case["keys"]) < STEPS else None)
         inj = case["inject"]
         try:
             if authors:
@@ -590,16 +568,17 @@ class KeyStepHooks:
             h.remove()
 
 
-class KeyStepControlNet:
-    """The authors' ControlNet schedule on the pipeline's ControlNet: run at key steps (its
-    output kept), at other steps replaced by the key step's output; with KeyStepHooks'
-    substituted encoder outputs, diffusers' own residual addition then rebuilds exactly the
-    features cached at the key step (encoder outputs + key-step residuals)."""
+class HoldAtKeySteps:
+    """One module's output held from the last key step: steps are counted by calls of `stepper`
+    (the model called once per step); at a key step `target` runs and its output is kept, at the
+    others it is replaced by the kept output. Used for the authors' ControlNet schedule (target =
+    stepper = the ControlNet: with KeyStepHooks' substituted encoder outputs, diffusers' own
+    residual addition then rebuilds exactly the features cached at the key step) and for
+    FasterDiffusion-DiT's shared encoder (target = the last encoder block)."""
 
-    def __init__(self, controlnet, keys):
+    def __init__(self, stepper, target, keys):
         self.keys, self.step, self.cache = set(keys), -1, None
-        self.handles = [controlnet.register_forward_pre_hook(self.next_step),
-                        controlnet.register_forward_hook(self.hook)]
+        self.handles = [stepper.register_forward_pre_hook(self.next_step), target.register_forward_hook(self.hook)]
 
     def next_step(self, module, args):
         self.step += 1
@@ -649,7 +628,7 @@ def sample_reference(pipe, family: str, case: dict, out_dir: str) -> torch.Tenso
     elif len(case["keys"]) < STEPS:
         hooks.append(KeyStepHooks(pipe.unet, case["keys"]))
         if family == "controlnet":
-            hooks.append(KeyStepControlNet(pipe.controlnet, case["keys"]))
+            hooks.append(HoldAtKeySteps(pipe.controlnet, pipe.controlnet, case["keys"]))
     kw = dict(latents=noise.clone(), output_type="latent")
     if family == "t2v":
         kw["num_frames"] = T2V_FRAMES
