@@ -66,7 +66,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from make_sd_tiny import build_clip_tokenizer  # noqa: E402
 
-from fd_export.testing import OfficialDeepCache  # noqa: E402
+from fd_export.testing import OfficialDeepCache, adaptive_reference  # noqa: E402
 
 PROMPTS = ["a photograph of an astronaut riding a horse", "A Cat, sitting on the MAT!!"]
 SEEDS = [5, 6]
@@ -265,6 +265,7 @@ def build_controlnet(ckpt: str) -> None:
 TOME = dict(ratio=0.5, max_downsample=1, sx=2, sy=2, merge_attn=True, merge_crossattn=False, merge_mlp=False)
 TOME_FMNIST = dict(TOME, max_downsample=4)
 FMNIST_CLASSES = [7, 8]
+ADAPTIVE_THRESHOLDS = (0.01, 0.05)  # the official default, and one that skips more
 
 
 def build_tome(ckpt: str) -> None:
@@ -482,10 +483,28 @@ def build_fmnist_tome(out: str) -> None:
     for cid in (0, 1, 4):
         case = dict(keys=list(range(0, STEPS, 3)), inject=None, deepcache_id=cid)
         tensors[f"default.deepcache3_id{cid}"] = loop_reference(plain, sched, noise, cond2, case, 3.0).contiguous()
+    # AdaptiveDiffusion on the default model, one sample at a time (the rule is per sample in fd)
+    adaptive = {}
+    for thr in ADAPTIVE_THRESHOLDS:
+        outs, ran = [], []
+        for r, seed in enumerate(SEEDS):
+            c2 = cond2[[r, len(SEEDS) + r]]
+
+            def predict(x, t, c2=c2):
+                u, c = plain(torch.cat([x, x]), t, encoder_hidden_states=c2).sample.chunk(2)
+                return u + 3.0 * (c - u)
+
+            sched.set_timesteps(STEPS)
+            with torch.no_grad():
+                x, flags = adaptive_reference(predict, sched, noise[r:r + 1].clone(), thr, 4, 3.0)
+            outs.append(x)
+            ran.append(flags)
+        tensors[f"default.adaptive_{thr}"] = torch.cat(outs).contiguous()
+        adaptive[str(thr)] = ran
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "reference.safetensors"))
     with open(os.path.join(out, "cases.json"), "w") as f:
         json.dump(dict(classes=FMNIST_CLASSES, seeds=SEEDS, guidance=3.0, steps=STEPS, cases=cases, scheduler="ddim",
-                       timesteps=timesteps, tome=m["tome"]), f, indent=1)
+                       timesteps=timesteps, tome=m["tome"], adaptive=adaptive), f, indent=1)
 
 
 def load_if_pipeline(ckpt: str):

@@ -197,6 +197,7 @@ fn family_color(f: &str) -> RGBColor {
         "ours" => RGBColor(40, 90, 200),
         "auto" => RGBColor(20, 150, 80),
         "deepcache" => RGBColor(200, 50, 40),
+        "adaptive" => RGBColor(220, 140, 20),
         _ => RGBColor(120, 60, 160),
     }
 }

@@ -132,8 +132,9 @@ pub struct PlanFlags {
     /// Key steps: none (baseline), uniform:K, a preset (50ls, ...), a list 0,1,2,5, a plan file
     /// (fd drift --save-plan), auto:K / auto:threshold=X (drift-calibrated); or the peer method
     /// deepcache:N[:ID] (full step every N steps; ID = DeepCache's own cache_branch_id, block
-    /// ID/3, layer ID%3, default 0), deepcache-block:N:B (fd's earlier block-level branch), or
-    /// decoder-prop:KEYS.
+    /// ID/3, layer ID%3, default 0), deepcache-block:N:B (fd's earlier block-level branch),
+    /// adaptive:T[:M] (AdaptiveDiffusion: skip a step's UNet when the latent differences are
+    /// locally linear within T, at most M skips in a row; official 0.01:4), or decoder-prop:KEYS.
     #[arg(long, default_value = "none")]
     pub keys: String,
     /// How a group's decoders run: auto (the fastest on this device: uncapped parallel on CUDA;

@@ -113,7 +113,8 @@ pub struct RowSpec {
     /// Label of the row this one is compared with (the % change columns).
     #[serde(default)]
     pub baseline: Option<String>,
-    /// Family for the Pareto plot colours (baseline, ours, auto, deepcache). Default from keys.
+    /// Family for the Pareto plot colours (baseline, ours, auto, deepcache, adaptive). Default from
+    /// keys.
     #[serde(default)]
     pub family: Option<String>,
     /// This row's own model folder (default: the experiment's), e.g. the same weights exported
@@ -135,8 +136,10 @@ impl RowSpec {
                 "baseline".into()
             } else if self.plan.keys.starts_with("auto:") {
                 "auto".into()
-            } else if self.plan.keys.starts_with("deepcache:") {
+            } else if self.plan.keys.starts_with("deepcache") {
                 "deepcache".into()
+            } else if self.plan.keys.starts_with("adaptive:") {
+                "adaptive".into()
             } else {
                 "ours".into()
             }

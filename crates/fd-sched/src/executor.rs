@@ -299,6 +299,16 @@ pub fn sample(
         branches,
         b,
     };
+    if let Method::Adaptive { threshold, max_skip } = plan.method {
+        if observe.is_some() || controlled {
+            return Err(Error::Sampling(
+                "adaptive plans support neither feature observation nor ControlNet models".into(),
+            ));
+        }
+        latents = ctx.adaptive(scheduler, opts, &z_t, &mut step_noise, plan, latents, threshold as f32, max_skip)?;
+        tm.total_s = t_start.elapsed().as_secs_f64();
+        return Ok(SampleOutput { latents, timings: tm, counts });
+    }
     // (timestep, features) of the last key steps, for forecast plans
     let mut history: Vec<(f64, EncoderFeatures)> = Vec::new();
     for group in &plan.groups {
@@ -364,6 +374,9 @@ pub fn sample(
             }
             Method::DeepCache { .. } | Method::DeepCacheId { .. } | Method::DecoderPropagation if observe.is_some() => {
                 return Err(Error::Sampling("feature observation supports encoder-propagation plans only".into()));
+            }
+            Method::Adaptive { .. } => {
+                return Err(Error::Sampling("adaptive plans run their own loop (internal error)".into()))
             }
             Method::DecoderPropagation => {
                 // the key step's decoder output, reused by every step of the group
@@ -471,6 +484,82 @@ impl StepCtx<'_> {
         let emb = self.clock.time(&mut self.tm.time_embed_s, || model.time_embed(&t, extra))?;
         self.counts.add("time_embed", (self.branches * self.b) as usize);
         Ok(emb)
+    }
+
+    /// AdaptiveDiffusion's loop (see [`Method::Adaptive`]): per sample, the UNet runs at steps 0-3
+    /// and whenever the last decision says so; otherwise the sample's last prediction (both CFG
+    /// rows) is reused. Only the rows that run are batched into the UNet call (and counted).
+    /// Latent differences are float32 means over a sample's elements, compared in float32, as
+    /// the official pipeline computes them.
+    #[allow(clippy::too_many_arguments)]
+    fn adaptive(
+        &mut self,
+        scheduler: &mut dyn Scheduler,
+        opts: &ExecOptions,
+        z_t: &Tensor,
+        step_noise: &mut Option<&mut dyn FnMut(usize) -> Tensor>,
+        plan: &Plan,
+        mut latents: Tensor,
+        threshold: f32,
+        max_skip: usize,
+    ) -> Result<Tensor> {
+        let (b, branches) = (self.b as usize, self.branches);
+        let model = self.model;
+        // per sample: latent differences d_i and run (true) / reuse decisions for the next step
+        let mut diffs: Vec<Vec<f32>> = vec![Vec::new(); b];
+        let mut runs: Vec<Vec<bool>> = vec![Vec::new(); b];
+        let mut prev: Vec<Tensor> = Vec::new(); // latents after the last two steps
+        let mut pred: Option<Tensor> = None;
+        let row_diff = |a: &Tensor, c: &Tensor| -> Result<Vec<f32>> {
+            let d = (a - c).abs().flatten(1, -1).mean_dim(1, false, Kind::Float).to_device(Device::Cpu);
+            Ok(Vec::<f32>::try_from(&d)?)
+        };
+        for i in 0..self.timesteps.len() {
+            if (2..=3).contains(&i) {
+                for (r, d) in row_diff(&prev[prev.len() - 1], &prev[prev.len() - 2])?.into_iter().enumerate() {
+                    diffs[r].push(d);
+                }
+            }
+            let run: Vec<i64> =
+                (0..b).filter(|&r| i <= 3 || runs[r].last().copied().unwrap_or(true)).map(|r| r as i64).collect();
+            if !run.is_empty() {
+                // the running samples' rows of the [uncond B; cond B] batch
+                let bb = self.b;
+                let rows: Vec<i64> = (0..branches).flat_map(|br| run.iter().map(move |&r| br * bb + r)).collect();
+                let idx = Tensor::from_slice(&rows).to_device(model.device);
+                let x_in = self.model_input(scheduler, &latents, i).index_select(0, &idx);
+                let c = self.cond2.index_select(&idx);
+                let t = Tensor::full([rows.len() as i64], self.timesteps[i], (Kind::Float, model.device));
+                let emb = self.clock.time(&mut self.tm.time_embed_s, || model.time_embed(&t, c.extra.as_ref()))?;
+                self.counts.add("time_embed", rows.len());
+                let feats = self.clock.time(&mut self.tm.encoder_s, || model.encode(&x_in, &emb, &c.states))?;
+                self.counts.add("encoder", rows.len());
+                let out = self.clock.time(&mut self.tm.decoder_s, || model.decode(&feats, &emb, &c.states))?;
+                self.counts.add("decoder", rows.len());
+                pred = Some(match pred {
+                    Some(p) if rows.len() < p.size()[0] as usize => p.index_copy(0, &idx, &out),
+                    _ => out,
+                });
+            }
+            let p = pred.as_ref().expect("step 0 runs every sample").shallow_clone();
+            latents = self.scheduler_step(scheduler, opts, z_t, step_noise, plan, p, i, latents)?;
+            if i >= 3 {
+                let cur = row_diff(&latents, &prev[prev.len() - 1])?;
+                for r in 0..b {
+                    let (d, m) = (&mut diffs[r], &mut runs[r]);
+                    let (prev_d, prev_prev_d) = (d[d.len() - 1], d[d.len() - 2]);
+                    d.push(cur[r]);
+                    let forced = m.len() > 4 && !m[m.len().saturating_sub(max_skip)..].iter().any(|&x| x);
+                    let smooth = ((cur[r] + prev_prev_d) / 2.0 - prev_d).abs() <= prev_d * threshold;
+                    m.push(forced || !smooth);
+                }
+            }
+            prev.push(latents.shallow_clone());
+            if prev.len() > 2 {
+                drop(prev.remove(0));
+            }
+        }
+        Ok(latents)
     }
 
     /// Guidance, prior noise injection and one scheduler step; checks the latents stay finite.

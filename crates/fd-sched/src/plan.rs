@@ -159,7 +159,7 @@ impl PlanFile {
 }
 
 /// What a non-key step reuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// The paper: reuse the encoder features (mid + skips) of the key step; decoders of a group
@@ -180,6 +180,12 @@ pub enum Method {
     /// the encoder at those steps could not change anything once the decoder is reused, so it is
     /// neither run nor charged: cost = key steps x (encoder + decoder).
     DecoderPropagation,
+    /// AdaptiveDiffusion (Ye et al. 2024, UniModal4Reasoning/AdaptiveDiffusion; `adaptive:T[:M]`):
+    /// the first 4 steps run the UNet; after step i >= 3 the next step reuses the last noise
+    /// prediction when the latent differences d_i = mean|x_i - x_{i-1}| are locally linear,
+    /// |(d_i + d_{i-2}) / 2 - d_{i-1}| <= T x d_{i-1}, unless the last M decisions were all skips.
+    /// Decided per sample (the official pipeline decides on the batch mean; equal at batch 1).
+    Adaptive { threshold: f64, max_skip: usize },
 }
 
 /// A resolved plan: the groups (a key step plus the non-key steps that reuse its features).
@@ -239,6 +245,18 @@ impl Plan {
             }
             return Self::new(KeySteps::List(file.keys), num_steps);
         }
+        if let Some(rest) = spec.trim().strip_prefix("adaptive:") {
+            let err = |msg: &str| Error::KeySteps { spec: spec.to_string(), msg: msg.to_string() };
+            let (t, m) = rest.split_once(':').unwrap_or((rest, "4"));
+            let threshold: f64 =
+                t.parse().map_err(|_| err("expected adaptive:T[:M] with T = threshold > 0 (official 0.01)"))?;
+            let max_skip: usize =
+                m.parse().map_err(|_| err("expected adaptive:T[:M] with M = most skips in a row >= 1 (official 4)"))?;
+            if !(threshold.is_finite() && threshold > 0.0) || max_skip == 0 {
+                return Err(err("threshold must be finite and > 0, M >= 1"));
+            }
+            return Self::with_method(Method::Adaptive { threshold, max_skip }, KeySteps::None, num_steps);
+        }
         if let Some(keys) = spec.trim().strip_prefix("decoder-prop:") {
             return Self::with_method(Method::DecoderPropagation, KeySteps::parse(keys)?, num_steps);
         }
@@ -281,6 +299,7 @@ impl Plan {
             (Method::DeepCache { branch }, k) => format!("deepcache-block[{k}]:{branch}"),
             (Method::EncoderPropagation, k) => k.to_string(),
             (Method::DecoderPropagation, k) => format!("decoder-prop:{k}"),
+            (Method::Adaptive { threshold, max_skip }, _) => format!("adaptive:{threshold}:{max_skip}"),
         };
         if self.forecast > 0 {
             format!("{base}+forecast:{}", self.forecast)
@@ -290,7 +309,7 @@ impl Plan {
     }
 
     pub fn is_baseline(&self) -> bool {
-        self.key_steps.len() == self.num_steps
+        self.key_steps.len() == self.num_steps && !matches!(self.method, Method::Adaptive { .. })
     }
 
     /// Encoder calls per sample (per CFG branch).

@@ -401,3 +401,36 @@ fn default_model_deepcache_ids_match_the_official_helper() {
     let d = max_abs(&f.r["default.deepcache3_id0"], &f.r["default.deepcache3_id1"]);
     assert!(d > 1e-3, "ids 0 and 1 really differ ({d:e})");
 }
+
+/// AdaptiveDiffusion (`adaptive:T:M`) on the default model against the transcribed official rule
+/// (fd_export.testing.adaptive_reference), one sample at a time there and a batch of 2 here: the
+/// decisions are per sample (the two seeds skip different steps), only running samples are
+/// batched into the UNet call, and the counted rows are the runs.
+#[test]
+fn default_model_adaptive_matches_the_official_rule() {
+    let f = family("fmnist-tome");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist");
+    let m = UNetModel::load(&dir, &LoadOptions::default()).unwrap();
+    let meta = &f.meta;
+    let steps = meta["steps"].as_u64().unwrap() as usize;
+    let spec = SamplerSpec::from_config("ddim", &m.manifest.scheduler, 0.0).unwrap();
+    let seeds: Vec<u64> = meta["seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let noise = Tensor::cat(&seeds.iter().map(|&s| fd_sched::initial_noise(s, &[1, 1, 28, 28])).collect::<Vec<_>>(), 0);
+    let conds: Vec<Condition> =
+        meta["classes"].as_array().unwrap().iter().map(|c| Condition::Class(c.as_i64().unwrap())).collect();
+    let cond = m.encode_conditions(&conds).unwrap();
+    let uncond = m.uncond(conds.len()).unwrap();
+    for (thr, ran) in meta["adaptive"].as_object().unwrap() {
+        let runs: usize =
+            ran.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap()).filter(|v| v == &true).count();
+        assert!(runs < steps * seeds.len(), "threshold {thr} skips some steps");
+        let plan = Plan::parse(&format!("adaptive:{thr}:4"), steps).unwrap();
+        let opts = ExecOptions { guidance: meta["guidance"].as_f64().unwrap(), ..Default::default() };
+        let mut sched = spec.build(steps).unwrap();
+        let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
+        let out = sample(&m, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();
+        assert_eq!(out.counts.rows("decoder"), 2 * runs, "threshold {thr}: UNet rows = CFG x runs");
+        let d = max_abs(&out.latents, &f.r[&format!("default.adaptive_{thr}")]);
+        assert!(d <= 1e-4, "adaptive {thr}: differs from the official rule by {d:e}");
+    }
+}

@@ -87,3 +87,17 @@ fn deepcache_plans_take_the_official_id_and_keep_the_block_form() {
     let e = Plan::parse("deepcache:2:x", 10).unwrap_err().to_string();
     assert!(e.contains("cache_branch_id"), "{e}");
 }
+
+#[test]
+fn adaptive_plans_parse_with_the_official_defaults() {
+    use fd_sched::Method;
+    let p = Plan::parse("adaptive:0.01", 50).unwrap();
+    assert_eq!(p.method, Method::Adaptive { threshold: 0.01, max_skip: 4 });
+    assert_eq!(p.label(), "adaptive:0.01:4");
+    assert!(!p.is_baseline(), "every step may run, but it is not the plain sampler");
+    assert_eq!(Plan::parse("adaptive:0.05:6", 50).unwrap().label(), "adaptive:0.05:6");
+    for bad in ["adaptive:x", "adaptive:0", "adaptive:-1", "adaptive:0.01:0", "adaptive:nan"] {
+        assert!(Plan::parse(bad, 50).is_err(), "{bad}");
+    }
+    assert!(Plan::parse("adaptive:0.01+forecast:1", 50).is_err(), "forecast is for encoder propagation");
+}

@@ -38,14 +38,20 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         println!("note: {channels}-channel outputs without a VAE decoder: wrote samples.safetensors only (no PNGs)");
     }
     let plan = &spec.plan;
+    let keys = match plan.method {
+        // decided at run time: encoder calls per sample and CFG branch, as counted
+        fd_sched::Method::Adaptive { .. } => {
+            let per = s.n.max(1) * if spec.exec.guidance > 1.0 { 2 } else { 1 };
+            format!("{:.1} UNet steps per sample of {}", s.counts.rows("encoder") as f64 / per as f64, plan.num_steps)
+        }
+        _ => format!("{} key steps of {}", plan.key_steps.len(), plan.num_steps),
+    };
     println!(
-        "{} samples -> {}{} | plan {} ({} key steps of {}) | {:.3} s/image (UNet loop {:.3}) | {:.3} GFLOPs/image{}",
+        "{} samples -> {}{} | plan {} ({keys}) | {:.3} s/image (UNet loop {:.3}) | {:.3} GFLOPs/image{}",
         s.n,
         a.out.display(),
         if shard.count > 1 { format!(" (shard {}/{})", shard.index, shard.count) } else { String::new() },
         plan.label(),
-        plan.key_steps.len(),
-        plan.num_steps,
         s.total_s_per_image(),
         s.unet_s_per_image(),
         s.gflops_per_image,
