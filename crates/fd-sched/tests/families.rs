@@ -371,31 +371,16 @@ fn t2v_sampling_matches_pipeline() {
 #[test]
 fn default_model_deepcache_ids_match_the_official_helper() {
     let f = family("fmnist-tome");
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist");
-    let m = UNetModel::load(&dir, &LoadOptions::default()).unwrap();
-    let ids: Vec<usize> = m.deepcache_ids().iter().map(|(i, _)| *i).collect();
+    let r = default_run(&f);
+    let ids: Vec<usize> = r.m.deepcache_ids().iter().map(|(i, _)| *i).collect();
     assert_eq!(ids, [1, 4, 0], "block-level 0, 1 (recorded ids 1, 4) and id0");
-    let meta = &f.meta;
-    let steps = meta["steps"].as_u64().unwrap() as usize;
-    let spec = SamplerSpec::from_config("ddim", &m.manifest.scheduler, 0.0).unwrap();
-    let seeds: Vec<u64> = meta["seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-    let noise = Tensor::cat(&seeds.iter().map(|&s| fd_sched::initial_noise(s, &[1, 1, 28, 28])).collect::<Vec<_>>(), 0);
-    let conds: Vec<Condition> =
-        meta["classes"].as_array().unwrap().iter().map(|c| Condition::Class(c.as_i64().unwrap())).collect();
-    let cond = m.encode_conditions(&conds).unwrap();
-    let uncond = m.uncond(conds.len()).unwrap();
     for (keys, want) in [
         ("deepcache:3:0", "default.deepcache3_id0"),
         ("deepcache:3:1", "default.deepcache3_id1"),
         ("deepcache-block:3:0", "default.deepcache3_id1"),
         ("deepcache:3:4", "default.deepcache3_id4"),
     ] {
-        let plan = Plan::parse(keys, steps).unwrap();
-        let opts = ExecOptions { guidance: meta["guidance"].as_f64().unwrap(), ..Default::default() };
-        let mut sched = spec.build(steps).unwrap();
-        let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
-        let out = sample(&m, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();
-        let d = max_abs(&out.latents, &f.r[want]);
+        let d = max_abs(&r.sample(keys).latents, &f.r[want]);
         assert!(d <= 1e-4, "{keys}: differs from the official helper by {d:e}");
     }
     let d = max_abs(&f.r["default.deepcache3_id0"], &f.r["default.deepcache3_id1"]);
@@ -409,6 +394,32 @@ fn default_model_deepcache_ids_match_the_official_helper() {
 #[test]
 fn default_model_adaptive_matches_the_official_rule() {
     let f = family("fmnist-tome");
+    let r = default_run(&f);
+    for (thr, ran) in f.meta["adaptive"].as_object().unwrap() {
+        let runs: usize =
+            ran.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap()).filter(|v| v == &true).count();
+        assert!(runs < r.steps * r.seeds.len(), "threshold {thr} skips some steps");
+        let out = r.sample(&format!("adaptive:{thr}:4"));
+        assert_eq!(out.counts.rows("decoder"), 2 * runs, "threshold {thr}: UNet rows = CFG x runs");
+        let d = max_abs(&out.latents, &f.r[&format!("default.adaptive_{thr}")]);
+        assert!(d <= 1e-4, "adaptive {thr}: differs from the official rule by {d:e}");
+    }
+}
+
+/// The committed default model with the fmnist-tome fixture's seeds, classes and sampler: the
+/// inputs of the default-model peer-method checks above.
+struct DefaultRun {
+    m: UNetModel,
+    steps: usize,
+    spec: SamplerSpec,
+    seeds: Vec<u64>,
+    noise: Tensor,
+    cond: fd_model::Cond,
+    uncond: fd_model::Cond,
+    guidance: f64,
+}
+
+fn default_run(f: &Family) -> DefaultRun {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist");
     let m = UNetModel::load(&dir, &LoadOptions::default()).unwrap();
     let meta = &f.meta;
@@ -420,17 +431,16 @@ fn default_model_adaptive_matches_the_official_rule() {
         meta["classes"].as_array().unwrap().iter().map(|c| Condition::Class(c.as_i64().unwrap())).collect();
     let cond = m.encode_conditions(&conds).unwrap();
     let uncond = m.uncond(conds.len()).unwrap();
-    for (thr, ran) in meta["adaptive"].as_object().unwrap() {
-        let runs: usize =
-            ran.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap()).filter(|v| v == &true).count();
-        assert!(runs < steps * seeds.len(), "threshold {thr} skips some steps");
-        let plan = Plan::parse(&format!("adaptive:{thr}:4"), steps).unwrap();
-        let opts = ExecOptions { guidance: meta["guidance"].as_f64().unwrap(), ..Default::default() };
-        let mut sched = spec.build(steps).unwrap();
-        let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
-        let out = sample(&m, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();
-        assert_eq!(out.counts.rows("decoder"), 2 * runs, "threshold {thr}: UNet rows = CFG x runs");
-        let d = max_abs(&out.latents, &f.r[&format!("default.adaptive_{thr}")]);
-        assert!(d <= 1e-4, "adaptive {thr}: differs from the official rule by {d:e}");
+    DefaultRun { m, steps, spec, seeds, noise, cond, uncond, guidance: meta["guidance"].as_f64().unwrap() }
+}
+
+impl DefaultRun {
+    /// `keys` run on the default model with the fixture's inputs.
+    fn sample(&self, keys: &str) -> fd_sched::SampleOutput {
+        let plan = Plan::parse(keys, self.steps).unwrap();
+        let opts = ExecOptions { guidance: self.guidance, ..Default::default() };
+        let mut sched = self.spec.build(self.steps).unwrap();
+        let input = SampleInput { noise: &self.noise, cond: &self.cond, uncond: Some(&self.uncond) };
+        sample(&self.m, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap()
     }
 }
