@@ -15,9 +15,9 @@ from torch import nn
 from .flops import DTYPES, count_flops, n_params
 from .forms import unet_form
 from .graphs import (AnalysisDecoder, CondPrepare, ControlNetResiduals, CutDeepDecoder, CutShallowDecoder, Decoder,
-                     DeepDecoder, Encoder, Full, ShallowDecoder, block_branch_id, official_cut,
-                     ShallowEncoder, TimeEmbed, TimeEmbedExtra, VaeDecode, shallow_skip_count)
-from .schema import SCHEMA_VERSION, deepcache_graph
+                     Encoder, Full, ShallowEncoder, TimeEmbed, TimeEmbedExtra, VaeDecode, block_branch_id,
+                     official_cut)
+from .schema import SCHEMA_VERSION, deepcache_prefix
 from .video import VIDEO_FORM, VideoDecoder, VideoEncoder, VideoFull, VideoTimeEmbed, check_video, is_video_unet
 
 def sha256(path: str) -> str:
@@ -101,7 +101,6 @@ def export_model(
     extra_manifest: dict | None = None,
     with_full: bool = True,
     deepcache_ids: Sequence[int] = (0,),
-    deepcache_branches: Sequence[int] = (),
     save_weights: bool = False,
     family: str | None = None,
     controlnet=None,
@@ -138,7 +137,7 @@ def export_model(
             raise ValueError(f"frames {frames}: only a UNet3DConditionModel (text-to-video) takes a frame count")
         form = unet_form(unet.config)  # refuses what fd cannot export, before anything is written
         if form.deepcache:
-            deepcache_parts(unet, deepcache_ids, deepcache_branches)  # refuses bad ids / branches, writes nothing
+            deepcache_parts(unet, deepcache_ids)  # refuses bad ids, writes nothing
     cond_spec = dict(cond_spec)
     if form.prepare and cond_spec["dim"] != form.raw_dim:
         raise ValueError(f"cond encoder gives states of width {cond_spec['dim']}, the UNet config expects "
@@ -209,7 +208,7 @@ def export_model(
     deepcache = {}
     # DeepCache's shallow path is written for SD's block types; other UNets (IF) export without it
     parts, deepcache = deepcache_graph_inputs(
-        deepcache_parts(unet, deepcache_ids, deepcache_branches, form.deepcache), sample, emb, cond, feats)
+        deepcache_parts(unet, deepcache_ids, form.deepcache), sample, emb, cond, feats)
     unet_parts.update(parts)
     unet_path = os.path.join(out_dir, "unet.pt")
     trace_methods(unet_parts, unet_path)
@@ -307,25 +306,20 @@ def export_model(
     return manifest
 
 
-def deepcache_parts(unet, ids: Sequence[int], branches: Sequence[int] = (), supported: bool = True) -> dict:
-    """DeepCache graphs to export: {graph prefix: (manifest key, shallow encoder, deep decoder,
-    shallow decoder, cache_branch_id)}. `ids` are DeepCache's own cache_branch_ids (graphs
-    `deepcache_id{N}_*`, key `id{N}`); `branches` fd's earlier block-level branches (graphs
-    `deepcache{b}_*`, key `b`; the id they equal is recorded). Bad ids / branches are refused
-    before anything is written. A UNet whose blocks DeepCache's shallow path does not cover
-    (`supported` False: IF, UNet3D) gets none."""
+def deepcache_parts(unet, ids: Sequence[int], supported: bool = True) -> dict:
+    """DeepCache graphs to export for DeepCache's own cache_branch_ids `ids`: {graph prefix
+    (`deepcache_id{N}`): (manifest key `id{N}`, shallow encoder, deep decoder, shallow decoder, N)}.
+    An id outside the UNet is refused before anything is written. A UNet whose blocks DeepCache's
+    shallow path does not cover (`supported` False: IF, UNet3D) gets none. (Exports before
+    2026-12-02 have block-level entries `b` instead; fd-model still reads them.)"""
     if not supported:
         return {}
     out = {}
     for i in ids:
         _, _, count = official_cut(unet, i)  # refuses an id outside the UNet
-        out[deepcache_graph(f"id{i}", "").rstrip("_")] = (f"id{i}", ShallowEncoder(unet, count=count), CutDeepDecoder(unet, i),
-                                   CutShallowDecoder(unet, i), int(i))
-    for b in branches:
-        if not 0 <= b < len(unet.up_blocks) - 1:
-            raise ValueError(f"DeepCache branch {b} outside 0..{len(unet.up_blocks) - 2}")
-        out[deepcache_graph(str(b), "").rstrip("_")] = (str(b), ShallowEncoder(unet, b), DeepDecoder(unet, b), ShallowDecoder(unet, b),
-                                block_branch_id(unet, b))
+        key = f"id{i}"
+        out[deepcache_prefix(key)] = (key, ShallowEncoder(unet, count=count), CutDeepDecoder(unet, i),
+                                      CutShallowDecoder(unet, i), int(i))
     return out
 
 
