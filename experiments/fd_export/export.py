@@ -15,7 +15,7 @@ from torch import nn
 from .flops import DTYPES, count_flops, n_params
 from .forms import unet_form
 from .graphs import (AnalysisDecoder, CondPrepare, ControlNetResiduals, CutDeepDecoder, CutShallowDecoder, Decoder,
-                     Encoder, Full, ShallowEncoder, TimeEmbed, TimeEmbedExtra, VaeDecode, block_branch_id,
+                     Encoder, Full, ShallowEncoder, TeaCacheProbe, TimeEmbed, TimeEmbedExtra, VaeDecode, block_branch_id,
                      official_cut)
 from .schema import SCHEMA_VERSION, deepcache_prefix
 from .video import VIDEO_FORM, VideoDecoder, VideoEncoder, VideoFull, VideoTimeEmbed, check_video, is_video_unet
@@ -444,5 +444,92 @@ def add_deepcache_graphs(model_dir: str, ids: Sequence[int]) -> dict:
         if key.isdigit() and "cache_branch_id" not in spec:
             spec["cache_branch_id"] = block_branch_id(unet, int(key))
     m.setdefault("deepcache", {}).update(specs)
+    write_manifest(model_dir, m)
+    return m
+
+
+TEACACHE_FILE = "teacache.pt"
+
+
+def teacache_fit(unet, cond_encoder, null_id: int, scheduler_config: dict, steps: int = 50, guidance: float = 3.0,
+                 classes: Sequence[int] = tuple(range(10)) * 2, seed: int = 1000, degree: int = 4) -> dict:
+    """TeaCache's rescaling polynomial for this model (the TeaCache paper fits, per model, the
+    model output's relative L1 change between consecutive steps against the indicator's): DDIM
+    baseline trajectories of `classes` with CFG, per sample and step i >= 1 the pair
+    (rel-L1 of the probe, rel-L1 of the UNet output) over the sample's two CFG rows, fitted by
+    numpy.polyfit (coefficients highest power first, as TeaCache's np.poly1d)."""
+    import numpy as np
+    from diffusers import DDIMScheduler
+
+    probe = TeaCacheProbe(unet).eval()
+    sched = DDIMScheduler.from_config({k: v for k, v in scheduler_config.items() if not k.startswith("_")})
+    sched.set_timesteps(steps)
+    g = torch.Generator().manual_seed(seed)
+    cin = unet.config.in_channels
+    size = unet.config.sample_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    rel = lambda a, b: ((a - b).abs().flatten(1).mean(1) / b.abs().flatten(1).mean(1)).numpy()  # noqa: E731
+    xs, ys = [], []
+    with torch.no_grad():
+        n = len(classes)
+        x = torch.randn((n, cin) + size, generator=g)
+        cond = cond_encoder(torch.tensor(list(classes)))
+        c2 = torch.cat([cond_encoder(torch.tensor([null_id] * n)), cond])
+        prev_p = prev_o = None
+        for t in sched.timesteps:
+            x2 = torch.cat([x, x])
+            tt = t.expand(2 * n).float()
+            emb = unet.time_embedding(unet.time_proj(tt).to(x2.dtype))
+            p = probe(x2, emb)
+            out = unet(x2, tt, encoder_hidden_states=c2).sample
+            # per sample over its two rows: [uncond r; cond r] -> [n, 2, ...]
+            pp = torch.stack(p.chunk(2), 1)
+            oo = torch.stack(out.chunk(2), 1)
+            if prev_p is not None:
+                xs.append(rel(pp, prev_p))
+                ys.append(rel(oo, prev_o))
+            prev_p, prev_o = pp, oo
+            u, c = out.chunk(2)
+            x = sched.step(u + guidance * (c - u), t, x).prev_sample
+    xs, ys = np.concatenate(xs), np.concatenate(ys)
+    coef = np.polyfit(xs, ys, degree)
+    fitted = np.poly1d(coef)(xs)
+    r2 = 1.0 - float(((ys - fitted) ** 2).sum() / ((ys - ys.mean()) ** 2).sum())
+    return dict(coefficients=[float(c) for c in coef],
+                fit=dict(sampler="ddim", steps=steps, guidance=guidance, samples=len(classes), seed=seed,
+                         points=int(len(xs)), r2=round(r2, 4), indicator_range=[float(xs.min()), float(xs.max())]))
+
+
+def add_teacache_graph(model_dir: str, coefficients: Sequence[float] | None = None) -> dict:
+    """Add TeaCache's indicator graph (`teacache_probe`, graphs.TeaCacheProbe) to an existing
+    export that keeps its UNet weights, in its own file (teacache.pt), and its rescaling
+    polynomial under manifest `teacache`: `coefficients` as given, else fitted on the model
+    (teacache_fit; class-conditioned exports with a cond_encoder graph)."""
+    from .tome import load_unet
+
+    unet, m = load_unet(model_dir)
+    if m.get("kind", "unet2d") != "unet2d":
+        raise ValueError(f"{model_dir}: TeaCache's UNet probe needs a 2-D UNet (kind {m.get('kind')})")
+    dtype = DTYPES[m["dtype"]]
+    if coefficients is None:
+        if m["cond"].get("kind") != "class" or "cond_encoder" not in m["graphs"]:
+            raise ValueError(f"{model_dir}: fitting TeaCache's polynomial needs a class-conditioned export; "
+                             "pass --coefficients C4,C3,C2,C1,C0 (e.g. 0,0,0,1,0 for no rescaling)")
+        cond_encoder = torch.jit.load(os.path.join(model_dir, m["graphs"]["cond_encoder"]["file"]), map_location="cpu")
+        spec = teacache_fit(unet.float(), cond_encoder, m["cond"]["null_id"], m["scheduler"])
+    else:
+        spec = dict(coefficients=[float(c) for c in coefficients], fit=None)
+    unet = unet.to(dtype)
+    probe = TeaCacheProbe(unet)
+    h, w = m["sample_size"]
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, m["in_channels"], h, w, generator=g).to(dtype)
+    with torch.no_grad():
+        emb = TimeEmbed(unet)(torch.tensor([500.0]))
+    path = os.path.join(model_dir, TEACACHE_FILE)
+    trace_methods({"teacache_probe": (probe, [sample, emb])}, path)
+    m["graphs"]["teacache_probe"] = dict(file=TEACACHE_FILE, method="teacache_probe", sha256=sha256(path),
+                                         flops=count_flops(probe, [sample, emb]))
+    m["teacache"] = spec
     write_manifest(model_dir, m)
     return m

@@ -428,3 +428,33 @@ class TextEncode(nn.Module):
 
     def forward(self, input_ids):
         return self.text_model(input_ids, return_dict=False)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# TeaCache's indicator on a UNet (ali-vilab/TeaCache measures the first transformer block's
+# timestep-modulated input, norm1(x) * (1 + scale(t)) + shift(t)). A UNet's first block is
+# down_blocks[0].resnets[0], where the time embedding enters: with diffusers' default
+# `time_embedding_norm` it is added after conv1 (the probe is conv1(silu(norm1(h))) + proj(emb),
+# the tensor norm2 receives); with `scale_shift` it is norm2(h) * (1 + scale) + shift, as TeaCache's.
+#   teacache_probe  sample [B,C,H,W], emb [B,E] -> modulated input [B,C0,H,W]
+# ---------------------------------------------------------------------------------------------
+class TeaCacheProbe(nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.conv_in = unet.conv_in
+        r = unet.down_blocks[0].resnets[0]
+        if r.upsample is not None or r.downsample is not None or r.time_emb_proj is None:
+            raise ValueError("TeaCache probe: the first resnet resamples or takes no time embedding")
+        if r.time_embedding_norm not in ("default", "scale_shift"):
+            raise ValueError(f"TeaCache probe: time_embedding_norm `{r.time_embedding_norm}` is not modulated by t")
+        self.resnet = r
+
+    def forward(self, sample, emb):
+        r = self.resnet
+        h = r.conv1(r.nonlinearity(r.norm1(self.conv_in(sample))))
+        temb = emb if r.skip_time_act else r.nonlinearity(emb)
+        temb = r.time_emb_proj(temb)[:, :, None, None]
+        if r.time_embedding_norm == "scale_shift":
+            scale, shift = torch.chunk(temb, 2, dim=1)
+            return r.norm2(h) * (1 + scale) + shift
+        return h + temb

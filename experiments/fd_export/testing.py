@@ -168,3 +168,71 @@ def adaptive_reference(predict, sched, x, threshold: float, max_skip: int, guida
                 mask.append(not bool(abs((cur + prev_prev_d) / 2 - prev_d) <= prev_d * threshold))
         prev.append(x)
     return x, ran
+
+
+def step_cache_reference(unet, sched, x, c2, guidance: float, rule: str, threshold: float,
+                         coefficients=None, residual: bool = False):
+    """TeaCache / First-Block Cache on a UNet, transcribed for one sample and its two CFG rows
+    (`c2` = [uncond; cond] states), on the eager diffusers UNet with the indicators read by forward
+    hooks (an independent check of fd's probe graphs).
+
+    rule "teacache" (ali-vilab/TeaCache, e.g. TeaCache4FLUX's forward): the indicator is the first
+    block's timestep-modulated input (a UNet: the tensor down_blocks[0].resnets[0].norm2 receives);
+    the first and last steps compute; otherwise the relative L1 change of the indicator against the
+    previous step, mean|a - b| / mean|b|, is rescaled by the polynomial (np.poly1d(coefficients))
+    and accumulated; while the sum stays below `threshold` the step reuses the cache, else it
+    computes and the sum restarts at 0. The indicator of every step becomes the previous one.
+    rule "fbcache" (diffusers' FirstBlockCache hook / ParaAttention): the indicator is the first
+    block's output (a UNet: conv_in, LDM's input_blocks[0]); the first step computes; a step
+    computes when the relative L1 change against the indicator of the last computed step exceeds
+    `threshold`, which then becomes the stored one.
+    What a skipped step reuses: the last computed UNet output (residual False), or, as the UNet
+    ports of both methods (sd-forge First Block Cache / TeaCache) do, the input plus the cached
+    residual (output - input) of the last computed step (residual True).
+    Returns (final latents, list of per-step "computed" flags)."""
+    import numpy as np
+
+    grabbed = {}
+    if rule == "teacache":
+        hook = unet.down_blocks[0].resnets[0].norm2.register_forward_pre_hook(
+            lambda mod, args: grabbed.__setitem__("ind", args[0].detach().clone()))
+    elif rule == "fbcache":
+        hook = unet.conv_in.register_forward_hook(lambda mod, args, out: grabbed.__setitem__("ind", out.detach().clone()))
+    else:
+        raise ValueError(rule)
+    rescale = np.poly1d(coefficients) if coefficients is not None else (lambda v: v)
+    rel = lambda a, b: float((a - b).abs().mean() / b.abs().mean())  # noqa: E731
+    n = len(sched.timesteps)
+    prev = stored = cache = None
+    acc, flags = 0.0, []
+    try:
+        for i, t in enumerate(sched.timesteps):
+            x2 = torch.cat([x, x])
+            # the indicator alone (what fd's probe graph computes) before deciding: the hooked
+            # module runs inside a full forward, whose output is kept only when the step computes
+            out = unet(x2, t, encoder_hidden_states=c2).sample
+            ind = grabbed["ind"]
+            if rule == "teacache":
+                if i == 0 or i == n - 1:
+                    compute, acc = True, 0.0
+                else:
+                    acc += float(rescale(rel(ind, prev)))
+                    compute = acc >= threshold
+                    if compute:
+                        acc = 0.0
+                prev = ind
+            else:
+                compute = stored is None or rel(ind, stored) > threshold
+                if compute:
+                    stored = ind
+            if compute:
+                cache = out - x2 if residual else out
+                pred = out
+            else:
+                pred = x2 + cache if residual else cache
+            flags.append(compute)
+            u, c = pred.chunk(2)
+            x = sched.step(u + guidance * (c - u), t, x).prev_sample
+    finally:
+        hook.remove()
+    return x, flags

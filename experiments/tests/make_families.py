@@ -66,7 +66,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from make_sd_tiny import build_clip_tokenizer  # noqa: E402
 
-from fd_export.testing import OfficialDeepCache, adaptive_reference  # noqa: E402
+from fd_export.testing import OfficialDeepCache, adaptive_reference, step_cache_reference  # noqa: E402
 
 PROMPTS = ["a photograph of an astronaut riding a horse", "A Cat, sitting on the MAT!!"]
 SEEDS = [5, 6]
@@ -266,6 +266,9 @@ TOME = dict(ratio=0.5, max_downsample=1, sx=2, sy=2, merge_attn=True, merge_cros
 TOME_FMNIST = dict(TOME, max_downsample=4)
 FMNIST_CLASSES = [7, 8]
 ADAPTIVE_THRESHOLDS = (0.01, 0.05)  # the official default, and one that skips more
+# TeaCache / FBCache plans checked on the default model (10 steps): each skips a different set of
+# steps for the two seeds or in both reuse forms
+STEP_CACHE_PLANS = ("teacache:0.3", "teacache:0.2:residual", "fbcache:0.1", "fbcache:0.2:residual")
 
 
 def build_tome(ckpt: str) -> None:
@@ -501,10 +504,25 @@ def build_fmnist_tome(out: str) -> None:
             ran.append(flags)
         tensors[f"default.adaptive_{thr}"] = torch.cat(outs).contiguous()
         adaptive[str(thr)] = ran
+    # TeaCache (the committed polynomial) and FBCache on the default model, one sample at a time
+    step_cache = {}
+    for plan in STEP_CACHE_PLANS:
+        rule, thr, *rest = plan.split(":")
+        outs, ran = [], []
+        for r in range(len(SEEDS)):
+            sched.set_timesteps(STEPS)
+            coef = manifest["teacache"]["coefficients"] if rule == "teacache" else None
+            with torch.no_grad():
+                x, flags = step_cache_reference(plain, sched, noise[r:r + 1].clone(), cond2[[r, len(SEEDS) + r]], 3.0,
+                                                rule, float(thr), coef, residual=rest == ["residual"])
+            outs.append(x)
+            ran.append(flags)
+        tensors[f"default.{plan}"] = torch.cat(outs).contiguous()
+        step_cache[plan] = ran
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "reference.safetensors"))
     with open(os.path.join(out, "cases.json"), "w") as f:
         json.dump(dict(classes=FMNIST_CLASSES, seeds=SEEDS, guidance=3.0, steps=STEPS, cases=cases, scheduler="ddim",
-                       timesteps=timesteps, tome=m["tome"], adaptive=adaptive), f, indent=1)
+                       timesteps=timesteps, tome=m["tome"], adaptive=adaptive, step_cache=step_cache), f, indent=1)
 
 
 def load_if_pipeline(ckpt: str):

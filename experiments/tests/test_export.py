@@ -454,3 +454,57 @@ def test_deepcache_ids_outside_the_unet_are_refused(tmp_path):
         export_model(str(tmp_path / "m"), "t", unet, {}, None, dict(kind="embedding", seq_len=5, dim=8),
                      deepcache_ids=(0, 9))
     assert not (tmp_path / "m").exists(), "nothing written"
+
+
+@pytest.mark.parametrize("norm", ["default", "scale_shift"])
+def test_teacache_probe_is_the_first_resnets_modulated_input(norm):
+    """The probe equals the tensor diffusers' first resnet modulates by t (norm2's input with the
+    default time_embedding_norm; its scale-shifted output otherwise), read by forward hooks."""
+    from fd_export.graphs import TeaCacheProbe
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=2, out_channels=2, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, attention_head_dim=2, norm_num_groups=4, resnet_time_scale_shift=norm,
+    ).eval()
+    r = unet.down_blocks[0].resnets[0]
+    got = {}
+    if norm == "default":
+        hook = r.norm2.register_forward_pre_hook(lambda m, a: got.__setitem__("x", a[0]))
+    else:  # the scale-shifted tensor goes through the nonlinearity into dropout
+        hook = r.dropout.register_forward_pre_hook(lambda m, a: got.__setitem__("x", a[0]))
+    x, t, c = torch.randn(3, 2, 8, 8), torch.tensor([999.0, 500.0, 3.0]), torch.randn(3, 5, 8)
+    with torch.no_grad():
+        unet(x, t, encoder_hidden_states=c)
+        probe = TeaCacheProbe(unet)(x, TimeEmbed(unet)(t))
+    hook.remove()
+    want = got["x"]
+    if norm == "default":
+        assert (probe - want).abs().max().item() <= 1e-6
+    else:
+        assert (r.nonlinearity(probe) - want).abs().max().item() <= 1e-6
+
+
+def test_add_teacache_writes_probe_and_given_polynomial(tmp_path):
+    """add_teacache_graph on an export that keeps its weights: the traced probe equals the eager
+    one, the polynomial is stored as given, other graph files are untouched; a text export
+    without coefficients is refused naming the flag."""
+    from fd_export.export import add_teacache_graph
+    from fd_export.graphs import TeaCacheProbe
+
+    unet = tiny_unet(16)
+    spec = dict(kind="embedding", seq_len=5, dim=8)
+    m = export_model(str(tmp_path), "t", unet, dict(num_train_timesteps=1000), None, spec, save_weights=True)
+    before = {k: g["sha256"] for k, g in m["graphs"].items()}
+    with pytest.raises(ValueError, match="--coefficients"):
+        add_teacache_graph(str(tmp_path))
+    m = add_teacache_graph(str(tmp_path), [0.0, 1.0, 0.0])
+    assert m["teacache"] == dict(coefficients=[0.0, 1.0, 0.0], fit=None)
+    assert {k: g["sha256"] for k, g in m["graphs"].items() if k != "teacache_probe"} == before
+    assert m["graphs"]["teacache_probe"]["file"] == "teacache.pt" and m["graphs"]["teacache_probe"]["flops"] > 0
+    traced = torch.jit.load(str(tmp_path / "teacache.pt")).teacache_probe
+    x, t = torch.randn(2, 2, 16, 16), torch.tensor([700.0, 20.0])
+    with torch.no_grad():
+        emb = TimeEmbed(unet)(t)
+        assert (traced(x, emb) - TeaCacheProbe(unet)(x, emb)).abs().max().item() <= 1e-5

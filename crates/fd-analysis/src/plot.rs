@@ -198,6 +198,8 @@ fn family_color(f: &str) -> RGBColor {
         "auto" => RGBColor(20, 150, 80),
         "deepcache" => RGBColor(200, 50, 40),
         "adaptive" => RGBColor(220, 140, 20),
+        "teacache" => RGBColor(0, 160, 170),
+        "fbcache" => RGBColor(190, 60, 150),
         _ => RGBColor(120, 60, 160),
     }
 }

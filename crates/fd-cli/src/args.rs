@@ -134,7 +134,10 @@ pub struct PlanFlags {
     /// deepcache:N[:ID] (full step every N steps; ID = DeepCache's own cache_branch_id, block
     /// ID/3, layer ID%3, default 0), deepcache-block:N:B (fd's earlier block-level branch),
     /// adaptive:T[:M] (AdaptiveDiffusion: skip a step's UNet when the latent differences are
-    /// locally linear within T, at most M skips in a row; official 0.01:4), or decoder-prop:KEYS.
+    /// locally linear within T, at most M skips in a row; official 0.01:4), teacache:T[:residual]
+    /// (TeaCache: skip while the accumulated, rescaled change of the first resnet's
+    /// timestep-modulated input stays below T), fbcache:T[:residual] (First-Block Cache: skip while
+    /// conv_in's output changed by at most T since the last computed step), or decoder-prop:KEYS.
     #[arg(long, default_value = "none")]
     pub keys: String,
     /// How a group's decoders run: auto (the fastest on this device: uncapped parallel on CUDA;

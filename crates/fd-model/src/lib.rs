@@ -23,7 +23,7 @@ pub use cond::{Cond, Condition, ControlImage};
 pub use device::parse_device;
 pub use error::{Error, Result};
 pub use manifest::{
-    CondKind, CondSpec, ControlSpec, GraphEntry, Manifest, ModelKind, PrepareSpec, SplitSpec, UncondRule,
+    CondKind, CondSpec, ControlSpec, GraphEntry, Manifest, ModelKind, PrepareSpec, SplitSpec, TeaCacheSpec, UncondRule,
     SCHEMA_VERSION,
 };
 pub use model::{summarize_torch_error, EncoderFeatures, LoadOptions, UNetModel};

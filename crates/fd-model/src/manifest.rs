@@ -80,6 +80,10 @@ pub struct Manifest {
     /// fd's earlier block-level branch b (graphs `deepcache{b}_...`).
     #[serde(default)]
     pub deepcache: BTreeMap<String, DeepCacheSpec>,
+    /// TeaCache's rescaling polynomial for this model; its indicator is the `teacache_probe`
+    /// graph (experiments/add_teacache.py writes both). None: `teacache:T` plans are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacache: Option<TeaCacheSpec>,
     #[serde(default)]
     pub vae: Option<VaeSpec>,
     pub params: BTreeMap<String, u64>,
@@ -273,6 +277,25 @@ pub struct DeepCacheSpec {
     pub cache_branch_id: Option<usize>,
 }
 
+/// TeaCache's rescaling of its indicator on this model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeaCacheSpec {
+    /// Polynomial coefficients, highest power first (numpy.poly1d's order, as TeaCache's
+    /// `rescale_func`): the indicator's relative L1 change -> the model output's, fitted per model.
+    pub coefficients: Vec<f64>,
+    /// How the coefficients were fitted (sampler, steps, guidance, samples, seed, R^2), or None
+    /// when given by hand.
+    #[serde(default)]
+    pub fit: Option<serde_json::Value>,
+}
+
+impl TeaCacheSpec {
+    /// The polynomial at `x` (Horner, f64).
+    pub fn rescale(&self, x: f64) -> f64 {
+        self.coefficients.iter().fold(0.0, |acc, c| acc * x + c)
+    }
+}
+
 /// Name of a DeepCache graph: `deepcache{b}_{part}` for a block-level key, `deepcache_{key}_{part}`
 /// otherwise.
 pub fn deepcache_graph(key: &str, part: &str) -> String {
@@ -371,8 +394,12 @@ impl Manifest {
                 if !self.skip_shapes.is_empty() {
                     return Err("kind dit has one encoder feature (mid_shape); skip_shapes must be empty".into());
                 }
-                if !self.deepcache.is_empty() || self.control.is_some() || self.prepare.is_some() {
-                    return Err("kind dit takes no deepcache, control or prepare entries (UNet-only)".into());
+                if !self.deepcache.is_empty()
+                    || self.control.is_some()
+                    || self.prepare.is_some()
+                    || self.teacache.is_some()
+                {
+                    return Err("kind dit takes no deepcache, teacache, control or prepare entries (UNet-only)".into());
                 }
                 if self.cond.kind != CondKind::Class || self.cond.seq_len != 1 || self.cond.dim != 1 {
                     return Err("kind dit needs cond.kind=class with seq_len 1 and dim 1 (the class id)".into());
@@ -457,6 +484,14 @@ impl Manifest {
             }
             if self.cond.kind != CondKind::Text {
                 return Err("control needs cond.kind=text".into());
+            }
+        }
+        if self.teacache.is_some() != self.graphs.contains_key("teacache_probe") {
+            return Err("`teacache` and the `teacache_probe` graph must be given together".into());
+        }
+        if let Some(t) = &self.teacache {
+            if t.coefficients.is_empty() || t.coefficients.iter().any(|c| !c.is_finite()) {
+                return Err(format!("teacache.coefficients {:?}: expected finite numbers", t.coefficients));
             }
         }
         for (b, spec) in &self.deepcache {

@@ -258,6 +258,8 @@ pub struct UNetModel {
     vae_decoder: Option<Graph>,
     /// DeepCache graphs by manifest key (`id{N}`, or a block-level number).
     deepcache: BTreeMap<String, DeepCacheGraphs>,
+    /// TeaCache's indicator (the first resnet's timestep-modulated input).
+    teacache_probe: Option<Graph>,
     tokenizer: Option<PromptTokenizer>,
     tokenizer_2: Option<PromptTokenizer>,
 }
@@ -349,6 +351,7 @@ impl UNetModel {
         }
         Ok(Self {
             deepcache,
+            teacache_probe: optional("teacache_probe")?,
             time_embed: load("time_embed")?,
             encoder: load("encoder")?,
             decoder: load("decoder")?,
@@ -780,6 +783,39 @@ impl UNetModel {
         let mut inputs = vec![self.input(cached), self.input(emb), self.input(cond)];
         inputs.extend(skips.iter().take(g.shallow_skips).map(|s| self.input(s)));
         Ok(tch::no_grad(|| g.shallow_decoder.forward_ts(&inputs))?.to_kind(Kind::Float))
+    }
+
+    /// TeaCache's indicator: the first resnet's timestep-modulated input for `sample` and its
+    /// time embedding `emb` (graph `teacache_probe`; experiments/add_teacache.py adds it).
+    pub fn teacache_probe(&self, sample: &Tensor, emb: &Tensor) -> Result<Tensor> {
+        let g = self.teacache_probe.as_ref().ok_or_else(|| Error::NoSuchGraph {
+            model: self.manifest.name.clone(),
+            graph: "teacache_probe".into(),
+            why: "add TeaCache's probe and fitted polynomial with `python experiments/add_teacache.py --model DIR`",
+        })?;
+        let m = &self.manifest;
+        let [h, w] = m.sample_size;
+        self.check("sample", sample, &[None, Some(m.in_channels), Some(h), Some(w)])?;
+        Ok(tch::no_grad(|| g.forward_ts(&[self.input(sample), self.input(emb)]))?.to_kind(Kind::Float))
+    }
+
+    /// The DeepCache key whose shallow encoder is cheapest (fewest skips): its first output is
+    /// conv_in's, the UNet's first block (First-Block Cache's indicator). An error names the
+    /// script that adds one.
+    pub fn first_block_key(&self) -> Result<String> {
+        self.deepcache.iter().min_by_key(|(_, g)| g.shallow_skips).map(|(k, _)| k.clone()).ok_or_else(|| {
+            Error::NoSuchGraph {
+                model: self.manifest.name.clone(),
+                graph: "deepcache_id0_shallow_encoder".into(),
+                why: "First-Block Cache reads conv_in's output from a DeepCache shallow encoder; add one with `python experiments/add_deepcache.py --model DIR --ids 0`",
+            }
+        })
+    }
+
+    /// The UNet's first block output (conv_in) through the shallow encoder of `key`
+    /// ([`Self::first_block_key`]).
+    pub fn first_block(&self, key: &str, sample: &Tensor, emb: &Tensor, cond: &Tensor) -> Result<Tensor> {
+        Ok(self.deepcache_shallow_encode(key, sample, emb, cond)?.swap_remove(0).to_kind(Kind::Float))
     }
 
     fn cond_encoder(&self) -> Result<&Graph> {

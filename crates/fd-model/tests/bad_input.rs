@@ -175,3 +175,24 @@ fn model_kind_and_split_are_checked() {
         assert!(e.contains("manifest.json") && e.contains(want), "{want}: {e}");
     }
 }
+
+#[test]
+fn teacache_entry_is_checked() {
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit); 3] = [
+        ("`teacache` and the `teacache_probe` graph must be given together", |v| {
+            v["teacache"] = serde_json::json!({"coefficients": [1.0, 0.0]})
+        }),
+        ("expected finite numbers", |v| {
+            v["teacache"] = serde_json::json!({"coefficients": []});
+            v["graphs"]["teacache_probe"] = v["graphs"]["encoder"].clone();
+        }),
+        ("missing field `coefficients`", |v| v["teacache"] = serde_json::json!({"fit": null})),
+    ];
+    for (want, edit) in cases {
+        let d = copy_tiny();
+        edit_manifest(d.path(), edit);
+        let e = load_err(d.path(), false);
+        assert!(e.contains("manifest.json") && e.contains(want), "{want}: {e}");
+    }
+}

@@ -113,7 +113,7 @@ pub struct RowSpec {
     /// Label of the row this one is compared with (the % change columns).
     #[serde(default)]
     pub baseline: Option<String>,
-    /// Family for the Pareto plot colours (baseline, ours, auto, deepcache, adaptive). Default from
+    /// Family for the Pareto plot colours (baseline, ours, auto, deepcache, adaptive, teacache, fbcache). Default from
     /// keys.
     #[serde(default)]
     pub family: Option<String>,
@@ -140,6 +140,10 @@ impl RowSpec {
                 "deepcache".into()
             } else if self.plan.keys.starts_with("adaptive:") {
                 "adaptive".into()
+            } else if self.plan.keys.starts_with("teacache:") {
+                "teacache".into()
+            } else if self.plan.keys.starts_with("fbcache:") {
+                "fbcache".into()
             } else {
                 "ours".into()
             }

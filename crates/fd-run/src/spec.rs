@@ -164,9 +164,7 @@ impl SamplingOptions {
         let keys = &self.plan.keys;
         let plan = resolve_plan(model, &sampler, self.plan.steps, keys, self.guidance, self.calibration_n, conds)
             .ctx(format!("--keys {keys}"))?;
-        if plan.is_deepcache() {
-            fd_sched::executor::deepcache_key(model, plan.method).ctx(format!("--keys {keys}"))?;
-        }
+        fd_sched::executor::check_plan(model, &plan).ctx(format!("--keys {keys}"))?;
         let rows_per_step = batch.max(1) * if self.guidance > 1.0 { 2 } else { 1 };
         let decode = decode_choice(model, &plan, self.plan.decode, self.plan.max_decoder_batch, rows_per_step)?;
         Ok(SamplingSpec::new(sampler, plan, exec)?.with_decode(decode))

@@ -8,7 +8,7 @@ use fd_model::{Cond, EncoderFeatures, UNetModel};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::plan::{Method, Plan};
+use crate::plan::{CacheRule, Method, Plan};
 use crate::schedulers::Scheduler;
 use crate::{Error, Result};
 
@@ -309,6 +309,17 @@ pub fn sample(
         tm.total_s = t_start.elapsed().as_secs_f64();
         return Ok(SampleOutput { latents, timings: tm, counts });
     }
+    if let Method::StepCache { rule, threshold, residual } = plan.method {
+        if observe.is_some() || controlled {
+            return Err(Error::Sampling(format!(
+                "{} plans support neither feature observation nor ControlNet models",
+                rule.as_str()
+            )));
+        }
+        latents = ctx.step_cache(scheduler, opts, &z_t, &mut step_noise, plan, latents, rule, threshold, residual)?;
+        tm.total_s = t_start.elapsed().as_secs_f64();
+        return Ok(SampleOutput { latents, timings: tm, counts });
+    }
     // (timestep, features) of the last key steps, for forecast plans
     let mut history: Vec<(f64, EncoderFeatures)> = Vec::new();
     for group in &plan.groups {
@@ -375,8 +386,8 @@ pub fn sample(
             Method::DeepCache { .. } | Method::DeepCacheId { .. } | Method::DecoderPropagation if observe.is_some() => {
                 return Err(Error::Sampling("feature observation supports encoder-propagation plans only".into()));
             }
-            Method::Adaptive { .. } => {
-                return Err(Error::Sampling("adaptive plans run their own loop (internal error)".into()))
+            Method::Adaptive { .. } | Method::StepCache { .. } => {
+                return Err(Error::Sampling("adaptive and step-cache plans run their own loop (internal error)".into()))
             }
             Method::DecoderPropagation => {
                 // the key step's decoder output, reused by every step of the group
@@ -429,6 +440,62 @@ pub fn sample(
     }
     tm.total_s = t_start.elapsed().as_secs_f64();
     Ok(SampleOutput { latents, timings: tm, counts })
+}
+
+/// Whether `model` can run `plan` (DeepCache graphs, TeaCache probe, ...): checked before any
+/// run writes a file.
+pub fn check_plan(model: &UNetModel, plan: &Plan) -> Result<()> {
+    match plan.method {
+        Method::DeepCache { .. } | Method::DeepCacheId { .. } => {
+            deepcache_key(model, plan.method)?;
+        }
+        Method::StepCache { rule, residual, .. } => {
+            step_cache_indicator(model, rule, residual)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What a step-cache plan measures every step.
+enum Indicator {
+    /// TeaCache: the `teacache_probe` graph, rescaled by the model's polynomial.
+    Probe(fd_model::TeaCacheSpec),
+    /// FBCache: conv_in's output through this DeepCache key's shallow encoder.
+    FirstBlock(String),
+}
+
+/// The indicator a TeaCache / FBCache plan reads on `model`, or an error saying what the model
+/// lacks (a 2-D UNet, the probe graph and polynomial, a DeepCache shallow encoder, equal in and
+/// out channels for the residual form).
+fn step_cache_indicator(model: &UNetModel, rule: CacheRule, residual: bool) -> Result<Indicator> {
+    let m = &model.manifest;
+    if m.kind != fd_model::ModelKind::Unet2d {
+        return Err(Error::Sampling(format!(
+            "{} plans read the first block of a 2-D UNet; model `{}` is a {} model (use an encoder-propagation plan)",
+            rule.as_str(),
+            m.name,
+            m.kind
+        )));
+    }
+    if residual && m.out_channels != m.in_channels {
+        return Err(Error::Sampling(format!(
+            "{}:T:residual reuses output - input, but model `{}` outputs {} channels for {} input channels; drop `:residual`",
+            rule.as_str(),
+            m.name,
+            m.out_channels,
+            m.in_channels
+        )));
+    }
+    Ok(match rule {
+        CacheRule::TeaCache => Indicator::Probe(m.teacache.clone().ok_or_else(|| {
+            Error::Sampling(format!(
+                "model `{}` has no TeaCache probe graph and polynomial: add them with `python experiments/add_teacache.py --model DIR`",
+                m.name
+            ))
+        })?),
+        CacheRule::FbCache => Indicator::FirstBlock(model.first_block_key()?),
+    })
 }
 
 /// The model's DeepCache graphs a DeepCache plan runs (their manifest key), or an error naming
@@ -558,6 +625,122 @@ impl StepCtx<'_> {
             if prev.len() > 2 {
                 drop(prev.remove(0));
             }
+        }
+        Ok(latents)
+    }
+
+    /// TeaCache / First-Block Cache ([`Method::StepCache`]): every step the indicator runs on all
+    /// rows (TeaCache: `teacache_probe`; FBCache: conv_in through the cheapest DeepCache shallow
+    /// encoder); per sample, over its CFG rows, its relative L1 change mean|a - b| / mean|b|
+    /// decides whether the sample's rows run the UNet (only those are batched and counted) or
+    /// reuse the cache (the last computed output; with `residual` the input plus the last
+    /// computed output - input).
+    #[allow(clippy::too_many_arguments)]
+    fn step_cache(
+        &mut self,
+        scheduler: &mut dyn Scheduler,
+        opts: &ExecOptions,
+        z_t: &Tensor,
+        step_noise: &mut Option<&mut dyn FnMut(usize) -> Tensor>,
+        plan: &Plan,
+        mut latents: Tensor,
+        rule: CacheRule,
+        threshold: f64,
+        residual: bool,
+    ) -> Result<Tensor> {
+        let (b, bb, branches) = (self.b as usize, self.b, self.branches);
+        let model = self.model;
+        let n = self.timesteps.len();
+        let rows_all = (branches * bb) as usize;
+        let (tea, fb_key) = match step_cache_indicator(model, rule, residual)? {
+            Indicator::Probe(spec) => (Some(spec), None),
+            Indicator::FirstBlock(key) => (None, Some(key)),
+        };
+        // per sample: mean over its rows of row means, |a - b| over |b| (float32, as torch's means)
+        let rel = |a: &Tensor, r: &Tensor| -> Result<Vec<f64>> {
+            let per = |t: Tensor| {
+                t.abs().flatten(1, -1).mean_dim(1, false, Kind::Float).view([branches, bb]).mean_dim(
+                    0,
+                    false,
+                    Kind::Float,
+                )
+            };
+            let d = (per(a - r) / per(r.shallow_clone())).to_device(Device::Cpu);
+            Ok(Vec::<f32>::try_from(&d)?.into_iter().map(f64::from).collect())
+        };
+        let mut acc = vec![0.0f64; b];
+        // TeaCache: the previous step's indicator; FBCache: each sample's at its last computed step
+        let mut reference: Option<Tensor> = None;
+        let mut cache: Option<Tensor> = None;
+        for i in 0..n {
+            let x_in = self.model_input(scheduler, &latents, i);
+            let emb = self.time_embed(i)?;
+            let ind = match &fb_key {
+                None => {
+                    let ind = self.clock.time(&mut self.tm.encoder_s, || model.teacache_probe(&x_in, &emb))?;
+                    self.counts.add("teacache_probe", rows_all);
+                    ind
+                }
+                Some(key) => {
+                    let states = &self.cond2.states;
+                    let ind =
+                        self.clock.time(&mut self.tm.encoder_s, || model.first_block(key, &x_in, &emb, states))?;
+                    self.counts.add(&fd_model::manifest::deepcache_graph(key, "shallow_encoder"), rows_all);
+                    ind
+                }
+            };
+            let compute: Vec<bool> = match (&reference, &tea) {
+                (None, _) => vec![true; b],
+                (Some(_), Some(_)) if i == n - 1 => {
+                    acc.iter_mut().for_each(|a| *a = 0.0);
+                    vec![true; b]
+                }
+                (Some(r), Some(spec)) => rel(&ind, r)?
+                    .into_iter()
+                    .zip(acc.iter_mut())
+                    .map(|(d, a)| {
+                        *a += spec.rescale(d);
+                        let run = *a >= threshold;
+                        if run {
+                            *a = 0.0;
+                        }
+                        run
+                    })
+                    .collect(),
+                (Some(r), None) => rel(&ind, r)?.into_iter().map(|d| d > threshold).collect(),
+            };
+            let run: Vec<i64> = (0..b).filter(|&r| compute[r]).map(|r| r as i64).collect();
+            let rows: Vec<i64> = (0..branches).flat_map(|br| run.iter().map(move |&r| br * bb + r)).collect();
+            let idx = Tensor::from_slice(&rows).to_device(model.device);
+            reference = Some(match (reference, &tea) {
+                (Some(r), None) if rows.len() < rows_all => r.index_copy(0, &idx, &ind.index_select(0, &idx)),
+                _ => ind,
+            });
+            // the reused prediction of every row, then the computed rows' own
+            let mut pred = match &cache {
+                Some(c) if residual => &x_in + c,
+                Some(c) => c.shallow_clone(),
+                None => x_in.zeros_like(),
+            };
+            if !rows.is_empty() {
+                let all = rows.len() == rows_all;
+                let (x_sel, e_sel, c_sel) = if all {
+                    (x_in.shallow_clone(), emb.shallow_clone(), self.cond2.clone())
+                } else {
+                    (x_in.index_select(0, &idx), emb.index_select(0, &idx), self.cond2.index_select(&idx))
+                };
+                let feats = self.clock.time(&mut self.tm.encoder_s, || model.encode(&x_sel, &e_sel, &c_sel.states))?;
+                self.counts.add("encoder", rows.len());
+                let out = self.clock.time(&mut self.tm.decoder_s, || model.decode(&feats, &e_sel, &c_sel.states))?;
+                self.counts.add("decoder", rows.len());
+                let new = if residual { &out - &x_sel } else { out.shallow_clone() };
+                cache = Some(match cache {
+                    Some(c) if !all => c.index_copy(0, &idx, &new),
+                    _ => new,
+                });
+                pred = if all { out } else { pred.index_copy(0, &idx, &out) };
+            }
+            latents = self.scheduler_step(scheduler, opts, z_t, step_noise, plan, pred, i, latents)?;
         }
         Ok(latents)
     }

@@ -26,7 +26,7 @@ pub use executor::{
     sample, CallCounts, ExecOptions, Hooks, InjectWhen, Injection, SampleInput, SampleOutput, StepFeatures, Timings,
 };
 pub use pipeline::{initial_noise, step_noise, BatchOutput, SamplingSpec};
-pub use plan::{KeySteps, Method, Plan, PlanFile};
+pub use plan::{CacheRule, KeySteps, Method, Plan, PlanFile};
 pub use sampler::SamplerSpec;
 pub use schedulers::{Ddim, Ddpm, DpmSolverMultistep, EulerDiscrete, Scheduler};
 pub use tch;

@@ -186,6 +186,37 @@ pub enum Method {
     /// |(d_i + d_{i-2}) / 2 - d_{i-1}| <= T x d_{i-1}, unless the last M decisions were all skips.
     /// Decided per sample (the official pipeline decides on the batch mean; equal at batch 1).
     Adaptive { threshold: f64, max_skip: usize },
+    /// Step caching decided by a cheap indicator computed every step (`teacache:T[:residual]`,
+    /// `fbcache:T[:residual]`; [`CacheRule`] says which indicator and rule). A step that does not
+    /// compute the UNet reuses the last computed output, or with `residual` (the UNet ports of
+    /// both methods) the step's input plus the last computed output-minus-input. Decided per
+    /// sample over its CFG rows.
+    StepCache { rule: CacheRule, threshold: f64, residual: bool },
+}
+
+/// The indicator and decision rule of a [`Method::StepCache`] plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheRule {
+    /// TeaCache (Liu et al. 2024, ali-vilab/TeaCache): the first block's timestep-modulated input
+    /// (graph `teacache_probe`); its relative L1 change against the previous step, rescaled by
+    /// the model's fitted polynomial (manifest `teacache`), is accumulated; the step reuses the
+    /// cache while the sum stays below T, else computes and the sum restarts. The first and last
+    /// steps always compute.
+    TeaCache,
+    /// First-Block Cache (ParaAttention; diffusers' `FirstBlockCacheConfig`): the first block's
+    /// output (conv_in) is compared with its value at the last computed step; the step computes
+    /// when the relative L1 change exceeds T. The first step computes.
+    FbCache,
+}
+
+impl CacheRule {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CacheRule::TeaCache => "teacache",
+            CacheRule::FbCache => "fbcache",
+        }
+    }
 }
 
 /// A resolved plan: the groups (a key step plus the non-key steps that reuse its features).
@@ -219,8 +250,9 @@ impl Plan {
 
     /// Parse a `--keys` value: anything [`KeySteps::parse`] takes (encoder propagation),
     /// `deepcache:N[:ID]` (DeepCache, full step every N steps, DeepCache's own cache_branch_id,
-    /// default 0 as its helper), `deepcache-block:N:B` (fd's earlier block-level branch), or
-    /// `decoder-prop:KEYS` (decoder-only propagation, the paper's failed ablation).
+    /// default 0 as its helper), `deepcache-block:N:B` (fd's earlier block-level branch),
+    /// `decoder-prop:KEYS` (decoder-only propagation, the paper's failed ablation),
+    /// `adaptive:T[:M]` (AdaptiveDiffusion), `teacache:T[:residual]` or `fbcache:T[:residual]`.
     pub fn parse(spec: &str, num_steps: usize) -> Result<Self> {
         if let Some((base, order)) = spec.trim().rsplit_once("+forecast:") {
             let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
@@ -256,6 +288,26 @@ impl Plan {
                 return Err(err("threshold must be finite and > 0, M >= 1"));
             }
             return Self::with_method(Method::Adaptive { threshold, max_skip }, KeySteps::None, num_steps);
+        }
+        for rule in [CacheRule::TeaCache, CacheRule::FbCache] {
+            let Some(rest) = spec.trim().strip_prefix(rule.as_str()).and_then(|r| r.strip_prefix(':')) else {
+                continue;
+            };
+            let name = rule.as_str();
+            let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
+            let (t, residual) = match rest.split_once(':') {
+                None => (rest, false),
+                Some((t, "residual")) => (t, true),
+                Some((_, other)) => {
+                    return Err(err(format!("`{other}`: expected {name}:T or {name}:T:residual")));
+                }
+            };
+            let threshold: f64 =
+                t.parse().map_err(|_| err(format!("expected {name}:T[:residual] with T = threshold > 0")))?;
+            if !(threshold.is_finite() && threshold > 0.0) {
+                return Err(err("threshold must be finite and > 0".into()));
+            }
+            return Self::with_method(Method::StepCache { rule, threshold, residual }, KeySteps::None, num_steps);
         }
         if let Some(keys) = spec.trim().strip_prefix("decoder-prop:") {
             return Self::with_method(Method::DecoderPropagation, KeySteps::parse(keys)?, num_steps);
@@ -300,6 +352,9 @@ impl Plan {
             (Method::EncoderPropagation, k) => k.to_string(),
             (Method::DecoderPropagation, k) => format!("decoder-prop:{k}"),
             (Method::Adaptive { threshold, max_skip }, _) => format!("adaptive:{threshold}:{max_skip}"),
+            (Method::StepCache { rule, threshold, residual }, _) => {
+                format!("{}:{threshold}{}", rule.as_str(), if residual { ":residual" } else { "" })
+            }
         };
         if self.forecast > 0 {
             format!("{base}+forecast:{}", self.forecast)
@@ -309,7 +364,13 @@ impl Plan {
     }
 
     pub fn is_baseline(&self) -> bool {
-        self.key_steps.len() == self.num_steps && !matches!(self.method, Method::Adaptive { .. })
+        self.key_steps.len() == self.num_steps && !self.is_dynamic()
+    }
+
+    /// Whether which steps run the UNet is decided while sampling (AdaptiveDiffusion, TeaCache,
+    /// FBCache): `key_steps` then lists every step and says nothing about the cost.
+    pub fn is_dynamic(&self) -> bool {
+        matches!(self.method, Method::Adaptive { .. } | Method::StepCache { .. })
     }
 
     /// Encoder calls per sample (per CFG branch).

@@ -406,6 +406,36 @@ fn default_model_adaptive_matches_the_official_rule() {
     }
 }
 
+/// TeaCache (`teacache:T`, the default model's fitted polynomial on its `teacache_probe` graph) and
+/// First-Block Cache (`fbcache:T`, conv_in through the DeepCache id-0 shallow encoder), each also
+/// in the UNet ports' `:residual` reuse form, against fd_export.testing.step_cache_reference on the
+/// eager UNet with the indicators read by forward hooks, one sample at a time there and a batch of
+/// 2 here: per-sample decisions, only computing samples batched and counted.
+#[test]
+fn default_model_teacache_and_fbcache_match_their_references() {
+    let f = family("fmnist-tome");
+    let r = default_run(&f);
+    let mut patterns = std::collections::BTreeSet::new();
+    for (plan, ran) in f.meta["step_cache"].as_object().unwrap() {
+        let flags: Vec<Vec<bool>> = ran
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect())
+            .collect();
+        let runs = flags.iter().flatten().filter(|&&v| v).count();
+        assert!(runs < r.steps * r.seeds.len(), "{plan} skips some steps");
+        patterns.insert(flags);
+        let out = r.sample(plan);
+        assert_eq!(out.counts.rows("decoder"), 2 * runs, "{plan}: UNet rows = CFG x computed steps");
+        let indicator = if plan.starts_with("teacache") { "teacache_probe" } else { "deepcache_id0_shallow_encoder" };
+        assert_eq!(out.counts.rows(indicator), 2 * r.steps * r.seeds.len(), "{plan}: indicator on every row and step");
+        let d = max_abs(&out.latents, &f.r[&format!("default.{plan}")]);
+        assert!(d <= 1e-4, "{plan}: differs from the reference by {d:e}");
+    }
+    assert!(patterns.len() >= 3, "the plans skip different steps: {patterns:?}");
+}
+
 /// The committed default model with the fmnist-tome fixture's seeds, classes and sampler: the
 /// inputs of the default-model peer-method checks above.
 struct DefaultRun {

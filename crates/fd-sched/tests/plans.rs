@@ -101,3 +101,22 @@ fn adaptive_plans_parse_with_the_official_defaults() {
     }
     assert!(Plan::parse("adaptive:0.01+forecast:1", 50).is_err(), "forecast is for encoder propagation");
 }
+
+#[test]
+fn teacache_and_fbcache_plans_parse() {
+    use fd_sched::{CacheRule, Method};
+    let p = Plan::parse("teacache:0.1", 50).unwrap();
+    assert_eq!(p.method, Method::StepCache { rule: CacheRule::TeaCache, threshold: 0.1, residual: false });
+    assert_eq!(p.label(), "teacache:0.1");
+    assert!(p.is_dynamic() && !p.is_baseline());
+    let p = Plan::parse("fbcache:0.05:residual", 50).unwrap();
+    assert_eq!(p.method, Method::StepCache { rule: CacheRule::FbCache, threshold: 0.05, residual: true });
+    assert_eq!(p.label(), "fbcache:0.05:residual");
+    for bad in
+        ["teacache:", "teacache:x", "teacache:0", "fbcache:-0.1", "fbcache:inf", "fbcache:0.1:resid", "teacache:0.1:2"]
+    {
+        let e = Plan::parse(bad, 50).unwrap_err().to_string();
+        assert!(e.contains(bad), "{bad}: {e}");
+    }
+    assert!(Plan::parse("fbcache:0.1+forecast:1", 50).is_err(), "forecast is for encoder propagation");
+}
