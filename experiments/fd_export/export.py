@@ -15,8 +15,8 @@ from torch import nn
 from .flops import DTYPES, count_flops, n_params
 from .forms import unet_form
 from .graphs import (AnalysisDecoder, CondPrepare, ControlNetResiduals, CutDeepDecoder, CutShallowDecoder, Decoder,
-                     Encoder, Full, ShallowEncoder, TeaCacheProbe, TimeEmbed, TimeEmbedExtra, VaeDecode, block_branch_id,
-                     official_cut)
+                     Encoder, Full, ShallowEncoder, TeaCacheProbe, TGateUNet, TimeEmbed, TimeEmbedExtra, VaeDecode, block_branch_id,
+                     official_cut, TGATE_MODES)
 from .schema import SCHEMA_VERSION, deepcache_prefix
 from .video import VIDEO_FORM, VideoDecoder, VideoEncoder, VideoFull, VideoTimeEmbed, check_video, is_video_unet
 
@@ -531,5 +531,45 @@ def add_teacache_graph(model_dir: str, coefficients: Sequence[float] | None = No
     m["graphs"]["teacache_probe"] = dict(file=TEACACHE_FILE, method="teacache_probe", sha256=sha256(path),
                                          flops=count_flops(probe, [sample, emb]))
     m["teacache"] = spec
+    write_manifest(model_dir, m)
+    return m
+
+
+TGATE_FILE = "tgate.pt"
+
+
+def add_tgate_graphs(model_dir: str) -> dict:
+    """Add T-GATE's four graphs (graphs.TGateUNet: capture, sa_reuse, ca_reuse, both_reuse) to an
+    existing 2-D UNet export that keeps its UNet weights, in their own file (tgate.pt), and the
+    attention layers they cache under manifest `tgate` (names and per-sample output shapes)."""
+    from .tome import load_unet
+
+    unet, m = load_unet(model_dir)
+    if m.get("kind", "unet2d") != "unet2d" or m.get("control") or m.get("prepare"):
+        raise ValueError(f"{model_dir}: T-GATE graphs are exported for plain 2-D UNets (no ControlNet, no added "
+                         "conditioning)")
+    dtype = DTYPES[m["dtype"]]
+    unet = unet.to(dtype)
+    parts = {mode: TGateUNet(unet, mode) for mode in TGATE_MODES}
+    cap = parts["tgate_capture"]
+    h, w = m["sample_size"]
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, m["in_channels"], h, w, generator=g).to(dtype)
+    cond = torch.randn(1, m["cond"]["seq_len"], m["cond"]["dim"], generator=g).to(dtype)
+    with torch.no_grad():
+        emb = TimeEmbed(unet)(torch.tensor([500.0]))
+        outs = cap(sample, emb, cond)
+    nc = len(cap.cross)
+    ca, sa = list(outs[1:1 + nc]), list(outs[1 + nc:])
+    inputs = {"tgate_capture": [sample, emb, cond], "tgate_sa_reuse": [sample, emb, cond, *sa],
+              "tgate_ca_reuse": [sample, emb, cond, *ca], "tgate_both_reuse": [sample, emb, cond, *ca, *sa]}
+    traced = {k: (parts[k], inputs[k]) for k in TGATE_MODES}
+    path = os.path.join(model_dir, TGATE_FILE)
+    trace_methods(traced, path)
+    digest = sha256(path)
+    for key, (module, inp) in traced.items():
+        m["graphs"][key] = dict(file=TGATE_FILE, method=key, sha256=digest, flops=count_flops(module, inp))
+    m["tgate"] = dict(cross_layers=cap.cross, self_layers=cap.selfs,
+                      cross_shapes=[list(t.shape[1:]) for t in ca], self_shapes=[list(t.shape[1:]) for t in sa])
     write_manifest(model_dir, m)
     return m

@@ -458,3 +458,83 @@ class TeaCacheProbe(nn.Module):
             scale, shift = torch.chunk(temb, 2, dim=1)
             return r.norm2(h) * (1 + scale) + shift
         return h + temb
+
+
+# ---------------------------------------------------------------------------------------------
+# T-GATE (Liu et al. 2024, HaozheLiu-ST/T-GATE): attention outputs cached and reused. Four graphs
+# of the whole UNet (encoder + decoder on the time embedding, as the split graphs), sharing its
+# weights; every attention layer's output (its `to_out` result, the tensor T-GATE caches) is either
+# computed or read from an input, in a fixed layer order (manifest `tgate.cross_layers` /
+# `self_layers`):
+#   tgate_capture    sample, emb, cond                  -> (out, cross..., self...)
+#   tgate_sa_reuse   sample, emb, cond, self...         -> out               (semantics planning)
+#   tgate_ca_reuse   sample, emb, cond, cross...        -> (out, self...)    (fidelity improving)
+#   tgate_both_reuse sample, emb, cond, cross..., self...-> out
+# ---------------------------------------------------------------------------------------------
+TGATE_MODES = {"tgate_capture": (False, False), "tgate_sa_reuse": (False, True), "tgate_ca_reuse": (True, False),
+               "tgate_both_reuse": (True, True)}
+
+
+# what the wrapped processors read and record while a T-GATE graph runs (set by its forward)
+_TGATE_CTX: dict = dict(reuse=dict(cross=False, self=False), given=dict(cross=[], self=[]), seen=dict(cross={}, self={}))
+
+
+class _TGateProcessor:
+    """Wraps an attention layer's processor: returns the cached output given to the graph when its
+    kind (cross / self) is reused, else computes it and records it."""
+
+    def __init__(self, inner, kind: str, index: int):
+        self.inner, self.kind, self.index = inner, kind, index
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        if _TGATE_CTX["reuse"][self.kind]:
+            return _TGATE_CTX["given"][self.kind][self.index]
+        out = self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                         attention_mask=attention_mask, temb=temb, **kw)
+        _TGATE_CTX["seen"][self.kind][self.index] = out
+        return out
+
+
+def tgate_layers(unet) -> tuple[list[str], list[str]]:
+    """Names of the cross- and self-attention layers T-GATE caches (attn2 / attn1 of every
+    transformer block), in module order; refuses layers whose output is not the cached tensor."""
+    cross, selfs = [], []
+    for name, mod in unet.named_modules():
+        if type(mod).__name__ != "Attention":
+            continue
+        if mod.residual_connection or mod.rescale_output_factor != 1.0:
+            raise ValueError(f"T-GATE: attention `{name}` adds a residual or rescales its output")
+        (cross if mod.is_cross_attention else selfs).append(name)
+    if not cross:
+        raise ValueError("T-GATE needs cross-attention layers; this UNet has none")
+    return cross, selfs
+
+
+class TGateUNet(nn.Module):
+    """The UNet with T-GATE's attention caching (`mode` one of TGATE_MODES). Installs the wrapping
+    processors on the UNet's attention layers (once; the four graphs share them)."""
+
+    def __init__(self, unet, mode: str):
+        super().__init__()
+        self.enc, self.dec = Encoder(unet), Decoder(unet)
+        self.cross, self.selfs = tgate_layers(unet)
+        self.reuse_ca, self.reuse_sa = TGATE_MODES[mode]
+        mods = dict(unet.named_modules())
+        for kind, names in (("cross", self.cross), ("self", self.selfs)):
+            for i, name in enumerate(names):
+                if not isinstance(mods[name].processor, _TGateProcessor):
+                    mods[name].processor = _TGateProcessor(mods[name].processor, kind, i)
+
+    def forward(self, sample, emb, cond, *cached):
+        n_ca = len(self.cross) if self.reuse_ca else 0
+        _TGATE_CTX.update(reuse=dict(cross=self.reuse_ca, self=self.reuse_sa),
+                          given=dict(cross=list(cached[:n_ca]), self=list(cached[n_ca:])), seen=dict(cross={}, self={}))
+        feats = self.enc(sample, emb, cond)
+        out = self.dec(feats[0], emb, cond, *feats[1:])
+        seen = _TGATE_CTX["seen"]
+        extra = []
+        if not self.reuse_sa and not self.reuse_ca:
+            extra += [seen["cross"][i] for i in range(len(self.cross))]
+        if not self.reuse_sa:
+            extra += [seen["self"][i] for i in range(len(self.selfs))]
+        return (out,) + tuple(extra) if extra else out

@@ -236,3 +236,72 @@ def step_cache_reference(unet, sched, x, c2, guidance: float, rule: str, thresho
     finally:
         hook.remove()
     return x, flags
+
+
+def tgate_reference(unet, sched, x, cond, uncond, guidance: float, gate_step: int, sp_interval: int = 5,
+                    fi_interval: int = 1, warm_up: int = 2):
+    """T-GATE's sampling loop (HaozheLiu-ST/T-GATE, tgate/SD.py with tgate_utils.tgate_scheduler
+    and tgate_processor), transcribed for a batch with classifier-free guidance: each attention
+    layer's forward is replaced (as the official register_forward does) by one that returns the
+    layer's cache when its kind is reused, else computes its output and, when told to cache,
+    keeps it (whole, or at the gate step the mean of the unconditional and conditional halves).
+    Steps i < gate_step - 1: CFG batch; cross-attention computed; self-attention computed before
+    `warm_up`, computed and cached at `warm_up` and at every multiple of `sp_interval` after it,
+    reused otherwise. Step gate_step - 1: CFG batch, both kinds computed and cached as half means.
+    Steps after: the unconditional states alone, no guidance, cross-attention reused,
+    self-attention computed and cached at multiples of `fi_interval`, reused otherwise."""
+    mods = [m for m in unet.modules() if type(m).__name__ == "Attention"]
+    state = dict(ca=(False, False), sa=(False, False), keep=True)
+    originals = {}
+
+    def wrap(mod):
+        orig = mod.forward
+        originals[mod] = orig
+
+        def forward(hidden_states, encoder_hidden_states=None, attention_mask=None, **kw):
+            cross = encoder_hidden_states is not None
+            cache_it, reuse = state["ca"] if cross else state["sa"]
+            if reuse and getattr(mod, "tg_cache", None) is not None:
+                return mod.tg_cache
+            out = orig(hidden_states, encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kw)
+            if cache_it:
+                if state["keep"]:
+                    mod.tg_cache = out
+                else:
+                    u, c = out.chunk(2)
+                    mod.tg_cache = (u + c) / 2
+            return out
+        mod.forward = forward
+
+    for mod in mods:
+        mod.tg_cache = None
+        wrap(mod)
+    try:
+        for i, t in enumerate(sched.timesteps):
+            if i < gate_step - 1:
+                state["ca"] = (False, False)
+                if i < warm_up:
+                    state["sa"] = (False, False)
+                elif i == warm_up or i % sp_interval == 0:
+                    state["sa"] = (True, False)
+                else:
+                    state["sa"] = (False, True)
+                state["keep"] = True
+            elif i == gate_step - 1:
+                state.update(ca=(True, False), sa=(True, False), keep=False)
+            else:
+                state["ca"] = (False, True)
+                state["sa"] = (True, False) if i % fi_interval == 0 else (False, True)
+                state["keep"] = True
+            if i < gate_step:
+                out = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+                u, c = out.chunk(2)
+                eps = u + guidance * (c - u)
+            else:
+                eps = unet(x, t, encoder_hidden_states=uncond).sample
+            x = sched.step(eps, t, x).prev_sample
+    finally:
+        for mod, orig in originals.items():
+            mod.forward = orig
+            del mod.tg_cache
+    return x

@@ -66,7 +66,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from make_sd_tiny import build_clip_tokenizer  # noqa: E402
 
-from fd_export.testing import OfficialDeepCache, adaptive_reference, step_cache_reference  # noqa: E402
+from fd_export.testing import OfficialDeepCache, adaptive_reference, step_cache_reference, tgate_reference  # noqa: E402
 
 PROMPTS = ["a photograph of an astronaut riding a horse", "A Cat, sitting on the MAT!!"]
 SEEDS = [5, 6]
@@ -269,6 +269,8 @@ ADAPTIVE_THRESHOLDS = (0.01, 0.05)  # the official default, and one that skips m
 # TeaCache / FBCache plans checked on the default model (10 steps): each skips a different set of
 # steps for the two seeds or in both reuse forms
 STEP_CACHE_PLANS = ("teacache:0.3", "teacache:0.2:residual", "fbcache:0.1", "fbcache:0.2:residual")
+# T-GATE plans (G:SP:FI:W) on the default model: every graph kind runs in one or the other
+TGATE_PLANS = ("tgate:5:2:1:1", "tgate:6:5:2:2")
 
 
 def build_tome(ckpt: str) -> None:
@@ -519,10 +521,18 @@ def build_fmnist_tome(out: str) -> None:
             ran.append(flags)
         tensors[f"default.{plan}"] = torch.cat(outs).contiguous()
         step_cache[plan] = ran
+    # T-GATE on the default model (the whole batch, as the official pipeline)
+    for plan in TGATE_PLANS:
+        g, sp, fi, w = (int(v) for v in plan.split(":")[1:])
+        sched.set_timesteps(STEPS)
+        with torch.no_grad():
+            tensors[f"default.{plan}"] = tgate_reference(plain, sched, noise.clone(), cond2[len(SEEDS):],
+                                                         cond2[:len(SEEDS)], 3.0, g, sp, fi, w).contiguous()
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "reference.safetensors"))
     with open(os.path.join(out, "cases.json"), "w") as f:
         json.dump(dict(classes=FMNIST_CLASSES, seeds=SEEDS, guidance=3.0, steps=STEPS, cases=cases, scheduler="ddim",
-                       timesteps=timesteps, tome=m["tome"], adaptive=adaptive, step_cache=step_cache), f, indent=1)
+                       timesteps=timesteps, tome=m["tome"], adaptive=adaptive, step_cache=step_cache,
+                       tgate=list(TGATE_PLANS)), f, indent=1)
 
 
 def load_if_pipeline(ckpt: str):

@@ -508,3 +508,37 @@ def test_add_teacache_writes_probe_and_given_polynomial(tmp_path):
     with torch.no_grad():
         emb = TimeEmbed(unet)(t)
         assert (traced(x, emb) - TeaCacheProbe(unet)(x, emb)).abs().max().item() <= 1e-5
+
+
+def test_add_tgate_graphs_equal_diffusers_and_skip_attention(tmp_path):
+    """add_tgate_graphs: the capture graph is the UNet's forward and returns one output per
+    attention layer; feeding those outputs back to the reuse graphs gives the same prediction
+    with fewer FLOPs; a UNet without cross-attention is refused."""
+    from fd_export.export import add_tgate_graphs
+    from fd_export.graphs import tgate_layers
+
+    unet = tiny_unet(16)
+    spec = dict(kind="embedding", seq_len=5, dim=8)
+    export_model(str(tmp_path), "t", unet, dict(num_train_timesteps=1000), None, spec, save_weights=True)
+    m = add_tgate_graphs(str(tmp_path))
+    cross, selfs = m["tgate"]["cross_layers"], m["tgate"]["self_layers"]
+    assert len(cross) == len(selfs) == 7 and all(n.endswith("attn2") for n in cross)
+    g = torch.jit.load(str(tmp_path / "tgate.pt"))
+    x, t, c = torch.randn(2, 2, 16, 16), torch.tensor([700.0, 20.0]), torch.randn(2, 5, 8)
+    with torch.no_grad():
+        emb = TimeEmbed(unet)(t)
+        out = g.tgate_capture(x, emb, c)
+        ref = unet(x, t, encoder_hidden_states=c).sample
+        ca, sa = list(out[1:1 + len(cross)]), list(out[1 + len(cross):])
+        assert (out[0] - ref).abs().max().item() <= 1e-5
+        assert (g.tgate_sa_reuse(x, emb, c, *sa) - ref).abs().max().item() <= 1e-5
+        assert (g.tgate_ca_reuse(x, emb, c, *ca)[0] - ref).abs().max().item() <= 1e-5
+        assert (g.tgate_both_reuse(x, emb, c, *ca, *sa) - ref).abs().max().item() <= 1e-5
+    f = {k: m["graphs"][k]["flops"] for k in m["graphs"] if k.startswith("tgate")}
+    assert f["tgate_both_reuse"] < min(f["tgate_sa_reuse"], f["tgate_ca_reuse"]) <= f["tgate_capture"]
+    plain = UNet2DConditionModel(sample_size=8, in_channels=2, out_channels=2, layers_per_block=1,
+                                 block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), mid_block_type="UNetMidBlock2D",
+                                 norm_num_groups=4)
+    with pytest.raises(ValueError, match="cross-attention"):
+        tgate_layers(plain)

@@ -200,6 +200,7 @@ fn family_color(f: &str) -> RGBColor {
         "adaptive" => RGBColor(220, 140, 20),
         "teacache" => RGBColor(0, 160, 170),
         "fbcache" => RGBColor(190, 60, 150),
+        "tgate" => RGBColor(110, 110, 110),
         _ => RGBColor(120, 60, 160),
     }
 }

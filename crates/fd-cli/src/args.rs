@@ -137,7 +137,9 @@ pub struct PlanFlags {
     /// locally linear within T, at most M skips in a row; official 0.01:4), teacache:T[:residual]
     /// (TeaCache: skip while the accumulated, rescaled change of the first resnet's
     /// timestep-modulated input stays below T), fbcache:T[:residual] (First-Block Cache: skip while
-    /// conv_in's output changed by at most T since the last computed step), or decoder-prop:KEYS.
+    /// conv_in's output changed by at most T since the last computed step), tgate:G[:SP[:FI[:W]]]
+    /// (T-GATE: cross-attention cached at gate step G-1 and the unconditional branch alone after
+    /// it; self-attention reused between caching steps), or decoder-prop:KEYS.
     #[arg(long, default_value = "none")]
     pub keys: String,
     /// How a group's decoders run: auto (the fastest on this device: uncapped parallel on CUDA;

@@ -217,3 +217,31 @@ fn bench_and_drift_take_prompts_on_a_text_conditioned_model() {
     assert!(ok, "{err}");
     assert!(out.contains("encoder mean MSE"), "{out}");
 }
+
+/// TeaCache, FBCache and T-GATE through `fd sample` on the committed default model: each runs,
+/// records its plan and costs fewer GFLOPs than the baseline of the same samples; T-GATE without
+/// guidance is refused before anything is written.
+#[test]
+fn peer_cache_plans_run_end_to_end_on_the_default_model() {
+    let model = common::repo_path("models/fmnist");
+    let d = tempfile::tempdir().unwrap();
+    let gflops = |keys: &str| -> f64 {
+        let out = d.path().join(keys.replace(':', "_"));
+        let o = out.to_str().unwrap();
+        let a = ["sample", "--model", &model, "--steps", "8", "--cfg", "3", "--n", "2", "--keys", keys, "--out", o];
+        let (ok, _, err) = fd(&a);
+        assert!(ok, "{keys}: {err}");
+        let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+        assert!(run.to_string().contains(keys), "{keys} recorded: {run}");
+        run["gflops_per_image"]["value"].as_f64().unwrap()
+    };
+    let base = gflops("none");
+    for keys in ["teacache:0.3", "fbcache:0.2", "tgate:3"] {
+        let g = gflops(keys);
+        assert!(g < base, "{keys}: {g} GFLOPs vs baseline {base}");
+    }
+    let o = d.path().join("nocfg");
+    let (ok, _, err) = fd(&["sample", "--model", &model, "--keys", "tgate:3", "--out", o.to_str().unwrap()]);
+    assert!(!ok && err.contains("--cfg > 1"), "{err}");
+    assert!(!o.exists(), "nothing written on error");
+}

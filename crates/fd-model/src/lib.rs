@@ -23,8 +23,8 @@ pub use cond::{Cond, Condition, ControlImage};
 pub use device::parse_device;
 pub use error::{Error, Result};
 pub use manifest::{
-    CondKind, CondSpec, ControlSpec, GraphEntry, Manifest, ModelKind, PrepareSpec, SplitSpec, TeaCacheSpec, UncondRule,
-    SCHEMA_VERSION,
+    CondKind, CondSpec, ControlSpec, GraphEntry, Manifest, ModelKind, PrepareSpec, SplitSpec, TGateSpec, TeaCacheSpec,
+    UncondRule, SCHEMA_VERSION,
 };
 pub use model::{summarize_torch_error, EncoderFeatures, LoadOptions, UNetModel};
 pub use prompt::PromptTokenizer;

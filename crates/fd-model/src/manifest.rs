@@ -84,6 +84,10 @@ pub struct Manifest {
     /// graph (experiments/add_teacache.py writes both). None: `teacache:T` plans are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacache: Option<TeaCacheSpec>,
+    /// T-GATE's cached attention layers; its graphs are [`TGATE_GRAPHS`]
+    /// (experiments/add_tgate.py writes both). None: `tgate:G` plans are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tgate: Option<TGateSpec>,
     #[serde(default)]
     pub vae: Option<VaeSpec>,
     pub params: BTreeMap<String, u64>,
@@ -277,6 +281,25 @@ pub struct DeepCacheSpec {
     pub cache_branch_id: Option<usize>,
 }
 
+/// T-GATE's graphs: the whole UNet with every attention layer's output computed (and returned) or
+/// read from an input. `tgate_capture(sample, emb, cond) -> (out, cross..., self...)`,
+/// `tgate_sa_reuse(.., self...) -> out`, `tgate_ca_reuse(.., cross...) -> (out, self...)`,
+/// `tgate_both_reuse(.., cross..., self...) -> out`.
+pub const TGATE_GRAPHS: [&str; 4] = ["tgate_capture", "tgate_sa_reuse", "tgate_ca_reuse", "tgate_both_reuse"];
+
+/// The attention layers T-GATE caches, in the order its graphs take and return them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TGateSpec {
+    /// Cross-attention layers (diffusers module names, `...attn2`).
+    pub cross_layers: Vec<String>,
+    /// Self-attention layers (`...attn1`).
+    pub self_layers: Vec<String>,
+    /// Per-sample output shape [tokens, channels] of each cross-attention layer.
+    pub cross_shapes: Vec<Vec<i64>>,
+    /// Per-sample output shape of each self-attention layer.
+    pub self_shapes: Vec<Vec<i64>>,
+}
+
 /// TeaCache's rescaling of its indicator on this model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TeaCacheSpec {
@@ -398,6 +421,7 @@ impl Manifest {
                     || self.control.is_some()
                     || self.prepare.is_some()
                     || self.teacache.is_some()
+                    || self.tgate.is_some()
                 {
                     return Err("kind dit takes no deepcache, teacache, control or prepare entries (UNet-only)".into());
                 }
@@ -488,6 +512,17 @@ impl Manifest {
         }
         if self.teacache.is_some() != self.graphs.contains_key("teacache_probe") {
             return Err("`teacache` and the `teacache_probe` graph must be given together".into());
+        }
+        if TGATE_GRAPHS.iter().any(|g| self.graphs.contains_key(*g) != self.tgate.is_some()) {
+            return Err(format!("`tgate` and the graphs {TGATE_GRAPHS:?} must be given together"));
+        }
+        if let Some(t) = &self.tgate {
+            if t.cross_layers.is_empty()
+                || t.cross_layers.len() != t.cross_shapes.len()
+                || t.self_layers.len() != t.self_shapes.len()
+            {
+                return Err("tgate: one shape per layer and at least one cross-attention layer expected".into());
+            }
         }
         if let Some(t) = &self.teacache {
             if t.coefficients.is_empty() || t.coefficients.iter().any(|c| !c.is_finite()) {

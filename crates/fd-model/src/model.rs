@@ -260,6 +260,8 @@ pub struct UNetModel {
     deepcache: BTreeMap<String, DeepCacheGraphs>,
     /// TeaCache's indicator (the first resnet's timestep-modulated input).
     teacache_probe: Option<Graph>,
+    /// T-GATE's graphs by name (empty without them).
+    tgate: BTreeMap<String, Graph>,
     tokenizer: Option<PromptTokenizer>,
     tokenizer_2: Option<PromptTokenizer>,
 }
@@ -352,6 +354,10 @@ impl UNetModel {
         Ok(Self {
             deepcache,
             teacache_probe: optional("teacache_probe")?,
+            tgate: crate::manifest::TGATE_GRAPHS
+                .iter()
+                .filter_map(|g| optional(g).transpose().map(|r| r.map(|m| (g.to_string(), m))))
+                .collect::<Result<_>>()?,
             time_embed: load("time_embed")?,
             encoder: load("encoder")?,
             decoder: load("decoder")?,
@@ -797,6 +803,47 @@ impl UNetModel {
         let [h, w] = m.sample_size;
         self.check("sample", sample, &[None, Some(m.in_channels), Some(h), Some(w)])?;
         Ok(tch::no_grad(|| g.forward_ts(&[self.input(sample), self.input(emb)]))?.to_kind(Kind::Float))
+    }
+
+    /// One T-GATE graph (`graph` one of [`crate::manifest::TGATE_GRAPHS`]) on the full UNet
+    /// input: `cached` are the reused attention outputs in the graph's order (cross then self).
+    /// Returns the model output and the attention outputs the graph computed and returns.
+    pub fn tgate(
+        &self,
+        graph: &str,
+        sample: &Tensor,
+        emb: &Tensor,
+        cond: &Tensor,
+        cached: &[Tensor],
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let g = self.tgate.get(graph).ok_or_else(|| Error::NoSuchGraph {
+            model: self.manifest.name.clone(),
+            graph: graph.into(),
+            why: "add T-GATE's graphs with `python experiments/add_tgate.py --model DIR`",
+        })?;
+        let m = &self.manifest;
+        let [h, w] = m.sample_size;
+        self.check("sample", sample, &[None, Some(m.in_channels), Some(h), Some(w)])?;
+        let mut inputs =
+            vec![IValue::Tensor(self.input(sample)), IValue::Tensor(self.input(emb)), IValue::Tensor(self.input(cond))];
+        inputs.extend(cached.iter().map(|t| IValue::Tensor(self.input(t))));
+        let out = tch::no_grad(|| g.forward_is(&inputs))?;
+        let mut ts: Vec<Tensor> = match out {
+            IValue::Tuple(items) => {
+                items.into_iter().filter_map(|v| if let IValue::Tensor(t) = v { Some(t) } else { None }).collect()
+            }
+            IValue::Tensor(t) => vec![t],
+            _ => Vec::new(),
+        };
+        if ts.is_empty() {
+            return Err(Error::Shape {
+                what: format!("{graph} output"),
+                expected: "tensors".into(),
+                found: "none".into(),
+            });
+        }
+        let out = ts.remove(0).to_kind(Kind::Float);
+        Ok((out, ts))
     }
 
     /// The DeepCache key whose shallow encoder is cheapest (fewest skips): its first output is

@@ -113,7 +113,7 @@ pub struct RowSpec {
     /// Label of the row this one is compared with (the % change columns).
     #[serde(default)]
     pub baseline: Option<String>,
-    /// Family for the Pareto plot colours (baseline, ours, auto, deepcache, adaptive, teacache, fbcache). Default from
+    /// Family for the Pareto plot colours (baseline, ours, auto, deepcache, adaptive, teacache, fbcache, tgate). Default from
     /// keys.
     #[serde(default)]
     pub family: Option<String>,
@@ -144,6 +144,8 @@ impl RowSpec {
                 "teacache".into()
             } else if self.plan.keys.starts_with("fbcache:") {
                 "fbcache".into()
+            } else if self.plan.keys.starts_with("tgate:") {
+                "tgate".into()
             } else {
                 "ours".into()
             }

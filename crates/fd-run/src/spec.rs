@@ -165,6 +165,11 @@ impl SamplingOptions {
         let plan = resolve_plan(model, &sampler, self.plan.steps, keys, self.guidance, self.calibration_n, conds)
             .ctx(format!("--keys {keys}"))?;
         fd_sched::executor::check_plan(model, &plan).ctx(format!("--keys {keys}"))?;
+        if matches!(plan.method, fd_sched::Method::TGate { .. }) && self.guidance <= 1.0 {
+            return Err(Error::Input(format!(
+                "--keys {keys}: T-GATE needs classifier-free guidance (--cfg > 1): its gate caches the mean of the two branches"
+            )));
+        }
         let rows_per_step = batch.max(1) * if self.guidance > 1.0 { 2 } else { 1 };
         let decode = decode_choice(model, &plan, self.plan.decode, self.plan.max_decoder_batch, rows_per_step)?;
         Ok(SamplingSpec::new(sampler, plan, exec)?.with_decode(decode))

@@ -320,6 +320,17 @@ pub fn sample(
         tm.total_s = t_start.elapsed().as_secs_f64();
         return Ok(SampleOutput { latents, timings: tm, counts });
     }
+    if let Method::TGate { gate_step, sp_interval, fi_interval, warm_up } = plan.method {
+        if observe.is_some() || controlled || !cfg {
+            return Err(Error::Sampling(
+                "tgate plans need classifier-free guidance (--cfg > 1: the gate caches the mean of its two branches) and support neither feature observation nor ControlNet models".into(),
+            ));
+        }
+        let gate = TGateSteps { gate_step, sp_interval, fi_interval, warm_up };
+        latents = ctx.tgate(scheduler, opts, &z_t, &mut step_noise, plan, latents, gate)?;
+        tm.total_s = t_start.elapsed().as_secs_f64();
+        return Ok(SampleOutput { latents, timings: tm, counts });
+    }
     // (timestep, features) of the last key steps, for forecast plans
     let mut history: Vec<(f64, EncoderFeatures)> = Vec::new();
     for group in &plan.groups {
@@ -386,7 +397,7 @@ pub fn sample(
             Method::DeepCache { .. } | Method::DeepCacheId { .. } | Method::DecoderPropagation if observe.is_some() => {
                 return Err(Error::Sampling("feature observation supports encoder-propagation plans only".into()));
             }
-            Method::Adaptive { .. } | Method::StepCache { .. } => {
+            Method::Adaptive { .. } | Method::StepCache { .. } | Method::TGate { .. } => {
                 return Err(Error::Sampling("adaptive and step-cache plans run their own loop (internal error)".into()))
             }
             Method::DecoderPropagation => {
@@ -452,9 +463,29 @@ pub fn check_plan(model: &UNetModel, plan: &Plan) -> Result<()> {
         Method::StepCache { rule, residual, .. } => {
             step_cache_indicator(model, rule, residual)?;
         }
+        Method::TGate { .. } if model.manifest.tgate.is_none() => {
+            let m = &model.manifest;
+            return Err(Error::Sampling(if m.kind == fd_model::ModelKind::Unet2d {
+                format!(
+                    "model `{}` has no T-GATE graphs: add them with `python experiments/add_tgate.py --model DIR`",
+                    m.name
+                )
+            } else {
+                format!("T-GATE applies to 2-D UNets with cross-attention; model `{}` is a {} model", m.name, m.kind)
+            }));
+        }
         _ => {}
     }
     Ok(())
+}
+
+/// A T-GATE plan's step numbers ([`Method::TGate`]).
+#[derive(Debug, Clone, Copy)]
+struct TGateSteps {
+    gate_step: usize,
+    sp_interval: usize,
+    fi_interval: usize,
+    warm_up: usize,
 }
 
 /// What a step-cache plan measures every step.
@@ -745,6 +776,86 @@ impl StepCtx<'_> {
         Ok(latents)
     }
 
+    /// T-GATE's loop ([`Method::TGate`], the official tgate_scheduler's decisions): which graph
+    /// runs at each step, which attention outputs it returns are kept, and the switch to the
+    /// unconditional branch alone after the gate.
+    #[allow(clippy::too_many_arguments)]
+    fn tgate(
+        &mut self,
+        scheduler: &mut dyn Scheduler,
+        opts: &ExecOptions,
+        z_t: &Tensor,
+        step_noise: &mut Option<&mut dyn FnMut(usize) -> Tensor>,
+        plan: &Plan,
+        mut latents: Tensor,
+        g: TGateSteps,
+    ) -> Result<Tensor> {
+        let model = self.model;
+        let nc = model.manifest.tgate.as_ref().map_or(0, |t| t.cross_layers.len());
+        let (b, rows2) = (self.b, (2 * self.b) as usize);
+        // the unconditional rows [0, B) of [uncond; cond]: the only branch after the gate
+        let uncond = self.cond2.index_select(&Tensor::arange(b, (Kind::Int64, model.device)));
+        let half_mean = |v: &[Tensor]| -> Vec<Tensor> {
+            v.iter()
+                .map(|t| {
+                    let h = t.chunk(2, 0);
+                    (&h[0] + &h[1]) / 2.0
+                })
+                .collect()
+        };
+        let (mut ca, mut sa): (Vec<Tensor>, Vec<Tensor>) = (Vec::new(), Vec::new());
+        for i in 0..self.timesteps.len() {
+            let pred = if i < g.gate_step {
+                let x_in = self.model_input(scheduler, &latents, i);
+                let emb = self.time_embed(i)?;
+                let states = &self.cond2.states;
+                let sa_reuse = i + 1 < g.gate_step && i > g.warm_up && i % g.sp_interval != 0;
+                if sa_reuse {
+                    let out = self
+                        .clock
+                        .time(&mut self.tm.decoder_s, || model.tgate("tgate_sa_reuse", &x_in, &emb, states, &sa))?;
+                    self.counts.add("tgate_sa_reuse", rows2);
+                    out.0
+                } else {
+                    let (out, extra) = self
+                        .clock
+                        .time(&mut self.tm.decoder_s, || model.tgate("tgate_capture", &x_in, &emb, states, &[]))?;
+                    self.counts.add("tgate_capture", rows2);
+                    if i + 1 == g.gate_step {
+                        ca = half_mean(&extra[..nc]);
+                        sa = half_mean(&extra[nc..]);
+                    } else if i >= g.warm_up {
+                        sa = extra[nc..].iter().map(Tensor::shallow_clone).collect();
+                    }
+                    out
+                }
+            } else {
+                let x_in = scheduler.scale_model_input(&latents, i);
+                let t = Tensor::full([b], self.timesteps[i], (Kind::Float, model.device));
+                let extra = uncond.extra.as_ref();
+                let emb = self.clock.time(&mut self.tm.time_embed_s, || model.time_embed(&t, extra))?;
+                self.counts.add("time_embed", b as usize);
+                if i % g.fi_interval == 0 {
+                    let (out, extra) = self.clock.time(&mut self.tm.decoder_s, || {
+                        model.tgate("tgate_ca_reuse", &x_in, &emb, &uncond.states, &ca)
+                    })?;
+                    self.counts.add("tgate_ca_reuse", b as usize);
+                    sa = extra;
+                    out
+                } else {
+                    let cached: Vec<Tensor> = ca.iter().chain(sa.iter()).map(Tensor::shallow_clone).collect();
+                    let (out, _) = self.clock.time(&mut self.tm.decoder_s, || {
+                        model.tgate("tgate_both_reuse", &x_in, &emb, &uncond.states, &cached)
+                    })?;
+                    self.counts.add("tgate_both_reuse", b as usize);
+                    out
+                }
+            };
+            latents = self.scheduler_step(scheduler, opts, z_t, step_noise, plan, pred, i, latents)?;
+        }
+        Ok(latents)
+    }
+
     /// Guidance, prior noise injection and one scheduler step; checks the latents stay finite.
     #[allow(clippy::too_many_arguments)]
     fn scheduler_step(
@@ -763,7 +874,8 @@ impl StepCtx<'_> {
         // code), every other channel is the conditional branch's (as the IF / DiT references)
         let c = latents.size()[1];
         let learned = pred.size()[1] == 2 * c;
-        let eps = if self.branches == 2 {
+        // guided when the prediction has both CFG branches (T-GATE's steps after its gate do not)
+        let eps = if self.branches == 2 && pred.size()[0] == 2 * self.b {
             let g = self.model.manifest.guidance_channels.unwrap_or(c).min(c);
             let parts = pred.chunk(2, 0);
             let (u, t) = (parts[0].narrow(1, 0, g), parts[1].narrow(1, 0, g));

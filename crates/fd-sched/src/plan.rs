@@ -192,6 +192,12 @@ pub enum Method {
     /// both methods) the step's input plus the last computed output-minus-input. Decided per
     /// sample over its CFG rows.
     StepCache { rule: CacheRule, threshold: f64, residual: bool },
+    /// T-GATE (Liu et al. 2024, HaozheLiu-ST/T-GATE; `tgate:G[:SP[:FI[:W]]]`, official SD
+    /// defaults SP 5, FI 1, W 2): before the gate step G-1 the CFG batch runs with self-attention
+    /// reused between its caching steps (W, then every SP-th); at G-1 both attention kinds are
+    /// cached as the mean of the CFG halves; after it only the unconditional branch runs, without
+    /// guidance, cross-attention reused, self-attention recomputed every FI-th step.
+    TGate { gate_step: usize, sp_interval: usize, fi_interval: usize, warm_up: usize },
 }
 
 /// The indicator and decision rule of a [`Method::StepCache`] plan.
@@ -252,7 +258,8 @@ impl Plan {
     /// `deepcache:N[:ID]` (DeepCache, full step every N steps, DeepCache's own cache_branch_id,
     /// default 0 as its helper), `deepcache-block:N:B` (fd's earlier block-level branch),
     /// `decoder-prop:KEYS` (decoder-only propagation, the paper's failed ablation),
-    /// `adaptive:T[:M]` (AdaptiveDiffusion), `teacache:T[:residual]` or `fbcache:T[:residual]`.
+    /// `adaptive:T[:M]` (AdaptiveDiffusion), `teacache:T[:residual]`, `fbcache:T[:residual]` or
+    /// `tgate:G[:SP[:FI[:W]]]` (T-GATE).
     pub fn parse(spec: &str, num_steps: usize) -> Result<Self> {
         if let Some((base, order)) = spec.trim().rsplit_once("+forecast:") {
             let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
@@ -309,6 +316,28 @@ impl Plan {
             }
             return Self::with_method(Method::StepCache { rule, threshold, residual }, KeySteps::None, num_steps);
         }
+        if let Some(rest) = spec.trim().strip_prefix("tgate:") {
+            let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
+            let parts: Vec<&str> = rest.split(':').collect();
+            let defaults = [0, 5, 1, 2];
+            if parts.len() > 4 {
+                return Err(err("expected tgate:G[:SP[:FI[:W]]]".into()));
+            }
+            let mut v = defaults;
+            for (i, p) in parts.iter().enumerate() {
+                v[i] =
+                    p.parse().map_err(|_| err(format!("`{p}` is not a step count; expected tgate:G[:SP[:FI[:W]]]")))?;
+            }
+            let [gate_step, sp_interval, fi_interval, warm_up] = v;
+            if !(1..=num_steps).contains(&gate_step) {
+                return Err(err(format!("gate step {gate_step} outside 1..={num_steps} (the sampler's steps)")));
+            }
+            if sp_interval == 0 || fi_interval == 0 {
+                return Err(err("SP and FI intervals must be >= 1".into()));
+            }
+            let method = Method::TGate { gate_step, sp_interval, fi_interval, warm_up };
+            return Self::with_method(method, KeySteps::None, num_steps);
+        }
         if let Some(keys) = spec.trim().strip_prefix("decoder-prop:") {
             return Self::with_method(Method::DecoderPropagation, KeySteps::parse(keys)?, num_steps);
         }
@@ -352,6 +381,9 @@ impl Plan {
             (Method::EncoderPropagation, k) => k.to_string(),
             (Method::DecoderPropagation, k) => format!("decoder-prop:{k}"),
             (Method::Adaptive { threshold, max_skip }, _) => format!("adaptive:{threshold}:{max_skip}"),
+            (Method::TGate { gate_step, sp_interval, fi_interval, warm_up }, _) => {
+                format!("tgate:{gate_step}:{sp_interval}:{fi_interval}:{warm_up}")
+            }
             (Method::StepCache { rule, threshold, residual }, _) => {
                 format!("{}:{threshold}{}", rule.as_str(), if residual { ":residual" } else { "" })
             }
@@ -364,7 +396,7 @@ impl Plan {
     }
 
     pub fn is_baseline(&self) -> bool {
-        self.key_steps.len() == self.num_steps && !self.is_dynamic()
+        self.key_steps.len() == self.num_steps && !self.is_dynamic() && !matches!(self.method, Method::TGate { .. })
     }
 
     /// Whether which steps run the UNet is decided while sampling (AdaptiveDiffusion, TeaCache,

@@ -436,6 +436,30 @@ fn default_model_teacache_and_fbcache_match_their_references() {
     assert!(patterns.len() >= 3, "the plans skip different steps: {patterns:?}");
 }
 
+/// T-GATE (`tgate:G:SP:FI:W`) on the default model's tgate graphs against a transcription of the
+/// official pipeline and tgate_scheduler (fd_export.testing.tgate_reference) on the eager UNet:
+/// CFG rows before the gate, the unconditional rows alone after it, each graph kind as scheduled.
+#[test]
+fn default_model_tgate_matches_the_official_schedule() {
+    let f = family("fmnist-tome");
+    let r = default_run(&f);
+    let b = r.seeds.len();
+    for plan in f.meta["tgate"].as_array().unwrap() {
+        let plan = plan.as_str().unwrap();
+        let out = r.sample(plan);
+        let d = max_abs(&out.latents, &f.r[&format!("default.{plan}")]);
+        assert!(d <= 1e-4, "{plan}: differs from the official schedule by {d:e}");
+        let g: Vec<usize> = plan.split(':').skip(1).map(|v| v.parse().unwrap()).collect();
+        let (gate, fi) = (g[0], g[2]);
+        let c = &out.counts;
+        let before = c.rows("tgate_capture") + c.rows("tgate_sa_reuse");
+        let after = c.rows("tgate_ca_reuse") + c.rows("tgate_both_reuse");
+        assert_eq!((before, after), (2 * b * gate, b * (r.steps - gate)), "{plan}: rows before / after the gate");
+        assert_eq!(c.rows("tgate_both_reuse") > 0, fi > 1, "{plan}: both kinds reused only between FI steps");
+        assert!(c.rows("tgate_sa_reuse") > 0 || g[1] == 1, "{plan}: self-attention reused before the gate");
+    }
+}
+
 /// The committed default model with the fmnist-tome fixture's seeds, classes and sampler: the
 /// inputs of the default-model peer-method checks above.
 struct DefaultRun {

@@ -120,3 +120,24 @@ fn teacache_and_fbcache_plans_parse() {
     }
     assert!(Plan::parse("fbcache:0.1+forecast:1", 50).is_err(), "forecast is for encoder propagation");
 }
+
+#[test]
+fn tgate_plans_parse_with_the_official_defaults() {
+    use fd_sched::Method;
+    let p = Plan::parse("tgate:10", 25).unwrap();
+    assert_eq!(p.method, Method::TGate { gate_step: 10, sp_interval: 5, fi_interval: 1, warm_up: 2 });
+    assert_eq!(p.label(), "tgate:10:5:1:2");
+    assert!(!p.is_baseline() && !p.is_dynamic());
+    assert_eq!(Plan::parse("tgate:1:1:1:0", 4).unwrap().label(), "tgate:1:1:1:0");
+    for (bad, want) in [
+        ("tgate:0", "outside 1..=25"),
+        ("tgate:26", "outside 1..=25"),
+        ("tgate:10:0", "intervals"),
+        ("tgate:10:5:0", "intervals"),
+        ("tgate:x", "not a step count"),
+        ("tgate:1:2:3:4:5", "tgate:G[:SP[:FI[:W]]]"),
+    ] {
+        let e = Plan::parse(bad, 25).unwrap_err().to_string();
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}

@@ -40,6 +40,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     let plan = &spec.plan;
     let keys = match plan.method {
         // decided at run time: encoder calls per sample and CFG branch, as counted
+        fd_sched::Method::TGate { gate_step, .. } => format!("gate at step {gate_step} of {}", plan.num_steps),
         _ if plan.is_dynamic() => {
             let per = s.n.max(1) * if spec.exec.guidance > 1.0 { 2 } else { 1 };
             format!("{:.1} UNet steps per sample of {}", s.counts.rows("encoder") as f64 / per as f64, plan.num_steps)
