@@ -107,6 +107,11 @@ ablate-injection *ARGS: build
 deepcache-vs-ours *ARGS: build
     {{env}} ./target/release/fd experiment experiments/configs/deepcache_vs_ours.json {{exp_flags}} {{ARGS}}
 
+# Every training-free caching method fd runs (encoder propagation, DeepCache, AdaptiveDiffusion, TeaCache,
+# FBCache, T-GATE) at about three budgets on the default model, N = 1000, with Pareto plots (issue 20).
+compare-caches *ARGS: build
+    {{env}} ./target/release/fd experiment experiments/configs/compare_caches.json {{exp_flags}} {{ARGS}}
+
 # Baseline vs encoder propagation (auto = the default, uncapped parallel, sequential, capped) vs DeepCache, side by side in one
 # process on the default model; writes results/bench-sampling/<date>-<machine>/bench.{md,json}.
 bench-sampling N="16" REPEATS="3": build
