@@ -507,6 +507,10 @@ def add_teacache_graph(model_dir: str, coefficients: Sequence[float] | None = No
     (teacache_fit; class-conditioned exports with a cond_encoder graph)."""
     from .tome import load_unet
 
+    with open(os.path.join(model_dir, "manifest.json")) as f:
+        if json.load(f).get("tome"):
+            raise ValueError(f"{model_dir}: a ToMe export keeps no UNet weights to trace from; add the graphs to the "
+                             "model it was exported from")
     unet, m = load_unet(model_dir)
     if m.get("kind", "unet2d") != "unet2d":
         raise ValueError(f"{model_dir}: TeaCache's UNet probe needs a 2-D UNet (kind {m.get('kind')})")
@@ -544,6 +548,10 @@ def add_tgate_graphs(model_dir: str) -> dict:
     attention layers they cache under manifest `tgate` (names and per-sample output shapes)."""
     from .tome import load_unet
 
+    with open(os.path.join(model_dir, "manifest.json")) as f:
+        if json.load(f).get("tome"):
+            raise ValueError(f"{model_dir}: a ToMe export keeps no UNet weights to trace from; add the graphs to the "
+                             "model it was exported from")
     unet, m = load_unet(model_dir)
     if m.get("kind", "unet2d") != "unet2d" or m.get("control") or m.get("prepare"):
         raise ValueError(f"{model_dir}: T-GATE graphs are exported for plain 2-D UNets (no ControlNet, no added "
