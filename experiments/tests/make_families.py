@@ -269,6 +269,9 @@ ADAPTIVE_THRESHOLDS = (0.01, 0.05)  # the official default, and one that skips m
 # TeaCache / FBCache plans checked on the default model (10 steps): each skips a different set of
 # steps for the two seeds or in both reuse forms
 STEP_CACHE_PLANS = ("teacache:0.3", "teacache:0.2:residual", "fbcache:0.1", "fbcache:0.2:residual")
+# partial propagation (`0,4,7+partial:ID`) on the default model: DeepCache ids whose shallow
+# encoders the committed model has
+PARTIAL_IDS = (1, 4)
 # T-GATE plans (G:SP:FI:W) on the default model: every graph kind runs in one or the other
 TGATE_PLANS = ("tgate:5:2:1:1", "tgate:6:5:2:2")
 
@@ -433,6 +436,10 @@ def loop_reference(unet, sched, noise, cond2, case, guidance):
     x, inj = z_t.clone(), case["inject"]
     if "deepcache_id" in case:
         hooks = OfficialDeepCache(unet, case["keys"][1], case["deepcache_id"])
+    elif "partial_id" in case:
+        from fd_export.graphs import official_cut
+
+        hooks = PartialKeyStepHooks(unet, case["keys"], official_cut(unet, case["partial_id"])[2])
     else:
         hooks = KeyStepHooks(unet, case["keys"]) if len(case["keys"]) < STEPS else None
     try:
@@ -521,6 +528,11 @@ def build_fmnist_tome(out: str) -> None:
             ran.append(flags)
         tensors[f"default.{plan}"] = torch.cat(outs).contiguous()
         step_cache[plan] = ran
+    # partial propagation on the default model: key steps 0, 4, 7 with DeepCache id 1's and 4's
+    # shallow encoders recomputed (2 and 4 fresh skips), injection on
+    for pid in PARTIAL_IDS:
+        case = dict(keys=[0, 4, 7], inject=dict(c=0.003, tau=0.5, when="before"), partial_id=pid)
+        tensors[f"default.partial_id{pid}"] = loop_reference(plain, sched, noise, cond2, case, 3.0).contiguous()
     # T-GATE on the default model (the whole batch, as the official pipeline)
     for plan in TGATE_PLANS:
         g, sp, fi, w = (int(v) for v in plan.split(":")[1:])
@@ -532,7 +544,7 @@ def build_fmnist_tome(out: str) -> None:
     with open(os.path.join(out, "cases.json"), "w") as f:
         json.dump(dict(classes=FMNIST_CLASSES, seeds=SEEDS, guidance=3.0, steps=STEPS, cases=cases, scheduler="ddim",
                        timesteps=timesteps, tome=m["tome"], adaptive=adaptive, step_cache=step_cache,
-                       tgate=list(TGATE_PLANS)), f, indent=1)
+                       tgate=list(TGATE_PLANS), partial_ids=list(PARTIAL_IDS)), f, indent=1)
 
 
 def load_if_pipeline(ckpt: str):
@@ -608,6 +620,46 @@ class KeyStepHooks:
                 self.cache[key] = out
                 return None
             return self.cache[key]
+        return f
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+class PartialKeyStepHooks:
+    """Partial propagation (`KEYS+partial:ID`) on diffusers' own UNet forward: the UNet runs every
+    step; at a key step the down blocks' skip outputs and the mid block's output are captured; at
+    other steps the first `fresh` skips (conv_in and the shallow down-path layers, DeepCache id
+    ID's shallow encoder) stay as computed and every deeper skip and the mid output are replaced
+    by the captured ones."""
+
+    def __init__(self, unet, keys, fresh: int):
+        self.keys, self.step, self.cache, self.fresh = set(keys), -1, {}, fresh
+        self.handles = [unet.register_forward_pre_hook(self.next_step),
+                        unet.mid_block.register_forward_hook(self.mid)]
+        first = 1  # skip 0 is conv_in's output
+        for i, b in enumerate(unet.down_blocks):
+            self.handles.append(b.register_forward_hook(self.down(i, first)))
+            first += len(b.resnets) + (b.downsamplers is not None)
+
+    def next_step(self, module, args):
+        self.step += 1
+
+    def mid(self, module, args, out):
+        if self.step in self.keys:
+            self.cache["mid"] = out
+            return None
+        return self.cache["mid"]
+
+    def down(self, i, first):
+        def f(module, args, out):
+            h, res = out
+            if self.step in self.keys:
+                self.cache[i] = res
+                return None
+            res = tuple(r if first + k < self.fresh else c for k, (r, c) in enumerate(zip(res, self.cache[i])))
+            return h, res
         return f
 
     def remove(self):

@@ -195,6 +195,7 @@ fn bad_values_fail_before_any_file_is_written() {
         (vec!["sample", "--model", &t, "--cfg", "NaN", "--out", &o], "guidance NaN"),
         (vec!["sample", "--model", &t, "--keys", "deepcache:2:7", "--out", &o], "deepcache"),
         (vec!["sample", "--model", &t, "--keys", "teacache:0.1", "--out", &o], "add_teacache.py"),
+        (vec!["sample", "--model", &t, "--keys", "uniform:2+partial:7", "--out", &o], "add_deepcache.py"),
         (vec!["sample", "--model", &t, "--keys", "tgate:2", "--cfg", "2", "--out", &o], "add_tgate.py"),
         (vec!["sample", "--model", &t, "--steps", "5", "--keys", s(&plan), "--out", &o], "made for 3 steps"),
         (vec!["sample", "--model", s(&method), "--steps", "3", "--out", &o], "no_such_method"),

@@ -113,6 +113,18 @@ impl EncoderFeatures {
     pub fn skips(&self) -> &[Tensor] {
         &self.tensors[1..]
     }
+
+    /// The features with the first `fresh.len()` skips replaced by `fresh` (a UNet's shallow
+    /// skips recomputed, the deeper skips and the mid block kept).
+    pub fn with_skips_replaced(&self, fresh: &[Tensor]) -> Self {
+        let tensors = self
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(k, t)| if (1..=fresh.len()).contains(&k) { fresh[k - 1].shallow_clone() } else { t.shallow_clone() })
+            .collect();
+        Self { tensors }
+    }
 }
 
 /// One graph: a method of a loaded TorchScript module (modules are shared between graphs).

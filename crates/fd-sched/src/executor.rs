@@ -364,6 +364,35 @@ pub fn sample(
                         extrapolate(&history, timesteps[j])
                     }
                 };
+                if let Some(id) = plan.partial {
+                    // partial propagation: each step recomputes the shallow skips on its own
+                    // latents, so the group's decoders run one step at a time
+                    if observe.is_some() {
+                        return Err(Error::Sampling("feature observation does not support +partial plans".into()));
+                    }
+                    let key = model.deepcache_key_for_id(id)?;
+                    let shallow = fd_model::manifest::deepcache_graph(&key, "shallow_encoder");
+                    for &i in &steps {
+                        let pred = if i == s {
+                            ctx.decode_steps(&feats, &[s], None)?.pop().expect("one step decoded")
+                        } else {
+                            let x_in = ctx.model_input(scheduler, &latents, i);
+                            let emb = ctx.time_embed(i)?;
+                            let states = &cond2.states;
+                            let fresh = ctx.clock.time(&mut ctx.tm.encoder_s, || {
+                                model.deepcache_shallow_encode(&key, &x_in, &emb, states)
+                            })?;
+                            ctx.counts.add(&shallow, rows_per_step);
+                            let f = feats.with_skips_replaced(&fresh);
+                            let out =
+                                ctx.clock.time(&mut ctx.tm.decoder_s, || model.decode(&f, &emb, &cond2.states))?;
+                            ctx.counts.add("decoder", rows_per_step);
+                            out
+                        };
+                        latents = ctx.scheduler_step(scheduler, opts, &z_t, &mut step_noise, plan, pred, i, latents)?;
+                    }
+                    continue;
+                }
                 // 2. decoders of the group, in chunks of whole steps (one chunk per step when sequential)
                 let mut preds: Vec<Tensor> = Vec::with_capacity(steps.len());
                 for chunk in steps.chunks(chunk_steps.min(steps.len())) {
@@ -459,6 +488,9 @@ pub fn check_plan(model: &UNetModel, plan: &Plan) -> Result<()> {
     match plan.method {
         Method::DeepCache { .. } | Method::DeepCacheId { .. } => {
             deepcache_key(model, plan.method)?;
+        }
+        Method::EncoderPropagation if plan.partial.is_some() => {
+            model.deepcache_key_for_id(plan.partial.unwrap_or_default())?;
         }
         Method::StepCache { rule, residual, .. } => {
             step_cache_indicator(model, rule, residual)?;

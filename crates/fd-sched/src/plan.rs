@@ -239,6 +239,11 @@ pub struct Plan {
     /// polynomial; fewer points at the first groups) instead of the key step's as they are. 0 =
     /// the paper's copy.
     pub forecast: usize,
+    /// Partial propagation (encoder propagation only; `+partial:ID`): at a non-key step the
+    /// shallow encoder of DeepCache id ID (conv_in and the down-path layers before its cut) is
+    /// recomputed on the step's own latents and its skips replace the key step's; the deeper
+    /// skips and the mid block are propagated. None = the paper's whole-encoder reuse.
+    pub partial: Option<usize>,
 }
 
 impl Plan {
@@ -251,7 +256,7 @@ impl Plan {
         let key_steps = keys.resolve(num_steps)?;
         let groups =
             key_steps.iter().enumerate().map(|(i, &s)| s..key_steps.get(i + 1).copied().unwrap_or(num_steps)).collect();
-        Ok(Self { method, keys, num_steps, key_steps, groups, forecast: 0 })
+        Ok(Self { method, keys, num_steps, key_steps, groups, forecast: 0, partial: None })
     }
 
     /// Parse a `--keys` value: anything [`KeySteps::parse`] takes (encoder propagation),
@@ -268,10 +273,22 @@ impl Plan {
                 return Err(err(format!("forecast order {k}: expected 1 (linear) or 2 (quadratic)")));
             }
             let mut plan = Self::parse(base, num_steps)?;
-            if plan.method != Method::EncoderPropagation {
-                return Err(err("+forecast applies to encoder-propagation plans only".into()));
+            if plan.method != Method::EncoderPropagation || plan.partial.is_some() {
+                return Err(err("+forecast applies to encoder-propagation plans only (not with +partial)".into()));
             }
             plan.forecast = k;
+            return Ok(plan);
+        }
+        if let Some((base, id)) = spec.trim().rsplit_once("+partial:") {
+            let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
+            let id: usize = id.parse().map_err(|_| {
+                err(format!("`{id}` is not a DeepCache cache_branch_id (the shallow encoder recomputed every step)"))
+            })?;
+            let mut plan = Self::parse(base, num_steps)?;
+            if plan.method != Method::EncoderPropagation || plan.forecast > 0 {
+                return Err(err("+partial applies to encoder-propagation plans only (not with +forecast)".into()));
+            }
+            plan.partial = Some(id);
             return Ok(plan);
         }
         if spec.trim().ends_with(".json") {
@@ -390,6 +407,8 @@ impl Plan {
         };
         if self.forecast > 0 {
             format!("{base}+forecast:{}", self.forecast)
+        } else if let Some(id) = self.partial {
+            format!("{base}+partial:{id}")
         } else {
             base
         }

@@ -460,6 +460,35 @@ fn default_model_tgate_matches_the_official_schedule() {
     }
 }
 
+/// Partial propagation (`0,4,7+partial:ID`, injection on) on the default model against diffusers'
+/// forward with the deep skips and the mid block substituted and the shallow skips of DeepCache
+/// id ID left fresh (make_families.PartialKeyStepHooks); the recomputed shallow encoder is counted.
+#[test]
+fn default_model_partial_propagation_matches_the_reference() {
+    let f = family("fmnist-tome");
+    let r = default_run(&f);
+    for id in f.meta["partial_ids"].as_array().unwrap() {
+        let id = id.as_u64().unwrap();
+        let plan = Plan::parse(&format!("0,4,7+partial:{id}"), r.steps).unwrap();
+        assert_eq!(plan.label(), format!("0,4,7+partial:{id}"));
+        let opts = ExecOptions {
+            guidance: r.guidance,
+            injection: Some(Injection::parse("0.003@0.5").unwrap()),
+            ..Default::default()
+        };
+        let mut sched = r.spec.build(r.steps).unwrap();
+        let input = SampleInput { noise: &r.noise, cond: &r.cond, uncond: Some(&r.uncond) };
+        let out = sample(&r.m, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();
+        let d = max_abs(&out.latents, &f.r[&format!("default.partial_id{id}")]);
+        assert!(d <= 1e-4, "partial id {id}: differs from the reference by {d:e}");
+        let key = r.m.deepcache_key_for_id(id as usize).unwrap();
+        let shallow = fd_model::manifest::deepcache_graph(&key, "shallow_encoder");
+        let rows = 2 * r.seeds.len();
+        assert_eq!(out.counts.rows(&shallow), rows * (r.steps - 3), "shallow encoder at every non-key step");
+        assert_eq!((out.counts.rows("encoder"), out.counts.rows("decoder")), (rows * 3, rows * r.steps));
+    }
+}
+
 /// The committed default model with the fmnist-tome fixture's seeds, classes and sampler: the
 /// inputs of the default-model peer-method checks above.
 struct DefaultRun {

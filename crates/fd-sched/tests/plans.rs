@@ -141,3 +141,19 @@ fn tgate_plans_parse_with_the_official_defaults() {
         assert!(e.contains(want), "{bad}: {e}");
     }
 }
+
+#[test]
+fn partial_propagation_parses_as_an_encoder_propagation_modifier() {
+    let p = Plan::parse("50ls+partial:1", 50).unwrap();
+    assert_eq!((p.partial, p.forecast, p.label()), (Some(1), 0, "50ls+partial:1".to_string()));
+    assert_eq!(p.key_steps, Plan::parse("50ls", 50).unwrap().key_steps, "the key steps are the plan's");
+    for (bad, want) in [
+        ("50ls+partial:x", "cache_branch_id"),
+        ("deepcache:2+partial:1", "encoder-propagation plans only"),
+        ("50ls+forecast:1+partial:1", "forecast order"),
+        ("50ls+partial:1+forecast:1", "not with +partial"),
+    ] {
+        let e = Plan::parse(bad, 50).unwrap_err().to_string();
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}
