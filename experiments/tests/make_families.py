@@ -54,6 +54,7 @@ Regenerated when this script, make_sd_tiny.py or fd_export change.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -272,6 +273,8 @@ STEP_CACHE_PLANS = ("teacache:0.3", "teacache:0.2:residual", "fbcache:0.1", "fbc
 # partial propagation (`0,4,7+partial:ID`) on the default model: DeepCache ids whose shallow
 # encoders the committed model has
 PARTIAL_IDS = (1, 4)
+# runtime key-step budgets (`runtime:K`) on the default model
+RUNTIME_BUDGETS = (4, 6)
 # T-GATE plans (G:SP:FI:W) on the default model: every graph kind runs in one or the other
 TGATE_PLANS = ("tgate:5:2:1:1", "tgate:6:5:2:2")
 
@@ -533,6 +536,17 @@ def build_fmnist_tome(out: str) -> None:
     for pid in PARTIAL_IDS:
         case = dict(keys=[0, 4, 7], inject=dict(c=0.003, tau=0.5, when="before"), partial_id=pid)
         tensors[f"default.partial_id{pid}"] = loop_reference(plain, sched, noise, cond2, case, 3.0).contiguous()
+    # runtime key steps on the default model (decided on the whole batch), injection on
+    runtime = {}
+    for k in RUNTIME_BUDGETS:
+        sched.set_timesteps(STEPS)
+        hooks = RuntimeKeyHooks(plain, sched.timesteps, k)
+        try:
+            case = dict(keys=list(range(STEPS)), inject=dict(c=0.003, tau=0.5, when="before"))
+            tensors[f"default.runtime{k}"] = loop_reference(plain, sched, noise, cond2, case, 3.0).contiguous()
+        finally:
+            hooks.remove()
+        runtime[str(k)] = hooks.chosen
     # T-GATE on the default model (the whole batch, as the official pipeline)
     for plan in TGATE_PLANS:
         g, sp, fi, w = (int(v) for v in plan.split(":")[1:])
@@ -544,7 +558,7 @@ def build_fmnist_tome(out: str) -> None:
     with open(os.path.join(out, "cases.json"), "w") as f:
         json.dump(dict(classes=FMNIST_CLASSES, seeds=SEEDS, guidance=3.0, steps=STEPS, cases=cases, scheduler="ddim",
                        timesteps=timesteps, tome=m["tome"], adaptive=adaptive, step_cache=step_cache,
-                       tgate=list(TGATE_PLANS), partial_ids=list(PARTIAL_IDS)), f, indent=1)
+                       tgate=list(TGATE_PLANS), partial_ids=list(PARTIAL_IDS), runtime=runtime), f, indent=1)
 
 
 def load_if_pipeline(ckpt: str):
@@ -661,6 +675,64 @@ class PartialKeyStepHooks:
             res = tuple(r if first + k < self.fresh else c for k, (r, c) in enumerate(zip(res, self.cache[i])))
             return h, res
         return f
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+class RuntimeKeyHooks:
+    """Runtime key steps (`runtime:K`) on diffusers' own UNet forward: like KeyStepHooks, with the
+    next key step decided when a key step's mid block has run, from its features (mid, conv_in's
+    output, every down block's skips: fd's encoder features) and the previous key step's, by the
+    rule of fd_sched's RuntimeKeys written out again: rate = ||f_s - f_p|| / ||f_p|| / (t_p - t_s),
+    group length round-half-up((after / (left + 1)) * mean rate / rate) in [1, after + 1 - left],
+    steps 0 and 1 key steps, the rest of the run one group when no pass is left. `self.chosen`
+    lists the key steps."""
+
+    def __init__(self, unet, timesteps, budget: int):
+        self.t, self.budget, self.n = [float(t) for t in timesteps], budget, len(timesteps)
+        self.step, self.next, self.used, self.prev, self.rates, self.chosen, self.cache = -1, 0, 0, None, [], [], {}
+        mods = [("conv_in", unet.conv_in)] + [(f"down{i}", b) for i, b in enumerate(unet.down_blocks)]
+        self.handles = [unet.register_forward_pre_hook(self.next_step)] + [
+            m.register_forward_hook(self.hook(k)) for k, m in mods] + [unet.mid_block.register_forward_hook(self.mid)]
+
+    def next_step(self, module, args):
+        self.step += 1
+
+    def hook(self, key):
+        def f(module, args, out):
+            if self.step == self.next:
+                self.cache[key] = out
+                return None
+            return self.cache[key]
+        return f
+
+    def mid(self, module, args, out):
+        if self.step != self.next:
+            return self.cache["mid"]
+        self.cache["mid"] = out
+        feats = [out, self.cache["conv_in"]] + [r for i in range(len(self.cache) - 2) for r in self.cache[f"down{i}"][1]]
+        s = self.step
+        self.chosen.append(s)
+        self.used += 1
+        after, left = self.n - 1 - s, self.budget - self.used
+        if after == 0 or left <= 0:
+            length = after + 1
+        elif self.prev is not None:
+            tp, fp = self.prev
+            num = sum(float(((a - b).double() ** 2).sum()) for a, b in zip(feats, fp))
+            den = sum(float((b.double() ** 2).sum()) for b in fp)
+            rate = (math.sqrt(num) / math.sqrt(den)) / abs(tp - self.t[s])
+            self.rates.append(rate)
+            mean = sum(self.rates) / len(self.rates)
+            most = max(after + 1 - left, 1)
+            length = min(max(int(math.floor(after / (left + 1) * mean / rate + 0.5)), 1), most)
+        else:
+            length = 1
+        self.prev = (self.t[s], feats)
+        self.next = s + length
+        return None
 
     def remove(self):
         for h in self.handles:

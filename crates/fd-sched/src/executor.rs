@@ -333,9 +333,16 @@ pub fn sample(
     }
     // (timestep, features) of the last key steps, for forecast plans
     let mut history: Vec<(f64, EncoderFeatures)> = Vec::new();
-    for group in &plan.groups {
+    // runtime key steps: each group's end is decided at its key step
+    let mut runtime = match plan.keys {
+        crate::plan::KeySteps::Runtime(k) => Some(RuntimeKeys::new(k, timesteps.len())),
+        _ => None,
+    };
+    let mut start = 0;
+    let mut group_index = 0;
+    while start < plan.num_steps {
         // 1. encoder at the key step, on [uncond; cond]
-        let s = group.start;
+        let s = start;
         let x_in = ctx.model_input(scheduler, &latents, s);
         let emb_key = ctx.time_embed(s)?;
         let mut feats = ctx.clock.time(&mut ctx.tm.encoder_s, || model.encode(&x_in, &emb_key, &cond2.states))?;
@@ -347,7 +354,13 @@ pub fn sample(
             ctx.counts.add("controlnet", rows_per_step);
             feats = feats.add_scaled(&res, opts.control_scale);
         }
-        let steps: Vec<usize> = group.clone().collect();
+        let end = match runtime.as_mut() {
+            Some(r) => r.next_key(s, &timesteps, &feats)?,
+            None => plan.groups[group_index].end,
+        };
+        start = end;
+        group_index += 1;
+        let steps: Vec<usize> = (s..end).collect();
         match plan.method {
             Method::EncoderPropagation => {
                 // forecast plans extrapolate the features in t through the last key steps
@@ -569,6 +582,56 @@ pub fn deepcache_key(model: &UNetModel, method: Method) -> Result<String> {
         Method::DeepCache { branch } => model.deepcache_key_for_block(branch)?,
         _ => return Err(Error::Sampling("not a DeepCache plan".into())),
     })
+}
+
+/// Runtime key steps (`runtime:K`): where the next key step is decided, at each key step and
+/// before its group's decoders run. Step 0 and step 1 are key steps (a rate needs two); at key step
+/// s with the previous key step p, the features' rate of change is
+/// r = ||f_s - f_p||_F / ||f_p||_F / (t_p - t_s) (all encoder tensors, all rows, f64 sums);
+/// with k passes left and n steps after s, the group is round((n / (k + 1)) x mean(r so far) / r)
+/// steps long, at least 1 and leaving a step for each remaining pass: faster-changing features
+/// than so far get shorter groups, slower ones longer. With no pass left the group runs to the end.
+/// Decided on the whole batch (a sample's image depends on its batch, as AdaptiveDiffusion's
+/// official batch-mean rule).
+struct RuntimeKeys {
+    budget: usize,
+    used: usize,
+    steps: usize,
+    prev: Option<(f64, EncoderFeatures)>,
+    rates: Vec<f64>,
+}
+
+impl RuntimeKeys {
+    fn new(budget: usize, steps: usize) -> Self {
+        Self { budget, used: 0, steps, prev: None, rates: Vec::new() }
+    }
+
+    /// The end (exclusive) of the group that starts at key step `s` with features `feats`.
+    fn next_key(&mut self, s: usize, timesteps: &[f64], feats: &EncoderFeatures) -> Result<usize> {
+        self.used += 1;
+        let after = self.steps - 1 - s;
+        let left = self.budget.saturating_sub(self.used);
+        let len = if after == 0 || left == 0 {
+            after + 1
+        } else if let Some((tp, fp)) = &self.prev {
+            let (mut num, mut den) = (0.0f64, 0.0f64);
+            for (a, b) in feats.tensors.iter().zip(&fp.tensors) {
+                num += (a - b).to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]);
+                den += b.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]);
+            }
+            let rate = (num.sqrt() / den.sqrt().max(f64::MIN_POSITIVE)) / (tp - timesteps[s]).abs().max(1e-9);
+            self.rates.push(rate);
+            let mean = self.rates.iter().sum::<f64>() / self.rates.len() as f64;
+            let base = after as f64 / (left + 1) as f64;
+            let most = (after + 1).saturating_sub(left).max(1);
+            let len = if rate > 0.0 && rate.is_finite() { (base * mean / rate).round() } else { most as f64 };
+            (len as usize).clamp(1, most)
+        } else {
+            1
+        };
+        self.prev = Some((timesteps[s], feats.clone()));
+        Ok(s + len)
+    }
 }
 
 /// The encoder features at timestep `t` extrapolated through `points` (timestep, features) by the

@@ -20,6 +20,10 @@ pub enum KeySteps {
     Preset(String),
     /// An explicit list.
     List(Vec<usize>),
+    /// Chosen while sampling under a budget of K encoder passes (`runtime:K`): at each key step
+    /// the next group's length comes from how fast the encoder features changed since the last
+    /// key step ([`crate::executor`]'s `RuntimeKeys`). Resolves to [0] before sampling.
+    Runtime(usize),
 }
 
 /// The paper's named key-step sets (../shared/paper-notes.md §2).
@@ -83,6 +87,13 @@ impl KeySteps {
             }
             return Ok(Self::Uniform(k));
         }
+        if let Some(k) = s.strip_prefix("runtime:") {
+            let k: usize = k.parse().map_err(|_| err(format!("`{k}` is not a budget of encoder passes >= 1")))?;
+            if k == 0 {
+                return Err(err("runtime budget must be >= 1 encoder pass".into()));
+            }
+            return Ok(Self::Runtime(k));
+        }
         if PRESETS.contains(&s) {
             return Ok(Self::Preset(s.to_string()));
         }
@@ -107,6 +118,10 @@ impl KeySteps {
             Self::Uniform(k) => (0..n).step_by(*k).collect(),
             Self::Preset(name) => preset(name, n).ok_or_else(|| err("unknown preset".into()))?,
             Self::List(v) => v.clone(),
+            Self::Runtime(k) if *k > n => {
+                return Err(err(format!("budget of {k} encoder passes exceeds the sampler's {n} steps")))
+            }
+            Self::Runtime(_) => vec![0],
         };
         if let Some(&bad) = v.iter().find(|&&i| i >= n) {
             return Err(err(format!("step index {bad} out of range for a {n}-step sampler (0..{n})")));
@@ -130,6 +145,7 @@ impl std::fmt::Display for KeySteps {
             Self::Uniform(k) => write!(f, "uniform:{k}"),
             Self::Preset(p) => write!(f, "{p}"),
             Self::List(v) => write!(f, "{}", v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
+            Self::Runtime(k) => write!(f, "runtime:{k}"),
         }
     }
 }
@@ -422,6 +438,7 @@ impl Plan {
     /// FBCache): `key_steps` then lists every step and says nothing about the cost.
     pub fn is_dynamic(&self) -> bool {
         matches!(self.method, Method::Adaptive { .. } | Method::StepCache { .. })
+            || matches!(self.keys, KeySteps::Runtime(_))
     }
 
     /// Encoder calls per sample (per CFG branch).

@@ -489,6 +489,31 @@ fn default_model_partial_propagation_matches_the_reference() {
     }
 }
 
+/// Runtime key steps (`runtime:K`, injection on) on the default model against diffusers' forward
+/// with the same decision rule written out again in Python (make_families.RuntimeKeyHooks): the
+/// same key steps are chosen (encoder rows) and the latents agree.
+#[test]
+fn default_model_runtime_key_steps_match_the_reference() {
+    let f = family("fmnist-tome");
+    let r = default_run(&f);
+    for (k, chosen) in f.meta["runtime"].as_object().unwrap() {
+        let keys = chosen.as_array().unwrap().len();
+        assert!(keys <= k.parse::<usize>().unwrap() && keys >= 2, "budget {k}: {chosen}");
+        let plan = Plan::parse(&format!("runtime:{k}"), r.steps).unwrap();
+        let opts = ExecOptions {
+            guidance: r.guidance,
+            injection: Some(Injection::parse("0.003@0.5").unwrap()),
+            ..Default::default()
+        };
+        let mut sched = r.spec.build(r.steps).unwrap();
+        let input = SampleInput { noise: &r.noise, cond: &r.cond, uncond: Some(&r.uncond) };
+        let out = sample(&r.m, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();
+        assert_eq!(out.counts.rows("encoder"), 2 * r.seeds.len() * keys, "budget {k}: key steps {chosen}");
+        let d = max_abs(&out.latents, &f.r[&format!("default.runtime{k}")]);
+        assert!(d <= 1e-4, "runtime:{k}: differs from the reference by {d:e}");
+    }
+}
+
 /// The committed default model with the fmnist-tome fixture's seeds, classes and sampler: the
 /// inputs of the default-model peer-method checks above.
 struct DefaultRun {

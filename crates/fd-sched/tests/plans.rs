@@ -157,3 +157,17 @@ fn partial_propagation_parses_as_an_encoder_propagation_modifier() {
         assert!(e.contains(want), "{bad}: {e}");
     }
 }
+
+#[test]
+fn runtime_key_steps_parse_with_a_budget() {
+    let p = Plan::parse("runtime:9", 50).unwrap();
+    assert_eq!((p.label(), p.key_steps.clone()), ("runtime:9".to_string(), vec![0]));
+    assert!(p.is_dynamic() && !p.is_baseline());
+    assert_eq!(Plan::parse("runtime:9+forecast:1", 50).unwrap().label(), "runtime:9+forecast:1");
+    for (bad, want) in
+        [("runtime:0", ">= 1"), ("runtime:x", "not a budget"), ("runtime:51", "exceeds the sampler's 50")]
+    {
+        let e = Plan::parse(bad, 50).unwrap_err().to_string();
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}
