@@ -107,6 +107,11 @@ ablate-injection *ARGS: build
 deepcache-vs-ours *ARGS: build
     {{env}} ./target/release/fd experiment experiments/configs/deepcache_vs_ours.json {{exp_flags}} {{ARGS}}
 
+# Beyond the paper (issue 21): forecast, partial propagation and runtime key steps at two or three budgets against
+# 50ls, auto:9 and DeepCache N=3 on the default model, N = 1000, Pareto plots.
+ablate-beyond *ARGS: build
+    {{env}} ./target/release/fd experiment experiments/configs/ablate_beyond.json {{exp_flags}} {{ARGS}}
+
 # Every training-free caching method fd runs (encoder propagation, DeepCache, AdaptiveDiffusion, TeaCache,
 # FBCache, T-GATE) at about three budgets on the default model, N = 1000, with Pareto plots (issue 20).
 compare-caches *ARGS: build

@@ -119,6 +119,9 @@ pub const LADDER: [usize; 4] = [1, 2, 4, 8];
 /// encoder-propagation plan, 1 for anything else (every step decodes on its own).
 pub fn max_steps_per_call(plan: &Plan) -> usize {
     match plan.method {
+        // partial propagation decodes one step at a time (each step's fresh skips need its latents)
+        Method::EncoderPropagation if plan.partial.is_some() => 1,
+        // runtime key steps: groups are decided while sampling (plan.groups is the whole run)
         Method::EncoderPropagation => plan.groups.iter().map(|g| g.len()).max().unwrap_or(1),
         _ => 1,
     }
