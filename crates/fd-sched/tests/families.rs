@@ -469,16 +469,7 @@ fn default_model_partial_propagation_matches_the_reference() {
     let r = default_run(&f);
     for id in f.meta["partial_ids"].as_array().unwrap() {
         let id = id.as_u64().unwrap();
-        let plan = Plan::parse(&format!("0,4,7+partial:{id}"), r.steps).unwrap();
-        assert_eq!(plan.label(), format!("0,4,7+partial:{id}"));
-        let opts = ExecOptions {
-            guidance: r.guidance,
-            injection: Some(Injection::parse("0.003@0.5").unwrap()),
-            ..Default::default()
-        };
-        let mut sched = r.spec.build(r.steps).unwrap();
-        let input = SampleInput { noise: &r.noise, cond: &r.cond, uncond: Some(&r.uncond) };
-        let out = sample(&r.m, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();
+        let out = r.sample_injected(&format!("0,4,7+partial:{id}"));
         let d = max_abs(&out.latents, &f.r[&format!("default.partial_id{id}")]);
         assert!(d <= 1e-4, "partial id {id}: differs from the reference by {d:e}");
         let key = r.m.deepcache_key_for_id(id as usize).unwrap();
@@ -499,15 +490,7 @@ fn default_model_runtime_key_steps_match_the_reference() {
     for (k, chosen) in f.meta["runtime"].as_object().unwrap() {
         let keys = chosen.as_array().unwrap().len();
         assert!(keys <= k.parse::<usize>().unwrap() && keys >= 2, "budget {k}: {chosen}");
-        let plan = Plan::parse(&format!("runtime:{k}"), r.steps).unwrap();
-        let opts = ExecOptions {
-            guidance: r.guidance,
-            injection: Some(Injection::parse("0.003@0.5").unwrap()),
-            ..Default::default()
-        };
-        let mut sched = r.spec.build(r.steps).unwrap();
-        let input = SampleInput { noise: &r.noise, cond: &r.cond, uncond: Some(&r.uncond) };
-        let out = sample(&r.m, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();
+        let out = r.sample_injected(&format!("runtime:{k}"));
         assert_eq!(out.counts.rows("encoder"), 2 * r.seeds.len() * keys, "budget {k}: key steps {chosen}");
         let d = max_abs(&out.latents, &f.r[&format!("default.runtime{k}")]);
         assert!(d <= 1e-4, "runtime:{k}: differs from the reference by {d:e}");
@@ -545,8 +528,18 @@ fn default_run(f: &Family) -> DefaultRun {
 impl DefaultRun {
     /// `keys` run on the default model with the fixture's inputs.
     fn sample(&self, keys: &str) -> fd_sched::SampleOutput {
+        self.sample_with(keys, None)
+    }
+
+    /// `keys` with the paper's injection 0.003@0.5 (before the step).
+    fn sample_injected(&self, keys: &str) -> fd_sched::SampleOutput {
+        self.sample_with(keys, Some(Injection::parse("0.003@0.5").unwrap()))
+    }
+
+    fn sample_with(&self, keys: &str, injection: Option<Injection>) -> fd_sched::SampleOutput {
         let plan = Plan::parse(keys, self.steps).unwrap();
-        let opts = ExecOptions { guidance: self.guidance, ..Default::default() };
+        assert_eq!(plan.label(), keys, "the plan reads back as spelled");
+        let opts = ExecOptions { guidance: self.guidance, injection, ..Default::default() };
         let mut sched = self.spec.build(self.steps).unwrap();
         let input = SampleInput { noise: &self.noise, cond: &self.cond, uncond: Some(&self.uncond) };
         sample(&self.m, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap()
