@@ -22,6 +22,7 @@ from fd_export.export import add_teacache_graph
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
+    ap.add_argument("--device", default="cpu", help="trace on this device (the export's own, e.g. cuda for a float16 export)")
     ap.add_argument("--coefficients", default=None,
                     help="comma-separated polynomial coefficients, highest power first (default: fit on the model)")
     args = ap.parse_args()
@@ -32,7 +33,7 @@ def main():
         except ValueError:
             raise SystemExit(f"--coefficients `{args.coefficients}`: expected numbers like 0,0,0,1,0")
     try:
-        m = add_teacache_graph(args.model, coef)
+        m = add_teacache_graph(args.model, coef, device=args.device)
     except ValueError as e:
         raise SystemExit(f"{args.model}: {e}")
     print(json.dumps(m["teacache"], indent=1))

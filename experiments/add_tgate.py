@@ -18,9 +18,10 @@ from fd_export.export import add_tgate_graphs
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
+    ap.add_argument("--device", default="cpu", help="trace on this device (the export's own, e.g. cuda for a float16 export)")
     args = ap.parse_args()
     try:
-        m = add_tgate_graphs(args.model)
+        m = add_tgate_graphs(args.model, device=args.device)
     except ValueError as e:
         raise SystemExit(f"{args.model}: {e}")
     print(json.dumps({k: m["tgate"][k] for k in ("cross_layers", "self_layers")}, indent=1))

@@ -31,12 +31,15 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "float16"])
     ap.add_argument("--frames", type=int, help="frames per video, for a text-to-video UNet3D folder (fixed at export)")
+    ap.add_argument("--keep-weights", action="store_true",
+                    help="also write unet_weights.safetensors, so that add_deepcache.py / add_teacache.py / "
+                         "add_tgate.py can add peer-method graphs later")
     tome_args(ap, "--tome", "tome-")
     args = ap.parse_args()
     tome = settings_from(args.tome, args, "tome-") if args.tome is not None else None
     try:
         m = export_sd(args.checkpoint, args.out, args.device, args.dtype, controlnet=args.controlnet, tome=tome,
-                      frames=args.frames)
+                      frames=args.frames, save_weights=args.keep_weights)
     except (UnsupportedConfig, ValueError) as e:
         raise SystemExit(f"{args.checkpoint}/unet/config.json: {e}")
     print(json.dumps({k: m[k] for k in ("name", "family", "dtype", "params")}, indent=2))

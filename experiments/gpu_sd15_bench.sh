@@ -20,7 +20,7 @@ R=${REPORT:-$WORK/report}
 mkdir -p "$R"
 source "$(dirname "$0")/gpu_common.sh"
 M="$WORK/model"
-step python3 experiments/make_sd15_random.py --out "$M" --device cuda --dtype float16 --tokenizer "$TOK" || exit 1
+step python3 experiments/make_sd15_random.py --out "$M" --device cuda --dtype float16 --tokenizer "$TOK" --keep-weights || exit 1
 step "$FD" info "$M" --device cuda || exit 1
 B=("$FD" --log-level warn bench --model "$M" --device cuda --cfg 7.5 --prompts experiments/configs/bench_prompts.txt
    --inject 0.003@0.5 --repeats "$REPEATS")
@@ -32,6 +32,15 @@ if [ "${BENCH:-1}" = 1 ]; then
   bench ddim_b1 --plans none,50ls,50ls@seq,uniform:4,deepcache:3 --n 1
   bench ddim_b8 --plans none,50ls,50ls@seq,uniform:4,deepcache:3 --n 8
   bench dpmpp_b1 --scheduler dpm++ --steps 20 --plans none,50ls,50ls@seq --n 1
+fi
+# The peer caching methods (issue 20 item 6) beside ours on the same model: T-GATE's graphs and TeaCache's probe
+# added (the polynomial set to identity: random weights have nothing to fit; TeaCache / FBCache / AdaptiveDiffusion
+# skip counts on random weights say nothing about a real model, so their rows time the machinery, the s/image
+# printed with the UNet steps actually run).
+if [ "${PEERS:-1}" = 1 ] && step python3 experiments/add_tgate.py --model "$M" --device cuda \
+    && step python3 experiments/add_teacache.py --model "$M" --device cuda --coefficients 0,0,0,1,0; then
+  bench peers_b1 --plans none,50ls,deepcache:3,tgate:20,teacache:0.1,fbcache:0.1,adaptive:0.01 --n 1
+  bench peers_b8 --plans none,50ls,deepcache:3,tgate:20,teacache:0.1,fbcache:0.1,adaptive:0.01 --n 8
 fi
 # Table 1's ToMe rows at SD-1.5 scale: the same architecture exported with token merging (ratio
 # 0.5, tomesd's defaults otherwise: max downsample 1, stride 2x2, attention only, fixed partition).

@@ -53,6 +53,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "float16"])
     ap.add_argument("--tokenizer", default="out/sd15-tokenizer", help="CLIPTokenizer folder (built when missing)")
+    ap.add_argument("--keep-weights", action="store_true", help="keep unet_weights.safetensors (for add_tgate.py / add_teacache.py)")
     tome_args(ap, "--tome", "tome-")
     args = ap.parse_args()
     tome = settings_from(args.tome, args, "tome-") if args.tome is not None else None
@@ -66,7 +67,7 @@ def main():
     text = CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
     vae = AutoencoderKL(**SD15_VAE)
     m = export_sd_parts(unet, text, tok, vae, SD15_SCHEDULER, args.out, "sd15-architecture-random-init",
-                        args.device, args.dtype, tome=tome)
+                        args.device, args.dtype, tome=tome, save_weights=args.keep_weights)
     print(json.dumps(dict(name=m["name"], dtype=m["dtype"], params=m["params"],
                           gflops={k: g["flops"] / 1e9 for k, g in m["graphs"].items()},
                           seconds=round(time.time() - t0, 1)), indent=2))

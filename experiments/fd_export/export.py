@@ -500,7 +500,7 @@ def teacache_fit(unet, cond_encoder, null_id: int, scheduler_config: dict, steps
                          points=int(len(xs)), r2=round(r2, 4), indicator_range=[float(xs.min()), float(xs.max())]))
 
 
-def add_teacache_graph(model_dir: str, coefficients: Sequence[float] | None = None) -> dict:
+def add_teacache_graph(model_dir: str, coefficients: Sequence[float] | None = None, device: str = "cpu") -> dict:
     """Add TeaCache's indicator graph (`teacache_probe`, graphs.TeaCacheProbe) to an existing
     export that keeps its UNet weights, in its own file (teacache.pt), and its rescaling
     polynomial under manifest `teacache`: `coefficients` as given, else fitted on the model
@@ -523,13 +523,13 @@ def add_teacache_graph(model_dir: str, coefficients: Sequence[float] | None = No
         spec = teacache_fit(unet.float(), cond_encoder, m["cond"]["null_id"], m["scheduler"])
     else:
         spec = dict(coefficients=[float(c) for c in coefficients], fit=None)
-    unet = unet.to(dtype)
+    unet = unet.to(device=device, dtype=dtype)
     probe = TeaCacheProbe(unet)
     h, w = m["sample_size"]
     g = torch.Generator().manual_seed(0)
-    sample = torch.randn(1, m["in_channels"], h, w, generator=g).to(dtype)
+    sample = torch.randn(1, m["in_channels"], h, w, generator=g).to(device, dtype)
     with torch.no_grad():
-        emb = TimeEmbed(unet)(torch.tensor([500.0]))
+        emb = TimeEmbed(unet)(torch.tensor([500.0], device=device))
     path = os.path.join(model_dir, TEACACHE_FILE)
     trace_methods({"teacache_probe": (probe, [sample, emb])}, path)
     m["graphs"]["teacache_probe"] = dict(file=TEACACHE_FILE, method="teacache_probe", sha256=sha256(path),
@@ -542,7 +542,7 @@ def add_teacache_graph(model_dir: str, coefficients: Sequence[float] | None = No
 TGATE_FILE = "tgate.pt"
 
 
-def add_tgate_graphs(model_dir: str) -> dict:
+def add_tgate_graphs(model_dir: str, device: str = "cpu") -> dict:
     """Add T-GATE's four graphs (graphs.TGateUNet: capture, sa_reuse, ca_reuse, both_reuse) to an
     existing 2-D UNet export that keeps its UNet weights, in their own file (tgate.pt), and the
     attention layers they cache under manifest `tgate` (names and per-sample output shapes)."""
@@ -557,15 +557,15 @@ def add_tgate_graphs(model_dir: str) -> dict:
         raise ValueError(f"{model_dir}: T-GATE graphs are exported for plain 2-D UNets (no ControlNet, no added "
                          "conditioning)")
     dtype = DTYPES[m["dtype"]]
-    unet = unet.to(dtype)
+    unet = unet.to(device=device, dtype=dtype)
     parts = {mode: TGateUNet(unet, mode) for mode in TGATE_MODES}
     cap = parts["tgate_capture"]
     h, w = m["sample_size"]
     g = torch.Generator().manual_seed(0)
-    sample = torch.randn(1, m["in_channels"], h, w, generator=g).to(dtype)
-    cond = torch.randn(1, m["cond"]["seq_len"], m["cond"]["dim"], generator=g).to(dtype)
+    sample = torch.randn(1, m["in_channels"], h, w, generator=g).to(device, dtype)
+    cond = torch.randn(1, m["cond"]["seq_len"], m["cond"]["dim"], generator=g).to(device, dtype)
     with torch.no_grad():
-        emb = TimeEmbed(unet)(torch.tensor([500.0]))
+        emb = TimeEmbed(unet)(torch.tensor([500.0], device=device))
         outs = cap(sample, emb, cond)
     nc = len(cap.cross)
     ca, sa = list(outs[1:1 + nc]), list(outs[1 + nc:])
