@@ -117,6 +117,10 @@ impl Timings {
 pub struct CallCounts {
     pub calls: BTreeMap<String, usize>,
     pub rows: BTreeMap<String, usize>,
+    /// The key steps a `runtime:K` plan chose for this batch (empty for every other plan; a part
+    /// record keeps its batch's list, run totals leave it out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_steps: Vec<usize>,
 }
 
 impl CallCounts {
@@ -355,7 +359,10 @@ pub fn sample(
             feats = feats.add_scaled(&res, opts.control_scale);
         }
         let end = match runtime.as_mut() {
-            Some(r) => r.next_key(s, &timesteps, &feats)?,
+            Some(r) => {
+                ctx.counts.key_steps.push(s);
+                r.next_key(s, &timesteps, &feats)?
+            }
             None => plan.groups[group_index].end,
         };
         start = end;

@@ -492,6 +492,8 @@ fn default_model_runtime_key_steps_match_the_reference() {
         assert!(keys <= k.parse::<usize>().unwrap() && keys >= 2, "budget {k}: {chosen}");
         let out = r.sample_injected(&format!("runtime:{k}"));
         assert_eq!(out.counts.rows("encoder"), 2 * r.seeds.len() * keys, "budget {k}: key steps {chosen}");
+        let want: Vec<usize> = chosen.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        assert_eq!(out.counts.key_steps, want, "budget {k}: the chosen key steps are reported");
         let d = max_abs(&out.latents, &f.r[&format!("default.runtime{k}")]);
         assert!(d <= 1e-4, "runtime:{k}: differs from the reference by {d:e}");
     }
