@@ -236,7 +236,7 @@ pub fn sample(
     input: &SampleInput<'_>,
     hooks: Hooks<'_, '_>,
 ) -> Result<SampleOutput> {
-    let Hooks { mut step_noise, mut observe } = hooks;
+    let Hooks { step_noise, mut observe } = hooks;
     let t_start = Instant::now();
     let clock = Clock { device: model.device };
     let timesteps = scheduler.timesteps().to_vec();
@@ -295,6 +295,11 @@ pub fn sample(
 
     let mut ctx = StepCtx {
         model,
+        scheduler,
+        plan,
+        opts,
+        z_t: &z_t,
+        step_noise,
         clock: &clock,
         tm: &mut tm,
         counts: &mut counts,
@@ -309,7 +314,7 @@ pub fn sample(
                 "adaptive plans support neither feature observation nor ControlNet models".into(),
             ));
         }
-        latents = ctx.adaptive(scheduler, opts, &z_t, &mut step_noise, plan, latents, threshold as f32, max_skip)?;
+        latents = ctx.adaptive(latents, threshold as f32, max_skip)?;
         tm.total_s = t_start.elapsed().as_secs_f64();
         return Ok(SampleOutput { latents, timings: tm, counts });
     }
@@ -320,7 +325,7 @@ pub fn sample(
                 rule.as_str()
             )));
         }
-        latents = ctx.step_cache(scheduler, opts, &z_t, &mut step_noise, plan, latents, rule, threshold, residual)?;
+        latents = ctx.step_cache(latents, rule, threshold, residual)?;
         tm.total_s = t_start.elapsed().as_secs_f64();
         return Ok(SampleOutput { latents, timings: tm, counts });
     }
@@ -331,7 +336,7 @@ pub fn sample(
             ));
         }
         let gate = TGateSteps { gate_step, sp_interval, fi_interval, warm_up };
-        latents = ctx.tgate(scheduler, opts, &z_t, &mut step_noise, plan, latents, gate)?;
+        latents = ctx.tgate(latents, gate)?;
         tm.total_s = t_start.elapsed().as_secs_f64();
         return Ok(SampleOutput { latents, timings: tm, counts });
     }
@@ -347,7 +352,7 @@ pub fn sample(
     while start < plan.num_steps {
         // 1. encoder at the key step, on [uncond; cond]
         let s = start;
-        let x_in = ctx.model_input(scheduler, &latents, s);
+        let x_in = ctx.model_input(&latents, s);
         let emb_key = ctx.time_embed(s)?;
         let mut feats = ctx.clock.time(&mut ctx.tm.encoder_s, || model.encode(&x_in, &emb_key, &cond2.states))?;
         ctx.counts.add("encoder", rows_per_step);
@@ -396,7 +401,7 @@ pub fn sample(
                         let pred = if i == s {
                             ctx.decode_steps(&feats, &[s], None)?.pop().expect("one step decoded")
                         } else {
-                            let x_in = ctx.model_input(scheduler, &latents, i);
+                            let x_in = ctx.model_input(&latents, i);
                             let emb = ctx.time_embed(i)?;
                             let states = &cond2.states;
                             let fresh = ctx.clock.time(&mut ctx.tm.encoder_s, || {
@@ -409,7 +414,7 @@ pub fn sample(
                             ctx.counts.add("decoder", rows_per_step);
                             out
                         };
-                        latents = ctx.scheduler_step(scheduler, opts, &z_t, &mut step_noise, plan, pred, i, latents)?;
+                        latents = ctx.scheduler_step(pred, i, latents)?;
                     }
                     continue;
                 }
@@ -440,7 +445,7 @@ pub fn sample(
                 }
                 // 3. scheduler stepped sequentially through the group
                 for (&i, pred) in steps.iter().zip(preds) {
-                    latents = ctx.scheduler_step(scheduler, opts, &z_t, &mut step_noise, plan, pred, i, latents)?;
+                    latents = ctx.scheduler_step(pred, i, latents)?;
                 }
             }
             Method::DeepCache { .. } | Method::DeepCacheId { .. } | Method::DecoderPropagation if observe.is_some() => {
@@ -453,16 +458,7 @@ pub fn sample(
                 // the key step's decoder output, reused by every step of the group
                 let pred = ctx.decode_steps(&feats, &[s], None)?.pop().expect("one step decoded");
                 for &i in &steps {
-                    latents = ctx.scheduler_step(
-                        scheduler,
-                        opts,
-                        &z_t,
-                        &mut step_noise,
-                        plan,
-                        pred.shallow_clone(),
-                        i,
-                        latents,
-                    )?;
+                    latents = ctx.scheduler_step(pred.shallow_clone(), i, latents)?;
                 }
             }
             Method::DeepCache { .. } | Method::DeepCacheId { .. } => {
@@ -481,7 +477,7 @@ pub fn sample(
                             emb_key.shallow_clone(),
                         )
                     } else {
-                        let x_in = ctx.model_input(scheduler, &latents, i);
+                        let x_in = ctx.model_input(&latents, i);
                         let emb = ctx.time_embed(i)?;
                         let skips = ctx.clock.time(&mut ctx.tm.encoder_s, || {
                             model.deepcache_shallow_encode(&key, &x_in, &emb, &cond2.states)
@@ -493,7 +489,7 @@ pub fn sample(
                         model.deepcache_shallow_decode(&key, &cached, &skips, &emb, &cond2.states)
                     })?;
                     ctx.counts.add(&graph("shallow_decoder"), rows_per_step);
-                    latents = ctx.scheduler_step(scheduler, opts, &z_t, &mut step_noise, plan, pred, i, latents)?;
+                    latents = ctx.scheduler_step(pred, i, latents)?;
                 }
             }
         }
@@ -653,9 +649,16 @@ fn extrapolate(points: &[(f64, EncoderFeatures)], t: f64) -> EncoderFeatures {
     EncoderFeatures::weighted_sum(&parts, &w)
 }
 
-/// What every step of a run needs.
-struct StepCtx<'a> {
+/// What every step of a run needs: the model, the scheduler and the plan, the run's options,
+/// z_T and step noise, and the accounting every loop adds to.
+struct StepCtx<'a, 'n> {
     model: &'a UNetModel,
+    scheduler: &'a mut dyn Scheduler,
+    plan: &'a Plan,
+    opts: &'a ExecOptions,
+    /// z_T (scaled by the scheduler's init_noise_sigma), for prior noise injection.
+    z_t: &'a Tensor,
+    step_noise: Option<&'n mut dyn FnMut(usize) -> Tensor>,
     clock: &'a Clock,
     tm: &'a mut Timings,
     counts: &'a mut CallCounts,
@@ -665,10 +668,10 @@ struct StepCtx<'a> {
     b: i64,
 }
 
-impl StepCtx<'_> {
+impl StepCtx<'_, '_> {
     /// The UNet input at step `i`: scaled latents, duplicated for CFG.
-    fn model_input(&self, scheduler: &dyn Scheduler, latents: &Tensor, i: usize) -> Tensor {
-        let x = scheduler.scale_model_input(latents, i);
+    fn model_input(&self, latents: &Tensor, i: usize) -> Tensor {
+        let x = self.scheduler.scale_model_input(latents, i);
         if self.branches == 2 {
             Tensor::cat(&[&x, &x], 0)
         } else {
@@ -691,18 +694,7 @@ impl StepCtx<'_> {
     /// rows) is reused. Only the rows that run are batched into the UNet call (and counted).
     /// Latent differences are float32 means over a sample's elements, compared in float32, as
     /// the official pipeline computes them.
-    #[allow(clippy::too_many_arguments)]
-    fn adaptive(
-        &mut self,
-        scheduler: &mut dyn Scheduler,
-        opts: &ExecOptions,
-        z_t: &Tensor,
-        step_noise: &mut Option<&mut dyn FnMut(usize) -> Tensor>,
-        plan: &Plan,
-        mut latents: Tensor,
-        threshold: f32,
-        max_skip: usize,
-    ) -> Result<Tensor> {
+    fn adaptive(&mut self, mut latents: Tensor, threshold: f32, max_skip: usize) -> Result<Tensor> {
         let (b, branches) = (self.b as usize, self.branches);
         let model = self.model;
         // per sample: latent differences d_i and run (true) / reuse decisions for the next step
@@ -727,7 +719,7 @@ impl StepCtx<'_> {
                 let bb = self.b;
                 let rows: Vec<i64> = (0..branches).flat_map(|br| run.iter().map(move |&r| br * bb + r)).collect();
                 let idx = Tensor::from_slice(&rows).to_device(model.device);
-                let x_in = self.model_input(scheduler, &latents, i).index_select(0, &idx);
+                let x_in = self.model_input(&latents, i).index_select(0, &idx);
                 let c = self.cond2.index_select(&idx);
                 let t = Tensor::full([rows.len() as i64], self.timesteps[i], (Kind::Float, model.device));
                 let emb = self.clock.time(&mut self.tm.time_embed_s, || model.time_embed(&t, c.extra.as_ref()))?;
@@ -742,7 +734,7 @@ impl StepCtx<'_> {
                 });
             }
             let p = pred.as_ref().expect("step 0 runs every sample").shallow_clone();
-            latents = self.scheduler_step(scheduler, opts, z_t, step_noise, plan, p, i, latents)?;
+            latents = self.scheduler_step(p, i, latents)?;
             if i >= 3 {
                 let cur = row_diff(&latents, &prev[prev.len() - 1])?;
                 for r in 0..b {
@@ -768,19 +760,7 @@ impl StepCtx<'_> {
     /// decides whether the sample's rows run the UNet (only those are batched and counted) or
     /// reuse the cache (the last computed output; with `residual` the input plus the last
     /// computed output - input).
-    #[allow(clippy::too_many_arguments)]
-    fn step_cache(
-        &mut self,
-        scheduler: &mut dyn Scheduler,
-        opts: &ExecOptions,
-        z_t: &Tensor,
-        step_noise: &mut Option<&mut dyn FnMut(usize) -> Tensor>,
-        plan: &Plan,
-        mut latents: Tensor,
-        rule: CacheRule,
-        threshold: f64,
-        residual: bool,
-    ) -> Result<Tensor> {
+    fn step_cache(&mut self, mut latents: Tensor, rule: CacheRule, threshold: f64, residual: bool) -> Result<Tensor> {
         let (b, bb, branches) = (self.b as usize, self.b, self.branches);
         let model = self.model;
         let n = self.timesteps.len();
@@ -806,7 +786,7 @@ impl StepCtx<'_> {
         let mut reference: Option<Tensor> = None;
         let mut cache: Option<Tensor> = None;
         for i in 0..n {
-            let x_in = self.model_input(scheduler, &latents, i);
+            let x_in = self.model_input(&latents, i);
             let emb = self.time_embed(i)?;
             let ind = match &fb_key {
                 None => {
@@ -873,7 +853,7 @@ impl StepCtx<'_> {
                 });
                 pred = if all { out } else { pred.index_copy(0, &idx, &out) };
             }
-            latents = self.scheduler_step(scheduler, opts, z_t, step_noise, plan, pred, i, latents)?;
+            latents = self.scheduler_step(pred, i, latents)?;
         }
         Ok(latents)
     }
@@ -881,17 +861,7 @@ impl StepCtx<'_> {
     /// T-GATE's loop ([`Method::TGate`], the official tgate_scheduler's decisions): which graph
     /// runs at each step, which attention outputs it returns are kept, and the switch to the
     /// unconditional branch alone after the gate.
-    #[allow(clippy::too_many_arguments)]
-    fn tgate(
-        &mut self,
-        scheduler: &mut dyn Scheduler,
-        opts: &ExecOptions,
-        z_t: &Tensor,
-        step_noise: &mut Option<&mut dyn FnMut(usize) -> Tensor>,
-        plan: &Plan,
-        mut latents: Tensor,
-        g: TGateSteps,
-    ) -> Result<Tensor> {
+    fn tgate(&mut self, mut latents: Tensor, g: TGateSteps) -> Result<Tensor> {
         let model = self.model;
         let nc = model.manifest.tgate.as_ref().map_or(0, |t| t.cross_layers.len());
         let (b, rows2) = (self.b, (2 * self.b) as usize);
@@ -908,7 +878,7 @@ impl StepCtx<'_> {
         let (mut ca, mut sa): (Vec<Tensor>, Vec<Tensor>) = (Vec::new(), Vec::new());
         for i in 0..self.timesteps.len() {
             let pred = if i < g.gate_step {
-                let x_in = self.model_input(scheduler, &latents, i);
+                let x_in = self.model_input(&latents, i);
                 let emb = self.time_embed(i)?;
                 let states = &self.cond2.states;
                 let sa_reuse = i + 1 < g.gate_step && i > g.warm_up && i % g.sp_interval != 0;
@@ -932,7 +902,7 @@ impl StepCtx<'_> {
                     out
                 }
             } else {
-                let x_in = scheduler.scale_model_input(&latents, i);
+                let x_in = self.scheduler.scale_model_input(&latents, i);
                 let t = Tensor::full([b], self.timesteps[i], (Kind::Float, model.device));
                 let extra = uncond.extra.as_ref();
                 let emb = self.clock.time(&mut self.tm.time_embed_s, || model.time_embed(&t, extra))?;
@@ -953,24 +923,13 @@ impl StepCtx<'_> {
                     out
                 }
             };
-            latents = self.scheduler_step(scheduler, opts, z_t, step_noise, plan, pred, i, latents)?;
+            latents = self.scheduler_step(pred, i, latents)?;
         }
         Ok(latents)
     }
 
     /// Guidance, prior noise injection and one scheduler step; checks the latents stay finite.
-    #[allow(clippy::too_many_arguments)]
-    fn scheduler_step(
-        &mut self,
-        scheduler: &mut dyn Scheduler,
-        opts: &ExecOptions,
-        z_t: &Tensor,
-        step_noise: &mut Option<&mut dyn FnMut(usize) -> Tensor>,
-        plan: &Plan,
-        pred: Tensor,
-        i: usize,
-        mut latents: Tensor,
-    ) -> Result<Tensor> {
+    fn scheduler_step(&mut self, pred: Tensor, i: usize, mut latents: Tensor) -> Result<Tensor> {
         // a learned-variance model (DeepFloyd-IF, DiT) stacks [noise, variance] on channels:
         // guidance applies to the noise part (or its first `guidance_channels`, as the original DiT
         // code), every other channel is the conditional branch's (as the IF / DiT references)
@@ -981,7 +940,7 @@ impl StepCtx<'_> {
             let g = self.model.manifest.guidance_channels.unwrap_or(c).min(c);
             let parts = pred.chunk(2, 0);
             let (u, t) = (parts[0].narrow(1, 0, g), parts[1].narrow(1, 0, g));
-            let guided = &u + (&t - &u) * opts.guidance;
+            let guided = &u + (&t - &u) * self.opts.guidance;
             let rest = pred.size()[1] - g;
             if rest > 0 {
                 Tensor::cat(&[guided, parts[1].narrow(1, g, rest)], 1)
@@ -991,29 +950,31 @@ impl StepCtx<'_> {
         } else {
             pred
         };
-        let eps = if learned && !scheduler.learned_variance() { eps.narrow(1, 0, c) } else { eps };
-        let n_train = scheduler.num_train_timesteps() as f64;
-        let inject = opts.injection.filter(|inj| self.timesteps[i] < inj.tau * n_train);
+        let eps = if learned && !self.scheduler.learned_variance() { eps.narrow(1, 0, c) } else { eps };
+        let n_train = self.scheduler.num_train_timesteps() as f64;
+        let inject = self.opts.injection.filter(|inj| self.timesteps[i] < inj.tau * n_train);
         let t0 = Instant::now();
         if let Some(inj) = inject.filter(|inj| inj.when == InjectWhen::Before) {
-            latents = &latents + z_t * inj.strength;
+            latents = &latents + self.z_t * inj.strength;
         }
-        let noise = if scheduler.needs_noise() {
-            let f = step_noise
+        let noise = if self.scheduler.needs_noise() {
+            let name = self.scheduler.name();
+            let f = self
+                .step_noise
                 .as_mut()
-                .ok_or_else(|| Error::Sampling(format!("scheduler `{}` needs step noise", scheduler.name())))?;
+                .ok_or_else(|| Error::Sampling(format!("scheduler `{name}` needs step noise")))?;
             Some(f(i).to_device(self.model.device))
         } else {
             None
         };
-        latents = scheduler.step(&eps, i, &latents, noise.as_ref())?;
+        latents = self.scheduler.step(&eps, i, &latents, noise.as_ref())?;
         if let Some(inj) = inject.filter(|inj| inj.when == InjectWhen::After) {
-            latents = &latents + z_t * inj.strength;
+            latents = &latents + self.z_t * inj.strength;
         }
         sync(self.model.device);
         self.tm.scheduler_s += t0.elapsed().as_secs_f64();
         if latents.isfinite().all().int64_value(&[]) == 0 {
-            return Err(Error::NonFinite { step: i, timestep: self.timesteps[i], plan: plan.label() });
+            return Err(Error::NonFinite { step: i, timestep: self.timesteps[i], plan: self.plan.label() });
         }
         Ok(latents)
     }
