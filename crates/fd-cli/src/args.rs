@@ -313,6 +313,14 @@ pub struct ExperimentArgs {
     /// Only these rows (labels, comma separated).
     #[arg(long)]
     pub only: Option<String>,
+    /// Rows whose run equals a row of another experiment under DIR (laid out
+    /// DIR/<name>/N<n>/<row>) adopt its finished samples (default: out/experiments unless --work
+    /// is given).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_reuse")]
+    pub reuse_from: Option<PathBuf>,
+    /// Sample every row here, adopting nothing from other experiments.
+    #[arg(long)]
+    pub no_reuse: bool,
     /// Regenerate every row's samples instead of resuming.
     #[arg(long)]
     pub overwrite: bool,

@@ -245,6 +245,55 @@ fn experiment_config_writes_its_table() {
     assert!(!ok && err.contains("exp.json") && err.contains("unknown sampler `heun`"), "{err}");
 }
 
+/// A row identical to another experiment's (same model, plan, options, seeds, conditions, batch)
+/// adopts its finished samples; a row that differs in anything samples its own.
+#[test]
+fn experiments_share_identical_rows() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("work");
+    let write = |name: &str, rows: serde_json::Value| -> std::path::PathBuf {
+        let cfg = d.path().join(format!("{name}.json"));
+        let config = serde_json::json!({
+            "name": name, "model": fmnist(), "n": 4, "batch": 2, "guidance": 3.0,
+            "reference": stats_npz(d.path()), "rows": rows
+        });
+        std::fs::write(&cfg, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        cfg
+    };
+    let a = write("a", serde_json::json!([{ "label": "DDIM-6", "steps": 6 }]));
+    let b = write(
+        "b",
+        serde_json::json!([
+            { "label": "baseline", "steps": 6 },
+            { "label": "ours", "steps": 6, "keys": "uniform:2", "baseline": "baseline" }
+        ]),
+    );
+    let run = |cfg: &Path, name: &str, extra: &[&str]| -> (bool, String) {
+        let (res, work) = (d.path().join("res").join(name), root.join(name).join("N4"));
+        let args =
+            ["experiment", cfg.to_str().unwrap(), "--out", res.to_str().unwrap(), "--work", work.to_str().unwrap()];
+        let (ok, _, err) = fd(&[&args[..], extra].concat());
+        (ok, err)
+    };
+    let (ok, err) = run(&b, "b", &["--reuse-from", d.path().join("nowhere").to_str().unwrap()]);
+    assert!(!ok && err.contains("--reuse-from") && err.contains("nowhere") && err.contains("not a folder"), "{err}");
+    let (ok, err) = run(&a, "a", &[]);
+    assert!(ok, "{err}");
+    let (ok, err) = run(&b, "b", &["--reuse-from", root.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let mut rdr = csv::Reader::from_path(d.path().join("res/b/table.csv")).unwrap();
+    let h = rdr.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    let col = |r: &csv::StringRecord, name: &str| r[h.iter().position(|x| x == name).unwrap()].to_string();
+    assert_eq!(col(&rows[0], "parts_resumed"), "2", "the identical baseline adopts both parts");
+    assert_eq!(col(&rows[1], "parts_resumed"), "0", "a different plan samples its own");
+    let samples = |p: std::path::PathBuf| read(&p.join("samples.safetensors"));
+    assert_eq!(samples(root.join("a/N4/ddim-6")), samples(root.join("b/N4/baseline")));
+    // the donor folder is untouched and still resumes as its own run
+    let (ok, err) = run(&a, "a", &[]);
+    assert!(ok, "{err}");
+}
+
 #[test]
 fn experiment_on_a_text_model_uses_prompts_and_clip_score() {
     // the paper's protocol path (PROMPTS=... CLIP=... REF=stats.npz) on the tiny SD-shaped model

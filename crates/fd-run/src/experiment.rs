@@ -247,6 +247,10 @@ pub struct ExperimentOptions {
     pub deterministic: bool,
     /// Show progress (a bar on a terminal, a line every 30 s otherwise; see [`crate::progress`]).
     pub progress: bool,
+    /// Other experiments' work folders (`<root>/<experiment>/<N...>/<row>`): a row whose run
+    /// configuration equals one of theirs adopts its finished parts ([`crate::reuse`]) when
+    /// resuming. None: every row samples its own.
+    pub reuse_root: Option<PathBuf>,
 }
 
 /// `experiment.json`: the config, where it ran and every evaluated row.
@@ -361,6 +365,11 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
             out: &dir,
             existing: opt.existing,
         };
+        if let (Some(root), Existing::Resume) = (&opt.reuse_root, opt.existing) {
+            if let Some((donor, k)) = crate::reuse::adopt_parts(root, &dir, &run.config())? {
+                log::info!("row `{}`: {k} finished part(s) adopted from {} (same run)", row.label, donor.display());
+            }
+        }
         let (summary, mut record) = run.run_and_record(&bar)?;
         let _row_lock = crate::lock::FolderLock::acquire(&dir, "fd experiment")?;
         bar.set_position(0);

@@ -26,6 +26,7 @@ pub mod machine;
 pub mod merge;
 pub mod progress;
 pub mod records;
+pub mod reuse;
 pub mod runner;
 pub mod spec;
 

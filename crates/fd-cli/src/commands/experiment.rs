@@ -41,6 +41,12 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
         cfg.guidance = g;
     }
     cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
+    if let Some(dir) = a.reuse_from.as_ref().filter(|d| !d.is_dir()) {
+        anyhow::bail!(
+            "--reuse-from {}: not a folder (expected experiments' work folders, e.g. out/experiments)",
+            dir.display()
+        );
+    }
     let device = fd_model::parse_device(&a.device)?;
     let results_dir = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("results").join(&cfg.name).join(format!(
@@ -60,6 +66,13 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
         only: a.only.as_deref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect()).unwrap_or_default(),
         deterministic: a.deterministic,
         progress: log::max_level() >= log::LevelFilter::Info,
+        // rows identical to another experiment's (under the default work layout) reuse its samples
+        reuse_root: match (&a.reuse_from, a.no_reuse, &a.work) {
+            (_, true, _) => None,
+            (Some(dir), _, _) => Some(dir.clone()),
+            (None, _, None) => Some(PathBuf::from("out/experiments")),
+            (None, _, Some(_)) => None,
+        },
     };
     let t0 = std::time::Instant::now();
     let rows = run_experiment(&cfg, &opt)?;
