@@ -117,6 +117,11 @@ ablate-beyond *ARGS: build
 compare-caches *ARGS: build
     {{env}} ./target/release/fd experiment experiments/configs/compare_caches.json {{exp_flags}} {{ARGS}}
 
+# The caching methods that apply to a DiT (encoder propagation, AdaptiveDiffusion, TeaCache / FBCache in their DiT form)
+# on the default DiT (models/fmnist-dit, `just export-default-dit`).
+compare-caches-dit *ARGS: build
+    {{env}} ./target/release/fd experiment experiments/configs/compare_caches_dit.json {{exp_flags}} {{ARGS}}
+
 # Baseline vs encoder propagation (auto = the default, uncapped parallel, sequential, capped) vs DeepCache, side by side in one
 # process on the default model; writes results/bench-sampling/<date>-<machine>/bench.{md,json}.
 bench-sampling N="16" REPEATS="3": build

@@ -30,17 +30,21 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     ap.add_argument("--with-full", action="store_true", help="also export the unsplit reference graph")
+    ap.add_argument("--no-stepcache", action="store_true",
+                    help="leave out the TeaCache / FBCache graphs and TeaCache's polynomial fit (20 DDIM-50 CFG "
+                         "trajectories on --device)")
     args = ap.parse_args()
     try:
         if args.train_checkpoint:
             from fd_export.fmnist import export_fmnist_dit_checkpoint
 
-            m = export_fmnist_dit_checkpoint(args.train_checkpoint, args.out, with_full=args.with_full)
+            m = export_fmnist_dit_checkpoint(args.train_checkpoint, args.out, with_full=args.with_full,
+                                             with_stepcache=not args.no_stepcache)
         else:
             from fd_export.dit import export_dit_folder
 
             m = export_dit_folder(args.checkpoint, args.out, args.device, args.dtype, split=args.split,
-                                  guidance_channels=args.guidance_channels)
+                                  guidance_channels=args.guidance_channels, with_stepcache=not args.no_stepcache)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"export_dit.py: {e}")
     print(json.dumps({k: m[k] for k in ("name", "kind", "split", "dtype", "params")}, indent=2))

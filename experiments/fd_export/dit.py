@@ -140,6 +140,90 @@ class DiTDecoder(nn.Module):
         return (out, *outs) if self.analysis else out
 
 
+# ---------------------------------------------------------------------------------------------
+# TeaCache / First-Block Cache on a DiT, as their official DiT code paths run them (TeaCache's
+# FLUX / Open-Sora / Latte forwards; ParaAttention's and diffusers' FirstBlockCache): the
+# transformer's token stream is cut at the patch embedding, after the first block and after the
+# last block, and a step that reuses the cache adds the cached *token residual* of the skipped
+# blocks, then runs the final layer at its own timestep. Four graphs (stepcache.pt):
+#
+#   stepcache_embed  sample, emb, cond -> (h0, indicator)  patch tokens; TeaCache's indicator, the
+#                                                         first block's timestep-modulated input
+#                                                         norm1(h0) * (1 + scale_msa) + shift_msa
+#   stepcache_first  h0, emb, cond     -> h1               the first block (FBCache's indicator:
+#                                                         its residual h1 - h0)
+#   stepcache_rest   h1, emb, cond     -> hL               blocks 1..L-1
+#   stepcache_head   hL, emb, cond     -> model output     final adaLN layer + unpatchify
+#
+# Tokens travel as [B, D, H/p, W/p] grids, as the encoder's output does.
+# ---------------------------------------------------------------------------------------------
+STEPCACHE_FILE = "stepcache.pt"
+STEPCACHE_GRAPHS = ("stepcache_embed", "stepcache_first", "stepcache_rest", "stepcache_head")
+
+
+class DiTStepCache(nn.Module):
+    def __init__(self, parts: DiTParts, which: str):
+        super().__init__()
+        self.parts, self.which = parts, which
+
+    def forward(self, x, emb, cond):
+        p = self.parts
+        labels = _labels(cond)
+        blocks = p.m.transformer_blocks
+        grid = lambda h: _grid(h, p.d, p.gh, p.gw)  # noqa: E731
+        if self.which == "stepcache_embed":
+            h0 = p.m.pos_embed(x)
+            modulated = blocks[0].norm1(h0, emb, labels, hidden_dtype=h0.dtype)[0]
+            return grid(h0), grid(modulated)
+        if self.which == "stepcache_first":
+            return grid(p.blocks(_tokens(x), emb, labels, blocks[:1]))
+        if self.which == "stepcache_rest":
+            return grid(p.blocks(_tokens(x), emb, labels, blocks[1:]))
+        return p.head(_tokens(x), emb, labels)
+
+
+def dit_stepcache_graphs(parts: DiTParts, sample, emb, cond) -> dict:
+    """The four step-cache graphs with example inputs, for trace_methods."""
+    mods = {k: DiTStepCache(parts, k) for k in STEPCACHE_GRAPHS}
+    with torch.no_grad():
+        h0, _ = mods["stepcache_embed"](sample, emb, cond)
+        h1 = mods["stepcache_first"](h0, emb, cond)
+        hl = mods["stepcache_rest"](h1, emb, cond)
+    inputs = dict(stepcache_embed=[sample, emb, cond], stepcache_first=[h0, emb, cond],
+                  stepcache_rest=[h1, emb, cond], stepcache_head=[hl, emb, cond])
+    return {k: (mods[k], inputs[k]) for k in STEPCACHE_GRAPHS}
+
+
+def dit_teacache_fit(model, scheduler_config: dict, num_classes: int, guidance_channels: int | None = None,
+                     **kw) -> dict:
+    """TeaCache's rescaling polynomial for a class-conditional DiT (export.teacache_fit's protocol:
+    DDIM-50 CFG-3 baseline trajectories of 20 samples; indicator = the first block's modulated
+    input, output = the model's noise prediction)."""
+    from .export import teacache_fit
+
+    parts = DiTParts(model, 1)
+    embed = DiTStepCache(parts, "stepcache_embed").eval()
+    te = DiTTimeEmbed(model)
+    cin = int(model.config.in_channels)
+
+    def probe(x2, tt, labels2):
+        return embed(x2, te(tt), labels2.float().view(-1, 1, 1))[1]  # [B, D, h, w]: rel-L1 is order-free
+
+    def forward(x2, tt, labels2):  # the noise prediction (a learned sigma's channels left out)
+        return model(x2, timestep=tt, class_labels=labels2).sample[:, :cin]
+
+    def guide(out, guidance):
+        u, c = out.chunk(2)
+        g = min(guidance_channels or cin, cin)
+        eps = torch.cat([u[:, :g] + guidance * (c[:, :g] - u[:, :g]), c[:, g:cin]], 1)
+        return eps
+
+    size = int(model.config.sample_size)
+    device = next(model.parameters()).device
+    return teacache_fit(probe, forward, guide, (cin, size, size), lambda ids: torch.tensor(ids, device=device),
+                        num_classes, scheduler_config, device=device, **kw)
+
+
 class DiTTimeEmbed(nn.Module):
     def __init__(self, model):
         super().__init__()
@@ -181,9 +265,12 @@ def export_dit(
     with_full: bool = True,
     family: str = "dit",
     extra_manifest: dict | None = None,
+    with_stepcache: bool = True,
 ) -> dict:
     """Export a DiTTransformer2DModel (+ optional VAE) into `out_dir`. `split`: number of blocks in
-    the encoder (default: the authors' 18/28 ratio). Everything is checked before a file is written."""
+    the encoder (default: the authors' 18/28 ratio). `with_stepcache`: also the TeaCache / FBCache
+    graphs (stepcache.pt) and TeaCache's polynomial fitted on the model (manifest `teacache`).
+    Everything is checked before a file is written."""
     split = default_split(len(model.transformer_blocks)) if split is None else int(split)
     check_dit(model, split)
     cfg = model.config
@@ -218,6 +305,10 @@ def export_dit(
     }
     if with_full:
         parts_map["full"] = (DiTFull(model), [sample, timesteps, cond])
+    # TeaCache / FBCache graphs and TeaCache's polynomial, fitted on the model in float32
+    stepcache = dit_stepcache_graphs(parts, sample, emb, cond) if with_stepcache else None
+    teacache = (dit_teacache_fit(copy.deepcopy(model).float().eval(), scheduler_config, num_classes, guidance_channels)
+                if with_stepcache else None)
     path = os.path.join(out_dir, "unet.pt")
     trace_methods(parts_map, path)
     h = sha256(path)
@@ -229,6 +320,12 @@ def export_dit(
         graphs[key] = dict(file=f"{key}.pt", method="forward", sha256=sha256(p), flops=count_flops(module, inputs))
 
     add("cond_encoder", ClassIds(), [torch.tensor([1], device=device)])
+    if stepcache is not None:
+        sc_path = os.path.join(out_dir, STEPCACHE_FILE)
+        trace_methods(stepcache, sc_path)
+        sc_hash = sha256(sc_path)
+        for key, (module, inp) in stepcache.items():
+            graphs[key] = dict(file=STEPCACHE_FILE, method=key, sha256=sc_hash, flops=count_flops(module, inp))
     blocks = model.transformer_blocks
     params = dict(time_embed=0, encoder=n_params(model.pos_embed, *blocks[:split]),
                   decoder=n_params(*blocks[split:], model.proj_out_1, model.proj_out_2, model.norm_out))
@@ -265,6 +362,7 @@ def export_dit(
         graphs=graphs,
         vae=vae_entry,
         params=params,
+        teacache=teacache,
         unet_config={k: v for k, v in dict(cfg).items() if not k.startswith("_")},
         exporter=dict(torch=torch.__version__, diffusers=diffusers.__version__, script="experiments/export_dit.py",
                       frozen=True),
@@ -275,7 +373,8 @@ def export_dit(
 
 
 def export_dit_folder(checkpoint: str, out_dir: str, device: str, dtype: str, name: str | None = None,
-                      split: int | None = None, guidance_channels: int | None = None) -> dict:
+                      split: int | None = None, guidance_channels: int | None = None,
+                      with_stepcache: bool = True) -> dict:
     """A local diffusers DiTPipeline folder (transformer/, vae/, scheduler/; nothing is downloaded)."""
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
@@ -297,4 +396,5 @@ def export_dit_folder(checkpoint: str, out_dir: str, device: str, dtype: str, na
         if id2label:
             names = [id2label[str(i)] for i in range(model.config.num_embeds_ada_norm)]
     return export_dit(out_dir, name or os.path.basename(os.path.normpath(checkpoint)), model, sched, split=split,
-                      class_names=names, guidance_channels=guidance_channels, vae=vae, dtype=DTYPES[dtype], device=device)
+                      class_names=names, guidance_channels=guidance_channels, vae=vae, dtype=DTYPES[dtype], device=device,
+                      with_stepcache=with_stepcache)

@@ -451,37 +451,36 @@ def add_deepcache_graphs(model_dir: str, ids: Sequence[int]) -> dict:
 TEACACHE_FILE = "teacache.pt"
 
 
-def teacache_fit(unet, cond_encoder, null_id: int, scheduler_config: dict, steps: int = 50, guidance: float = 3.0,
-                 classes: Sequence[int] = tuple(range(10)) * 2, seed: int = 1000, degree: int = 4) -> dict:
-    """TeaCache's rescaling polynomial for this model (the TeaCache paper fits, per model, the
-    model output's relative L1 change between consecutive steps against the indicator's): DDIM
-    baseline trajectories of `classes` with CFG, per sample and step i >= 1 the pair
-    (rel-L1 of the probe, rel-L1 of the UNet output) over the sample's two CFG rows, fitted by
-    numpy.polyfit (coefficients highest power first, as TeaCache's np.poly1d)."""
+def teacache_fit(probe, forward, guide, shape: Sequence[int], cond_of, null_id: int, scheduler_config: dict,
+                 steps: int = 50, guidance: float = 3.0, classes: Sequence[int] = tuple(range(10)) * 2,
+                 seed: int = 1000, degree: int = 4, device: str = "cpu") -> dict:
+    """TeaCache's rescaling polynomial for a model (the TeaCache paper fits, per model, the model
+    output's relative L1 change between consecutive steps against the indicator's): DDIM baseline
+    trajectories of `classes` with CFG, per sample and step i >= 1 the pair (rel-L1 of the
+    indicator, rel-L1 of the model output) over the sample's two CFG rows, fitted by numpy.polyfit
+    (coefficients highest power first, as TeaCache's np.poly1d). The model enters through
+    `probe(x2, t2, c2)` (the indicator), `forward(x2, t2, c2)` (the output) and
+    `guide(out, guidance)` (the guided noise prediction), on [uncond; cond] batches whose
+    conditioning `cond_of(ids)` builds; `shape` is one sample's (C, H, W); the trajectories run on
+    `device` (the noise is drawn on the CPU)."""
     import numpy as np
     from diffusers import DDIMScheduler
 
-    probe = TeaCacheProbe(unet).eval()
     sched = DDIMScheduler.from_config({k: v for k, v in scheduler_config.items() if not k.startswith("_")})
     sched.set_timesteps(steps)
     g = torch.Generator().manual_seed(seed)
-    cin = unet.config.in_channels
-    size = unet.config.sample_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    rel = lambda a, b: ((a - b).abs().flatten(1).mean(1) / b.abs().flatten(1).mean(1)).numpy()  # noqa: E731
+    rel = lambda a, b: ((a - b).abs().flatten(1).mean(1) / b.abs().flatten(1).mean(1)).cpu().numpy()  # noqa: E731
     xs, ys = [], []
     with torch.no_grad():
         n = len(classes)
-        x = torch.randn((n, cin) + size, generator=g)
-        cond = cond_encoder(torch.tensor(list(classes)))
-        c2 = torch.cat([cond_encoder(torch.tensor([null_id] * n)), cond])
+        x = torch.randn((n, *shape), generator=g).to(device)
+        c2 = torch.cat([cond_of([null_id] * n), cond_of(list(classes))])
         prev_p = prev_o = None
         for t in sched.timesteps:
             x2 = torch.cat([x, x])
-            tt = t.expand(2 * n).float()
-            emb = unet.time_embedding(unet.time_proj(tt).to(x2.dtype))
-            p = probe(x2, emb)
-            out = unet(x2, tt, encoder_hidden_states=c2).sample
+            tt = t.expand(2 * n).float().to(device)
+            p = probe(x2, tt, c2)
+            out = forward(x2, tt, c2)
             # per sample over its two rows: [uncond r; cond r] -> [n, 2, ...]
             pp = torch.stack(p.chunk(2), 1)
             oo = torch.stack(out.chunk(2), 1)
@@ -489,8 +488,7 @@ def teacache_fit(unet, cond_encoder, null_id: int, scheduler_config: dict, steps
                 xs.append(rel(pp, prev_p))
                 ys.append(rel(oo, prev_o))
             prev_p, prev_o = pp, oo
-            u, c = out.chunk(2)
-            x = sched.step(u + guidance * (c - u), t, x).prev_sample
+            x = sched.step(guide(out, guidance), t, x).prev_sample
     xs, ys = np.concatenate(xs), np.concatenate(ys)
     coef = np.polyfit(xs, ys, degree)
     fitted = np.poly1d(coef)(xs)
@@ -498,6 +496,24 @@ def teacache_fit(unet, cond_encoder, null_id: int, scheduler_config: dict, steps
     return dict(coefficients=[float(c) for c in coef],
                 fit=dict(sampler="ddim", steps=steps, guidance=guidance, samples=len(classes), seed=seed,
                          points=int(len(xs)), r2=round(r2, 4), indicator_range=[float(xs.min()), float(xs.max())]))
+
+
+def unet_teacache_fit(unet, cond_encoder, null_id: int, scheduler_config: dict, **kw) -> dict:
+    """teacache_fit on a class-conditioned 2-D UNet: indicator = graphs.TeaCacheProbe."""
+    probe = TeaCacheProbe(unet).eval()
+
+    def indicator(x2, tt, c2):
+        return probe(x2, unet.time_embedding(unet.time_proj(tt).to(x2.dtype)))
+
+    def guide(out, guidance):
+        u, c = out.chunk(2)
+        return u + guidance * (c - u)
+
+    size = unet.config.sample_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return teacache_fit(indicator, lambda x2, tt, c2: unet(x2, tt, encoder_hidden_states=c2).sample, guide,
+                        (unet.config.in_channels, *size), lambda ids: cond_encoder(torch.tensor(ids)), null_id,
+                        scheduler_config, **kw)
 
 
 def add_teacache_graph(model_dir: str, coefficients: Sequence[float] | None = None, device: str = "cpu") -> dict:
@@ -513,14 +529,15 @@ def add_teacache_graph(model_dir: str, coefficients: Sequence[float] | None = No
                              "model it was exported from")
     unet, m = load_unet(model_dir)
     if m.get("kind", "unet2d") != "unet2d":
-        raise ValueError(f"{model_dir}: TeaCache's UNet probe needs a 2-D UNet (kind {m.get('kind')})")
+        raise ValueError(f"{model_dir}: TeaCache's UNet probe needs a 2-D UNet (kind {m.get('kind')}; a DiT gets its "
+                         "TeaCache / FBCache graphs from export_dit.py)")
     dtype = DTYPES[m["dtype"]]
     if coefficients is None:
         if m["cond"].get("kind") != "class" or "cond_encoder" not in m["graphs"]:
             raise ValueError(f"{model_dir}: fitting TeaCache's polynomial needs a class-conditioned export; "
                              "pass --coefficients C4,C3,C2,C1,C0 (e.g. 0,0,0,1,0 for no rescaling)")
         cond_encoder = torch.jit.load(os.path.join(model_dir, m["graphs"]["cond_encoder"]["file"]), map_location="cpu")
-        spec = teacache_fit(unet.float(), cond_encoder, m["cond"]["null_id"], m["scheduler"])
+        spec = unet_teacache_fit(unet.float(), cond_encoder, m["cond"]["null_id"], m["scheduler"])
     else:
         spec = dict(coefficients=[float(c) for c in coefficients], fit=None)
     unet = unet.to(device=device, dtype=dtype)

@@ -238,6 +238,96 @@ def step_cache_reference(unet, sched, x, c2, guidance: float, rule: str, thresho
     return x, flags
 
 
+def dit_step_cache_reference(tr, sched, x, labels2, guidance: float, rule: str, threshold: float,
+                             coefficients=None, guidance_channels=None):
+    """TeaCache / First-Block Cache on a diffusers DiTTransformer2DModel, transcribed from their
+    official DiT code paths for one sample and its two CFG rows (`labels2` = [null, class]): the
+    transformer's own forward runs every step, with its blocks' forwards replaced (as TeaCache
+    patches its models' forward and FBCache wraps the block list):
+    - teacache: before block 0 runs, its modulated input norm1(h0, t, labels)[0] is the indicator
+      (first and last steps compute; else the rescaled relative L1 change against the previous
+      step's is accumulated, and the step reuses while the sum stays below `threshold`); a
+      reused step returns h0 + the cached residual from block 0 and the other blocks pass their
+      input through; a computed step caches (last block's output - h0);
+    - fbcache: block 0 always runs; its residual h1 - h0 is the indicator, compared with the one
+      of the last computed step (compute when the relative L1 change exceeds `threshold`); a
+      reused step returns h1 + the cached residual of blocks 1..; a computed step caches
+      (last block's output - h1).
+    The final layer runs at the step's own timestep either way. Guidance on the first
+    `guidance_channels` (all when None) of the noise prediction; a learned sigma is dropped (DDIM).
+    Returns (final latents, per-step "computed" flags)."""
+    import numpy as np
+
+    blocks = list(tr.transformer_blocks)
+    cin = tr.config.in_channels
+    rescale = np.poly1d(coefficients) if coefficients is not None else (lambda v: v)
+    rel = lambda a, b: float((a - b).abs().mean() / b.abs().mean())  # noqa: E731
+    st = dict(i=0, acc=0.0, prev=None, skip=False, start=None, residual=None, flags=[])
+    n = len(sched.timesteps)
+    originals = [b.forward for b in blocks]
+
+    def decide(ind):
+        i = st["i"]
+        if rule == "teacache":
+            if i == 0 or i == n - 1:
+                compute, st["acc"] = True, 0.0
+            else:
+                st["acc"] += float(rescale(rel(ind, st["prev"])))
+                compute = st["acc"] >= threshold
+                if compute:
+                    st["acc"] = 0.0
+            st["prev"] = ind
+        else:
+            compute = st["prev"] is None or rel(ind, st["prev"]) > threshold
+            if compute:
+                st["prev"] = ind
+        st["flags"].append(compute)
+        st["skip"] = not compute
+        return compute
+
+    def first(hidden_states, *a, **k):
+        if rule == "teacache":
+            ind = blocks[0].norm1(hidden_states, k["timestep"], k["class_labels"], hidden_dtype=hidden_states.dtype)[0]
+            if not decide(ind):
+                return hidden_states + st["residual"]
+            st["start"] = hidden_states
+            out = originals[0](hidden_states, *a, **k)
+        else:
+            out = originals[0](hidden_states, *a, **k)
+            if not decide(out - hidden_states):
+                return out + st["residual"]
+            st["start"] = out
+        if len(blocks) == 1:
+            st["residual"] = out - st["start"]
+        return out
+
+    def later(j):
+        def fwd(hidden_states, *a, **k):
+            if st["skip"]:
+                return hidden_states
+            out = originals[j](hidden_states, *a, **k)
+            if j == len(blocks) - 1:
+                st["residual"] = out - st["start"]
+            return out
+        return fwd
+
+    blocks[0].forward = first
+    for j in range(1, len(blocks)):
+        blocks[j].forward = later(j)
+    try:
+        for i, t in enumerate(sched.timesteps):
+            st["i"] = i
+            out = tr(torch.cat([x, x]), timestep=t.expand(2), class_labels=labels2).sample
+            u, c = out[:, :cin].chunk(2)
+            g = guidance_channels or cin
+            eps = torch.cat([u[:, :g] + guidance * (c[:, :g] - u[:, :g]), c[:, g:]], 1)
+            x = sched.step(eps, t, x).prev_sample
+    finally:
+        for b_, f in zip(blocks, originals):
+            b_.forward = f
+    return x, st["flags"]
+
+
 def tgate_reference(unet, sched, x, cond, uncond, guidance: float, gate_step: int, sp_interval: int = 5,
                     fi_interval: int = 1, warm_up: int = 2):
     """T-GATE's sampling loop (HaozheLiu-ST/T-GATE, tgate/SD.py with tgate_utils.tgate_scheduler

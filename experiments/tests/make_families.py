@@ -67,7 +67,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from make_sd_tiny import build_clip_tokenizer  # noqa: E402
 
-from fd_export.testing import OfficialDeepCache, adaptive_reference, step_cache_reference, tgate_reference  # noqa: E402
+from fd_export.testing import (OfficialDeepCache, adaptive_reference, dit_step_cache_reference,  # noqa: E402
+                               step_cache_reference, tgate_reference)
 
 PROMPTS = ["a photograph of an astronaut riding a horse", "A Cat, sitting on the MAT!!"]
 SEEDS = [5, 6]
@@ -421,6 +422,62 @@ def dit_references(family: str, ckpt: str, out: str, split: int) -> dict:
                        scheduler="ddpm" if authors else "ddim", timesteps=timesteps, split=split), f, indent=1)
 
 
+STEP_CACHE_STEPS = 50
+
+
+def dit_step_cache(ckpt: str, out: str, manifest: dict) -> dict:
+    """TeaCache / FBCache on the tiny DiT (DDIM, CFG), one sample at a time against
+    dit_step_cache_reference. Thresholds are set from the baseline trajectory's own indicator
+    changes (so both plans skip some steps and compute others) and written into the plan strings.
+    50 steps, the fit's own schedule: TeaCache's polynomial is fitted on DDIM-50 changes, and a
+    10-step schedule's first change lies far outside the fitted range (the polynomial then
+    returns large negative values that hold the accumulator down for the whole run)."""
+    import numpy as np
+    from diffusers import DDIMScheduler, DiTTransformer2DModel
+
+    tr = DiTTransformer2DModel.from_pretrained(ckpt, subfolder="transformer").eval()
+    sched = DDIMScheduler.from_pretrained(ckpt, subfolder="scheduler")
+    coef = manifest["teacache"]["coefficients"]
+    noise = torch.cat([torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(s)) for s in SEEDS])
+    # the indicators' step-to-step changes on sample 0's baseline (threshold inf: every step computes
+    # under teacache only at i = 0, so use fbcache with threshold -1: always computes)
+    seen = dict(tea=[], fb=[])
+    blk0 = tr.transformer_blocks[0]
+    h1 = blk0.norm1.register_forward_hook(lambda mod, a, o: seen["tea"].append(o[0].clone()))
+    h2 = blk0.register_forward_hook(lambda mod, a, o: seen["fb"].append((o - a[0]).clone()))
+    sched.set_timesteps(STEP_CACHE_STEPS)
+    with torch.no_grad():
+        dit_step_cache_reference(tr, sched, noise[:1].clone(), torch.tensor([1000, DIT_CLASSES[0]]), GUIDANCE,
+                                 "fbcache", -1.0)
+    h1.remove()
+    h2.remove()
+    rel = lambda a, b: float((a - b).abs().mean() / b.abs().mean())  # noqa: E731
+    tea = [float(np.poly1d(coef)(rel(a, b))) for a, b in zip(seen["tea"][1:], seen["tea"][:-1])]
+    fb = [rel(a, b) for a, b in zip(seen["fb"][1:], seen["fb"][:-1])]
+    # FBCache: halfway between the two middle changes (a threshold equal to an observed change
+    # would leave the decision to float rounding)
+    mid = sorted(fb)[len(fb) // 2 - 1: len(fb) // 2 + 1]
+    plans = [f"teacache:{2.5 * float(np.median(tea)):.4g}", f"fbcache:{sum(mid) / 2:.4g}"]
+    tensors, flags = {}, {}
+    for plan in plans:
+        rule, thr = plan.split(":")
+        outs, ran = [], []
+        for r in range(len(SEEDS)):
+            sched.set_timesteps(STEP_CACHE_STEPS)
+            with torch.no_grad():
+                x, f = dit_step_cache_reference(tr, sched, noise[r:r + 1].clone(),
+                                                torch.tensor([1000, DIT_CLASSES[r]]), GUIDANCE, rule, float(thr),
+                                                coef if rule == "teacache" else None)
+            outs.append(x)
+            ran.append(f)
+        tensors[f"step_cache.{plan}"] = torch.cat(outs).contiguous()
+        flags[plan] = ran
+    from safetensors.torch import save_file
+
+    save_file(tensors, os.path.join(out, "step_cache.safetensors"))
+    return flags
+
+
 def build_dit_family(family: str, out: str) -> None:
     from fd_export.dit import export_dit_folder
 
@@ -429,6 +486,13 @@ def build_dit_family(family: str, out: str) -> None:
     m = export_dit_folder(ckpt, os.path.join(out, "model"), "cpu", "float32", name=f"{family}-tiny",
                           guidance_channels=3 if family == "dit-authors" else None)
     dit_references(family, ckpt, out, m["split"]["encoder_blocks"])
+    if family == "dit":
+        flags = dit_step_cache(ckpt, out, m)
+        with open(os.path.join(out, "cases.json")) as f:
+            cases = json.load(f)
+        cases["step_cache"], cases["step_cache_steps"] = flags, STEP_CACHE_STEPS
+        with open(os.path.join(out, "cases.json"), "w") as f:
+            json.dump(cases, f, indent=1)
 
 
 def loop_reference(unet, sched, noise, cond2, case, guidance):

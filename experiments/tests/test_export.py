@@ -424,6 +424,41 @@ def test_dit_split_graphs_equal_diffusers(tmp_path):
     assert torch.equal(out, ref) and torch.equal(analysis[0], ref) and len(analysis) == 1 + 3
 
 
+def test_dit_stepcache_graphs_cut_diffusers_forward(tmp_path):
+    """TeaCache / FBCache on a DiT: embed -> first block -> other blocks -> head is diffusers'
+    forward; the indicator is block 0's modulated input as diffusers computes it (hooked); the
+    polynomial is fitted and recorded."""
+    from fd_export.dit import STEPCACHE_GRAPHS, export_dit
+
+    m = _tiny_dit()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    man = export_dit(str(tmp_path / "m"), "x", m, {"num_train_timesteps": 1000})
+    assert all(man["graphs"][k]["file"] == "stepcache.pt" for k in STEPCACHE_GRAPHS)
+    tc = man["teacache"]
+    assert len(tc["coefficients"]) == 5 and tc["fit"]["points"] == 49 * 20 and tc["fit"]["sampler"] == "ddim"
+    g = torch.jit.load(str(tmp_path / "m" / "unet.pt"))
+    sc = torch.jit.load(str(tmp_path / "m" / "stepcache.pt"))
+    x, t, ids = torch.randn(3, 4, 8, 8), torch.tensor([999.0, 500.0, 3.0]), torch.tensor([1, 10, 4])
+    cond = torch.jit.load(str(tmp_path / "m" / "cond_encoder.pt"))(ids)
+    emb = g.time_embed(t)
+    grabbed = {}
+    hook = m.transformer_blocks[0].norm1.register_forward_hook(lambda mod, a, out: grabbed.__setitem__("ind", out[0]))
+    try:
+        with torch.no_grad():
+            ref = m(x, timestep=t.long(), class_labels=ids).sample
+    finally:
+        hook.remove()
+    h0, ind = sc.stepcache_embed(x, emb, cond)
+    out = sc.stepcache_head(sc.stepcache_rest(sc.stepcache_first(h0, emb, cond), emb, cond), emb, cond)
+    assert torch.allclose(out, ref, atol=1e-6)
+    # tokens as [B, D, h, w] grids: back to [B, N, D] in patch order
+    assert torch.allclose(ind.flatten(2).transpose(1, 2), grabbed["ind"], atol=1e-6)
+    no = export_dit(str(tmp_path / "n"), "x", m, {}, with_stepcache=False)
+    assert no["teacache"] is None and "stepcache_embed" not in no["graphs"]
+
+
 def test_video_unet_needs_a_frame_count_and_image_unets_take_none(tmp_path):
     from diffusers import UNet3DConditionModel
 

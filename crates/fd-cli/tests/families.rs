@@ -99,16 +99,19 @@ fn dit_runs_key_step_plans_and_refuses_unet_only_ones() {
     let base = ["sample", "--model", &dit, "--steps", "6", "--n", "2", "--cfg", "4", "--classes", "207,360"];
     let (ok, _, err) = fd(&[&base[..], &["--keys", "deepcache:2", "--out", &o]].concat());
     assert!(!ok && err.contains("is a dit model") && err.contains("DeepCache"), "{err}");
-    for keys in ["teacache:0.1", "fbcache:0.1", "tgate:3"] {
-        let (ok, _, err) = fd(&[&base[..], &["--keys", keys, "--out", &o]].concat());
-        assert!(!ok && err.contains("dit model") && err.contains("2-D UNet"), "{keys}: {err}");
-    }
+    let (ok, _, err) = fd(&[&base[..], &["--keys", "tgate:3", "--out", &o]].concat());
+    assert!(!ok && err.contains("dit model") && err.contains("2-D UNet"), "{err}");
+    let (ok, _, err) = fd(&[&base[..], &["--keys", "fbcache:0.1:residual", "--out", &o]].concat());
+    assert!(!ok && err.contains("drop `:residual`"), "{err}");
     assert!(!std::path::Path::new(&o).exists(), "nothing written on error");
     let (ok, _, err) = fd(&[&base[..], &["--keys", "0,1,3", "--out", &o]].concat());
     assert!(ok, "{err}");
     let run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.path().join("o/run.json")).unwrap()).unwrap();
     assert_eq!(run["counts"]["calls"]["encoder"], 3, "{run}");
+    let tc = d.path().join("tc").display().to_string();
+    let (ok, _, err) = fd(&[&base[..], &["--keys", "teacache:0.2", "--out", &tc]].concat());
+    assert!(ok, "{err}");
     let dr = d.path().join("drift").display().to_string();
     let (ok, _, err) = fd(&["drift", "--model", &dit, "--steps", "6", "--n", "2", "--classes", "207", "--out", &dr]);
     assert!(ok, "{err}");

@@ -81,7 +81,8 @@ pub struct Manifest {
     #[serde(default)]
     pub deepcache: BTreeMap<String, DeepCacheSpec>,
     /// TeaCache's rescaling polynomial for this model; its indicator is the `teacache_probe`
-    /// graph (experiments/add_teacache.py writes both). None: `teacache:T` plans are refused.
+    /// graph (a UNet: experiments/add_teacache.py writes both) or a DiT's `stepcache_embed`
+    /// ([`STEPCACHE_GRAPHS`], written at export). None: `teacache:T` plans are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacache: Option<TeaCacheSpec>,
     /// T-GATE's cached attention layers; its graphs are [`TGATE_GRAPHS`]
@@ -287,6 +288,12 @@ pub struct DeepCacheSpec {
 /// `tgate_both_reuse(.., cross..., self...) -> out`.
 pub const TGATE_GRAPHS: [&str; 4] = ["tgate_capture", "tgate_sa_reuse", "tgate_ca_reuse", "tgate_both_reuse"];
 
+/// A DiT's TeaCache / First-Block Cache graphs (fd_export/dit.py): the token stream cut at the
+/// patch embedding, after the first block and after the last. `stepcache_embed(sample, emb, cond)
+/// -> (h0, TeaCache's indicator)`, `stepcache_first(h0, ..) -> h1`, `stepcache_rest(h1, ..) -> hL`,
+/// `stepcache_head(hL, ..) -> output`; tokens as [B, D, H/p, W/p] grids.
+pub const STEPCACHE_GRAPHS: [&str; 4] = ["stepcache_embed", "stepcache_first", "stepcache_rest", "stepcache_head"];
+
 /// The attention layers T-GATE caches, in the order its graphs take and return them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TGateSpec {
@@ -420,10 +427,9 @@ impl Manifest {
                 if !self.deepcache.is_empty()
                     || self.control.is_some()
                     || self.prepare.is_some()
-                    || self.teacache.is_some()
                     || self.tgate.is_some()
                 {
-                    return Err("kind dit takes no deepcache, teacache, control or prepare entries (UNet-only)".into());
+                    return Err("kind dit takes no deepcache, tgate, control or prepare entries (UNet-only)".into());
                 }
                 if self.cond.kind != CondKind::Class || self.cond.seq_len != 1 || self.cond.dim != 1 {
                     return Err("kind dit needs cond.kind=class with seq_len 1 and dim 1 (the class id)".into());
@@ -510,8 +516,16 @@ impl Manifest {
                 return Err("control needs cond.kind=text".into());
             }
         }
-        if self.teacache.is_some() != self.graphs.contains_key("teacache_probe") {
-            return Err("`teacache` and the `teacache_probe` graph must be given together".into());
+        let steps = STEPCACHE_GRAPHS.iter().filter(|g| self.graphs.contains_key(**g)).count();
+        if steps != 0 && (steps != STEPCACHE_GRAPHS.len() || self.kind != ModelKind::Dit) {
+            return Err(format!("the graphs {STEPCACHE_GRAPHS:?} come all together, on a DiT"));
+        }
+        let probe = self.graphs.contains_key("teacache_probe") || steps != 0;
+        if self.teacache.is_some() != probe {
+            return Err(
+                "`teacache` and its indicator graph (`teacache_probe`, or a DiT's `stepcache_embed`) must be given together"
+                    .into(),
+            );
         }
         if TGATE_GRAPHS.iter().any(|g| self.graphs.contains_key(*g) != self.tgate.is_some()) {
             return Err(format!("`tgate` and the graphs {TGATE_GRAPHS:?} must be given together"));

@@ -274,6 +274,9 @@ pub struct UNetModel {
     teacache_probe: Option<Graph>,
     /// T-GATE's graphs by name (empty without them).
     tgate: BTreeMap<String, Graph>,
+    /// A DiT's TeaCache / FBCache graphs by name ([`crate::manifest::STEPCACHE_GRAPHS`]; empty
+    /// without them).
+    stepcache: BTreeMap<String, Graph>,
     tokenizer: Option<PromptTokenizer>,
     tokenizer_2: Option<PromptTokenizer>,
 }
@@ -367,6 +370,10 @@ impl UNetModel {
             deepcache,
             teacache_probe: optional("teacache_probe")?,
             tgate: crate::manifest::TGATE_GRAPHS
+                .iter()
+                .filter_map(|g| optional(g).transpose().map(|r| r.map(|m| (g.to_string(), m))))
+                .collect::<Result<_>>()?,
+            stepcache: crate::manifest::STEPCACHE_GRAPHS
                 .iter()
                 .filter_map(|g| optional(g).transpose().map(|r| r.map(|m| (g.to_string(), m))))
                 .collect::<Result<_>>()?,
@@ -815,6 +822,37 @@ impl UNetModel {
         let [h, w] = m.sample_size;
         self.check("sample", sample, &[None, Some(m.in_channels), Some(h), Some(w)])?;
         Ok(tch::no_grad(|| g.forward_ts(&[self.input(sample), self.input(emb)]))?.to_kind(Kind::Float))
+    }
+
+    /// Whether the model has a DiT's TeaCache / FBCache graphs.
+    pub fn has_stepcache(&self) -> bool {
+        !self.stepcache.is_empty()
+    }
+
+    /// One of a DiT's step-cache graphs ([`crate::manifest::STEPCACHE_GRAPHS`]) on token grid (or,
+    /// for `stepcache_embed`, sample) `x`: every output, in order.
+    pub fn stepcache(&self, graph: &str, x: &Tensor, emb: &Tensor, cond: &Tensor) -> Result<Vec<Tensor>> {
+        let g = self.stepcache.get(graph).ok_or_else(|| Error::NoSuchGraph {
+            model: self.manifest.name.clone(),
+            graph: graph.into(),
+            why: "a DiT exported by experiments/export_dit.py carries its TeaCache / FBCache graphs; export it again",
+        })?;
+        let inputs = [IValue::Tensor(self.input(x)), IValue::Tensor(self.input(emb)), IValue::Tensor(self.input(cond))];
+        let out = match tch::no_grad(|| g.forward_is(&inputs))? {
+            IValue::Tuple(items) => {
+                items.into_iter().filter_map(|v| if let IValue::Tensor(t) = v { Some(t) } else { None }).collect()
+            }
+            IValue::Tensor(t) => vec![t],
+            _ => Vec::new(),
+        };
+        if out.is_empty() {
+            return Err(Error::Shape {
+                what: format!("{graph} output"),
+                expected: "tensors".into(),
+                found: "none".into(),
+            });
+        }
+        Ok(out.into_iter().map(|t| t.to_kind(Kind::Float)).collect())
     }
 
     /// One T-GATE graph (`graph` one of [`crate::manifest::TGATE_GRAPHS`]) on the full UNet

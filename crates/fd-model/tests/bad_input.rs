@@ -179,10 +179,11 @@ fn model_kind_and_split_are_checked() {
 #[test]
 fn teacache_entry_is_checked() {
     type Edit = fn(&mut serde_json::Value);
-    let cases: [(&str, Edit); 3] = [
-        ("`teacache` and the `teacache_probe` graph must be given together", |v| {
+    let cases: [(&str, Edit); 4] = [
+        ("`teacache` and its indicator graph (`teacache_probe`, or a DiT's `stepcache_embed`) must be given together", |v| {
             v["teacache"] = serde_json::json!({"coefficients": [1.0, 0.0]})
         }),
+        ("come all together, on a DiT", |v| v["graphs"]["stepcache_embed"] = v["graphs"]["encoder"].clone()),
         ("expected finite numbers", |v| {
             v["teacache"] = serde_json::json!({"coefficients": []});
             v["graphs"]["teacache_probe"] = v["graphs"]["encoder"].clone();

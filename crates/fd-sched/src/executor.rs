@@ -536,26 +536,58 @@ struct TGateSteps {
     warm_up: usize,
 }
 
-/// What a step-cache plan measures every step.
+/// What a step-cache plan measures every step, and where its cache sits.
 enum Indicator {
-    /// TeaCache: the `teacache_probe` graph, rescaled by the model's polynomial.
+    /// A UNet's TeaCache: the `teacache_probe` graph, rescaled by the model's polynomial.
     Probe(fd_model::TeaCacheSpec),
-    /// FBCache: conv_in's output through this DeepCache key's shallow encoder.
+    /// A UNet's FBCache: conv_in's output through this DeepCache key's shallow encoder.
     FirstBlock(String),
+    /// A DiT (the official DiT form of both methods): the token stream through the step-cache
+    /// graphs; TeaCache (with its polynomial) reads the first block's modulated input, FBCache
+    /// the first block's residual; a reused step adds the cached token residual of the skipped
+    /// blocks and runs the final layer at its own timestep.
+    Tokens(Option<fd_model::TeaCacheSpec>),
 }
 
 /// The indicator a TeaCache / FBCache plan reads on `model`, or an error saying what the model
-/// lacks (a 2-D UNet, the probe graph and polynomial, a DeepCache shallow encoder, equal in and
-/// out channels for the residual form).
+/// lacks (a 2-D UNet or a DiT, the probe graph and polynomial, a DeepCache shallow encoder, equal
+/// in and out channels for the residual form).
 fn step_cache_indicator(model: &UNetModel, rule: CacheRule, residual: bool) -> Result<Indicator> {
     let m = &model.manifest;
-    if m.kind != fd_model::ModelKind::Unet2d {
-        return Err(Error::Sampling(format!(
-            "{} plans read the first block of a 2-D UNet; model `{}` is a {} model (use an encoder-propagation plan)",
-            rule.as_str(),
-            m.name,
-            m.kind
-        )));
+    let no_poly = || {
+        Error::Sampling(format!(
+            "model `{}` has no TeaCache probe graph and polynomial: add them with `python experiments/add_teacache.py --model DIR`",
+            m.name
+        ))
+    };
+    match m.kind {
+        fd_model::ModelKind::Unet2d => {}
+        fd_model::ModelKind::Dit => {
+            if residual {
+                return Err(Error::Sampling(format!(
+                    "on a DiT, {} always reuses the token residual of the blocks it skips (the method's DiT form); drop `:residual`",
+                    rule.as_str()
+                )));
+            }
+            if !model.has_stepcache() {
+                return Err(Error::Sampling(format!(
+                    "DiT `{}` has no TeaCache / FBCache graphs (stepcache.pt): export it again with experiments/export_dit.py",
+                    m.name
+                )));
+            }
+            return Ok(Indicator::Tokens(match rule {
+                CacheRule::TeaCache => Some(m.teacache.clone().ok_or_else(no_poly)?),
+                CacheRule::FbCache => None,
+            }));
+        }
+        _ => {
+            return Err(Error::Sampling(format!(
+                "{} plans read the first block of a 2-D UNet or a DiT; model `{}` is a {} model (use an encoder-propagation plan)",
+                rule.as_str(),
+                m.name,
+                m.kind
+            )))
+        }
     }
     if residual && m.out_channels != m.in_channels {
         return Err(Error::Sampling(format!(
@@ -567,12 +599,7 @@ fn step_cache_indicator(model: &UNetModel, rule: CacheRule, residual: bool) -> R
         )));
     }
     Ok(match rule {
-        CacheRule::TeaCache => Indicator::Probe(m.teacache.clone().ok_or_else(|| {
-            Error::Sampling(format!(
-                "model `{}` has no TeaCache probe graph and polynomial: add them with `python experiments/add_teacache.py --model DIR`",
-                m.name
-            ))
-        })?),
+        CacheRule::TeaCache => Indicator::Probe(m.teacache.clone().ok_or_else(no_poly)?),
         CacheRule::FbCache => Indicator::FirstBlock(model.first_block_key()?),
     })
 }
@@ -755,20 +782,27 @@ impl StepCtx<'_, '_> {
     }
 
     /// TeaCache / First-Block Cache ([`Method::StepCache`]): every step the indicator runs on all
-    /// rows (TeaCache: `teacache_probe`; FBCache: conv_in through the cheapest DeepCache shallow
-    /// encoder); per sample, over its CFG rows, its relative L1 change mean|a - b| / mean|b|
-    /// decides whether the sample's rows run the UNet (only those are batched and counted) or
-    /// reuse the cache (the last computed output; with `residual` the input plus the last
-    /// computed output - input).
+    /// rows; per sample, over its CFG rows, its relative L1 change mean|a - b| / mean|b| decides
+    /// whether the sample's rows compute (only those are batched and counted) or reuse the cache.
+    /// Each step is front -> body -> head: on a UNet the front is the indicator graph (TeaCache:
+    /// `teacache_probe`; FBCache: conv_in through the cheapest DeepCache shallow encoder) with
+    /// state = the UNet input, the body the whole UNet, no head; the cache is the last computed
+    /// output (with `residual`: output - input, added to the input). On a DiT the front is the
+    /// patch embedding (TeaCache's state h0; FBCache runs the first block too, state h1), the body
+    /// the blocks after the state, the head the final layer on every row; the cache is always the
+    /// body's token residual.
     fn step_cache(&mut self, mut latents: Tensor, rule: CacheRule, threshold: f64, residual: bool) -> Result<Tensor> {
         let (b, bb, branches) = (self.b as usize, self.b, self.branches);
         let model = self.model;
         let n = self.timesteps.len();
         let rows_all = (branches * bb) as usize;
-        let (tea, fb_key) = match step_cache_indicator(model, rule, residual)? {
-            Indicator::Probe(spec) => (Some(spec), None),
-            Indicator::FirstBlock(key) => (None, Some(key)),
+        let indicator = step_cache_indicator(model, rule, residual)?;
+        let (tea, tokens) = match &indicator {
+            Indicator::Probe(spec) => (Some(spec.clone()), false),
+            Indicator::FirstBlock(_) => (None, false),
+            Indicator::Tokens(spec) => (spec.clone(), true),
         };
+        let residual = residual || tokens;
         // per sample: mean over its rows of row means, |a - b| over |b| (float32, as torch's means)
         let rel = |a: &Tensor, r: &Tensor| -> Result<Vec<f64>> {
             let per = |t: Tensor| {
@@ -788,18 +822,36 @@ impl StepCtx<'_, '_> {
         for i in 0..n {
             let x_in = self.model_input(&latents, i);
             let emb = self.time_embed(i)?;
-            let ind = match &fb_key {
-                None => {
+            let states = &self.cond2.states;
+            // front: the indicator and the state the body starts from
+            let (ind, state) = match &indicator {
+                Indicator::Probe(_) => {
                     let ind = self.clock.time(&mut self.tm.encoder_s, || model.teacache_probe(&x_in, &emb))?;
                     self.counts.add("teacache_probe", rows_all);
-                    ind
+                    (ind, x_in.shallow_clone())
                 }
-                Some(key) => {
-                    let states = &self.cond2.states;
+                Indicator::FirstBlock(key) => {
                     let ind =
                         self.clock.time(&mut self.tm.encoder_s, || model.first_block(key, &x_in, &emb, states))?;
                     self.counts.add(&fd_model::manifest::deepcache_graph(key, "shallow_encoder"), rows_all);
-                    ind
+                    (ind, x_in.shallow_clone())
+                }
+                Indicator::Tokens(spec) => {
+                    let mut v = self
+                        .clock
+                        .time(&mut self.tm.encoder_s, || model.stepcache("stepcache_embed", &x_in, &emb, states))?;
+                    self.counts.add("stepcache_embed", rows_all);
+                    let (h0, modulated) = (v.swap_remove(0), v.pop().expect("embed returns two tensors"));
+                    if spec.is_some() {
+                        (modulated, h0)
+                    } else {
+                        let h1 = self
+                            .clock
+                            .time(&mut self.tm.encoder_s, || model.stepcache("stepcache_first", &h0, &emb, states))?
+                            .swap_remove(0);
+                        self.counts.add("stepcache_first", rows_all);
+                        (&h1 - &h0, h1)
+                    }
                 }
             };
             let compute: Vec<bool> = match (&reference, &tea) {
@@ -829,30 +881,59 @@ impl StepCtx<'_, '_> {
                 (Some(r), None) if rows.len() < rows_all => r.index_copy(0, &idx, &ind.index_select(0, &idx)),
                 _ => ind,
             });
-            // the reused prediction of every row, then the computed rows' own
-            let mut pred = match &cache {
-                Some(c) if residual => &x_in + c,
+            // the body's output of every row from the cache, then the computed rows' own
+            let mut body = match &cache {
+                Some(c) if residual => &state + c,
                 Some(c) => c.shallow_clone(),
-                None => x_in.zeros_like(),
+                None => state.zeros_like(),
             };
             if !rows.is_empty() {
                 let all = rows.len() == rows_all;
-                let (x_sel, e_sel, c_sel) = if all {
-                    (x_in.shallow_clone(), emb.shallow_clone(), self.cond2.clone())
+                let (s_sel, e_sel, c_sel) = if all {
+                    (state.shallow_clone(), emb.shallow_clone(), self.cond2.clone())
                 } else {
-                    (x_in.index_select(0, &idx), emb.index_select(0, &idx), self.cond2.index_select(&idx))
+                    (state.index_select(0, &idx), emb.index_select(0, &idx), self.cond2.index_select(&idx))
                 };
-                let feats = self.clock.time(&mut self.tm.encoder_s, || model.encode(&x_sel, &e_sel, &c_sel.states))?;
-                self.counts.add("encoder", rows.len());
-                let out = self.clock.time(&mut self.tm.decoder_s, || model.decode(&feats, &e_sel, &c_sel.states))?;
-                self.counts.add("decoder", rows.len());
-                let new = if residual { &out - &x_sel } else { out.shallow_clone() };
+                let out = if tokens {
+                    let h = if tea.is_some() {
+                        let h1 = self.clock.time(&mut self.tm.decoder_s, || {
+                            model.stepcache("stepcache_first", &s_sel, &e_sel, &c_sel.states)
+                        })?;
+                        self.counts.add("stepcache_first", rows.len());
+                        h1[0].shallow_clone()
+                    } else {
+                        s_sel.shallow_clone()
+                    };
+                    let hl = self.clock.time(&mut self.tm.decoder_s, || {
+                        model.stepcache("stepcache_rest", &h, &e_sel, &c_sel.states)
+                    })?;
+                    self.counts.add("stepcache_rest", rows.len());
+                    hl[0].shallow_clone()
+                } else {
+                    let feats =
+                        self.clock.time(&mut self.tm.encoder_s, || model.encode(&s_sel, &e_sel, &c_sel.states))?;
+                    self.counts.add("encoder", rows.len());
+                    let out =
+                        self.clock.time(&mut self.tm.decoder_s, || model.decode(&feats, &e_sel, &c_sel.states))?;
+                    self.counts.add("decoder", rows.len());
+                    out
+                };
+                let new = if residual { &out - &s_sel } else { out.shallow_clone() };
                 cache = Some(match cache {
                     Some(c) if !all => c.index_copy(0, &idx, &new),
                     _ => new,
                 });
-                pred = if all { out } else { pred.index_copy(0, &idx, &out) };
+                body = if all { out } else { body.index_copy(0, &idx, &out) };
             }
+            let pred = if tokens {
+                let out = self
+                    .clock
+                    .time(&mut self.tm.decoder_s, || model.stepcache("stepcache_head", &body, &emb, states))?;
+                self.counts.add("stepcache_head", rows_all);
+                out[0].shallow_clone()
+            } else {
+                body
+            };
             latents = self.scheduler_step(pred, i, latents)?;
         }
         Ok(latents)

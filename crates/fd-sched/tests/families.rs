@@ -338,6 +338,50 @@ fn dit_authors_sampling_matches_reference() {
     sampling("dit-authors");
 }
 
+/// TeaCache / FBCache on a DiT (the official DiT form: token residual of the skipped blocks, final
+/// layer every step) against a transcription on diffusers' DiT forward with its blocks' forwards
+/// replaced (fd_export.testing.dit_step_cache_reference), per sample, DDIM with CFG: same latents,
+/// the same steps computed (counted rows), the indicator graphs on every row and step.
+#[test]
+fn dit_teacache_and_fbcache_match_their_references() {
+    let f = family("dit");
+    let (m, meta) = (&f.model, &f.meta);
+    let refs: HashMap<String, Tensor> =
+        Tensor::read_safetensors(f.dir.join("step_cache.safetensors")).unwrap().into_iter().collect();
+    let steps = meta["step_cache_steps"].as_u64().unwrap() as usize;
+    let spec = SamplerSpec::from_config("ddim", &m.manifest.scheduler, 0.0).unwrap();
+    let seeds: Vec<u64> = meta["seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let shape: Vec<i64> = std::iter::once(1).chain(m.manifest.sample_shape()).collect();
+    let noise = Tensor::cat(&seeds.iter().map(|&s| fd_sched::initial_noise(s, &shape)).collect::<Vec<_>>(), 0);
+    let conds = conditions(&f);
+    let (cond, uncond) = (m.encode_conditions(&conds).unwrap(), m.uncond(conds.len()).unwrap());
+    let opts = ExecOptions { guidance: meta["guidance"].as_f64().unwrap(), ..Default::default() };
+    let plans = meta["step_cache"].as_object().unwrap();
+    assert_eq!(plans.len(), 2);
+    for (plan, ran) in plans {
+        let runs =
+            ran.as_array().unwrap().iter().flat_map(|s| s.as_array().unwrap()).filter(|v| v.as_bool().unwrap()).count();
+        let all = steps * seeds.len();
+        assert!(runs > seeds.len() && runs < all, "{plan}: computes some steps and reuses others ({runs} of {all})");
+        let mut sched = spec.build(steps).unwrap();
+        let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
+        let p = Plan::parse(plan, steps).unwrap();
+        let out = sample(m, sched.as_mut(), &p, &opts, &input, fd_sched::Hooks::default()).unwrap();
+        let c = &out.counts;
+        assert_eq!(c.rows("stepcache_rest"), 2 * runs, "{plan}: the blocks run on CFG x computed steps");
+        assert_eq!((c.rows("stepcache_embed"), c.rows("stepcache_head")), (2 * all, 2 * all), "{plan}");
+        let first = if plan.starts_with("fbcache") { 2 * all } else { 2 * runs };
+        assert_eq!(c.rows("stepcache_first"), first, "{plan}: first block on every row (FBCache) or computed rows");
+        // relative to the latents' scale: CFG 5 on the random-init DiT grows them to ~1e3 in 50 steps
+        let want = &refs[&format!("step_cache.{plan}")];
+        let d = max_abs(&out.latents, want) / want.abs().max().double_value(&[]).max(1.0);
+        assert!(d <= 1e-4, "{plan}: differs from the reference by {d:e} (relative)");
+    }
+    let p = Plan::parse("fbcache:0.1:residual", steps).unwrap();
+    let err = fd_sched::executor::check_plan(m, &p).unwrap_err().to_string();
+    assert!(err.contains("token residual") && err.contains("drop `:residual`"), "{err}");
+}
+
 /// UNet-only plans are refused on a DiT with an error naming the kind.
 #[test]
 fn dit_refuses_deepcache() {
