@@ -290,6 +290,21 @@ struct DeepCacheGraphs {
     shallow_skips: usize,
 }
 
+/// A graph's output as its tensors (one, or a tuple's); an error naming `graph` when it has none.
+fn tensors_out(graph: &str, out: IValue) -> Result<Vec<Tensor>> {
+    let ts: Vec<Tensor> = match out {
+        IValue::Tuple(items) => {
+            items.into_iter().filter_map(|v| if let IValue::Tensor(t) = v { Some(t) } else { None }).collect()
+        }
+        IValue::Tensor(t) => vec![t],
+        _ => Vec::new(),
+    };
+    if ts.is_empty() {
+        return Err(Error::Shape { what: format!("{graph} output"), expected: "tensors".into(), found: "none".into() });
+    }
+    Ok(ts)
+}
+
 fn shape_str(s: &[i64]) -> String {
     format!("{s:?}")
 }
@@ -838,21 +853,10 @@ impl UNetModel {
             why: "a DiT exported by experiments/export_dit.py carries its TeaCache / FBCache graphs; export it again",
         })?;
         let inputs = [IValue::Tensor(self.input(x)), IValue::Tensor(self.input(emb)), IValue::Tensor(self.input(cond))];
-        let out = match tch::no_grad(|| g.forward_is(&inputs))? {
-            IValue::Tuple(items) => {
-                items.into_iter().filter_map(|v| if let IValue::Tensor(t) = v { Some(t) } else { None }).collect()
-            }
-            IValue::Tensor(t) => vec![t],
-            _ => Vec::new(),
-        };
-        if out.is_empty() {
-            return Err(Error::Shape {
-                what: format!("{graph} output"),
-                expected: "tensors".into(),
-                found: "none".into(),
-            });
-        }
-        Ok(out.into_iter().map(|t| t.to_kind(Kind::Float)).collect())
+        Ok(tensors_out(graph, tch::no_grad(|| g.forward_is(&inputs))?)?
+            .into_iter()
+            .map(|t| t.to_kind(Kind::Float))
+            .collect())
     }
 
     /// One T-GATE graph (`graph` one of [`crate::manifest::TGATE_GRAPHS`]) on the full UNet
@@ -877,21 +881,7 @@ impl UNetModel {
         let mut inputs =
             vec![IValue::Tensor(self.input(sample)), IValue::Tensor(self.input(emb)), IValue::Tensor(self.input(cond))];
         inputs.extend(cached.iter().map(|t| IValue::Tensor(self.input(t))));
-        let out = tch::no_grad(|| g.forward_is(&inputs))?;
-        let mut ts: Vec<Tensor> = match out {
-            IValue::Tuple(items) => {
-                items.into_iter().filter_map(|v| if let IValue::Tensor(t) = v { Some(t) } else { None }).collect()
-            }
-            IValue::Tensor(t) => vec![t],
-            _ => Vec::new(),
-        };
-        if ts.is_empty() {
-            return Err(Error::Shape {
-                what: format!("{graph} output"),
-                expected: "tensors".into(),
-                found: "none".into(),
-            });
-        }
+        let mut ts = tensors_out(graph, tch::no_grad(|| g.forward_is(&inputs))?)?;
         let out = ts.remove(0).to_kind(Kind::Float);
         Ok((out, ts))
     }

@@ -716,6 +716,20 @@ impl StepCtx<'_, '_> {
         Ok(emb)
     }
 
+    /// One of a DiT's step-cache graphs on `x`'s rows, timed (embedding and first block as encoder
+    /// time, the rest as decoder time) and counted; its outputs.
+    fn stepcache(&mut self, graph: &str, x: &Tensor, emb: &Tensor, states: &Tensor) -> Result<Vec<Tensor>> {
+        let model = self.model;
+        let slot = if matches!(graph, "stepcache_embed" | "stepcache_first") {
+            &mut self.tm.encoder_s
+        } else {
+            &mut self.tm.decoder_s
+        };
+        let out = self.clock.time(slot, || model.stepcache(graph, x, emb, states))?;
+        self.counts.add(graph, x.size()[0] as usize);
+        Ok(out)
+    }
+
     /// AdaptiveDiffusion's loop (see [`Method::Adaptive`]): per sample, the UNet runs at steps 0-3
     /// and whenever the last decision says so; otherwise the sample's last prediction (both CFG
     /// rows) is reused. Only the rows that run are batched into the UNet call (and counted).
@@ -837,19 +851,12 @@ impl StepCtx<'_, '_> {
                     (ind, x_in.shallow_clone())
                 }
                 Indicator::Tokens(spec) => {
-                    let mut v = self
-                        .clock
-                        .time(&mut self.tm.encoder_s, || model.stepcache("stepcache_embed", &x_in, &emb, states))?;
-                    self.counts.add("stepcache_embed", rows_all);
+                    let mut v = self.stepcache("stepcache_embed", &x_in, &emb, states)?;
                     let (h0, modulated) = (v.swap_remove(0), v.pop().expect("embed returns two tensors"));
                     if spec.is_some() {
                         (modulated, h0)
                     } else {
-                        let h1 = self
-                            .clock
-                            .time(&mut self.tm.encoder_s, || model.stepcache("stepcache_first", &h0, &emb, states))?
-                            .swap_remove(0);
-                        self.counts.add("stepcache_first", rows_all);
+                        let h1 = self.stepcache("stepcache_first", &h0, &emb, states)?.swap_remove(0);
                         (&h1 - &h0, h1)
                     }
                 }
@@ -896,19 +903,11 @@ impl StepCtx<'_, '_> {
                 };
                 let out = if tokens {
                     let h = if tea.is_some() {
-                        let h1 = self.clock.time(&mut self.tm.decoder_s, || {
-                            model.stepcache("stepcache_first", &s_sel, &e_sel, &c_sel.states)
-                        })?;
-                        self.counts.add("stepcache_first", rows.len());
-                        h1[0].shallow_clone()
+                        self.stepcache("stepcache_first", &s_sel, &e_sel, &c_sel.states)?.swap_remove(0)
                     } else {
                         s_sel.shallow_clone()
                     };
-                    let hl = self.clock.time(&mut self.tm.decoder_s, || {
-                        model.stepcache("stepcache_rest", &h, &e_sel, &c_sel.states)
-                    })?;
-                    self.counts.add("stepcache_rest", rows.len());
-                    hl[0].shallow_clone()
+                    self.stepcache("stepcache_rest", &h, &e_sel, &c_sel.states)?.swap_remove(0)
                 } else {
                     let feats =
                         self.clock.time(&mut self.tm.encoder_s, || model.encode(&s_sel, &e_sel, &c_sel.states))?;
@@ -925,15 +924,8 @@ impl StepCtx<'_, '_> {
                 });
                 body = if all { out } else { body.index_copy(0, &idx, &out) };
             }
-            let pred = if tokens {
-                let out = self
-                    .clock
-                    .time(&mut self.tm.decoder_s, || model.stepcache("stepcache_head", &body, &emb, states))?;
-                self.counts.add("stepcache_head", rows_all);
-                out[0].shallow_clone()
-            } else {
-                body
-            };
+            let pred =
+                if tokens { self.stepcache("stepcache_head", &body, &emb, states)?.swap_remove(0) } else { body };
             latents = self.scheduler_step(pred, i, latents)?;
         }
         Ok(latents)
