@@ -210,7 +210,9 @@ fn experiment_config_writes_its_table() {
     let (ok, out, err) = fd(&args);
     assert!(ok, "{err}");
     assert!(out.contains("| ours |") && out.contains("FTC"), "{out}");
-    for f in ["table.md", "table.csv", "experiment.json", "pareto_gflops.png", "pareto_time.svg"] {
+    for f in
+        ["table.md", "table.csv", "experiment.json", "pareto_gflops.png", "pareto_time.svg", "pareto_consistency.png"]
+    {
         assert!(res.join(f).is_file(), "{f} missing");
     }
     for row in ["ddim-6", "ours", "auto", "dc", "dpmpp"] {

@@ -614,5 +614,24 @@ fn pareto(cfg: &ExperimentConfig, opt: &ExperimentOptions, rows: &[RowResult]) -
         "FID",
         &opt.results_dir.join("pareto_time"),
     )?;
+    // class adherence can fall where FID does not (T-GATE): its own front, lower = better
+    if rows.iter().all(|r| r.consistency.is_some()) {
+        let pts: Vec<ParetoPoint> = rows
+            .iter()
+            .map(|r| ParetoPoint {
+                label: r.label.clone(),
+                family: r.family.clone(),
+                x: r.gflops_per_image,
+                y: 1.0 - r.consistency.unwrap_or(0.0),
+            })
+            .collect();
+        pareto(
+            &pts,
+            &format!("{}: 1 - class consistency (N={}) vs GFLOPs/image", cfg.name, cfg.n),
+            "UNet GFLOPs / image",
+            "1 - class consistency",
+            &opt.results_dir.join("pareto_consistency"),
+        )?;
+    }
     Ok(())
 }
