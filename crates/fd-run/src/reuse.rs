@@ -16,7 +16,7 @@ use fd_model::io::read_json;
 
 use crate::error::io;
 use crate::records::RunConfig;
-use crate::runner::{folder_state, is_sample_png, FolderState};
+use crate::runner::{folder_state, FolderState};
 use crate::Result;
 
 /// Run folders under `root` laid out as `<experiment>/<N...>/<row>/config.json` (the layout of
@@ -75,13 +75,14 @@ pub fn adopt_parts(root: &Path, own: &Path, config: &RunConfig) -> Result<Option
             continue;
         }
         let parts = donor.join("parts");
-        let mut records: Vec<PathBuf> = std::fs::read_dir(&parts)
+        // the donor's part files, listed once
+        let mut names: Vec<String> = std::fs::read_dir(&parts)
             .map_err(io(&parts))?
             .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|e| e.file_name().to_string_lossy().to_string())
             .collect();
-        records.sort();
+        names.sort();
+        let records: Vec<PathBuf> = names.iter().filter(|n| n.ends_with(".json")).map(|n| parts.join(n)).collect();
         let own_parts = own.join("parts");
         let mut adopted = 0;
         for rec in records {
@@ -96,15 +97,13 @@ pub fn adopt_parts(root: &Path, own: &Path, config: &RunConfig) -> Result<Option
                 link_or_copy(&donor.join("config.json"), &own.join("config.json"))?;
             }
             // images and Inception features first, the record last (as the runner writes a part)
-            for entry in std::fs::read_dir(&parts).map_err(io(&parts))?.filter_map(|e| e.ok()) {
-                let name = entry.file_name().to_string_lossy().to_string();
-                if name.starts_with(&format!("{stem}.")) && name.ends_with(".safetensors") {
-                    link_or_copy(&entry.path(), &own_parts.join(&name))?;
-                }
+            let prefix = format!("{stem}.");
+            for name in names.iter().filter(|n| n.starts_with(&prefix) && n.ends_with(".safetensors")) {
+                link_or_copy(&parts.join(name), &own_parts.join(name))?;
             }
             for i in start..end {
                 let png = format!("{i:06}.png");
-                if is_sample_png(&png) && donor.join(&png).is_file() {
+                if donor.join(&png).is_file() {
                     link_or_copy(&donor.join(&png), &own.join(&png))?;
                 }
             }

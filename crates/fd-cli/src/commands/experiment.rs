@@ -67,11 +67,10 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
         deterministic: a.deterministic,
         progress: log::max_level() >= log::LevelFilter::Info,
         // rows identical to another experiment's (under the default work layout) reuse its samples
-        reuse_root: match (&a.reuse_from, a.no_reuse, &a.work) {
-            (_, true, _) => None,
-            (Some(dir), _, _) => Some(dir.clone()),
-            (None, _, None) => Some(PathBuf::from("out/experiments")),
-            (None, _, Some(_)) => None,
+        reuse_root: if a.no_reuse {
+            None
+        } else {
+            a.reuse_from.clone().or_else(|| a.work.is_none().then(|| PathBuf::from("out/experiments")))
         },
     };
     let t0 = std::time::Instant::now();
