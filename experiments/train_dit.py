@@ -13,7 +13,7 @@ Seeded and resumable with the same loop as train_fmnist.py (fd_export.training.t
 (weights, EMA, optimizer, generator, step) every --ckpt-every steps, loss.csv, same --run-dir
 continues.
 
-  python experiments/train_dit.py --run-dir ~/.cache/fd/train/fmnist-dit --steps 12000
+  python experiments/train_dit.py --run-dir ~/.cache/fd/train/fmnist-dit --steps 8000
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ NUM_CLASSES = FMNIST_DIT_CONFIG["num_embeds_ada_norm"]  # class id 10 is the nul
 
 
 def main() -> None:
-    args = arguments(__doc__, steps=12000, lr=3e-4, warmup=500).parse_args()
+    args = arguments(__doc__, steps=8000, lr=3e-4, warmup=500).parse_args()
     train(args, build_fmnist_dit, lambda m, xt, t, y: m(xt, timestep=t, class_labels=y).sample, lambda m: NUM_CLASSES,
           dict(dit=FMNIST_DIT_CONFIG, null_class=NUM_CLASSES, params=sum(p.numel() for p in build_fmnist_dit().parameters())))
 
