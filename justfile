@@ -166,13 +166,13 @@ bench-micro: build
         | grep -v -E '^\s*(Compiling|Running|Finished|Benchmarking .*: (Warming|Collecting|Analyzing))' \
         | tee "results/criterion/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}/criterion.txt"
 
-# Measure the default model and write its card (models/fmnist/README.md, loss.png, sample grid):
+# Measure a default model (MODEL=models/fmnist or models/fmnist-dit) and write its card (README.md, loss.png, sample grid):
 # DDIM-50 + CFG, N samples balanced over the 10 classes, class consistency and FID/KID.
 model-card N="1000": build
-    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 100 --resume --out out/card
-    {{env}} ./target/release/fd eval consistency --samples out/card
-    {{env}} ./target/release/fd eval fid --samples out/card --ref fmnist-test
-    {{env}} python experiments/model_card.py --model {{model}} --run-dir "$FD_CACHE/train/fmnist" --samples out/card
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 100 --resume --out out/card/$(basename {{model}})
+    {{env}} ./target/release/fd eval consistency --samples out/card/$(basename {{model}})
+    {{env}} ./target/release/fd eval fid --samples out/card/$(basename {{model}}) --ref fmnist-test
+    {{env}} python experiments/model_card.py --model {{model}} --run-dir "$FD_CACHE/train/$(basename {{model}})" --samples out/card/$(basename {{model}})
 
 # Feature drift of every encoder / decoder layer on the default model (the paper's Fig. 3 numbers)
 # and a drift-calibrated 9-key-step plan; writes results/drift/<date>-<machine>/.

@@ -1,4 +1,4 @@
-"""Write models/fmnist/README.md (the default model's card) from what the runs produced:
+"""Write a default model's card (models/fmnist/README.md, models/fmnist-dit/README.md) from what the runs produced:
 the training log (loss curve PNG), the manifest, the judge's report, and the sample / metric
 folders written by `fd sample`, `fd eval consistency` and `fd eval fid` (see `just model-card`).
 
@@ -45,15 +45,30 @@ def main():
     judge = json.load(open(os.path.join(args.model, "classifier.json")))
     train = json.load(open(os.path.join(args.run_dir, "train_config.json")))
     t = m.get("training", {})
-    lines = [
-        "# Default model: class-conditional UNet on Fashion-MNIST",
-        "",
-        f"`diffusers.UNet2DConditionModel`, {sum(v for k, v in m['params'].items() if k != 'cond_encoder') / 1e6:.2f}M parameters,"
-        f" config `{json.dumps(train['unet'])}`; conditioning: a learned [{m['cond']['seq_len']}, {m['cond']['dim']}] token sequence per"
-        " class plus a learned null sequence (10% label dropout), fed through cross-attention.",
+    if m.get("kind", "unet2d") == "dit":
+        head = [
+            "# Second default model: class-conditional DiT on Fashion-MNIST",
+            "",
+            f"`diffusers.DiTTransformer2DModel` (adaLN-zero), {train['params'] / 1e6:.2f}M parameters,"
+            f" config `{json.dumps(train['dit'])}`; conditioning: the class label through adaLN-zero, class id"
+            f" {train['null_class']} = the null class (10% label dropout). fd's split: patch embedding + the first"
+            f" {m['split']['encoder_blocks']} of {m['split']['blocks']} blocks = encoder (the authors' 18/28 ratio), the"
+            " other blocks + final layer = decoder.",
+        ]
+        trainer = "`just train-dit` (experiments/train_dit.py"
+    else:
+        head = [
+            "# Default model: class-conditional UNet on Fashion-MNIST",
+            "",
+            f"`diffusers.UNet2DConditionModel`, {sum(v for k, v in m['params'].items() if k != 'cond_encoder') / 1e6:.2f}M parameters,"
+            f" config `{json.dumps(train['unet'])}`; conditioning: a learned [{m['cond']['seq_len']}, {m['cond']['dim']}] token sequence per"
+            " class plus a learned null sequence (10% label dropout), fed through cross-attention.",
+        ]
+        trainer = "`just train-default` (experiments/train_fmnist.py"
+    lines = head + [
         f"Noise schedule / sampler config: `{json.dumps(m['scheduler'])}`.",
         "",
-        f"Trained by `just train-default` (experiments/train_fmnist.py, seed {train['args']['seed']}, batch {train['args']['batch']},"
+        f"Trained by {trainer}, seed {train['args']['seed']}, batch {train['args']['batch']},"
         f" lr {train['args']['lr']} with a cosine decay to 0 over the last {train['args'].get('decay_frac', 0):.0%} of the steps,"
         f" EMA {train['args']['ema']}): exported EMA weights at step {t.get('checkpoint_step')},"
         f" {t.get('wall_s', 0) / 3600:.2f} h of training wall time on {run['machine']['cpu']} ({run['machine']['cores']} cores).",
@@ -75,9 +90,10 @@ def main():
                      f" (N < 2048: biased upward); KID {kid.get('mean', float('nan')):.4f} ± {kid.get('std', float('nan')):.4f}."
                      f" Preprocessing: {fid['preprocessing']}.")
     lines += [
-        f"- Judge: `classifier.pt` (experiments/train_classifier.py), test accuracy {judge['test_accuracy']:.4f}.",
+        f"- Judge: `classifier.pt` (experiments/train_classifier.py; the same file in every Fashion-MNIST model folder),"
+        f" test accuracy {judge['test_accuracy']:.4f}.",
         "",
-        "Regenerate this card: `just model-card`.",
+        f"Regenerate this card: `MODEL={args.model} just model-card`.",
         "",
     ]
     open(os.path.join(args.model, "README.md"), "w").write("\n".join(lines))

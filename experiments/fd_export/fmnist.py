@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import struct
 
 import numpy as np
@@ -112,6 +113,8 @@ SCHEDULER_CONFIG = dict(
 
 
 REFERENCE_FILE = "reference_ddim50_cfg3.safetensors"
+# The Fashion-MNIST judge (experiments/train_classifier.py), shipped with the UNet default model.
+JUDGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "models", "fmnist")
 
 # The second default model (issue 19): a small class-conditional DiT (diffusers DiTTransformer2DModel,
 # adaLN-zero) on the same data, schedule and label dropout, sized for a few CPU hours on 2 cores:
@@ -148,11 +151,25 @@ def export_fmnist_dit_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = 
     n = FMNIST_DIT_CONFIG["num_embeds_ada_norm"]
     write_pipeline_reference(lambda x, t, ids: model(x, timestep=t.expand(x.shape[0]), class_labels=ids).sample,
                              1, 28, n, sched_cfg, os.path.join(out_dir, REFERENCE_FILE))
-    return export_dit(out_dir, "fmnist-cfg-dit", model, sched_cfg, class_names=CLASS_NAMES, with_full=with_full,
-                      with_stepcache=with_stepcache,
-                      family="fmnist-dit",
-                      extra_manifest=dict(training=dict(checkpoint_step=int(ck["step"]), wall_s=float(ck["wall_s"]),
-                                                        ema=use_ema)))
+    manifest = export_dit(out_dir, "fmnist-cfg-dit", model, sched_cfg, class_names=CLASS_NAMES, with_full=with_full,
+                          with_stepcache=with_stepcache,
+                          family="fmnist-dit",
+                          extra_manifest=dict(training=dict(checkpoint_step=int(ck["step"]), wall_s=float(ck["wall_s"]),
+                                                            ema=use_ema)))
+    copy_judge(out_dir)
+    return manifest
+
+
+def copy_judge(out_dir: str, judge_dir: str = JUDGE_DIR) -> None:
+    """Put the UNet default's judge (classifier.pt + its report) beside a model trained on the same
+    data, so every fd command that defaults to `<model>/classifier.pt` measures class consistency with
+    the same classifier (git stores the identical file once)."""
+    for f in ("classifier.pt", "classifier.json"):
+        src = os.path.join(judge_dir, f)
+        if not os.path.isfile(src):
+            raise FileNotFoundError(f"{src}: the Fashion-MNIST judge is missing (experiments/train_classifier.py writes it)")
+        if os.path.abspath(src) != os.path.abspath(os.path.join(out_dir, f)):
+            shutil.copyfile(src, os.path.join(out_dir, f))
 
 
 class Bundle(torch.nn.Module):
