@@ -103,6 +103,10 @@ ablate-keysteps *ARGS: build
 ablate-injection *ARGS: build
     {{env}} ./target/release/fd experiment experiments/configs/ablate_injection.json {{exp_flags}} {{ARGS}}
 
+# The same ablation on the default DiT (models/fmnist-dit; DeepCache does not apply to a DiT).
+ablate-keysteps-dit *ARGS: build
+    {{env}} ./target/release/fd experiment experiments/configs/ablate_keysteps_dit.json {{exp_flags}} {{ARGS}}
+
 # DeepCache vs encoder propagation at comparable GFLOPs (the paper's Table 2 question).
 deepcache-vs-ours *ARGS: build
     {{env}} ./target/release/fd experiment experiments/configs/deepcache_vs_ours.json {{exp_flags}} {{ARGS}}
@@ -178,4 +182,4 @@ model-card N="1000": build
 # and a drift-calibrated 9-key-step plan; writes results/drift/<date>-<machine>/.
 drift N="8": build
     {{env}} ./target/release/fd drift --model {{model}} --steps 50 --cfg 3 --n {{N}} --save-plan auto:9 \
-        --out "results/drift/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
+        --out "results/drift{{ if model == "models/fmnist" { "" } else { "-" + file_name(model) } }}/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
