@@ -170,16 +170,20 @@ bench-micro: build
         | grep -v -E '^\s*(Compiling|Running|Finished|Benchmarking .*: (Warming|Collecting|Analyzing))' \
         | tee "results/criterion/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}/criterion.txt"
 
+# Where `just model-card` puts its samples.
+card := "out/card/" + file_name(model)
+
 # Measure a default model (MODEL=models/fmnist or models/fmnist-dit) and write its card (README.md, loss.png, sample grid):
 # DDIM-50 + CFG, N samples balanced over the 10 classes, class consistency and FID/KID.
 model-card N="1000": build
-    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 100 --resume --out out/card/$(basename {{model}})
-    {{env}} ./target/release/fd eval consistency --samples out/card/$(basename {{model}})
-    {{env}} ./target/release/fd eval fid --samples out/card/$(basename {{model}}) --ref fmnist-test
-    {{env}} python experiments/model_card.py --model {{model}} --run-dir "$FD_CACHE/train/$(basename {{model}})" --samples out/card/$(basename {{model}})
+    {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 100 --resume --out {{card}}
+    {{env}} ./target/release/fd eval consistency --samples {{card}}
+    {{env}} ./target/release/fd eval fid --samples {{card}} --ref fmnist-test
+    {{env}} python experiments/model_card.py --model {{model}} --run-dir "$FD_CACHE/train/{{file_name(model)}}" --samples {{card}}
 
 # Feature drift of every encoder / decoder layer on the default model (the paper's Fig. 3 numbers)
-# and a drift-calibrated 9-key-step plan; writes results/drift/<date>-<machine>/.
+# and a drift-calibrated 9-key-step plan; writes results/drift/<date>-<machine>/ (another MODEL:
+# results/drift-<model folder name>/<date>-<machine>/).
 drift N="8": build
     {{env}} ./target/release/fd drift --model {{model}} --steps 50 --cfg 3 --n {{N}} --save-plan auto:9 \
         --out "results/drift{{ if model == "models/fmnist" { "" } else { "-" + file_name(model) } }}/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
