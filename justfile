@@ -182,8 +182,8 @@ model-card N="1000": build
     {{env}} python experiments/model_card.py --model {{model}} --run-dir "$FD_CACHE/train/{{file_name(model)}}" --samples {{card}}
 
 # Feature drift of every encoder / decoder layer on the default model (the paper's Fig. 3 numbers)
-# and a drift-calibrated 9-key-step plan; writes results/drift/<date>-<machine>/ (another MODEL:
-# results/drift-<model folder name>/<date>-<machine>/).
+# and a drift-calibrated 9-key-step plan (another MODEL writes under results/drift-<model folder name>/);
+# writes results/drift/<date>-<machine>/.
 drift N="8": build
     {{env}} ./target/release/fd drift --model {{model}} --steps 50 --cfg 3 --n {{N}} --save-plan auto:9 \
         --out "results/drift{{ if model == "models/fmnist" { "" } else { "-" + file_name(model) } }}/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
