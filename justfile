@@ -58,7 +58,7 @@ train-default STEPS="8000": setup
 
 # Train the second default model (issue 19): a small class-conditional DiT on Fashion-MNIST
 # (resumable; checkpoints under $FD_CACHE/train/fmnist-dit; about 1.4 s/step on 2 cores).
-train-dit STEPS="8000": setup
+train-dit STEPS="4000": setup
     {{env}} cd experiments && python train_dit.py --run-dir "$FD_CACHE/train/fmnist-dit" --steps {{STEPS}}
 
 # Export the default model's EMA weights from the training checkpoint into models/fmnist.

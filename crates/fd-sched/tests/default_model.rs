@@ -1,6 +1,6 @@
-//! Rust sampling on the committed default model equals the plain diffusers pipeline loop run at
-//! export time (models/fmnist/reference_ddim50_cfg3.safetensors, written by export_unet.py):
-//! DDIM-50, CFG 3, same seeds -> max abs diff <= 1e-4.
+//! Rust sampling on each committed default model equals the plain diffusers pipeline loop run at
+//! export time (`<model>/reference_ddim50_cfg3.safetensors`, written by export_unet.py for the UNet
+//! and export_dit.py for the DiT): DDIM-50, CFG 3, same seeds -> max abs diff <= 1e-4.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,9 +10,9 @@ use fd_model::{LoadOptions, UNetModel};
 use fd_sched::tch::Tensor;
 use fd_sched::{ExecOptions, KeySteps, Plan};
 
-#[test]
-fn default_model_ddim50_cfg_equals_diffusers_loop() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist");
+/// Sample the export reference's seeds and classes with fd and compare to the diffusers loop.
+fn check_against_export_reference(model_dir: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models").join(model_dir);
     let model = UNetModel::load(&dir, &LoadOptions::default()).unwrap();
     let r: HashMap<String, Tensor> =
         Tensor::read_safetensors(dir.join("reference_ddim50_cfg3.safetensors")).unwrap().into_iter().collect();
@@ -26,6 +26,16 @@ fn default_model_ddim50_cfg_equals_diffusers_loop() {
     let spec = fd_sched::SamplingSpec::new(sampler, plan, opts).unwrap();
     let out = spec.generate(&model, &seeds, &conds).unwrap();
     let d = (&out.images - &r["samples"]).abs().max().double_value(&[]);
-    assert!(d <= 1e-4, "max abs diff {d:e}");
+    assert!(d <= 1e-4, "{model_dir}: max abs diff {d:e}");
     assert!(r["samples"].abs().max().double_value(&[]) > 0.1);
+}
+
+#[test]
+fn default_model_ddim50_cfg_equals_diffusers_loop() {
+    check_against_export_reference("fmnist");
+}
+
+#[test]
+fn default_dit_ddim50_cfg_equals_diffusers_loop() {
+    check_against_export_reference("fmnist-dit");
 }
