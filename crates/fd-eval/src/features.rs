@@ -127,6 +127,7 @@ pub fn chunks_fid(
 ) -> Result<FidResult> {
     use crate::fid::{frechet_distance, kid, Stats};
     let dir = samples;
+    progress.set_length(chunks.iter().map(|(imgs, _)| imgs.size()[0].max(0) as u64).sum());
     progress.set_message(format!("Inception features of {}", dir.display()));
     let feats = chunked_features(chunks, inception, |d| progress.set_position(d as u64))?;
     let n = feats.size()[0] as usize;
