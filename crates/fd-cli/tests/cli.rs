@@ -81,6 +81,25 @@ fn info_sample_and_drift_write_their_outputs() {
         o.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
+    // a calibrated plan takes the plan modifiers: the calibrated key steps, then forecast
+    let (ok, _, err) = fd(&[
+        "sample",
+        "--model",
+        &tiny(),
+        "--steps",
+        "6",
+        "--keys",
+        "auto:3+forecast:1",
+        "--n",
+        "1",
+        "--overwrite",
+        "--out",
+        o.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.join("run.json")).unwrap()).unwrap();
+    assert!(run["plan"]["keys"].as_str().is_some_and(|k| k.ends_with("+forecast:1")), "{}", run["plan"]);
+    assert_eq!(run["plan"]["key_steps"].as_array().map(Vec::len), Some(3), "{}", run["plan"]);
 }
 
 #[test]
@@ -144,6 +163,7 @@ fn bad_inputs_fail_with_clear_messages() {
         (&["sample", "--model", &tiny(), "--shard", "3/3", "--out", o], "--shard `3/3`"),
         (&["sample", "--model", &tiny(), "--keys", "0,1,x", "--out", o], "not a step index"),
         (&["sample", "--model", &tiny(), "--keys", "auto:x", "--out", o], "is not an integer"),
+        (&["sample", "--model", &tiny(), "--keys", "auto:3+forecast:7", "--out", o], "forecast order 7"),
         (
             &["sample", "--model", &tiny(), "--prompts", empty.to_str().unwrap(), "--out", o],
             "no prompts (file is empty)",

@@ -284,14 +284,27 @@ pub fn resolve_plan(
     if !keys.starts_with("auto:") {
         return Ok(Plan::parse(keys, steps)?);
     }
-    fd_analysis::keysteps::AutoRule::parse(keys)?; // before the (slow) calibration run
+    // `auto:K+forecast:1` / `auto:K+partial:ID`: the key steps are calibrated, the modifier applied
+    let (rule, modifier) = split_auto_modifier(keys);
+    // both parts checked before the (slow) calibration run
+    fd_analysis::keysteps::AutoRule::parse(rule)?;
+    Plan::parse(&format!("0{modifier}"), steps)?;
     if calibration_n == 0 || conds.is_empty() {
         return Err(Error::Input(format!("`{keys}` needs at least one calibration sample")));
     }
     let seeds: Vec<u64> = (0..calibration_n as u64).map(|i| 1_000_000 + i).collect();
     let cal: Vec<Condition> = (0..seeds.len()).map(|i| conds[i % conds.len()].clone()).collect();
-    let (k, _) = fd_analysis::calibrate_key_steps(model, sampler, steps, guidance, &seeds, &cal, keys)?;
-    Ok(Plan::new(KeySteps::List(k), steps)?)
+    let (k, _) = fd_analysis::calibrate_key_steps(model, sampler, steps, guidance, &seeds, &cal, rule)?;
+    if modifier.is_empty() {
+        return Ok(Plan::new(KeySteps::List(k), steps)?);
+    }
+    let list: Vec<String> = k.iter().map(usize::to_string).collect();
+    Ok(Plan::parse(&format!("{}{modifier}", list.join(",")), steps)?)
+}
+
+/// An `auto:` rule and its plan modifier (`+forecast:…` / `+partial:…`, empty if none).
+pub fn split_auto_modifier(keys: &str) -> (&str, &str) {
+    keys.find('+').map_or((keys, ""), |i| keys.split_at(i))
 }
 
 /// The conditions of `n` samples, the one place every command decides them: the lines of
