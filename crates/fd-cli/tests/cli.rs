@@ -65,38 +65,27 @@ fn info_sample_and_drift_write_their_outputs() {
     for f in ["drift.csv", "summary.json", "fig3.png", "fig3.svg", "plan.json"] {
         assert!(o2.join(f).is_file(), "{f} missing");
     }
-    let plan = o2.join("plan.json");
-    let (ok, _, err) = fd(&[
-        "sample",
-        "--model",
-        &tiny(),
-        "--steps",
-        "6",
-        "--keys",
-        plan.to_str().unwrap(),
-        "--n",
-        "1",
-        "--overwrite",
-        "--out",
-        o.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    // one sample with a saved plan file, then with a calibrated plan and a modifier
+    let sample_with_keys = |keys: &str| {
+        let (ok, _, err) = fd(&[
+            "sample",
+            "--model",
+            &tiny(),
+            "--steps",
+            "6",
+            "--keys",
+            keys,
+            "--n",
+            "1",
+            "--overwrite",
+            "--out",
+            o.to_str().unwrap(),
+        ]);
+        assert!(ok, "{keys}: {err}");
+    };
+    sample_with_keys(o2.join("plan.json").to_str().unwrap());
     // a calibrated plan takes the plan modifiers: the calibrated key steps, then forecast
-    let (ok, _, err) = fd(&[
-        "sample",
-        "--model",
-        &tiny(),
-        "--steps",
-        "6",
-        "--keys",
-        "auto:3+forecast:1",
-        "--n",
-        "1",
-        "--overwrite",
-        "--out",
-        o.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    sample_with_keys("auto:3+forecast:1");
     let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.join("run.json")).unwrap()).unwrap();
     assert!(run["plan"]["keys"].as_str().is_some_and(|k| k.ends_with("+forecast:1")), "{}", run["plan"]);
     assert_eq!(run["plan"]["key_steps"].as_array().map(Vec::len), Some(3), "{}", run["plan"]);
