@@ -17,6 +17,8 @@ Graphs (same signatures as the UNet's, fd_export.graphs):
   decoder      tokens, emb, cond                  -> model output [B, C_out, H, W] (C_out = 2C with a
                learned sigma: [epsilon, variance interpolation])
   decoder_analysis  same inputs -> (output, each decoder block's tokens as a grid)
+  encoder_analysis  the encoder's inputs -> (tokens, each earlier encoder block's tokens as a grid):
+               the drift analysis of every block (the paper's Fig. 11), never used for sampling
   full         sample, timesteps [B], cond        -> diffusers' own forward (parity reference)
   vae_decoder  latents -> images (a latent DiT's VAE; optional)
 
@@ -115,15 +117,20 @@ def _labels(cond: torch.Tensor) -> torch.Tensor:
 
 
 class DiTEncoder(nn.Module):
-    def __init__(self, parts: DiTParts):
+    """The encoder graph; with `analysis`, also every encoder block's output but the last (which is
+    the cached tokens themselves): `encoder_analysis`."""
+
+    def __init__(self, parts: DiTParts, analysis: bool = False):
         super().__init__()
-        self.parts = parts
+        self.parts, self.analysis = parts, analysis
 
     def forward(self, sample, emb, cond):
         p = self.parts
+        outs: list | None = [] if self.analysis else None
         h = p.m.pos_embed(sample)
-        h = p.blocks(h, emb, _labels(cond), p.m.transformer_blocks[:p.split])
-        return (_grid(h, p.d, p.gh, p.gw),)
+        h = p.blocks(h, emb, _labels(cond), p.m.transformer_blocks[:p.split], outs)
+        tokens = _grid(h, p.d, p.gh, p.gw)
+        return (tokens, *outs[:-1]) if outs is not None else (tokens,)
 
 
 class DiTDecoder(nn.Module):
@@ -302,6 +309,7 @@ def export_dit(
         "encoder": (enc, [sample, emb, cond]),
         "decoder": (dec, [tokens, emb, cond]),
         "decoder_analysis": (DiTDecoder(parts, analysis=True), [tokens, emb, cond]),
+        "encoder_analysis": (DiTEncoder(parts, analysis=True), [sample, emb, cond]),
     }
     if with_full:
         parts_map["full"] = (DiTFull(model), [sample, timesteps, cond])

@@ -160,6 +160,56 @@ def export_fmnist_dit_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = 
     return manifest
 
 
+ANALYSIS_FILE = "analysis.pt"
+
+
+def add_fmnist_dit_analysis(checkpoint: str, model_dir: str, use_ema: bool = True) -> dict:
+    """Add the `encoder_analysis` graph (every encoder block's output, for `fd drift`: the paper's
+    Fig. 11) to an existing default-DiT export, in its own file (analysis.pt), leaving its other
+    graph files untouched. The export is frozen (no weights inside), so the weights come from the
+    train_dit.py checkpoint it was exported from; they must reproduce the export's own encoder
+    graph on fixed inputs (max |diff| <= 1e-5) before a file is written."""
+    import json
+
+    from .dit import DiTEncoder, DiTParts, DiTTimeEmbed
+    from .export import sha256, trace_methods, write_manifest
+    from .flops import count_flops
+
+    with open(os.path.join(model_dir, "manifest.json")) as f:
+        m = json.load(f)
+    if m.get("kind") != "dit" or not m.get("split"):
+        raise ValueError(f"{model_dir}: not a DiT export (manifest kind {m.get('kind')!r})")
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    step = (m.get("training") or {}).get("checkpoint_step")
+    if step is not None and int(ck["step"]) != int(step):
+        raise ValueError(f"{checkpoint}: step {ck['step']}, but {model_dir} was exported from step {step}")
+    model = build_fmnist_dit()
+    model.load_state_dict(ck["ema" if use_ema else "model"])
+    model.eval()
+    split = int(m["split"]["encoder_blocks"])
+    parts = DiTParts(model, split)
+    g = torch.Generator().manual_seed(0)
+    size = int(m["sample_size"][0])
+    sample = torch.randn(2, int(m["in_channels"]), size, size, generator=g)
+    cond = torch.tensor([[[1.0]], [[7.0]]])
+    enc_graph = m["graphs"]["encoder"]
+    ts = torch.jit.load(os.path.join(model_dir, enc_graph["file"]), map_location="cpu")
+    with torch.no_grad():
+        emb = DiTTimeEmbed(model)(torch.tensor([500.0, 120.0]))
+        (ours,) = DiTEncoder(parts)(sample, emb, cond)
+        (theirs,) = getattr(ts, enc_graph["method"])(sample, emb, cond)
+    diff = float((ours - theirs).abs().max())
+    if diff > 1e-5:
+        raise ValueError(f"{checkpoint}: its weights do not reproduce {model_dir}'s encoder graph (max |diff| {diff:.2e})")
+    enc = DiTEncoder(parts, analysis=True)
+    path = os.path.join(model_dir, ANALYSIS_FILE)
+    trace_methods({"encoder_analysis": (enc, [sample[:1], emb[:1], cond[:1]])}, path)
+    m["graphs"]["encoder_analysis"] = dict(file=ANALYSIS_FILE, method="encoder_analysis", sha256=sha256(path),
+                                           flops=count_flops(enc, [sample[:1], emb[:1], cond[:1]]))
+    write_manifest(model_dir, m)
+    return m
+
+
 def copy_judge(out_dir: str, judge_dir: str = JUDGE_DIR) -> None:
     """Put the UNet default's judge (classifier.pt + its report) beside a model trained on the same
     data, so every fd command that defaults to `<model>/classifier.pt` measures class consistency with

@@ -333,12 +333,21 @@ def dit_references(family: str, ckpt: str, out: str, split: int) -> dict:
     vae = AutoencoderKL.from_pretrained(ckpt, subfolder="vae").eval()
     g = torch.Generator().manual_seed(3)
     latents, steps = torch.randn(2, 4, 8, 8, generator=g), torch.tensor([999.0, 21.0])
-    with torch.no_grad():
-        eps = tr(latents, timestep=steps.long(), class_labels=torch.tensor([DIT_CLASSES[0], 1000])).sample
-        images = vae.decode(latents / vae.config.scaling_factor).sample
+    # every transformer block's output tokens [B, N, D] during that forward (the drift analysis's
+    # per-block features: encoder_analysis / decoder_analysis)
+    blocks = {}
+    handles = [blk.register_forward_hook(lambda _m, _i, o, k=k: blocks.__setitem__(f"block{k}", o.clone()))
+               for k, blk in enumerate(tr.transformer_blocks)]
+    try:
+        with torch.no_grad():
+            eps = tr(latents, timestep=steps.long(), class_labels=torch.tensor([DIT_CLASSES[0], 1000])).sample
+            images = vae.decode(latents / vae.config.scaling_factor).sample
+    finally:
+        for h in handles:
+            h.remove()
     shape = (1, 4, 8, 8)
     noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in SEEDS])
-    tensors = dict(latents=latents, t=steps, eps=eps, images=images, noise=noise)
+    tensors = dict(latents=latents, t=steps, eps=eps, images=images, noise=noise, **blocks)
     authors = family == "dit-authors"
     cases = DIT_AUTHORS_CASES if authors else DIT_CASES
     timesteps = None

@@ -577,3 +577,48 @@ def test_add_tgate_graphs_equal_diffusers_and_skip_attention(tmp_path):
                                  norm_num_groups=4)
     with pytest.raises(ValueError, match="cross-attention"):
         tgate_layers(plain)
+
+
+def _fmnist_dit(seed: int):
+    from fd_export.fmnist import build_fmnist_dit
+
+    torch.manual_seed(seed)
+    m = build_fmnist_dit()
+    with torch.no_grad():  # adaLN-zero starts every block as the identity: make the blocks matter
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m.eval()
+
+
+def test_dit_encoder_analysis_is_added_from_the_checkpoint_it_was_exported_from(tmp_path):
+    """add_dit_analysis.py on an export without the graph: refused for another checkpoint or step
+    (nothing written), else analysis.pt returns the cached tokens and every earlier encoder block."""
+    from fd_export.dit import export_dit
+    from fd_export.fmnist import ANALYSIS_FILE, SCHEDULER_CONFIG, add_fmnist_dit_analysis
+
+    model, out = _fmnist_dit(0), tmp_path / "m"
+    export_dit(str(out), "x", model, dict(SCHEDULER_CONFIG), with_full=False, with_stepcache=False,
+               family="fmnist-dit", extra_manifest=dict(training=dict(checkpoint_step=7)))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["graphs"]["encoder_analysis"]["file"] == "unet.pt", "new exports carry the graph"
+    del manifest["graphs"]["encoder_analysis"]  # an export from before the graph existed
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    ck = tmp_path / "ck.pt"
+    torch.save(dict(ema=_fmnist_dit(1).state_dict(), step=7), ck)
+    with pytest.raises(ValueError, match="do not reproduce"):
+        add_fmnist_dit_analysis(str(ck), str(out))
+    torch.save(dict(ema=model.state_dict(), step=8), ck)
+    with pytest.raises(ValueError, match="exported from step 7"):
+        add_fmnist_dit_analysis(str(ck), str(out))
+    assert not (out / ANALYSIS_FILE).exists() and "encoder_analysis" not in json.loads((out / "manifest.json").read_text())["graphs"]
+    torch.save(dict(ema=model.state_dict(), step=7), ck)
+    m = add_fmnist_dit_analysis(str(ck), str(out))
+    assert m["graphs"]["encoder_analysis"]["file"] == ANALYSIS_FILE
+    g = torch.jit.load(str(out / ANALYSIS_FILE))
+    enc = torch.jit.load(str(out / "unet.pt"))
+    x, emb, cond = torch.randn(3, 1, 28, 28), torch.randn(3, 256), torch.tensor([[[0.0]], [[4.0]], [[10.0]]])
+    with torch.no_grad():
+        tokens, *earlier = g.encoder_analysis(x, emb, cond)
+        (cached,) = enc.encoder(x, emb, cond)
+    assert len(earlier) == m["split"]["encoder_blocks"] - 1 and all(t.shape == cached.shape for t in earlier)
+    assert torch.allclose(tokens, cached, atol=1e-6)

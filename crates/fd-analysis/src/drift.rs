@@ -1,6 +1,6 @@
 //! Where feature drift is measured.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -61,7 +61,9 @@ pub struct Summary {
     pub decoder_mean_fnorm_std: f64,
     pub encoder_mean_rel_change: f64,
     pub decoder_mean_rel_change: f64,
-    /// Per step transition i -> i+1 (index i+1): mean relative change over encoder layers.
+    /// Per step transition i -> i+1 (index i+1): mean relative change over the encoder layers that
+    /// encoder propagation caches (every encoder layer unless [`DriftAccumulator::profile_layers`]
+    /// names them): what `auto:K` places key steps from.
     pub encoder_drift_profile: Vec<f64>,
 }
 
@@ -79,11 +81,20 @@ pub struct DriftAccumulator {
     run: String,
     prev: BTreeMap<(Side, String), Tensor>,
     rows: Vec<Row>,
+    /// Encoder layers the drift profile averages (None: all).
+    profile_layers: Option<BTreeSet<String>>,
 }
 
 impl DriftAccumulator {
     pub fn new(run: &str) -> Self {
         Self { run: run.to_string(), ..Default::default() }
+    }
+
+    /// Average the encoder drift profile over these encoder layers only (the cached features, when
+    /// the run also observes layers propagation does not reuse, e.g. a DiT's earlier blocks).
+    pub fn profile_layers(mut self, layers: &[String]) -> Self {
+        self.profile_layers = Some(layers.iter().cloned().collect());
+        self
     }
 
     /// Record layer `layer` at `step` (features [B, C, H, W] or [B, ...]).
@@ -165,7 +176,12 @@ impl DriftAccumulator {
         let profile = (0..steps)
             .map(|s| {
                 finite_mean(
-                    &mut self.rows.iter().filter(|r| r.step == s && r.side == Side::Encoder).map(|r| r.rel_change),
+                    &mut self
+                        .rows
+                        .iter()
+                        .filter(|r| r.step == s && r.side == Side::Encoder)
+                        .filter(|r| self.profile_layers.as_ref().is_none_or(|p| p.contains(&r.layer)))
+                        .map(|r| r.rel_change),
                 )
             })
             .collect();

@@ -19,7 +19,8 @@ use fd_sched::{ExecOptions, KeySteps, Plan, SamplerSpec, SamplingSpec, StepFeatu
 use drift::{DriftAccumulator, Side};
 
 /// Run the sampler with every step a key step (the plain sampler) and measure the drift of every
-/// encoder skip / mid output and every decoder up-block output, at classifier-free guidance
+/// encoder skip / mid output (a DiT's encoder blocks, when the model has the `encoder_analysis`
+/// graph: its last block's otherwise) and every decoder up-block output, at classifier-free guidance
 /// `guidance`. CFG rows are included as samples.
 pub fn measure_drift(
     model: &UNetModel,
@@ -30,12 +31,17 @@ pub fn measure_drift(
     conds: &[Condition],
     run: &str,
 ) -> Result<DriftAccumulator> {
-    let mut acc = DriftAccumulator::new(run);
-    let exec = ExecOptions { guidance, parallel: false, ..Default::default() };
-    let spec = SamplingSpec::new(sampler.clone(), Plan::new(KeySteps::None, steps)?, exec)?;
     let m = &model.manifest;
     let names = m.feature_names();
+    // the profile auto:K calibrates from covers the cached features only
+    let mut acc = DriftAccumulator::new(run).profile_layers(&names);
+    let exec = ExecOptions { guidance, parallel: false, ..Default::default() };
+    let spec = SamplingSpec::new(sampler.clone(), Plan::new(KeySteps::None, steps)?, exec)?;
     let mut observe = |f: &StepFeatures<'_>| {
+        // a DiT's earlier encoder blocks first (encoder_analysis), then the cached features
+        for (name, t) in m.encoder_layer_names(f.encoder_layers.len()).iter().zip(f.encoder_layers) {
+            acc.push(f.step, f.timestep, Side::Encoder, name, t);
+        }
         for (name, t) in names.iter().zip(&f.encoder.tensors) {
             acc.push(f.step, f.timestep, Side::Encoder, name, t);
         }

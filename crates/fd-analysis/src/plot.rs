@@ -46,6 +46,9 @@ fn lines<DB: DrawingBackend>(
     area.fill(&WHITE).map_err(|e| e.to_string())?;
     let (lo, hi) = s.values().flatten().fold((f64::MAX, f64::MIN), |(a, b), &(_, v)| (a.min(v), b.max(v)));
     let (lo, hi) = if lo < hi { (lo * 0.8, hi * 1.25) } else { (1e-6, 1.0) };
+    // a log axis labels powers of ten and the steps between them: reach down to one so that a
+    // range inside one decade (a DiT's F-norms, 2..6) still gets tick labels
+    let lo = lo.min(10f64.powf(lo.log10().floor()));
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 20))
         .margin(10)

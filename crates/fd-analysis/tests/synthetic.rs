@@ -51,6 +51,32 @@ fn drift_statistics_have_the_known_values() {
     assert_eq!(text.lines().count(), 3);
 }
 
+/// `profile_layers`: the drift profile (what `auto:K` calibrates from) averages the cached
+/// features only, while the summary's encoder aggregates cover every observed encoder layer (a
+/// DiT's earlier blocks included).
+#[test]
+fn drift_profile_covers_the_named_layers_only() {
+    let run = |profile: Option<&[String]>| {
+        let mut acc = DriftAccumulator::new("layers");
+        if let Some(p) = profile {
+            acc = acc.profile_layers(p);
+        }
+        for t in 0..3usize {
+            let v = (t + 1) as f64;
+            // `early` changes by 1/t relative, `cached` not at all
+            acc.push(t, 1000.0 - t as f64, Side::Encoder, "early", &full([1, 2, 2, 2], v));
+            acc.push(t, 1000.0 - t as f64, Side::Encoder, "cached", &full([1, 2, 2, 2], 5.0));
+        }
+        acc.summary()
+    };
+    let all = run(None);
+    assert!((all.encoder_drift_profile[1] - 0.5).abs() < 1e-12, "mean of 1 and 0");
+    let only = run(Some(&["cached".to_string()]));
+    assert_eq!(only.encoder_drift_profile[1], 0.0);
+    assert_eq!(only.encoder_drift_profile[2], 0.0);
+    assert!((only.encoder_mean_rel_change - all.encoder_mean_rel_change).abs() < 1e-12, "aggregates unchanged");
+}
+
 fn brute_force(drift: &[f64], k: usize) -> f64 {
     let n = drift.len();
     let mut best = f64::INFINITY;

@@ -636,6 +636,15 @@ impl Manifest {
         }
     }
 
+    /// Names of the encoder layers the `encoder_analysis` graph returns beyond the features (`n` of
+    /// them): a DiT's earlier blocks `block00`, ... (numbered over the whole model); `enc{i}` else.
+    pub fn encoder_layer_names(&self, n: usize) -> Vec<String> {
+        match self.kind {
+            ModelKind::Dit => (0..n).map(|i| format!("block{i:02}")).collect(),
+            _ => (0..n).map(|i| format!("enc{i}")).collect(),
+        }
+    }
+
     /// Names of the decoder layers the `decoder_analysis` graph returns (`n` of them): a UNet's up
     /// blocks `up0`, ...; a DiT's decoder blocks `block{k}`, ... (numbered over the whole model).
     pub fn decoder_layer_names(&self, n: usize) -> Vec<String> {

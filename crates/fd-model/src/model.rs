@@ -263,6 +263,8 @@ pub struct UNetModel {
     encoder: Graph,
     decoder: Graph,
     decoder_analysis: Option<Graph>,
+    /// Every encoder layer's output beyond the cached features (a DiT's earlier blocks), for drift.
+    encoder_analysis: Option<Graph>,
     full: Option<Graph>,
     cond_encoder: Option<Graph>,
     cond_prepare: Option<Graph>,
@@ -396,6 +398,7 @@ impl UNetModel {
             encoder: load("encoder")?,
             decoder: load("decoder")?,
             decoder_analysis: optional("decoder_analysis")?,
+            encoder_analysis: optional("encoder_analysis")?,
             full: if opts.load_full { optional("full")? } else { None },
             cond_encoder: optional("cond_encoder")?,
             cond_prepare: optional("cond_prepare")?,
@@ -481,6 +484,49 @@ impl UNetModel {
 
     /// The paper's encoder E: sample [B,C,H,W], emb [B,E], cond [B,L,D] -> features.
     pub fn encode(&self, sample: &Tensor, emb: &Tensor, cond: &Tensor) -> Result<EncoderFeatures> {
+        let (feats, extra) = self.encode_with(&self.encoder, "encoder", sample, emb, cond)?;
+        if !extra.is_empty() {
+            return Err(Error::Shape {
+                what: "encoder graph output".into(),
+                expected: format!("{} feature tensors (manifest.json)", feats.tensors.len()),
+                found: (feats.tensors.len() + extra.len()).to_string(),
+            });
+        }
+        Ok(feats)
+    }
+
+    /// Whether the model has the `encoder_analysis` graph ([`UNetModel::encode_analysis`]).
+    pub fn has_encoder_analysis(&self) -> bool {
+        self.encoder_analysis.is_some()
+    }
+
+    /// [`UNetModel::encode`] that also returns the encoder's layers beyond the cached features (a
+    /// DiT's earlier blocks, named by [`crate::Manifest::encoder_layer_names`]), for feature-drift
+    /// analysis; needs the `encoder_analysis` graph.
+    pub fn encode_analysis(
+        &self,
+        sample: &Tensor,
+        emb: &Tensor,
+        cond: &Tensor,
+    ) -> Result<(EncoderFeatures, Vec<Tensor>)> {
+        let g = self.encoder_analysis.as_ref().ok_or_else(|| Error::NoSuchGraph {
+            model: self.manifest.name.clone(),
+            graph: "encoder_analysis".into(),
+            why: "re-export the model with the current experiments/export_dit.py (or add_dit_analysis.py)",
+        })?;
+        self.encode_with(g, "encoder_analysis", sample, emb, cond)
+    }
+
+    /// Run an encoder-side graph: its first outputs are the features (checked against the
+    /// manifest), the rest (an analysis graph's extra layers) are returned as they are.
+    fn encode_with(
+        &self,
+        graph: &Graph,
+        what: &str,
+        sample: &Tensor,
+        emb: &Tensor,
+        cond: &Tensor,
+    ) -> Result<(EncoderFeatures, Vec<Tensor>)> {
         let m = &self.manifest;
         let expected: Vec<Option<i64>> = std::iter::once(None).chain(m.sample_shape().into_iter().map(Some)).collect();
         self.check("sample", sample, &expected)?;
@@ -488,7 +534,7 @@ impl UNetModel {
         self.check("time embedding", emb, &[Some(b), Some(m.time_embed_dim)])?;
         self.check_cond(cond, b)?;
         let out = tch::no_grad(|| {
-            self.encoder.forward_is(&[
+            graph.forward_is(&[
                 IValue::Tensor(self.input(sample)),
                 IValue::Tensor(self.input(emb)),
                 IValue::Tensor(self.input(cond)),
@@ -496,25 +542,27 @@ impl UNetModel {
         })?;
         let IValue::Tuple(items) = out else {
             return Err(Error::Shape {
-                what: "encoder graph output".into(),
+                what: format!("{what} graph output"),
                 expected: "a tuple of feature tensors".into(),
                 found: "another value".into(),
             });
         };
-        let tensors = items
+        let mut tensors = items
             .into_iter()
             .map(|v| match v {
                 IValue::Tensor(t) => Ok(t),
                 _ => Err(Error::Shape {
-                    what: "encoder graph output".into(),
+                    what: format!("{what} graph output"),
                     expected: "tensors".into(),
                     found: "a non-tensor item".into(),
                 }),
             })
             .collect::<Result<Vec<_>>>()?;
+        let n = m.feature_shapes().len().min(tensors.len());
+        let extra = tensors.split_off(n);
         let feats = EncoderFeatures { tensors };
         self.check_features(&feats)?;
-        Ok(feats)
+        Ok((feats, extra))
     }
 
     fn check_features(&self, f: &EncoderFeatures) -> Result<()> {

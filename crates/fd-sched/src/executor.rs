@@ -204,6 +204,9 @@ pub struct StepFeatures<'a> {
     pub is_key: bool,
     /// Encoder features in use ([uncond; cond] rows with CFG).
     pub encoder: &'a EncoderFeatures,
+    /// The encoder's layers beyond its features at the key step (a DiT's earlier blocks, from the
+    /// `encoder_analysis` graph; empty when the model has none).
+    pub encoder_layers: &'a [Tensor],
     /// Every up block's output at this step.
     pub decoder: &'a [Tensor],
 }
@@ -354,7 +357,14 @@ pub fn sample(
         let s = start;
         let x_in = ctx.model_input(&latents, s);
         let emb_key = ctx.time_embed(s)?;
-        let mut feats = ctx.clock.time(&mut ctx.tm.encoder_s, || model.encode(&x_in, &emb_key, &cond2.states))?;
+        // (observed runs of a model with the `encoder_analysis` graph also get its earlier layers)
+        let (mut feats, enc_layers) = ctx.clock.time(&mut ctx.tm.encoder_s, || {
+            if observe.is_some() && model.has_encoder_analysis() {
+                model.encode_analysis(&x_in, &emb_key, &cond2.states)
+            } else {
+                model.encode(&x_in, &emb_key, &cond2.states).map(|f| (f, Vec::new()))
+            }
+        })?;
         ctx.counts.add("encoder", rows_per_step);
         if controlled {
             // ControlNet at the key step only; its residuals join the features before they are reused
@@ -433,6 +443,7 @@ pub fn sample(
                             timestep: timesteps[i],
                             is_key: i == s,
                             encoder: &f,
+                            encoder_layers: &enc_layers,
                             decoder: &ups,
                         });
                         preds.push(pred);

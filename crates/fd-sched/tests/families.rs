@@ -322,6 +322,40 @@ fn dit_model_matches_diffusers() {
     assert!(d <= 1e-4, "VAE decode differs by {d:e}");
 }
 
+/// The analysis graphs (`fd drift`, the paper's Fig. 11) return every transformer block's output
+/// tokens, each equal to diffusers' own block output (forward hooks) laid out on the patch grid;
+/// `encode_analysis`'s features are `encode`'s.
+#[test]
+fn dit_analysis_graphs_return_every_block() {
+    let f = family("dit");
+    let (m, r) = (&f.model, &f.r);
+    let classes = f.meta["classes"].as_array().unwrap();
+    let ids = [classes[0].as_i64().unwrap(), m.manifest.cond.null_id.unwrap()];
+    let cond = fd_model::Cond::from(m.encode_classes(&ids).unwrap());
+    let emb = m.time_embed(&r["t"], None).unwrap();
+    // diffusers' [B, N, D] tokens -> fd's [B, D, H/p, W/p] grid
+    let grid = |t: &Tensor| t.transpose(1, 2).reshape([2, 16, 4, 4]);
+    assert!(m.has_encoder_analysis());
+    let (feats, layers) = m.encode_analysis(&r["latents"], &emb, &cond.states).unwrap();
+    let plain = m.encode(&r["latents"], &emb, &cond.states).unwrap();
+    assert_eq!(max_abs(&feats.tensors[0], &plain.tensors[0]), 0.0, "the analysis graph's features are the encoder's");
+    assert_eq!(
+        m.manifest.encoder_layer_names(layers.len()),
+        ["block00", "block01"],
+        "blocks before the last encoder block"
+    );
+    for (k, t) in layers.iter().enumerate() {
+        let d = max_abs(t, &grid(&r[&format!("block{k}")]));
+        assert!(d <= 1e-4, "encoder block {k} differs from diffusers by {d:e}");
+    }
+    let d = max_abs(&feats.tensors[0], &grid(&r["block2"]));
+    assert!(d <= 1e-4, "the cached tokens (block 2) differ from diffusers by {d:e}");
+    let (_, ups) = m.decode_analysis(&feats, &emb, &cond.states).unwrap();
+    assert_eq!(m.manifest.decoder_layer_names(ups.len()), ["block03"]);
+    let d = max_abs(&ups[0], &grid(&r["block3"]));
+    assert!(d <= 1e-4, "decoder block 3 differs from diffusers by {d:e}");
+}
+
 /// DiTPipeline (DDIM) for the baseline; FasterDiffusion-DiT's encoder sharing through hooks on its
 /// transformer for key-step plans.
 #[test]
