@@ -116,6 +116,11 @@ deepcache-vs-ours *ARGS: build
 ablate-beyond *ARGS: build
     {{env}} ./target/release/fd experiment experiments/configs/ablate_beyond.json {{exp_flags}} {{ARGS}}
 
+# Issue 21's winners on the default DiT (forecast and runtime key steps; partial propagation is UNet-only) beside
+# 50ls, uniform:2 and auto:9, N = 1000; rows equal to compare-caches-dit's are adopted from it.
+ablate-beyond-dit *ARGS: build
+    {{env}} ./target/release/fd experiment experiments/configs/ablate_beyond_dit.json {{exp_flags}} {{ARGS}}
+
 # Every training-free caching method fd runs (encoder propagation, DeepCache, AdaptiveDiffusion, TeaCache,
 # FBCache, T-GATE) at about three budgets on the default model, N = 1000, with Pareto plots (issue 20).
 compare-caches *ARGS: build
