@@ -17,6 +17,10 @@ fn choose_takes_the_cheapest_per_row_and_ties_go_to_smaller_calls() {
     // 3% cheaper is within the noise margin: still sequential
     let c = choose(&costs(&[4.0, 3.88]), 32, 15);
     assert!(!c.parallel, "{c:?}");
+    // 8% cheaper as calibrated is not believed either (such a call measured 32% slower in the
+    // sampling loop, decode.rs MIN_GAIN): sequential
+    let c = choose(&costs(&[3.55, 3.26, 3.96]), 32, 15);
+    assert!(!c.parallel, "{c:?}");
     // two steps per call 20% cheaper, four worse: parallel capped at 2 x 32 rows
     let c = choose(&costs(&[4.0, 3.2, 3.6]), 32, 15);
     assert!(c.parallel && c.max_decoder_batch == 64, "{c:?}");
