@@ -11,6 +11,7 @@ and fail with a message naming the file.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import struct
@@ -169,8 +170,6 @@ def add_fmnist_dit_analysis(checkpoint: str, model_dir: str, use_ema: bool = Tru
     graph files untouched. The export is frozen (no weights inside), so the weights come from the
     train_dit.py checkpoint it was exported from; they must reproduce the export's own encoder
     graph on fixed inputs (max |diff| <= 1e-5) before a file is written."""
-    import json
-
     from .dit import DiTEncoder, DiTParts, DiTTimeEmbed
     from .export import sha256, trace_methods, write_manifest
     from .flops import count_flops
