@@ -77,34 +77,14 @@ pub fn plan_cost(drift: &[f64], keys: &[usize]) -> f64 {
     keys.iter().enumerate().map(|(g, &s)| group_cost(&prefix, s, keys.get(g + 1).copied().unwrap_or(n))).sum()
 }
 
-/// A parsed `auto:K` / `auto:threshold=X` key-step rule.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum AutoRule {
-    /// Optimal K key steps ([`auto_key_steps`]).
-    K(usize),
-    /// A new key step whenever accumulated drift passes X ([`threshold_key_steps`]).
-    Threshold(f64),
-}
+/// A parsed `auto:K` / `auto:threshold=X` key-step rule (the plan grammar's, [`fd_sched::AutoRule`]).
+pub use fd_sched::AutoRule;
 
-impl AutoRule {
-    pub fn parse(spec: &str) -> Result<Self> {
-        let body = spec
-            .strip_prefix("auto:")
-            .ok_or_else(|| Error::Input(format!("`{spec}`: expected auto:K or auto:threshold=X")))?;
-        Ok(match body.strip_prefix("threshold=") {
-            Some(x) => Self::Threshold(
-                x.parse().map_err(|_| Error::Input(format!("`{spec}`: threshold `{x}` is not a number")))?,
-            ),
-            None => Self::K(body.parse().map_err(|_| Error::Input(format!("`{spec}`: K `{body}` is not an integer")))?),
-        })
-    }
-
-    /// Key steps from an encoder drift profile (non-finite entries count as 0).
-    pub fn key_steps(&self, drift: &[f64]) -> Result<Vec<usize>> {
-        let profile: Vec<f64> = drift.iter().map(|d| if d.is_finite() { *d } else { 0.0 }).collect();
-        match *self {
-            Self::K(k) => auto_key_steps(&profile, k),
-            Self::Threshold(x) => Ok(threshold_key_steps(&profile, x)),
-        }
+/// The key steps `rule` picks from an encoder drift profile (non-finite entries count as 0).
+pub fn rule_key_steps(rule: AutoRule, drift: &[f64]) -> Result<Vec<usize>> {
+    let profile: Vec<f64> = drift.iter().map(|d| if d.is_finite() { *d } else { 0.0 }).collect();
+    match rule {
+        AutoRule::K(k) => auto_key_steps(&profile, k),
+        AutoRule::Threshold(x) => Ok(threshold_key_steps(&profile, x)),
     }
 }

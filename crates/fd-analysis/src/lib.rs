@@ -14,7 +14,7 @@ pub mod keysteps;
 pub mod plot;
 
 use fd_model::{Condition, UNetModel};
-use fd_sched::{ExecOptions, KeySteps, Plan, SamplerSpec, SamplingSpec, StepFeatures};
+use fd_sched::{AutoRule, ExecOptions, KeySteps, Plan, SamplerSpec, SamplingSpec, StepFeatures};
 
 use drift::{DriftAccumulator, Side};
 
@@ -35,7 +35,7 @@ pub fn measure_drift(
     let names = m.feature_names();
     // the profile auto:K calibrates from covers the cached features only
     let mut acc = DriftAccumulator::new(run).profile_layers(&names);
-    let exec = ExecOptions { guidance, parallel: false, ..Default::default() };
+    let exec = ExecOptions { guidance, ..Default::default() }.decoding(false, 0);
     let spec = SamplingSpec::new(sampler.clone(), Plan::new(KeySteps::None, steps)?, exec)?;
     let mut observe = |f: &StepFeatures<'_>| {
         // a DiT's earlier encoder blocks first (encoder_analysis), then the cached features
@@ -72,7 +72,7 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Drift-calibrated key steps for `spec` = `auto:K` (optimal K key steps) or
+/// Drift-calibrated key steps for `rule` = `auto:K` (optimal K key steps) or
 /// `auto:threshold=X`, from the encoder drift profile of `seeds.len()` calibration samples under
 /// the plain sampler. Returns the key steps and the profile they were chosen from.
 pub fn calibrate_key_steps(
@@ -82,11 +82,10 @@ pub fn calibrate_key_steps(
     guidance: f64,
     seeds: &[u64],
     conds: &[Condition],
-    spec: &str,
+    rule: AutoRule,
 ) -> Result<(Vec<usize>, Vec<f64>)> {
-    let rule = keysteps::AutoRule::parse(spec)?; // before the (slow) calibration run
-    let acc = measure_drift(model, sampler, steps, guidance, seeds, conds, spec)?;
+    let acc = measure_drift(model, sampler, steps, guidance, seeds, conds, &rule.to_string())?;
     let profile = acc.summary().encoder_drift_profile;
-    let keys = rule.key_steps(&profile)?;
+    let keys = keysteps::rule_key_steps(rule, &profile)?;
     Ok((keys, profile))
 }

@@ -194,18 +194,11 @@ pub struct ParetoPoint {
     pub y: f64,
 }
 
+/// A family's plot colour, from the method table ([`fd_sched::methods::METHODS`]); purple for a
+/// family no method names (one an experiment row sets itself).
 fn family_color(f: &str) -> RGBColor {
-    match f {
-        "baseline" => RGBColor(0, 0, 0),
-        "ours" => RGBColor(40, 90, 200),
-        "auto" => RGBColor(20, 150, 80),
-        "deepcache" => RGBColor(200, 50, 40),
-        "adaptive" => RGBColor(220, 140, 20),
-        "teacache" => RGBColor(0, 160, 170),
-        "fbcache" => RGBColor(190, 60, 150),
-        "tgate" => RGBColor(110, 110, 110),
-        _ => RGBColor(120, 60, 160),
-    }
+    let (r, g, b) = fd_sched::methods::family_rgb(f).unwrap_or((120, 60, 160));
+    RGBColor(r, g, b)
 }
 
 /// Height of a point label in pixels (14 px font plus spacing).

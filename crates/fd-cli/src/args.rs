@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use fd_run::spec::{ModelSpec, PlanOptions, SamplingOptions};
 use fd_sched::decode::DecodeMode;
+use fd_sched::PlanSpec;
 
 #[derive(Parser, Debug)]
 #[command(name = "fd", version, about = "Faster Diffusion (encoder propagation) harness")]
@@ -129,19 +130,10 @@ pub struct SamplingFlags {
 /// How a plan runs (`fd sample`).
 #[derive(Args, Debug)]
 pub struct PlanFlags {
-    /// Key steps: none (baseline), uniform:K, a preset (50ls, ...), a list 0,1,2,5, a plan file
-    /// (fd drift --save-plan), auto:K / auto:threshold=X (drift-calibrated); or the peer method
-    /// deepcache:N[:ID] (full step every N steps; ID = DeepCache's own cache_branch_id, block
-    /// ID/3, layer ID%3, default 0), deepcache-block:N:B (fd's earlier block-level branch),
-    /// adaptive:T[:M] (AdaptiveDiffusion: skip a step's UNet when the latent differences are
-    /// locally linear within T, at most M skips in a row; official 0.01:4), teacache:T[:residual]
-    /// (TeaCache: skip while the accumulated, rescaled change of the first resnet's
-    /// timestep-modulated input stays below T), fbcache:T[:residual] (First-Block Cache: skip while
-    /// conv_in's output changed by at most T since the last computed step), tgate:G[:SP[:FI[:W]]]
-    /// (T-GATE: cross-attention cached at gate step G-1 and the unconditional branch alone after
-    /// it; self-attention reused between caching steps), or decoder-prop:KEYS.
-    #[arg(long, default_value = "none")]
-    pub keys: String,
+    /// The plan: encoder propagation's key steps or a peer caching method (the full grammar is in
+    /// --help, generated from the method table).
+    #[arg(long, default_value = "none", value_parser = parse_plan, long_help = plan_help())]
+    pub keys: PlanSpec,
     /// How a group's decoders run: auto (the fastest on this device: uncapped parallel on CUDA;
     /// on a CPU sequential or a row cap, from a short measurement cached per machine, model and
     /// batch), parallel (the paper's: a group's steps in one call) or sequential (a call per step).
@@ -162,6 +154,15 @@ pub struct PlanFlags {
     /// Calibration samples for --keys auto:K / auto:threshold=X.
     #[arg(long, default_value_t = 8)]
     pub calibration_n: usize,
+}
+
+fn parse_plan(s: &str) -> Result<PlanSpec, String> {
+    s.parse().map_err(|e: fd_sched::Error| e.to_string())
+}
+
+/// `--keys`' long help: one entry per method of the table ([`PlanSpec::help`]).
+fn plan_help() -> String {
+    format!("The plan, one of: {}.", PlanSpec::help())
 }
 
 fn parse_decode(s: &str) -> Result<DecodeMode, String> {

@@ -39,7 +39,8 @@ pub fn parse_plans(
             let entry = entry.trim();
             let (keys, mode) = entry.split_once('@').unwrap_or((entry, "auto"));
             let mut o = base.clone();
-            (o.plan.keys, o.plan.decode, o.plan.max_decoder_batch) = (keys.into(), DecodeMode::Auto, 0);
+            let keys = keys.parse().ctx(format!("--plans `{entry}`"))?;
+            (o.plan.keys, o.plan.decode, o.plan.max_decoder_batch) = (keys, DecodeMode::Auto, 0);
             match mode {
                 "auto" => {}
                 "par" => o.plan.decode = DecodeMode::Parallel,
@@ -168,9 +169,9 @@ pub fn run(
         .map(|(k, p)| BenchRow {
             plan: p.label.clone(),
             keys: p.spec.plan.label(),
-            parallel: p.spec.exec.parallel,
-            max_decoder_batch: p.spec.exec.max_decoder_batch,
-            decode: p.spec.decode.clone(),
+            parallel: p.spec.exec.decode.parallel,
+            max_decoder_batch: p.spec.exec.decode.max_decoder_batch,
+            decode: p.spec.exec.decode.clone(),
             injection: p.spec.exec.injection,
             s_per_image: times[k].clone(),
             median_s_per_image: med[k],

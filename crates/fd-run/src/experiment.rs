@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use fd_eval::features::{FidResult, KidOptions};
 use fd_model::io::{write_atomic, write_json};
 use fd_model::{CondKind, UNetModel};
-use fd_sched::{Injection, Plan, SamplerSpec};
+use fd_sched::{Injection, SamplerSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io, ResultExt};
@@ -113,8 +113,8 @@ pub struct RowSpec {
     /// Label of the row this one is compared with (the % change columns).
     #[serde(default)]
     pub baseline: Option<String>,
-    /// Family for the Pareto plot colours (baseline, ours, auto, deepcache, adaptive, teacache, fbcache, tgate). Default from
-    /// keys.
+    /// Family for the Pareto plot colours. Default: the plan's, from the method table
+    /// ([`fd_sched::methods::METHODS`]: baseline, ours, auto, deepcache, adaptive, teacache, ...).
     #[serde(default)]
     pub family: Option<String>,
     /// This row's own model folder (default: the experiment's), e.g. the same weights exported
@@ -131,25 +131,7 @@ pub struct RowSpec {
 
 impl RowSpec {
     fn family(&self) -> String {
-        self.family.clone().unwrap_or_else(|| {
-            if self.plan.keys == "none" {
-                "baseline".into()
-            } else if self.plan.keys.starts_with("auto:") {
-                "auto".into()
-            } else if self.plan.keys.starts_with("deepcache") {
-                "deepcache".into()
-            } else if self.plan.keys.starts_with("adaptive:") {
-                "adaptive".into()
-            } else if self.plan.keys.starts_with("teacache:") {
-                "teacache".into()
-            } else if self.plan.keys.starts_with("fbcache:") {
-                "fbcache".into()
-            } else if self.plan.keys.starts_with("tgate:") {
-                "tgate".into()
-            } else {
-                "ours".into()
-            }
-        })
+        self.family.clone().unwrap_or_else(|| self.plan.keys.family().into())
     }
 
     /// The row's sampling options under the experiment's guidance and calibration settings.
@@ -213,8 +195,8 @@ impl ExperimentConfig {
                     SamplerSpec::NAMES
                 ));
             }
-            if !r.keys.starts_with("auto:") {
-                Plan::parse(&r.keys, r.steps).map_err(|e| format!("row `{label}`: {e}"))?;
+            if r.keys.auto_rule().is_none() {
+                r.keys.resolve(r.steps).map_err(|e| format!("row `{label}`: {e}"))?;
             }
             if let Some(i) = &r.inject {
                 Injection::parse(i).map_err(|e| format!("row `{label}`: {e}"))?;
@@ -335,7 +317,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
     }
     // every row's plan is checked before anything is written (auto:K rows are calibrated later)
     for row in &rows {
-        if !row.plan.keys.starts_with("auto:") {
+        if row.plan.keys.auto_rule().is_none() {
             row.sampling(cfg)
                 .resolve(model_of(row), &conds, cfg.batch.min(cfg.n))
                 .ctx(format!("row `{}`", row.label))?;
@@ -402,14 +384,14 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
             label: row.label.clone(),
             sampler: row.plan.sampler.clone(),
             steps: row.plan.steps,
-            plan: if row.plan.keys.starts_with("auto:") {
+            plan: if row.plan.keys.auto_rule().is_some() {
                 format!("{} = {}", row.plan.keys, plan.label())
             } else {
                 plan.label()
             },
             key_steps: plan.key_steps.clone(),
-            parallel: spec.exec.parallel,
-            decode: spec.decode.summary(),
+            parallel: spec.exec.decode.parallel,
+            decode: spec.exec.decode.summary(),
             injection: spec.exec.injection,
             n: summary.n,
             fid: fid.fid,

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use fd_model::manifest::{CondSpec, VaeSpec};
 use fd_model::Condition;
-use fd_sched::{CallCounts, ExecOptions, Method, Timings};
+use fd_sched::{CallCounts, ExecOptions, MethodRecord, Timings};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::{Machine, Versions};
@@ -64,11 +64,12 @@ pub struct SamplerRecord {
     pub config: serde_json::Value,
 }
 
-/// The plan a run used, as `--keys` spells it and resolved.
+/// The plan a run used: its label ([`fd_sched::Plan::label`]: every parameter, a plan file's or
+/// an `auto:` rule's key steps as their list), its method ([`MethodRecord`]) and key steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanRecord {
     pub keys: String,
-    pub method: Method,
+    pub method: MethodRecord,
     pub key_steps: Vec<usize>,
 }
 

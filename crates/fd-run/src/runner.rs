@@ -232,7 +232,11 @@ pub fn run_config(
             eta: spec.sampler.eta(),
             config: m.scheduler.clone(),
         },
-        plan: PlanRecord { keys: spec.plan.label(), method: spec.plan.method, key_steps: spec.plan.key_steps.clone() },
+        plan: PlanRecord {
+            keys: spec.plan.label(),
+            method: spec.plan.spec.record(),
+            key_steps: spec.plan.key_steps.clone(),
+        },
         exec: spec.exec.clone(),
         deterministic: model.row_by_row,
         conditions: conds.to_vec(),
@@ -426,7 +430,7 @@ impl SampleRun<'_> {
                     // differently on another machine)
                     let same_else = old.exec.guidance == config.exec.guidance && old.exec.injection == config.exec.injection;
                     let hint = if differs == ["exec"] && same_else {
-                        match (old.exec.parallel, old.exec.max_decoder_batch) {
+                        match (old.exec.decode.parallel, old.exec.decode.max_decoder_batch) {
                             (false, _) => "; it decoded sequentially: resume with --decode sequential".to_string(),
                             (true, 0) => "; it decoded in parallel: resume with --decode parallel".to_string(),
                             (true, cap) => format!(
@@ -594,7 +598,7 @@ impl SampleRun<'_> {
         RunRecord {
             config,
             identity,
-            decode: Some(self.spec.decode.clone()),
+            decode: Some(self.spec.exec.decode.clone()),
             samples_sha1: s.samples_sha1.clone(),
             command: command(),
             model_dir: Some(self.model.dir.clone()),

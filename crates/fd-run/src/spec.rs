@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use fd_model::{CondKind, Condition, LoadOptions, UNetModel};
 use fd_sched::decode::{DecodeChoice, DecodeMode, RowCost};
-use fd_sched::{ExecOptions, Injection, KeySteps, Plan, SamplerSpec, SamplingSpec};
+use fd_sched::{ExecOptions, Injection, KeySteps, Plan, PlanSpec, SamplerSpec, SamplingSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ResultExt;
@@ -19,9 +19,6 @@ fn default_sampler() -> String {
 }
 fn default_steps() -> usize {
     50
-}
-fn default_keys() -> String {
-    "none".into()
 }
 fn default_guidance() -> f64 {
     1.0
@@ -43,11 +40,10 @@ pub struct PlanOptions {
     /// DDIM eta (0 = deterministic). Default 0.
     #[serde(default)]
     pub eta: f64,
-    /// Key steps as `--keys` takes them (`none`, `uniform:K`, a preset, a list, a plan file,
-    /// `deepcache:N[:ID]`, `deepcache-block:N:B`, `decoder-prop:KEYS`, `auto:K`, `auto:threshold=X`).
-    /// Default none.
-    #[serde(default = "default_keys")]
-    pub keys: String,
+    /// The plan as `--keys` takes it ([`PlanSpec`]: a key-step set for encoder propagation, or a
+    /// peer method such as `deepcache:N[:ID]`; written back as the same string). Default none.
+    #[serde(default)]
+    pub keys: PlanSpec,
     /// How a group's decoders run: `auto` (the fastest on the device at hand, see
     /// [`fd_sched::decode`]), `parallel` (the paper's batched groups) or `sequential`. Default auto.
     #[serde(default)]
@@ -66,7 +62,7 @@ impl Default for PlanOptions {
             sampler: default_sampler(),
             steps: default_steps(),
             eta: 0.0,
-            keys: default_keys(),
+            keys: PlanSpec::default(),
             decode: DecodeMode::Auto,
             max_decoder_batch: 0,
             inject: None,
@@ -111,12 +107,12 @@ impl SamplingOptions {
     /// decoding is parallel until [`SamplingOptions::resolve`] decides it.
     pub fn exec(&self) -> Result<ExecOptions> {
         let exec = ExecOptions {
-            parallel: true,
-            max_decoder_batch: self.plan.max_decoder_batch,
             guidance: self.guidance,
             injection: self.plan.inject.as_deref().map(Injection::parse).transpose()?,
             control_scale: self.control_scale,
-        };
+            ..Default::default()
+        }
+        .decoding(true, self.plan.max_decoder_batch);
         if !self.control_scale.is_finite() {
             return Err(Error::Input(format!("--control-scale: {} is not a finite number", self.control_scale)));
         }
@@ -164,12 +160,7 @@ impl SamplingOptions {
         let keys = &self.plan.keys;
         let plan = resolve_plan(model, &sampler, self.plan.steps, keys, self.guidance, self.calibration_n, conds)
             .ctx(format!("--keys {keys}"))?;
-        fd_sched::executor::check_plan(model, &plan).ctx(format!("--keys {keys}"))?;
-        if matches!(plan.method, fd_sched::Method::TGate { .. }) && self.guidance <= 1.0 {
-            return Err(Error::Input(format!(
-                "--keys {keys}: T-GATE needs classifier-free guidance (--cfg > 1): its gate caches the mean of the two branches"
-            )));
-        }
+        fd_sched::check_plan(model, &plan, self.guidance).ctx(format!("--keys {keys}"))?;
         let rows_per_step = batch.max(1) * if self.guidance > 1.0 { 2 } else { 1 };
         let decode = decode_choice(model, &plan, self.plan.decode, self.plan.max_decoder_batch, rows_per_step)?;
         Ok(SamplingSpec::new(sampler, plan, exec)?.with_decode(decode))
@@ -269,42 +260,33 @@ pub fn cached_row_costs(model: &UNetModel, rows_per_step: usize) -> Result<Vec<R
     Ok(costs)
 }
 
-/// Resolve `keys` for a sampler: anything [`Plan::parse`] takes, or `auto:K` /
-/// `auto:threshold=X`, calibrated on the encoder drift of `calibration_n` samples (seeds
-/// 1_000_000 + i, disjoint from evaluation seeds; conditions cycled from `conds`).
+/// Resolve `keys` for a sampler ([`PlanSpec::resolve`]); an `auto:K` / `auto:threshold=X` plan is
+/// first calibrated on the encoder drift of `calibration_n` samples (seeds 1_000_000 + i, disjoint
+/// from evaluation seeds; conditions cycled from `conds`), its modifiers (`+forecast:K`,
+/// `+partial:ID`) applied to the calibrated key steps.
 pub fn resolve_plan(
     model: &UNetModel,
     sampler: &SamplerSpec,
     steps: usize,
-    keys: &str,
+    keys: &PlanSpec,
     guidance: f64,
     calibration_n: usize,
     conds: &[Condition],
 ) -> Result<Plan> {
-    if !keys.starts_with("auto:") {
-        return Ok(Plan::parse(keys, steps)?);
-    }
-    // `auto:K+forecast:1` / `auto:K+partial:ID`: the key steps are calibrated, the modifier applied
-    let (rule, modifier) = split_auto_modifier(keys);
-    // both parts checked before the (slow) calibration run
-    fd_analysis::keysteps::AutoRule::parse(rule)?;
-    Plan::parse(&format!("0{modifier}"), steps)?;
+    let Some(rule) = keys.auto_rule() else {
+        return Ok(keys.resolve(steps)?);
+    };
+    // the rest of the plan (its modifiers, the model's graphs for them) checked before the
+    // (slow) calibration run, on a stand-in key-step list
+    let probe = keys.with_keys(KeySteps::List(vec![0]))?.resolve(steps)?;
+    fd_sched::check_plan(model, &probe, guidance)?;
     if calibration_n == 0 || conds.is_empty() {
         return Err(Error::Input(format!("`{keys}` needs at least one calibration sample")));
     }
     let seeds: Vec<u64> = (0..calibration_n as u64).map(|i| 1_000_000 + i).collect();
     let cal: Vec<Condition> = (0..seeds.len()).map(|i| conds[i % conds.len()].clone()).collect();
     let (k, _) = fd_analysis::calibrate_key_steps(model, sampler, steps, guidance, &seeds, &cal, rule)?;
-    if modifier.is_empty() {
-        return Ok(Plan::new(KeySteps::List(k), steps)?);
-    }
-    let list: Vec<String> = k.iter().map(usize::to_string).collect();
-    Ok(Plan::parse(&format!("{}{modifier}", list.join(",")), steps)?)
-}
-
-/// An `auto:` rule and its plan modifier (`+forecast:…` / `+partial:…`, empty if none).
-pub fn split_auto_modifier(keys: &str) -> (&str, &str) {
-    keys.find('+').map_or((keys, ""), |i| keys.split_at(i))
+    Ok(keys.with_keys(KeySteps::List(k))?.resolve(steps)?)
 }
 
 /// The conditions of `n` samples, the one place every command decides them: the lines of

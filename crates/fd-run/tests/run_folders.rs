@@ -27,7 +27,7 @@ fn fmnist() -> UNetModel {
 
 fn spec(model: &UNetModel, conds: &[Condition]) -> SamplingSpec {
     let plan =
-        PlanOptions { steps: 8, keys: "uniform:3".into(), inject: Some("0.003@0.5".into()), ..Default::default() };
+        PlanOptions { steps: 8, keys: "uniform:3".parse().unwrap(), inject: Some("0.003@0.5".into()), ..Default::default() };
     let opts = SamplingOptions { plan, guidance: 2.0, ..Default::default() };
     opts.resolve(model, conds, 2).unwrap()
 }
@@ -154,7 +154,7 @@ fn malformed_records_are_errors_naming_file_and_field() {
     let plan = d.path().join("plan.json");
     std::fs::write(&plan, r#"{"name": "x", "keys": [0, 2], "steps": "three"}"#).unwrap();
     let opts = SamplingOptions {
-        plan: PlanOptions { steps: 8, keys: plan.display().to_string(), ..Default::default() },
+        plan: PlanOptions { steps: 8, keys: plan.display().to_string().parse().unwrap(), ..Default::default() },
         ..Default::default()
     };
     let e = opts.resolve(&model, &conds, 2).unwrap_err().to_string();
@@ -170,7 +170,7 @@ fn resume_under_another_decoding_says_how_the_folder_decoded() {
     let conds = cycle_conditions(&model, None, None, 4).unwrap();
     let with = |decode: DecodeMode, cap: usize| {
         let plan =
-            PlanOptions { steps: 8, keys: "uniform:3".into(), decode, max_decoder_batch: cap, ..Default::default() };
+            PlanOptions { steps: 8, keys: "uniform:3".parse().unwrap(), decode, max_decoder_batch: cap, ..Default::default() };
         SamplingOptions { plan, guidance: 2.0, ..Default::default() }.resolve(&model, &conds, 2).unwrap()
     };
     let (par, seq) = (with(DecodeMode::Parallel, 8), with(DecodeMode::Sequential, 0));

@@ -14,8 +14,7 @@ use fd_model::UNetModel;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::executor::ExecOptions;
-use crate::plan::{Method, Plan};
+use crate::plan::Plan;
 use crate::{Error, Result};
 
 /// How the decoders of a group run, as asked for (`--decode`, an experiment row's `decode`).
@@ -100,12 +99,6 @@ impl DecodeChoice {
             what
         }
     }
-
-    /// Set `exec`'s decoding to this choice.
-    pub fn apply(&self, exec: &mut ExecOptions) {
-        exec.parallel = self.parallel;
-        exec.max_decoder_batch = self.max_decoder_batch;
-    }
 }
 
 /// A call with more steps must be at least this much cheaper per row to be chosen; ties go to the
@@ -122,13 +115,7 @@ pub const LADDER: [usize; 4] = [1, 2, 4, 8];
 /// The longest run of steps one decoder call could hold for `plan`: its longest group for an
 /// encoder-propagation plan, 1 for anything else (every step decodes on its own).
 pub fn max_steps_per_call(plan: &Plan) -> usize {
-    match plan.method {
-        // partial propagation decodes one step at a time (each step's fresh skips need its latents)
-        Method::EncoderPropagation if plan.partial.is_some() => 1,
-        // runtime key steps: groups are decided while sampling (plan.groups is the whole run)
-        Method::EncoderPropagation => plan.groups.iter().map(|g| g.len()).max().unwrap_or(1),
-        _ => 1,
-    }
+    plan.spec.method().max_steps_per_call(plan)
 }
 
 /// Measure the decoder's cost per row at `rows_per_step` x k rows for k in [`LADDER`], going up
@@ -139,7 +126,7 @@ pub fn measure_row_costs(model: &UNetModel, rows_per_step: usize) -> Result<Vec<
     let m = &model.manifest;
     let r = rows_per_step as i64;
     let shape: Vec<i64> = std::iter::once(r).chain(m.sample_shape()).collect();
-    let x = crate::pipeline::initial_noise(0, &shape).to_device(model.device);
+    let x = crate::step::initial_noise(0, &shape).to_device(model.device);
     let t_mid = model_train_steps(model) as f64 / 2.0;
     let c = model.uncond(rows_per_step)?;
     let emb = model.time_embed(&Tensor::full([r], t_mid, (Kind::Float, model.device)), c.extra.as_ref())?;

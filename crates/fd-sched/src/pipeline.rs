@@ -2,13 +2,14 @@
 //! image depends only on its seed and prompt/class, never on batch size.
 
 use fd_model::{Condition, UNetModel};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
-use crate::decode::{DecodeChoice, DecodeMode};
+use crate::decode::DecodeChoice;
 use crate::executor::{sample, CallCounts, ExecOptions, Hooks, SampleInput, StepFeatures, Timings};
 use crate::plan::Plan;
 use crate::sampler::SamplerSpec;
 use crate::schedulers::Scheduler;
+use crate::step::{initial_noise, step_noise};
 use crate::{Error, Result};
 
 /// Everything that decides how a batch is sampled, built once per run and checked then: the
@@ -17,9 +18,8 @@ use crate::{Error, Result};
 pub struct SamplingSpec {
     pub sampler: SamplerSpec,
     pub plan: Plan,
+    /// How the plan executes (its decoding, and why, included).
     pub exec: ExecOptions,
-    /// How the decoding mode in `exec` was decided.
-    pub decode: DecodeChoice,
 }
 
 impl SamplingSpec {
@@ -33,16 +33,18 @@ impl SamplingSpec {
                 exec.guidance
             )));
         }
-        let mode = if exec.parallel { DecodeMode::Parallel } else { DecodeMode::Sequential };
-        let decode = DecodeChoice::explicit(mode, exec.parallel, exec.max_decoder_batch, "given");
-        Ok(Self { sampler, plan, exec, decode })
+        Ok(Self { sampler, plan, exec })
     }
 
-    /// Decode as `choice` says (it sets the execution options' decoding and is recorded).
+    /// Decode as `choice` says (the execution options hold it; it is recorded).
     pub fn with_decode(mut self, choice: DecodeChoice) -> Self {
-        choice.apply(&mut self.exec);
-        self.decode = choice;
+        self.exec.decode = choice;
         self
+    }
+
+    /// How the decoding was decided.
+    pub fn decode(&self) -> &DecodeChoice {
+        &self.exec.decode
     }
 
     /// Sampler steps.
@@ -93,23 +95,6 @@ impl SamplingSpec {
         let images = model.to_images(&out.latents)?.to_device(tch::Device::Cpu);
         Ok(BatchOutput { images, timings: out.timings, counts: out.counts, cond_s, vae_s: t1.elapsed().as_secs_f64() })
     }
-}
-
-/// Serialises seeding + drawing on libtorch's global CPU generator (tch exposes no per-call
-/// generator), so concurrent callers cannot interleave and get each other's noise.
-static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Initial noise z_T of one sample: torch's CPU generator seeded with `seed`, so it equals
-/// `torch.randn(shape, generator=torch.Generator().manual_seed(seed))` in Python.
-pub fn initial_noise(seed: u64, shape: &[i64]) -> Tensor {
-    let _guard = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(seed as i64);
-    Tensor::randn(shape, (Kind::Float, tch::Device::Cpu))
-}
-
-/// Step noise of one sample at step `i` (samplers with stochastic steps).
-pub fn step_noise(seed: u64, i: usize, shape: &[i64]) -> Tensor {
-    initial_noise(seed.wrapping_mul(1_000_003).wrapping_add(1 + i as u64), shape)
 }
 
 /// Accumulated output of [`SamplingSpec::generate`].

@@ -1,15 +1,17 @@
-//! Where a key step is decided: [`KeySteps`] (the user's choice) -> [`Plan`] (groups of steps that
-//! share one encoder pass).
+//! Where a key step is decided: [`KeySteps`] (the user's choice, typed) -> [`Plan`] (groups of
+//! steps that share one encoder pass). A whole `--keys` value is a [`crate::PlanSpec`]
+//! ([`crate::methods`]); resolving it against the sampler's step count gives the [`Plan`].
 
 use std::ops::Range;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::methods::PlanSpec;
 use crate::{Error, Result};
 
 /// Which steps run the encoder (0-based indices into the sampler's timestep list).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum KeySteps {
     /// Every step is a key step: the plain sampler (baseline).
     None,
@@ -20,10 +22,53 @@ pub enum KeySteps {
     Preset(String),
     /// An explicit list.
     List(Vec<usize>),
+    /// A saved plan file (`fd drift --save-plan` writes one): its `keys`, for its `steps`.
+    File(PathBuf),
+    /// Calibrated on the encoder drift of a few samples before sampling (`auto:K`,
+    /// `auto:threshold=X`; fd-run calibrates, fd-analysis measures): an [`AutoRule`] resolves to a
+    /// list only after that.
+    Auto(AutoRule),
     /// Chosen while sampling under a budget of K encoder passes (`runtime:K`): at each key step
     /// the next group's length comes from how fast the encoder features changed since the last
-    /// key step ([`crate::executor`]'s `RuntimeKeys`). Resolves to [0] before sampling.
+    /// key step ([`crate::methods::propagation`]'s run-time key steps). Resolves to [0] before
+    /// sampling.
     Runtime(usize),
+}
+
+/// A drift-calibrated key-step rule (`auto:K` / `auto:threshold=X`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AutoRule {
+    /// The K key steps that minimise the accumulated encoder drift.
+    K(usize),
+    /// A new key step whenever the accumulated drift passes X.
+    Threshold(f64),
+}
+
+impl std::str::FromStr for AutoRule {
+    type Err = Error;
+    fn from_str(spec: &str) -> Result<Self> {
+        let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
+        let body = spec.strip_prefix("auto:").ok_or_else(|| err("expected auto:K or auto:threshold=X".into()))?;
+        Ok(match body.strip_prefix("threshold=") {
+            Some(x) => {
+                let t: f64 = x.parse().map_err(|_| err(format!("threshold `{x}` is not a number")))?;
+                if !(t.is_finite() && t >= 0.0) {
+                    return Err(err(format!("threshold {x}: expected a finite number >= 0")));
+                }
+                Self::Threshold(t)
+            }
+            None => Self::K(body.parse().map_err(|_| err(format!("K `{body}` is not an integer")))?),
+        })
+    }
+}
+
+impl std::fmt::Display for AutoRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::K(k) => write!(f, "auto:{k}"),
+            Self::Threshold(x) => write!(f, "auto:threshold={x}"),
+        }
+    }
 }
 
 /// The paper's named key-step sets (../shared/paper-notes.md §2).
@@ -65,8 +110,9 @@ fn preset(name: &str, n: usize) -> Option<Vec<usize>> {
 }
 
 impl KeySteps {
-    /// Parse a `--keys` value: `none`, `uniform:K` (or `every:K`), a preset name, `0,1,2,5,...`, or
-    /// a plan file `PATH.json` holding `{"keys": [...]}`.
+    /// Parse a key-step set: `none`, `uniform:K` (or `every:K`), a preset name, `0,1,2,5,...`, a
+    /// plan file `PATH.json` holding `{"keys": [...]}`, `auto:K` / `auto:threshold=X` or
+    /// `runtime:K`.
     pub fn parse(spec: &str) -> Result<Self> {
         let s = spec.trim();
         let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
@@ -77,8 +123,11 @@ impl KeySteps {
             return Ok(Self::None);
         }
         if s.ends_with(".json") {
-            // a saved plan file, e.g. written by `fd drift --save-plan`
-            return Ok(Self::List(PlanFile::load(std::path::Path::new(s))?.keys));
+            // a saved plan file, e.g. written by `fd drift --save-plan`; read when resolved
+            return Ok(Self::File(PathBuf::from(s)));
+        }
+        if s.starts_with("auto:") {
+            return Ok(Self::Auto(s.parse()?));
         }
         if let Some(k) = s.strip_prefix("uniform:").or_else(|| s.strip_prefix("every:")) {
             let k: usize = k.parse().map_err(|_| err(format!("`{k}` is not a positive integer")))?;
@@ -104,7 +153,9 @@ impl KeySteps {
                 .collect::<Result<Vec<_>>>()?;
             return Ok(Self::List(v));
         }
-        Err(err(format!("unknown; expected none, uniform:K, one of {PRESETS:?}, or a list like 0,1,2,5")))
+        Err(err(format!(
+            "unknown; expected none, uniform:K, one of {PRESETS:?}, a list like 0,1,2,5, a plan file PATH.json, auto:K or runtime:K"
+        )))
     }
 
     /// Resolve to a validated, sorted list of key-step indices for a sampler with `n` steps.
@@ -118,6 +169,14 @@ impl KeySteps {
             Self::Uniform(k) => (0..n).step_by(*k).collect(),
             Self::Preset(name) => preset(name, n).ok_or_else(|| err("unknown preset".into()))?,
             Self::List(v) => v.clone(),
+            Self::File(path) => {
+                let file = PlanFile::load(path)?;
+                if file.steps != n {
+                    return Err(err(format!("plan file made for {} steps, used with {n}", file.steps)));
+                }
+                file.keys
+            }
+            Self::Auto(_) => return Err(err("an auto: rule is calibrated before it resolves (fd-run does it)".into())),
             Self::Runtime(k) if *k > n => {
                 return Err(err(format!("budget of {k} encoder passes exceeds the sampler's {n} steps")))
             }
@@ -145,6 +204,8 @@ impl std::fmt::Display for KeySteps {
             Self::Uniform(k) => write!(f, "uniform:{k}"),
             Self::Preset(p) => write!(f, "{p}"),
             Self::List(v) => write!(f, "{}", v.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")),
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::Auto(rule) => write!(f, "{rule}"),
             Self::Runtime(k) => write!(f, "runtime:{k}"),
         }
     }
@@ -174,271 +235,61 @@ impl PlanFile {
     }
 }
 
-/// What a non-key step reuses.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// The paper: reuse the encoder features (mid + skips) of the key step; decoders of a group
-    /// can run as one batch.
-    EncoderPropagation,
-    /// DeepCache (Ma et al. 2023) as its authors' helper defines it (`DeepCacheSDHelper`,
-    /// `cache_branch_id` = 3 x block + layer; `deepcache:N:ID`): at a full step the whole UNet runs
-    /// and the input of the first up layer after the cut is kept; at the other steps only conv_in,
-    /// the down path before the cut and the up layers after it run (sequential by nature).
-    DeepCacheId { id: usize },
-    /// fd's earlier block-level DeepCache branch `branch` (`deepcache-block:N:B`): the whole up
-    /// block U[n-1-B] and those after it rerun; equals DeepCache id 3B + (down block B's layer
-    /// count). Kept so that records made with it (README rows until 2026-12-02, labelled
-    /// `deepcache:N:B` then) still read and rerun.
-    DeepCache { branch: usize },
-    /// The paper's failed ablation, decoder-only propagation: the decoder's output at the key
-    /// step is reused by the following non-key steps (only the scheduler runs there). Recomputing
-    /// the encoder at those steps could not change anything once the decoder is reused, so it is
-    /// neither run nor charged: cost = key steps x (encoder + decoder).
-    DecoderPropagation,
-    /// AdaptiveDiffusion (Ye et al. 2024, UniModal4Reasoning/AdaptiveDiffusion; `adaptive:T[:M]`):
-    /// the first 4 steps run the UNet; after step i >= 3 the next step reuses the last noise
-    /// prediction when the latent differences d_i = mean|x_i - x_{i-1}| are locally linear,
-    /// |(d_i + d_{i-2}) / 2 - d_{i-1}| <= T x d_{i-1}, unless the last M decisions were all skips.
-    /// Decided per sample (the official pipeline decides on the batch mean; equal at batch 1).
-    Adaptive { threshold: f64, max_skip: usize },
-    /// Step caching decided by a cheap indicator computed every step (`teacache:T[:residual]`,
-    /// `fbcache:T[:residual]`; [`CacheRule`] says which indicator and rule). A step that does not
-    /// compute the UNet reuses the last computed output, or with `residual` (the UNet ports of
-    /// both methods) the step's input plus the last computed output-minus-input. Decided per
-    /// sample over its CFG rows.
-    StepCache { rule: CacheRule, threshold: f64, residual: bool },
-    /// T-GATE (Liu et al. 2024, HaozheLiu-ST/T-GATE; `tgate:G[:SP[:FI[:W]]]`, official SD
-    /// defaults SP 5, FI 1, W 2): before the gate step G-1 the CFG batch runs with self-attention
-    /// reused between its caching steps (W, then every SP-th); at G-1 both attention kinds are
-    /// cached as the mean of the CFG halves; after it only the unconditional branch runs, without
-    /// guidance, cross-attention reused, self-attention recomputed every FI-th step.
-    TGate { gate_step: usize, sp_interval: usize, fi_interval: usize, warm_up: usize },
-}
 
-/// The indicator and decision rule of a [`Method::StepCache`] plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheRule {
-    /// TeaCache (Liu et al. 2024, ali-vilab/TeaCache): the first block's timestep-modulated input
-    /// (graph `teacache_probe`); its relative L1 change against the previous step, rescaled by
-    /// the model's fitted polynomial (manifest `teacache`), is accumulated; the step reuses the
-    /// cache while the sum stays below T, else computes and the sum restarts. The first and last
-    /// steps always compute.
-    TeaCache,
-    /// First-Block Cache (ParaAttention; diffusers' `FirstBlockCacheConfig`): the first block's
-    /// output (conv_in) is compared with its value at the last computed step; the step computes
-    /// when the relative L1 change exceeds T. The first step computes.
-    FbCache,
-}
-
-impl CacheRule {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CacheRule::TeaCache => "teacache",
-            CacheRule::FbCache => "fbcache",
-        }
-    }
-}
-
-/// A resolved plan: the groups (a key step plus the non-key steps that reuse its features).
-#[derive(Debug, Clone, Serialize)]
+/// A resolved plan: the method with concrete key steps (a plan file read, an `auto:` rule
+/// calibrated), and the groups (a key step plus the non-key steps that reuse its features).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    pub method: Method,
-    pub keys: KeySteps,
+    /// The method and its parameters; its key steps are concrete ([`KeySteps::File`] and
+    /// [`KeySteps::Auto`] replaced by their [`KeySteps::List`]).
+    pub spec: PlanSpec,
     pub num_steps: usize,
     pub key_steps: Vec<usize>,
     /// Step ranges; each starts at a key step.
     pub groups: Vec<Range<usize>>,
-    /// Forecast order (encoder propagation only; `+forecast:K`): a non-key step decodes the
-    /// encoder features extrapolated in t through the last K+1 key steps' features (Lagrange
-    /// polynomial; fewer points at the first groups) instead of the key step's as they are. 0 =
-    /// the paper's copy.
-    pub forecast: usize,
-    /// Partial propagation (encoder propagation only; `+partial:ID`): at a non-key step the
-    /// shallow encoder of DeepCache id ID (conv_in and the down-path layers before its cut) is
-    /// recomputed on the step's own latents and its skips replace the key step's; the deeper
-    /// skips and the mid block are propagated. None = the paper's whole-encoder reuse.
-    pub partial: Option<usize>,
 }
 
 impl Plan {
     /// An encoder-propagation plan (`KeySteps::None` is the baseline).
     pub fn new(keys: KeySteps, num_steps: usize) -> Result<Self> {
-        Self::with_method(Method::EncoderPropagation, keys, num_steps)
+        PlanSpec::propagation(keys).resolve(num_steps)
     }
 
-    pub fn with_method(method: Method, keys: KeySteps, num_steps: usize) -> Result<Self> {
-        let key_steps = keys.resolve(num_steps)?;
+    /// Parse a `--keys` value ([`PlanSpec`]'s grammar) and resolve it for `num_steps` steps.
+    pub fn parse(spec: &str, num_steps: usize) -> Result<Self> {
+        spec.parse::<PlanSpec>()?.resolve(num_steps)
+    }
+
+    /// The resolved plan from `spec` (its key steps concrete) and its key steps.
+    pub(crate) fn from_parts(spec: PlanSpec, num_steps: usize, key_steps: Vec<usize>) -> Self {
         let groups =
             key_steps.iter().enumerate().map(|(i, &s)| s..key_steps.get(i + 1).copied().unwrap_or(num_steps)).collect();
-        Ok(Self { method, keys, num_steps, key_steps, groups, forecast: 0, partial: None })
+        Self { spec, num_steps, key_steps, groups }
     }
 
-    /// Parse a `--keys` value: anything [`KeySteps::parse`] takes (encoder propagation),
-    /// `deepcache:N[:ID]` (DeepCache, full step every N steps, DeepCache's own cache_branch_id,
-    /// default 0 as its helper), `deepcache-block:N:B` (fd's earlier block-level branch),
-    /// `decoder-prop:KEYS` (decoder-only propagation, the paper's failed ablation),
-    /// `adaptive:T[:M]` (AdaptiveDiffusion), `teacache:T[:residual]`, `fbcache:T[:residual]` or
-    /// `tgate:G[:SP[:FI[:W]]]` (T-GATE).
-    pub fn parse(spec: &str, num_steps: usize) -> Result<Self> {
-        if let Some((base, order)) = spec.trim().rsplit_once("+forecast:") {
-            let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
-            let k: usize = order.parse().map_err(|_| err(format!("forecast order `{order}` is not 1 or 2")))?;
-            if !(1..=2).contains(&k) {
-                return Err(err(format!("forecast order {k}: expected 1 (linear) or 2 (quadratic)")));
-            }
-            let mut plan = Self::parse(base, num_steps)?;
-            if plan.method != Method::EncoderPropagation || plan.partial.is_some() {
-                return Err(err("+forecast applies to encoder-propagation plans only (not with +partial)".into()));
-            }
-            plan.forecast = k;
-            return Ok(plan);
-        }
-        if let Some((base, id)) = spec.trim().rsplit_once("+partial:") {
-            let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
-            let id: usize = id.parse().map_err(|_| {
-                err(format!("`{id}` is not a DeepCache cache_branch_id (the shallow encoder recomputed every step)"))
-            })?;
-            let mut plan = Self::parse(base, num_steps)?;
-            if plan.method != Method::EncoderPropagation || plan.forecast > 0 {
-                return Err(err("+partial applies to encoder-propagation plans only (not with +forecast)".into()));
-            }
-            plan.partial = Some(id);
-            return Ok(plan);
-        }
-        if spec.trim().ends_with(".json") {
-            let file = PlanFile::load(std::path::Path::new(spec.trim()))?;
-            if file.steps != num_steps {
-                return Err(Error::KeySteps {
-                    spec: spec.to_string(),
-                    msg: format!("plan file made for {} steps, used with {num_steps}", file.steps),
-                });
-            }
-            return Self::new(KeySteps::List(file.keys), num_steps);
-        }
-        if let Some(rest) = spec.trim().strip_prefix("adaptive:") {
-            let err = |msg: &str| Error::KeySteps { spec: spec.to_string(), msg: msg.to_string() };
-            let (t, m) = rest.split_once(':').unwrap_or((rest, "4"));
-            let threshold: f64 =
-                t.parse().map_err(|_| err("expected adaptive:T[:M] with T = threshold > 0 (official 0.01)"))?;
-            let max_skip: usize =
-                m.parse().map_err(|_| err("expected adaptive:T[:M] with M = most skips in a row >= 1 (official 4)"))?;
-            if !(threshold.is_finite() && threshold > 0.0) || max_skip == 0 {
-                return Err(err("threshold must be finite and > 0, M >= 1"));
-            }
-            return Self::with_method(Method::Adaptive { threshold, max_skip }, KeySteps::None, num_steps);
-        }
-        for rule in [CacheRule::TeaCache, CacheRule::FbCache] {
-            let Some(rest) = spec.trim().strip_prefix(rule.as_str()).and_then(|r| r.strip_prefix(':')) else {
-                continue;
-            };
-            let name = rule.as_str();
-            let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
-            let (t, residual) = match rest.split_once(':') {
-                None => (rest, false),
-                Some((t, "residual")) => (t, true),
-                Some((_, other)) => {
-                    return Err(err(format!("`{other}`: expected {name}:T or {name}:T:residual")));
-                }
-            };
-            let threshold: f64 =
-                t.parse().map_err(|_| err(format!("expected {name}:T[:residual] with T = threshold > 0")))?;
-            if !(threshold.is_finite() && threshold > 0.0) {
-                return Err(err("threshold must be finite and > 0".into()));
-            }
-            return Self::with_method(Method::StepCache { rule, threshold, residual }, KeySteps::None, num_steps);
-        }
-        if let Some(rest) = spec.trim().strip_prefix("tgate:") {
-            let err = |msg: String| Error::KeySteps { spec: spec.to_string(), msg };
-            let parts: Vec<&str> = rest.split(':').collect();
-            let defaults = [0, 5, 1, 2];
-            if parts.len() > 4 {
-                return Err(err("expected tgate:G[:SP[:FI[:W]]]".into()));
-            }
-            let mut v = defaults;
-            for (i, p) in parts.iter().enumerate() {
-                v[i] =
-                    p.parse().map_err(|_| err(format!("`{p}` is not a step count; expected tgate:G[:SP[:FI[:W]]]")))?;
-            }
-            let [gate_step, sp_interval, fi_interval, warm_up] = v;
-            if !(1..=num_steps).contains(&gate_step) {
-                return Err(err(format!("gate step {gate_step} outside 1..={num_steps} (the sampler's steps)")));
-            }
-            if sp_interval == 0 || fi_interval == 0 {
-                return Err(err("SP and FI intervals must be >= 1".into()));
-            }
-            let method = Method::TGate { gate_step, sp_interval, fi_interval, warm_up };
-            return Self::with_method(method, KeySteps::None, num_steps);
-        }
-        if let Some(keys) = spec.trim().strip_prefix("decoder-prop:") {
-            return Self::with_method(Method::DecoderPropagation, KeySteps::parse(keys)?, num_steps);
-        }
-        let s = spec.trim();
-        let (rest, block) = match (s.strip_prefix("deepcache-block:"), s.strip_prefix("deepcache:")) {
-            (Some(r), _) => (r, true),
-            (None, Some(r)) => (r, false),
-            (None, None) => return Self::new(KeySteps::parse(spec)?, num_steps),
-        };
-        let err = |msg: &str| Error::KeySteps { spec: spec.to_string(), msg: msg.to_string() };
-        let syntax = if block { "deepcache-block:N:B" } else { "deepcache:N[:ID]" };
-        let (n, b) = rest.split_once(':').unwrap_or((rest, "0"));
-        let n: usize = n.parse().map_err(|_| err(&format!("expected {syntax} with N = cache interval >= 1")))?;
-        let b: usize = b.parse().map_err(|_| {
-            err(&if block {
-                "expected deepcache-block:N:B with B = block-level branch >= 0".to_string()
-            } else {
-                "expected deepcache:N[:ID] with ID = DeepCache's cache_branch_id >= 0 (block = ID / 3, layer = ID % 3)"
-                    .to_string()
-            })
-        })?;
-        if n == 0 {
-            return Err(err("cache interval must be >= 1"));
-        }
-        let method = if block { Method::DeepCache { branch: b } } else { Method::DeepCacheId { id: b } };
-        Self::with_method(method, KeySteps::Uniform(n), num_steps)
-    }
-
-    /// Whether non-key steps run DeepCache's shallow path (either spelling).
-    pub fn is_deepcache(&self) -> bool {
-        matches!(self.method, Method::DeepCache { .. } | Method::DeepCacheId { .. })
-    }
-
-    /// The plan as `--keys` spells it.
+    /// The plan as `--keys` spells it with every parameter given (defaults filled in, the key
+    /// steps of a plan file or an `auto:` rule as their list): the label runs record.
     pub fn label(&self) -> String {
-        let base = match (self.method, &self.keys) {
-            (Method::DeepCacheId { id }, KeySteps::Uniform(n)) => format!("deepcache:{n}:{id}"),
-            (Method::DeepCacheId { id }, k) => format!("deepcache[{k}]:{id}"),
-            (Method::DeepCache { branch }, KeySteps::Uniform(n)) => format!("deepcache-block:{n}:{branch}"),
-            (Method::DeepCache { branch }, k) => format!("deepcache-block[{k}]:{branch}"),
-            (Method::EncoderPropagation, k) => k.to_string(),
-            (Method::DecoderPropagation, k) => format!("decoder-prop:{k}"),
-            (Method::Adaptive { threshold, max_skip }, _) => format!("adaptive:{threshold}:{max_skip}"),
-            (Method::TGate { gate_step, sp_interval, fi_interval, warm_up }, _) => {
-                format!("tgate:{gate_step}:{sp_interval}:{fi_interval}:{warm_up}")
-            }
-            (Method::StepCache { rule, threshold, residual }, _) => {
-                format!("{}:{threshold}{}", rule.as_str(), if residual { ":residual" } else { "" })
-            }
-        };
-        if self.forecast > 0 {
-            format!("{base}+forecast:{}", self.forecast)
-        } else if let Some(id) = self.partial {
-            format!("{base}+partial:{id}")
-        } else {
-            base
-        }
+        self.spec.label()
     }
 
+    /// The plain sampler: every step runs the whole model.
     pub fn is_baseline(&self) -> bool {
-        self.key_steps.len() == self.num_steps && !self.is_dynamic() && !matches!(self.method, Method::TGate { .. })
+        self.key_steps.len() == self.num_steps && !self.is_dynamic() && self.spec.method().is_baseline_shape()
     }
 
     /// Whether which steps run the UNet is decided while sampling (AdaptiveDiffusion, TeaCache,
-    /// FBCache): `key_steps` then lists every step and says nothing about the cost.
+    /// FBCache, run-time key steps): `key_steps` then lists every step and says nothing about the
+    /// cost.
     pub fn is_dynamic(&self) -> bool {
-        matches!(self.method, Method::Adaptive { .. } | Method::StepCache { .. })
-            || matches!(self.keys, KeySteps::Runtime(_))
+        self.spec.method().is_dynamic() || matches!(self.spec.keys(), Some(KeySteps::Runtime(_)))
+    }
+
+    /// What ran, for a run's one-line summary: the key steps of the plan, the gate of a T-GATE
+    /// plan, or the UNet steps counted (`counts` of `samples` samples, `branches` CFG branches)
+    /// for a plan decided while sampling.
+    pub fn summary(&self, counts: &crate::CallCounts, samples: usize, branches: usize) -> String {
+        self.spec.method().summary(self, counts, samples, branches)
     }
 
     /// Encoder calls per sample (per CFG branch).
@@ -449,10 +300,7 @@ impl Plan {
     /// Decoder evaluations per sample (per CFG branch): one per step (one per key step for
     /// decoder-only propagation).
     pub fn decoder_calls(&self) -> usize {
-        match self.method {
-            Method::DecoderPropagation => self.key_steps.len(),
-            _ => self.num_steps,
-        }
+        self.spec.method().decoder_calls(self)
     }
 
     /// UNet GFLOPs per image of an encoder-propagation plan, from batch-1 FLOPs per graph:

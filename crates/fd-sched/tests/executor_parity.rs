@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use fd_model::{LoadOptions, UNetModel};
 use fd_sched::tch::{Kind, Tensor};
-use fd_sched::{sample, ExecOptions, InjectWhen, Injection, Method, Plan, SampleInput};
+use fd_sched::{sample, ExecOptions, InjectWhen, Injection, Plan, PlanSpec, SampleInput};
 
 fn here() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -44,17 +44,12 @@ fn run(s: &Setup, spec: &str, inject: Option<Injection>, parallel: bool, cap: us
     assert!((&noise - &s.golden["noise"]).abs().max().double_value(&[]) == 0.0, "initial noise differs from torch");
     let cond = fd_model::Cond::from(s.model.encode_classes(&classes).unwrap());
     let uncond = s.model.uncond(classes.len()).unwrap();
-    let opts = ExecOptions {
-        parallel,
-        max_decoder_batch: cap,
-        guidance: s.cases["guidance"].as_f64().unwrap(),
-        injection: inject,
-        ..Default::default()
-    };
+    let opts = ExecOptions { guidance: s.cases["guidance"].as_f64().unwrap(), injection: inject, ..Default::default() }
+        .decoding(parallel, cap);
     let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
     let out = sample(&s.model, sched.as_mut(), &plan, &opts, &input, Default::default()).unwrap();
     assert_eq!(out.counts.calls("encoder"), plan.encoder_calls());
-    if plan.method == Method::EncoderPropagation {
+    if matches!(plan.spec, PlanSpec::Propagation(_)) {
         assert_eq!(out.counts.rows("decoder"), steps * 2 * classes.len());
     } else {
         let shallow = steps - plan.encoder_calls();
@@ -145,10 +140,10 @@ fn forecast_plans_match_reference() {
     }
     // the plain plan is untouched by the feature: no forecast, same label
     let p = Plan::parse("50ls", 20).unwrap();
-    assert_eq!((p.forecast, p.label()), (0, "50ls".to_string()));
+    assert_eq!((p.spec.clone(), p.label()), (PlanSpec::propagation(fd_sched::KeySteps::Preset("50ls".into())), "50ls".to_string()));
     assert_eq!(Plan::parse("50ls+forecast:2", 20).unwrap().label(), "50ls+forecast:2");
     for (bad, want) in
-        [("50ls+forecast:3", "expected 1 (linear) or 2"), ("deepcache:2+forecast:1", "encoder-propagation plans only")]
+        [("50ls+forecast:3", "expected 1 (linear) or 2"), ("deepcache:2+forecast:1", "apply to encoder-propagation plans")]
     {
         let e = Plan::parse(bad, 20).unwrap_err().to_string();
         assert!(e.contains(want), "{bad}: {e}");

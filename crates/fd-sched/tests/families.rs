@@ -145,12 +145,12 @@ fn sampling(name: &str) {
         let scale = want.abs().max().double_value(&[]).max(1.0);
         for parallel in [true, false] {
             let opts = ExecOptions {
-                parallel,
-                max_decoder_batch: 0,
                 guidance: meta["guidance"].as_f64().unwrap(),
                 injection,
                 control_scale: meta["control_scale"].as_f64().unwrap_or(1.0),
-            };
+                ..Default::default()
+            }
+            .decoding(parallel, 0);
             let mut sched = spec.build(steps).unwrap();
             let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
             // fd's per-sample step noise (DDPM); the reference draws the same
@@ -412,7 +412,7 @@ fn dit_teacache_and_fbcache_match_their_references() {
         assert!(d <= 1e-4, "{plan}: differs from the reference by {d:e} (relative)");
     }
     let p = Plan::parse("fbcache:0.1:residual", steps).unwrap();
-    let err = fd_sched::executor::check_plan(m, &p).unwrap_err().to_string();
+    let err = fd_sched::check_plan(m, &p, 1.0).unwrap_err().to_string();
     assert!(err.contains("token residual") && err.contains("drop `:residual`"), "{err}");
 }
 

@@ -1,6 +1,7 @@
 //! Key-step plans: presets, groups, call counts, and every validation error.
 
-use fd_sched::{KeySteps, Plan};
+use fd_sched::methods::Reuse;
+use fd_sched::{KeySteps, Plan, PlanSpec};
 
 fn keys(spec: &str, n: usize) -> Vec<usize> {
     KeySteps::parse(spec).unwrap().resolve(n).unwrap()
@@ -76,41 +77,45 @@ fn validation_errors_are_clear() {
 
 #[test]
 fn deepcache_plans_take_the_official_id_and_keep_the_block_form() {
-    use fd_sched::Method;
+    use fd_sched::methods::deepcache::{Cut, DeepCache};
     let p = Plan::parse("deepcache:3", 10).unwrap();
-    assert_eq!((p.method, p.label()), (Method::DeepCacheId { id: 0 }, "deepcache:3:0".to_string()));
+    assert_eq!(p.spec, PlanSpec::DeepCache(DeepCache { interval: 3, cut: Cut::Id(None) }));
+    assert_eq!((p.spec.to_string(), p.label()), ("deepcache:3".to_string(), "deepcache:3:0".to_string()));
     let p = Plan::parse("deepcache:2:4", 10).unwrap();
-    assert_eq!((p.method, p.key_steps.clone()), (Method::DeepCacheId { id: 4 }, vec![0, 2, 4, 6, 8]));
+    assert_eq!(p.spec, PlanSpec::DeepCache(DeepCache { interval: 2, cut: Cut::Id(Some(4)) }));
+    assert_eq!(p.key_steps, vec![0, 2, 4, 6, 8]);
     let p = Plan::parse("deepcache-block:3:1", 10).unwrap();
-    assert_eq!((p.method, p.label()), (Method::DeepCache { branch: 1 }, "deepcache-block:3:1".to_string()));
-    assert!(p.is_deepcache() && !Plan::parse("50ls", 50).unwrap().is_deepcache());
+    assert_eq!(p.spec, PlanSpec::DeepCache(DeepCache { interval: 3, cut: Cut::Block(1) }));
+    assert_eq!(p.label(), "deepcache-block:3:1");
     let e = Plan::parse("deepcache:2:x", 10).unwrap_err().to_string();
-    assert!(e.contains("cache_branch_id"), "{e}");
+    assert!(e.contains("cache_branch_id") && e.contains("deepcache:2:x"), "{e}");
 }
 
 #[test]
 fn adaptive_plans_parse_with_the_official_defaults() {
-    use fd_sched::Method;
+    use fd_sched::methods::Adaptive;
     let p = Plan::parse("adaptive:0.01", 50).unwrap();
-    assert_eq!(p.method, Method::Adaptive { threshold: 0.01, max_skip: 4 });
+    assert_eq!(p.spec, PlanSpec::Adaptive(Adaptive { threshold: 0.01, max_skip: None }));
     assert_eq!(p.label(), "adaptive:0.01:4");
     assert!(!p.is_baseline(), "every step may run, but it is not the plain sampler");
     assert_eq!(Plan::parse("adaptive:0.05:6", 50).unwrap().label(), "adaptive:0.05:6");
     for bad in ["adaptive:x", "adaptive:0", "adaptive:-1", "adaptive:0.01:0", "adaptive:nan"] {
-        assert!(Plan::parse(bad, 50).is_err(), "{bad}");
+        let e = Plan::parse(bad, 50).unwrap_err().to_string();
+        assert!(e.contains(bad), "{bad}: {e}");
     }
-    assert!(Plan::parse("adaptive:0.01+forecast:1", 50).is_err(), "forecast is for encoder propagation");
+    let e = Plan::parse("adaptive:0.01+forecast:1", 50).unwrap_err().to_string();
+    assert!(e.contains("`+forecast:1`") && e.contains("encoder-propagation"), "{e}");
 }
 
 #[test]
 fn teacache_and_fbcache_plans_parse() {
-    use fd_sched::{CacheRule, Method};
+    use fd_sched::methods::{FbCache, TeaCache};
     let p = Plan::parse("teacache:0.1", 50).unwrap();
-    assert_eq!(p.method, Method::StepCache { rule: CacheRule::TeaCache, threshold: 0.1, residual: false });
+    assert_eq!(p.spec, PlanSpec::TeaCache(TeaCache { threshold: 0.1, residual: false }));
     assert_eq!(p.label(), "teacache:0.1");
     assert!(p.is_dynamic() && !p.is_baseline());
     let p = Plan::parse("fbcache:0.05:residual", 50).unwrap();
-    assert_eq!(p.method, Method::StepCache { rule: CacheRule::FbCache, threshold: 0.05, residual: true });
+    assert_eq!(p.spec, PlanSpec::FbCache(FbCache { threshold: 0.05, residual: true }));
     assert_eq!(p.label(), "fbcache:0.05:residual");
     for bad in
         ["teacache:", "teacache:x", "teacache:0", "fbcache:-0.1", "fbcache:inf", "fbcache:0.1:resid", "teacache:0.1:2"]
@@ -123,12 +128,14 @@ fn teacache_and_fbcache_plans_parse() {
 
 #[test]
 fn tgate_plans_parse_with_the_official_defaults() {
-    use fd_sched::Method;
+    use fd_sched::methods::TGate;
     let p = Plan::parse("tgate:10", 25).unwrap();
-    assert_eq!(p.method, Method::TGate { gate_step: 10, sp_interval: 5, fi_interval: 1, warm_up: 2 });
-    assert_eq!(p.label(), "tgate:10:5:1:2");
+    let want = TGate { gate_step: 10, sp_interval: None, fi_interval: None, warm_up: None };
+    assert_eq!(p.spec, PlanSpec::TGate(want));
+    assert_eq!((p.spec.to_string(), p.label()), ("tgate:10".to_string(), "tgate:10:5:1:2".to_string()));
     assert!(!p.is_baseline() && !p.is_dynamic());
     assert_eq!(Plan::parse("tgate:1:1:1:0", 4).unwrap().label(), "tgate:1:1:1:0");
+    assert_eq!("tgate:7:3".parse::<PlanSpec>().unwrap().to_string(), "tgate:7:3", "given parameters only");
     for (bad, want) in [
         ("tgate:0", "outside 1..=25"),
         ("tgate:26", "outside 1..=25"),
@@ -145,16 +152,117 @@ fn tgate_plans_parse_with_the_official_defaults() {
 #[test]
 fn partial_propagation_parses_as_an_encoder_propagation_modifier() {
     let p = Plan::parse("50ls+partial:1", 50).unwrap();
-    assert_eq!((p.partial, p.forecast, p.label()), (Some(1), 0, "50ls+partial:1".to_string()));
+    let PlanSpec::Propagation(prop) = &p.spec else { panic!("{:?}", p.spec) };
+    assert_eq!((prop.reuse, p.label()), (Reuse::Partial { id: 1 }, "50ls+partial:1".to_string()));
     assert_eq!(p.key_steps, Plan::parse("50ls", 50).unwrap().key_steps, "the key steps are the plan's");
     for (bad, want) in [
         ("50ls+partial:x", "cache_branch_id"),
-        ("deepcache:2+partial:1", "encoder-propagation plans only"),
-        ("50ls+forecast:1+partial:1", "forecast order"),
-        ("50ls+partial:1+forecast:1", "not with +partial"),
+        ("deepcache:2+partial:1", "apply to encoder-propagation plans"),
+        ("50ls+forecast:1+partial:1", "`+partial:1`: does not combine with +forecast:1"),
+        ("50ls+partial:1+forecast:1", "`+forecast:1`: does not combine with +partial:1"),
     ] {
         let e = Plan::parse(bad, 50).unwrap_err().to_string();
         assert!(e.contains(want), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn doubled_or_unknown_modifiers_are_refused_by_name() {
+    for (bad, want) in [
+        ("50ls+forecast:1+forecast:2", "`+forecast:2`: given twice (already +forecast:1)"),
+        ("50ls+partial:0+partial:0", "`+partial:0`: given twice (already +partial:0)"),
+        ("50ls+forecast:3", "`+forecast:3`: forecast order 3"),
+        ("50ls+cache:1", "`+cache:1`: unknown plan modifier"),
+        ("50ls+", "`+`: unknown plan modifier"),
+        ("tgate:10+partial:0", "`+partial:0`: plan modifiers"),
+    ] {
+        let e = bad.parse::<PlanSpec>().unwrap_err().to_string();
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}
+
+/// One plan per method and form (every parameter given or left out, each modifier): printed and
+/// parsed again it is the same typed value, and the string is what the user wrote.
+#[test]
+fn every_plan_reads_back_as_written() {
+    let written = [
+        "none",
+        "uniform:3",
+        "50ls",
+        "0,1,2,5",
+        "plan.json",
+        "auto:9",
+        "auto:threshold=0.5",
+        "runtime:9",
+        "50ls+forecast:1",
+        "auto:9+forecast:2",
+        "runtime:9+forecast:1",
+        "50ls+partial:0",
+        "auto:9+partial:4",
+        "decoder-prop:50ls",
+        "decoder-prop:uniform:3",
+        "deepcache:2",
+        "deepcache:3:4",
+        "deepcache-block:3:1",
+        "adaptive:0.01",
+        "adaptive:0.05:6",
+        "teacache:0.1",
+        "teacache:0.05:residual",
+        "fbcache:0.2",
+        "fbcache:0.1:residual",
+        "tgate:10",
+        "tgate:10:5",
+        "tgate:10:5:1",
+        "tgate:10:5:1:2",
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for w in written {
+        let spec: PlanSpec = w.parse().unwrap_or_else(|e| panic!("{w}: {e}"));
+        assert_eq!(spec.to_string(), w, "printed back");
+        assert_eq!(spec.to_string().parse::<PlanSpec>().unwrap(), spec, "{w}: typed round trip");
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(json, format!("\"{w}\""), "serde writes the string");
+        assert_eq!(serde_json::from_str::<PlanSpec>(&json).unwrap(), spec);
+        seen.insert(spec.info().name);
+    }
+    let all: std::collections::BTreeSet<&str> = fd_sched::methods::METHODS.iter().map(|m| m.name).collect();
+    assert_eq!(seen, all, "every method of the table is covered");
+}
+
+#[test]
+fn the_method_table_names_every_family_and_generates_the_help() {
+    let help = PlanSpec::help();
+    for m in fd_sched::methods::METHODS {
+        assert!(help.contains(m.syntax), "{}", m.syntax);
+        assert!(!m.families.is_empty() && !m.help.is_empty(), "{}", m.name);
+        for f in m.families {
+            assert_eq!(fd_sched::methods::family_rgb(f.name), Some(f.rgb), "{}", f.name);
+        }
+    }
+    let family = |s: &str| s.parse::<PlanSpec>().unwrap().family();
+    assert_eq!(
+        ["none", "50ls", "auto:9+forecast:1", "deepcache:2", "adaptive:0.1", "teacache:0.1", "fbcache:0.1", "tgate:3"]
+            .map(family),
+        ["baseline", "ours", "auto", "deepcache", "adaptive", "teacache", "fbcache", "tgate"]
+    );
+}
+
+/// Run records keep the method in the form run identities were computed from (`config.json`
+/// `plan.method`): parameters in the method's order, defaults filled in.
+#[test]
+fn method_records_keep_their_form() {
+    let rec = |s: &str| serde_json::to_string(&s.parse::<PlanSpec>().unwrap().record()).unwrap();
+    assert_eq!(rec("50ls+forecast:1"), r#""encoder_propagation""#);
+    assert_eq!(rec("decoder-prop:50ls"), r#""decoder_propagation""#);
+    assert_eq!(rec("deepcache:2"), r#"{"deep_cache_id":{"id":0}}"#);
+    assert_eq!(rec("deepcache-block:2:1"), r#"{"deep_cache":{"branch":1}}"#);
+    assert_eq!(rec("adaptive:0.01"), r#"{"adaptive":{"threshold":0.01,"max_skip":4}}"#);
+    assert_eq!(rec("teacache:0.1"), r#"{"step_cache":{"rule":"teacache","threshold":0.1,"residual":false}}"#);
+    assert_eq!(rec("tgate:10"), r#"{"t_gate":{"gate_step":10,"sp_interval":5,"fi_interval":1,"warm_up":2}}"#);
+    for s in ["tgate:10", "adaptive:0.01", "50ls"] {
+        let r = s.parse::<PlanSpec>().unwrap().record();
+        let back: fd_sched::MethodRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r, "{s}");
     }
 }
 

@@ -17,7 +17,7 @@ pub fn run(a: &DriftArgs) -> Result<()> {
     let model = f.model()?.load()?;
     let sampler = opts.sampler(&model)?;
     let guidance = opts.exec()?.guidance;
-    let rule = a.save_plan.as_deref().map(fd_analysis::keysteps::AutoRule::parse).transpose();
+    let rule = a.save_plan.as_deref().map(str::parse::<fd_analysis::keysteps::AutoRule>).transpose();
     let rule = rule.with_context(|| format!("--save-plan `{}`", a.save_plan.as_deref().unwrap_or("")))?;
     let conds = f.conditions(&model, a.n)?;
     let seeds: Vec<u64> = (0..a.n).map(|i| f.seed + i as u64).collect();
@@ -35,7 +35,7 @@ pub fn run(a: &DriftArgs) -> Result<()> {
     );
     if let (Some(spec), Some(rule)) = (&a.save_plan, rule) {
         let profile = &summary.encoder_drift_profile;
-        let keys = rule.key_steps(profile).with_context(|| format!("--save-plan `{spec}`"))?;
+        let keys = fd_analysis::keysteps::rule_key_steps(rule, profile).with_context(|| format!("--save-plan `{spec}`"))?;
         let plan = PlanFile {
             name: format!("{spec} from {run}"),
             cost: Some(fd_analysis::keysteps::plan_cost(profile, &keys)),

@@ -46,25 +46,8 @@ pub fn run(dir: &Path, device: &str) -> Result<()> {
     println!("flops/call   encoder {:.4} GFLOPs ({:.1}%), decoder {:.4} GFLOPs ({:.1}%), time_embed {:.6} GFLOPs (batch 1, 2 x MACs)",
         fe as f64 / 1e9, 100.0 * fe as f64 / (fe + fd) as f64, fd as f64 / 1e9, 100.0 * fd as f64 / (fe + fd) as f64, m.flops("time_embed") as f64 / 1e9);
     println!("graphs       {}", m.graphs.keys().cloned().collect::<Vec<_>>().join(", "));
-    // the peer methods this export can run beyond encoder propagation
-    let mut peers = Vec::new();
-    let mut ids: Vec<usize> = model.deepcache_ids().iter().map(|(i, _)| *i).collect();
-    ids.sort_unstable();
-    let ids: Vec<String> = ids.iter().map(usize::to_string).collect();
-    if !ids.is_empty() {
-        peers.push(format!("deepcache / fbcache / +partial (cache_branch_id {})", ids.join(", ")));
-    }
-    if let Some(t) = &m.teacache {
-        let r2 =
-            t.fit.as_ref().and_then(|f| f.get("r2")).map_or("given by hand".to_string(), |v| format!("fit R^2 {v}"));
-        peers.push(format!("teacache (polynomial of degree {}, {r2})", t.coefficients.len().saturating_sub(1)));
-    }
-    if let Some(t) = &m.tgate {
-        peers.push(format!("tgate ({} cross- / {} self-attention layers)", t.cross_layers.len(), t.self_layers.len()));
-    }
-    if m.kind == fd_model::ModelKind::Unet2d {
-        peers.push("adaptive".into());
-    }
+    // the methods of the table this export can run beyond encoder propagation
+    let peers: Vec<String> = fd_sched::methods::METHODS.iter().skip(1).filter_map(|meth| (meth.offered)(&model)).collect();
     println!(
         "peer plans   {}",
         if peers.is_empty() { "none (encoder propagation only)".into() } else { peers.join("; ") }

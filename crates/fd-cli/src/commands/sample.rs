@@ -38,15 +38,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         println!("note: {channels}-channel outputs without a VAE decoder: wrote samples.safetensors only (no PNGs)");
     }
     let plan = &spec.plan;
-    let keys = match plan.method {
-        // decided at run time: encoder calls per sample and CFG branch, as counted
-        fd_sched::Method::TGate { gate_step, .. } => format!("gate at step {gate_step} of {}", plan.num_steps),
-        _ if plan.is_dynamic() => {
-            let per = s.n.max(1) * if spec.exec.guidance > 1.0 { 2 } else { 1 };
-            format!("{:.1} UNet steps per sample of {}", s.counts.rows("encoder") as f64 / per as f64, plan.num_steps)
-        }
-        _ => format!("{} key steps of {}", plan.key_steps.len(), plan.num_steps),
-    };
+    let keys = plan.summary(&s.counts, s.n, if spec.exec.guidance > 1.0 { 2 } else { 1 });
     println!(
         "{} samples -> {}{} | plan {} ({keys}) | {:.3} s/image (UNet loop {:.3}) | {:.3} GFLOPs/image{}",
         s.n,

@@ -1,0 +1,449 @@
+//! The caching methods, one file each, over the shared step context ([`crate::step`]).
+//!
+//! A method file holds its config type (the method's public API: parameters, defaults, docs),
+//! its grammar (parse and print, the same string back), its checks against the model and the
+//! execution options, its step loop, its experiment family and its line of help. This module
+//! holds what ties them together: the typed plan [`PlanSpec`] (a `--keys` value, parsed once at
+//! the edge), the method table [`METHODS`] (the `--keys` help, `fd info`'s peer plans, experiment
+//! families and plot colours are generated from it) and the [`CachingMethod`] trait the executor
+//! dispatches through.
+//!
+//! Adding a method: its file here (config, `INFO`, `impl CachingMethod`), a variant of
+//! [`PlanSpec`] with its arm in [`PlanSpec::method`], its row in [`METHODS`]; its graphs in
+//! fd-model; its tests and config rows.
+
+use std::fmt;
+use std::str::FromStr;
+
+use fd_model::UNetModel;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tch::Tensor;
+
+use crate::executor::{CallCounts, StepFeatures};
+use crate::plan::{KeySteps, Plan};
+use crate::step::StepCtx;
+use crate::{Error, Result};
+
+pub mod adaptive;
+pub mod decoder_prop;
+pub mod deepcache;
+pub mod fbcache;
+pub mod propagation;
+pub(crate) mod step_cache;
+pub mod teacache;
+pub mod tgate;
+
+pub use adaptive::Adaptive;
+pub use decoder_prop::DecoderProp;
+pub use deepcache::DeepCache;
+pub use fbcache::FbCache;
+pub use propagation::{Propagation, Reuse};
+pub use teacache::TeaCache;
+pub use tgate::TGate;
+
+/// The feature observer of a run ([`crate::Hooks::observe`]).
+pub type Observer<'b> = &'b mut dyn FnMut(&StepFeatures<'_>);
+
+/// One experiment family: its name (experiment rows, Pareto plots) and its plot colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    pub name: &'static str,
+    pub rgb: (u8, u8, u8),
+}
+
+/// One row of the method table.
+#[derive(Debug)]
+pub struct MethodInfo {
+    /// The method's name as the grammar starts it (`tgate`), or `keys` for encoder propagation,
+    /// whose plans are key-step sets.
+    pub name: &'static str,
+    /// The plan grammar (`tgate:G[:SP[:FI[:W]]]`).
+    pub syntax: &'static str,
+    /// One sentence: what the method does and where it comes from.
+    pub help: &'static str,
+    /// The families its plans fall in (the first is the default).
+    pub families: &'static [Family],
+    /// The parser of the text after `name:` (the whole plan part for encoder propagation).
+    parse: fn(&str) -> Result<PlanSpec>,
+    /// What this model's export offers the method (`fd info`), or None when it cannot run it.
+    pub offered: fn(&UNetModel) -> Option<String>,
+}
+
+/// The method table: every caching method fd runs, in the order `--keys` help lists them.
+pub static METHODS: [&MethodInfo; 8] = [
+    &propagation::INFO,
+    &decoder_prop::INFO,
+    &deepcache::INFO,
+    &deepcache::BLOCK_INFO,
+    &adaptive::INFO,
+    &teacache::INFO,
+    &fbcache::INFO,
+    &tgate::INFO,
+];
+
+/// The plot colour of experiment family `name`, if a method in the table names it.
+pub fn family_rgb(name: &str) -> Option<(u8, u8, u8)> {
+    METHODS.iter().flat_map(|m| m.families).find(|f| f.name == name).map(|f| f.rgb)
+}
+
+/// The table row of the method a plan part names (`tgate:...` -> T-GATE); encoder propagation
+/// for anything else (key-step sets have no method name).
+fn method_of(part: &str) -> &'static MethodInfo {
+    let name = part.split_once(':').map_or(part, |(n, _)| n);
+    METHODS.iter().skip(1).copied().find(|m| m.name == name).unwrap_or(METHODS[0])
+}
+
+/// A `--keys` value, typed: the method and its parameters as the user wrote them (a parameter
+/// left out stays out when printed; [`PlanSpec::label`] fills in the defaults). `FromStr` and
+/// `Display` are each other's inverse for every method (tests/plans.rs checks the round trip);
+/// serde reads and writes the same string.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanSpec {
+    Propagation(Propagation),
+    DecoderProp(DecoderProp),
+    DeepCache(DeepCache),
+    Adaptive(Adaptive),
+    TeaCache(TeaCache),
+    FbCache(FbCache),
+    TGate(TGate),
+}
+
+impl PlanSpec {
+    /// Encoder propagation with `keys`, copying the key step's features (the paper).
+    pub fn propagation(keys: KeySteps) -> Self {
+        Self::Propagation(Propagation { keys, reuse: Reuse::Copy })
+    }
+
+    /// The method behind the plan.
+    pub(crate) fn method(&self) -> &dyn CachingMethod {
+        match self {
+            Self::Propagation(m) => m,
+            Self::DecoderProp(m) => m,
+            Self::DeepCache(m) => m,
+            Self::Adaptive(m) => m,
+            Self::TeaCache(m) => m,
+            Self::FbCache(m) => m,
+            Self::TGate(m) => m,
+        }
+    }
+
+    /// The key-step set the plan groups by (None for methods that decide per step).
+    pub fn keys(&self) -> Option<KeySteps> {
+        self.method().keys()
+    }
+
+    fn keys_mut(&mut self) -> Option<&mut KeySteps> {
+        match self {
+            Self::Propagation(m) => Some(&mut m.keys),
+            Self::DecoderProp(m) => Some(&mut m.keys),
+            _ => None,
+        }
+    }
+
+    /// The method's table row.
+    pub fn info(&self) -> &'static MethodInfo {
+        self.method().info()
+    }
+
+    /// The experiment family of the plan (plot colour, the table's grouping).
+    pub fn family(&self) -> &'static str {
+        self.method().family()
+    }
+
+    /// The rule an `auto:` plan is calibrated with.
+    pub fn auto_rule(&self) -> Option<crate::plan::AutoRule> {
+        match self.keys() {
+            Some(KeySteps::Auto(rule)) => Some(rule),
+            _ => None,
+        }
+    }
+
+    /// This plan with its key-step set replaced by `keys` (an `auto:` rule by its calibrated list).
+    pub fn with_keys(&self, keys: KeySteps) -> Result<Self> {
+        let mut spec = self.clone();
+        match spec.keys_mut() {
+            Some(k) => *k = keys,
+            None => {
+                return Err(Error::KeySteps {
+                    spec: self.to_string(),
+                    msg: format!("{} has no key-step set", self.info().name),
+                })
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The plan spelled with every parameter (defaults filled in): what runs record.
+    pub fn label(&self) -> String {
+        struct Full<'a>(&'a PlanSpec);
+        impl fmt::Display for Full<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.method().write(f, true)
+            }
+        }
+        Full(self).to_string()
+    }
+
+    /// The plan's method as run records store it (`plan.method` in `config.json`).
+    pub fn record(&self) -> MethodRecord {
+        self.method().record()
+    }
+
+    /// Resolve for a sampler with `num_steps` steps: the method's step-count checks, the key-step
+    /// set read (plan file) and checked, the groups formed. An `auto:` rule must be calibrated
+    /// first ([`PlanSpec::with_keys`]).
+    pub fn resolve(&self, num_steps: usize) -> Result<Plan> {
+        self.method().check_steps(num_steps)?;
+        let keys = self.keys().unwrap_or(KeySteps::None);
+        let key_steps = keys.resolve(num_steps)?;
+        let spec = match keys {
+            // the label of a resolved plan shows a plan file's keys
+            KeySteps::File(_) => self.with_keys(KeySteps::List(key_steps.clone()))?,
+            _ => self.clone(),
+        };
+        Ok(Plan::from_parts(spec, num_steps, key_steps))
+    }
+
+    /// The `--keys` help: one entry per method, from the table.
+    pub fn help() -> String {
+        METHODS.iter().map(|m| format!("{} ({})", m.syntax, m.help)).collect::<Vec<_>>().join("; ")
+    }
+}
+
+impl FromStr for PlanSpec {
+    type Err = Error;
+
+    /// `BASE[+MODIFIER...]`: the base names its method (`tgate:10`) or is a key-step set
+    /// (encoder propagation); modifiers (`+forecast:K`, `+partial:ID`) are encoder propagation's
+    /// plug-ins, each at most once.
+    fn from_str(spec: &str) -> Result<Self> {
+        let s = spec.trim();
+        let (base, modifiers) = s.split_once('+').map_or((s, None), |(b, m)| (b, Some(m)));
+        let info = method_of(base);
+        let body = if std::ptr::eq(info, METHODS[0]) { base } else { &base[info.name.len() + 1..] };
+        let parsed = (info.parse)(body).map_err(|e| match e {
+            // name the part that was refused
+            Error::KeySteps { spec: _, msg } => Error::KeySteps { spec: base.to_string(), msg },
+            e => e,
+        })?;
+        match (modifiers, parsed) {
+            (None, p) => Ok(p),
+            (Some(m), Self::Propagation(p)) => Ok(Self::Propagation(p.with_modifiers(m)?)),
+            (Some(m), p) => Err(Error::KeySteps {
+                spec: format!("+{m}"),
+                msg: format!(
+                    "plan modifiers (+forecast:K, +partial:ID) apply to encoder-propagation plans; `{base}` is {}",
+                    p.info().help.split(':').next().unwrap_or(p.info().name)
+                ),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for PlanSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.method().write(f, false)
+    }
+}
+
+impl Serialize for PlanSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PlanSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Default for PlanSpec {
+    /// The baseline: every step a key step.
+    fn default() -> Self {
+        Self::propagation(KeySteps::None)
+    }
+}
+
+/// What every caching method provides; the executor dispatches through it and holds no method
+/// logic.
+pub(crate) trait CachingMethod {
+    /// The method's table row.
+    fn info(&self) -> &'static MethodInfo;
+
+    /// Print the plan: as given (`full` false) or with every parameter ([`PlanSpec::label`]).
+    fn write(&self, f: &mut fmt::Formatter<'_>, full: bool) -> fmt::Result;
+
+    /// The run record's `plan.method` value.
+    fn record(&self) -> MethodRecord;
+
+    /// The key-step set the method groups steps by (None: it decides per step).
+    fn keys(&self) -> Option<KeySteps> {
+        None
+    }
+
+    /// The experiment family of this plan.
+    fn family(&self) -> &'static str {
+        self.info().families[0].name
+    }
+
+    /// Checks that need the sampler's step count (before anything runs).
+    fn check_steps(&self, _num_steps: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether `model` can run this plan with `guidance` (its graphs, its kind, CFG): checked
+    /// before any run writes a file.
+    fn check(&self, _model: &UNetModel, _guidance: f64) -> Result<()> {
+        Ok(())
+    }
+
+    /// The step loop: from z_T (`latents`) to the final latents.
+    fn run(&self, ctx: &mut StepCtx<'_, '_>, latents: Tensor, observe: Option<Observer<'_>>) -> Result<Tensor>;
+
+    /// Whether which steps run is decided while sampling.
+    fn is_dynamic(&self) -> bool {
+        false
+    }
+
+    /// Whether a plan of this method with every step a key step is the plain sampler.
+    fn is_baseline_shape(&self) -> bool {
+        true
+    }
+
+    /// Decoder evaluations per sample and CFG branch.
+    fn decoder_calls(&self, plan: &Plan) -> usize {
+        plan.num_steps
+    }
+
+    /// The longest run of steps one decoder call could hold (1: every step decodes on its own).
+    fn max_steps_per_call(&self, _plan: &Plan) -> usize {
+        1
+    }
+
+    /// How `fd sample` describes what ran: key steps of the plan, or what was counted.
+    fn summary(&self, plan: &Plan, counts: &CallCounts, samples: usize, branches: usize) -> String {
+        if plan.is_dynamic() {
+            let per = samples.max(1) * branches;
+            format!("{:.1} UNet steps per sample of {}", counts.rows("encoder") as f64 / per as f64, plan.num_steps)
+        } else {
+            format!("{} key steps of {}", plan.key_steps.len(), plan.num_steps)
+        }
+    }
+}
+
+/// A refusal of `what` the model or options cannot do, naming the plan part.
+pub(crate) fn refuse(part: impl fmt::Display, msg: impl Into<String>) -> Error {
+    Error::KeySteps { spec: part.to_string(), msg: msg.into() }
+}
+
+/// Parse one `:`-separated field of a plan: `what` names it in the error.
+pub(crate) fn field<T: FromStr>(text: &str, what: &str) -> Result<T> {
+    text.parse().map_err(|_| Error::KeySteps { spec: String::new(), msg: format!("`{text}` is not {what}") })
+}
+
+/// Refusal of a run hook the method does not support (feature observation, ControlNet).
+pub(crate) fn refuse_hooks(
+    ctx: &StepCtx<'_, '_>,
+    observe: bool,
+    name: &str,
+    controlnet_ok: bool,
+) -> Result<()> {
+    if observe {
+        return Err(Error::Sampling(format!(
+            "feature observation (fd drift) supports encoder-propagation plans only, not {name}"
+        )));
+    }
+    if ctx.controlled() && !controlnet_ok {
+        return Err(Error::Sampling(format!("{name} plans do not support ControlNet models")));
+    }
+    Ok(())
+}
+
+/// A method as run records store it (`plan.method` in `config.json`, part of the run identity):
+/// `"name"` for a method without parameters, else `{"name": {"param": value, ...}}` with the
+/// parameters in the method's own order (the order is part of the identity's bytes, so it is kept
+/// as written, not sorted).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MethodRecord {
+    Name(String),
+    Params(String, Vec<(String, serde_json::Value)>),
+}
+
+impl MethodRecord {
+    /// A record with parameters, in the order given.
+    pub fn params(name: &str, params: &[(&str, serde_json::Value)]) -> Self {
+        Self::Params(name.into(), params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    }
+}
+
+impl Serialize for MethodRecord {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Ordered<'a>(&'a [(String, serde_json::Value)]);
+        impl Serialize for Ordered<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                for (k, v) in self.0 {
+                    m.serialize_entry(k, v)?;
+                }
+                m.end()
+            }
+        }
+        match self {
+            Self::Name(n) => s.serialize_str(n),
+            Self::Params(n, p) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(n, &Ordered(p))?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MethodRecord {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{MapAccess, Visitor};
+        struct Params;
+        impl<'de> Visitor<'de> for Params {
+            type Value = Vec<(String, serde_json::Value)>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of method parameters")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> std::result::Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some(e) = a.next_entry()? {
+                    v.push(e);
+                }
+                Ok(v)
+            }
+        }
+        struct Ordered(Vec<(String, serde_json::Value)>);
+        impl<'de> Deserialize<'de> for Ordered {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                d.deserialize_map(Params).map(Ordered)
+            }
+        }
+        struct Rec;
+        impl<'de> Visitor<'de> for Rec {
+            type Value = MethodRecord;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a method name or {"name": {parameters}}"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(MethodRecord::Name(v.into()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> std::result::Result<Self::Value, A::Error> {
+                let (name, Ordered(params)) = a
+                    .next_entry::<String, Ordered>()?
+                    .ok_or_else(|| serde::de::Error::custom("an empty method record"))?;
+                if a.next_key::<String>()?.is_some() {
+                    return Err(serde::de::Error::custom("a method record names one method"));
+                }
+                Ok(MethodRecord::Params(name, params))
+            }
+        }
+        d.deserialize_any(Rec)
+    }
+}

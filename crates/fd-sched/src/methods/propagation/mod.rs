@@ -1,0 +1,279 @@
+//! Encoder propagation (Li et al., "Faster Diffusion"; the paper's method): the encoder runs at
+//! the key steps only, and every step of a group decodes the key step's encoder features, so a
+//! group's decoders can run as one batch (the paper's parallel decoding).
+//!
+//! Its plug-ins, in the manner of cache-dit's calibrators (update at a computed step, approximate
+//! at a reused one):
+//! - [`forecast`] (`+forecast:K`): a non-key step decodes features extrapolated in t through the
+//!   last K+1 key steps' features;
+//! - [`partial`] (`+partial:ID`): a non-key step recomputes DeepCache id ID's shallow encoder on its
+//!   own latents and propagates only the deeper features;
+//! - [`runtime`] (`runtime:K`): the key steps themselves are chosen while sampling.
+
+use std::fmt;
+
+use fd_model::{EncoderFeatures, UNetModel};
+use tch::Tensor;
+
+use super::{refuse, CachingMethod, Family, MethodInfo, MethodRecord, Observer, PlanSpec};
+use crate::executor::StepFeatures;
+use crate::plan::{KeySteps, Plan};
+use crate::step::StepCtx;
+use crate::{Error, Result};
+
+pub mod forecast;
+pub mod partial;
+pub mod runtime;
+
+pub(crate) use runtime::KeySchedule;
+
+pub static INFO: MethodInfo = MethodInfo {
+    name: "keys",
+    syntax: "KEYS[+forecast:K|+partial:ID]",
+    help: "encoder propagation, the paper's method: the encoder runs at the key steps KEYS only (none = \
+           the baseline, uniform:K, a preset such as 50ls, a list 0,1,2,5, a plan file from fd drift \
+           --save-plan, auto:K / auto:threshold=X calibrated on encoder drift, runtime:K chosen while \
+           sampling); +forecast:K extrapolates the features through the last K+1 key steps, \
+           +partial:ID recomputes DeepCache id ID's shallow encoder every step",
+    families: &[
+        Family { name: "ours", rgb: (40, 90, 200) },
+        Family { name: "baseline", rgb: (0, 0, 0) },
+        Family { name: "auto", rgb: (20, 150, 80) },
+    ],
+    parse: |body| Ok(PlanSpec::propagation(KeySteps::parse(body)?)),
+    offered: |_| Some("encoder propagation".into()),
+};
+
+/// How a non-key step gets the encoder features it decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// The key step's features as they are (the paper).
+    Copy,
+    /// `+forecast:K`: extrapolated through the last K+1 key steps (K = 1 linear, 2 quadratic).
+    Forecast { order: usize },
+    /// `+partial:ID`: DeepCache id ID's shallow encoder recomputed on the step's own latents.
+    Partial { id: usize },
+}
+
+/// An encoder-propagation plan: its key steps and how non-key steps reuse the key step's
+/// features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Propagation {
+    pub keys: KeySteps,
+    pub reuse: Reuse,
+}
+
+impl Propagation {
+    /// Apply the `+`-separated modifiers `mods` (`forecast:K`, `partial:ID`), each at most once
+    /// and not both.
+    pub(crate) fn with_modifiers(mut self, mods: &str) -> Result<Self> {
+        let mut given: Option<String> = None;
+        for m in mods.split('+') {
+            let part = format!("+{m}");
+            let (name, value) = m.split_once(':').unwrap_or((m, ""));
+            let reuse = match name {
+                "forecast" => {
+                    let order: usize =
+                        value.parse().map_err(|_| refuse(&part, format!("forecast order `{value}` is not 1 or 2")))?;
+                    if !(1..=2).contains(&order) {
+                        return Err(refuse(&part, format!("forecast order {order}: expected 1 (linear) or 2 (quadratic)")));
+                    }
+                    Reuse::Forecast { order }
+                }
+                "partial" => Reuse::Partial {
+                    id: value.parse().map_err(|_| {
+                        refuse(
+                            &part,
+                            format!("`{value}` is not a DeepCache cache_branch_id (the shallow encoder recomputed every step)"),
+                        )
+                    })?,
+                },
+                _ => {
+                    return Err(refuse(&part, "unknown plan modifier: expected +forecast:K or +partial:ID".to_string()))
+                }
+            };
+            if let Some(prev) = &given {
+                let msg = if prev.split(':').next() == part.split(':').next() {
+                    format!("given twice (already {prev})")
+                } else {
+                    format!("does not combine with {prev} (a non-key step is either forecast or partly recomputed)")
+                };
+                return Err(refuse(&part, msg));
+            }
+            given = Some(part);
+            self.reuse = reuse;
+        }
+        Ok(self)
+    }
+
+    /// Decoder steps per call: one per step when sequential or observed, the whole group when
+    /// parallel without a cap, else as many whole steps as fit the cap.
+    fn chunk_steps(ctx: &StepCtx<'_, '_>, observed: bool) -> usize {
+        let opts = ctx.opts;
+        if !opts.decode.parallel || observed {
+            1
+        } else if opts.decode.max_decoder_batch == 0 {
+            usize::MAX
+        } else {
+            (opts.decode.max_decoder_batch / ctx.rows_per_step()).max(1)
+        }
+    }
+}
+
+impl CachingMethod for Propagation {
+    fn info(&self) -> &'static MethodInfo {
+        &INFO
+    }
+
+    fn write(&self, f: &mut fmt::Formatter<'_>, _full: bool) -> fmt::Result {
+        write!(f, "{}", self.keys)?;
+        match self.reuse {
+            Reuse::Copy => Ok(()),
+            Reuse::Forecast { order } => write!(f, "+forecast:{order}"),
+            Reuse::Partial { id } => write!(f, "+partial:{id}"),
+        }
+    }
+
+    fn record(&self) -> MethodRecord {
+        MethodRecord::Name("encoder_propagation".into())
+    }
+
+    fn keys(&self) -> Option<KeySteps> {
+        Some(self.keys.clone())
+    }
+
+    fn family(&self) -> &'static str {
+        match self.keys {
+            KeySteps::None => "baseline",
+            KeySteps::Auto(_) => "auto",
+            _ => "ours",
+        }
+    }
+
+    fn check(&self, model: &UNetModel, _guidance: f64) -> Result<()> {
+        if let Reuse::Partial { id } = self.reuse {
+            model.deepcache_key_for_id(id).map_err(|e| refuse(format!("+partial:{id}"), e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn max_steps_per_call(&self, plan: &Plan) -> usize {
+        match self.reuse {
+            // partial propagation decodes one step at a time (each step's fresh skips need its latents)
+            Reuse::Partial { .. } => 1,
+            // runtime key steps: groups are decided while sampling (plan.groups is the whole run)
+            _ => plan.groups.iter().map(|g| g.len()).max().unwrap_or(1),
+        }
+    }
+
+    fn run(&self, ctx: &mut StepCtx<'_, '_>, mut latents: Tensor, mut observe: Option<Observer<'_>>) -> Result<Tensor> {
+        let mut calibrator: Box<dyn Calibrator> = match self.reuse {
+            Reuse::Copy => Box::new(forecast::Copy),
+            Reuse::Forecast { order } => Box::new(forecast::Forecast::new(order)),
+            Reuse::Partial { id } => {
+                if observe.is_some() {
+                    return Err(Error::Sampling("feature observation does not support +partial plans".into()));
+                }
+                Box::new(partial::Partial::new(ctx.model, id)?)
+            }
+        };
+        let chunk_steps = Self::chunk_steps(ctx, observe.is_some());
+        let mut schedule = KeySchedule::new(ctx.plan);
+        let mut start = 0;
+        while start < ctx.plan.num_steps {
+            // 1. encoder at the key step, on [uncond; cond]
+            let s = start;
+            let key = ctx.encode_key(&latents, s, observe.is_some())?;
+            let end = schedule.next_end(ctx, s, &key.feats)?;
+            start = end;
+            let steps: Vec<usize> = (s..end).collect();
+            calibrator.update(ctx.timesteps[s], &key.feats);
+            if calibrator.reads_latents() {
+                // each step needs its own latents: the group's decoders run one step at a time
+                for &i in &steps {
+                    let pred = if i == s {
+                        ctx.decode_one(&key.feats, s)?
+                    } else {
+                        calibrator.fresh_step(ctx, i, &latents, &key.feats)?
+                    };
+                    latents = ctx.scheduler_step(pred, i, latents)?;
+                }
+                continue;
+            }
+            let timesteps = ctx.timesteps;
+            let feats_at = |j: usize| -> EncoderFeatures {
+                if j == s {
+                    key.feats.clone()
+                } else {
+                    calibrator.approximate(timesteps[j], &key.feats)
+                }
+            };
+            // 2. decoders of the group, in chunks of whole steps (one chunk per step when sequential)
+            let mut preds: Vec<Tensor> = Vec::with_capacity(steps.len());
+            for chunk in steps.chunks(chunk_steps.min(steps.len())) {
+                if let Some(obs) = observe.as_mut() {
+                    let i = chunk[0];
+                    let emb = ctx.time_embed(i)?;
+                    let f = feats_at(i);
+                    let (model, cond2, rows) = (ctx.model, ctx.cond2, ctx.rows_per_step());
+                    let (pred, ups) =
+                        ctx.clock.time(&mut ctx.tm.decoder_s, || model.decode_analysis(&f, &emb, &cond2.states))?;
+                    ctx.counts.add("decoder", rows);
+                    obs(&StepFeatures {
+                        step: i,
+                        timestep: timesteps[i],
+                        is_key: i == s,
+                        encoder: &f,
+                        encoder_layers: &key.layers,
+                        decoder: &ups,
+                    });
+                    preds.push(pred);
+                } else if calibrator.per_step() {
+                    let per: Vec<EncoderFeatures> = chunk.iter().map(|&j| feats_at(j)).collect();
+                    preds.extend(ctx.decode_steps(&key.feats, chunk, Some(&per))?);
+                } else {
+                    preds.extend(ctx.decode_steps(&key.feats, chunk, None)?);
+                }
+            }
+            // 3. scheduler stepped sequentially through the group
+            for (&i, pred) in steps.iter().zip(preds) {
+                latents = ctx.scheduler_step(pred, i, latents)?;
+            }
+        }
+        Ok(latents)
+    }
+}
+
+/// A plug-in of encoder propagation that decides the features a non-key step decodes (cache-dit's
+/// `CalibratorBase`: update at a computed step, approximate at a reused one).
+pub(crate) trait Calibrator {
+    /// A key step at timestep `t` computed `feats`.
+    fn update(&mut self, t: f64, feats: &EncoderFeatures);
+
+    /// The features a non-key step at timestep `t` decodes, from its key step's `feats`.
+    fn approximate(&self, t: f64, feats: &EncoderFeatures) -> EncoderFeatures;
+
+    /// Whether non-key steps decode their own [`Calibrator::approximate`] features (else the key
+    /// step's, shared by the group's rows).
+    fn per_step(&self) -> bool {
+        false
+    }
+
+    /// Whether non-key steps compute from their own latents ([`Calibrator::fresh_step`]); their
+    /// decoders then run one step at a time.
+    fn reads_latents(&self) -> bool {
+        false
+    }
+
+    /// The prediction of non-key step `i` computed from its own `latents` (only called when
+    /// [`Calibrator::reads_latents`]).
+    fn fresh_step(
+        &mut self,
+        _ctx: &mut StepCtx<'_, '_>,
+        i: usize,
+        _latents: &Tensor,
+        _feats: &EncoderFeatures,
+    ) -> Result<Tensor> {
+        Err(Error::Sampling(format!("step {i}: this calibrator does not recompute steps (internal error)")))
+    }
+}
