@@ -7,17 +7,17 @@ import json
 import sys
 from pathlib import Path
 
-# fields that measure time or name the process, not what was computed
-SKIP = {"timings", "timings_s", "s_per_image", "wall_s", "cond_s", "vae_s", "machine", "versions", "command",
-        "total_s", "unet_s", "median_s", "min_s", "times_s", "repeats_s", "speedup", "calibration", "reason",
-        "ms_per_row", "elapsed_s", "seconds", "date"}
-SKIP_COLS = {"s_per_image", "unet_s_per_image", "speedup", "time_speedup", "s_img", "unet_s", "total_s",
-             "median_s", "ratio_vs_flops", "time_pct"}
+# fields that measure time (or are computed from a time) or name the process, not what was computed
+SKIP = {"timings", "machine", "versions", "command", "speedup", "ftc", "calibration", "reason", "date"}
+
+
+def timed(key: str) -> bool:
+    return key in SKIP or key.endswith("_s") or "s_per_image" in key or key.startswith("time_")
 
 
 def strip(v):
     if isinstance(v, dict):
-        return {k: strip(x) for k, x in v.items() if k not in SKIP and not k.endswith("_s")}
+        return {k: strip(x) for k, x in v.items() if not timed(k)}
     if isinstance(v, list):
         return [strip(x) for x in v]
     return v
@@ -28,7 +28,7 @@ def table(path):
         rows = list(csv.reader(f))
     if not rows:
         return rows
-    keep = [i for i, h in enumerate(rows[0]) if h not in SKIP_COLS and not h.endswith("_s")]
+    keep = [i for i, h in enumerate(rows[0]) if not timed(h)]
     return [[r[i] for i in keep if i < len(r)] for r in rows]
 
 

@@ -26,8 +26,12 @@ fn fmnist() -> UNetModel {
 }
 
 fn spec(model: &UNetModel, conds: &[Condition]) -> SamplingSpec {
-    let plan =
-        PlanOptions { steps: 8, keys: "uniform:3".parse().unwrap(), inject: Some("0.003@0.5".into()), ..Default::default() };
+    let plan = PlanOptions {
+        steps: 8,
+        keys: "uniform:3".parse().unwrap(),
+        inject: Some("0.003@0.5".into()),
+        ..Default::default()
+    };
     let opts = SamplingOptions { plan, guidance: 2.0, ..Default::default() };
     opts.resolve(model, conds, 2).unwrap()
 }
@@ -169,8 +173,13 @@ fn resume_under_another_decoding_says_how_the_folder_decoded() {
     let model = tiny();
     let conds = cycle_conditions(&model, None, None, 4).unwrap();
     let with = |decode: DecodeMode, cap: usize| {
-        let plan =
-            PlanOptions { steps: 8, keys: "uniform:3".parse().unwrap(), decode, max_decoder_batch: cap, ..Default::default() };
+        let plan = PlanOptions {
+            steps: 8,
+            keys: "uniform:3".parse().unwrap(),
+            decode,
+            max_decoder_batch: cap,
+            ..Default::default()
+        };
         SamplingOptions { plan, guidance: 2.0, ..Default::default() }.resolve(&model, &conds, 2).unwrap()
     };
     let (par, seq) = (with(DecodeMode::Parallel, 8), with(DecodeMode::Sequential, 0));

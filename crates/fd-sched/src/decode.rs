@@ -14,7 +14,7 @@ use fd_model::UNetModel;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::plan::Plan;
+use crate::methods::Plan;
 use crate::{Error, Result};
 
 /// How the decoders of a group run, as asked for (`--decode`, an experiment row's `decode`).

@@ -9,6 +9,7 @@
 //!   and where a decoder batch is formed ([`step`]'s `decode_steps`).
 //! - [`decode`]: how a group's decoders are batched (`auto` decides from the device and a
 //!   measured per-row cost).
+//! - [`options`]: how a plan executes ([`ExecOptions`]: decoding, guidance, injection).
 //! - [`executor`]: [`sample`] checks a run and dispatches to the plan's method.
 //! - [`pipeline`]: [`SamplingSpec`] = sampler + plan + execution options, and seeded batches.
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod decode;
 mod error;
 pub mod executor;
 pub mod methods;
+pub mod options;
 pub mod pipeline;
 pub mod plan;
 pub mod sampler;
@@ -28,14 +30,12 @@ pub use config::{
     DDIMSchedulerConfig, DDPMSchedulerConfig, DPMSolverMultistepSchedulerConfig, EulerDiscreteSchedulerConfig,
 };
 pub use error::{Error, Result};
-pub use executor::{
-    check_plan, sample, CallCounts, ExecOptions, Hooks, InjectWhen, Injection, SampleInput, SampleOutput,
-    StepFeatures, Timings,
-};
-pub use methods::{MethodRecord, PlanSpec};
+pub use executor::{check_plan, sample, Hooks, SampleInput, SampleOutput};
+pub use methods::{MethodRecord, Plan, PlanSpec};
+pub use options::{ExecOptions, ExecRecord, InjectWhen, Injection};
 pub use pipeline::{BatchOutput, SamplingSpec};
-pub use plan::{AutoRule, KeySteps, Plan, PlanFile};
-pub use step::{initial_noise, step_noise};
+pub use plan::{AutoRule, KeySteps, PlanFile};
 pub use sampler::SamplerSpec;
 pub use schedulers::{Ddim, Ddpm, DpmSolverMultistep, EulerDiscrete, Scheduler};
+pub use step::{initial_noise, step_noise, CallCounts, StepFeatures, Timings};
 pub use tch;

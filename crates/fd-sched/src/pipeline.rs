@@ -5,11 +5,12 @@ use fd_model::{Condition, UNetModel};
 use tch::Tensor;
 
 use crate::decode::DecodeChoice;
-use crate::executor::{sample, CallCounts, ExecOptions, Hooks, SampleInput, StepFeatures, Timings};
-use crate::plan::Plan;
+use crate::executor::{sample, Hooks, SampleInput};
+use crate::methods::Plan;
+use crate::options::ExecOptions;
 use crate::sampler::SamplerSpec;
 use crate::schedulers::Scheduler;
-use crate::step::{initial_noise, step_noise};
+use crate::step::{initial_noise, step_noise, CallCounts, StepFeatures, Timings};
 use crate::{Error, Result};
 
 /// Everything that decides how a batch is sampled, built once per run and checked then: the

@@ -3,13 +3,14 @@
 //! step (guidance, prior noise injection, finiteness check) and where a decoder batch is formed
 //! ([`StepCtx::decode_steps`]).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fd_model::{Cond, EncoderFeatures, UNetModel};
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::executor::{CallCounts, ExecOptions, InjectWhen, Timings};
-use crate::plan::Plan;
+use crate::options::{ExecOptions, InjectWhen};
 use crate::schedulers::Scheduler;
 use crate::{Error, Result};
 
@@ -52,6 +53,90 @@ impl Clock {
     }
 }
 
+/// Wall time per component.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Timings {
+    pub time_embed_s: f64,
+    pub encoder_s: f64,
+    pub decoder_s: f64,
+    pub scheduler_s: f64,
+    pub total_s: f64,
+    /// ControlNet (key steps only under encoder propagation; every step in the baseline).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub controlnet_s: f64,
+}
+
+impl Timings {
+    /// Sum of two runs' timings.
+    pub fn add(&mut self, other: &Timings) {
+        self.time_embed_s += other.time_embed_s;
+        self.encoder_s += other.encoder_s;
+        self.decoder_s += other.decoder_s;
+        self.scheduler_s += other.scheduler_s;
+        self.total_s += other.total_s;
+        self.controlnet_s += other.controlnet_s;
+    }
+}
+
+/// Calls and rows evaluated per graph (a row = one sample in one CFG branch at one step).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CallCounts {
+    pub calls: BTreeMap<String, usize>,
+    pub rows: BTreeMap<String, usize>,
+    /// The key steps a `runtime:K` plan chose for this batch (empty for every other plan; a part
+    /// record keeps its batch's list, run totals leave it out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_steps: Vec<usize>,
+}
+
+impl CallCounts {
+    pub(crate) fn add(&mut self, graph: &str, rows: usize) {
+        *self.calls.entry(graph.to_string()).or_default() += 1;
+        *self.rows.entry(graph.to_string()).or_default() += rows;
+    }
+
+    pub fn calls(&self, graph: &str) -> usize {
+        self.calls.get(graph).copied().unwrap_or(0)
+    }
+
+    pub fn rows(&self, graph: &str) -> usize {
+        self.rows.get(graph).copied().unwrap_or(0)
+    }
+
+    /// Sum of two runs' counts.
+    pub fn merge(&mut self, other: &CallCounts) {
+        for (g, n) in &other.calls {
+            *self.calls.entry(g.clone()).or_default() += n;
+        }
+        for (g, n) in &other.rows {
+            *self.rows.entry(g.clone()).or_default() += n;
+        }
+    }
+
+    /// GFLOPs of the UNet work executed per image: rows x per-row FLOPs of each graph
+    /// (torch.utils.flop_counter at export, 2 x MACs), CFG batch doubling included.
+    pub fn gflops_per_image(&self, model: &UNetModel, images: usize) -> f64 {
+        let f: f64 = self.rows.iter().map(|(g, &r)| r as f64 * model.manifest.flops(g) as f64).sum();
+        f / images as f64 / 1e9
+    }
+}
+
+/// What the executor shows an observer at every step.
+#[derive(Debug)]
+pub struct StepFeatures<'a> {
+    pub step: usize,
+    pub timestep: f64,
+    /// Whether the encoder ran at this step (else `encoder` is the key step's, reused).
+    pub is_key: bool,
+    /// Encoder features in use ([uncond; cond] rows with CFG).
+    pub encoder: &'a EncoderFeatures,
+    /// The encoder's layers beyond its features at the key step (a DiT's earlier blocks, from the
+    /// `encoder_analysis` graph; empty when the model has none).
+    pub encoder_layers: &'a [Tensor],
+    /// Every up block's output at this step.
+    pub decoder: &'a [Tensor],
+}
+
 /// A key step's encoder output: its features (ControlNet residuals added), its time embedding on
 /// the [branches x B] batch, and (observed runs of a model with the `encoder_analysis` graph) the
 /// encoder's earlier layers.
@@ -66,7 +151,8 @@ pub(crate) struct KeyFeatures {
 pub(crate) struct StepCtx<'a, 'n> {
     pub model: &'a UNetModel,
     pub scheduler: &'a mut dyn Scheduler,
-    pub plan: &'a Plan,
+    /// The plan's label, for errors.
+    pub plan_label: String,
     pub opts: &'a ExecOptions,
     /// z_T (scaled by the scheduler's init_noise_sigma), for prior noise injection.
     pub z_t: &'a Tensor,
@@ -213,7 +299,7 @@ impl StepCtx<'_, '_> {
         sync(self.model.device);
         self.tm.scheduler_s += t0.elapsed().as_secs_f64();
         if latents.isfinite().all().int64_value(&[]) == 0 {
-            return Err(Error::NonFinite { step: i, timestep: self.timesteps[i], plan: self.plan.label() });
+            return Err(Error::NonFinite { step: i, timestep: self.timesteps[i], plan: self.plan_label.clone() });
         }
         Ok(latents)
     }
@@ -278,4 +364,8 @@ impl StepCtx<'_, '_> {
     pub fn decode_one(&mut self, feats: &EncoderFeatures, i: usize) -> Result<Tensor> {
         Ok(self.decode_steps(feats, &[i], None)?.swap_remove(0))
     }
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }

@@ -140,11 +140,15 @@ fn forecast_plans_match_reference() {
     }
     // the plain plan is untouched by the feature: no forecast, same label
     let p = Plan::parse("50ls", 20).unwrap();
-    assert_eq!((p.spec.clone(), p.label()), (PlanSpec::propagation(fd_sched::KeySteps::Preset("50ls".into())), "50ls".to_string()));
+    assert_eq!(
+        (p.spec.clone(), p.label()),
+        (PlanSpec::propagation(fd_sched::KeySteps::Preset("50ls".into())), "50ls".to_string())
+    );
     assert_eq!(Plan::parse("50ls+forecast:2", 20).unwrap().label(), "50ls+forecast:2");
-    for (bad, want) in
-        [("50ls+forecast:3", "expected 1 (linear) or 2"), ("deepcache:2+forecast:1", "apply to encoder-propagation plans")]
-    {
+    for (bad, want) in [
+        ("50ls+forecast:3", "expected 1 (linear) or 2"),
+        ("deepcache:2+forecast:1", "apply to encoder-propagation plans"),
+    ] {
         let e = Plan::parse(bad, 20).unwrap_err().to_string();
         assert!(e.contains(want), "{bad}: {e}");
     }

@@ -35,7 +35,8 @@ pub fn run(a: &DriftArgs) -> Result<()> {
     );
     if let (Some(spec), Some(rule)) = (&a.save_plan, rule) {
         let profile = &summary.encoder_drift_profile;
-        let keys = fd_analysis::keysteps::rule_key_steps(rule, profile).with_context(|| format!("--save-plan `{spec}`"))?;
+        let keys =
+            fd_analysis::keysteps::rule_key_steps(rule, profile).with_context(|| format!("--save-plan `{spec}`"))?;
         let plan = PlanFile {
             name: format!("{spec} from {run}"),
             cost: Some(fd_analysis::keysteps::plan_cost(profile, &keys)),

@@ -47,7 +47,8 @@ pub fn run(dir: &Path, device: &str) -> Result<()> {
         fe as f64 / 1e9, 100.0 * fe as f64 / (fe + fd) as f64, fd as f64 / 1e9, 100.0 * fd as f64 / (fe + fd) as f64, m.flops("time_embed") as f64 / 1e9);
     println!("graphs       {}", m.graphs.keys().cloned().collect::<Vec<_>>().join(", "));
     // the methods of the table this export can run beyond encoder propagation
-    let peers: Vec<String> = fd_sched::methods::METHODS.iter().skip(1).filter_map(|meth| (meth.offered)(&model)).collect();
+    let peers: Vec<String> =
+        fd_sched::methods::METHODS.iter().skip(1).filter_map(|meth| (meth.offered)(&model)).collect();
     println!(
         "peer plans   {}",
         if peers.is_empty() { "none (encoder propagation only)".into() } else { peers.join("; ") }

@@ -8,7 +8,7 @@ use std::fmt;
 
 use tch::{Device, Kind, Tensor};
 
-use super::{field, refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, PlanSpec};
+use super::{field, refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
 use crate::step::StepCtx;
 use crate::Result;
 
@@ -75,7 +75,13 @@ impl CachingMethod for Adaptive {
     /// the sample's last prediction (both CFG rows) is reused. Only the rows that run are batched
     /// into the UNet call (and counted). Latent differences are float32 means over a sample's
     /// elements, compared in float32, as the official pipeline computes them.
-    fn run(&self, ctx: &mut StepCtx<'_, '_>, mut latents: Tensor, observe: Option<Observer<'_>>) -> Result<Tensor> {
+    fn run(
+        &self,
+        ctx: &mut StepCtx<'_, '_>,
+        _plan: &Plan,
+        mut latents: Tensor,
+        observe: Option<Observer<'_>>,
+    ) -> Result<Tensor> {
         refuse_hooks(ctx, observe.is_some(), "adaptive", false)?;
         let (threshold, max_skip) = (self.threshold as f32, self.max_skip());
         let (b, branches) = (ctx.b as usize, ctx.branches);

@@ -8,8 +8,9 @@ use std::fmt;
 use tch::Tensor;
 
 use super::propagation::KeySchedule;
+use super::Plan;
 use super::{refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, PlanSpec};
-use crate::plan::{KeySteps, Plan};
+use crate::plan::KeySteps;
 use crate::step::StepCtx;
 use crate::Result;
 
@@ -50,11 +51,17 @@ impl CachingMethod for DecoderProp {
         plan.key_steps.len()
     }
 
-    fn run(&self, ctx: &mut StepCtx<'_, '_>, mut latents: Tensor, observe: Option<Observer<'_>>) -> Result<Tensor> {
+    fn run(
+        &self,
+        ctx: &mut StepCtx<'_, '_>,
+        plan: &Plan,
+        mut latents: Tensor,
+        observe: Option<Observer<'_>>,
+    ) -> Result<Tensor> {
         refuse_hooks(ctx, observe.is_some(), "decoder-prop", true)?;
-        let mut schedule = KeySchedule::new(ctx.plan);
+        let mut schedule = KeySchedule::new(plan);
         let mut s = 0;
-        while s < ctx.plan.num_steps {
+        while s < plan.num_steps {
             let key = ctx.encode_key(&latents, s, false)?;
             let end = schedule.next_end(ctx, s, &key.feats)?;
             // the key step's decoder output, reused by every step of the group

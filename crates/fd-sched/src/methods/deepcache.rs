@@ -12,7 +12,7 @@ use fd_model::UNetModel;
 use tch::Tensor;
 
 use super::propagation::KeySchedule;
-use super::{field, refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, PlanSpec};
+use super::{field, refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
 use crate::plan::KeySteps;
 use crate::step::StepCtx;
 use crate::Result;
@@ -122,7 +122,13 @@ impl CachingMethod for DeepCache {
         self.graphs(model).map(|_| ())
     }
 
-    fn run(&self, ctx: &mut StepCtx<'_, '_>, mut latents: Tensor, observe: Option<Observer<'_>>) -> Result<Tensor> {
+    fn run(
+        &self,
+        ctx: &mut StepCtx<'_, '_>,
+        plan: &Plan,
+        mut latents: Tensor,
+        observe: Option<Observer<'_>>,
+    ) -> Result<Tensor> {
         refuse_hooks(ctx, observe.is_some(), "DeepCache", true)?;
         if ctx.controlled() {
             return Err(crate::Error::Sampling("DeepCache plans do not support ControlNet (its residuals reach the skips the shallow path recomputes); use an encoder-propagation plan".into()));
@@ -133,14 +139,15 @@ impl CachingMethod for DeepCache {
         let n_shallow = model.deepcache_shallow_skips(&key)?;
         let (cond2, rows) = (ctx.cond2, ctx.rows_per_step());
         let states = &cond2.states;
-        let mut schedule = KeySchedule::new(ctx.plan);
+        let mut schedule = KeySchedule::new(plan);
         let mut s = 0;
-        while s < ctx.plan.num_steps {
+        while s < plan.num_steps {
             // full step: deep part once, cached; shallow path every step of the group
             let k = ctx.encode_key(&latents, s, false)?;
             let end = schedule.next_end(ctx, s, &k.feats)?;
-            let cached =
-                ctx.clock.time(&mut ctx.tm.decoder_s, || model.deepcache_deep_decode(&key, &k.feats, &k.emb, states))?;
+            let cached = ctx
+                .clock
+                .time(&mut ctx.tm.decoder_s, || model.deepcache_deep_decode(&key, &k.feats, &k.emb, states))?;
             ctx.counts.add(&graph("deep_decoder"), rows);
             for i in s..end {
                 let (skips, emb) = if i == s {
@@ -148,9 +155,9 @@ impl CachingMethod for DeepCache {
                 } else {
                     let x_in = ctx.model_input(&latents, i);
                     let emb = ctx.time_embed(i)?;
-                    let skips = ctx.clock.time(&mut ctx.tm.encoder_s, || {
-                        model.deepcache_shallow_encode(&key, &x_in, &emb, states)
-                    })?;
+                    let skips = ctx
+                        .clock
+                        .time(&mut ctx.tm.encoder_s, || model.deepcache_shallow_encode(&key, &x_in, &emb, states))?;
                     ctx.counts.add(&graph("shallow_encoder"), rows);
                     (skips, emb)
                 };

@@ -10,7 +10,7 @@ use fd_model::UNetModel;
 use tch::Tensor;
 
 use super::step_cache::{self, Rule};
-use super::{CachingMethod, Family, MethodInfo, MethodRecord, Observer, PlanSpec};
+use super::{CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
 use crate::step::StepCtx;
 use crate::Result;
 
@@ -60,7 +60,13 @@ impl CachingMethod for FbCache {
         step_cache::indicator(model, Rule::FbCache, self.residual, &self.to_string()).map(|_| ())
     }
 
-    fn run(&self, ctx: &mut StepCtx<'_, '_>, latents: Tensor, observe: Option<Observer<'_>>) -> Result<Tensor> {
+    fn run(
+        &self,
+        ctx: &mut StepCtx<'_, '_>,
+        _plan: &Plan,
+        latents: Tensor,
+        observe: Option<Observer<'_>>,
+    ) -> Result<Tensor> {
         step_cache::run(ctx, latents, observe, Rule::FbCache, self.threshold, self.residual, &self.to_string())
     }
 }

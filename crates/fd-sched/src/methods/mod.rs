@@ -13,15 +13,15 @@
 //! fd-model; its tests and config rows.
 
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 use fd_model::UNetModel;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tch::Tensor;
 
-use crate::executor::{CallCounts, StepFeatures};
-use crate::plan::{KeySteps, Plan};
-use crate::step::StepCtx;
+use crate::plan::KeySteps;
+use crate::step::{CallCounts, StepCtx, StepFeatures};
 use crate::{Error, Result};
 
 pub mod adaptive;
@@ -266,6 +266,91 @@ impl Default for PlanSpec {
     }
 }
 
+/// A resolved plan: the method with concrete key steps (a plan file read, an `auto:` rule
+/// calibrated), and the groups (a key step plus the non-key steps that reuse its features).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The method and its parameters; its key steps are concrete ([`KeySteps::File`] and
+    /// [`KeySteps::Auto`] replaced by their [`KeySteps::List`]).
+    pub spec: PlanSpec,
+    pub num_steps: usize,
+    pub key_steps: Vec<usize>,
+    /// Step ranges; each starts at a key step.
+    pub groups: Vec<Range<usize>>,
+}
+
+impl Plan {
+    /// An encoder-propagation plan (`KeySteps::None` is the baseline).
+    pub fn new(keys: KeySteps, num_steps: usize) -> Result<Self> {
+        PlanSpec::propagation(keys).resolve(num_steps)
+    }
+
+    /// Parse a `--keys` value ([`PlanSpec`]'s grammar) and resolve it for `num_steps` steps.
+    pub fn parse(spec: &str, num_steps: usize) -> Result<Self> {
+        spec.parse::<PlanSpec>()?.resolve(num_steps)
+    }
+
+    /// The resolved plan from `spec` (its key steps concrete) and its key steps.
+    pub(crate) fn from_parts(spec: PlanSpec, num_steps: usize, key_steps: Vec<usize>) -> Self {
+        let groups =
+            key_steps.iter().enumerate().map(|(i, &s)| s..key_steps.get(i + 1).copied().unwrap_or(num_steps)).collect();
+        Self { spec, num_steps, key_steps, groups }
+    }
+
+    /// The plan as `--keys` spells it with every parameter given (defaults filled in, the key
+    /// steps of a plan file or an `auto:` rule as their list): the label runs record.
+    pub fn label(&self) -> String {
+        self.spec.label()
+    }
+
+    /// The plain sampler: every step runs the whole model.
+    pub fn is_baseline(&self) -> bool {
+        self.key_steps.len() == self.num_steps && !self.is_dynamic() && self.spec.method().is_baseline_shape()
+    }
+
+    /// Whether which steps run the UNet is decided while sampling (AdaptiveDiffusion, TeaCache,
+    /// FBCache, run-time key steps): `key_steps` then lists every step and says nothing about the
+    /// cost.
+    pub fn is_dynamic(&self) -> bool {
+        self.spec.method().is_dynamic() || matches!(self.spec.keys(), Some(KeySteps::Runtime(_)))
+    }
+
+    /// What ran, for a run's one-line summary: the key steps of the plan, the gate of a T-GATE
+    /// plan, or the UNet steps counted (`counts` of `samples` samples, `branches` CFG branches)
+    /// for a plan decided while sampling.
+    pub fn summary(&self, counts: &CallCounts, samples: usize, branches: usize) -> String {
+        self.spec.method().summary(self, counts, samples, branches)
+    }
+
+    /// Encoder calls per sample (per CFG branch).
+    pub fn encoder_calls(&self) -> usize {
+        self.key_steps.len()
+    }
+
+    /// Decoder evaluations per sample (per CFG branch): one per step (one per key step for
+    /// decoder-only propagation).
+    pub fn decoder_calls(&self) -> usize {
+        self.spec.method().decoder_calls(self)
+    }
+
+    /// UNet GFLOPs per image of an encoder-propagation plan, from batch-1 FLOPs per graph:
+    /// `branches` x (key steps x (encoder + time embedding) + steps x (decoder + time embedding)).
+    /// `branches` = 2 counts the classifier-free-guidance batch doubling, 1 does not. This is what
+    /// the executor's [`CallCounts::gflops_per_image`] measures for the same plan.
+    pub fn gflops_per_image(&self, encoder: u64, decoder: u64, time_embed: u64, branches: usize) -> f64 {
+        let per_branch = self.encoder_calls() as f64 * (encoder + time_embed) as f64
+            + self.decoder_calls() as f64 * (decoder + time_embed) as f64;
+        branches as f64 * per_branch / 1e9
+    }
+
+    /// FLOPs-bound speedup of an encoder-propagation plan against the baseline, from per-call
+    /// encoder / decoder FLOPs.
+    pub fn flops_speedup(&self, enc_flops: u64, dec_flops: u64) -> f64 {
+        let base = self.num_steps as f64 * (enc_flops + dec_flops) as f64;
+        base / (self.encoder_calls() as f64 * enc_flops as f64 + self.decoder_calls() as f64 * dec_flops as f64)
+    }
+}
+
 /// What every caching method provides; the executor dispatches through it and holds no method
 /// logic.
 pub(crate) trait CachingMethod {
@@ -299,8 +384,14 @@ pub(crate) trait CachingMethod {
         Ok(())
     }
 
-    /// The step loop: from z_T (`latents`) to the final latents.
-    fn run(&self, ctx: &mut StepCtx<'_, '_>, latents: Tensor, observe: Option<Observer<'_>>) -> Result<Tensor>;
+    /// The step loop of `plan` (this method's, resolved): from z_T (`latents`) to the final latents.
+    fn run(
+        &self,
+        ctx: &mut StepCtx<'_, '_>,
+        plan: &Plan,
+        latents: Tensor,
+        observe: Option<Observer<'_>>,
+    ) -> Result<Tensor>;
 
     /// Whether which steps run is decided while sampling.
     fn is_dynamic(&self) -> bool {
@@ -344,12 +435,7 @@ pub(crate) fn field<T: FromStr>(text: &str, what: &str) -> Result<T> {
 }
 
 /// Refusal of a run hook the method does not support (feature observation, ControlNet).
-pub(crate) fn refuse_hooks(
-    ctx: &StepCtx<'_, '_>,
-    observe: bool,
-    name: &str,
-    controlnet_ok: bool,
-) -> Result<()> {
+pub(crate) fn refuse_hooks(ctx: &StepCtx<'_, '_>, observe: bool, name: &str, controlnet_ok: bool) -> Result<()> {
     if observe {
         return Err(Error::Sampling(format!(
             "feature observation (fd drift) supports encoder-propagation plans only, not {name}"

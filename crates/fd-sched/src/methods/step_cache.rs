@@ -242,9 +242,10 @@ pub(crate) fn parse(body: &str, name: &str) -> Result<(f64, bool)> {
         Some((t, "residual")) => (t, true),
         Some((_, other)) => return Err(refuse("", format!("`{other}`: expected {name}:T or {name}:T:residual"))),
     };
-    let threshold: f64 = t
-        .parse()
-        .map_err(|_| Error::KeySteps { spec: String::new(), msg: format!("expected {name}:T[:residual] with T = threshold > 0") })?;
+    let threshold: f64 = t.parse().map_err(|_| Error::KeySteps {
+        spec: String::new(),
+        msg: format!("expected {name}:T[:residual] with T = threshold > 0"),
+    })?;
     if !(threshold.is_finite() && threshold > 0.0) {
         return Err(refuse("", "threshold must be finite and > 0"));
     }

@@ -11,7 +11,7 @@ use fd_model::UNetModel;
 use tch::Tensor;
 
 use super::step_cache::{self, Rule};
-use super::{CachingMethod, Family, MethodInfo, MethodRecord, Observer, PlanSpec};
+use super::{CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
 use crate::step::StepCtx;
 use crate::Result;
 
@@ -27,7 +27,11 @@ pub static INFO: MethodInfo = MethodInfo {
     },
     offered: |m| {
         m.manifest.teacache.as_ref().map(|t| {
-            let r2 = t.fit.as_ref().and_then(|f| f.get("r2")).map_or("given by hand".to_string(), |v| format!("fit R^2 {v}"));
+            let r2 = t
+                .fit
+                .as_ref()
+                .and_then(|f| f.get("r2"))
+                .map_or("given by hand".to_string(), |v| format!("fit R^2 {v}"));
             format!("teacache (polynomial of degree {}, {r2})", t.coefficients.len().saturating_sub(1))
         })
     },
@@ -66,7 +70,13 @@ impl CachingMethod for TeaCache {
         step_cache::indicator(model, Rule::TeaCache, self.residual, &self.to_string()).map(|_| ())
     }
 
-    fn run(&self, ctx: &mut StepCtx<'_, '_>, latents: Tensor, observe: Option<Observer<'_>>) -> Result<Tensor> {
+    fn run(
+        &self,
+        ctx: &mut StepCtx<'_, '_>,
+        _plan: &Plan,
+        latents: Tensor,
+        observe: Option<Observer<'_>>,
+    ) -> Result<Tensor> {
         step_cache::run(ctx, latents, observe, Rule::TeaCache, self.threshold, self.residual, &self.to_string())
     }
 }

@@ -9,9 +9,8 @@ use std::fmt;
 use fd_model::UNetModel;
 use tch::{Kind, Tensor};
 
-use super::{field, refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, PlanSpec};
-use crate::executor::CallCounts;
-use crate::plan::Plan;
+use super::{field, refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
+use crate::step::CallCounts;
 use crate::step::StepCtx;
 use crate::{Error, Result};
 
@@ -27,9 +26,10 @@ pub static INFO: MethodInfo = MethodInfo {
     families: &[Family { name: "tgate", rgb: (110, 110, 110) }],
     parse,
     offered: |m| {
-        m.manifest.tgate.as_ref().map(|t| {
-            format!("tgate ({} cross- / {} self-attention layers)", t.cross_layers.len(), t.self_layers.len())
-        })
+        m.manifest
+            .tgate
+            .as_ref()
+            .map(|t| format!("tgate ({} cross- / {} self-attention layers)", t.cross_layers.len(), t.self_layers.len()))
     },
 };
 
@@ -126,7 +126,10 @@ impl CachingMethod for TGate {
                         m.name
                     )
                 } else {
-                    format!("T-GATE applies to 2-D UNets with cross-attention; model `{}` is a {} model", m.name, m.kind)
+                    format!(
+                        "T-GATE applies to 2-D UNets with cross-attention; model `{}` is a {} model",
+                        m.name, m.kind
+                    )
                 },
             ));
         }
@@ -149,7 +152,13 @@ impl CachingMethod for TGate {
 
     /// Which graph runs at each step, which attention outputs it returns are kept, and the switch
     /// to the unconditional branch alone after the gate.
-    fn run(&self, ctx: &mut StepCtx<'_, '_>, mut latents: Tensor, observe: Option<Observer<'_>>) -> Result<Tensor> {
+    fn run(
+        &self,
+        ctx: &mut StepCtx<'_, '_>,
+        _plan: &Plan,
+        mut latents: Tensor,
+        observe: Option<Observer<'_>>,
+    ) -> Result<Tensor> {
         refuse_hooks(ctx, observe.is_some(), "tgate", false)?;
         if ctx.branches != 2 {
             return Err(Error::Sampling(

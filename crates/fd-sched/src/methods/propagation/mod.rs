@@ -15,10 +15,11 @@ use std::fmt;
 use fd_model::{EncoderFeatures, UNetModel};
 use tch::Tensor;
 
+use super::Plan;
 use super::{refuse, CachingMethod, Family, MethodInfo, MethodRecord, Observer, PlanSpec};
-use crate::executor::StepFeatures;
-use crate::plan::{KeySteps, Plan};
+use crate::plan::KeySteps;
 use crate::step::StepCtx;
+use crate::step::StepFeatures;
 use crate::{Error, Result};
 
 pub mod forecast;
@@ -166,7 +167,13 @@ impl CachingMethod for Propagation {
         }
     }
 
-    fn run(&self, ctx: &mut StepCtx<'_, '_>, mut latents: Tensor, mut observe: Option<Observer<'_>>) -> Result<Tensor> {
+    fn run(
+        &self,
+        ctx: &mut StepCtx<'_, '_>,
+        plan: &Plan,
+        mut latents: Tensor,
+        mut observe: Option<Observer<'_>>,
+    ) -> Result<Tensor> {
         let mut calibrator: Box<dyn Calibrator> = match self.reuse {
             Reuse::Copy => Box::new(forecast::Copy),
             Reuse::Forecast { order } => Box::new(forecast::Forecast::new(order)),
@@ -178,9 +185,9 @@ impl CachingMethod for Propagation {
             }
         };
         let chunk_steps = Self::chunk_steps(ctx, observe.is_some());
-        let mut schedule = KeySchedule::new(ctx.plan);
+        let mut schedule = KeySchedule::new(plan);
         let mut start = 0;
-        while start < ctx.plan.num_steps {
+        while start < plan.num_steps {
             // 1. encoder at the key step, on [uncond; cond]
             let s = start;
             let key = ctx.encode_key(&latents, s, observe.is_some())?;

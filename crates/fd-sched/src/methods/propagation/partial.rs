@@ -47,9 +47,9 @@ impl Calibrator for Partial {
         let x_in = ctx.model_input(latents, i);
         let emb = ctx.time_embed(i)?;
         let (cond2, rows) = (ctx.cond2, ctx.rows_per_step());
-        let fresh = ctx.clock.time(&mut ctx.tm.encoder_s, || {
-            model.deepcache_shallow_encode(&self.key, &x_in, &emb, &cond2.states)
-        })?;
+        let fresh = ctx
+            .clock
+            .time(&mut ctx.tm.encoder_s, || model.deepcache_shallow_encode(&self.key, &x_in, &emb, &cond2.states))?;
         ctx.counts.add(&self.graph, rows);
         let f = feats.with_skips_replaced(&fresh);
         let out = ctx.clock.time(&mut ctx.tm.decoder_s, || model.decode(&f, &emb, &cond2.states))?;

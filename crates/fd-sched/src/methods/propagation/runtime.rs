@@ -4,15 +4,16 @@
 use fd_model::EncoderFeatures;
 use tch::Kind;
 
-use crate::plan::{KeySteps, Plan};
+use crate::methods::Plan;
+use crate::plan::KeySteps;
 use crate::step::StepCtx;
 use crate::Result;
 
 /// The group ends of a grouped plan (encoder propagation, decoder-only propagation, DeepCache).
 #[derive(Debug)]
 pub(crate) enum KeySchedule {
-    /// The plan's groups, in order.
-    Fixed { next: usize },
+    /// The plan's group ends, in order.
+    Fixed { ends: Vec<usize>, next: usize },
     /// `runtime:K`: each group's end decided at its key step.
     Runtime(RuntimeKeys),
 }
@@ -21,7 +22,7 @@ impl KeySchedule {
     pub fn new(plan: &Plan) -> Self {
         match plan.spec.keys() {
             Some(KeySteps::Runtime(k)) => Self::Runtime(RuntimeKeys::new(k, plan.num_steps)),
-            _ => Self::Fixed { next: 0 },
+            _ => Self::Fixed { ends: plan.groups.iter().map(|g| g.end).collect(), next: 0 },
         }
     }
 
@@ -29,8 +30,8 @@ impl KeySchedule {
     /// `feats`; run-time key steps are recorded in the run's counts.
     pub fn next_end(&mut self, ctx: &mut StepCtx<'_, '_>, s: usize, feats: &EncoderFeatures) -> Result<usize> {
         match self {
-            Self::Fixed { next } => {
-                let end = ctx.plan.groups[*next].end;
+            Self::Fixed { ends, next } => {
+                let end = ends[*next];
                 *next += 1;
                 Ok(end)
             }
