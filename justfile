@@ -72,7 +72,7 @@ fixtures: setup
 [group("models")]
 [doc("Train the default UNet on Fashion-MNIST (resumable), then export it.")]
 train-default STEPS="8000": setup
-    {{env}} python experiments/train_fmnist.py --run-dir "$FD_CACHE/train/fmnist" --steps {{STEPS}}
+    {{env}} python experiments/train/train_fmnist.py --run-dir "$FD_CACHE/train/fmnist" --steps {{STEPS}}
     just export-default
 
 # Train the second default model (issue 19): a small class-conditional DiT on Fashion-MNIST
@@ -80,20 +80,20 @@ train-default STEPS="8000": setup
 [group("models")]
 [doc("Train the default DiT on Fashion-MNIST (resumable).")]
 train-dit STEPS="4000": setup
-    {{env}} cd experiments && python train_dit.py --run-dir "$FD_CACHE/train/fmnist-dit" --steps {{STEPS}}
+    {{env}} python experiments/train/train_dit.py --run-dir "$FD_CACHE/train/fmnist-dit" --steps {{STEPS}}
 
 # Export the default model's EMA weights from the training checkpoint into models/fmnist.
 [group("models")]
 [doc("Export the default UNet's EMA weights into models/fmnist.")]
 export-default: setup
-    {{env}} python experiments/export_unet.py --checkpoint "$FD_CACHE/train/fmnist/checkpoint.pt" --out models/fmnist
+    {{env}} python experiments/export/export_unet.py --checkpoint "$FD_CACHE/train/fmnist/checkpoint.pt" --out models/fmnist
 
 # Export the default DiT's EMA weights from its training checkpoint into models/fmnist-dit (split at
 # the authors' 18/28 ratio: 4 of its 6 blocks in the encoder).
 [group("models")]
 [doc("Export the default DiT's EMA weights into models/fmnist-dit.")]
 export-default-dit: setup
-    {{env}} python experiments/export_dit.py --train-checkpoint "$FD_CACHE/train/fmnist-dit/checkpoint.pt" --out models/fmnist-dit
+    {{env}} python experiments/export/export_dit.py --train-checkpoint "$FD_CACHE/train/fmnist-dit/checkpoint.pt" --out models/fmnist-dit
 
 # Experiment overrides from the environment: N, MODEL, PROMPTS, REF (named set or .npz), CFG, DEVICE.
 exp_flags := '${N:+--n $N} ${MODEL:+--model $MODEL} ${PROMPTS:+--prompts $PROMPTS} ${REF:+--ref $REF} ${CFG:+--cfg $CFG} ${DEVICE:+--device $DEVICE}'
@@ -111,10 +111,10 @@ reproduce-table1 *ARGS: build default-tome
 [doc("Re-export the default model with token merging into models/fmnist-tome.")]
 default-tome: setup
     {{env}} if [ ! -f models/fmnist-tome/manifest.json ] || ! grep -q "$(sha256sum models/fmnist/unet_weights.safetensors | cut -c1-64)" models/fmnist-tome/manifest.json; then \
-        rm -rf models/fmnist-tome && python experiments/export_tome.py --model models/fmnist --out models/fmnist-tome --ratio 0.5 --max-downsample 4; \
+        rm -rf models/fmnist-tome && python experiments/export/export_tome.py --model models/fmnist --out models/fmnist-tome --ratio 0.5 --max-downsample 4; \
     else echo "models/fmnist-tome: up to date"; fi
 
-# The paper's DeepFloyd-IF row, stage I, on a user's export (experiments/export_if.py), e.g.
+# The paper's DeepFloyd-IF row, stage I, on a user's export (experiments/export/export_if.py), e.g.
 # MODEL=models/if-i-xl PROMPTS=coco10k.txt REF=coco2017_val_64px.npz DEVICE=cuda just reproduce-table1-if
 [group("experiments")]
 [doc("The paper's DeepFloyd-IF row (stage I) on a user's export.")]
@@ -194,7 +194,7 @@ bench-sampling N="16" REPEATS="3": build
 [group("bench")]
 [doc("Per-row cost of one decoder / encoder call against rows per call.")]
 bench-decoder-rows: setup
-    {{env}} python experiments/bench_decoder_rows.py --model {{model}}
+    {{env}} python experiments/bench/bench_decoder_rows.py --model {{model}}
 
 # The paper's speed question at SD-1.5 scale on a CUDA GPU without a checkpoint: a random-init
 # model of SD-1.5's exact architecture (float16), DDIM-50 / DPM-Solver++-20, CFG 7.5, batch 1 and 8,
@@ -202,21 +202,21 @@ bench-decoder-rows: setup
 [group("gpu")]
 [doc("SD-1.5-architecture timings on a CUDA GPU (random-init weights).")]
 bench-sd15-gpu: build
-    {{env}} experiments/gpu_sd15_bench.sh target/release/fd out/gpu-sd15
+    {{env}} experiments/gpu/gpu_sd15_bench.sh target/release/fd out/gpu-sd15
 
 # SDXL (1024 px, batch 1 and 4) and SD-1.5 + ControlNet timings on a GPU, random-init real
-# architectures (experiments/gpu_families_bench.sh).
+# architectures (experiments/gpu/gpu_families_bench.sh).
 [group("gpu")]
 [doc("SDXL and SD-1.5 + ControlNet timings on a GPU (random-init weights).")]
 bench-families-gpu: build
-    {{env}} experiments/gpu_families_bench.sh target/release/fd out/gpu-families
+    {{env}} experiments/gpu/gpu_families_bench.sh target/release/fd out/gpu-families
 
 # Rust harness vs the Python diffusers loop (eager UNet2DConditionModel + DDIMScheduler) on the
 # same exported model, interleaved repeats; writes results/bench-harness/<date>-<machine>/.
 [group("bench")]
 [doc("The Rust harness vs the Python diffusers loop on the same model.")]
 bench-harness N="16" REPEATS="3": build
-    {{env}} python experiments/bench_harness.py --model {{model}} --n {{N}} --repeats {{REPEATS}} \
+    {{env}} python experiments/bench/bench_harness.py --model {{model}} --n {{N}} --repeats {{REPEATS}} \
         --out "results/bench-harness/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
 
 # All benchmarks: criterion micro-benches (scheduler step, Frechet distance 2048-d, plan
@@ -249,7 +249,7 @@ model-card N="1000": build
     {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 100 --resume --out {{card}}
     {{env}} ./target/release/fd eval consistency --samples {{card}}
     {{env}} ./target/release/fd eval fid --samples {{card}} --ref fmnist-test
-    {{env}} python experiments/model_card.py --model {{model}} --run-dir "$FD_CACHE/train/{{file_name(model)}}" --samples {{card}}
+    {{env}} python experiments/train/model_card.py --model {{model}} --run-dir "$FD_CACHE/train/{{file_name(model)}}" --samples {{card}}
 
 # Feature drift of every encoder / decoder layer on the default model (the paper's Fig. 3 numbers)
 # and a drift-calibrated 9-key-step plan (another MODEL writes under results/drift-<model folder name>/);

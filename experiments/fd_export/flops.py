@@ -1,15 +1,18 @@
 """FLOP counting: torch.utils.flop_counter (FLOPs = 2 x MACs) with attention counted on every
-device. The one counter the exporter and experiments/recount_flops.py use."""
+device. The one counter the exporter and experiments/bench/recount_flops.py use."""
 from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
+
+from .errors import ExportError
+
 
 # torch.utils.flop_counter counts attention (2 x MACs of Q K^T and A V) for the CUDA SDPA kernels
 # but has no formula for the CPU flash kernel, so on CPU every attention layer counted 0 FLOPs
@@ -20,7 +23,7 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
 
 def flop_counter_mode() -> FlopCounterMode:
     """torch's FLOP counter (2 x MACs) with attention counted on every device: the one counter the
-    exporter and experiments/recount_flops.py use."""
+    exporter and experiments/bench/recount_flops.py use."""
     return FlopCounterMode(display=False, custom_mapping={
         torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops})
 
@@ -86,5 +89,5 @@ def recount(model_dir: str) -> dict[str, tuple[int, int]]:
         count("vae_decoder", sample)
     missing = set(m["graphs"]) - set(out)
     if missing:
-        raise SystemExit(f"{model_dir}: no example inputs for graphs {sorted(missing)}")
+        raise ExportError(f"{model_dir}: no example inputs for graphs {sorted(missing)}")
     return {k: (int(m["graphs"][k]["flops"]), v) for k, v in out.items()}

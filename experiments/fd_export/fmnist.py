@@ -114,7 +114,7 @@ SCHEDULER_CONFIG = dict(
 
 
 REFERENCE_FILE = "reference_ddim50_cfg3.safetensors"
-# The Fashion-MNIST judge (experiments/train_classifier.py), shipped with the UNet default model.
+# The Fashion-MNIST judge (experiments/train/train_classifier.py), shipped with the UNet default model.
 JUDGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "models", "fmnist")
 
 # The second default model (issue 19): a small class-conditional DiT (diffusers DiTTransformer2DModel,
@@ -171,8 +171,9 @@ def add_fmnist_dit_analysis(checkpoint: str, model_dir: str, use_ema: bool = Tru
     train_dit.py checkpoint it was exported from; they must reproduce the export's own encoder
     graph on fixed inputs (max |diff| <= 1e-5) before a file is written."""
     from .dit import DiTEncoder, DiTParts, DiTTimeEmbed
-    from .export import sha256, trace_methods, write_manifest
     from .flops import count_flops
+    from .folder import sha256, write_manifest
+    from .tracing import trace_methods
 
     with open(os.path.join(model_dir, "manifest.json")) as f:
         m = json.load(f)
@@ -216,7 +217,7 @@ def copy_judge(out_dir: str, judge_dir: str = JUDGE_DIR) -> None:
     for f in ("classifier.pt", "classifier.json"):
         src = os.path.join(judge_dir, f)
         if not os.path.isfile(src):
-            raise FileNotFoundError(f"{src}: the Fashion-MNIST judge is missing (experiments/train_classifier.py writes it)")
+            raise FileNotFoundError(f"{src}: the Fashion-MNIST judge is missing (experiments/train/train_classifier.py writes it)")
         if os.path.abspath(src) != os.path.abspath(os.path.join(out_dir, f)):
             shutil.copyfile(src, os.path.join(out_dir, f))
 

@@ -1,7 +1,7 @@
 """Reference outputs written at export time: what Rust sampling must reproduce."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

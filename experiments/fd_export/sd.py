@@ -18,6 +18,7 @@ import os
 import torch
 from torch import nn
 
+from .errors import ExportError
 from .export import export_model
 from .graphs import TextEncode
 
@@ -49,7 +50,7 @@ class TextEncodeXL(nn.Module):
 def _need(checkpoint: str, subs) -> None:
     for sub in subs:
         if not os.path.isdir(os.path.join(checkpoint, sub)):
-            raise SystemExit(f"{checkpoint}: missing `{sub}/` (expected a diffusers Stable Diffusion folder with "
+            raise ExportError(f"{checkpoint}: missing `{sub}/` (expected a diffusers Stable Diffusion folder with "
                              f"{', '.join(s + '/' for s in subs)})")
 
 
@@ -63,12 +64,12 @@ def export_sd(checkpoint: str, out: str, device: str = "cpu", dtype: str | None 
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     if not os.path.isdir(checkpoint):
-        raise SystemExit(f"{checkpoint}: not a folder (expected a local diffusers Stable Diffusion folder)")
+        raise ExportError(f"{checkpoint}: not a folder (expected a local diffusers Stable Diffusion folder)")
     xl = os.path.isdir(os.path.join(checkpoint, "text_encoder_2")) or os.path.isdir(os.path.join(checkpoint, "tokenizer_2"))
     subs = ["unet", "text_encoder", "tokenizer", "vae", "scheduler"] + (["text_encoder_2", "tokenizer_2"] if xl else [])
     _need(checkpoint, subs)
     if controlnet is not None and not os.path.isfile(os.path.join(controlnet, "config.json")):
-        raise SystemExit(f"{controlnet}: missing `config.json` (expected a diffusers ControlNetModel folder)")
+        raise ExportError(f"{controlnet}: missing `config.json` (expected a diffusers ControlNetModel folder)")
     with open(os.path.join(checkpoint, "unet", "config.json")) as f:
         video = json.load(f).get("_class_name") == "UNet3DConditionModel"
     if video:  # text-to-video (damo-vilab/text-to-video-ms-1.7b form): frames as an extra axis
@@ -92,7 +93,7 @@ def export_sd(checkpoint: str, out: str, device: str = "cpu", dtype: str | None 
         return export_sd_parts(unet, text, tok, vae, sched, out, name, device, dtype, controlnet=cn, tome=tome,
                                frames=frames, save_weights=save_weights)
     if cn is not None:
-        raise SystemExit(f"{controlnet}: SDXL ControlNets (added embeddings) are not exported yet")
+        raise ExportError(f"{controlnet}: SDXL ControlNets (added embeddings) are not exported yet")
     text_2 = CLIPTextModelWithProjection.from_pretrained(checkpoint, subfolder="text_encoder_2")
     tok_2 = CLIPTokenizer.from_pretrained(checkpoint, subfolder="tokenizer_2")
     force_zeros = True  # StableDiffusionXLPipeline's default
@@ -138,7 +139,7 @@ def export_sd_parts(unet, text, tok, vae, sched: dict, out: str, name: str, devi
         family = "sdxl"
         spec_2 = _tokenizer_spec(tok_2, text_2, out, "tokenizer_2.json")
         if spec_2["max_length"] != max_len:
-            raise SystemExit(f"tokenizer_2 pads to {spec_2['max_length']} tokens, tokenizer to {max_len}")
+            raise ExportError(f"tokenizer_2 pads to {spec_2['max_length']} tokens, tokenizer to {max_len}")
         cond_spec = dict(kind="text", seq_len=max_len, dim=int(text.config.hidden_size + text_2.config.hidden_size),
                          tokenizer=spec, tokenizer_2=spec_2, pooled_dim=int(text_2.config.projection_dim),
                          uncond="zeros" if force_zeros_for_empty_prompt else "empty_prompt")

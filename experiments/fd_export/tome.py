@@ -17,6 +17,9 @@ import shutil
 
 import torch
 
+from .errors import ExportError
+from .folder import load_unet
+
 TOMESD_VERSION = "0.1.3"
 
 
@@ -51,41 +54,20 @@ def apply_tome(unet, settings: dict) -> dict:
     return dict(settings, partition="fixed", blocks=len(blocks), reference=f"tomesd {TOMESD_VERSION}")
 
 
-def load_unet(model_dir: str):
-    """The diffusers UNet of an fd export, rebuilt from unet_config + unet_weights.safetensors
-    (hash checked); returns (unet, manifest)."""
-    from diffusers import UNet2DConditionModel
-    from safetensors.torch import load_file
-
-    with open(os.path.join(model_dir, "manifest.json")) as f:
-        old = json.load(f)
-    weights = (old.get("exporter") or {}).get("weights")
-    if not weights:
-        raise SystemExit(f"{model_dir}: no unet_weights.safetensors listed (re-export it with the current exporter)")
-    wpath = os.path.join(model_dir, weights["file"])
-    from .export import sha256
-
-    if sha256(wpath) != weights["sha256"]:
-        raise SystemExit(f"{wpath}: SHA-256 differs from the manifest")
-    unet = UNet2DConditionModel.from_config(old["unet_config"])
-    unet.load_state_dict(load_file(wpath))
-    return unet.eval(), old
-
-
 def export_tome(model_dir: str, out: str, settings: dict):
     """Re-export `model_dir` with ToMe `settings` into `out`; returns (new manifest, old manifest)."""
     with open(os.path.join(model_dir, "manifest.json")) as f:
         if json.load(f).get("tome"):
-            raise SystemExit(f"{model_dir}: already exported with ToMe (export the folder it came from)")
+            raise ExportError(f"{model_dir}: already exported with ToMe (export the folder it came from)")
     unet, old = load_unet(model_dir)
     weights = old["exporter"]["weights"]
     if os.path.abspath(out) == os.path.abspath(model_dir):
-        raise SystemExit("--out must differ from --model")
+        raise ExportError("--out must differ from --model")
     os.makedirs(out, exist_ok=True)
     dtype = {"float32": torch.float32, "float16": torch.float16}[old["dtype"]]
     cond = dict(old["cond"])
     from .export import export_model
-    from .graphs import block_branch_id
+    from .methods.deepcache import block_branch_id
 
     # DeepCache's own ids of the source's graphs (block-level keys of older exports converted)
     deepcache = sorted({spec["cache_branch_id"] if "cache_branch_id" in spec else block_branch_id(unet, int(k))
@@ -96,7 +78,7 @@ def export_tome(model_dir: str, out: str, settings: dict):
                          dict(cond, kind="embedding"), dtype=dtype, device="cpu", with_full="full" in old["graphs"],
                          deepcache_ids=deepcache, save_weights=False, family=old.get("family"), tome=settings)
     except ValueError as e:
-        raise SystemExit(f"{model_dir}: {e}")
+        raise ExportError(f"{model_dir}: {e}") from e
     # the other graphs and files, unchanged
     m["cond"] = cond
     for key, g in old["graphs"].items():
@@ -135,11 +117,11 @@ def settings_from(ratio: float, args, prefix: str = "") -> dict:
     try:
         sx, sy = (int(v) for v in stride.lower().split("x"))
     except ValueError:
-        raise SystemExit(f"--stride {stride!r}: expected SXxSY, e.g. 2x2")
+        raise ExportError(f"--stride {stride!r}: expected SXxSY, e.g. 2x2") from None
     parts = {p.strip() for p in merge.split(",") if p.strip()}
     if parts - {"attn", "crossattn", "mlp"}:
-        raise SystemExit(f"--merge {merge!r}: expected a comma list of attn, crossattn, mlp")
+        raise ExportError(f"--merge {merge!r}: expected a comma list of attn, crossattn, mlp")
     try:
         return tome_settings(ratio, max_downsample, sx, sy, "attn" in parts, "crossattn" in parts, "mlp" in parts)
     except ValueError as e:
-        raise SystemExit(str(e))
+        raise ExportError(str(e)) from e

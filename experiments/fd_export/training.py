@@ -1,5 +1,5 @@
-"""The seeded, resumable training loop both default models use (experiments/train_fmnist.py: the
-UNet; experiments/train_dit.py: the DiT): Fashion-MNIST train split in [-1, 1], a fixed permutation
+"""The seeded, resumable training loop both default models use (experiments/train/train_fmnist.py: the
+UNet; experiments/train/train_dit.py: the DiT): Fashion-MNIST train split in [-1, 1], a fixed permutation
 per epoch from the seed, seeded label dropout to the null class, epsilon MSE at uniform timesteps of
 the default DDPM schedule, AdamW with warm-up + cosine decay, gradient clipping, EMA. A checkpoint
 (weights, EMA, optimizer, generator, step) is written atomically every --ckpt-every steps and the
@@ -13,13 +13,14 @@ import json
 import math
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import fmnist as fmnist_data
+from .errors import ExportError
 from .fmnist import SCHEDULER_CONFIG
 
 
@@ -154,5 +155,5 @@ def train(args, build: Callable[[], torch.nn.Module], predict: Callable, null_id
                              gen=gen.get_state(), step=step, wall_s=wall), ckpt_path)
     log_f.close()
     if not math.isfinite(loss.item()):
-        raise SystemExit("training diverged (non-finite loss)")
+        raise ExportError("training diverged (non-finite loss)")
     print(f"done: {step} steps, {wall / 60:.1f} min", flush=True)

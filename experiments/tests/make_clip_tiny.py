@@ -26,7 +26,7 @@ def main(out):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
     from fd_export.clip import export_clip, preprocess
-    from make_sd_tiny import write_clip_vocab
+    from fd_export.clip_vocab import write_clip_vocab
 
     ckpt = os.path.join(out, "checkpoint")
     torch.manual_seed(0)

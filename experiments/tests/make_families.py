@@ -17,7 +17,7 @@ Families (OUT/<family>/):
         the pipeline's initial and step noise replaced by fd's per-seed noise.
   tome  SD 1.x form with token merging (tomesd 0.1.3, fixed partition) at 16x16 latents (256 tokens
         at full resolution, half merged): the pipeline's UNet patched with tomesd is the reference.
-  fmnist-tome  the committed default model re-exported with ToMe (experiments/export_tome.py,
+  fmnist-tome  the committed default model re-exported with ToMe (experiments/export/export_tome.py,
         ratio 0.5, max downsample 4: merges at its 14x14 and 7x7 attention), against the tomesd-
         patched eager UNet in a DDIM + CFG loop (class conditioning from its cond_encoder graph).
   sdxl  SDXL form: two CLIP text encoders (penultimate states concatenated, pooled projection of the
@@ -64,11 +64,12 @@ from diffusers.utils import logging as diffusers_logging
 
 diffusers_logging.set_verbosity_error()
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from make_sd_tiny import build_clip_tokenizer  # noqa: E402
 
-from fd_export.testing import (OfficialDeepCache, adaptive_reference, dit_step_cache_reference,  # noqa: E402
-                               step_cache_reference, tgate_reference)
+from fd_export.clip_vocab import build_clip_tokenizer  # noqa: E402
+from fd_export.methods.adaptive import adaptive_reference  # noqa: E402
+from fd_export.methods.deepcache import OfficialDeepCache  # noqa: E402
+from fd_export.methods.step_cache import dit_step_cache_reference, step_cache_reference  # noqa: E402
+from fd_export.methods.tgate import tgate_reference  # noqa: E402
 
 PROMPTS = ["a photograph of an astronaut riding a horse", "A Cat, sitting on the MAT!!"]
 SEEDS = [5, 6]
@@ -79,7 +80,7 @@ CASES = {
     "keys_inject": dict(keys=[0, 1, 2, 4, 7], inject=dict(c=0.003, tau=0.5, when="before")),
     "uniform2_inject_after": dict(keys=list(range(0, STEPS, 2)), inject=dict(c=0.05, tau=0.6, when="after")),
     # the DeepCache peer as its authors' helper runs it (full step every 3 steps, cache_branch_id 0:
-    # its default) on families whose export has its graphs; reference = fd_export.testing.OfficialDeepCache
+    # its default) on families whose export has its graphs; reference = fd_export.methods.deepcache.OfficialDeepCache
     "deepcache3": dict(keys=list(range(0, STEPS, 3)), inject=None, deepcache_id=0, families=["sd2", "sdxl", "tome", "fmnist-tome"]),
 }
 SD_SCHED = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
@@ -197,7 +198,14 @@ def step_noise(seed: int, i: int, shape) -> torch.Tensor:
 def build_t5_tokenizer(dst: str):
     """A small T5-style Unigram tokenizer (pad 0, </s> 1, <unk> 2, Metaspace, `$A </s>`), trained
     on a few sentences with the `tokenizers` library (no vocabulary can be downloaded here)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import T5TokenizerFast
 
     tok = Tokenizer(models.Unigram())
@@ -327,7 +335,13 @@ def dit_references(family: str, ckpt: str, out: str, split: int) -> dict:
     """Model-level references (transformer forward, VAE decode) and every case's sampling."""
     import diffusers.pipelines.dit.pipeline_dit as dit_mod
     import diffusers.schedulers.scheduling_ddpm as ddpm_mod
-    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        DDPMScheduler,
+        DiTPipeline,
+        DiTTransformer2DModel,
+    )
 
     tr = DiTTransformer2DModel.from_pretrained(ckpt, subfolder="transformer").eval()
     vae = AutoencoderKL.from_pretrained(ckpt, subfolder="vae").eval()
@@ -387,7 +401,6 @@ def dit_references(family: str, ckpt: str, out: str, split: int) -> dict:
                     ckpt, subfolder="scheduler"))
                 pipe.set_progress_bar_config(disable=True)
                 z_t = noise.clone()
-                state = dict(i=-1)
                 orig_step, orig_randn, orig_decode = pipe.scheduler.step, dit_mod.randn_tensor, pipe.vae.decode
                 captured = {}
 
@@ -513,7 +526,7 @@ def loop_reference(unet, sched, noise, cond2, case, guidance):
     if "deepcache_id" in case:
         hooks = OfficialDeepCache(unet, case["keys"][1], case["deepcache_id"])
     elif "partial_id" in case:
-        from fd_export.graphs import official_cut
+        from fd_export.methods.deepcache import official_cut
 
         hooks = PartialKeyStepHooks(unet, case["keys"], official_cut(unet, case["partial_id"])[2])
     else:
@@ -542,7 +555,8 @@ def build_fmnist_tome(out: str) -> None:
     from diffusers import DDIMScheduler
     from safetensors.torch import save_file
 
-    from fd_export.tome import export_tome, load_unet
+    from fd_export.folder import load_unet
+    from fd_export.tome import export_tome
 
     default = os.path.join(HERE, "..", "..", "models", "fmnist")
     m, _ = export_tome(default, os.path.join(out, "model"), TOME_FMNIST)
@@ -575,7 +589,7 @@ def build_fmnist_tome(out: str) -> None:
     adaptive = {}
     for thr in ADAPTIVE_THRESHOLDS:
         outs, ran = [], []
-        for r, seed in enumerate(SEEDS):
+        for r, _seed in enumerate(SEEDS):
             c2 = cond2[[r, len(SEEDS) + r]]
 
             def predict(x, t, c2=c2):
@@ -648,9 +662,16 @@ def load_if_pipeline(ckpt: str):
 def load_pipeline(family: str, ckpt: str):
     if family == "if":
         return load_if_pipeline(ckpt)
-    from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler, EulerDiscreteScheduler,
-                           StableDiffusionControlNetPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline,
-                           UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        DDIMScheduler,
+        EulerDiscreteScheduler,
+        StableDiffusionControlNetPipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     unet = None if family == "t2v" else UNet2DConditionModel.from_pretrained(ckpt, subfolder="unet").eval()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from fd_export import SCHEMA_VERSION, export_model
+from fd_export import SCHEMA_VERSION, ExportError, export_model
 from fd_export import fmnist as fmnist_data
 from fd_export.graphs import Decoder, Encoder, TimeEmbed, TimestepProj
 from fd_export.testing import TINY_UNET
@@ -89,6 +89,7 @@ def test_attention_flops_are_counted_on_cpu(tmp_path):
     """torch's counter has no CPU formula for SDPA (it counted 0); export_unet supplies torch's own
     formula, and recount_flops.py, counting the saved TorchScript graphs, agrees with the export."""
     import torch.nn.functional as F
+
     from fd_export import count_flops
     from fd_export.flops import recount
 
@@ -154,7 +155,7 @@ def deepcache_reference(unet, branch, x_full, t_full, x, t, c):
 
 @pytest.mark.parametrize("size,branch", [(16, 0), (16, 1), (15, 0), (15, 1)])
 def test_deepcache_split_matches_hooked_diffusers(size, branch):
-    from fd_export.graphs import DeepDecoder, ShallowDecoder, ShallowEncoder
+    from fd_export.methods.deepcache import DeepDecoder, ShallowDecoder, ShallowEncoder
 
     unet = tiny_unet(size)
     x0, x1 = torch.randn(2, 2, 2, size, size)
@@ -211,7 +212,7 @@ def test_export_is_frozen_bit_identical_and_keeps_its_weights(tmp_path):
     freeze_export converts an unfrozen export in place with the same result."""
     from safetensors.torch import load_file
 
-    from fd_export.export import freeze_export
+    from fd_export.folder import freeze_export
 
     unet = tiny_unet(16)
     spec = dict(kind="embedding", seq_len=5, dim=8)
@@ -322,11 +323,11 @@ def test_export_sd_names_the_missing_component(tmp_path):
 
     for sub in ("unet", "text_encoder", "tokenizer", "vae", "scheduler", "tokenizer_2"):
         (tmp_path / "ckpt" / sub).mkdir(parents=True)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ExportError) as e:
         export_sd(str(tmp_path / "ckpt"), str(tmp_path / "out"))
     assert "missing `text_encoder_2/`" in str(e.value)
     (tmp_path / "ckpt" / "text_encoder_2").mkdir()
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ExportError) as e:
         export_sd(str(tmp_path / "ckpt"), str(tmp_path / "out"), controlnet=str(tmp_path / "cn"))
     assert "cn: missing `config.json`" in str(e.value)
     assert not (tmp_path / "out").exists(), "nothing written"
@@ -351,7 +352,7 @@ def test_tome_settings_and_refusals(tmp_path):
     # re-exporting a ToMe export with ToMe again is refused, naming the folder
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "manifest.json").write_text(json.dumps({"tome": {"ratio": 0.5}}))
-    with pytest.raises(SystemExit, match="already exported with ToMe"):
+    with pytest.raises(ExportError, match="already exported with ToMe"):
         export_tome(str(tmp_path / "m"), str(tmp_path / "o"), tome_settings(0.5))
     assert not (tmp_path / "o").exists()
 
@@ -363,7 +364,7 @@ def test_tome_reexport_needs_the_unet_weights(tmp_path):
 
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "manifest.json").write_text(json.dumps({"exporter": {}, "unet_config": {}}))
-    with pytest.raises(SystemExit, match="no unet_weights.safetensors listed"):
+    with pytest.raises(ExportError, match="no unet_weights.safetensors listed"):
         export_tome(str(tmp_path / "m"), str(tmp_path / "o"), tome_settings(0.5))
     assert not (tmp_path / "o").exists()
 
@@ -477,7 +478,7 @@ def test_video_unet_needs_a_frame_count_and_image_unets_take_none(tmp_path):
 
 
 def test_deepcache_ids_outside_the_unet_are_refused(tmp_path):
-    from fd_export.graphs import official_cut
+    from fd_export.methods.deepcache import official_cut
 
     unet = tiny_unet(16)  # 3 down blocks of 1 layer: ids 0, 1 / 3, 4 / 6, 7
     assert [official_cut(unet, i)[2] for i in (0, 1, 3, 4, 6, 7)] == [1, 2, 3, 4, 5, 6]
@@ -495,7 +496,7 @@ def test_deepcache_ids_outside_the_unet_are_refused(tmp_path):
 def test_teacache_probe_is_the_first_resnets_modulated_input(norm):
     """The probe equals the tensor diffusers' first resnet modulates by t (norm2's input with the
     default time_embedding_norm; its scale-shifted output otherwise), read by forward hooks."""
-    from fd_export.graphs import TeaCacheProbe
+    from fd_export.methods.teacache import TeaCacheProbe
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -525,8 +526,7 @@ def test_add_teacache_writes_probe_and_given_polynomial(tmp_path):
     """add_teacache_graph on an export that keeps its weights: the traced probe equals the eager
     one, the polynomial is stored as given, other graph files are untouched; a text export
     without coefficients is refused naming the flag."""
-    from fd_export.export import add_teacache_graph
-    from fd_export.graphs import TeaCacheProbe
+    from fd_export.methods.teacache import TeaCacheProbe, add_teacache_graph
 
     unet = tiny_unet(16)
     spec = dict(kind="embedding", seq_len=5, dim=8)
@@ -549,8 +549,7 @@ def test_add_tgate_graphs_equal_diffusers_and_skip_attention(tmp_path):
     """add_tgate_graphs: the capture graph is the UNet's forward and returns one output per
     attention layer; feeding those outputs back to the reuse graphs gives the same prediction
     with fewer FLOPs; a UNet without cross-attention is refused."""
-    from fd_export.export import add_tgate_graphs
-    from fd_export.graphs import tgate_layers
+    from fd_export.methods.tgate import add_tgate_graphs, tgate_layers
 
     unet = tiny_unet(16)
     spec = dict(kind="embedding", seq_len=5, dim=8)
@@ -594,7 +593,11 @@ def test_dit_encoder_analysis_is_added_from_the_checkpoint_it_was_exported_from(
     """add_dit_analysis.py on an export without the graph: refused for another checkpoint or step
     (nothing written), else analysis.pt returns the cached tokens and every earlier encoder block."""
     from fd_export.dit import export_dit
-    from fd_export.fmnist import ANALYSIS_FILE, SCHEDULER_CONFIG, add_fmnist_dit_analysis
+    from fd_export.fmnist import (
+        ANALYSIS_FILE,
+        SCHEDULER_CONFIG,
+        add_fmnist_dit_analysis,
+    )
 
     model, out = _fmnist_dit(0), tmp_path / "m"
     export_dit(str(out), "x", model, dict(SCHEDULER_CONFIG), with_full=False, with_stepcache=False,

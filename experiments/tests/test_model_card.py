@@ -1,4 +1,4 @@
-"""experiments/model_card.py writes a default model's card from its manifest, training log, judge
+"""experiments/train/model_card.py writes a default model's card from its manifest, training log, judge
 report and measured sample folder — for the UNet default and the DiT default (the real files come
 from `just model-card`; here small stand-ins with the same fields)."""
 
@@ -29,7 +29,7 @@ def _card(tmp: Path, manifest: dict, train: dict) -> str:
     _write(samples / "run.json", dict(machine=dict(cpu="test cpu", cores=2), sampler=dict(steps=50), guidance=3.0, seed=0,
                                       command=["fd", "sample", "--model", "m"]))
     _write(samples / "consistency.json", dict(consistency=0.9, n=20, per_class=[dict(consistency=0.9)] * 10))
-    subprocess.run([sys.executable, str(ROOT / "experiments" / "model_card.py"), "--model", str(model), "--run-dir",
+    subprocess.run([sys.executable, str(ROOT / "experiments" / "train" / "model_card.py"), "--model", str(model), "--run-dir",
                     str(run), "--samples", str(samples)], check=True, capture_output=True)
     assert (model / "loss.png").is_file() and (model / "samples_ddim50_cfg.png").is_file()
     return (model / "README.md").read_text()

@@ -363,7 +363,7 @@ pub enum EvalCmd {
         /// Folder written by `fd sample --prompts` (samples.safetensors + run.json).
         #[arg(long)]
         samples: PathBuf,
-        /// CLIP towers exported by experiments/export_clip.py.
+        /// CLIP towers exported by experiments/export/export_clip.py.
         #[arg(long)]
         clip: PathBuf,
         #[arg(long, default_value = "cpu")]

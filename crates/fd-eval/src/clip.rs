@@ -1,5 +1,5 @@
 //! CLIP score for text-conditioned samples, with CLIP towers users export from their own
-//! transformers checkpoint (experiments/export_clip.py). Reports CLIP-S (Hessel et al.:
+//! transformers checkpoint (experiments/export/export_clip.py). Reports CLIP-S (Hessel et al.:
 //! 2.5 * max(cos, 0), the paper's ~0.77 scale) and torchmetrics' max(100 * cos, 0).
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! CLIP score on a tiny random-init CLIP (transformers CLIPModel from config, real CLIP BPE vocab),
-//! exported by experiments/export_clip.py; references from experiments/tests/make_clip_tiny.py
+//! exported by experiments/export/export_clip.py; references from experiments/tests/make_clip_tiny.py
 //! (which `just test` runs first; FD_CLIP_TINY overrides the folder).
 
 use std::collections::HashMap;

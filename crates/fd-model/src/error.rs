@@ -21,7 +21,7 @@ pub enum Error {
     Record { path: PathBuf, msg: String },
     #[error("{path}: invalid manifest: {msg}")]
     Manifest { path: PathBuf, msg: String },
-    #[error("{path}: unsupported manifest schema_version {found} (this build of fd reads versions 1 to {expected}; re-export the model with experiments/export_unet.py)")]
+    #[error("{path}: unsupported manifest schema_version {found} (this build of fd reads versions 1 to {expected}; re-export the model with experiments/export/export_unet.py)")]
     SchemaVersion { path: PathBuf, found: u32, expected: u32 },
     #[error("{path}: graph file missing (manifest.json lists graph `{graph}`)")]
     MissingGraph { path: PathBuf, graph: String },

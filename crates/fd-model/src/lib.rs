@@ -1,4 +1,4 @@
-//! fd-model: a diffusers `UNet2DConditionModel` exported by `experiments/export_unet.py` as split
+//! fd-model: a diffusers `UNet2DConditionModel` exported by `experiments/export/export_unet.py` as split
 //! TorchScript graphs, loaded with libtorch (tch).
 //!
 //! - [`Manifest`]: `manifest.json` (shapes, conditioning, scheduler config, per-graph FLOPs, hashes).

@@ -1,4 +1,4 @@
-//! `manifest.json`: what `experiments/export_unet.py` writes next to the graphs.
+//! `manifest.json`: what `experiments/export/export_unet.py` writes next to the graphs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -81,12 +81,12 @@ pub struct Manifest {
     #[serde(default)]
     pub deepcache: BTreeMap<String, DeepCacheSpec>,
     /// TeaCache's rescaling polynomial for this model; its indicator is the `teacache_probe`
-    /// graph (a UNet: experiments/add_teacache.py writes both) or a DiT's `stepcache_embed`
+    /// graph (a UNet: experiments/add/add_teacache.py writes both) or a DiT's `stepcache_embed`
     /// ([`STEPCACHE_GRAPHS`], written at export). None: `teacache:T` plans are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacache: Option<TeaCacheSpec>,
     /// T-GATE's cached attention layers; its graphs are [`TGATE_GRAPHS`]
-    /// (experiments/add_tgate.py writes both). None: `tgate:G` plans are refused.
+    /// (experiments/add/add_tgate.py writes both). None: `tgate:G` plans are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tgate: Option<TGateSpec>,
     #[serde(default)]

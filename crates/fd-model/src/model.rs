@@ -312,7 +312,7 @@ fn shape_str(s: &[i64]) -> String {
 }
 
 impl UNetModel {
-    /// Load a model folder written by `experiments/export_unet.py`.
+    /// Load a model folder written by `experiments/export/export_unet.py`.
     pub fn load(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
@@ -512,7 +512,7 @@ impl UNetModel {
         let g = self.encoder_analysis.as_ref().ok_or_else(|| Error::NoSuchGraph {
             model: self.manifest.name.clone(),
             graph: "encoder_analysis".into(),
-            why: "re-export the model with the current experiments/export_dit.py (or add_dit_analysis.py)",
+            why: "re-export the model with the current experiments/export/export_dit.py (or add_dit_analysis.py)",
         })?;
         self.encode_with(g, "encoder_analysis", sample, emb, cond)
     }
@@ -615,7 +615,7 @@ impl UNetModel {
         let g = self.decoder_analysis.as_ref().ok_or_else(|| Error::NoSuchGraph {
             model: self.manifest.name.clone(),
             graph: "decoder_analysis".into(),
-            why: "re-export the model with the current experiments/export_unet.py",
+            why: "re-export the model with the current experiments/export/export_unet.py",
         })?;
         self.check_features(feats)?;
         let inputs: Vec<IValue> = self.feature_inputs(feats, emb, cond).into_iter().map(IValue::Tensor).collect();
@@ -676,7 +676,7 @@ impl UNetModel {
         let g = self.controlnet.as_ref().ok_or_else(|| Error::NoSuchGraph {
             model: self.manifest.name.clone(),
             graph: "controlnet".into(),
-            why: "export the model with experiments/export_sd.py --controlnet DIR",
+            why: "export the model with experiments/export/export_sd.py --controlnet DIR",
         })?;
         let spec = self.manifest.control.as_ref().expect("validated: control with the controlnet graph");
         let image = cond.control.as_ref().ok_or_else(|| {
@@ -770,7 +770,7 @@ impl UNetModel {
         let have = self.deepcache_ids();
         have.iter().find(|(i, _)| *i == id).map(|(_, k)| k.clone()).ok_or_else(|| {
             Error::Cond(format!(
-                "model `{}` has no DeepCache graphs for cache_branch_id {id} (block {}, layer {}); it has {:?}. Add them with `python experiments/add_deepcache.py --model {} --ids {id}`",
+                "model `{}` has no DeepCache graphs for cache_branch_id {id} (block {}, layer {}); it has {:?}. Add them with `python experiments/add/add_deepcache.py --model {} --ids {id}`",
                 self.manifest.name,
                 id / 3,
                 id % 3,
@@ -874,12 +874,12 @@ impl UNetModel {
     }
 
     /// TeaCache's indicator: the first resnet's timestep-modulated input for `sample` and its
-    /// time embedding `emb` (graph `teacache_probe`; experiments/add_teacache.py adds it).
+    /// time embedding `emb` (graph `teacache_probe`; experiments/add/add_teacache.py adds it).
     pub fn teacache_probe(&self, sample: &Tensor, emb: &Tensor) -> Result<Tensor> {
         let g = self.teacache_probe.as_ref().ok_or_else(|| Error::NoSuchGraph {
             model: self.manifest.name.clone(),
             graph: "teacache_probe".into(),
-            why: "add TeaCache's probe and fitted polynomial with `python experiments/add_teacache.py --model DIR`",
+            why: "add TeaCache's probe and fitted polynomial with `python experiments/add/add_teacache.py --model DIR`",
         })?;
         let m = &self.manifest;
         let [h, w] = m.sample_size;
@@ -898,7 +898,7 @@ impl UNetModel {
         let g = self.stepcache.get(graph).ok_or_else(|| Error::NoSuchGraph {
             model: self.manifest.name.clone(),
             graph: graph.into(),
-            why: "a DiT exported by experiments/export_dit.py carries its TeaCache / FBCache graphs; export it again",
+            why: "a DiT exported by experiments/export/export_dit.py carries its TeaCache / FBCache graphs; export it again",
         })?;
         let inputs = [IValue::Tensor(self.input(x)), IValue::Tensor(self.input(emb)), IValue::Tensor(self.input(cond))];
         Ok(tensors_out(graph, tch::no_grad(|| g.forward_is(&inputs))?)?
@@ -921,7 +921,7 @@ impl UNetModel {
         let g = self.tgate.get(graph).ok_or_else(|| Error::NoSuchGraph {
             model: self.manifest.name.clone(),
             graph: graph.into(),
-            why: "add T-GATE's graphs with `python experiments/add_tgate.py --model DIR`",
+            why: "add T-GATE's graphs with `python experiments/add/add_tgate.py --model DIR`",
         })?;
         let m = &self.manifest;
         let [h, w] = m.sample_size;
@@ -942,7 +942,7 @@ impl UNetModel {
             Error::NoSuchGraph {
                 model: self.manifest.name.clone(),
                 graph: "deepcache_id0_shallow_encoder".into(),
-                why: "First-Block Cache reads conv_in's output from a DeepCache shallow encoder; add one with `python experiments/add_deepcache.py --model DIR --ids 0`",
+                why: "First-Block Cache reads conv_in's output from a DeepCache shallow encoder; add one with `python experiments/add/add_deepcache.py --model DIR --ids 0`",
             }
         })
     }

@@ -77,7 +77,7 @@ pub struct ExperimentConfig {
     /// Judge for class consistency. Default `<model>/classifier.pt` when present.
     #[serde(default)]
     pub classifier: Option<PathBuf>,
-    /// CLIP towers (experiments/export_clip.py) for CLIP score of text-conditioned models.
+    /// CLIP towers (experiments/export/export_clip.py) for CLIP score of text-conditioned models.
     #[serde(default)]
     pub clip: Option<PathBuf>,
     /// Prompt file (one per line, cycled) for text-conditioned models.
@@ -118,7 +118,7 @@ pub struct RowSpec {
     #[serde(default)]
     pub family: Option<String>,
     /// This row's own model folder (default: the experiment's), e.g. the same weights exported
-    /// with token merging (`experiments/export_tome.py`). Its conditions must equal the
+    /// with token merging (`experiments/export/export_tome.py`). Its conditions must equal the
     /// experiment model's. A `--model` override on the command line skips such rows (they name a
     /// model of the configured family) and says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -342,7 +342,7 @@ pub fn with_control(model: &UNetModel, conds: Vec<Condition>, control: Option<&P
     };
     let spec = model.manifest.control.as_ref().ok_or_else(|| {
         Error::Input(format!(
-            "--control: model `{}` has no ControlNet (export one with experiments/export_sd.py --controlnet DIR)",
+            "--control: model `{}` has no ControlNet (export one with experiments/export/export_sd.py --controlnet DIR)",
             model.manifest.name
         ))
     })?;

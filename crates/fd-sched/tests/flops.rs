@@ -1,5 +1,5 @@
 //! GFLOPs accounting. On the Stable Diffusion 1.5 UNet architecture (per-graph FLOPs counted by
-//! experiments/flops_sd15.py, torch.utils.flop_counter), DDIM-50 with the paper's 50ls plan must
+//! experiments/bench/flops_sd15.py, torch.utils.flop_counter), DDIM-50 with the paper's 50ls plan must
 //! reproduce the paper's ratio 27350 / 37050 = 0.738 within 0.02. And on a real model, the plan's
 //! static count equals what the executor measures.
 
@@ -15,7 +15,7 @@ fn sd15_50ls_over_baseline_matches_the_paper_ratio() {
     let f = |k: &str| v["flops"][k].as_u64().unwrap();
     let (e, d, t) = (f("encoder"), f("decoder"), f("time_embed"));
     // the measured split: ~803 GFLOPs per batch-1 forward (attention included; ~677 without it,
-    // what torch's counter gave on CPU before experiments/export_unet.py added the CPU SDPA formula),
+    // what torch's counter gave on CPU before experiments/export/export_unet.py added the CPU SDPA formula),
     // decoder ~542 of them
     assert!(((e + d) as f64 / 1e9 - 803.3).abs() < 2.0, "forward {} GFLOPs", (e + d) as f64 / 1e9);
     let base = Plan::new(KeySteps::None, 50).unwrap().gflops_per_image(e, d, t, 2);

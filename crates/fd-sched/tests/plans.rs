@@ -279,3 +279,18 @@ fn runtime_key_steps_parse_with_a_budget() {
         assert!(e.contains(want), "{bad}: {e}");
     }
 }
+
+/// The README's plan table lists every method of the table, and nothing else.
+#[test]
+fn the_readme_plan_table_lists_every_method() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme.find("| plan | method | file |").expect("the README has the plan table");
+    let rows: Vec<String> = readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.replace("\\|", "\u{1}").split('|').nth(1).unwrap().trim().trim_matches('`').replace('\u{1}', "|"))
+        .collect();
+    let syntaxes: Vec<String> = fd_sched::methods::METHODS.iter().map(|m| m.syntax.to_string()).collect();
+    assert_eq!(rows, syntaxes, "README plan table vs the method table (same order)");
+}

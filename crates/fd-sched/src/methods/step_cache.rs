@@ -57,7 +57,7 @@ pub(crate) fn indicator(model: &UNetModel, rule: Rule, residual: bool, part: &st
         refuse(
             part,
             format!(
-                "model `{}` has no TeaCache probe graph and polynomial: add them with `python experiments/add_teacache.py --model DIR`",
+                "model `{}` has no TeaCache probe graph and polynomial: add them with `python experiments/add/add_teacache.py --model DIR`",
                 m.name
             ),
         )
@@ -75,7 +75,7 @@ pub(crate) fn indicator(model: &UNetModel, rule: Rule, residual: bool, part: &st
                 return Err(refuse(
                     part,
                     format!(
-                        "DiT `{}` has no TeaCache / FBCache graphs (stepcache.pt): export it again with experiments/export_dit.py",
+                        "DiT `{}` has no TeaCache / FBCache graphs (stepcache.pt): export it again with experiments/export/export_dit.py",
                         m.name
                     ),
                 ));

@@ -122,7 +122,7 @@ impl CachingMethod for TGate {
                 part,
                 if m.kind == fd_model::ModelKind::Unet2d {
                     format!(
-                        "model `{}` has no T-GATE graphs: add them with `python experiments/add_tgate.py --model DIR`",
+                        "model `{}` has no T-GATE graphs: add them with `python experiments/add/add_tgate.py --model DIR`",
                         m.name
                     )
                 } else {
