@@ -13,7 +13,7 @@ pub mod drift;
 pub mod keysteps;
 pub mod plot;
 
-use fd_model::{Condition, UNetModel};
+use fd_model::{Condition, Denoiser};
 use fd_sched::{AutoRule, ExecOptions, KeySteps, Plan, SamplerSpec, SamplingSpec, StepFeatures};
 
 use drift::{DriftAccumulator, Side};
@@ -23,7 +23,7 @@ use drift::{DriftAccumulator, Side};
 /// graph: its last block's otherwise) and every decoder up-block output, at classifier-free guidance
 /// `guidance`. CFG rows are included as samples.
 pub fn measure_drift(
-    model: &UNetModel,
+    model: &Denoiser,
     sampler: &SamplerSpec,
     steps: usize,
     guidance: f64,
@@ -76,7 +76,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// `auto:threshold=X`, from the encoder drift profile of `seeds.len()` calibration samples under
 /// the plain sampler. Returns the key steps and the profile they were chosen from.
 pub fn calibrate_key_steps(
-    model: &UNetModel,
+    model: &Denoiser,
     sampler: &SamplerSpec,
     steps: usize,
     guidance: f64,

@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 
 use fd_model::Condition;
-use fd_model::{LoadOptions, UNetModel};
+use fd_model::{Denoiser, LoadOptions};
 use fd_sched::{ExecOptions, KeySteps, Plan};
 
 #[test]
 fn capture_records_every_layer_and_step_without_changing_samples() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fd-model/tests/fixtures/tiny");
-    let model = UNetModel::load(&dir, &LoadOptions::default()).unwrap();
+    let model = Denoiser::load(&dir, &LoadOptions::default()).unwrap();
     let opts = ExecOptions { guidance: 3.0, ..Default::default() };
     let conds = [Condition::Class(0), Condition::Class(2)];
     let steps = 10;

@@ -208,7 +208,7 @@ impl SamplingFlags {
     }
 
     /// The conditions of `n` samples: prompts / classes cycled, paired with `--control` images.
-    pub fn conditions(&self, model: &fd_model::UNetModel, n: usize) -> fd_run::Result<Vec<fd_model::Condition>> {
+    pub fn conditions(&self, model: &fd_model::Denoiser, n: usize) -> fd_run::Result<Vec<fd_model::Condition>> {
         let conds = fd_run::spec::cycle_conditions(model, self.prompts.as_deref(), self.classes.as_deref(), n)?;
         fd_run::spec::with_control(model, conds, self.control.as_deref())
     }

@@ -24,7 +24,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Bench(a) => commands::bench::run(&a),
         Cmd::Drift(a) => commands::drift::run(&a),
         Cmd::Eval(EvalCmd::Fid { samples, r#ref, inception, kid_subsets, kid_subset_size, seed, device }) => {
-            let kid = fd_eval::features::KidOptions { subsets: kid_subsets, subset_size: kid_subset_size, seed };
+            let kid = fd_eval::score::KidOptions { subsets: kid_subsets, subset_size: kid_subset_size, seed };
             commands::eval::fid(&samples, &r#ref, inception.as_deref(), kid, &device)
         }
         Cmd::Eval(EvalCmd::Clip { samples, clip, device }) => commands::eval::clip(&samples, &clip, &device),

@@ -4,8 +4,8 @@
 //!   reference feature sets (Fashion-MNIST test).
 //! - [`consistency`]: class consistency with the committed judge classifier; [`clip`]: CLIP score
 //!   with user-exported CLIP towers.
-//! - [`features`]: per-chunk cached Inception features of an image set and where a sample set's
-//!   FID/KID is computed.
+//! - [`features`]: per-chunk cached Inception features of an image set; [`score`]: where a sample
+//!   set's FID / KID against a reference is computed from them.
 //! - [`idx`], [`images`]: Fashion-MNIST IDX reader, PNG I/O, sample grids.
 //!
 //! Generation, run folders and experiments live in fd-run; this crate knows images and features,
@@ -21,6 +21,7 @@ pub mod idx;
 pub mod images;
 pub mod inception;
 pub mod reference;
+pub mod score;
 
 pub(crate) use error::module_error;
 pub use error::{Error, Result};

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::manifest::{CondKind, ControlSpec};
-use crate::{Error, Result, UNetModel};
+use crate::{Denoiser, Error, Result};
 
 /// What one sample is conditioned on. In run records a class is a JSON integer, a prompt a JSON
 /// string, and a prompt with a ControlNet condition image `{"prompt": ..., "control": {"path":
@@ -144,7 +144,7 @@ impl Cond {
     }
 }
 
-impl UNetModel {
+impl Denoiser {
     /// The prepared conditioning of a batch: class ids (or class names given as prompts)
     /// through the class embedding, prompts through the tokenizer(s) and text encoder(s), then
     /// the model's `cond_prepare` graph where it has one.
@@ -181,7 +181,7 @@ impl UNetModel {
     }
 }
 
-impl UNetModel {
+impl Denoiser {
     /// The condition images of a batch: every sample needs one when the model has a ControlNet,
     /// none may have one otherwise.
     fn control_images(&self, conds: &[Condition]) -> Result<Option<Tensor>> {

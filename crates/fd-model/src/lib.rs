@@ -2,11 +2,11 @@
 //! TorchScript graphs, loaded with libtorch (tch).
 //!
 //! - [`Manifest`]: `manifest.json` (shapes, conditioning, scheduler config, per-graph FLOPs, hashes).
-//! - [`UNetModel`]: `time_embed`, [`UNetModel::encode`] (the paper's encoder E: conv_in, down
-//!   blocks, mid block), [`UNetModel::decode`] (decoder D: up blocks, norm, conv_out),
-//!   [`UNetModel::forward`] = D(E(x)); conditioning (`encode_classes`, `encode_prompts`) and the
+//! - [`Denoiser`]: `time_embed`, [`Denoiser::encode`] (the paper's encoder E: conv_in, down
+//!   blocks, mid block), [`Denoiser::decode`] (decoder D: up blocks, norm, conv_out),
+//!   [`Denoiser::forward`] = D(E(x)); conditioning (`encode_classes`, `encode_prompts`) and the
 //!   optional VAE decoder.
-//! - [`Condition`]: a sample's class or prompt, and [`UNetModel::encode_conditions`].
+//! - [`Condition`]: a sample's class or prompt, and [`Denoiser::encode_conditions`].
 //! - [`device`]: `cpu` / `cuda[:N]` selection that makes libtorch's CUDA backend load.
 //! - [`io`]: every file fd writes (temp file + rename) and every record it reads back (typed,
 //!   errors naming the file and field), safetensors, image hashes.
@@ -26,6 +26,6 @@ pub use manifest::{
     CondKind, CondSpec, ControlSpec, GraphEntry, Manifest, ModelKind, PrepareSpec, SplitSpec, TGateSpec, TeaCacheSpec,
     UncondRule, SCHEMA_VERSION,
 };
-pub use model::{summarize_torch_error, EncoderFeatures, LoadOptions, UNetModel};
+pub use model::{summarize_torch_error, Denoiser, EncoderFeatures, LoadOptions};
 pub use prompt::PromptTokenizer;
 pub use tch;

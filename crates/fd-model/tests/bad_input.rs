@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use fd_model::tch::{Kind, Tensor};
-use fd_model::{LoadOptions, UNetModel};
+use fd_model::{Denoiser, LoadOptions};
 
 fn tiny() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
@@ -21,7 +21,7 @@ fn copy_tiny() -> tempfile::TempDir {
 
 fn load_err(dir: &Path, verify: bool) -> String {
     let opts = LoadOptions { verify_hashes: verify, ..Default::default() };
-    UNetModel::load(dir, &opts).expect_err("load should fail").to_string()
+    Denoiser::load(dir, &opts).expect_err("load should fail").to_string()
 }
 
 fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
@@ -102,7 +102,7 @@ fn manifest_not_json_or_missing_fields() {
 fn manifest_shapes_disagreeing_with_graph() {
     let d = copy_tiny();
     edit_manifest(d.path(), |v| v["mid_shape"] = serde_json::json!([999, 8, 8]));
-    let m = UNetModel::load(d.path(), &LoadOptions::default()).unwrap();
+    let m = Denoiser::load(d.path(), &LoadOptions::default()).unwrap();
     let x = Tensor::zeros([1, 4, 16, 16], (Kind::Float, m.device));
     let c = m.encode_classes(&[0]).unwrap().into();
     let e = m.forward(&x, &Tensor::from_slice(&[10.0f32]), &c).unwrap_err().to_string();
@@ -111,7 +111,7 @@ fn manifest_shapes_disagreeing_with_graph() {
 
 #[test]
 fn wrong_input_shape_and_channels() {
-    let m = UNetModel::load(tiny(), &LoadOptions::default()).unwrap();
+    let m = Denoiser::load(tiny(), &LoadOptions::default()).unwrap();
     let c = m.encode_classes(&[0]).unwrap().into();
     let t = Tensor::from_slice(&[10.0f32]);
     let e = m.forward(&Tensor::zeros([1, 3, 16, 16], (Kind::Float, m.device)), &t, &c).unwrap_err().to_string();
@@ -130,7 +130,7 @@ fn wrong_input_shape_and_channels() {
 
 #[test]
 fn bad_classes_and_devices() {
-    let m = UNetModel::load(tiny(), &LoadOptions::default()).unwrap();
+    let m = Denoiser::load(tiny(), &LoadOptions::default()).unwrap();
     let e = m.encode_classes(&[7]).unwrap_err().to_string();
     assert!(e.contains("class id 7"), "{e}");
     let e = m.class_id("delta").unwrap_err().to_string();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use fd_model::tch::{Kind, Tensor};
-use fd_model::{LoadOptions, UNetModel};
+use fd_model::{Denoiser, LoadOptions};
 
 const TOL: f64 = 1e-5;
 
@@ -17,8 +17,8 @@ fn reference() -> HashMap<String, Tensor> {
     Tensor::read_safetensors(fixtures().join("parity.safetensors")).unwrap().into_iter().collect()
 }
 
-fn model() -> UNetModel {
-    UNetModel::load(fixtures().join("tiny"), &LoadOptions { load_full: true, ..Default::default() }).unwrap()
+fn model() -> Denoiser {
+    Denoiser::load(fixtures().join("tiny"), &LoadOptions { load_full: true, ..Default::default() }).unwrap()
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f64 {

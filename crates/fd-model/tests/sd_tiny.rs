@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use fd_model::tch::{Kind, Tensor};
-use fd_model::{LoadOptions, UNetModel};
+use fd_model::{Denoiser, LoadOptions};
 
 fn root() -> PathBuf {
     std::env::var_os("FD_SD_TINY")
@@ -15,7 +15,7 @@ fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures/sd-tiny"))
 }
 
-fn setup() -> (UNetModel, HashMap<String, Tensor>, Vec<String>) {
+fn setup() -> (Denoiser, HashMap<String, Tensor>, Vec<String>) {
     let root = root();
     assert!(
         root.join("stamp").is_file(),
@@ -23,7 +23,7 @@ fn setup() -> (UNetModel, HashMap<String, Tensor>, Vec<String>) {
         root.display(),
         root.display()
     );
-    let model = UNetModel::load(root.join("model"), &LoadOptions::default()).unwrap();
+    let model = Denoiser::load(root.join("model"), &LoadOptions::default()).unwrap();
     let r = Tensor::read_safetensors(root.join("reference.safetensors")).unwrap().into_iter().collect();
     let prompts = serde_json::from_str(&std::fs::read_to_string(root.join("prompts.json")).unwrap()).unwrap();
     (model, r, prompts)

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use fd_model::io::{write_atomic, write_json};
-use fd_model::{Condition, UNetModel};
+use fd_model::{Condition, Denoiser};
 use fd_sched::decode::{DecodeChoice, DecodeMode};
 use fd_sched::{Injection, SamplingSpec};
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,7 @@ pub struct BenchPlan {
 pub fn parse_plans(
     plans: &str,
     base: &SamplingOptions,
-    model: &UNetModel,
+    model: &Denoiser,
     conds: &[Condition],
     n: usize,
 ) -> Result<Vec<BenchPlan>> {
@@ -132,7 +132,7 @@ pub struct BenchOptions {
 /// Time `plans` on one batch (`seeds`, `conds`): an optional untimed warm-up of every plan, then
 /// `repeats` interleaved rounds; the first plan is the reference of the speedups.
 pub fn run(
-    model: &UNetModel,
+    model: &Denoiser,
     plans: &[BenchPlan],
     seeds: &[u64],
     conds: &[Condition],

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use fd_eval::clip::{Clip, ClipScore};
 use fd_eval::consistency::{class_consistency, Classifier, Consistency};
-use fd_eval::features::{cache_tag, chunks_fid, folder_chunks, FidResult, KidOptions};
+use fd_eval::features::{cache_tag, folder_chunks};
 use fd_eval::inception::Inception;
+use fd_eval::score::{chunks_fid, FidResult, KidOptions};
 use fd_model::io::{read_json, tensor_sha1};
 use fd_model::Condition;
 use tch::Tensor;
@@ -112,7 +113,7 @@ pub fn sample_chunks(dir: &Path, tag: &str) -> Result<Vec<(Tensor, PathBuf)>> {
         .collect())
 }
 
-/// FID / KID of a sample folder against `reference` (see [`fd_eval::features::chunks_fid`]).
+/// FID / KID of a sample folder against `reference` (see [`fd_eval::score::chunks_fid`]).
 pub fn folder_fid(
     dir: &Path,
     reference: &str,

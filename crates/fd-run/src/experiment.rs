@@ -7,16 +7,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use fd_eval::features::{FidResult, KidOptions};
+use fd_eval::score::{FidResult, KidOptions};
 use fd_model::io::{write_atomic, write_json};
-use fd_model::{CondKind, UNetModel};
+use fd_model::{CondKind, Denoiser};
 use fd_sched::{Injection, SamplerSpec};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io, ResultExt};
 use crate::machine::{command, Machine, Versions};
-use crate::records::RowMetrics;
-use crate::runner::{Existing, SampleRun, Shard};
+use crate::records::{RowMetrics, RunRecord};
+use crate::runner::{Existing, RunSummary, SampleRun, Shard};
 use crate::spec::{cycle_conditions, ModelSpec, PlanOptions, SamplingOptions};
 use crate::{Error, Result};
 
@@ -275,41 +276,15 @@ pub struct RowResult {
 }
 
 /// Run every row (resuming finished parts), evaluate, and write the table. Returns the rows.
+///
+/// The steps: open the experiment's model and the rows' own models ([`Models::load`]), load the
+/// judges ([`Judges::load`]), check every selected row's plan before anything is written, then per
+/// row sample ([`sample_row`]), evaluate ([`Judges::evaluate`]) and record ([`record_row`]), the
+/// table rewritten after each row.
 pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<Vec<RowResult>> {
     cfg.validate().map_err(Error::Input)?;
-    let model = ModelSpec { dir: cfg.model.clone(), device: opt.device, deterministic: opt.deterministic }.load()?;
-    let conds = cycle_conditions(&model, cfg.prompts.as_deref(), None, cfg.n)?;
-    let conds = crate::spec::with_control(&model, conds, cfg.control.as_deref())?;
-    // rows with their own model (e.g. a ToMe export of the same weights), each loaded once
-    let mut row_models: BTreeMap<PathBuf, UNetModel> = BTreeMap::new();
-    for row in &cfg.rows {
-        let Some(dir) = &row.model else { continue };
-        if row_models.contains_key(dir) || !(opt.only.is_empty() || opt.only.iter().any(|o| o == &row.label)) {
-            continue;
-        }
-        let m = ModelSpec { dir: dir.clone(), device: opt.device, deterministic: opt.deterministic }
-            .load()
-            .ctx(format!("row `{}`: model", row.label))?;
-        let c = cycle_conditions(&m, cfg.prompts.as_deref(), None, cfg.n)?;
-        if crate::spec::with_control(&m, c, cfg.control.as_deref())? != conds {
-            return Err(Error::Input(format!(
-                "row `{}`: model {} conditions its samples differently from {} (rows must share conditions)",
-                row.label,
-                dir.display(),
-                cfg.model.display()
-            )));
-        }
-        row_models.insert(dir.clone(), m);
-    }
-    let model_of = |row: &RowSpec| row.model.as_ref().map_or(&model, |d| &row_models[d]);
-    let classifier = match &cfg.classifier {
-        Some(p) => Some(p.clone()),
-        None => Some(cfg.model.join("classifier.pt")).filter(|p| p.is_file()),
-    }
-    .map(|p| fd_eval::consistency::Classifier::load(&p, opt.device))
-    .transpose()?;
-    let clip = cfg.clip.as_ref().map(|p| fd_eval::clip::Clip::load(p, opt.device)).transpose()?;
-    let inception = fd_eval::inception::Inception::load(&opt.inception, opt.device)?;
+    let models = Models::load(cfg, opt)?;
+    let judges = Judges::load(cfg, opt)?;
     let rows: Vec<&RowSpec> =
         cfg.rows.iter().filter(|r| opt.only.is_empty() || opt.only.iter().any(|o| o == &r.label)).collect();
     if rows.is_empty() {
@@ -319,7 +294,7 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
     for row in &rows {
         if row.plan.keys.auto_rule().is_none() {
             row.sampling(cfg)
-                .resolve(model_of(row), &conds, cfg.batch.min(cfg.n))
+                .resolve(models.of(row), &models.conds, cfg.batch.min(cfg.n))
                 .ctx(format!("row `{}`", row.label))?;
         }
     }
@@ -327,108 +302,217 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
     let mut results = Vec::new();
     let style = indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len} [{elapsed} < {eta}]")?;
     for (k, row) in rows.iter().enumerate() {
-        let row_model = model_of(row);
-        let spec =
-            row.sampling(cfg).resolve(row_model, &conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))?;
-        let dir = opt.work_dir.join(row.slug());
         let bar = crate::progress::bar(cfg.n as u64, opt.progress).with_style(style.clone()).with_message(format!(
             "[{}/{}] {}",
             k + 1,
             rows.len(),
             row.label
         ));
-        let run = SampleRun {
-            model: row_model,
-            spec: &spec,
-            conds: &conds,
-            seed: cfg.seed,
-            batch: cfg.batch,
-            shard: Shard::default(),
-            out: &dir,
-            existing: opt.existing,
-        };
-        if let (Some(root), Existing::Resume) = (&opt.reuse_root, opt.existing) {
-            if let Some((donor, k)) = crate::reuse::adopt_parts(root, &dir, &run.config())? {
-                log::info!("row `{}`: {k} finished part(s) adopted from {} (same run)", row.label, donor.display());
-            }
-        }
-        let (summary, mut record) = run.run_and_record(&bar)?;
-        let _row_lock = crate::lock::FolderLock::acquire(&dir, "fd experiment")?;
+        let sampled = sample_row(cfg, opt, &models, row, &bar)?;
+        let _row_lock = crate::lock::FolderLock::acquire(&sampled.dir, "fd experiment")?;
         bar.set_position(0);
-        let fid: FidResult =
-            crate::evaluate::folder_fid(&dir, &cfg.reference, &inception, KidOptions::default(), &bar)?;
+        let metrics = judges.evaluate(cfg, &models, &sampled.dir, &bar)?;
         bar.finish_and_clear();
+        results.push(record_row(opt, row, sampled, metrics)?);
+        // the table so far: an interrupted experiment still leaves every finished row written
+        write_table(cfg, opt, &models.main, &results)?;
+    }
+    if cfg.pareto {
+        pareto(cfg, opt, &results)?;
+    }
+    Ok(results)
+}
+
+/// The experiment's model, the rows' own models (e.g. a ToMe export of the same weights, each
+/// loaded once and checked to condition its samples the same way) and the samples' conditions.
+struct Models {
+    main: Denoiser,
+    by_dir: BTreeMap<PathBuf, Denoiser>,
+    conds: Vec<fd_model::Condition>,
+}
+
+impl Models {
+    fn load(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<Self> {
+        let open = |dir: &Path| {
+            ModelSpec { dir: dir.to_path_buf(), device: opt.device, deterministic: opt.deterministic }.load()
+        };
+        let conditions = |m: &Denoiser| -> Result<Vec<fd_model::Condition>> {
+            let c = cycle_conditions(m, cfg.prompts.as_deref(), None, cfg.n)?;
+            crate::spec::with_control(m, c, cfg.control.as_deref())
+        };
+        let main = open(&cfg.model)?;
+        let conds = conditions(&main)?;
+        let mut by_dir = BTreeMap::new();
+        for row in &cfg.rows {
+            let Some(dir) = &row.model else { continue };
+            if by_dir.contains_key(dir) || !(opt.only.is_empty() || opt.only.iter().any(|o| o == &row.label)) {
+                continue;
+            }
+            let m = open(dir).ctx(format!("row `{}`: model", row.label))?;
+            if conditions(&m)? != conds {
+                return Err(Error::Input(format!(
+                    "row `{}`: model {} conditions its samples differently from {} (rows must share conditions)",
+                    row.label,
+                    dir.display(),
+                    cfg.model.display()
+                )));
+            }
+            by_dir.insert(dir.clone(), m);
+        }
+        Ok(Self { main, by_dir, conds })
+    }
+
+    /// The model a row samples with.
+    fn of(&self, row: &RowSpec) -> &Denoiser {
+        row.model.as_ref().map_or(&self.main, |d| &self.by_dir[d])
+    }
+}
+
+/// What judges a row's samples: the Inception extractor (FID / KID), the class-consistency
+/// classifier (the config's, or the one beside the model) and the CLIP towers, when given.
+struct Judges {
+    inception: fd_eval::inception::Inception,
+    classifier: Option<fd_eval::consistency::Classifier>,
+    clip: Option<fd_eval::clip::Clip>,
+}
+
+/// A row's metrics.
+struct Metrics {
+    fid: FidResult,
+    consistency: Option<f64>,
+    clip_s: Option<f64>,
+}
+
+impl Judges {
+    fn load(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<Self> {
+        let classifier = match &cfg.classifier {
+            Some(p) => Some(p.clone()),
+            None => Some(cfg.model.join("classifier.pt")).filter(|p| p.is_file()),
+        }
+        .map(|p| fd_eval::consistency::Classifier::load(&p, opt.device))
+        .transpose()?;
+        let clip = cfg.clip.as_ref().map(|p| fd_eval::clip::Clip::load(p, opt.device)).transpose()?;
+        let inception = fd_eval::inception::Inception::load(&opt.inception, opt.device)?;
+        Ok(Self { inception, classifier, clip })
+    }
+
+    /// FID / KID against the reference, class consistency (class models) and CLIP score of the
+    /// run in `dir`, each also written beside the samples (`fid.json`, `consistency.json`,
+    /// `clip_score.json`).
+    fn evaluate(&self, cfg: &ExperimentConfig, models: &Models, dir: &Path, bar: &ProgressBar) -> Result<Metrics> {
+        let fid = crate::evaluate::folder_fid(dir, &cfg.reference, &self.inception, KidOptions::default(), bar)?;
         write_json(&dir.join("fid.json"), &fid)?;
-        let consistency = match &classifier {
-            Some(c) if model.manifest.cond.kind == CondKind::Class => {
-                let r = crate::evaluate::folder_consistency(c, &dir)?;
+        let consistency = match &self.classifier {
+            Some(c) if models.main.manifest.cond.kind == CondKind::Class => {
+                let r = crate::evaluate::folder_consistency(c, dir)?;
                 write_json(&dir.join("consistency.json"), &r)?;
                 Some(r.consistency)
             }
             _ => None,
         };
-        let clip_s = match &clip {
+        let clip_s = match &self.clip {
             Some(c) => {
-                let prompts: Vec<String> = conds.iter().map(fd_model::Condition::text).collect();
+                let prompts: Vec<String> = models.conds.iter().map(fd_model::Condition::text).collect();
                 let p: Vec<&str> = prompts.iter().map(String::as_str).collect();
-                let imgs = crate::evaluate::VerifiedRun::load(&dir)?.images()?;
+                let imgs = crate::evaluate::VerifiedRun::load(dir)?.images()?;
                 let r = c.score(&imgs, &p)?;
                 write_json(&dir.join("clip_score.json"), &r)?;
                 Some(r.clip_s)
             }
             None => None,
         };
-        let plan = &spec.plan;
-        let total = summary.total_s_per_image();
-        let res = RowResult {
-            label: row.label.clone(),
-            sampler: row.plan.sampler.clone(),
-            steps: row.plan.steps,
-            plan: if row.plan.keys.auto_rule().is_some() {
-                format!("{} = {}", row.plan.keys, plan.label())
-            } else {
-                plan.label()
-            },
-            key_steps: plan.key_steps.clone(),
-            parallel: spec.exec.decode.parallel,
-            decode: spec.exec.decode.summary(),
-            injection: spec.exec.injection,
-            n: summary.n,
-            fid: fid.fid,
-            kid: fid.kid.as_ref().map(|k| k.mean),
-            kid_std: fid.kid.as_ref().map(|k| k.std),
-            consistency,
-            clip_s,
-            gflops_per_image: summary.gflops_per_image,
-            unet_s_per_image: summary.unet_s_per_image(),
-            total_s_per_image: total,
-            ftc: consistency.or(clip_s).filter(|c| *c > 0.0).map(|c| fid.fid * total / c),
-            baseline: row.baseline.clone(),
-            parts_resumed: summary.parts_resumed,
-            family: row.family(),
-        };
-        log::info!(
-            "{}: FID {:.2} | consistency {} | {:.2} GFLOPs/img | UNet {:.4} s/img | total {:.4} s/img",
-            res.label,
-            res.fid,
-            res.consistency.map_or("-".into(), |c| format!("{c:.3}")),
-            res.gflops_per_image,
-            res.unet_s_per_image,
-            res.total_s_per_image
-        );
-        let rd = opt.results_dir.join("rows").join(row.slug());
-        std::fs::create_dir_all(&rd).map_err(io(&rd))?;
-        record.metrics = Some(RowMetrics { fid, consistency, clip_s });
-        write_json(&rd.join("run.json"), &record)?;
-        fd_model::io::copy_atomic(&dir.join("grid.png"), &rd.join("grid.png"))?;
-        results.push(res);
-        // the table so far: an interrupted experiment still leaves every finished row written
-        write_table(cfg, opt, &model, &results)?;
+        Ok(Metrics { fid, consistency, clip_s })
     }
-    if cfg.pareto {
-        pareto(cfg, opt, &results)?;
+}
+
+/// A row's sampled run: its folder, how it was sampled, and what the run measured.
+struct SampledRow {
+    dir: PathBuf,
+    spec: fd_sched::SamplingSpec,
+    summary: RunSummary,
+    record: RunRecord,
+}
+
+/// Sample `row` into its work folder (finished parts resumed; with `--reuse-from`, an identical
+/// run's finished parts adopted first).
+fn sample_row(
+    cfg: &ExperimentConfig,
+    opt: &ExperimentOptions,
+    models: &Models,
+    row: &RowSpec,
+    bar: &ProgressBar,
+) -> Result<SampledRow> {
+    let model = models.of(row);
+    let spec =
+        row.sampling(cfg).resolve(model, &models.conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))?;
+    let dir = opt.work_dir.join(row.slug());
+    let run = SampleRun {
+        model,
+        spec: &spec,
+        conds: &models.conds,
+        seed: cfg.seed,
+        batch: cfg.batch,
+        shard: Shard::default(),
+        out: &dir,
+        existing: opt.existing,
+    };
+    if let (Some(root), Existing::Resume) = (&opt.reuse_root, opt.existing) {
+        if let Some((donor, k)) = crate::reuse::adopt_parts(root, &dir, &run.config())? {
+            log::info!("row `{}`: {k} finished part(s) adopted from {} (same run)", row.label, donor.display());
+        }
     }
-    Ok(results)
+    let (summary, record) = run.run_and_record(bar)?;
+    Ok(SampledRow { dir, spec, summary, record })
+}
+
+/// The row's table entry; its run record (with the metrics) and sample grid copied under
+/// `results/.../rows/<row>/`.
+fn record_row(opt: &ExperimentOptions, row: &RowSpec, sampled: SampledRow, m: Metrics) -> Result<RowResult> {
+    let SampledRow { dir, spec, summary, mut record } = sampled;
+    let plan = &spec.plan;
+    let total = summary.total_s_per_image();
+    let res = RowResult {
+        label: row.label.clone(),
+        sampler: row.plan.sampler.clone(),
+        steps: row.plan.steps,
+        plan: if row.plan.keys.auto_rule().is_some() {
+            format!("{} = {}", row.plan.keys, plan.label())
+        } else {
+            plan.label()
+        },
+        key_steps: plan.key_steps.clone(),
+        parallel: spec.exec.decode.parallel,
+        decode: spec.exec.decode.summary(),
+        injection: spec.exec.injection,
+        n: summary.n,
+        fid: m.fid.fid,
+        kid: m.fid.kid.as_ref().map(|k| k.mean),
+        kid_std: m.fid.kid.as_ref().map(|k| k.std),
+        consistency: m.consistency,
+        clip_s: m.clip_s,
+        gflops_per_image: summary.gflops_per_image,
+        unet_s_per_image: summary.unet_s_per_image(),
+        total_s_per_image: total,
+        ftc: m.consistency.or(m.clip_s).filter(|c| *c > 0.0).map(|c| m.fid.fid * total / c),
+        baseline: row.baseline.clone(),
+        parts_resumed: summary.parts_resumed,
+        family: row.family(),
+    };
+    log::info!(
+        "{}: FID {:.2} | consistency {} | {:.2} GFLOPs/img | UNet {:.4} s/img | total {:.4} s/img",
+        res.label,
+        res.fid,
+        res.consistency.map_or("-".into(), |c| format!("{c:.3}")),
+        res.gflops_per_image,
+        res.unet_s_per_image,
+        res.total_s_per_image
+    );
+    let rd = opt.results_dir.join("rows").join(row.slug());
+    std::fs::create_dir_all(&rd).map_err(io(&rd))?;
+    record.metrics = Some(RowMetrics { fid: m.fid, consistency: m.consistency, clip_s: m.clip_s });
+    write_json(&rd.join("run.json"), &record)?;
+    fd_model::io::copy_atomic(&dir.join("grid.png"), &rd.join("grid.png"))?;
+    Ok(res)
 }
 
 fn pct(v: f64, base: f64) -> String {
@@ -443,16 +527,104 @@ fn opt_fmt(v: Option<f64>, prec: usize) -> String {
     v.map_or("-".into(), |x| format!("{x:.prec$}"))
 }
 
-/// Write `table.md`, `table.csv` and `experiment.json`.
-fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetModel, rows: &[RowResult]) -> Result<()> {
+/// One column of an experiment's table: its header in `table.md` and its name in `table.csv`
+/// (either may be absent), and how a row fills it. A metric is added to the tables here, once.
+struct Column {
+    /// `table.md` header and cell.
+    md: Option<(&'static str, MdCell)>,
+    /// `table.csv` name and value.
+    csv: Option<(&'static str, CsvValue)>,
+}
+
+/// A row's `table.md` cell, given the row it is compared with.
+type MdCell = fn(&RowResult, Option<&RowResult>) -> String;
+
+/// A row's `table.csv` value.
+type CsvValue = fn(&RowResult) -> String;
+
+/// A `table.md`-only column of the change of `f` against the row's baseline.
+macro_rules! delta {
+    ($header:literal, $f:expr) => {
+        Column { md: Some(($header, |r, b| b.map_or(String::new(), |b| pct($f(r), $f(b))))), csv: None }
+    };
+}
+
+fn csv_opt(v: Option<f64>) -> String {
+    v.map_or(String::new(), |x| x.to_string())
+}
+
+/// The columns of `table.md` and `table.csv`, in order.
+const COLUMNS: &[Column] = &[
+    Column { md: Some(("row", |r, _| r.label.clone())), csv: Some(("row", |r| r.label.clone())) },
+    Column { md: Some(("sampler", |r, _| r.sampler.clone())), csv: Some(("sampler", |r| r.sampler.clone())) },
+    Column { md: Some(("T", |r, _| r.steps.to_string())), csv: Some(("steps", |r| r.steps.to_string())) },
+    Column { md: Some(("plan", |r, _| format!("`{}`", r.plan))), csv: Some(("plan", |r| r.plan.clone())) },
+    Column {
+        md: None,
+        csv: Some(("key_steps", |r| r.key_steps.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" "))),
+    },
+    Column { md: None, csv: Some(("parallel", |r| r.parallel.to_string())) },
+    Column { md: Some(("decoding", |r, _| r.decode.clone())), csv: Some(("decode", |r| r.decode.clone())) },
+    Column {
+        md: None,
+        csv: Some(("injection", |r| r.injection.map(|i| format!("{}@{}", i.strength, i.tau)).unwrap_or_default())),
+    },
+    Column { md: None, csv: Some(("n", |r| r.n.to_string())) },
+    Column { md: Some(("FID", |r, _| format!("{:.2}", r.fid))), csv: Some(("fid", |r| r.fid.to_string())) },
+    Column {
+        md: Some(("KID", |r, _| match (r.kid, r.kid_std) {
+            (Some(k), Some(s)) => format!("{k:.4} ± {s:.4}"),
+            _ => "-".into(),
+        })),
+        csv: Some(("kid", |r| csv_opt(r.kid))),
+    },
+    Column { md: None, csv: Some(("kid_std", |r| csv_opt(r.kid_std))) },
+    Column {
+        md: Some(("consistency", |r, _| opt_fmt(r.consistency, 3))),
+        csv: Some(("consistency", |r| csv_opt(r.consistency))),
+    },
+    Column { md: Some(("CLIP-S", |r, _| opt_fmt(r.clip_s, 3))), csv: Some(("clip_s", |r| csv_opt(r.clip_s))) },
+    Column {
+        md: Some(("GFLOPs/img", |r, _| format!("{:.2}", r.gflops_per_image))),
+        csv: Some(("gflops_per_image", |r| r.gflops_per_image.to_string())),
+    },
+    Column {
+        md: Some(("UNet s/img", |r, _| format!("{:.4}", r.unet_s_per_image))),
+        csv: Some(("unet_s_per_image", |r| r.unet_s_per_image.to_string())),
+    },
+    Column {
+        md: Some(("total s/img", |r, _| format!("{:.4}", r.total_s_per_image))),
+        csv: Some(("total_s_per_image", |r| r.total_s_per_image.to_string())),
+    },
+    Column { md: Some(("FTC", |r, _| opt_fmt(r.ftc, 3))), csv: Some(("ftc", |r| csv_opt(r.ftc))) },
+    Column {
+        md: Some(("vs", |r, _| r.baseline.clone().unwrap_or_default())),
+        csv: Some(("baseline", |r| r.baseline.clone().unwrap_or_default())),
+    },
+    Column { md: None, csv: Some(("family", |r| r.family.clone())) },
+    Column { md: None, csv: Some(("parts_resumed", |r| r.parts_resumed.to_string())) },
+    delta!("ΔGFLOPs", |x: &RowResult| x.gflops_per_image),
+    delta!("ΔUNet s", |x: &RowResult| x.unet_s_per_image),
+    delta!("Δtotal s", |x: &RowResult| x.total_s_per_image),
+    delta!("ΔFID", |x: &RowResult| x.fid),
+];
+
+/// `| a | b | ... |` and a newline.
+fn md_line<S: AsRef<str>>(cells: impl Iterator<Item = S>) -> String {
+    let cells: Vec<String> = cells.map(|c| c.as_ref().to_string()).collect();
+    format!("| {} |\n", cells.join(" | "))
+}
+
+/// Write `table.md`, `table.csv` and `experiment.json` ([`COLUMNS`]).
+fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &Denoiser, rows: &[RowResult]) -> Result<()> {
     let by_label: BTreeMap<&str, &RowResult> = rows.iter().map(|r| (r.label.as_str(), r)).collect();
     let m = Machine::current(opt.device);
+    let md_cols: Vec<_> = COLUMNS.iter().filter_map(|c| c.md).collect();
+    let csv_cols: Vec<_> = COLUMNS.iter().filter_map(|c| c.csv).collect();
     let mut md = format!(
         "# {}\n\nModel `{}` ({}), N = {} per row (same seeds and conditions in every row), CFG {}, FID/KID vs `{}` \
          ({}). Machine: {} ({} cores, {} torch threads), device {}.\n\
-         Command: `{}`\n\n\
-         | row | sampler | T | plan | decoding | FID | KID | consistency | CLIP-S | GFLOPs/img | UNet s/img | total s/img | FTC | vs | ΔGFLOPs | ΔUNet s | Δtotal s | ΔFID |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         Command: `{}`\n\n",
         if cfg.title.is_empty() { &cfg.name } else { &cfg.title },
         model.manifest.name,
         cfg.model.display(),
@@ -466,6 +638,8 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetMode
         m.device,
         std::env::args().collect::<Vec<_>>().join(" ")
     );
+    md += &md_line(md_cols.iter().map(|(h, _)| *h));
+    md += &format!("|{}\n", "---|".repeat(md_cols.len()));
     let own: Vec<String> = cfg
         .rows
         .iter()
@@ -477,80 +651,11 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &UNetMode
         md.insert_str(at, &format!("Rows with their own model: {}.\n", own.join(", ")));
     }
     let mut csv = csv::Writer::from_writer(Vec::new());
-    csv.write_record([
-        "row",
-        "sampler",
-        "steps",
-        "plan",
-        "key_steps",
-        "parallel",
-        "decode",
-        "injection",
-        "n",
-        "fid",
-        "kid",
-        "kid_std",
-        "consistency",
-        "clip_s",
-        "gflops_per_image",
-        "unet_s_per_image",
-        "total_s_per_image",
-        "ftc",
-        "baseline",
-        "family",
-        "parts_resumed",
-    ])?;
+    csv.write_record(csv_cols.iter().map(|(name, _)| *name))?;
     for r in rows {
-        let base = r.baseline.as_deref().and_then(|b| by_label.get(b));
-        let d = |f: &dyn Fn(&RowResult) -> f64| base.map_or("".into(), |b| pct(f(r), f(b)));
-        md += &format!(
-            "| {} | {} | {} | `{}` | {} | {:.2} | {} | {} | {} | {:.2} | {:.4} | {:.4} | {} | {} | {} | {} | {} | {} |\n",
-            r.label,
-            r.sampler,
-            r.steps,
-            r.plan,
-            r.decode,
-            r.fid,
-            match (r.kid, r.kid_std) {
-                (Some(k), Some(s)) => format!("{k:.4} ± {s:.4}"),
-                _ => "-".into(),
-            },
-            opt_fmt(r.consistency, 3),
-            opt_fmt(r.clip_s, 3),
-            r.gflops_per_image,
-            r.unet_s_per_image,
-            r.total_s_per_image,
-            opt_fmt(r.ftc, 3),
-            r.baseline.as_deref().unwrap_or(""),
-            d(&|x| x.gflops_per_image),
-            d(&|x| x.unet_s_per_image),
-            d(&|x| x.total_s_per_image),
-            d(&|x| x.fid),
-        );
-        let o = |v: Option<f64>| v.map_or(String::new(), |x| x.to_string());
-        csv.write_record([
-            r.label.clone(),
-            r.sampler.clone(),
-            r.steps.to_string(),
-            r.plan.clone(),
-            r.key_steps.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" "),
-            r.parallel.to_string(),
-            r.decode.clone(),
-            r.injection.map(|i| format!("{}@{}", i.strength, i.tau)).unwrap_or_default(),
-            r.n.to_string(),
-            r.fid.to_string(),
-            o(r.kid),
-            o(r.kid_std),
-            o(r.consistency),
-            o(r.clip_s),
-            r.gflops_per_image.to_string(),
-            r.unet_s_per_image.to_string(),
-            r.total_s_per_image.to_string(),
-            o(r.ftc),
-            r.baseline.clone().unwrap_or_default(),
-            r.family.clone(),
-            r.parts_resumed.to_string(),
-        ])?;
+        let base = r.baseline.as_deref().and_then(|b| by_label.get(b)).copied();
+        md += &md_line(md_cols.iter().map(|(_, cell)| cell(r, base)));
+        csv.write_record(csv_cols.iter().map(|(_, value)| value(r)))?;
     }
     md += "\nFTC = FID x total s/image / consistency (lower is better). Δ columns: change against the row named in `vs`. \
            GFLOPs: torch.utils.flop_counter (2 x MACs) of the UNet graphs actually run, CFG doubling included. \

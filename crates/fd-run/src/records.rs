@@ -18,6 +18,7 @@
 //! [`crate::experiment::ExperimentRecord`].
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::PathBuf;
 
 use fd_model::manifest::{CondSpec, VaeSpec};
@@ -26,7 +27,7 @@ use fd_sched::{CallCounts, ExecOptions, MethodRecord, Timings};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::{Machine, Versions};
-use crate::runner::Shard;
+use crate::{Error, Result};
 
 /// The model a run used: everything of it that can change an image — the SHA-256 of every graph,
 /// the conditioning spec (class count, null id, class names, tokenizer settings), the SHA-256 of
@@ -190,7 +191,7 @@ pub enum Machines {
 /// The metrics an experiment adds to a row's `run.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RowMetrics {
-    pub fid: fd_eval::features::FidResult,
+    pub fid: fd_eval::score::FidResult,
     pub consistency: Option<f64>,
     pub clip_s: Option<f64>,
 }
@@ -268,4 +269,37 @@ impl RunRecord {
 
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
+}
+
+/// `--shard i/n`: this process generates the i-th of n contiguous blocks of parts (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self { index: 0, count: 1 }
+    }
+}
+
+impl Shard {
+    /// Parse `i/n` with 0 <= i < n (Slurm: `--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`).
+    pub fn parse(spec: &str) -> Result<Self> {
+        let err = || Error::Input(format!("--shard `{spec}`: expected i/n with 0 <= i < n, e.g. 0/4"));
+        let (i, n) = spec.split_once('/').ok_or_else(err)?;
+        let (index, count) = (i.trim().parse().map_err(|_| err())?, n.trim().parse().map_err(|_| err())?);
+        if count == 0 || index >= count {
+            return Err(err());
+        }
+        Ok(Self { index, count })
+    }
+
+    /// The part ranges (global sample indices) of this shard, for `n` samples in batches of `batch`.
+    pub fn parts(&self, n: usize, batch: usize) -> Vec<Range<usize>> {
+        let all: Vec<_> = (0..n).step_by(batch.max(1)).map(|s| s..(s + batch).min(n)).collect();
+        let (lo, hi) = (self.index * all.len() / self.count, (self.index + 1) * all.len() / self.count);
+        all[lo..hi].to_vec()
+    }
 }

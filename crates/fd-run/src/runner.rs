@@ -14,52 +14,20 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use fd_model::io::{file_sha256, read_json, read_tensor, tensor_sha1, write_json, write_tensors};
-use fd_model::{Condition, UNetModel};
+use fd_model::{Condition, Denoiser};
 use fd_sched::{CallCounts, SamplingSpec, Timings};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tch::Tensor;
 
 use crate::error::io;
 use crate::lock::FolderLock;
 use crate::machine::{command, Machine, Versions};
+pub use crate::records::Shard;
 use crate::records::{
     Gflops, Machines, ModelIdentity, PartRecord, PartsCount, PerImage, PlanRecord, RunConfig, RunRecord, SamplerRecord,
     TimingsRecord,
 };
 use crate::{Error, Result};
-
-/// `--shard i/n`: this process generates the i-th of n contiguous blocks of parts (0-based).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Default for Shard {
-    fn default() -> Self {
-        Self { index: 0, count: 1 }
-    }
-}
-
-impl Shard {
-    /// Parse `i/n` with 0 <= i < n (Slurm: `--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`).
-    pub fn parse(spec: &str) -> Result<Self> {
-        let err = || Error::Input(format!("--shard `{spec}`: expected i/n with 0 <= i < n, e.g. 0/4"));
-        let (i, n) = spec.split_once('/').ok_or_else(err)?;
-        let (index, count) = (i.trim().parse().map_err(|_| err())?, n.trim().parse().map_err(|_| err())?);
-        if count == 0 || index >= count {
-            return Err(err());
-        }
-        Ok(Self { index, count })
-    }
-
-    /// The part ranges (global sample indices) of this shard, for `n` samples in batches of `batch`.
-    pub fn parts(&self, n: usize, batch: usize) -> Vec<Range<usize>> {
-        let all: Vec<_> = (0..n).step_by(batch.max(1)).map(|s| s..(s + batch).min(n)).collect();
-        let (lo, hi) = (self.index * all.len() / self.count, (self.index + 1) * all.len() / self.count);
-        all[lo..hi].to_vec()
-    }
-}
 
 /// What to do when the output folder already holds a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +43,7 @@ pub enum Existing {
 /// One sampling run to a folder.
 #[derive(Debug)]
 pub struct SampleRun<'a> {
-    pub model: &'a UNetModel,
+    pub model: &'a Denoiser,
     /// Sampler, plan and execution options, resolved once.
     pub spec: &'a SamplingSpec,
     /// One condition per sample (all `n` samples, not only this shard's).
@@ -205,7 +173,7 @@ pub fn read_verified_part(
 
 /// The [`RunConfig`] of a run of `spec` on `model`.
 pub fn run_config(
-    model: &UNetModel,
+    model: &Denoiser,
     spec: &SamplingSpec,
     conds: &[Condition],
     seed: u64,

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fd_model::{CondKind, Condition, LoadOptions, UNetModel};
+use fd_model::{CondKind, Condition, Denoiser, LoadOptions};
 use fd_sched::decode::{DecodeChoice, DecodeMode, RowCost};
 use fd_sched::{ExecOptions, Injection, KeySteps, Plan, PlanSpec, SamplerSpec, SamplingSpec};
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,7 @@ impl SamplingOptions {
 
     /// `--frames` against the model: a video model needs its exported frame count, an image
     /// model takes none.
-    pub fn check_frames(&self, model: &UNetModel) -> Result<()> {
+    pub fn check_frames(&self, model: &Denoiser) -> Result<()> {
         let name = &model.manifest.name;
         match (model.manifest.frames, self.frames) {
             (Some(f), Some(g)) if f == g => Ok(()),
@@ -143,7 +143,7 @@ impl SamplingOptions {
     }
 
     /// The sampler these options name, configured from the model's manifest.
-    pub fn sampler(&self, model: &UNetModel) -> Result<SamplerSpec> {
+    pub fn sampler(&self, model: &Denoiser) -> Result<SamplerSpec> {
         let p = &self.plan;
         let s = SamplerSpec::from_config(&p.sampler, &model.manifest.scheduler, p.eta)?;
         s.build(p.steps).ctx(format!("--scheduler {} --steps {}", p.sampler, p.steps))?;
@@ -153,7 +153,7 @@ impl SamplingOptions {
     /// Resolve against `model` into the run's one [`SamplingSpec`], for batches of `batch`
     /// samples. Sampler, execution options and (for explicit plans) the plan are checked before an
     /// `auto:K` calibration run starts; the decoding mode is decided last ([`decode_choice`]).
-    pub fn resolve(&self, model: &UNetModel, conds: &[Condition], batch: usize) -> Result<SamplingSpec> {
+    pub fn resolve(&self, model: &Denoiser, conds: &[Condition], batch: usize) -> Result<SamplingSpec> {
         self.check_frames(model)?;
         let sampler = self.sampler(model)?;
         let exec = self.exec()?;
@@ -174,7 +174,7 @@ impl SamplingOptions {
 /// [`fd_sched::decode::choose`] picks from the decoder's per-row costs (measured once per
 /// machine, model and rows per step, then read from the cache: [`cached_row_costs`]).
 pub fn decode_choice(
-    model: &UNetModel,
+    model: &Denoiser,
     plan: &Plan,
     mode: DecodeMode,
     cap: usize,
@@ -223,7 +223,7 @@ struct Calibration {
 /// ([`fd_sched::decode::measure_row_costs`], a few seconds), cached under
 /// `$FD_CACHE/decode/` so the same machine, model and batch always get the same choice. An
 /// unreadable cache entry is measured again and replaced.
-pub fn cached_row_costs(model: &UNetModel, rows_per_step: usize) -> Result<Vec<RowCost>> {
+pub fn cached_row_costs(model: &Denoiser, rows_per_step: usize) -> Result<Vec<RowCost>> {
     let g = &model.manifest.graphs;
     let key = CalibrationKey {
         model: model.manifest.name.clone(),
@@ -265,7 +265,7 @@ pub fn cached_row_costs(model: &UNetModel, rows_per_step: usize) -> Result<Vec<R
 /// from evaluation seeds; conditions cycled from `conds`), its modifiers (`+forecast:K`,
 /// `+partial:ID`) applied to the calibrated key steps.
 pub fn resolve_plan(
-    model: &UNetModel,
+    model: &Denoiser,
     sampler: &SamplerSpec,
     steps: usize,
     keys: &PlanSpec,
@@ -294,7 +294,7 @@ pub fn resolve_plan(
 /// else every class of a class-conditioned model, cycled over the samples. A text-conditioned
 /// model without prompts is an error naming `--prompts`.
 pub fn cycle_conditions(
-    model: &UNetModel,
+    model: &Denoiser,
     prompts: Option<&Path>,
     classes: Option<&str>,
     n: usize,
@@ -328,7 +328,7 @@ pub fn cycle_conditions(
 /// Each image is hashed (the hash goes into the run record and is checked when it is read) and
 /// loaded once here, so a wrong size or channel count is reported before any file is written. A
 /// model with a ControlNet needs `control`; a model without one refuses it.
-pub fn with_control(model: &UNetModel, conds: Vec<Condition>, control: Option<&Path>) -> Result<Vec<Condition>> {
+pub fn with_control(model: &Denoiser, conds: Vec<Condition>, control: Option<&Path>) -> Result<Vec<Condition>> {
     let Some(dir) = control else {
         if model.manifest.control.is_some() {
             return Err(Error::Input(format!(
@@ -401,12 +401,12 @@ impl ModelSpec {
 
     /// Load the model; with `deterministic`, libtorch's deterministic switches are set first
     /// (before the device is touched). The one place every command opens a model.
-    pub fn load(&self) -> Result<UNetModel> {
+    pub fn load(&self) -> Result<Denoiser> {
         if self.deterministic {
             fd_model::device::set_deterministic().map_err(|e| Error::Input(format!("--deterministic: {e}")))?;
         }
         let opts = LoadOptions { device: self.device, row_by_row: self.deterministic, ..Default::default() };
-        Ok(UNetModel::load(&self.dir, &opts)?)
+        Ok(Denoiser::load(&self.dir, &opts)?)
     }
 }
 

@@ -4,28 +4,28 @@
 
 use std::path::{Path, PathBuf};
 
-use fd_model::{Condition, UNetModel};
+use fd_model::{Condition, Denoiser};
 use fd_run::runner::{Existing, SampleRun, Shard};
 use fd_run::spec::{cycle_conditions, ModelSpec, PlanOptions, SamplingOptions};
 use fd_sched::decode::DecodeMode;
 use fd_sched::SamplingSpec;
 
-fn load(dir: &str) -> UNetModel {
+fn load(dir: &str) -> Denoiser {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
     ModelSpec::new(&dir, "cpu", false).unwrap().load().unwrap()
 }
 
 /// The tiny fixture (4 latent channels, no PNGs).
-fn tiny() -> UNetModel {
+fn tiny() -> Denoiser {
     load("../fd-model/tests/fixtures/tiny")
 }
 
 /// The committed default model (1-channel 28 px images: PNGs are written).
-fn fmnist() -> UNetModel {
+fn fmnist() -> Denoiser {
     load("../../models/fmnist")
 }
 
-fn spec(model: &UNetModel, conds: &[Condition]) -> SamplingSpec {
+fn spec(model: &Denoiser, conds: &[Condition]) -> SamplingSpec {
     let plan = PlanOptions {
         steps: 8,
         keys: "uniform:3".parse().unwrap(),
@@ -38,7 +38,7 @@ fn spec(model: &UNetModel, conds: &[Condition]) -> SamplingSpec {
 
 /// The run every test makes: seed 3, batches of 2.
 fn sample_run<'a>(
-    model: &'a UNetModel,
+    model: &'a Denoiser,
     spec: &'a SamplingSpec,
     conds: &'a [Condition],
     out: &'a Path,
@@ -48,7 +48,7 @@ fn sample_run<'a>(
     SampleRun { model, spec, conds, seed: 3, batch: 2, shard, out, existing }
 }
 
-fn run_to(model: &UNetModel, spec: &SamplingSpec, conds: &[Condition], out: &Path, shard: Shard, existing: Existing) {
+fn run_to(model: &Denoiser, spec: &SamplingSpec, conds: &[Condition], out: &Path, shard: Shard, existing: Existing) {
     sample_run(model, spec, conds, out, shard, existing).run_and_record(&indicatif::ProgressBar::hidden()).unwrap();
 }
 

@@ -10,7 +10,7 @@
 use std::str::FromStr;
 use std::time::Instant;
 
-use fd_model::UNetModel;
+use fd_model::Denoiser;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -122,7 +122,7 @@ pub fn max_steps_per_call(plan: &Plan) -> usize {
 /// only while the larger call is cheaper per row by [`MIN_GAIN`] (so a CPU where batching does not
 /// pay measures two sizes). Inputs are fixed (seed 0 noise, the unconditional embedding, t = half
 /// the training range); each size is run once untimed, then the faster of two timed calls counts.
-pub fn measure_row_costs(model: &UNetModel, rows_per_step: usize) -> Result<Vec<RowCost>> {
+pub fn measure_row_costs(model: &Denoiser, rows_per_step: usize) -> Result<Vec<RowCost>> {
     let m = &model.manifest;
     let r = rows_per_step as i64;
     let shape: Vec<i64> = std::iter::once(r).chain(m.sample_shape()).collect();
@@ -157,7 +157,7 @@ pub fn measure_row_costs(model: &UNetModel, rows_per_step: usize) -> Result<Vec<
     Ok(costs)
 }
 
-fn model_train_steps(model: &UNetModel) -> usize {
+fn model_train_steps(model: &Denoiser) -> usize {
     model.manifest.scheduler.get("num_train_timesteps").and_then(|v| v.as_u64()).unwrap_or(1000) as usize
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use fd_model::{Cond, UNetModel};
+use fd_model::{Cond, Denoiser};
 use tch::{Kind, Tensor};
 
 use crate::methods::Plan;
@@ -55,7 +55,7 @@ impl std::fmt::Debug for Hooks<'_, '_> {
 /// Run `plan` with `scheduler` on `model`: checks the inputs against the model and the options,
 /// builds the step context and runs the plan's method ([`crate::methods::CachingMethod::run`]).
 pub fn sample(
-    model: &UNetModel,
+    model: &Denoiser,
     scheduler: &mut dyn Scheduler,
     plan: &Plan,
     opts: &ExecOptions,
@@ -124,6 +124,6 @@ pub fn sample(
 
 /// Whether `model` can run `plan` under `guidance` (its graphs, its kind, CFG): checked before
 /// any run writes a file.
-pub fn check_plan(model: &UNetModel, plan: &Plan, guidance: f64) -> Result<()> {
+pub fn check_plan(model: &Denoiser, plan: &Plan, guidance: f64) -> Result<()> {
     plan.spec.method().check(model, guidance)
 }

@@ -1,7 +1,7 @@
 //! Batches of samples with per-sample seeds and conditioning: what every command calls. A sample's
 //! image depends only on its seed and prompt/class, never on batch size.
 
-use fd_model::{Condition, UNetModel};
+use fd_model::{Condition, Denoiser};
 use tch::Tensor;
 
 use crate::decode::DecodeChoice;
@@ -59,14 +59,14 @@ impl SamplingSpec {
     }
 
     /// Generate one batch: samples with `seeds[i]` and `conds[i]`.
-    pub fn generate(&self, model: &UNetModel, seeds: &[u64], conds: &[Condition]) -> Result<BatchOutput> {
+    pub fn generate(&self, model: &Denoiser, seeds: &[u64], conds: &[Condition]) -> Result<BatchOutput> {
         self.generate_observed(model, seeds, conds, None)
     }
 
     /// [`SamplingSpec::generate`] with a feature observer (see [`Hooks::observe`]).
     pub fn generate_observed(
         &self,
-        model: &UNetModel,
+        model: &Denoiser,
         seeds: &[u64],
         conds: &[Condition],
         observe: Option<&mut dyn FnMut(&StepFeatures<'_>)>,

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fd_model::{Cond, EncoderFeatures, UNetModel};
+use fd_model::{Cond, Denoiser, EncoderFeatures};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -115,7 +115,7 @@ impl CallCounts {
 
     /// GFLOPs of the UNet work executed per image: rows x per-row FLOPs of each graph
     /// (torch.utils.flop_counter at export, 2 x MACs), CFG batch doubling included.
-    pub fn gflops_per_image(&self, model: &UNetModel, images: usize) -> f64 {
+    pub fn gflops_per_image(&self, model: &Denoiser, images: usize) -> f64 {
         let f: f64 = self.rows.iter().map(|(g, &r)| r as f64 * model.manifest.flops(g) as f64).sum();
         f / images as f64 / 1e9
     }
@@ -149,7 +149,7 @@ pub(crate) struct KeyFeatures {
 /// What every step of a run needs: the model, the scheduler and the plan, the run's options,
 /// z_T and step noise, and the accounting every loop adds to.
 pub(crate) struct StepCtx<'a, 'n> {
-    pub model: &'a UNetModel,
+    pub model: &'a Denoiser,
     pub scheduler: &'a mut dyn Scheduler,
     /// The plan's label, for errors.
     pub plan_label: String,

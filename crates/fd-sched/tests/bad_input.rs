@@ -2,16 +2,16 @@
 
 use std::path::PathBuf;
 
-use fd_model::{LoadOptions, UNetModel};
+use fd_model::{Denoiser, LoadOptions};
 use fd_sched::{sample, ExecOptions, Hooks, Plan, SampleInput, SamplerSpec};
 use tch::{Device, Kind, Tensor};
 
-fn tiny() -> UNetModel {
+fn tiny() -> Denoiser {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fd-model/tests/fixtures/tiny");
-    UNetModel::load(dir, &LoadOptions::default()).unwrap()
+    Denoiser::load(dir, &LoadOptions::default()).unwrap()
 }
 
-fn run(model: &UNetModel, noise: &Tensor, opts: &ExecOptions) -> String {
+fn run(model: &Denoiser, noise: &Tensor, opts: &ExecOptions) -> String {
     let m = &model.manifest;
     let mut sched = SamplerSpec::from_config("ddim", &m.scheduler, 0.0).and_then(|s| s.build(8)).unwrap();
     let plan = Plan::parse("uniform:2", 8).unwrap();

@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use fd_model::Condition;
-use fd_model::{LoadOptions, UNetModel};
+use fd_model::{Denoiser, LoadOptions};
 use fd_sched::tch::Tensor;
 use fd_sched::{ExecOptions, KeySteps, Plan};
 
 /// Sample the export reference's seeds and classes with fd and compare to the diffusers loop.
 fn check_against_export_reference(model_dir: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models").join(model_dir);
-    let model = UNetModel::load(&dir, &LoadOptions::default()).unwrap();
+    let model = Denoiser::load(&dir, &LoadOptions::default()).unwrap();
     let r: HashMap<String, Tensor> =
         Tensor::read_safetensors(dir.join("reference_ddim50_cfg3.safetensors")).unwrap().into_iter().collect();
     let seeds: Vec<u64> = Vec::<i64>::try_from(&r["seeds"]).unwrap().into_iter().map(|s| s as u64).collect();

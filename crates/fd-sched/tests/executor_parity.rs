@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use fd_model::{LoadOptions, UNetModel};
+use fd_model::{Denoiser, LoadOptions};
 use fd_sched::tch::{Kind, Tensor};
 use fd_sched::{sample, ExecOptions, InjectWhen, Injection, Plan, PlanSpec, SampleInput};
 
@@ -15,13 +15,13 @@ fn here() -> PathBuf {
 }
 
 struct Setup {
-    model: UNetModel,
+    model: Denoiser,
     golden: HashMap<String, Tensor>,
     cases: serde_json::Value,
 }
 
 fn setup() -> Setup {
-    let model = UNetModel::load(here().join("../fd-model/tests/fixtures/tiny"), &LoadOptions::default()).unwrap();
+    let model = Denoiser::load(here().join("../fd-model/tests/fixtures/tiny"), &LoadOptions::default()).unwrap();
     let golden =
         Tensor::read_safetensors(here().join("tests/fixtures/sampling.safetensors")).unwrap().into_iter().collect();
     let cases =

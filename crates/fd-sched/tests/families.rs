@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use fd_model::{Condition, ControlImage, LoadOptions, UNetModel};
+use fd_model::{Condition, ControlImage, Denoiser, LoadOptions};
 use fd_sched::tch::{Kind, Tensor};
 use fd_sched::{sample, ExecOptions, InjectWhen, Injection, Plan, SampleInput, SamplerSpec};
 
@@ -26,7 +26,7 @@ fn root() -> PathBuf {
 
 struct Family {
     dir: PathBuf,
-    model: UNetModel,
+    model: Denoiser,
     r: HashMap<String, Tensor>,
     meta: serde_json::Value,
 }
@@ -39,7 +39,7 @@ fn family(name: &str) -> Family {
         root().display(),
         root().display()
     );
-    let model = UNetModel::load(dir.join("model"), &LoadOptions::default()).unwrap();
+    let model = Denoiser::load(dir.join("model"), &LoadOptions::default()).unwrap();
     let r = Tensor::read_safetensors(dir.join("reference.safetensors")).unwrap().into_iter().collect();
     let meta = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
     Family { dir, model, r, meta }
@@ -580,7 +580,7 @@ fn default_model_runtime_key_steps_match_the_reference() {
 /// The committed default model with the fmnist-tome fixture's seeds, classes and sampler: the
 /// inputs of the default-model peer-method checks above.
 struct DefaultRun {
-    m: UNetModel,
+    m: Denoiser,
     steps: usize,
     spec: SamplerSpec,
     seeds: Vec<u64>,
@@ -592,7 +592,7 @@ struct DefaultRun {
 
 fn default_run(f: &Family) -> DefaultRun {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist");
-    let m = UNetModel::load(&dir, &LoadOptions::default()).unwrap();
+    let m = Denoiser::load(&dir, &LoadOptions::default()).unwrap();
     let meta = &f.meta;
     let steps = meta["steps"].as_u64().unwrap() as usize;
     let spec = SamplerSpec::from_config("ddim", &m.manifest.scheduler, 0.0).unwrap();

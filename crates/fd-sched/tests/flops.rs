@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use fd_model::{LoadOptions, UNetModel};
+use fd_model::{Denoiser, LoadOptions};
 use fd_sched::{ExecOptions, KeySteps, Plan};
 
 #[test]
@@ -31,7 +31,7 @@ fn sd15_50ls_over_baseline_matches_the_paper_ratio() {
 #[test]
 fn static_count_equals_executed_count() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fd-model/tests/fixtures/tiny");
-    let model = UNetModel::load(&dir, &LoadOptions::default()).unwrap();
+    let model = Denoiser::load(&dir, &LoadOptions::default()).unwrap();
     let m = &model.manifest;
     for keys in ["none", "50ls", "uniform:3"] {
         let plan = Plan::new(KeySteps::parse(keys).unwrap(), 20).unwrap();

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use fd_eval::features::KidOptions;
+use fd_eval::score::KidOptions;
 use fd_model::io::write_json;
 
 /// Lock the sample folder while its metrics and feature caches are written (a missing folder is

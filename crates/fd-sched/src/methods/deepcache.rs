@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use fd_model::UNetModel;
+use fd_model::Denoiser;
 use tch::Tensor;
 
 use super::propagation::KeySchedule;
@@ -82,7 +82,7 @@ fn parse(body: &str, block: bool) -> Result<PlanSpec> {
 impl DeepCache {
     /// The model's DeepCache graphs this plan runs (their manifest key), or an error naming what
     /// the model lacks.
-    fn graphs(&self, model: &UNetModel) -> Result<String> {
+    fn graphs(&self, model: &Denoiser) -> Result<String> {
         Ok(match self.cut {
             Cut::Id(id) => model.deepcache_key_for_id(id.unwrap_or(0))?,
             Cut::Block(b) => model.deepcache_key_for_block(b)?,
@@ -118,7 +118,7 @@ impl CachingMethod for DeepCache {
         Some(KeySteps::Uniform(self.interval))
     }
 
-    fn check(&self, model: &UNetModel, _guidance: f64) -> Result<()> {
+    fn check(&self, model: &Denoiser, _guidance: f64) -> Result<()> {
         self.graphs(model).map(|_| ())
     }
 

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use fd_model::UNetModel;
+use fd_model::Denoiser;
 use tch::Tensor;
 
 use super::step_cache::{self, Rule};
@@ -56,7 +56,7 @@ impl CachingMethod for FbCache {
         true
     }
 
-    fn check(&self, model: &UNetModel, _guidance: f64) -> Result<()> {
+    fn check(&self, model: &Denoiser, _guidance: f64) -> Result<()> {
         step_cache::indicator(model, Rule::FbCache, self.residual, &self.to_string()).map(|_| ())
     }
 

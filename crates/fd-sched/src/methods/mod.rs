@@ -16,7 +16,7 @@ use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
 
-use fd_model::UNetModel;
+use fd_model::Denoiser;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tch::Tensor;
 
@@ -66,7 +66,7 @@ pub struct MethodInfo {
     /// The parser of the text after `name:` (the whole plan part for encoder propagation).
     parse: fn(&str) -> Result<PlanSpec>,
     /// What this model's export offers the method (`fd info`), or None when it cannot run it.
-    pub offered: fn(&UNetModel) -> Option<String>,
+    pub offered: fn(&Denoiser) -> Option<String>,
 }
 
 /// The method table: every caching method fd runs, in the order `--keys` help lists them.
@@ -380,7 +380,7 @@ pub(crate) trait CachingMethod {
 
     /// Whether `model` can run this plan with `guidance` (its graphs, its kind, CFG): checked
     /// before any run writes a file.
-    fn check(&self, _model: &UNetModel, _guidance: f64) -> Result<()> {
+    fn check(&self, _model: &Denoiser, _guidance: f64) -> Result<()> {
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 //! blocks after the state, the head the final layer on every row; the cache is always the body's
 //! token residual.
 
-use fd_model::UNetModel;
+use fd_model::Denoiser;
 use tch::{Device, Kind, Tensor};
 
 use super::{refuse, refuse_hooks, Observer};
@@ -50,7 +50,7 @@ pub(crate) enum Indicator {
 /// The indicator `rule` reads on `model`, or an error naming the plan part `part` and what the
 /// model lacks (a 2-D UNet or a DiT, the probe graph and polynomial, a DeepCache shallow encoder,
 /// equal in and out channels for the residual form).
-pub(crate) fn indicator(model: &UNetModel, rule: Rule, residual: bool, part: &str) -> Result<Indicator> {
+pub(crate) fn indicator(model: &Denoiser, rule: Rule, residual: bool, part: &str) -> Result<Indicator> {
     let m = &model.manifest;
     let name = rule.name();
     let no_poly = || {

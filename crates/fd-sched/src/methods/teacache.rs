@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use fd_model::UNetModel;
+use fd_model::Denoiser;
 use tch::Tensor;
 
 use super::step_cache::{self, Rule};
@@ -66,7 +66,7 @@ impl CachingMethod for TeaCache {
         true
     }
 
-    fn check(&self, model: &UNetModel, _guidance: f64) -> Result<()> {
+    fn check(&self, model: &Denoiser, _guidance: f64) -> Result<()> {
         step_cache::indicator(model, Rule::TeaCache, self.residual, &self.to_string()).map(|_| ())
     }
 

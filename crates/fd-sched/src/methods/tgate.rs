@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use fd_model::UNetModel;
+use fd_model::Denoiser;
 use tch::{Kind, Tensor};
 
 use super::{field, refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
@@ -114,7 +114,7 @@ impl CachingMethod for TGate {
         Ok(())
     }
 
-    fn check(&self, model: &UNetModel, guidance: f64) -> Result<()> {
+    fn check(&self, model: &Denoiser, guidance: f64) -> Result<()> {
         let m = &model.manifest;
         let part = format!("tgate:{}", self.gate_step);
         if m.tgate.is_none() {

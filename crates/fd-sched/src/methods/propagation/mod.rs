@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use fd_model::{EncoderFeatures, UNetModel};
+use fd_model::{Denoiser, EncoderFeatures};
 use tch::Tensor;
 
 use super::Plan;
@@ -151,7 +151,7 @@ impl CachingMethod for Propagation {
         }
     }
 
-    fn check(&self, model: &UNetModel, _guidance: f64) -> Result<()> {
+    fn check(&self, model: &Denoiser, _guidance: f64) -> Result<()> {
         if let Reuse::Partial { id } = self.reuse {
             model.deepcache_key_for_id(id).map_err(|e| refuse(format!("+partial:{id}"), e.to_string()))?;
         }

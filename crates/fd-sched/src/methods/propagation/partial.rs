@@ -2,7 +2,7 @@
 //! (conv_in and the down-path layers before its cut) is recomputed on the step's own latents and
 //! its skips replace the key step's; the deeper skips and the mid block are propagated.
 
-use fd_model::{EncoderFeatures, UNetModel};
+use fd_model::{Denoiser, EncoderFeatures};
 use tch::Tensor;
 
 use super::Calibrator;
@@ -18,7 +18,7 @@ pub(crate) struct Partial {
 
 impl Partial {
     /// The model's graphs for DeepCache id `id`, or an error naming what it lacks.
-    pub fn new(model: &UNetModel, id: usize) -> Result<Self> {
+    pub fn new(model: &Denoiser, id: usize) -> Result<Self> {
         let key = model.deepcache_key_for_id(id)?;
         let graph = fd_model::manifest::deepcache_graph(&key, "shallow_encoder");
         Ok(Self { key, graph })

@@ -7,6 +7,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+mod deepcache;
+mod stepcache;
+mod teacache;
+mod tgate;
+
+pub use deepcache::{deepcache_graph, DeepCacheSpec};
+pub use stepcache::STEPCACHE_GRAPHS;
+pub use teacache::TeaCacheSpec;
+pub use tgate::{TGateSpec, TGATE_GRAPHS};
+
 /// The manifest schema `fd_export` writes (`experiments/fd_export/schema.py`;
 /// `experiments/tests/test_export.py` fails if the two numbers differ). This build also reads
 /// version 1 (written before 2026-12-02: no `family`, `prepare`, `cond.tokenizer_2`, `vae.dtype`),
@@ -268,74 +278,6 @@ pub struct TokenizerSpec {
     pub lowercase: bool,
 }
 
-/// One DeepCache branch: the shallow path recomputed at cached steps.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeepCacheSpec {
-    /// Number of leading skip tensors the shallow path produces and consumes.
-    pub shallow_skips: usize,
-    /// Per-sample shape of the cached deep feature (input of the first up layer after the cut).
-    pub cache_shape: Vec<i64>,
-    /// DeepCache's own `cache_branch_id` these graphs compute (block = id / 3, layer = id % 3).
-    /// Absent in exports before 2026-12-02, whose block-level keys it is derived for
-    /// ([`Manifest::deepcache_id`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_branch_id: Option<usize>,
-}
-
-/// T-GATE's graphs: the whole UNet with every attention layer's output computed (and returned) or
-/// read from an input. `tgate_capture(sample, emb, cond) -> (out, cross..., self...)`,
-/// `tgate_sa_reuse(.., self...) -> out`, `tgate_ca_reuse(.., cross...) -> (out, self...)`,
-/// `tgate_both_reuse(.., cross..., self...) -> out`.
-pub const TGATE_GRAPHS: [&str; 4] = ["tgate_capture", "tgate_sa_reuse", "tgate_ca_reuse", "tgate_both_reuse"];
-
-/// A DiT's TeaCache / First-Block Cache graphs (fd_export/dit.py): the token stream cut at the
-/// patch embedding, after the first block and after the last. `stepcache_embed(sample, emb, cond)
-/// -> (h0, TeaCache's indicator)`, `stepcache_first(h0, ..) -> h1`, `stepcache_rest(h1, ..) -> hL`,
-/// `stepcache_head(hL, ..) -> output`; tokens as [B, D, H/p, W/p] grids.
-pub const STEPCACHE_GRAPHS: [&str; 4] = ["stepcache_embed", "stepcache_first", "stepcache_rest", "stepcache_head"];
-
-/// The attention layers T-GATE caches, in the order its graphs take and return them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TGateSpec {
-    /// Cross-attention layers (diffusers module names, `...attn2`).
-    pub cross_layers: Vec<String>,
-    /// Self-attention layers (`...attn1`).
-    pub self_layers: Vec<String>,
-    /// Per-sample output shape [tokens, channels] of each cross-attention layer.
-    pub cross_shapes: Vec<Vec<i64>>,
-    /// Per-sample output shape of each self-attention layer.
-    pub self_shapes: Vec<Vec<i64>>,
-}
-
-/// TeaCache's rescaling of its indicator on this model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TeaCacheSpec {
-    /// Polynomial coefficients, highest power first (numpy.poly1d's order, as TeaCache's
-    /// `rescale_func`): the indicator's relative L1 change -> the model output's, fitted per model.
-    pub coefficients: Vec<f64>,
-    /// How the coefficients were fitted (sampler, steps, guidance, samples, seed, R^2), or None
-    /// when given by hand.
-    #[serde(default)]
-    pub fit: Option<serde_json::Value>,
-}
-
-impl TeaCacheSpec {
-    /// The polynomial at `x` (Horner, f64).
-    pub fn rescale(&self, x: f64) -> f64 {
-        self.coefficients.iter().fold(0.0, |acc, c| acc * x + c)
-    }
-}
-
-/// Name of a DeepCache graph: `deepcache{b}_{part}` for a block-level key, `deepcache_{key}_{part}`
-/// otherwise.
-pub fn deepcache_graph(key: &str, part: &str) -> String {
-    if key.bytes().all(|c| c.is_ascii_digit()) {
-        format!("deepcache{key}_{part}")
-    } else {
-        format!("deepcache_{key}_{part}")
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VaeSpec {
     pub scaling_factor: f64,
@@ -379,7 +321,24 @@ impl Manifest {
         Ok(m)
     }
 
+    /// Every check of a loaded manifest, section by section; the first problem found, in words.
     fn validate(&self) -> std::result::Result<(), String> {
+        self.check_structure()?;
+        self.check_kind()?;
+        self.check_types()?;
+        self.check_cond()?;
+        self.check_prepare()?;
+        // each caching method's section, beside its spec
+        stepcache::validate(self)?;
+        tgate::validate(self)?;
+        teacache::validate(self)?;
+        deepcache::validate(self)?;
+        self.check_numbers()?;
+        Ok(())
+    }
+
+    /// Checks the required graphs, the feature ranks, frames and guidance channels.
+    fn check_structure(&self) -> std::result::Result<(), String> {
         for g in REQUIRED_GRAPHS {
             if !self.graphs.contains_key(g) {
                 return Err(format!("required graph `{g}` not listed under `graphs`"));
@@ -402,6 +361,11 @@ impl Manifest {
         if let Some(g) = self.guidance_channels.filter(|&g| !(1..=self.in_channels).contains(&g)) {
             return Err(format!("guidance_channels {g} outside 1..={}", self.in_channels));
         }
+        Ok(())
+    }
+
+    /// Checks what the model kind requires (a UNet's skips, a DiT's split and class conditioning).
+    fn check_kind(&self) -> std::result::Result<(), String> {
         match self.kind {
             ModelKind::Unet2d | ModelKind::Unet3d => {
                 if self.skip_shapes.is_empty() {
@@ -436,6 +400,11 @@ impl Manifest {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Checks output channels, dtype and prediction type.
+    fn check_types(&self) -> std::result::Result<(), String> {
         if self.out_channels != self.in_channels && self.out_channels != 2 * self.in_channels {
             return Err(format!(
                 "out_channels {} must equal in_channels {} (or twice it: a learned variance)",
@@ -448,6 +417,11 @@ impl Manifest {
         if !matches!(self.prediction_type.as_str(), "epsilon" | "v_prediction" | "sample") {
             return Err(format!("prediction_type `{}` not one of epsilon, v_prediction, sample", self.prediction_type));
         }
+        Ok(())
+    }
+
+    /// Checks the conditioning: classes, prompts and tokenizers.
+    fn check_cond(&self) -> std::result::Result<(), String> {
         match self.cond.kind {
             CondKind::Class => {
                 let (Some(n), Some(null)) = (self.cond.num_classes, self.cond.null_id) else {
@@ -475,6 +449,11 @@ impl Manifest {
         if self.cond.kind != CondKind::Text && (self.cond.tokenizer_2.is_some() || self.cond.pooled_dim.is_some()) {
             return Err("cond.tokenizer_2 / cond.pooled_dim need cond.kind=text".into());
         }
+        Ok(())
+    }
+
+    /// Checks added conditioning (`prepare`) and the ControlNet (`control`).
+    fn check_prepare(&self) -> std::result::Result<(), String> {
         if let Some(p) = &self.prepare {
             if !self.graphs.contains_key("cond_prepare") {
                 return Err("`prepare` needs a `cond_prepare` graph".into());
@@ -516,48 +495,11 @@ impl Manifest {
                 return Err("control needs cond.kind=text".into());
             }
         }
-        let steps = STEPCACHE_GRAPHS.iter().filter(|g| self.graphs.contains_key(**g)).count();
-        if steps != 0 && (steps != STEPCACHE_GRAPHS.len() || self.kind != ModelKind::Dit) {
-            return Err(format!("the graphs {STEPCACHE_GRAPHS:?} come all together, on a DiT"));
-        }
-        let probe = self.graphs.contains_key("teacache_probe") || steps != 0;
-        if self.teacache.is_some() != probe {
-            return Err(
-                "`teacache` and its indicator graph (`teacache_probe`, or a DiT's `stepcache_embed`) must be given together"
-                    .into(),
-            );
-        }
-        if TGATE_GRAPHS.iter().any(|g| self.graphs.contains_key(*g) != self.tgate.is_some()) {
-            return Err(format!("`tgate` and the graphs {TGATE_GRAPHS:?} must be given together"));
-        }
-        if let Some(t) = &self.tgate {
-            if t.cross_layers.is_empty()
-                || t.cross_layers.len() != t.cross_shapes.len()
-                || t.self_layers.len() != t.self_shapes.len()
-            {
-                return Err("tgate: one shape per layer and at least one cross-attention layer expected".into());
-            }
-        }
-        if let Some(t) = &self.teacache {
-            if t.coefficients.is_empty() || t.coefficients.iter().any(|c| !c.is_finite()) {
-                return Err(format!("teacache.coefficients {:?}: expected finite numbers", t.coefficients));
-            }
-        }
-        for (b, spec) in &self.deepcache {
-            for part in ["shallow_encoder", "deep_decoder", "shallow_decoder"] {
-                let g = deepcache_graph(b, part);
-                if !self.graphs.contains_key(&g) {
-                    return Err(format!("deepcache entry `{b}` lists no `{g}` graph"));
-                }
-            }
-            if spec.shallow_skips == 0 || spec.shallow_skips > self.skip_shapes.len() {
-                return Err(format!(
-                    "deepcache branch {b}: shallow_skips {} outside 1..={}",
-                    spec.shallow_skips,
-                    self.skip_shapes.len()
-                ));
-            }
-        }
+        Ok(())
+    }
+
+    /// Checks the scheduler's training steps, the VAE and every size.
+    fn check_numbers(&self) -> std::result::Result<(), String> {
         match self.scheduler.get("num_train_timesteps").map(|v| v.as_u64()) {
             None => {}
             Some(Some(n)) if (1..=1_000_000).contains(&n) => {}

@@ -1,0 +1,159 @@
+//! One TorchScript graph of a model folder: how it is called (whole batch or row by row) and
+//! how its errors name the graph and file.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use tch::{CModule, IValue, Tensor};
+
+use crate::{Error, Result};
+
+/// One graph: a method of a loaded TorchScript module (modules are shared between graphs).
+#[derive(Debug)]
+pub(crate) struct Graph {
+    pub(crate) module: Rc<CModule>,
+    /// The manifest's name for the graph, the file it was loaded from and the method called.
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    pub(crate) method: String,
+    /// See [`LoadOptions::row_by_row`].
+    pub(crate) row_by_row: bool,
+}
+
+/// Row `i` of every batched tensor in an input (tensors whose first dimension is `b`).
+pub(crate) fn row_of(v: &IValue, i: i64, b: i64) -> Result<IValue, tch::TchError> {
+    Ok(match v {
+        IValue::Tensor(t) if t.dim() > 0 && t.size()[0] == b => IValue::Tensor(t.narrow(0, i, 1)),
+        IValue::Tensor(t) => IValue::Tensor(t.shallow_clone()),
+        IValue::TensorList(v) => IValue::TensorList(
+            v.iter()
+                .map(|t| if t.size().first() == Some(&b) { t.narrow(0, i, 1) } else { t.shallow_clone() })
+                .collect(),
+        ),
+        IValue::Tuple(v) => IValue::Tuple(v.iter().map(|x| row_of(x, i, b)).collect::<Result<_, _>>()?),
+        IValue::GenericList(v) => IValue::GenericList(v.iter().map(|x| row_of(x, i, b)).collect::<Result<_, _>>()?),
+        IValue::None => IValue::None,
+        IValue::Int(x) => IValue::Int(*x),
+        IValue::Double(x) => IValue::Double(*x),
+        IValue::Bool(x) => IValue::Bool(*x),
+        other => return Err(tch::TchError::Kind(format!("row-by-row call: unsupported graph input {other:?}"))),
+    })
+}
+
+/// Concatenate per-row outputs along the batch dimension (tensors, tuples and lists of them).
+pub(crate) fn cat_rows(outs: Vec<IValue>) -> Result<IValue, tch::TchError> {
+    let bad = || tch::TchError::Kind("row-by-row call: graph outputs differ in structure".into());
+    match outs.first() {
+        Some(IValue::Tensor(_)) => {
+            let ts = outs.into_iter().map(|o| if let IValue::Tensor(t) = o { Ok(t) } else { Err(bad()) });
+            Ok(IValue::Tensor(Tensor::cat(&ts.collect::<Result<Vec<_>, _>>()?, 0)))
+        }
+        Some(IValue::Tuple(first)) | Some(IValue::GenericList(first)) => {
+            let tuple = matches!(outs[0], IValue::Tuple(_));
+            let k = first.len();
+            let mut cols: Vec<Vec<IValue>> = (0..k).map(|_| Vec::with_capacity(outs.len())).collect();
+            for o in outs {
+                let (IValue::Tuple(v) | IValue::GenericList(v)) = o else { return Err(bad()) };
+                if v.len() != k {
+                    return Err(bad());
+                }
+                for (c, x) in cols.iter_mut().zip(v) {
+                    c.push(x);
+                }
+            }
+            let v = cols.into_iter().map(cat_rows).collect::<Result<Vec<_>, _>>()?;
+            Ok(if tuple { IValue::Tuple(v) } else { IValue::GenericList(v) })
+        }
+        Some(IValue::TensorList(first)) => {
+            let k = first.len();
+            let mut cols: Vec<Vec<Tensor>> = (0..k).map(|_| Vec::new()).collect();
+            for o in outs {
+                let IValue::TensorList(v) = o else { return Err(bad()) };
+                for (c, x) in cols.iter_mut().zip(v) {
+                    c.push(x);
+                }
+            }
+            Ok(IValue::TensorList(cols.iter().map(|c| Tensor::cat(c, 0)).collect()))
+        }
+        _ => Err(bad()),
+    }
+}
+
+impl Graph {
+    pub(crate) fn call(&self, inputs: &[IValue]) -> Result<IValue, tch::TchError> {
+        if self.method == "forward" {
+            self.module.forward_is(inputs)
+        } else {
+            self.module.method_is(&self.method, inputs)
+        }
+    }
+
+    pub(crate) fn forward_ts(&self, inputs: &[Tensor]) -> Result<Tensor> {
+        let iv: Vec<IValue> = inputs.iter().map(|t| IValue::Tensor(t.shallow_clone())).collect();
+        match self.forward_is(&iv)? {
+            IValue::Tensor(t) => Ok(t),
+            other => Err(self.error(tch::TchError::Kind(format!("returned {other:?}, expected a tensor")))),
+        }
+    }
+
+    /// A libtorch failure of this graph as one line naming the graph, its file and method; the
+    /// full libtorch message (often a long TorchScript trace) goes to the debug log.
+    pub(crate) fn error(&self, e: tch::TchError) -> Error {
+        let full = e.to_string();
+        log::debug!("graph `{}` ({}, method `{}`): {full}", self.name, self.path.display(), self.method);
+        Error::GraphCall {
+            graph: self.name.clone(),
+            path: self.path.clone(),
+            method: self.method.clone(),
+            msg: first_line(&full),
+        }
+    }
+
+    pub(crate) fn forward_is(&self, inputs: &[IValue]) -> Result<IValue> {
+        self.forward_is_raw(inputs).map_err(|e| self.error(e))
+    }
+
+    pub(crate) fn forward_is_raw(&self, inputs: &[IValue]) -> Result<IValue, tch::TchError> {
+        let b = match inputs.first() {
+            Some(IValue::Tensor(t)) if self.row_by_row && t.dim() > 0 => t.size()[0],
+            _ => 1,
+        };
+        if b <= 1 {
+            return self.call(inputs);
+        }
+        let outs = (0..b)
+            .map(|i| self.call(&inputs.iter().map(|v| row_of(v, i, b)).collect::<Result<Vec<_>, _>>()?))
+            .collect::<Result<Vec<_>, _>>()?;
+        cat_rows(outs)
+    }
+}
+
+/// A graph's output as its tensors (one, or a tuple's); an error naming `graph` when it has none.
+pub(crate) fn tensors_out(graph: &str, out: IValue) -> Result<Vec<Tensor>> {
+    let ts: Vec<Tensor> = match out {
+        IValue::Tuple(items) => {
+            items.into_iter().filter_map(|v| if let IValue::Tensor(t) = v { Some(t) } else { None }).collect()
+        }
+        IValue::Tensor(t) => vec![t],
+        _ => Vec::new(),
+    };
+    if ts.is_empty() {
+        return Err(Error::Shape { what: format!("{graph} output"), expected: "tensors".into(), found: "none".into() });
+    }
+    Ok(ts)
+}
+
+pub(crate) fn first_line(s: &str) -> String {
+    summarize_torch_error(s)
+}
+
+/// One line of a libtorch error: the last `...Error: message` line of a TorchScript trace (what
+/// actually went wrong), else the first non-empty line.
+pub fn summarize_torch_error(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let error_line = lines.iter().rev().find_map(|l| {
+        let (kind, msg) = l.split_once(": ")?;
+        (kind.ends_with("Error") && !kind.contains(' ') && !msg.is_empty()).then(|| format!("{kind}: {msg}"))
+    });
+    error_line.unwrap_or_else(|| lines.first().map_or(s.trim(), |l| l).to_string())
+}
