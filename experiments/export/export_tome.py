@@ -19,7 +19,8 @@ import argparse
 import json
 
 from fd_export import cli
-from fd_export.tome import export_tome, settings_from, tome_args
+from fd_export.export import export_tome
+from fd_export.tome import settings_from, tome_args
 
 
 def main():

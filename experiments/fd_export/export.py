@@ -3,14 +3,17 @@ fd_export.graphs) plus manifest.json (shapes, conditioning, scheduler config, pe
 1, SHA-256 of every file). Every file is written to a temp name and renamed."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from .errors import ExportError
 from .flops import count_flops, n_params
-from .folder import WEIGHTS_FILE, save_unet_weights, sha256, write_manifest
+from .folder import WEIGHTS_FILE, load_unet, save_unet_weights, sha256, write_manifest
 from .forms import unet_form
 from .graphs import (
     AnalysisDecoder,
@@ -258,3 +261,47 @@ def export_model(
     return manifest
 
 
+def export_tome(model_dir: str, out: str, settings: dict):
+    """Re-export `model_dir` with ToMe `settings` into `out`; returns (new manifest, old manifest)."""
+    with open(os.path.join(model_dir, "manifest.json")) as f:
+        if json.load(f).get("tome"):
+            raise ExportError(f"{model_dir}: already exported with ToMe (export the folder it came from)")
+    unet, old = load_unet(model_dir)
+    weights = old["exporter"]["weights"]
+    if os.path.abspath(out) == os.path.abspath(model_dir):
+        raise ExportError("--out must differ from --model")
+    os.makedirs(out, exist_ok=True)
+    dtype = {"float32": torch.float32, "float16": torch.float16}[old["dtype"]]
+    cond = dict(old["cond"])
+    from .methods.deepcache import block_branch_id
+
+    # DeepCache's own ids of the source's graphs (block-level keys of older exports converted)
+    deepcache = sorted({spec["cache_branch_id"] if "cache_branch_id" in spec else block_branch_id(unet, int(k))
+                        for k, spec in old.get("deepcache", {}).items()}) or [0]
+
+    try:
+        m = export_model(out, f"{old['name']}-tome{settings['ratio']:g}", unet, old["scheduler"], None,
+                         dict(cond, kind="embedding"), dtype=dtype, device="cpu", with_full="full" in old["graphs"],
+                         deepcache_ids=deepcache, save_weights=False, family=old.get("family"), tome=settings)
+    except ValueError as e:
+        raise ExportError(f"{model_dir}: {e}") from e
+    # the other graphs and files, unchanged
+    m["cond"] = cond
+    for key, g in old["graphs"].items():
+        if key in ("cond_encoder", "vae_decoder", "controlnet"):
+            m["graphs"][key] = g
+            shutil.copyfile(os.path.join(model_dir, g["file"]), os.path.join(out, g["file"]))
+            m["params"][key] = old["params"].get(key, 0)
+    for key in ("vae", "prepare", "control", "training"):
+        if old.get(key) is not None:
+            m[key] = old[key]
+    for f in os.listdir(model_dir):
+        if f.startswith("tokenizer") or f.startswith("classifier"):
+            shutil.copyfile(os.path.join(model_dir, f), os.path.join(out, f))
+    m["exporter"]["tome_from"] = dict(model=old["name"], weights_sha256=weights["sha256"])
+    tmp = os.path.join(out, "manifest.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(m, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, os.path.join(out, "manifest.json"))
+    return m, old

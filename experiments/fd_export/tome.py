@@ -11,14 +11,7 @@ config's sample size (the graphs are traced at that size only).
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-
-import torch
-
 from .errors import ExportError
-from .folder import load_unet
 
 TOMESD_VERSION = "0.1.3"
 
@@ -52,53 +45,6 @@ def apply_tome(unet, settings: dict) -> dict:
     h, w = (cfg.sample_size, cfg.sample_size) if isinstance(cfg.sample_size, int) else tuple(cfg.sample_size)
     unet._tome_info["size"] = (int(h), int(w))
     return dict(settings, partition="fixed", blocks=len(blocks), reference=f"tomesd {TOMESD_VERSION}")
-
-
-def export_tome(model_dir: str, out: str, settings: dict):
-    """Re-export `model_dir` with ToMe `settings` into `out`; returns (new manifest, old manifest)."""
-    with open(os.path.join(model_dir, "manifest.json")) as f:
-        if json.load(f).get("tome"):
-            raise ExportError(f"{model_dir}: already exported with ToMe (export the folder it came from)")
-    unet, old = load_unet(model_dir)
-    weights = old["exporter"]["weights"]
-    if os.path.abspath(out) == os.path.abspath(model_dir):
-        raise ExportError("--out must differ from --model")
-    os.makedirs(out, exist_ok=True)
-    dtype = {"float32": torch.float32, "float16": torch.float16}[old["dtype"]]
-    cond = dict(old["cond"])
-    from .export import export_model
-    from .methods.deepcache import block_branch_id
-
-    # DeepCache's own ids of the source's graphs (block-level keys of older exports converted)
-    deepcache = sorted({spec["cache_branch_id"] if "cache_branch_id" in spec else block_branch_id(unet, int(k))
-                        for k, spec in old.get("deepcache", {}).items()}) or [0]
-
-    try:
-        m = export_model(out, f"{old['name']}-tome{settings['ratio']:g}", unet, old["scheduler"], None,
-                         dict(cond, kind="embedding"), dtype=dtype, device="cpu", with_full="full" in old["graphs"],
-                         deepcache_ids=deepcache, save_weights=False, family=old.get("family"), tome=settings)
-    except ValueError as e:
-        raise ExportError(f"{model_dir}: {e}") from e
-    # the other graphs and files, unchanged
-    m["cond"] = cond
-    for key, g in old["graphs"].items():
-        if key in ("cond_encoder", "vae_decoder", "controlnet"):
-            m["graphs"][key] = g
-            shutil.copyfile(os.path.join(model_dir, g["file"]), os.path.join(out, g["file"]))
-            m["params"][key] = old["params"].get(key, 0)
-    for key in ("vae", "prepare", "control", "training"):
-        if old.get(key) is not None:
-            m[key] = old[key]
-    for f in os.listdir(model_dir):
-        if f.startswith("tokenizer") or f.startswith("classifier"):
-            shutil.copyfile(os.path.join(model_dir, f), os.path.join(out, f))
-    m["exporter"]["tome_from"] = dict(model=old["name"], weights_sha256=weights["sha256"])
-    tmp = os.path.join(out, "manifest.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(m, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, os.path.join(out, "manifest.json"))
-    return m, old
 
 
 def tome_args(ap, flag: str = "--ratio", prefix: str = "") -> None:

@@ -555,8 +555,8 @@ def build_fmnist_tome(out: str) -> None:
     from diffusers import DDIMScheduler
     from safetensors.torch import save_file
 
+    from fd_export.export import export_tome
     from fd_export.folder import load_unet
-    from fd_export.tome import export_tome
 
     default = os.path.join(HERE, "..", "..", "models", "fmnist")
     m, _ = export_tome(default, os.path.join(out, "model"), TOME_FMNIST)

@@ -336,7 +336,8 @@ def test_export_sd_names_the_missing_component(tmp_path):
 def test_tome_settings_and_refusals(tmp_path):
     from diffusers import UNet2DConditionModel
 
-    from fd_export.tome import apply_tome, export_tome, tome_settings
+    from fd_export.export import export_tome
+    from fd_export.tome import apply_tome, tome_settings
 
     for bad, words in ((1.0, "outside [0, 1)"), (-0.1, "outside [0, 1)"), (0.8, "above tomesd's maximum")):
         with pytest.raises(ValueError, match=re.escape(words)):
@@ -360,7 +361,8 @@ def test_tome_settings_and_refusals(tmp_path):
 def test_tome_reexport_needs_the_unet_weights(tmp_path):
     """--tome on a folder exported without its UNet weights (older exports, SD folders): refused,
     naming the folder and what to do."""
-    from fd_export.tome import export_tome, tome_settings
+    from fd_export.export import export_tome
+    from fd_export.tome import tome_settings
 
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "manifest.json").write_text(json.dumps({"exporter": {}, "unet_config": {}}))

@@ -7,99 +7,14 @@
 //! so the paper's uncapped batching can be slower than one call per step. `auto` therefore picks,
 //! on a CPU, the number of steps per call whose measured cost per row is lowest.
 
-use std::str::FromStr;
 use std::time::Instant;
 
 use fd_model::Denoiser;
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+pub use crate::options::{DecodeChoice, DecodeMode, RowCost};
 use crate::methods::Plan;
-use crate::{Error, Result};
-
-/// How the decoders of a group run, as asked for (`--decode`, an experiment row's `decode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DecodeMode {
-    /// The fastest on the device at hand: on CUDA, one call per group (uncapped parallel); on a
-    /// CPU, sequential or parallel with a row cap, from a short measurement cached per machine,
-    /// model and batch ([`choose`]). Default.
-    #[default]
-    Auto,
-    /// The paper's parallel decoding: a group's decoders in one call (split into calls of at most
-    /// `max_decoder_batch` rows when a cap is given).
-    Parallel,
-    /// One decoder call per step.
-    Sequential,
-}
-
-impl FromStr for DecodeMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "parallel" => Ok(Self::Parallel),
-            "sequential" => Ok(Self::Sequential),
-            _ => Err(Error::Config(format!("--decode `{s}`: expected auto, parallel or sequential"))),
-        }
-    }
-}
-
-impl std::fmt::Display for DecodeMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Parallel => "parallel",
-            Self::Sequential => "sequential",
-        })
-    }
-}
-
-/// The decoder's cost per row when one call holds `rows` rows (`steps` steps of one batch).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RowCost {
-    pub steps: usize,
-    pub rows: usize,
-    pub ms_per_row: f64,
-}
-
-/// The decoding a run uses and why (`run.json` `decode`, a bench row's `decode`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DecodeChoice {
-    /// What was asked for.
-    pub requested: DecodeMode,
-    /// What runs: batched groups (`true`) or one call per step.
-    pub parallel: bool,
-    /// Rows per decoder call at most (0 = a whole group).
-    pub max_decoder_batch: usize,
-    /// Why, in words.
-    pub reason: String,
-    /// The measurement `auto` chose from (CPU only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub calibration: Vec<RowCost>,
-}
-
-impl DecodeChoice {
-    /// A mode given explicitly (`parallel` with an optional cap, or `sequential`).
-    pub fn explicit(requested: DecodeMode, parallel: bool, max_decoder_batch: usize, reason: &str) -> Self {
-        let max_decoder_batch = if parallel { max_decoder_batch } else { 0 };
-        Self { requested, parallel, max_decoder_batch, reason: reason.into(), calibration: Vec::new() }
-    }
-
-    /// In a table: `sequential`, `parallel`, `parallel ≤96 rows`, prefixed `auto: ` when chosen.
-    pub fn summary(&self) -> String {
-        let what = match (self.parallel, self.max_decoder_batch) {
-            (false, _) => "sequential".to_string(),
-            (true, 0) => "parallel".to_string(),
-            (true, cap) => format!("parallel ≤{cap} rows"),
-        };
-        if self.requested == DecodeMode::Auto {
-            format!("auto: {what}")
-        } else {
-            what
-        }
-    }
-}
+use crate::Result;
 
 /// A call with more steps must be at least this much cheaper per row to be chosen; ties go to the
 /// smaller call, which needs less memory. The calibration times decoder calls back to back, which
