@@ -12,8 +12,8 @@ use std::time::Instant;
 use fd_model::Denoiser;
 use tch::{Kind, Tensor};
 
-pub use crate::options::{DecodeChoice, DecodeMode, RowCost};
 use crate::methods::Plan;
+pub use crate::options::{DecodeChoice, DecodeMode, RowCost};
 use crate::Result;
 
 /// A call with more steps must be at least this much cheaper per row to be chosen; ties go to the

@@ -259,10 +259,33 @@ fn method_records_keep_their_form() {
     assert_eq!(rec("adaptive:0.01"), r#"{"adaptive":{"threshold":0.01,"max_skip":4}}"#);
     assert_eq!(rec("teacache:0.1"), r#"{"step_cache":{"rule":"teacache","threshold":0.1,"residual":false}}"#);
     assert_eq!(rec("tgate:10"), r#"{"t_gate":{"gate_step":10,"sp_interval":5,"fi_interval":1,"warm_up":2}}"#);
-    for s in ["tgate:10", "adaptive:0.01", "50ls"] {
-        let r = s.parse::<PlanSpec>().unwrap().record();
-        let back: fd_sched::MethodRecord = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    for s in [
+        "tgate:10",
+        "adaptive:0.01",
+        "50ls",
+        "teacache:0.1",
+        "fbcache:0.2:residual",
+        "deepcache:2",
+        "decoder-prop:50ls",
+    ] {
+        let spec = s.parse::<PlanSpec>().unwrap();
+        let r = spec.record();
+        let text = serde_json::to_string(&r).unwrap();
+        let back: fd_sched::MethodRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r, "{s}");
+        // read through serde_json::Value (its maps are sorted): the method's order comes back
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let back: fd_sched::MethodRecord = serde_json::from_value(value).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text, "{s}");
+        // the record's name and parameters are the table's
+        let (name, fields) = spec.info().record;
+        match &r {
+            fd_sched::MethodRecord::Name(n) => assert_eq!((n.as_str(), fields.len()), (name, 0), "{s}"),
+            fd_sched::MethodRecord::Params(n, p) => {
+                assert_eq!(n, name, "{s}");
+                assert_eq!(p.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), fields.to_vec(), "{s}");
+            }
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub static INFO: MethodInfo = MethodInfo {
     families: &[Family { name: "adaptive", rgb: (220, 140, 20) }],
     parse,
     offered: |m| (m.manifest.kind == fd_model::ModelKind::Unet2d).then(|| "adaptive".to_string()),
+    record: ("adaptive", &["threshold", "max_skip"]),
 };
 
 /// An AdaptiveDiffusion plan.

@@ -22,6 +22,7 @@ pub static INFO: MethodInfo = MethodInfo {
     families: &[Family { name: "decoder-only", rgb: (120, 60, 160) }],
     parse: |body| Ok(PlanSpec::DecoderProp(DecoderProp { keys: KeySteps::parse(body)? })),
     offered: |_| Some("decoder-prop".into()),
+    record: ("decoder_propagation", &[]),
 };
 
 /// A decoder-only propagation plan: its key steps.

@@ -34,6 +34,7 @@ pub static INFO: MethodInfo = MethodInfo {
             format!("deepcache / fbcache / +partial (cache_branch_id {})", ids.join(", "))
         })
     },
+    record: ("deep_cache_id", &["id"]),
 };
 
 pub static BLOCK_INFO: MethodInfo = MethodInfo {
@@ -44,6 +45,7 @@ pub static BLOCK_INFO: MethodInfo = MethodInfo {
     families: FAMILY,
     parse: |body| parse(body, true),
     offered: |_| None,
+    record: ("deep_cache", &["branch"]),
 };
 
 /// Where DeepCache cuts the UNet.

@@ -25,6 +25,7 @@ pub static INFO: MethodInfo = MethodInfo {
         Ok(PlanSpec::FbCache(FbCache { threshold, residual }))
     },
     offered: |m| (m.manifest.kind == fd_model::ModelKind::Dit && m.has_stepcache()).then(|| "fbcache".to_string()),
+    record: ("step_cache", &["rule", "threshold", "residual"]),
 };
 
 /// A First-Block Cache plan.

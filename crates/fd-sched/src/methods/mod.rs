@@ -67,6 +67,9 @@ pub struct MethodInfo {
     parse: fn(&str) -> Result<PlanSpec>,
     /// What this model's export offers the method (`fd info`), or None when it cannot run it.
     pub offered: fn(&Denoiser) -> Option<String>,
+    /// Its run records' method name and parameters, in record order ([`MethodRecord`]; a method
+    /// without parameters has none).
+    pub record: (&'static str, &'static [&'static str]),
 }
 
 /// The method table: every caching method fd runs, in the order `--keys` help lists them.
@@ -462,6 +465,17 @@ impl MethodRecord {
     pub fn params(name: &str, params: &[(&str, serde_json::Value)]) -> Self {
         Self::Params(name.into(), params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
     }
+
+    /// The parameters in the method's record order ([`MethodInfo::record`]), whatever order they
+    /// were read in (a JSON object read through `serde_json::Value` comes back sorted); parameters
+    /// the method does not list keep their place after the listed ones.
+    fn in_record_order(self) -> Self {
+        let Self::Params(name, mut params) = self else { return self };
+        if let Some(order) = METHODS.iter().find(|m| m.record.0 == name).map(|m| m.record.1) {
+            params.sort_by_key(|(k, _)| order.iter().position(|o| o == k).unwrap_or(order.len()));
+        }
+        Self::Params(name, params)
+    }
 }
 
 impl Serialize for MethodRecord {
@@ -527,7 +541,7 @@ impl<'de> Deserialize<'de> for MethodRecord {
                 if a.next_key::<String>()?.is_some() {
                     return Err(serde::de::Error::custom("a method record names one method"));
                 }
-                Ok(MethodRecord::Params(name, params))
+                Ok(MethodRecord::Params(name, params).in_record_order())
             }
         }
         d.deserialize_any(Rec)

@@ -35,6 +35,7 @@ pub static INFO: MethodInfo = MethodInfo {
             format!("teacache (polynomial of degree {}, {r2})", t.coefficients.len().saturating_sub(1))
         })
     },
+    record: ("step_cache", &["rule", "threshold", "residual"]),
 };
 
 /// A TeaCache plan.

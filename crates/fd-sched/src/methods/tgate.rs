@@ -31,6 +31,7 @@ pub static INFO: MethodInfo = MethodInfo {
             .as_ref()
             .map(|t| format!("tgate ({} cross- / {} self-attention layers)", t.cross_layers.len(), t.self_layers.len()))
     },
+    record: ("t_gate", &["gate_step", "sp_interval", "fi_interval", "warm_up"]),
 };
 
 /// A T-GATE plan; a parameter not given is None and takes its official default ([`DEFAULTS`]).

@@ -43,6 +43,7 @@ pub static INFO: MethodInfo = MethodInfo {
     ],
     parse: |body| Ok(PlanSpec::propagation(KeySteps::parse(body)?)),
     offered: |_| Some("encoder propagation".into()),
+    record: ("encoder_propagation", &[]),
 };
 
 /// How a non-key step gets the encoder features it decodes.
