@@ -78,6 +78,9 @@ pub fn sample(
             opts.guidance
         )));
     }
+    // the plan's method against the model and the guidance (its graphs, kind, CFG), here too for
+    // callers that did not check it before writing anything
+    check_plan(model, plan, opts.guidance)?;
     let cfg = opts.guidance > 1.0;
     let controlled = input.cond.control.is_some();
     if controlled != model.has_controlnet() {

@@ -7,7 +7,7 @@ use std::fmt;
 
 use tch::Tensor;
 
-use super::propagation::KeySchedule;
+use super::propagation::for_each_group;
 use super::Plan;
 use super::{refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, PlanSpec};
 use crate::plan::KeySteps;
@@ -56,22 +56,17 @@ impl CachingMethod for DecoderProp {
         &self,
         ctx: &mut StepCtx<'_, '_>,
         plan: &Plan,
-        mut latents: Tensor,
+        latents: Tensor,
         observe: Option<Observer<'_>>,
     ) -> Result<Tensor> {
         refuse_hooks(ctx, observe.is_some(), "decoder-prop", true)?;
-        let mut schedule = KeySchedule::new(plan);
-        let mut s = 0;
-        while s < plan.num_steps {
-            let key = ctx.encode_key(&latents, s, false)?;
-            let end = schedule.next_end(ctx, s, &key.feats)?;
+        for_each_group(ctx, plan, latents, false, |ctx, key, steps, mut latents| {
             // the key step's decoder output, reused by every step of the group
-            let pred = ctx.decode_one(&key.feats, s)?;
-            for i in s..end {
+            let pred = ctx.decode_one(&key.feats, steps.start)?;
+            for i in steps {
                 latents = ctx.scheduler_step(pred.shallow_clone(), i, latents)?;
             }
-            s = end;
-        }
-        Ok(latents)
+            Ok(latents)
+        })
     }
 }

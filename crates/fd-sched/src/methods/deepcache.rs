@@ -11,7 +11,7 @@ use std::fmt;
 use fd_model::Denoiser;
 use tch::Tensor;
 
-use super::propagation::KeySchedule;
+use super::propagation::for_each_group;
 use super::{field, refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
 use crate::plan::KeySteps;
 use crate::step::StepCtx;
@@ -128,7 +128,7 @@ impl CachingMethod for DeepCache {
         &self,
         ctx: &mut StepCtx<'_, '_>,
         plan: &Plan,
-        mut latents: Tensor,
+        latents: Tensor,
         observe: Option<Observer<'_>>,
     ) -> Result<Tensor> {
         refuse_hooks(ctx, observe.is_some(), "DeepCache", true)?;
@@ -141,17 +141,14 @@ impl CachingMethod for DeepCache {
         let n_shallow = model.deepcache_shallow_skips(&key)?;
         let (cond2, rows) = (ctx.cond2, ctx.rows_per_step());
         let states = &cond2.states;
-        let mut schedule = KeySchedule::new(plan);
-        let mut s = 0;
-        while s < plan.num_steps {
+        for_each_group(ctx, plan, latents, false, |ctx, k, steps, mut latents| {
             // full step: deep part once, cached; shallow path every step of the group
-            let k = ctx.encode_key(&latents, s, false)?;
-            let end = schedule.next_end(ctx, s, &k.feats)?;
+            let s = steps.start;
             let cached = ctx
                 .clock
                 .time(&mut ctx.tm.decoder_s, || model.deepcache_deep_decode(&key, &k.feats, &k.emb, states))?;
             ctx.counts.add(&graph("deep_decoder"), rows);
-            for i in s..end {
+            for i in steps {
                 let (skips, emb) = if i == s {
                     (k.feats.skips()[..n_shallow].iter().map(Tensor::shallow_clone).collect(), k.emb.shallow_clone())
                 } else {
@@ -169,8 +166,7 @@ impl CachingMethod for DeepCache {
                 ctx.counts.add(&graph("shallow_decoder"), rows);
                 latents = ctx.scheduler_step(pred, i, latents)?;
             }
-            s = end;
-        }
-        Ok(latents)
+            Ok(latents)
+        })
     }
 }

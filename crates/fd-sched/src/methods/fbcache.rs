@@ -4,15 +4,8 @@
 //! change exceeds T. The first step computes. Decided per sample over its CFG rows (diffusers'
 //! hook decides once per call over the whole batch); the loop is [`super::step_cache`]'s.
 
-use std::fmt;
-
-use fd_model::Denoiser;
-use tch::Tensor;
-
 use super::step_cache::{self, Rule};
-use super::{CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
-use crate::step::StepCtx;
-use crate::Result;
+use super::{Family, MethodInfo, PlanSpec};
 
 pub static INFO: MethodInfo = MethodInfo {
     name: "fbcache",
@@ -37,43 +30,4 @@ pub struct FbCache {
     pub residual: bool,
 }
 
-impl CachingMethod for FbCache {
-    fn info(&self) -> &'static MethodInfo {
-        &INFO
-    }
-
-    fn write(&self, f: &mut fmt::Formatter<'_>, _full: bool) -> fmt::Result {
-        write!(f, "fbcache:{}{}", self.threshold, if self.residual { ":residual" } else { "" })
-    }
-
-    fn record(&self) -> MethodRecord {
-        MethodRecord::params(
-            "step_cache",
-            &[("rule", "fbcache".into()), ("threshold", self.threshold.into()), ("residual", self.residual.into())],
-        )
-    }
-
-    fn is_dynamic(&self) -> bool {
-        true
-    }
-
-    fn check(&self, model: &Denoiser, _guidance: f64) -> Result<()> {
-        step_cache::indicator(model, Rule::FbCache, self.residual, &self.to_string()).map(|_| ())
-    }
-
-    fn run(
-        &self,
-        ctx: &mut StepCtx<'_, '_>,
-        _plan: &Plan,
-        latents: Tensor,
-        observe: Option<Observer<'_>>,
-    ) -> Result<Tensor> {
-        step_cache::run(ctx, latents, observe, Rule::FbCache, self.threshold, self.residual, &self.to_string())
-    }
-}
-
-impl fmt::Display for FbCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.write(f, false)
-    }
-}
+step_cache::step_cache_method!(FbCache, Rule::FbCache, INFO);

@@ -150,28 +150,7 @@ pub(crate) fn run(
         let cond2 = ctx.cond2;
         let states = &cond2.states;
         // front: the indicator and the state the body starts from
-        let (ind, state) = match &indicator {
-            Indicator::Probe(_) => {
-                let ind = ctx.clock.time(&mut ctx.tm.encoder_s, || model.teacache_probe(&x_in, &emb))?;
-                ctx.counts.add("teacache_probe", rows_all);
-                (ind, x_in.shallow_clone())
-            }
-            Indicator::FirstBlock(key) => {
-                let ind = ctx.clock.time(&mut ctx.tm.encoder_s, || model.first_block(key, &x_in, &emb, states))?;
-                ctx.counts.add(&fd_model::manifest::deepcache_graph(key, "shallow_encoder"), rows_all);
-                (ind, x_in.shallow_clone())
-            }
-            Indicator::Tokens(spec) => {
-                let mut v = ctx.stepcache("stepcache_embed", &x_in, &emb, states)?;
-                let (h0, modulated) = (v.swap_remove(0), v.pop().expect("embed returns two tensors"));
-                if spec.is_some() {
-                    (modulated, h0)
-                } else {
-                    let h1 = ctx.stepcache("stepcache_first", &h0, &emb, states)?.swap_remove(0);
-                    (&h1 - &h0, h1)
-                }
-            }
-        };
+        let (ind, state) = front(ctx, &indicator, &x_in, &emb)?;
         let compute: Vec<bool> = match (&reference, &tea) {
             (None, _) => vec![true; b],
             (Some(_), Some(_)) if i == n - 1 => {
@@ -235,6 +214,34 @@ pub(crate) fn run(
     Ok(latents)
 }
 
+/// A step's front on every row: the indicator and the state the body starts from (a UNet: its
+/// input; a DiT: h0, or h1 after the first block for FBCache).
+fn front(ctx: &mut StepCtx<'_, '_>, indicator: &Indicator, x_in: &Tensor, emb: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (model, states, rows_all) = (ctx.model, &ctx.cond2.states, ctx.rows_per_step());
+    Ok(match indicator {
+        Indicator::Probe(_) => {
+            let ind = ctx.clock.time(&mut ctx.tm.encoder_s, || model.teacache_probe(x_in, emb))?;
+            ctx.counts.add("teacache_probe", rows_all);
+            (ind, x_in.shallow_clone())
+        }
+        Indicator::FirstBlock(key) => {
+            let ind = ctx.clock.time(&mut ctx.tm.encoder_s, || model.first_block(key, x_in, emb, states))?;
+            ctx.counts.add(&fd_model::manifest::deepcache_graph(key, "shallow_encoder"), rows_all);
+            (ind, x_in.shallow_clone())
+        }
+        Indicator::Tokens(spec) => {
+            let mut v = ctx.stepcache("stepcache_embed", x_in, emb, states)?;
+            let (h0, modulated) = (v.swap_remove(0), v.pop().expect("embed returns two tensors"));
+            if spec.is_some() {
+                (modulated, h0)
+            } else {
+                let h1 = ctx.stepcache("stepcache_first", &h0, emb, states)?.swap_remove(0);
+                (&h1 - &h0, h1)
+            }
+        }
+    })
+}
+
 /// Parse `T[:residual]` of `name:T[:residual]`.
 pub(crate) fn parse(body: &str, name: &str) -> Result<(f64, bool)> {
     let (t, residual) = match body.split_once(':') {
@@ -251,3 +258,57 @@ pub(crate) fn parse(body: &str, name: &str) -> Result<(f64, bool)> {
     }
     Ok((threshold, residual))
 }
+
+/// The [`CachingMethod`] of a step-cache plan type `$ty { threshold, residual }` with table row
+/// `$info` and rule `$rule`: TeaCache and FBCache differ in nothing else.
+macro_rules! step_cache_method {
+    ($ty:ident, $rule:expr, $info:expr) => {
+        impl $crate::methods::CachingMethod for $ty {
+            fn info(&self) -> &'static $crate::methods::MethodInfo {
+                &$info
+            }
+
+            fn write(&self, f: &mut std::fmt::Formatter<'_>, _full: bool) -> std::fmt::Result {
+                let residual = if self.residual { ":residual" } else { "" };
+                write!(f, "{}:{}{residual}", $rule.name(), self.threshold)
+            }
+
+            fn record(&self) -> $crate::methods::MethodRecord {
+                $crate::methods::MethodRecord::params(
+                    $info.record.0,
+                    &[
+                        ("rule", $rule.name().into()),
+                        ("threshold", self.threshold.into()),
+                        ("residual", self.residual.into()),
+                    ],
+                )
+            }
+
+            fn is_dynamic(&self) -> bool {
+                true
+            }
+
+            fn check(&self, model: &fd_model::Denoiser, _guidance: f64) -> $crate::Result<()> {
+                $crate::methods::step_cache::indicator(model, $rule, self.residual, &self.to_string()).map(|_| ())
+            }
+
+            fn run(
+                &self,
+                ctx: &mut $crate::step::StepCtx<'_, '_>,
+                _plan: &$crate::methods::Plan,
+                latents: tch::Tensor,
+                observe: Option<$crate::methods::Observer<'_>>,
+            ) -> $crate::Result<tch::Tensor> {
+                let part = self.to_string();
+                $crate::methods::step_cache::run(ctx, latents, observe, $rule, self.threshold, self.residual, &part)
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                $crate::methods::CachingMethod::write(self, f, false)
+            }
+        }
+    };
+}
+pub(crate) use step_cache_method;

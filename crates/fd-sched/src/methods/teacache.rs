@@ -5,15 +5,8 @@
 //! computes and the sum restarts. The first and last steps always compute. Decided per sample
 //! over its CFG rows; the loop is [`super::step_cache`]'s.
 
-use std::fmt;
-
-use fd_model::Denoiser;
-use tch::Tensor;
-
 use super::step_cache::{self, Rule};
-use super::{CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
-use crate::step::StepCtx;
-use crate::Result;
+use super::{Family, MethodInfo, PlanSpec};
 
 pub static INFO: MethodInfo = MethodInfo {
     name: "teacache",
@@ -47,43 +40,4 @@ pub struct TeaCache {
     pub residual: bool,
 }
 
-impl CachingMethod for TeaCache {
-    fn info(&self) -> &'static MethodInfo {
-        &INFO
-    }
-
-    fn write(&self, f: &mut fmt::Formatter<'_>, _full: bool) -> fmt::Result {
-        write!(f, "teacache:{}{}", self.threshold, if self.residual { ":residual" } else { "" })
-    }
-
-    fn record(&self) -> MethodRecord {
-        MethodRecord::params(
-            "step_cache",
-            &[("rule", "teacache".into()), ("threshold", self.threshold.into()), ("residual", self.residual.into())],
-        )
-    }
-
-    fn is_dynamic(&self) -> bool {
-        true
-    }
-
-    fn check(&self, model: &Denoiser, _guidance: f64) -> Result<()> {
-        step_cache::indicator(model, Rule::TeaCache, self.residual, &self.to_string()).map(|_| ())
-    }
-
-    fn run(
-        &self,
-        ctx: &mut StepCtx<'_, '_>,
-        _plan: &Plan,
-        latents: Tensor,
-        observe: Option<Observer<'_>>,
-    ) -> Result<Tensor> {
-        step_cache::run(ctx, latents, observe, Rule::TeaCache, self.threshold, self.residual, &self.to_string())
-    }
-}
-
-impl fmt::Display for TeaCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.write(f, false)
-    }
-}
+step_cache::step_cache_method!(TeaCache, Rule::TeaCache, INFO);

@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 use super::{field, refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
 use crate::step::CallCounts;
 use crate::step::StepCtx;
-use crate::{Error, Result};
+use crate::Result;
 
 /// The official defaults of SP, FI and W.
 pub const DEFAULTS: [usize; 3] = [5, 1, 2];
@@ -161,12 +161,6 @@ impl CachingMethod for TGate {
         observe: Option<Observer<'_>>,
     ) -> Result<Tensor> {
         refuse_hooks(ctx, observe.is_some(), "tgate", false)?;
-        if ctx.branches != 2 {
-            return Err(Error::Sampling(
-                "tgate plans need classifier-free guidance (--cfg > 1: the gate caches the mean of its two branches)"
-                    .into(),
-            ));
-        }
         let [gate_step, sp_interval, fi_interval, warm_up] = self.steps();
         let model = ctx.model;
         let nc = model.manifest.tgate.as_ref().map_or(0, |t| t.cross_layers.len());

@@ -26,7 +26,7 @@ pub mod forecast;
 pub mod partial;
 pub mod runtime;
 
-pub(crate) use runtime::KeySchedule;
+pub(crate) use runtime::for_each_group;
 
 pub static INFO: MethodInfo = MethodInfo {
     name: "keys",
@@ -172,7 +172,7 @@ impl CachingMethod for Propagation {
         &self,
         ctx: &mut StepCtx<'_, '_>,
         plan: &Plan,
-        mut latents: Tensor,
+        latents: Tensor,
         mut observe: Option<Observer<'_>>,
     ) -> Result<Tensor> {
         let mut calibrator: Box<dyn Calibrator> = match self.reuse {
@@ -186,15 +186,10 @@ impl CachingMethod for Propagation {
             }
         };
         let chunk_steps = Self::chunk_steps(ctx, observe.is_some());
-        let mut schedule = KeySchedule::new(plan);
-        let mut start = 0;
-        while start < plan.num_steps {
-            // 1. encoder at the key step, on [uncond; cond]
-            let s = start;
-            let key = ctx.encode_key(&latents, s, observe.is_some())?;
-            let end = schedule.next_end(ctx, s, &key.feats)?;
-            start = end;
-            let steps: Vec<usize> = (s..end).collect();
+        for_each_group(ctx, plan, latents, observe.is_some(), |ctx, key, group, mut latents| {
+            // 1. the key step's encoder features (for_each_group ran the encoder on [uncond; cond])
+            let s = group.start;
+            let steps: Vec<usize> = group.collect();
             calibrator.update(ctx.timesteps[s], &key.feats);
             if calibrator.reads_latents() {
                 // each step needs its own latents: the group's decoders run one step at a time
@@ -206,7 +201,7 @@ impl CachingMethod for Propagation {
                     };
                     latents = ctx.scheduler_step(pred, i, latents)?;
                 }
-                continue;
+                return Ok(latents);
             }
             let timesteps = ctx.timesteps;
             let feats_at = |j: usize| -> EncoderFeatures {
@@ -247,8 +242,8 @@ impl CachingMethod for Propagation {
             for (&i, pred) in steps.iter().zip(preds) {
                 latents = ctx.scheduler_step(pred, i, latents)?;
             }
-        }
-        Ok(latents)
+            Ok(latents)
+        })
     }
 }
 

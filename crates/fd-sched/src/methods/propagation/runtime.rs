@@ -1,13 +1,37 @@
 //! Where a group ends: the plan's fixed groups, or run-time key steps (`runtime:K`) decided at
 //! each key step from how fast the encoder features change.
 
+use std::ops::Range;
+
 use fd_model::EncoderFeatures;
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 use crate::methods::Plan;
 use crate::plan::KeySteps;
-use crate::step::StepCtx;
+use crate::step::{KeyFeatures, StepCtx};
 use crate::Result;
+
+/// The loop every grouped plan shares (encoder propagation, decoder-only propagation, DeepCache):
+/// at each key step the encoder runs (with `analysis`, its earlier layers too: [`StepCtx::encode_key`]),
+/// the group's end is decided ([`KeySchedule`]), and `group` runs the group's steps from
+/// `latents`, returning the latents after its last step.
+pub(crate) fn for_each_group(
+    ctx: &mut StepCtx<'_, '_>,
+    plan: &Plan,
+    mut latents: Tensor,
+    analysis: bool,
+    mut group: impl FnMut(&mut StepCtx<'_, '_>, KeyFeatures, Range<usize>, Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let mut schedule = KeySchedule::new(plan);
+    let mut s = 0;
+    while s < plan.num_steps {
+        let key = ctx.encode_key(&latents, s, analysis)?;
+        let end = schedule.next_end(ctx, s, &key.feats)?;
+        latents = group(ctx, key, s..end, latents)?;
+        s = end;
+    }
+    Ok(latents)
+}
 
 /// The group ends of a grouped plan (encoder propagation, decoder-only propagation, DeepCache).
 #[derive(Debug)]
