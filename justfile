@@ -61,6 +61,13 @@ lint: setup
     {{env}} cargo fmt --all --check
     {{env}} cargo clippy --workspace --all-targets -- -D warnings
 
+# Compare two fd binaries on a fixed set of commands covering every caching method (samples byte for
+# byte, records without timings), e.g. before and after a refactor: scripts/behaviour_check.sh.
+[group("setup")]
+[doc("Compare two fd binaries on every method: samples byte for byte, records without timings.")]
+behaviour-check OLD NEW="target/release/fd":
+    {{env}} bash scripts/behaviour_check.sh {{OLD}} {{NEW}}
+
 # Regenerate the committed test fixtures (tiny random-init models + diffusers reference outputs).
 [group("setup")]
 [doc("Regenerate the committed test fixtures and their diffusers references.")]

@@ -87,8 +87,8 @@ pub fn median(v: &[f64]) -> f64 {
 pub struct BenchRow {
     /// As `--plans` spells it.
     pub plan: String,
-    /// The resolved plan's label.
-    pub keys: String,
+    /// The resolved plan, every parameter given (written as its label).
+    pub keys: fd_sched::PlanSpec,
     pub parallel: bool,
     pub max_decoder_batch: usize,
     /// How the decoding mode was decided.
@@ -168,7 +168,7 @@ pub fn run(
         .enumerate()
         .map(|(k, p)| BenchRow {
             plan: p.label.clone(),
-            keys: p.spec.plan.label(),
+            keys: p.spec.plan.spec.filled(),
             parallel: p.spec.exec.decode.parallel,
             max_decoder_batch: p.spec.exec.decode.max_decoder_batch,
             decode: p.spec.exec.decode.clone(),

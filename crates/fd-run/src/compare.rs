@@ -93,7 +93,7 @@ pub fn compare(
             Some(c) if class_run => Some(run.consistency(c, dir)?.consistency),
             _ => None,
         };
-        let plan = r.config.plan.keys.clone();
+        let plan = r.config.plan.keys.to_string();
         let label = labels.get(k).cloned().unwrap_or_else(|| plan.clone());
         let ms = match &r.machine {
             Machines::One(m) => vec![m.clone()],

@@ -69,7 +69,8 @@ pub struct SamplerRecord {
 /// an `auto:` rule's key steps as their list), its method ([`MethodRecord`]) and key steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanRecord {
-    pub keys: String,
+    /// [`fd_sched::PlanSpec::filled`] of the resolved plan (written as its label).
+    pub keys: fd_sched::PlanSpec,
     pub method: MethodRecord,
     pub key_steps: Vec<usize>,
 }

@@ -201,7 +201,7 @@ pub fn run_config(
             config: m.scheduler.clone(),
         },
         plan: PlanRecord {
-            keys: spec.plan.label(),
+            keys: spec.plan.spec.filled(),
             method: spec.plan.spec.record(),
             key_steps: spec.plan.key_steps.clone(),
         },

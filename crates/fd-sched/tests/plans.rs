@@ -317,3 +317,32 @@ fn the_readme_plan_table_lists_every_method() {
     let syntaxes: Vec<String> = fd_sched::methods::METHODS.iter().map(|m| m.syntax.to_string()).collect();
     assert_eq!(rows, syntaxes, "README plan table vs the method table (same order)");
 }
+
+/// A resolved plan's label (what run records store) parses back as the same plan with every
+/// parameter given, and prints as the label again.
+#[test]
+fn labels_parse_as_the_filled_plan() {
+    for w in [
+        "none",
+        "uniform:3",
+        "50ls",
+        "0",
+        "0,1,2,5",
+        "runtime:9+forecast:1",
+        "50ls+partial:0",
+        "decoder-prop:uniform:3",
+        "deepcache:2",
+        "deepcache-block:3:1",
+        "adaptive:0.01",
+        "teacache:0.05:residual",
+        "fbcache:0.2",
+        "tgate:10",
+        "tgate:10:5",
+    ] {
+        let plan = Plan::parse(w, 50).unwrap();
+        let filled = plan.spec.filled();
+        assert_eq!(filled.to_string(), plan.label(), "{w}");
+        assert_eq!(filled.resolve(50).unwrap().label(), plan.label(), "{w}");
+        assert_eq!(filled.filled(), filled, "{w}: filling is idempotent");
+    }
+}

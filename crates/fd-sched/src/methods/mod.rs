@@ -187,6 +187,12 @@ impl PlanSpec {
         Full(self).to_string()
     }
 
+    /// The plan with every parameter given (defaults filled in): what [`PlanSpec::label`] prints,
+    /// as a value (run records and bench rows store it).
+    pub fn filled(&self) -> Self {
+        self.label().parse().expect("a plan's label parses as the same plan")
+    }
+
     /// The plan's method as run records store it (`plan.method` in `config.json`).
     pub fn record(&self) -> MethodRecord {
         self.method().record()
