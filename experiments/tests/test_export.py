@@ -199,10 +199,10 @@ def test_analysis_decoder_returns_up_block_outputs():
 
 
 def test_manifest_schema_version_is_the_one_fd_model_reads():
-    """The schema version lives in fd_export.schema and in crates/fd-model/src/manifest.rs: one number."""
-    rs = (Path(__file__).resolve().parents[2] / "crates/fd-model/src/manifest.rs").read_text()
+    """The schema version lives in fd_export.schema and in crates/fd-model/src/manifest/mod.rs: one number."""
+    rs = (Path(__file__).resolve().parents[2] / "crates/fd-model/src/manifest/mod.rs").read_text()
     m = re.search(r"pub const SCHEMA_VERSION: u32 = (\d+);", rs)
-    assert m, "SCHEMA_VERSION not found in manifest.rs"
+    assert m, "SCHEMA_VERSION not found in manifest/mod.rs"
     assert int(m.group(1)) == SCHEMA_VERSION
 
 
@@ -233,7 +233,7 @@ def test_export_is_frozen_bit_identical_and_keeps_its_weights(tmp_path):
         out = split.decoder(ffeats[0], femb, c, *ffeats[1:])
     assert (out - ref).abs().max().item() <= 1e-5
     # an unfrozen export (as before 2026-12-01), frozen in place: same bits, new hashes, weights kept
-    import fd_export.export as ex
+    import fd_export.tracing as ex
 
     def plain_save(traced, methods, path):
         traced.save(path)

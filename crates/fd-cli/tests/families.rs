@@ -103,6 +103,8 @@ fn dit_runs_key_step_plans_and_refuses_unet_only_ones() {
     assert!(!ok && err.contains("dit model") && err.contains("2-D UNet"), "{err}");
     let (ok, _, err) = fd(&[&base[..], &["--keys", "fbcache:0.1:residual", "--out", &o]].concat());
     assert!(!ok && err.contains("drop `:residual`"), "{err}");
+    let (ok, _, err) = fd(&[&base[..], &["--keys", "50ls+partial:0", "--out", &o]].concat());
+    assert!(!ok && err.contains("`+partial:0`") && err.contains("2-D UNet") && err.contains("dit model"), "{err}");
     assert!(!std::path::Path::new(&o).exists(), "nothing written on error");
     let (ok, _, err) = fd(&[&base[..], &["--keys", "0,1,3", "--out", &o]].concat());
     assert!(ok, "{err}");
@@ -110,8 +112,13 @@ fn dit_runs_key_step_plans_and_refuses_unet_only_ones() {
         serde_json::from_str(&std::fs::read_to_string(d.path().join("o/run.json")).unwrap()).unwrap();
     assert_eq!(run["counts"]["calls"]["encoder"], 3, "{run}");
     let tc = d.path().join("tc").display().to_string();
-    let (ok, _, err) = fd(&[&base[..], &["--keys", "teacache:0.2", "--out", &tc]].concat());
+    let (ok, out, err) = fd(&[&base[..], &["--keys", "teacache:0.2", "--out", &tc]].concat());
     assert!(ok, "{err}");
+    // the summary counts the DiT's computed blocks (not 0.0 UNet steps), as run.json does
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("tc/run.json")).unwrap()).unwrap();
+    let computed = run["counts"]["rows"]["stepcache_rest"].as_u64().unwrap() as f64 / 4.0;
+    assert!(computed > 0.0 && out.contains(&format!("{computed:.1} UNet steps per sample of 6")), "{out}");
     let dr = d.path().join("drift").display().to_string();
     let (ok, _, err) = fd(&["drift", "--model", &dit, "--steps", "6", "--n", "2", "--classes", "207", "--out", &dr]);
     assert!(ok, "{err}");

@@ -56,7 +56,11 @@ impl std::str::FromStr for AutoRule {
                 }
                 Self::Threshold(t)
             }
-            None => Self::K(body.parse().map_err(|_| err(format!("K `{body}` is not an integer")))?),
+            None => match body.parse() {
+                Ok(0) => return Err(err("K = 0: at least one key step (step 0) is needed".into())),
+                Ok(k) => Self::K(k),
+                Err(_) => return Err(err(format!("K `{body}` is not an integer"))),
+            },
         })
     }
 }

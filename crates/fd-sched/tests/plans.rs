@@ -346,3 +346,19 @@ fn labels_parse_as_the_filled_plan() {
         assert_eq!(filled.filled(), filled, "{w}: filling is idempotent");
     }
 }
+
+/// Numbers of `auto:` rules are checked when parsed, before any calibration run.
+#[test]
+fn auto_rules_refuse_bad_numbers_when_parsed() {
+    for (bad, want) in [
+        ("auto:0", "K = 0"),
+        ("auto:x", "not an integer"),
+        ("auto:threshold=NaN", "finite"),
+        ("auto:threshold=inf", "finite"),
+        ("auto:threshold=-1", ">= 0"),
+        ("auto:9+forecast:1+forecast:1", "given twice"),
+    ] {
+        let e = bad.parse::<PlanSpec>().unwrap_err().to_string();
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}

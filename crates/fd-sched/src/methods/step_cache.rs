@@ -242,6 +242,14 @@ fn front(ctx: &mut StepCtx<'_, '_>, indicator: &Indicator, x_in: &Tensor, emb: &
     })
 }
 
+/// What ran: the body's computed steps per sample (a UNet's `encoder` rows, a DiT's
+/// `stepcache_rest` rows) of the plan's steps.
+pub(crate) fn summary(plan: &super::Plan, counts: &crate::step::CallCounts, samples: usize, branches: usize) -> String {
+    let rows = counts.rows("encoder") + counts.rows("stepcache_rest");
+    let per = samples.max(1) * branches;
+    format!("{:.1} UNet steps per sample of {}", rows as f64 / per as f64, plan.num_steps)
+}
+
 /// Parse `T[:residual]` of `name:T[:residual]`.
 pub(crate) fn parse(body: &str, name: &str) -> Result<(f64, bool)> {
     let (t, residual) = match body.split_once(':') {
@@ -286,6 +294,16 @@ macro_rules! step_cache_method {
 
             fn is_dynamic(&self) -> bool {
                 true
+            }
+
+            fn summary(
+                &self,
+                plan: &$crate::methods::Plan,
+                counts: &$crate::step::CallCounts,
+                samples: usize,
+                branches: usize,
+            ) -> String {
+                $crate::methods::step_cache::summary(plan, counts, samples, branches)
             }
 
             fn check(&self, model: &fd_model::Denoiser, _guidance: f64) -> $crate::Result<()> {

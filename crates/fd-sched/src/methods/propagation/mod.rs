@@ -154,7 +154,18 @@ impl CachingMethod for Propagation {
 
     fn check(&self, model: &Denoiser, _guidance: f64) -> Result<()> {
         if let Reuse::Partial { id } = self.reuse {
-            model.deepcache_key_for_id(id).map_err(|e| refuse(format!("+partial:{id}"), e.to_string()))?;
+            let part = format!("+partial:{id}");
+            let m = &model.manifest;
+            if m.kind != fd_model::ModelKind::Unet2d {
+                return Err(refuse(
+                    part,
+                    format!(
+                        "partial propagation recomputes a 2-D UNet's shallow encoder (DeepCache's cut); model `{}` is a {} model",
+                        m.name, m.kind
+                    ),
+                ));
+            }
+            model.deepcache_key_for_id(id).map_err(|e| refuse(part, e.to_string()))?;
         }
         Ok(())
     }
