@@ -147,6 +147,21 @@ fn bad_inputs_fail_with_clear_messages() {
     image::GrayImage::new(8, 8).save(one.join("a.png")).unwrap();
     let badcfg = d.path().join("exp.json");
     std::fs::write(&badcfg, r#"{"name": "x", "n": 1, "rows": [{"label": "a"}]}"#).unwrap();
+    // an unknown reference is refused before any row is sampled against it
+    let badref = d.path().join("badref.json");
+    let cfg = serde_json::json!({"name": "r", "n": 2, "model": tiny(), "reference": "nope", "rows": [{"label": "a", "steps": 2}]});
+    std::fs::write(&badref, cfg.to_string()).unwrap();
+    let refwork = d.path().join("refwork");
+    let (ok, _, err) = fd(&[
+        "experiment",
+        badref.to_str().unwrap(),
+        "--work",
+        refwork.to_str().unwrap(),
+        "--out",
+        refwork.join("res").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("unknown reference set `nope`"), "{err}");
+    assert!(!refwork.exists(), "nothing sampled or written");
     let cases: &[(&[&str], &str)] = &[
         (&["sample", "--model", &tiny(), "--cfg", "0.5", "--out", o], "guidance 0.5 is not supported"),
         (&["sample", "--model", &tiny(), "--shard", "3/3", "--out", o], "--shard `3/3`"),

@@ -22,12 +22,29 @@ pub fn fmnist_test_images() -> Result<Tensor> {
     Ok(Tensor::from_slice(&imgs.data).view([n, 1, 28, 28]).to_kind(Kind::Float) / 127.5 - 1.0)
 }
 
+/// The named reference sets fd computes itself.
+pub const NAMED: [&str; 1] = ["fmnist-test"];
+
+/// Check a reference before anything is sampled against it: a named set fd knows ([`NAMED`]), or a
+/// `.npz` of mu / sigma that loads (shapes and values checked by [`Stats::load_npz`]).
+pub fn check_reference(reference: &str) -> Result<()> {
+    if reference.ends_with(".npz") {
+        Stats::load_npz(Path::new(reference)).map(|_| ())
+    } else if NAMED.contains(&reference) {
+        Ok(())
+    } else {
+        Err(Error::Input(format!("unknown reference set `{reference}` (known: {}; or pass a .npz)", NAMED.join(", "))))
+    }
+}
+
 /// Features of a named reference set (`fmnist-test`), from the cache or computed (with progress).
 pub fn reference_features(name: &str, inception: &Inception, progress: &indicatif::ProgressBar) -> Result<Tensor> {
     let images = match name {
         "fmnist-test" => fmnist_test_images()?,
         other => {
-            return Err(Error::Input(format!("unknown reference set `{other}` (known: fmnist-test; or pass a .npz)")))
+            return Err(check_reference(other)
+                .err()
+                .unwrap_or_else(|| Error::Input(format!("`{other}`: not a named reference set"))))
         }
     };
     let path = cache_dir().join(format!("{name}-{}.features.safetensors", &inception.sha1[..12]));

@@ -180,6 +180,18 @@ impl ExperimentConfig {
         if self.batch == 0 {
             return Err("batch must be >= 1".into());
         }
+        // sizes and seeds through the same checks as the flags (a huge `n` is an error, not an
+        // allocation failure)
+        use crate::runner::MAX_SAMPLES;
+        if self.n > MAX_SAMPLES || self.batch > MAX_SAMPLES || self.calibration_n > MAX_SAMPLES {
+            return Err(format!(
+                "n = {}, batch = {}, calibration_n = {}: at most {MAX_SAMPLES} each",
+                self.n, self.batch, self.calibration_n
+            ));
+        }
+        if self.seed.checked_add(self.n as u64 - 1).is_none() {
+            return Err(format!("seed {} with n = {}: seed + sample index overflows a 64-bit seed", self.seed, self.n));
+        }
         let mut seen = BTreeMap::new();
         for row in &self.rows {
             let (r, label) = (&row.plan, &row.label);
@@ -283,6 +295,8 @@ pub struct RowResult {
 /// table rewritten after each row.
 pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<Vec<RowResult>> {
     cfg.validate().map_err(Error::Input)?;
+    // the reference is checked before any row is sampled against it
+    fd_eval::reference::check_reference(&cfg.reference).ctx(format!("reference `{}`", cfg.reference))?;
     let models = Models::load(cfg, opt)?;
     let judges = Judges::load(cfg, opt)?;
     let rows: Vec<&RowSpec> =

@@ -39,6 +39,18 @@ fn committed_configs_load_and_rows_decode_auto_unless_named() {
     assert!(e.contains("unknown field `sequential`"), "{e}");
     let e = bad(r#""decode": "fast""#);
     assert!(e.contains("x.json") && e.contains("fast"), "{e}");
+    // sizes and seeds from a config go through the flags' checks (no allocation failure, no overflow)
+    let top = |fields: &str| {
+        let p = d.path().join("y.json");
+        std::fs::write(&p, format!(r#"{{"name": "y", {fields}, "rows": [{{"label": "a"}}]}}"#)).unwrap();
+        ExperimentConfig::load(&p).unwrap_err().to_string()
+    };
+    let e = top(r#""n": 18446744073709551615"#);
+    assert!(e.contains("y.json") && e.contains("at most 100000000"), "{e}");
+    let e = top(r#""n": 4, "calibration_n": 1000000000000"#);
+    assert!(e.contains("calibration_n = 1000000000000"), "{e}");
+    let e = top(r#""n": 4, "seed": 18446744073709551614"#);
+    assert!(e.contains("overflows a 64-bit seed"), "{e}");
 }
 
 /// Fields added for new model families (SDXL, IF, ControlNet) stay out of the records of runs
