@@ -98,8 +98,14 @@ fn compare_puts_runs_of_the_same_samples_side_by_side() {
     let run = |name: &str, extra: &[&str]| {
         let out = d.path().join(name);
         let o = out.to_str().unwrap();
-        let mut a =
-            vec!["sample", "--model", &model, "--steps", "4", "--cfg", "2", "--n", "3", "--batch", "3", "--out", o];
+        let given = |flag: &str| extra.contains(&flag);
+        let mut a = vec!["sample", "--model", &model, "--n", "3", "--batch", "3", "--out", o];
+        if !given("--steps") {
+            a.extend_from_slice(&["--steps", "4"]);
+        }
+        if !given("--cfg") {
+            a.extend_from_slice(&["--cfg", "2"]);
+        }
         a.extend_from_slice(extra);
         let (ok, _, err) = fd(&a);
         assert!(ok, "{err}");
@@ -107,6 +113,8 @@ fn compare_puts_runs_of_the_same_samples_side_by_side() {
     };
     let (base, fast) = (run("base", &["--keys", "none"]), run("fast", &["--keys", "uniform:2"]));
     let other = run("other", &["--keys", "none", "--seed", "7"]);
+    let steps6 = run("steps6", &["--keys", "none", "--steps", "6"]);
+    let cfg3 = run("cfg3", &["--keys", "none", "--cfg", "3"]);
     let cmp = d.path().join("cmp");
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let (ok, out, err) = fd(&["compare", "--out", &s(&cmp), "--labels", "plain,fast", &s(&base), &s(&fast)]);
@@ -129,7 +137,12 @@ fn compare_puts_runs_of_the_same_samples_side_by_side() {
     // other samples, or a label per run missing: clear errors, nothing written
     let cmp2 = d.path().join("cmp2");
     let (ok, _, err) = fd(&["compare", "--out", &s(&cmp2), &s(&base), &s(&other)]);
-    assert!(!ok && err.contains("holds other samples"), "{err}");
+    assert!(!ok && err.contains("not comparable") && err.contains("seed differs"), "{err}");
+    // another sampler setting or guidance: the field is named, not a "speedup" between them
+    let (ok, _, err) = fd(&["compare", "--out", &s(&cmp2), &s(&base), &s(&steps6)]);
+    assert!(!ok && err.contains("steps differs"), "{err}");
+    let (ok, _, err) = fd(&["compare", "--out", &s(&cmp2), &s(&base), &s(&cfg3)]);
+    assert!(!ok && err.contains("guidance differs"), "{err}");
     let (ok, _, err) = fd(&["compare", "--out", &s(&cmp2), "--labels", "one", &s(&base), &s(&fast)]);
     assert!(!ok && err.contains("1 labels for 2 run folders"), "{err}");
     assert!(!cmp2.exists());

@@ -68,17 +68,32 @@ pub fn compare(
     let runs: Vec<VerifiedRun> = dirs.iter().map(|d| VerifiedRun::load(d)).collect::<Result<_>>()?;
     let first = &runs[0].record;
     for (run, dir) in runs.iter().zip(dirs).skip(1) {
-        let c = &run.record.config;
-        let same = c.model == first.config.model
-            && c.seed == first.config.seed
-            && c.conditions == first.config.conditions
-            && run.record.indices == first.indices;
-        if !same {
+        let (c, f) = (&run.record.config, &first.config);
+        // like with like: the same samples (model, seeds, conditions) made by the same sampler and
+        // guidance, so a speedup and a consistency difference are the plan's alone
+        let fields = [
+            ("model", c.model == f.model),
+            ("seed", c.seed == f.seed),
+            ("conditions", c.conditions == f.conditions),
+            ("samples", run.record.indices == first.indices),
+            (
+                "sampler",
+                c.sampler.name == f.sampler.name
+                    && c.sampler.eta == f.sampler.eta
+                    && c.sampler.config == f.sampler.config,
+            ),
+            ("steps", c.sampler.steps == f.sampler.steps),
+            ("guidance", c.exec.guidance == f.exec.guidance),
+        ];
+        let differ: Vec<&str> = fields.iter().filter(|(_, same)| !same).map(|(name, _)| *name).collect();
+        if !differ.is_empty() {
             return Err(Error::Folder {
                 path: dir.clone(),
                 msg: format!(
-                    "holds other samples than {} (model, seeds or conditions differ): compare runs of the same samples",
-                    dirs[0].display()
+                    "not comparable with {}: {} differ{} (compare runs of the same samples, sampler and guidance)",
+                    dirs[0].display(),
+                    differ.join(", "),
+                    if differ.len() == 1 { "s" } else { "" }
                 ),
             });
         }

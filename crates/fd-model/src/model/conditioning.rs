@@ -90,7 +90,7 @@ impl Denoiser {
         match name.trim().parse::<i64>() {
             Ok(i) if (0..c.num_classes.unwrap_or(0)).contains(&i) => Ok(i),
             _ => Err(Error::Cond(format!(
-                "unknown class `{name}`; model `{}` knows ids 0..{} or names {names:?}",
+                "unknown class `{name}`: model `{}` is class-conditioned (prompts are read as class names); it knows ids 0..{} or names {names:?}",
                 self.manifest.name,
                 c.num_classes.unwrap_or(0)
             ))),
