@@ -192,8 +192,23 @@ impl ExperimentConfig {
         if self.seed.checked_add(self.n as u64 - 1).is_none() {
             return Err(format!("seed {} with n = {}: seed + sample index overflows a 64-bit seed", self.seed, self.n));
         }
+        // folder names from user data: the experiment's name (results/<name>/, out/experiments/<name>/)
+        // and each row's slug stay single, portable path components
+        if !is_folder_name(&self.name) {
+            return Err(format!(
+                "name `{}`: expected a folder name (1 to {MAX_NAME} letters, digits, `.`, `_` or `-`, with a letter or digit; not `.` or `..`)",
+                self.name
+            ));
+        }
         let mut seen = BTreeMap::new();
         for row in &self.rows {
+            if !is_folder_name(&row.slug()) {
+                return Err(format!(
+                    "row label `{}`: needs a letter or digit (its folder name would be `{}`; at most {MAX_NAME} characters)",
+                    row.label,
+                    row.slug()
+                ));
+            }
             let (r, label) = (&row.plan, &row.label);
             if seen.insert(row.slug(), label).is_some() {
                 return Err(format!("row label `{label}` is not unique (as a folder name)"));
@@ -224,6 +239,18 @@ impl ExperimentConfig {
         }
         Ok(())
     }
+}
+
+/// The longest experiment name or row folder name.
+const MAX_NAME: usize = 100;
+
+/// A single portable path component: ASCII letters, digits, `.`, `_`, `-`, at least one letter or
+/// digit (so never `.` or `..`), at most [`MAX_NAME`] characters.
+fn is_folder_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && s.chars().any(|c| c.is_ascii_alphanumeric())
 }
 
 /// Where an experiment runs and writes.

@@ -51,6 +51,22 @@ fn committed_configs_load_and_rows_decode_auto_unless_named() {
     assert!(e.contains("calibration_n = 1000000000000"), "{e}");
     let e = top(r#""n": 4, "seed": 18446744073709551614"#);
     assert!(e.contains("overflows a 64-bit seed"), "{e}");
+    // names that would leave the results / work folders, or name none
+    let named = |name: &str, label: &str| {
+        let p = d.path().join("z.json");
+        let cfg = serde_json::json!({"name": name, "n": 4, "rows": [{"label": label}]});
+        std::fs::write(&p, cfg.to_string()).unwrap();
+        ExperimentConfig::load(&p).map(|_| ()).map_err(|e| e.to_string())
+    };
+    for name in ["..", "", "/tmp/x", "a/b", "é", &"x".repeat(101)] {
+        let e = named(name, "a").unwrap_err();
+        assert!(e.contains("expected a folder name"), "{name}: {e}");
+    }
+    for label in ["..", "", "é", "..."] {
+        let e = named("z", label).unwrap_err();
+        assert!(e.contains("needs a letter or digit"), "{label}: {e}");
+    }
+    named("table1_if-2.x", "DDPM + ours (authors' DiT set)").unwrap();
 }
 
 /// Fields added for new model families (SDXL, IF, ControlNet) stay out of the records of runs
