@@ -39,13 +39,8 @@ impl SamplingSpec {
 
     /// Decode as `choice` says (the execution options hold it; it is recorded).
     pub fn with_decode(mut self, choice: DecodeChoice) -> Self {
-        self.exec.decode = choice;
+        self.exec = self.exec.with_decode(choice);
         self
-    }
-
-    /// How the decoding was decided.
-    pub fn decode(&self) -> &DecodeChoice {
-        &self.exec.decode
     }
 
     /// Sampler steps.
