@@ -67,6 +67,48 @@ pub struct Summary {
     pub encoder_drift_profile: Vec<f64>,
 }
 
+impl Summary {
+    /// Every statistic is finite (the profile from step 1 on: step 0 has no transition into it);
+    /// else an error naming the first that is not, and the layer it came from. Checked before a
+    /// summary is printed or written.
+    pub fn check_finite(&self) -> crate::Result<()> {
+        let bad = |what: String| {
+            Err(crate::Error::Input(format!(
+                "drift of {}: {what} is not finite (NaN or inf in the model's features?)",
+                self.run
+            )))
+        };
+        for (name, v) in [
+            ("encoder_mean_mse", self.encoder_mean_mse),
+            ("decoder_mean_mse", self.decoder_mean_mse),
+            ("mse_ratio", self.mse_ratio),
+            ("encoder_mean_fnorm_std", self.encoder_mean_fnorm_std),
+            ("decoder_mean_fnorm_std", self.decoder_mean_fnorm_std),
+            ("encoder_mean_rel_change", self.encoder_mean_rel_change),
+            ("decoder_mean_rel_change", self.decoder_mean_rel_change),
+        ] {
+            if !v.is_finite() {
+                return bad(format!("`{name}` ({v})"));
+            }
+        }
+        for l in &self.layers {
+            for (name, v) in [
+                ("mean MSE", l.mean_mse),
+                ("mean relative change", l.mean_rel_change),
+                ("F-norm std", l.fnorm_std_over_steps),
+            ] {
+                if !v.is_finite() {
+                    return bad(format!("the {name} of layer {} ({v})", l.layer));
+                }
+            }
+        }
+        if let Some(i) = self.encoder_drift_profile.iter().skip(1).position(|v| !v.is_finite()) {
+            return bad(format!("the encoder drift into step {}", i + 1));
+        }
+        Ok(())
+    }
+}
+
 fn mean_std(v: &Tensor) -> (f64, f64) {
     let v = v.to_kind(Kind::Double);
     let n = v.numel();

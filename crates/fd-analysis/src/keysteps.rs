@@ -80,6 +80,17 @@ pub fn plan_cost(drift: &[f64], keys: &[usize]) -> f64 {
 /// A parsed `auto:K` / `auto:threshold=X` key-step rule (the plan grammar's, [`fd_sched::AutoRule`]).
 pub use fd_sched::AutoRule;
 
+/// Whether `rule` can pick key steps for a run of `steps` steps (checked before any drift is
+/// measured): `auto:K` needs K <= steps; a threshold rule always can.
+pub fn check_rule(rule: AutoRule, steps: usize) -> Result<()> {
+    match rule {
+        AutoRule::K(k) if k > steps => {
+            Err(Error::Input(format!("{rule}: {k} key steps do not fit a run of {steps} steps (K <= {steps})")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The key steps `rule` picks from an encoder drift profile (non-finite entries count as 0).
 pub fn rule_key_steps(rule: AutoRule, drift: &[f64]) -> Result<Vec<usize>> {
     let profile: Vec<f64> = drift.iter().map(|d| if d.is_finite() { *d } else { 0.0 }).collect();

@@ -31,6 +31,11 @@ pub fn measure_drift(
     conds: &[Condition],
     run: &str,
 ) -> Result<DriftAccumulator> {
+    if steps < 2 {
+        return Err(Error::Input(format!(
+            "drift compares adjacent steps: a run of {steps} step has none (--steps must be at least 2)"
+        )));
+    }
     let m = &model.manifest;
     let names = m.feature_names();
     // the profile auto:K calibrates from covers the cached features only
@@ -84,6 +89,7 @@ pub fn calibrate_key_steps(
     conds: &[Condition],
     rule: AutoRule,
 ) -> Result<(Vec<usize>, Vec<f64>)> {
+    keysteps::check_rule(rule, steps)?;
     let acc = measure_drift(model, sampler, steps, guidance, seeds, conds, &rule.to_string())?;
     let profile = acc.summary().encoder_drift_profile;
     let keys = keysteps::rule_key_steps(rule, &profile)?;

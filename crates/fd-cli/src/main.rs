@@ -3,6 +3,15 @@
 //! library crates (fd-run above all).
 #![forbid(unsafe_code)]
 
+/// `println!` that cannot panic: a report line to a closed stdout (`fd info MODEL | head -1`) is
+/// dropped and the command carries on (its files are its record); exit status as usual.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 mod args;
 mod commands;
 
@@ -11,6 +20,16 @@ use clap::Parser;
 use args::{Cli, Cmd, EvalCmd};
 
 fn main() -> std::process::ExitCode {
+    // every record holds the command line as text: a non-UTF-8 argument is refused before anything
+    if let Some((i, a)) = std::env::args_os().enumerate().skip(1).find(|(_, a)| a.to_str().is_none()) {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "error: argument {i} ({}) is not valid UTF-8: fd records its command line and paths as text; use a UTF-8 name",
+            a.to_string_lossy()
+        );
+        return std::process::ExitCode::from(2);
+    }
     let cli = Cli::parse();
     env_logger::Builder::new()
         .filter_level(cli.log_level)
@@ -40,7 +59,8 @@ fn main() -> std::process::ExitCode {
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", report(&e));
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr().lock(), "error: {}", report(&e));
             std::process::ExitCode::FAILURE
         }
     }

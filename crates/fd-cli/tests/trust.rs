@@ -218,3 +218,145 @@ fn bad_values_fail_before_any_file_is_written() {
     let (ok, _, err) = fd(&["eval", "consistency", "--samples", s(&run), "--classifier", s(&m)]);
     assert!(!ok && err.contains("--classifier") && err.lines().count() <= 2, "{err}");
 }
+
+/// Nothing destructive touches what it reads: a merge into one of its own inputs, a folder that
+/// merely holds a `config.json`, and a lock file that is a symlink are refused, and every file
+/// there is byte-identical afterwards.
+#[test]
+fn destructive_commands_never_touch_what_they_read() {
+    let d = tempfile::tempdir().unwrap();
+    let (sh0, sh1) = (d.path().join("sh0"), d.path().join("sh1"));
+    assert!(sample(&sh0, &["--shard", "0/2"]).0 && sample(&sh1, &["--shard", "1/2"]).0);
+    let before = (snapshot(&sh0), snapshot(&sh1));
+    for (out, want) in [
+        (sh0.clone(), "is one of the folders being merged"),
+        (sh0.join("inner"), "lies inside a folder being merged"),
+        (d.path().to_path_buf(), "holds a folder being merged"),
+    ] {
+        let (ok, _, err) = fd(&["merge", "--overwrite", "--out", s(&out), s(&sh0), s(&sh1)]);
+        assert!(!ok && err.contains(want), "{}: {err}", out.display());
+    }
+    let (ok, _, err) = fd(&["merge", "--overwrite", "--out", s(&sh0), s(&sh0)]);
+    assert!(!ok && err.contains("is one of the folders being merged"), "{err}");
+    assert!(before == (snapshot(&sh0), snapshot(&sh1)), "a refused merge changed its inputs");
+
+    // a diffusers model folder is not an fd run, whatever the flags
+    let user = d.path().join("user");
+    std::fs::create_dir_all(&user).unwrap();
+    std::fs::write(user.join("config.json"), r#"{"_class_name": "UNet2DModel", "sample_size": 28}"#).unwrap();
+    std::fs::write(user.join("000007.png"), b"my image").unwrap();
+    let mine = snapshot(&user);
+    for flags in [&[][..], &["--resume"], &["--overwrite"]] {
+        let (ok, _, err) = sample(&user, flags);
+        assert!(!ok && err.contains("not an fd run record"), "{flags:?}: {err}");
+    }
+    let (ok, _, err) = fd(&["merge", "--overwrite", "--out", s(&user), s(&sh0), s(&sh1)]);
+    assert!(!ok && err.contains("not an fd run record"), "{err}");
+    assert!(snapshot(&user) == mine, "a refused command changed the user's folder");
+    assert!(!user.join(".fd-lock").exists());
+
+    // a lock file that is a symlink is never followed
+    let victim = d.path().join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    let run = d.path().join("run");
+    assert!(sample(&run, &[]).0);
+    std::fs::remove_file(run.join(".fd-lock")).unwrap();
+    std::os::unix::fs::symlink(&victim, run.join(".fd-lock")).unwrap();
+    let (ok, _, err) = sample(&run, &["--overwrite"]);
+    assert!(!ok && err.contains("symbolic link"), "{err}");
+    assert_eq!(read(&victim), b"precious");
+    // a plain PNG folder being evaluated gets no lock file at all
+    let pngs = d.path().join("pngs");
+    std::fs::create_dir_all(&pngs).unwrap();
+    for i in 0..4 {
+        std::fs::copy(run.join(format!("{i:06}.png")), pngs.join(format!("{i:06}.png"))).unwrap();
+    }
+    std::os::unix::fs::symlink(&victim, pngs.join(".fd-lock")).unwrap();
+    let npz = stats_npz(d.path());
+    let (ok, out, err) = fd(&["eval", "fid", "--samples", s(&pngs), "--ref", &npz]);
+    assert!(ok && out.contains("N=4 "), "{out} {err}");
+    assert_eq!(read(&victim), b"precious");
+}
+
+/// Metrics read verified data or nothing: a run folder whose parts are gone is an error saying
+/// so, even with another run's `samples.safetensors` and PNGs in it; no metric file is written.
+#[test]
+fn metrics_never_fall_back_to_unverified_files() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    assert!(sample(&a, &["--seed", "0"]).0 && sample(&b, &["--seed", "50"]).0);
+    std::fs::remove_dir_all(a.join("parts")).unwrap();
+    std::fs::copy(b.join("samples.safetensors"), a.join("samples.safetensors")).unwrap();
+    let npz = stats_npz(d.path());
+    let (ok, _, err) = fd(&["eval", "fid", "--samples", s(&a), "--ref", &npz]);
+    assert!(!ok && err.contains("parts/) are missing") && err.contains("sample the run again"), "{err}");
+    let (ok, _, err) = consistency(&a);
+    assert!(!ok && err.contains("parts/) are missing"), "{err}");
+    assert!(!a.join("fid.json").exists() && !a.join("consistency.json").exists());
+}
+
+/// Every reported number is checked and everything is validated before the expensive step: a
+/// one-step drift, a plan rule that cannot fit, a statistics file whose covariance has a negative
+/// eigenvalue, an `auto:` plan on a folder that already holds a run.
+#[test]
+fn numbers_are_checked_and_refusals_come_first() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("drift");
+    let m = fmnist();
+    let drift = |extra: &[&str]| {
+        let mut args = vec!["drift", "--model", &m, "--n", "2", "--out", s(&out)];
+        args.extend(extra);
+        fd(&args)
+    };
+    let (ok, _, err) = drift(&["--steps", "1"]);
+    assert!(!ok && err.contains("at least 2"), "{err}");
+    let (ok, _, err) = drift(&["--steps", "4", "--save-plan", "auto:9"]);
+    assert!(!ok && err.contains("do not fit a run of 4 steps"), "{err}");
+    assert!(!out.exists(), "a refused drift wrote its folder");
+    // symmetric, non-negative variances, an eigenvalue of -1
+    let bad = d.path().join("bad.npz");
+    let mu = tch::Tensor::zeros([2], (tch::Kind::Double, tch::Device::Cpu));
+    let sigma = tch::Tensor::from_slice(&[1.0f64, 2.0, 2.0, 1.0]).view([2, 2]);
+    tch::Tensor::write_npz(&[("mu", &mu), ("sigma", &sigma)], &bad).unwrap();
+    let run = d.path().join("run");
+    assert!(sample(&run, &[]).0);
+    let (ok, _, err) = fd(&["eval", "fid", "--samples", s(&run), "--ref", s(&bad)]);
+    assert!(!ok && err.contains("not a covariance"), "{err}");
+    assert!(!run.join("fid.json").exists());
+    // the folder is checked before the plan is resolved (calibrated): of the two errors this
+    // command has (auto:9 cannot fit 4 steps), the folder's comes first
+    let before = snapshot(&run);
+    let (ok, _, err) = sample(&run, &["--keys", "auto:9"]);
+    assert!(!ok && err.contains("already holds a run"), "{err}");
+    let (ok, _, err) = sample(&run, &["--keys", "auto:9", "--overwrite"]);
+    assert!(!ok && err.contains("do not fit a run of 4 steps"), "{err}");
+    assert!(snapshot(&run) == before);
+}
+
+/// The process never panics: a closed stdout ends quietly with success, a non-UTF-8 argument is
+/// an error before anything is written.
+#[test]
+fn a_closed_stdout_or_a_non_utf8_argument_is_no_panic() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fd"))
+        .args(["info", &fmnist()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before fd prints
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{:?}: {err}", out.status);
+
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join(std::ffi::OsStr::from_bytes(b"run-\xff"));
+    let out = Command::new(env!("CARGO_BIN_EXE_fd"))
+        .args(["sample", "--model", &fmnist(), "--steps", "2", "--n", "2", "--out"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not valid UTF-8") && !err.contains("panicked"), "{err}");
+    assert!(!bad.exists());
+}

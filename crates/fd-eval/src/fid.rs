@@ -17,6 +17,10 @@ use tch::{Device, Kind, Tensor};
 
 use crate::{Error, Result};
 
+/// Relative tolerance of [`Stats::check_psd`]: eigenvalues down to −1e-6 × the largest variance
+/// pass (round-off of a rank-deficient covariance is about 1e-13 of it).
+pub const PSD_TOLERANCE: f64 = 1e-6;
+
 /// Mean and covariance of a feature set.
 #[derive(Debug)]
 pub struct Stats {
@@ -109,6 +113,26 @@ impl Stats {
         Ok(())
     }
 
+    /// The covariance is positive semi-definite within [`PSD_TOLERANCE`]: its smallest eigenvalue
+    /// is at least −`PSD_TOLERANCE` × its largest variance (tested as a Cholesky factorisation of
+    /// sigma + that much on the diagonal). A covariance computed from features always is (up to
+    /// round-off); one read from a file is checked, since a non-PSD "covariance" gives a number
+    /// that is no Frechet distance.
+    pub fn check_psd(&self) -> Result<()> {
+        let d = self.dim();
+        let top = (0..d).map(|i| self.sigma[i * d + i]).fold(0.0_f64, f64::max);
+        if top == 0.0 {
+            return Ok(());
+        }
+        let shift = PSD_TOLERANCE * top;
+        let m = Mat::from_fn(d, d, |i, j| self.sigma[i * d + j] + if i == j { shift } else { 0.0 });
+        m.llt(Side::Lower).map(|_| ()).map_err(|_| {
+            Error::Input(format!(
+                "statistics: sigma is not a covariance (an eigenvalue below -{PSD_TOLERANCE:e} x its largest variance {top:.3e})"
+            ))
+        })
+    }
+
     fn sigma_mat(&self) -> Mat<f64> {
         let d = self.dim();
         Mat::from_fn(d, d, |i, j| self.sigma[i * d + j])
@@ -146,6 +170,7 @@ impl Stats {
         let stats =
             Self { mu: Vec::<f64>::try_from(&mu)?, sigma: Vec::<f64>::try_from(&sigma.flatten(0, -1))?, n, root: None };
         stats.check().map_err(|e| bad(e.to_string()))?;
+        stats.check_psd().map_err(|e| bad(e.to_string()))?;
         Ok(stats)
     }
 }

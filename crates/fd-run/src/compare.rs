@@ -155,7 +155,7 @@ pub fn compare(
     }
     let report = CompareReport {
         command: crate::machine::command(),
-        model: first.config.model.name.clone(),
+        model: first.config.model.name().to_string(),
         sampler: first.config.sampler.name.clone(),
         steps: first.config.sampler.steps,
         guidance: first.config.exec.guidance,

@@ -19,9 +19,11 @@ use crate::records::{RunConfig, RunRecord};
 use crate::runner::{part_stem, read_verified_part};
 use crate::{Error, Result};
 
-/// Whether `dir` is a sampling run folder (config.json + parts/).
+/// Whether `dir` holds a sampling run's records: fd's `config.json`
+/// ([`crate::runner::run_record`]) or a `run.json`. Such a folder's metrics come from its verified
+/// parts or not at all ([`VerifiedRun`]); any other folder is a plain image set.
 pub fn is_run_folder(dir: &Path) -> bool {
-    dir.join("config.json").is_file() && dir.join("parts").is_dir()
+    matches!(crate::runner::run_record(dir), Ok(Some(_))) || dir.join("run.json").exists()
 }
 
 /// The finished run in `dir`: its `run.json`, checked (an unfinished run is an error saying how
@@ -51,6 +53,15 @@ pub struct VerifiedRun {
 impl VerifiedRun {
     pub fn load(dir: &Path) -> Result<Self> {
         let record = finished_run(dir)?;
+        if !dir.join("parts").is_dir() {
+            return Err(Error::Folder {
+                path: dir.to_path_buf(),
+                msg:
+                    "its verified parts (parts/) are missing: a run's metrics are computed only from them, never from \
+                      samples.safetensors or the PNGs; sample the run again (its `fd sample` command into a new --out)"
+                        .into(),
+            });
+        }
         let cfg_path = dir.join("config.json");
         let config: RunConfig = read_json(&cfg_path)?;
         let identity = config.identity();

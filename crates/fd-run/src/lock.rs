@@ -2,9 +2,15 @@
 //! `<dir>/.fd-lock`, held for the life of a run, merge, evaluation or experiment. A second writer
 //! gets an error naming the holder's pid and command; the lock goes when its holder exits, however
 //! it exits (SIGKILL included), so a stale lock file never blocks anyone.
+//!
+//! The lock file is opened without following a symlink (`O_NOFOLLOW`): a `.fd-lock` that is a
+//! link is refused, so taking a lock can never truncate a file elsewhere. fd takes locks only in
+//! folders it writes runs into (new, empty, or proven fd runs); a plain image folder being
+//! evaluated is not locked.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
@@ -29,8 +35,18 @@ impl FolderLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(crate::error::io(&path))?;
+            .map_err(|e| {
+                if path.is_symlink() {
+                    Error::Folder {
+                        path: path.clone(),
+                        msg: "is a symbolic link: fd's lock file must be a plain file (remove the link)".into(),
+                    }
+                } else {
+                    Error::Io { path: path.clone(), source: e }
+                }
+            })?;
         match file.try_lock() {
             Ok(()) => {
                 // who holds it, for the error a second writer gets

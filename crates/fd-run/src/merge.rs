@@ -33,6 +33,7 @@ struct Part {
 /// verified ([`Shards::verified_parts`]), `out` prepared ([`prepare_out`]), the parts copied
 /// ([`copy_parts`]) and the merged record written.
 pub fn merge(shards: &[PathBuf], out: &Path, existing: Existing) -> Result<RunRecord> {
+    check_out_apart(shards, out)?;
     let s = Shards::load(shards)?;
     let parts = s.verified_parts(shards)?;
     let records: Vec<PartRecord> = parts.iter().map(|p| p.record.clone()).collect();
@@ -81,6 +82,37 @@ pub fn merge(shards: &[PathBuf], out: &Path, existing: Existing) -> Result<RunRe
     };
     write_json(&out.join("run.json"), &run)?;
     Ok(run)
+}
+
+/// `out` is none of the inputs, nor inside one, nor holding one: merging writes (and with
+/// `--overwrite` clears) `out`, which must never touch what the merge reads.
+fn check_out_apart(shards: &[PathBuf], out: &Path) -> Result<()> {
+    // a folder that does not exist yet is no input (nor inside one: its parent is checked)
+    let canon = |p: &Path| -> Option<PathBuf> {
+        p.canonicalize().ok().or_else(|| {
+            let parent = p.parent().filter(|q| !q.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            parent.canonicalize().ok().map(|q| q.join(p.file_name().unwrap_or_default()))
+        })
+    };
+    let Some(o) = canon(out) else { return Ok(()) };
+    for d in shards {
+        let Some(i) = d.canonicalize().ok() else { continue };
+        let clash = if o == i {
+            "is one of the folders being merged"
+        } else if o.starts_with(&i) {
+            "lies inside a folder being merged"
+        } else if i.starts_with(&o) {
+            "holds a folder being merged"
+        } else {
+            continue;
+        };
+        return Err(Error::Input(format!(
+            "--out {} {clash} ({}): merge into a new folder",
+            out.display(),
+            d.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The shards of one run, checked against each other: one configuration (but the shard), each
@@ -172,9 +204,9 @@ fn prepare_out(out: &Path, existing: Existing) -> Result<FolderLock> {
                 out.display()
             )))
         }
-        (FolderState::Foreign(entry), _) => {
+        (FolderState::Foreign(why), _) => {
             return Err(Error::Input(format!(
-                "--out {} is not empty and holds no fd run (found `{entry}`): use a new or empty folder",
+                "--out {} is not empty and holds no fd run ({why}): use a new or empty folder",
                 out.display()
             )))
         }

@@ -6,7 +6,7 @@
 //!
 //! | file | record | written |
 //! |---|---|---|
-//! | `config.json` | [`RunConfig`]: what the run is; a folder is resumed only under an equal one | first |
+//! | `config.json` | [`RunConfig`]: what the run is (marker `fd_run`, [`RUN_FORMAT`]); a folder is resumed only under an equal one, and is an fd run only if this parses | first |
 //! | `parts/SSSSSS-EEEEEE.safetensors` | raw images of samples SSSSSS..EEEEEE (`samples`, [B, C, H, W] in [-1, 1]) | per part |
 //! | `NNNNNN.png` | one PNG per sample (1- or 3-channel outputs) | per part |
 //! | `parts/SSSSSS-EEEEEE.json` | [`PartRecord`]: seeds, timings, counts, SHA-1 of the raw images | last of a part |
@@ -29,11 +29,49 @@ use serde::{Deserialize, Serialize};
 use crate::machine::{Machine, Versions};
 use crate::{Error, Result};
 
-/// The model a run used: everything of it that can change an image — the SHA-256 of every graph,
-/// the conditioning spec (class count, null id, class names, tokenizer settings), the SHA-256 of
-/// the tokenizer file, dtype, prediction type and VAE scaling.
+/// The model a run used: everything of it that can change an image.
+///
+/// Runs written since the format marker (`fd_run: 2` in `config.json`) derive it from the model:
+/// [`Manifest::identity`](fd_model::Manifest::identity) (the whole manifest as fd read it, every
+/// graph's SHA-256 included, less an explicit list of cosmetic fields) and the tokenizer files'
+/// SHA-256. Runs written before list the fields they compared ([`ListedModel`]); they are read,
+/// verified and evaluated as before, with the identity they were written with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelIdentity {
+#[serde(untagged)]
+pub enum ModelIdentity {
+    Derived {
+        name: String,
+        /// [`fd_model::Manifest::identity`].
+        manifest: serde_json::Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokenizer_sha256: Option<String>,
+    },
+    Listed(Box<ListedModel>),
+}
+
+impl ModelIdentity {
+    /// The identity of a loaded model.
+    pub fn of(model: &fd_model::Denoiser) -> Self {
+        ModelIdentity::Derived {
+            name: model.manifest.name.clone(),
+            manifest: model.manifest.identity(),
+            tokenizer_sha256: model.tokenizer_sha256.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            ModelIdentity::Derived { name, .. } => name,
+            ModelIdentity::Listed(l) => &l.name,
+        }
+    }
+}
+
+/// The model identity of runs written before the format marker: the graphs' SHA-256, the
+/// conditioning spec, the tokenizer's SHA-256, dtype, prediction type, VAE scaling, added
+/// conditioning, ControlNet image spec and guidance channels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListedModel {
     pub name: String,
     pub graphs_sha256: BTreeMap<String, String>,
     pub cond: CondSpec,
@@ -43,17 +81,25 @@ pub struct ModelIdentity {
     pub prediction_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vae: Option<VaeSpec>,
-    /// Added conditioning (SDXL time ids, ...): manifest values that change images without
-    /// changing a graph.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prepare: Option<fd_model::PrepareSpec>,
-    /// ControlNet image spec (channel order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<fd_model::ControlSpec>,
-    /// Guidance restricted to the first N channels (a DiT export's `guidance_channels`): changes
-    /// images without changing a graph.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guidance_channels: Option<i64>,
+}
+
+/// The run-folder format this build writes (`fd_run` in `config.json`): the marker that proves
+/// a folder is an fd run (with the record parsing as a [`RunConfig`]). Format 1 (no marker) is
+/// what fd wrote before 2026-12-06, with a [`ListedModel`] identity.
+pub const RUN_FORMAT: u32 = 2;
+
+fn format_1() -> u32 {
+    1
+}
+
+fn is_format_1(v: &u32) -> bool {
+    *v == 1
 }
 
 /// The sampler a run used: name, steps, eta and the manifest's diffusers scheduler config verbatim.
@@ -79,6 +125,9 @@ pub struct PlanRecord {
 /// `fd merge` compare it field by field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
+    /// [`RUN_FORMAT`] (absent, so 1, in runs written before the marker).
+    #[serde(default = "format_1", skip_serializing_if = "is_format_1")]
+    pub fd_run: u32,
     pub model: ModelIdentity,
     pub sampler: SamplerRecord,
     pub plan: PlanRecord,
@@ -107,15 +156,39 @@ impl RunConfig {
         fd_model::io::sha256_hex(serde_json::to_string(&c).expect("a run config serialises").as_bytes())
     }
 
-    /// Top-level fields that differ between two configs (for error messages).
+    /// Where two configs differ, as field paths (`model.manifest.teacache.coefficients`,
+    /// `sampler`), for error messages: at most eight, in field order.
     pub fn differing_fields(&self, other: &RunConfig) -> Vec<String> {
         let (a, b) = (serde_json::to_value(self), serde_json::to_value(other));
-        match (a, b) {
-            (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) => {
-                a.iter().filter(|(k, v)| b.get(k.as_str()) != Some(v)).map(|(k, _)| k.clone()).collect()
-            }
-            _ => vec!["?".into()],
+        let mut out = Vec::new();
+        if let (Ok(a), Ok(b)) = (a, b) {
+            json_diff(&a, &b, "", &mut out);
         }
+        if out.is_empty() {
+            out.push("?".into());
+        }
+        out.truncate(8);
+        out
+    }
+}
+
+/// Paths (dot-joined object keys) at which `a` and `b` differ; arrays and scalars are compared
+/// whole. `conditions` are named whole too (one entry per sample would say nothing more).
+fn json_diff(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    if a == b {
+        return;
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) if at != "conditions" => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let (va, vb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                json_diff(va, vb, &path, out);
+            }
+        }
+        _ => out.push(at.to_string()),
     }
 }
 

@@ -9,7 +9,6 @@
 //! same seeds and batch, a resumed run is byte-identical to an uninterrupted one. The
 //! [`RunConfig`] in `config.json` pins what the run is; resuming under a different one is an error.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -180,25 +179,14 @@ pub fn run_config(
     batch: usize,
     shard: Shard,
 ) -> RunConfig {
-    let m = &model.manifest;
     RunConfig {
-        model: ModelIdentity {
-            name: m.name.clone(),
-            graphs_sha256: m.graphs.iter().map(|(k, g)| (k.clone(), g.sha256.clone())).collect::<BTreeMap<_, _>>(),
-            cond: m.cond.clone(),
-            tokenizer_sha256: model.tokenizer_sha256.clone(),
-            dtype: m.dtype.clone(),
-            prediction_type: m.prediction_type.clone(),
-            vae: m.vae.clone(),
-            prepare: m.prepare.clone(),
-            control: m.control.clone(),
-            guidance_channels: m.guidance_channels,
-        },
+        fd_run: crate::records::RUN_FORMAT,
+        model: ModelIdentity::of(model),
         sampler: SamplerRecord {
             name: spec.sampler.name().into(),
             steps: spec.steps(),
             eta: spec.sampler.eta(),
-            config: m.scheduler.clone(),
+            config: model.manifest.scheduler.clone(),
         },
         plan: PlanRecord {
             keys: spec.plan.spec.filled(),
@@ -230,25 +218,50 @@ pub fn is_sample_png(name: &str) -> bool {
 pub enum FolderState {
     /// Missing, or empty but for fd's lock file.
     Empty,
-    /// An fd run (`config.json`).
+    /// An fd run: its `config.json` is fd's record ([`run_record`]).
     Run,
-    /// Something else; the first entry found.
+    /// Something else: the first entry found, and why it is not an fd run.
     Foreign(String),
 }
 
-/// The state of `dir` (read only).
+/// The fd run record `dir/config.json`, if the file is one: it parses as a [`RunConfig`] (a
+/// dozen typed fields; runs of this build also carry the [`crate::records::RUN_FORMAT`] marker).
+/// `Ok(None)`: no such file; `Err(reason)`: a `config.json` that is not fd's (a diffusers model
+/// folder's, say), in words.
+pub fn run_record(dir: &Path) -> std::result::Result<Option<RunConfig>, String> {
+    let path = dir.join("config.json");
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    if !path.is_file() || path.is_symlink() {
+        return Err("`config.json` is not a regular file".into());
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("`config.json` unreadable: {e}"))?;
+    fd_model::io::parse_json::<RunConfig>(&path, &text).map(Some).map_err(|e| {
+        let e = match e {
+            fd_model::Error::Record { msg, .. } => msg,
+            other => other.to_string(),
+        };
+        format!("`config.json` is not an fd run record: {}", e.split(" at line").next().unwrap_or(&e))
+    })
+}
+
+/// The state of `dir` (read only). A folder is a run only on proof ([`run_record`]), never on
+/// the mere presence of a file named `config.json`.
 pub fn folder_state(dir: &Path) -> Result<FolderState> {
     if !dir.exists() {
         return Ok(FolderState::Empty);
     }
-    if dir.join("config.json").is_file() {
-        return Ok(FolderState::Run);
+    match run_record(dir) {
+        Ok(Some(_)) => return Ok(FolderState::Run),
+        Err(why) => return Ok(FolderState::Foreign(why)),
+        Ok(None) => {}
     }
     let rd = std::fs::read_dir(dir).map_err(io(dir))?;
     for e in rd {
         let name = e.map_err(io(dir))?.file_name().to_string_lossy().to_string();
         if name != crate::lock::LOCK_FILE {
-            return Ok(FolderState::Foreign(name));
+            return Ok(FolderState::Foreign(format!("found `{name}`, no fd run record")));
         }
     }
     Ok(FolderState::Empty)
@@ -291,6 +304,25 @@ pub fn check_counts(n: usize, batch: usize, seed: u64) -> Result<()> {
         return Err(Error::Input(format!("--seed {seed} with --n {n}: seed + sample index overflows a 64-bit seed")));
     }
     Ok(())
+}
+
+/// What can be said of `--out` before a run is resolved (so before an `auto:` calibration or a
+/// first batch): it holds something that is no fd run, or a run while neither `--resume` nor
+/// `--overwrite` was given. Read only; returns the folder's state. Whether a run there is this
+/// run is checked by [`SampleRun::run`] once its configuration is known.
+pub fn check_out(out: &Path, existing: Existing) -> Result<FolderState> {
+    let state = folder_state(out)?;
+    match (&state, existing) {
+        (FolderState::Foreign(why), _) => Err(Error::Input(format!(
+            "--out {} is not empty and holds no fd run ({why}): fd writes only into a new or empty folder or its own run; use another --out",
+            out.display()
+        ))),
+        (FolderState::Run, Existing::Fail) => Err(Error::Input(format!(
+            "--out {} already holds a run: pass --resume to continue it or --overwrite to start over",
+            out.display()
+        ))),
+        _ => Ok(state),
+    }
 }
 
 /// A part computed in memory, not yet written.
@@ -375,16 +407,8 @@ impl SampleRun<'_> {
 
     /// Check the folder against [`Existing`] without writing anything; returns its state.
     fn check_folder(&self, config: &RunConfig) -> Result<FolderState> {
-        let state = folder_state(self.out)?;
+        let state = check_out(self.out, self.existing)?;
         match (&state, self.existing) {
-            (FolderState::Foreign(entry), _) => Err(Error::Input(format!(
-                "--out {} is not empty and holds no fd run (found `{entry}`, no config.json): use a new or empty folder",
-                self.out.display()
-            ))),
-            (FolderState::Run, Existing::Fail) => Err(Error::Input(format!(
-                "--out {} already holds a run: pass --resume to continue it or --overwrite to start over",
-                self.out.display()
-            ))),
             (FolderState::Run, Existing::Resume) => {
                 let cfg_path = self.out.join("config.json");
                 let old: RunConfig = read_json(&cfg_path).map_err(|e| {
@@ -392,12 +416,21 @@ impl SampleRun<'_> {
                         "--resume: {e}; this run's identity cannot be checked (written by an older fd?): use --overwrite or another --out"
                     ))
                 })?;
+                if old.fd_run != config.fd_run {
+                    return Err(Error::Input(format!(
+                        "--resume: {} was written by an older fd (run format {}, this build writes {}): its identity cannot be checked against this build's; use --overwrite or another --out",
+                        cfg_path.display(),
+                        old.fd_run,
+                        config.fd_run
+                    )));
+                }
                 if old != *config {
                     let differs = config.differing_fields(&old);
                     // decoding only: say how to decode as the folder's run did (auto may choose
                     // differently on another machine)
-                    let same_else = old.exec.guidance == config.exec.guidance && old.exec.injection == config.exec.injection;
-                    let hint = if differs == ["exec"] && same_else {
+                    let same_else =
+                        old.exec.guidance == config.exec.guidance && old.exec.injection == config.exec.injection;
+                    let hint = if differs.iter().all(|d| d.starts_with("exec")) && same_else {
                         match (old.exec.decode.parallel, old.exec.decode.max_decoder_batch) {
                             (false, _) => "; it decoded sequentially: resume with --decode sequential".to_string(),
                             (true, 0) => "; it decoded in parallel: resume with --decode parallel".to_string(),

@@ -88,7 +88,7 @@ fn interrupted_run_resumes_byte_identical() {
     let other = SamplingOptions { plan, guidance: 2.0, ..Default::default() }.resolve(&model, &conds, 2).unwrap();
     let run = SampleRun { spec: &other, ..run };
     let e = run.run(&indicatif::ProgressBar::hidden()).unwrap_err().to_string();
-    assert!(e.contains("differs in: exec, plan") || e.contains("differs in: plan, exec"), "{e}");
+    assert!(e.contains("differs in: exec.injection") && e.contains("plan.keys"), "{e}");
 }
 
 #[test]
@@ -143,7 +143,10 @@ fn malformed_records_are_errors_naming_file_and_field() {
     edit_json(&out.join("config.json"), |v| v["sampler"]["steps"] = serde_json::json!(-1));
     let run = sample_run(&model, &spec, &conds, &out, Shard::default(), Existing::Resume);
     let e = run.run(&indicatif::ProgressBar::hidden()).unwrap_err().to_string();
-    assert!(e.contains("config.json") && e.contains("field `sampler.steps`"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("not an fd run record") && e.contains("field `sampler.steps`"),
+        "{e}"
+    );
 
     // a part record in a merge
     let shard = d.path().join("shard");
@@ -191,4 +194,112 @@ fn resume_under_another_decoding_says_how_the_folder_decoded() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("differs in: exec") && e.contains("--decode parallel --max-decoder-batch 8"), "{e}");
+}
+
+/// Leaf paths of a JSON value (object keys joined by `.`, array elements by `[i]`).
+fn leaves(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                leaves(x, &if at.is_empty() { k.clone() } else { format!("{at}.{k}") }, out)
+            }
+        }
+        serde_json::Value::Array(a) if !a.is_empty() => {
+            for (i, x) in a.iter().enumerate() {
+                leaves(x, &format!("{at}[{i}]"), out)
+            }
+        }
+        _ => out.push(at.to_string()),
+    }
+}
+
+/// The leaf at `path` of `v`, changed: a number + 1 (or x 1.5), a string suffixed, a bool
+/// flipped, null / an empty array replaced.
+fn change(v: &mut serde_json::Value, path: &str) {
+    let mut cur = v;
+    for part in path.split('.') {
+        let (key, idx) = match part.split_once('[') {
+            Some((k, rest)) => {
+                (k, rest.split('[').map(|i| i.trim_end_matches(']').parse::<usize>().unwrap()).collect())
+            }
+            None => (part, vec![]),
+        };
+        cur = &mut cur[key];
+        for i in idx {
+            cur = &mut cur[i];
+        }
+    }
+    *cur = match &*cur {
+        serde_json::Value::Number(n) if n.is_u64() => (n.as_u64().unwrap() + 1).into(),
+        serde_json::Value::Number(n) if n.is_i64() => (n.as_i64().unwrap() + 1).into(),
+        serde_json::Value::Number(n) => (n.as_f64().unwrap() * 1.5 + 0.25).into(),
+        serde_json::Value::String(s) => format!("{s}x").into(),
+        serde_json::Value::Bool(b) => (!b).into(),
+        _ => serde_json::json!(1),
+    };
+}
+
+/// Identity is derived, not listed: every field of the manifest as fd reads it, changed in turn,
+/// changes the run's identity, but for the explicit cosmetic list (which changes nothing). A
+/// change the manifest type cannot hold (an unknown enum name) is no model and is skipped.
+#[test]
+fn every_manifest_field_is_part_of_the_run_identity() {
+    use fd_model::manifest::{Manifest, COSMETIC_FIELDS, COSMETIC_GRAPH_FIELDS};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut checked = 0;
+    for dir in ["models/fmnist", "models/fmnist-dit", "crates/fd-model/tests/fixtures/tiny"] {
+        let base = Manifest::load(&root.join(dir)).unwrap();
+        let value = serde_json::to_value(&base).unwrap();
+        let id = base.identity();
+        let mut paths = Vec::new();
+        leaves(&value, "", &mut paths);
+        for p in paths {
+            let mut v = value.clone();
+            change(&mut v, &p);
+            let Ok(m) = serde_json::from_value::<Manifest>(v) else { continue };
+            let top = p.split(['.', '[']).next().unwrap();
+            let cosmetic = COSMETIC_FIELDS.contains(&top)
+                || (top == "graphs" && COSMETIC_GRAPH_FIELDS.iter().any(|f| p.ends_with(&format!(".{f}"))));
+            assert_eq!(m.identity() == id, cosmetic, "{dir}: changing `{p}` (cosmetic: {cosmetic})");
+            checked += 1;
+        }
+    }
+    assert!(checked > 150, "{checked} fields checked");
+}
+
+/// The case of the report: a manifest's TeaCache coefficients edited between two parts of one
+/// run. Resume and merge notice, naming the field.
+#[test]
+fn resume_and_merge_notice_a_changed_method_coefficient() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let d = tempfile::tempdir().unwrap();
+    let edited = d.path().join("model");
+    std::fs::create_dir_all(&edited).unwrap();
+    for e in std::fs::read_dir(root.join("models/fmnist")).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), edited.join(e.file_name())).unwrap();
+        }
+    }
+    edit_json(&edited.join("manifest.json"), |v| {
+        let c = v["teacache"]["coefficients"][4].as_f64().unwrap();
+        v["teacache"]["coefficients"][4] = (c * 1.01).into();
+    });
+    let (a, b) = (fmnist(), ModelSpec::new(&edited, "cpu", false).unwrap().load().unwrap());
+    let conds = cycle_conditions(&a, None, None, 4).unwrap();
+    let with = |m: &Denoiser| {
+        let plan = PlanOptions { steps: 8, keys: "teacache:0.2".parse().unwrap(), ..Default::default() };
+        SamplingOptions { plan, guidance: 2.0, ..Default::default() }.resolve(m, &conds, 2).unwrap()
+    };
+    let (sa, sb) = (with(&a), with(&b));
+    let (s0, s1) = (d.path().join("s0"), d.path().join("s1"));
+    run_to(&a, &sa, &conds, &s0, Shard { index: 0, count: 2 }, Existing::Fail);
+    let e = sample_run(&b, &sb, &conds, &s0, Shard { index: 0, count: 2 }, Existing::Resume)
+        .run(&indicatif::ProgressBar::hidden())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("differs in: model.manifest.teacache.coefficients"), "{e}");
+    run_to(&b, &sb, &conds, &s1, Shard { index: 1, count: 2 }, Existing::Fail);
+    let e = fd_run::merge::merge(&[s0, s1], &d.path().join("m"), Existing::Fail).unwrap_err().to_string();
+    assert!(e.contains("model.manifest.teacache.coefficients"), "{e}");
+    assert!(!d.path().join("m").exists());
 }

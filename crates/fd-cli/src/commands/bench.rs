@@ -30,6 +30,6 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     )?;
     bar.finish_and_clear();
     report.write(&a.out)?;
-    print!("{}", report.markdown());
+    say!("{}", report.markdown().trim_end());
     Ok(())
 }

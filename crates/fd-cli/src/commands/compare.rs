@@ -12,11 +12,11 @@ pub fn run(runs: &[PathBuf], labels: &[String], classifier: Option<&Path>, devic
     let clf = judge.map(|p| fd_eval::consistency::Classifier::load(&p, fd_model::parse_device(device)?)).transpose()?;
     let (report, panels) = fd_run::compare::compare(runs, labels, clf.as_ref())?;
     let figure = report.write(&panels, out)?;
-    print!("{}", report.markdown());
+    say!("{}", report.markdown().trim_end());
     if figure {
-        println!("figure: {}", out.join("compare.png").display());
+        say!("figure: {}", out.join("compare.png").display());
     } else {
-        println!("no figure: the runs hold latents (no VAE decoder), not images");
+        say!("no figure: the runs hold latents (no VAE decoder), not images");
     }
     Ok(())
 }

@@ -19,16 +19,29 @@ pub fn run(a: &DriftArgs) -> Result<()> {
     let guidance = opts.exec()?.guidance;
     let rule = a.save_plan.as_deref().map(str::parse::<fd_analysis::keysteps::AutoRule>).transpose();
     let rule = rule.with_context(|| format!("--save-plan `{}`", a.save_plan.as_deref().unwrap_or("")))?;
+    if let Some(rule) = rule {
+        fd_analysis::keysteps::check_rule(rule, f.steps).with_context(|| format!("--save-plan `{rule}`"))?;
+    }
+    if a.out.exists() && !a.out.is_dir() {
+        anyhow::bail!(
+            "--out {}: exists and is not a folder (drift.csv, summary.json, fig3 and plan.json go in it)",
+            a.out.display()
+        );
+    }
+    if f.steps < 2 {
+        anyhow::bail!("--steps {}: drift compares adjacent steps, so it needs at least 2", f.steps);
+    }
     let conds = f.conditions(&model, a.n)?;
     let seeds: Vec<u64> = (0..a.n).map(|i| f.seed + i as u64).collect();
     let run = format!("{}-{}{}-cfg{}", model.manifest.name, f.scheduler, f.steps, guidance);
     let acc = fd_analysis::measure_drift(&model, &sampler, f.steps, guidance, &seeds, &conds, &run)?;
+    let summary = acc.summary();
+    summary.check_finite()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     acc.write_csv(&a.out.join("drift.csv"))?;
-    let summary = acc.summary();
     write_json(&a.out.join("summary.json"), &summary)?;
     fd_analysis::plot::fig3(acc.rows(), &summary, &a.out.join("fig3"))?;
-    println!(
+    say!(
         "{run}: encoder mean MSE {:.4e} / decoder {:.4e} = {:.3} | std(F-norm) encoder {:.4} vs decoder {:.4} | rel. change encoder {:.4} vs decoder {:.4}",
         summary.encoder_mean_mse, summary.decoder_mean_mse, summary.mse_ratio, summary.encoder_mean_fnorm_std,
         summary.decoder_mean_fnorm_std, summary.encoder_mean_rel_change, summary.decoder_mean_rel_change
@@ -45,7 +58,7 @@ pub fn run(a: &DriftArgs) -> Result<()> {
             calibration: Some(a.out.join("summary.json")),
         };
         write_json(&a.out.join("plan.json"), &plan)?;
-        println!("plan {spec}: key steps {:?} -> {}", plan.keys, a.out.join("plan.json").display());
+        say!("plan {spec}: key steps {:?} -> {}", plan.keys, a.out.join("plan.json").display());
     }
     Ok(())
 }

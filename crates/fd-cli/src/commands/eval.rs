@@ -7,10 +7,15 @@ use anyhow::Result;
 use fd_eval::score::KidOptions;
 use fd_model::io::write_json;
 
-/// Lock the sample folder while its metrics and feature caches are written (a missing folder is
-/// the metric's error to report, not created here).
+/// Lock a run folder while its metrics and feature caches are written. A plain image folder is
+/// not fd's, so no lock file goes there (its cache and metric files are written by rename, so
+/// two evaluations cannot leave a torn file); a missing folder is the metric's error to report.
 fn lock(dir: &Path, what: &str) -> Result<Option<fd_run::lock::FolderLock>> {
-    Ok(if dir.is_dir() { Some(fd_run::lock::FolderLock::acquire(dir, what)?) } else { None })
+    Ok(if dir.is_dir() && fd_run::evaluate::is_run_folder(dir) {
+        Some(fd_run::lock::FolderLock::acquire(dir, what)?)
+    } else {
+        None
+    })
 }
 
 pub fn fid(dir: &Path, reference: &str, inception: Option<&Path>, kid: KidOptions, device: &str) -> Result<()> {
@@ -22,11 +27,17 @@ pub fn fid(dir: &Path, reference: &str, inception: Option<&Path>, kid: KidOption
     bar.finish_and_clear();
     write_json(&dir.join("fid.json"), &res)?;
     match &res.kid {
-        Some(k) => println!(
+        Some(k) => say!(
             "FID {:.3} (N={} vs {reference} N={}) | KID {:.5} ± {:.5} ({} subsets of {})",
-            res.fid, res.n, res.n_ref, k.mean, k.std, k.subsets, k.subset_size
+            res.fid,
+            res.n,
+            res.n_ref,
+            k.mean,
+            k.std,
+            k.subsets,
+            k.subset_size
         ),
-        None => println!("FID {:.3} (N={} vs {reference} N={})", res.fid, res.n, res.n_ref),
+        None => say!("FID {:.3} (N={} vs {reference} N={})", res.fid, res.n, res.n_ref),
     }
     Ok(())
 }
@@ -36,9 +47,13 @@ pub fn clip(dir: &Path, clip_dir: &Path, device: &str) -> Result<()> {
     let _lock = lock(dir, "fd eval clip")?;
     let res = fd_run::evaluate::folder_clip(&clip, dir)?;
     write_json(&dir.join("clip_score.json"), &res)?;
-    println!(
+    say!(
         "CLIP-S {:.4} | torchmetrics {:.2} (N={}, {}, {})",
-        res.clip_s, res.torchmetrics, res.n, res.clip_model, res.preprocessing
+        res.clip_s,
+        res.torchmetrics,
+        res.n,
+        res.clip_model,
+        res.preprocessing
     );
     Ok(())
 }
@@ -49,9 +64,9 @@ pub fn consistency(dir: &Path, classifier: &Path, device: &str) -> Result<()> {
     let res = fd_run::evaluate::folder_consistency(&clf, dir)?;
     let out = dir.join("consistency.json");
     write_json(&out, &res)?;
-    println!("class consistency {:.4} over N={} ({})", res.consistency, res.n, out.display());
+    say!("class consistency {:.4} over N={} ({})", res.consistency, res.n, out.display());
     for c in &res.per_class {
-        println!("  class {:>2}: {:.3} (n={})", c.class, c.consistency, c.n);
+        say!("  class {:>2}: {:.3} (n={})", c.class, c.consistency, c.n);
     }
     Ok(())
 }

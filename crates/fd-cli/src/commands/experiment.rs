@@ -75,7 +75,7 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
     };
     let t0 = std::time::Instant::now();
     let rows = run_experiment(&cfg, &opt)?;
-    print!("{}", std::fs::read_to_string(results_dir.join("table.md"))?);
-    println!("{} rows in {:.1} min -> {}", rows.len(), t0.elapsed().as_secs_f64() / 60.0, results_dir.display());
+    say!("{}", std::fs::read_to_string(results_dir.join("table.md"))?.trim_end());
+    say!("{} rows in {:.1} min -> {}", rows.len(), t0.elapsed().as_secs_f64() / 60.0, results_dir.display());
     Ok(())
 }

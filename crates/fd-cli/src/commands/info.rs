@@ -12,14 +12,14 @@ pub fn run(dir: &Path, device: &str) -> Result<()> {
     let p = |k: &str| m.params.get(k).copied().unwrap_or(0);
     let (pe, pd) = (p("encoder") + p("time_embed"), p("decoder"));
     let (fe, fd) = (m.flops("encoder"), m.flops("decoder"));
-    println!(
+    say!(
         "model        {} ({}){}",
         m.name,
         dir.display(),
         m.family.as_deref().map_or(String::new(), |f| format!(", family {f}"))
     );
-    println!("input        {:?} ({}), prediction {}", m.sample_shape(), m.dtype, m.prediction_type);
-    println!(
+    say!("input        {:?} ({}), prediction {}", m.sample_shape(), m.dtype, m.prediction_type);
+    say!(
         "cond         {:?}: [{}, {}]{}",
         m.cond.kind,
         m.cond.seq_len,
@@ -30,31 +30,28 @@ pub fn run(dir: &Path, device: &str) -> Result<()> {
         }
     );
     for (what, need) in m.needs() {
-        println!("needs        {what}: {need}");
+        say!("needs        {what}: {need}");
     }
     let feats: Vec<String> =
         m.feature_names().iter().zip(m.feature_shapes()).map(|(n, s)| format!("{n} {s:?}")).collect();
-    println!("features     {} tensor(s) cached at key steps ({}): {}", feats.len(), m.kind, feats.join(", "));
-    println!("scheduler    {}", m.scheduler);
-    println!(
+    say!("features     {} tensor(s) cached at key steps ({}): {}", feats.len(), m.kind, feats.join(", "));
+    say!("scheduler    {}", m.scheduler);
+    say!(
         "params       encoder (incl. time embedding) {:.3}M ({:.1}%), decoder {:.3}M ({:.1}%)",
         pe as f64 / 1e6,
         100.0 * pe as f64 / (pe + pd) as f64,
         pd as f64 / 1e6,
         100.0 * pd as f64 / (pe + pd) as f64
     );
-    println!("flops/call   encoder {:.4} GFLOPs ({:.1}%), decoder {:.4} GFLOPs ({:.1}%), time_embed {:.6} GFLOPs (batch 1, 2 x MACs)",
+    say!("flops/call   encoder {:.4} GFLOPs ({:.1}%), decoder {:.4} GFLOPs ({:.1}%), time_embed {:.6} GFLOPs (batch 1, 2 x MACs)",
         fe as f64 / 1e9, 100.0 * fe as f64 / (fe + fd) as f64, fd as f64 / 1e9, 100.0 * fd as f64 / (fe + fd) as f64, m.flops("time_embed") as f64 / 1e9);
-    println!("graphs       {}", m.graphs.keys().cloned().collect::<Vec<_>>().join(", "));
+    say!("graphs       {}", m.graphs.keys().cloned().collect::<Vec<_>>().join(", "));
     // the methods of the table this export can run beyond encoder propagation
     let peers: Vec<String> =
         fd_sched::methods::METHODS.iter().skip(1).filter_map(|meth| (meth.offered)(&model)).collect();
-    println!(
-        "peer plans   {}",
-        if peers.is_empty() { "none (encoder propagation only)".into() } else { peers.join("; ") }
-    );
-    println!("device       {}", fd_model::device::describe(model.device));
-    println!(
+    say!("peer plans   {}", if peers.is_empty() { "none (encoder propagation only)".into() } else { peers.join("; ") });
+    say!("device       {}", fd_model::device::describe(model.device));
+    say!(
         "libtorch     {} (cuda available: {}, cudnn: {})",
         fd_model::device::libtorch_summary(),
         fd_model::tch::Cuda::is_available(),

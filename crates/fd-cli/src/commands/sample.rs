@@ -9,6 +9,13 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     check_counts(a.n, a.batch, a.sampling.seed)?;
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or_default();
     let f = &a.sampling;
+    let existing = match (a.resume, a.overwrite) {
+        (true, _) => Existing::Resume,
+        (_, true) => Existing::Overwrite,
+        _ => Existing::Fail,
+    };
+    // the folder's state before loading, calibrating or sampling anything
+    fd_run::runner::check_out(&a.out, existing)?;
     let opts = f.options(Some(&a.plan), 1.0);
     let model = f.model()?.load()?;
     opts.sampler(&model)?; // before conditions and an auto:K calibration
@@ -22,11 +29,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         batch: a.batch,
         shard,
         out: &a.out,
-        existing: match (a.resume, a.overwrite) {
-            (true, _) => Existing::Resume,
-            (_, true) => Existing::Overwrite,
-            _ => Existing::Fail,
-        },
+        existing,
     };
     let bar = super::bar(a.n as u64, "sampling");
     bar.set_style(indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} [{elapsed} < {eta}]")?);
@@ -35,11 +38,11 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     if !run.pngs() {
         let m = &model.manifest;
         let channels = m.vae.as_ref().map_or(m.out_channels, |v| v.out_channels);
-        println!("note: {channels}-channel outputs without a VAE decoder: wrote samples.safetensors only (no PNGs)");
+        say!("note: {channels}-channel outputs without a VAE decoder: wrote samples.safetensors only (no PNGs)");
     }
     let plan = &spec.plan;
     let keys = plan.summary(&s.counts, s.n, if spec.exec.guidance > 1.0 { 2 } else { 1 });
-    println!(
+    say!(
         "{} samples -> {}{} | plan {} ({keys}) | {:.3} s/image (UNet loop {:.3}) | {:.3} GFLOPs/image{}",
         s.n,
         a.out.display(),

@@ -26,6 +26,16 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// Oldest schema version this build reads.
 pub const MIN_SCHEMA_VERSION: u32 = 1;
 
+/// Manifest fields that cannot change an image, left out of a run's identity
+/// ([`Manifest::identity`]): the schema number (versions 1 and 2 mean the same where both have a
+/// field), the model family label, the parameter counts, the export's device and what wrote the
+/// export (script, versions, training log). Everything else is in the identity.
+pub const COSMETIC_FIELDS: [&str; 6] = ["schema_version", "family", "params", "export_device", "exporter", "training"];
+
+/// Per-graph fields left out of a run's identity: a graph's FLOP count (it changes reported
+/// GFLOPs, never an image).
+pub const COSMETIC_GRAPH_FIELDS: [&str; 1] = ["flops"];
+
 /// Graphs every model must have.
 pub const REQUIRED_GRAPHS: [&str; 3] = ["time_embed", "encoder", "decoder"];
 
@@ -594,6 +604,28 @@ impl Manifest {
             (ModelKind::Dit, Some(sp)) => (0..n).map(|i| format!("block{:02}", sp.encoder_blocks + i)).collect(),
             _ => (0..n).map(|i| format!("up{i}")).collect(),
         }
+    }
+
+    /// The manifest as a run's identity sees it: every field fd read, less
+    /// [`COSMETIC_FIELDS`] and each graph's [`COSMETIC_GRAPH_FIELDS`]. A field added to the
+    /// manifest is part of every identity unless it is added to those lists, so a run can never
+    /// be resumed or merged across a change of something that decides its images (a method's
+    /// fitted coefficients, a conditioning setting, a graph's hash).
+    pub fn identity(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("a manifest serialises");
+        if let Some(o) = v.as_object_mut() {
+            for k in COSMETIC_FIELDS {
+                o.remove(k);
+            }
+            if let Some(graphs) = o.get_mut("graphs").and_then(|g| g.as_object_mut()) {
+                for g in graphs.values_mut().filter_map(|g| g.as_object_mut()) {
+                    for k in COSMETIC_GRAPH_FIELDS {
+                        g.remove(k);
+                    }
+                }
+            }
+        }
+        v
     }
 
     /// FLOPs of one batch-1 call of `graph`, or 0 when the model has no such graph.
