@@ -49,13 +49,13 @@ def export_if_parts(unet, text, tok, sched: dict, out: str, name: str, device: s
     if not getattr(tok, "is_fast", False):
         raise ExportError("the IF tokenizer must be a fast tokenizer (tokenizer.json), e.g. T5TokenizerFast")
     torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype or ("float16" if device.startswith("cuda") else "float32")]
-    os.makedirs(out, exist_ok=True)
-    tok.backend_tokenizer.save(os.path.join(out, "tokenizer.json"))
+    # the tokenizer file is written by export_model after every check passed
+    files = {"tokenizer.json": tok.backend_tokenizer.to_str(pretty=True)}
     max_len = 77  # IFPipeline.encode_prompt: max_length = 77
     spec = dict(file="tokenizer.json", max_length=max_len, pad_id=int(tok.pad_token_id), lowercase=True)
     cond_spec = dict(kind="text", seq_len=max_len, dim=int(text.config.d_model), tokenizer=spec, uncond="empty_prompt")
     return export_model(
         out, name, unet, sched, T5Encode(text, int(tok.pad_token_id)), cond_spec,
         cond_example=torch.ones(1, max_len, dtype=torch.long), vae=None, dtype=torch_dtype, device=device,
-        family="if-stage1",
+        family="if-stage1", extra_files=files,
     )

@@ -14,7 +14,7 @@ from torch import nn
 from .errors import ExportError
 from .flops import count_flops, n_params
 from .folder import WEIGHTS_FILE, load_unet, save_unet_weights, sha256, write_manifest
-from .forms import unet_form
+from .forms import UnsupportedConfig, unet_form
 from .graphs import (
     AnalysisDecoder,
     CondPrepare,
@@ -98,8 +98,15 @@ def export_model(
         raise ValueError(f"cond encoder gives states of width {cond_spec['dim']}, the UNet config expects "
                          f"{form.raw_dim} (encoder_hid_dim / cross_attention_dim)")
     if form.pooled_dim is not None and cond_spec.get("pooled_dim") != form.pooled_dim:
-        raise ValueError(f"UNet expects pooled text embeds of width {form.pooled_dim} (addition_embed_type "
-                         f"text_time), the cond encoder gives {cond_spec.get('pooled_dim')}")
+        got = cond_spec.get("pooled_dim")
+        # an SDXL refiner's UNet takes 5 time ids (sizes, crop and an aesthetic score), not 6
+        refiner = got is not None and form.proj_in - 5 * form.time_embed_dim == got
+        raise UnsupportedConfig(
+            f"UNet config `projection_class_embeddings_input_dim` = {form.proj_in} leaves {form.pooled_dim} for the "
+            f"pooled text embed next to 6 time ids x `addition_time_embed_dim` {form.time_embed_dim}, but the "
+            f"second text encoder gives {got} (its `projection_dim`)"
+            + ("; with 5 time ids it fits exactly: this looks like an SDXL refiner (aesthetic-score time ids, "
+               "`requires_aesthetics_score`), which fd does not export (export the SDXL base model)" if refiner else ""))
     tome_entry = None
     if tome is not None:
         from .tome import apply_tome

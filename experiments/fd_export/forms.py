@@ -34,8 +34,11 @@ class UnetForm:
     prepare: bool = False
     # addition_embed_type, recorded in the manifest
     added_kind: str | None = None
-    # dimension of the pooled text embedding (text_time)
+    # dimension of the pooled text embedding (text_time), and what it was derived from:
+    # projection_class_embeddings_input_dim = pooled_dim + 6 time ids x addition_time_embed_dim
     pooled_dim: int | None = None
+    proj_in: int | None = None
+    time_embed_dim: int | None = None
     # raw text-state dimension fed to cond_prepare (encoder_hid_dim, or cross_attention_dim)
     raw_dim: int | None = None
     # learned variance: the UNet predicts [eps, variance values] stacked on channels
@@ -84,7 +87,7 @@ def unet_form(config) -> UnetForm:
         t_dim = int(cfg["addition_time_embed_dim"])
         proj_in = int(cfg["projection_class_embeddings_input_dim"])
         form.added_inputs = ["pooled", "time_ids"]
-        form.pooled_dim = proj_in - 6 * t_dim
+        form.pooled_dim, form.proj_in, form.time_embed_dim = proj_in - 6 * t_dim, proj_in, t_dim
         if form.pooled_dim <= 0:
             raise UnsupportedConfig(f"UNet config `projection_class_embeddings_input_dim` = {proj_in} leaves no room for "
                                     f"a pooled text embed next to 6 time ids x {t_dim} (an SDXL refiner's 5 time ids "

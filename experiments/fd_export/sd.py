@@ -105,8 +105,10 @@ def export_sd(checkpoint: str, out: str, device: str = "cpu", dtype: str | None 
                            force_zeros_for_empty_prompt=force_zeros, tome=tome, save_weights=save_weights)
 
 
-def _tokenizer_spec(tok, text, out: str, file: str) -> dict:
-    tok.backend_tokenizer.save(os.path.join(out, file))
+def _tokenizer_spec(tok, text, file: str, files: dict) -> dict:
+    """The manifest entry of a tokenizer saved as `file`; its content goes into `files`, which
+    export_model writes only after every check passed (nothing is written for a refused export)."""
+    files[file] = tok.backend_tokenizer.to_str(pretty=True)
     max_len = int(tok.model_max_length if tok.model_max_length < 10_000 else text.config.max_position_embeddings)
     return dict(file=file, max_length=max_len, pad_id=int(tok.pad_token_id))
 
@@ -126,8 +128,8 @@ def export_sd_parts(unet, text, tok, vae, sched: dict, out: str, name: str, devi
     else:
         unet_form(unet.config)  # refuse an unsupported UNet before writing anything
     torch_dtype = {"float32": torch.float32, "float16": torch.float16}[dtype or ("float16" if device.startswith("cuda") else "float32")]
-    os.makedirs(out, exist_ok=True)
-    spec = _tokenizer_spec(tok, text, out, "tokenizer.json")
+    files = {}
+    spec = _tokenizer_spec(tok, text, "tokenizer.json", files)
     max_len = spec["max_length"]
     if text_2 is None:
         # SD 2.x uses linear projections; a UNet3D is the text-to-video-ms form
@@ -137,7 +139,7 @@ def export_sd_parts(unet, text, tok, vae, sched: dict, out: str, name: str, devi
         encoder, example = TextEncode(text), torch.zeros(1, max_len, dtype=torch.long)
     else:
         family = "sdxl"
-        spec_2 = _tokenizer_spec(tok_2, text_2, out, "tokenizer_2.json")
+        spec_2 = _tokenizer_spec(tok_2, text_2, "tokenizer_2.json", files)
         if spec_2["max_length"] != max_len:
             raise ExportError(f"tokenizer_2 pads to {spec_2['max_length']} tokens, tokenizer to {max_len}")
         cond_spec = dict(kind="text", seq_len=max_len, dim=int(text.config.hidden_size + text_2.config.hidden_size),
@@ -148,5 +150,5 @@ def export_sd_parts(unet, text, tok, vae, sched: dict, out: str, name: str, devi
     return export_model(
         out, name, unet, sched, encoder, cond_spec, cond_example=example, vae=vae,
         vae_scaling_factor=float(vae.config.scaling_factor), dtype=torch_dtype, device=device, family=family,
-        controlnet=controlnet, tome=tome, frames=frames, save_weights=save_weights,
+        controlnet=controlnet, tome=tome, frames=frames, save_weights=save_weights, extra_files=files,
     )

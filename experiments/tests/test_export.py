@@ -627,3 +627,21 @@ def test_dit_encoder_analysis_is_added_from_the_checkpoint_it_was_exported_from(
         (cached,) = enc.encoder(x, emb, cond)
     assert len(earlier) == m["split"]["encoder_blocks"] - 1 and all(t.shape == cached.shape for t in earlier)
     assert torch.allclose(tokens, cached, atol=1e-6)
+
+
+def test_sdxl_refiner_unet_is_refused_naming_the_field_before_any_file(tmp_path):
+    """An SDXL refiner-style UNet (5 time ids: `projection_class_embeddings_input_dim` = pooled +
+    5 x addition_time_embed_dim) is refused naming the field and what the checkpoint looks like,
+    before anything (not even the tokenizer files) is written."""
+    import make_families as mf
+    from fd_export.sd import export_sd
+
+    ckpt = tmp_path / "ckpt"
+    mf.build_sdxl(str(ckpt))
+    cfg = json.loads((ckpt / "unet" / "config.json").read_text())
+    cfg["projection_class_embeddings_input_dim"] = 5 * 8 + 24
+    UNet2DConditionModel.from_config(cfg).save_pretrained(str(ckpt / "unet"))
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"projection_class_embeddings_input_dim` = 64.*SDXL refiner"):
+        export_sd(str(ckpt), str(out))
+    assert not out.exists(), "nothing written"

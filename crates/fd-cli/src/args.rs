@@ -83,9 +83,10 @@ pub struct SamplingFlags {
     /// Model folder.
     #[arg(long)]
     pub model: PathBuf,
-    /// Sampler: ddim, ddpm, dpm, dpm++ or euler.
-    #[arg(long, default_value = "ddim")]
-    pub scheduler: String,
+    /// Sampler: ddim, ddpm, dpm, dpm++ or euler [default: the export's own scheduler, as its
+    /// diffusers pipeline runs it (ddim where fd has no equivalent); said on stderr].
+    #[arg(long)]
+    pub scheduler: Option<String>,
     /// Number of sampler steps.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
@@ -192,7 +193,7 @@ impl SamplingFlags {
         let d = SamplingOptions::default();
         SamplingOptions {
             plan: PlanOptions {
-                sampler: self.scheduler.clone(),
+                sampler: self.scheduler.clone().unwrap_or_default(),
                 steps: self.steps,
                 eta: self.eta,
                 keys: plan.map_or(d.plan.keys, |p| p.keys.clone()),

@@ -12,6 +12,14 @@ macro_rules! say {
     }};
 }
 
+/// A `note: ...` line on stderr (what fd chose for the user), never a panic.
+macro_rules! note {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "note: {}", format_args!($($t)*));
+    }};
+}
+
 mod args;
 mod commands;
 

@@ -38,6 +38,35 @@ fn sdxl_samples_with_prompts_and_info_says_what_it_needs() {
     assert_eq!(run["conditions"][1], "a photograph of an astronaut riding a horse");
 }
 
+/// Without `--scheduler` a run uses the export's own scheduler (as its diffusers pipeline does:
+/// Euler for SDXL, DDPM for IF), says so and records it; the same run with the flag named is
+/// byte-identical.
+#[test]
+fn the_sampler_defaults_to_the_exports_own() {
+    let d = tempfile::tempdir().unwrap();
+    let p = prompts(d.path());
+    for (family, name, class) in [("sdxl", "euler", "EulerDiscreteScheduler"), ("if", "ddpm", "DDPMScheduler")] {
+        let run = |out: &str, extra: &[&str]| {
+            let o = d.path().join(out).display().to_string();
+            let args = ["sample", "--model", &model(family), "--steps", "3", "--n", "1", "--cfg", "2", "--prompts", &p];
+            fd(&[&args[..], extra, &["--out", &o]].concat())
+        };
+        let (ok, _, err) = run(&format!("{family}-default"), &[]);
+        assert!(ok, "{err}");
+        assert!(err.contains(&format!("note: sampler {name}: the export's {class}")), "{family}: {err}");
+        let (ok, _, err) = run(&format!("{family}-named"), &["--scheduler", name]);
+        assert!(ok && !err.contains("note: sampler"), "{family}: {err}");
+        let read = |out: &str, f: &str| std::fs::read(d.path().join(out).join(f)).unwrap();
+        let rec: serde_json::Value = serde_json::from_slice(&read(&format!("{family}-default"), "run.json")).unwrap();
+        assert_eq!(rec["sampler"]["name"], name, "{family}");
+        assert_eq!(
+            read(&format!("{family}-default"), "samples.safetensors"),
+            read(&format!("{family}-named"), "samples.safetensors"),
+            "{family}"
+        );
+    }
+}
+
 #[test]
 fn controlnet_runs_need_their_condition_images() {
     let d = tempfile::tempdir().unwrap();
@@ -149,6 +178,7 @@ fn t2v_writes_frames_and_checks_the_frame_count() {
     assert_eq!((frame.width(), frame.height()), (16, 16));
     assert!(d.path().join("o/000000.gif").is_file());
     let sd2 = model("sd2");
-    let (ok, _, err) = fd(&["sample", "--model", &sd2, "--prompts", &p, "--frames", "3", "--out", &o]);
+    let o2 = format!("{o}2");
+    let (ok, _, err) = fd(&["sample", "--model", &sd2, "--prompts", &p, "--frames", "3", "--out", &o2]);
     assert!(!ok && err.contains("is an image model"), "{err}");
 }

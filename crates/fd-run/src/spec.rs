@@ -31,7 +31,9 @@ fn default_calibration_n() -> usize {
 /// row of an experiment config, a `fd bench --plans` entry).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanOptions {
-    /// Sampler (`ddim`, `ddpm`, `dpm`, `dpm++`, `euler`). Default ddim.
+    /// Sampler (`ddim`, `ddpm`, `dpm`, `dpm++`, `euler`). Default ddim in experiment configs; empty
+    /// (`fd sample` / `bench` / `drift` without `--scheduler`): the export's own
+    /// ([`SamplingOptions::sampler_choice`]).
     #[serde(default = "default_sampler")]
     pub sampler: String,
     /// Sampler steps. Default 50.
@@ -142,12 +144,44 @@ impl SamplingOptions {
         }
     }
 
-    /// The sampler these options name, configured from the model's manifest.
+    /// The sampler these options name, configured from the model's manifest; an empty name is
+    /// the export's own ([`SamplingOptions::sampler_choice`]).
     pub fn sampler(&self, model: &Denoiser) -> Result<SamplerSpec> {
         let p = &self.plan;
-        let s = SamplerSpec::from_config(&p.sampler, &model.manifest.scheduler, p.eta)?;
-        s.build(p.steps).ctx(format!("--scheduler {} --steps {}", p.sampler, p.steps))?;
+        let (name, _) = self.sampler_choice(model);
+        let s = SamplerSpec::from_config(&name, &model.manifest.scheduler, p.eta)?;
+        s.build(p.steps).ctx(format!("--scheduler {name} --steps {}", p.steps))?;
         Ok(s)
+    }
+
+    /// The sampler's name and, when the options left it to the model (an empty name), how it was
+    /// chosen, in words: the export's scheduler (what its diffusers pipeline runs: Euler for SDXL,
+    /// DDPM for IF), or `ddim` where fd runs no equivalent of it (PNDM, LMS, ...).
+    pub fn sampler_choice(&self, model: &Denoiser) -> (String, Option<String>) {
+        let p = &self.plan;
+        if !p.sampler.is_empty() {
+            return (p.sampler.clone(), None);
+        }
+        match SamplerSpec::export_default(&model.manifest.scheduler) {
+            (Some(name), class) => (
+                name.to_string(),
+                Some(format!(
+                    "sampler {name}: the export's {} (--scheduler to choose another)",
+                    class.unwrap_or_default()
+                )),
+            ),
+            (None, Some(class)) => (
+                "ddim".to_string(),
+                Some(format!(
+                    "sampler ddim: the export's {class} is not one fd runs (it runs {}); --scheduler to choose",
+                    SamplerSpec::NAMES.join(", ")
+                )),
+            ),
+            (None, None) => (
+                "ddim".to_string(),
+                Some("sampler ddim: the export names no scheduler class (--scheduler to choose)".into()),
+            ),
+        }
     }
 
     /// Resolve against `model` into the run's one [`SamplingSpec`], for batches of `batch`

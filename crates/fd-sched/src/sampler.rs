@@ -38,6 +38,28 @@ impl SamplerSpec {
     /// Sampler names accepted by [`SamplerSpec::from_config`] / `--scheduler`.
     pub const NAMES: [&'static str; 5] = ["ddim", "ddpm", "dpm", "dpm++", "euler"];
 
+    /// The sampler a diffusers pipeline would run for an export whose scheduler config is
+    /// `config`: the [`SamplerSpec::NAMES`] entry for its `_class_name` (`DPMSolverMultistepScheduler`
+    /// by its `algorithm_type`), and that class name; `None` for a scheduler fd does not run
+    /// (PNDM, LMS, ...) or a config without a class name.
+    pub fn export_default(config: &serde_json::Value) -> (Option<&'static str>, Option<String>) {
+        let class = config.get("_class_name").and_then(|c| c.as_str()).map(str::to_string);
+        let name = match class.as_deref() {
+            Some("DDIMScheduler") => Some("ddim"),
+            Some("DDPMScheduler") => Some("ddpm"),
+            Some("EulerDiscreteScheduler") => Some("euler"),
+            Some("DPMSolverMultistepScheduler") => {
+                match config.get("algorithm_type").and_then(|a| a.as_str()).unwrap_or("dpmsolver++") {
+                    "dpmsolver" => Some("dpm"),
+                    "dpmsolver++" => Some("dpm++"),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        (name, class)
+    }
+
     /// The sampler `name` configured from a diffusers scheduler config (a model manifest's
     /// `scheduler`): keys the sampler does not know are ignored and missing ones take diffusers'
     /// defaults, as `from_config`. `eta` applies to `ddim` only.

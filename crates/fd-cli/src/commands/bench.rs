@@ -14,7 +14,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let mut opts = f.options(None, 3.0);
     opts.plan.inject = a.inject.clone();
     let model = f.model()?.load()?;
-    opts.sampler(&model)?;
+    super::sampler(&opts, &model)?;
     opts.exec()?;
     let conds = f.conditions(&model, a.n)?;
     let plans = parse_plans(&a.plans, &opts, &model, &conds, a.n)?;

@@ -15,7 +15,7 @@ pub fn run(a: &DriftArgs) -> Result<()> {
     fd_run::runner::check_counts(a.n, a.n, f.seed)?;
     let opts = f.options(None, 3.0);
     let model = f.model()?.load()?;
-    let sampler = opts.sampler(&model)?;
+    let sampler = super::sampler(&opts, &model)?;
     let guidance = opts.exec()?.guidance;
     let rule = a.save_plan.as_deref().map(str::parse::<fd_analysis::keysteps::AutoRule>).transpose();
     let rule = rule.with_context(|| format!("--save-plan `{}`", a.save_plan.as_deref().unwrap_or("")))?;
@@ -33,7 +33,7 @@ pub fn run(a: &DriftArgs) -> Result<()> {
     }
     let conds = f.conditions(&model, a.n)?;
     let seeds: Vec<u64> = (0..a.n).map(|i| f.seed + i as u64).collect();
-    let run = format!("{}-{}{}-cfg{}", model.manifest.name, f.scheduler, f.steps, guidance);
+    let run = format!("{}-{}{}-cfg{}", model.manifest.name, sampler.name(), f.steps, guidance);
     let acc = fd_analysis::measure_drift(&model, &sampler, f.steps, guidance, &seeds, &conds, &run)?;
     let summary = acc.summary();
     summary.check_finite()?;

@@ -19,8 +19,8 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
         // another model: skipped, and said
         let (own, keep): (Vec<_>, Vec<_>) = cfg.rows.drain(..).partition(|r| r.model.is_some());
         for r in &own {
-            eprintln!(
-                "note: row `{}` skipped: it names its own model {} (not --model {})",
+            note!(
+                "row `{}` skipped: it names its own model {} (not --model {})",
                 r.label,
                 r.model.as_ref().map_or(String::new(), |p| p.display().to_string()),
                 m.display()

@@ -14,3 +14,18 @@ pub mod sample;
 pub fn bar(len: u64, msg: &'static str) -> indicatif::ProgressBar {
     fd_run::progress::bar(len, log::max_level() >= log::LevelFilter::Info).with_message(msg)
 }
+
+/// The sampler of `opts` on `model`, checked. Without `--scheduler` it is the export's own; that
+/// choice is said on stderr unless it is the long-standing default (ddim for a DDIM export).
+pub fn sampler(
+    opts: &fd_run::spec::SamplingOptions,
+    model: &fd_model::Denoiser,
+) -> anyhow::Result<fd_sched::SamplerSpec> {
+    let spec = opts.sampler(model)?;
+    if let (name, Some(how)) = opts.sampler_choice(model) {
+        if name != "ddim" || !how.contains("DDIMScheduler") {
+            note!("{how}");
+        }
+    }
+    Ok(spec)
+}

@@ -18,7 +18,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     fd_run::runner::check_out(&a.out, existing)?;
     let opts = f.options(Some(&a.plan), 1.0);
     let model = f.model()?.load()?;
-    opts.sampler(&model)?; // before conditions and an auto:K calibration
+    super::sampler(&opts, &model)?; // before conditions and an auto:K calibration
     let conds = f.conditions(&model, a.n)?;
     let spec = opts.resolve(&model, &conds, a.batch.min(a.n))?;
     let run = SampleRun {
