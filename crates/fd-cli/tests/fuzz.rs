@@ -2,7 +2,12 @@
 //! folders thrown at `fd` with a fixed seed and a bounded count (`FD_FUZZ_N`, default 40;
 //! `just fuzz-cli` runs more, `FD_FUZZ_SEED` picks another sequence). Every command must end
 //! without a panic; a command built with an invalid value must fail with an `error:` message; a
-//! finished run folder is never changed by a command that fails.
+//! finished run folder, a user's folder and a file behind a symlinked lock are never changed by a
+//! command that fails, and a refused experiment leaves no folder. The cases: bad flag values, broken
+//! manifests, damaged run folders, hostile folder states (a foreign `config.json`, a symlinked
+//! `.fd-lock`, a merge into its own input), bad experiment configs (labels, names, sizes) and plans
+//! generated from the method table (`fd_sched::methods::METHODS`: each method's grammar with
+//! invalid parameters and modifiers).
 
 mod common;
 
@@ -119,6 +124,72 @@ fn bad_folders(root: &Path, run: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Invalid plans generated from the method table: each method's name with parameters no method
+/// accepts (not a number, NaN, inf, negative, empty, too many), and encoder propagation's
+/// modifiers (from its syntax, `KEYS[+forecast:K|+partial:ID]`) with the same values, doubled or
+/// unknown.
+fn bad_plans() -> Vec<String> {
+    const BAD: [&str; 7] = ["x", "NaN", "inf", "-1", "", "1e309", "1:1:1:1:1:1"];
+    let mut out = Vec::new();
+    for m in fd_sched::methods::METHODS.iter() {
+        if m.name == "keys" {
+            let mods = m.syntax.split_once('[').map_or("", |(_, r)| r.trim_end_matches(']'));
+            for modifier in mods.split('|') {
+                let name = modifier.split(':').next().unwrap();
+                out.extend(BAD.iter().map(|b| format!("uniform:2{name}:{b}")));
+                out.push(format!("uniform:2{name}:1{name}:1"));
+            }
+            out.push("uniform:2+unknown:1".into());
+            continue;
+        }
+        out.extend(BAD.iter().map(|b| format!("{}:{b}", m.name)));
+        out.push(format!("{}+partial:0", m.syntax.split(':').next().unwrap()));
+    }
+    out
+}
+
+/// Experiment configs with one invalid field each (the rest of the config is valid: checked).
+fn bad_experiments(root: &Path, tiny: &str) -> Vec<PathBuf> {
+    let base = serde_json::json!({
+        "name": "fuzz", "model": tiny, "n": 4, "batch": 2, "guidance": 2.0,
+        "rows": [{"label": "base", "keys": "none", "steps": 6}, {"label": "ours", "keys": "uniform:2", "steps": 6}]
+    });
+    let good = root.join("experiment-good.json");
+    std::fs::write(&good, serde_json::to_vec_pretty(&base).unwrap()).unwrap();
+    fd_run::experiment::ExperimentConfig::load(&good).unwrap_or_else(|e| panic!("the fuzz base config: {e}"));
+    let u64max = serde_json::json!(u64::MAX);
+    let edits: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        ("name-dotdot", Box::new(|v| v["name"] = "..".into())),
+        ("name-abs", Box::new(|v| v["name"] = "/tmp/fd-fuzz-abs".into())),
+        ("name-sep", Box::new(|v| v["name"] = "a/b".into())),
+        ("name-empty", Box::new(|v| v["name"] = "".into())),
+        ("label-dotdot", Box::new(|v| v["rows"][1]["label"] = "..".into())),
+        ("label-empty", Box::new(|v| v["rows"][1]["label"] = "".into())),
+        ("label-twice", Box::new(|v| v["rows"][1]["label"] = "base".into())),
+        ("n-huge", Box::new(move |v| v["n"] = u64max.clone())),
+        ("n-zero", Box::new(|v| v["n"] = 0.into())),
+        ("n-string", Box::new(|v| v["n"] = "four".into())),
+        ("batch-zero", Box::new(|v| v["batch"] = 0.into())),
+        ("seed-overflow", Box::new(|v| v["seed"] = serde_json::json!(u64::MAX - 1))),
+        ("calibration-huge", Box::new(|v| v["calibration_n"] = serde_json::json!(u64::MAX))),
+        ("keys-bad", Box::new(|v| v["rows"][1]["keys"] = "tgate:0".into())),
+        ("sampler-bad", Box::new(|v| v["rows"][1]["sampler"] = "heun".into())),
+        ("reference-bad", Box::new(|v| v["reference"] = "nope".into())),
+        ("guidance-nan", Box::new(|v| v["guidance"] = "NaN".into())),
+        ("rows-empty", Box::new(|v| v["rows"] = serde_json::json!([]))),
+    ];
+    edits
+        .iter()
+        .map(|(name, f)| {
+            let mut v = base.clone();
+            f(&mut v);
+            let p = root.join(format!("experiment-{name}.json"));
+            std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+            p
+        })
+        .collect()
+}
+
 #[test]
 fn generated_bad_input_never_panics_and_never_touches_finished_outputs() {
     let n: usize = std::env::var("FD_FUZZ_N").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
@@ -134,12 +205,26 @@ fn generated_bad_input_never_panics_and_never_touches_finished_outputs() {
     std::fs::write(&npz, b"not an npz").unwrap();
     let models = bad_models(d.path());
     let folders = bad_folders(d.path(), &finished);
+    let plans = bad_plans();
+    let experiments = bad_experiments(d.path(), &tiny);
+    // hostile folder states: a user's folder holding a foreign config.json, a copy of the finished
+    // run whose lock file is a symlink to a user's file
+    let user = d.path().join("user");
+    std::fs::create_dir_all(&user).unwrap();
+    std::fs::write(user.join("config.json"), br#"{"_class_name": "UNet2DModel"}"#).unwrap();
+    std::fs::write(user.join("000007.png"), b"my image").unwrap();
+    let (victim, linked) = (d.path().join("victim.txt"), d.path().join("linked"));
+    std::fs::write(&victim, b"precious").unwrap();
+    copy_dir(&finished, &linked);
+    let _ = std::fs::remove_file(linked.join(".fd-lock"));
+    std::os::unix::fs::symlink(&victim, linked.join(".fd-lock")).unwrap();
+    let user_before = snapshot(&user);
     let before = snapshot(&finished);
     for case in 0..n {
         let fresh = s(&d.path().join(format!("out{case}")));
         let fin = s(&finished);
         // (arguments, must fail)
-        let (args, must_fail): (Vec<String>, bool) = match rng.next() % 5 {
+        let (args, must_fail): (Vec<String>, bool) = match rng.next() % 8 {
             // sample with one or two invalid flags, into a fresh folder or onto the finished run
             0 | 1 => {
                 let mut a: Vec<String> = ["sample"].iter().chain(&base).map(|x| x.to_string()).collect();
@@ -178,6 +263,34 @@ fn generated_bad_input_never_panics_and_never_touches_finished_outputs() {
                 let (c, must) = rng.pick(&cmds);
                 (c.iter().map(|x| x.to_string()).collect(), *must)
             }
+            // a hostile folder state: every command must be refused
+            5 => {
+                let (u, l) = (s(&user), s(&linked));
+                let cmds: [Vec<&str>; 7] = [
+                    vec!["--out", &u],
+                    vec!["--out", &u, "--resume"],
+                    vec!["--out", &u, "--overwrite"],
+                    vec!["--out", &l, "--overwrite"],
+                    vec!["merge", "--overwrite", "--out", &fin, &fin],
+                    vec!["merge", "--overwrite", "--out", &u, &fin],
+                    vec!["merge", "--overwrite", "--out", &l, &fin, &l],
+                ];
+                let c = rng.pick(&cmds);
+                let a = if c[0] == "merge" { c.clone() } else { [&["sample"][..], &base[..], &c[..]].concat() };
+                (a.iter().map(|x| x.to_string()).collect(), true)
+            }
+            // an experiment config with one invalid field
+            6 => {
+                let cfg = s(rng.pick(&experiments[..]).as_path());
+                let (res, work) = (s(&d.path().join(format!("res{case}"))), s(&d.path().join(format!("work{case}"))));
+                (["experiment", &cfg, "--out", &res, "--work", &work].iter().map(|x| x.to_string()).collect(), true)
+            }
+            // a plan generated from the method table with invalid parameters
+            7 => {
+                let plan = rng.pick(&plans).clone();
+                let a = [&["sample"][..], &base[..], &["--keys", &plan, "--out", &fresh]].concat();
+                (a.iter().map(|x| x.to_string()).collect(), true)
+            }
             // resume of a damaged folder: may succeed (parts are recomputed), must not panic
             _ => {
                 let f = s(rng.pick(&folders[..]).as_path());
@@ -197,5 +310,12 @@ fn generated_bad_input_never_panics_and_never_touches_finished_outputs() {
             assert!(err.contains("error:"), "case {case} {argv:?}: no error message: {err}");
         }
         assert!(snapshot(&finished) == before, "case {case} {argv:?} changed the finished run");
+        assert!(snapshot(&user) == user_before, "case {case} {argv:?} changed the user's folder");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "case {case} {argv:?} wrote through the symlink");
+        if must_fail {
+            for made in [format!("out{case}"), format!("res{case}"), format!("work{case}")] {
+                assert!(!d.path().join(&made).exists(), "case {case} {argv:?} failed but wrote {made}");
+            }
+        }
     }
 }

@@ -179,6 +179,13 @@ fn doubled_or_unknown_modifiers_are_refused_by_name() {
         let e = bad.parse::<PlanSpec>().unwrap_err().to_string();
         assert!(e.contains(want), "{bad}: {e}");
     }
+    // a bare method name, alone or with a modifier (found by the CLI fuzz test: it panicked)
+    for m in fd_sched::methods::METHODS.iter().skip(1) {
+        for bad in [m.name.to_string(), format!("{}+partial:0", m.name)] {
+            let e = bad.parse::<PlanSpec>().unwrap_err().to_string();
+            assert!(e.contains(m.name), "{bad}: {e}");
+        }
+    }
 }
 
 /// One plan per method and form (every parameter given or left out, each modifier): printed and

@@ -229,7 +229,8 @@ impl FromStr for PlanSpec {
         let s = spec.trim();
         let (base, modifiers) = s.split_once('+').map_or((s, None), |(b, m)| (b, Some(m)));
         let info = method_of(base);
-        let body = if std::ptr::eq(info, METHODS[0]) { base } else { &base[info.name.len() + 1..] };
+        // a bare method name (`teacache`) has an empty body: its parser says what it expects
+        let body = if std::ptr::eq(info, METHODS[0]) { base } else { base.get(info.name.len() + 1..).unwrap_or("") };
         let parsed = (info.parse)(body).map_err(|e| match e {
             // name the part that was refused
             Error::KeySteps { spec: _, msg } => Error::KeySteps { spec: base.to_string(), msg },
