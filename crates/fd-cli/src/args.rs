@@ -85,7 +85,7 @@ pub struct SamplingFlags {
     pub model: PathBuf,
     /// Sampler: ddim, ddpm, dpm, dpm++ or euler [default: the export's own scheduler, as its
     /// diffusers pipeline runs it (ddim where fd has no equivalent); said on stderr].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub scheduler: Option<String>,
     /// Number of sampler steps.
     #[arg(long, default_value_t = 50)]
