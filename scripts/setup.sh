@@ -50,8 +50,9 @@ else
   say "just: $(just --version)"
 fi
 
-# Debian packages: the default model's data, and fontconfig + a font for plotters' PNG text.
-APT_PKGS=(dataset-fashion-mnist libfontconfig1-dev fonts-dejavu-core pkg-config)
+# Debian packages: the default model's data, fontconfig + a font for plotters' PNG text, and g++
+# (fd-model's AOTInductor shim and AOTInductor's own compile step).
+APT_PKGS=(dataset-fashion-mnist libfontconfig1-dev fonts-dejavu-core pkg-config g++)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

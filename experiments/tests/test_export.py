@@ -634,6 +634,7 @@ def test_sdxl_refiner_unet_is_refused_naming_the_field_before_any_file(tmp_path)
     5 x addition_time_embed_dim) is refused naming the field and what the checkpoint looks like,
     before anything (not even the tokenizer files) is written."""
     import make_families as mf
+
     from fd_export.sd import export_sd
 
     ckpt = tmp_path / "ckpt"

@@ -27,6 +27,9 @@ pub enum Cmd {
         /// cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Graph format to load: torchscript or aoti.
+        #[arg(long, default_value = "torchscript")]
+        format: fd_model::GraphFormat,
     },
     /// Generate samples with a sampler and a key-step plan; writes PNGs, grid.png and run.json.
     Sample(Box<SampleArgs>),
@@ -122,6 +125,10 @@ pub struct SamplingFlags {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Graph format: torchscript, or aoti (the AOTInductor packages the manifest lists,
+    /// TorchScript for graphs without one; experiments/export/convert_aoti.py compiles them).
+    #[arg(long, default_value = "torchscript")]
+    pub format: fd_model::GraphFormat,
     /// Bit-identical samples whatever the batch size or decoding mode: UNet graphs run one row
     /// at a time and libtorch's deterministic algorithms are on (slower; see README).
     #[arg(long)]
@@ -184,7 +191,7 @@ impl PlanFlags {
 impl SamplingFlags {
     /// The model to open.
     pub fn model(&self) -> fd_run::Result<ModelSpec> {
-        ModelSpec::new(&self.model, &self.device, self.deterministic)
+        Ok(ModelSpec::new(&self.model, &self.device, self.deterministic)?.with_format(self.format))
     }
 
     /// The one conversion from flags to sampling options; `default_cfg` is the command's default
@@ -329,6 +336,9 @@ pub struct ExperimentArgs {
     /// Row-by-row graph calls + libtorch deterministic algorithms (as `fd sample --deterministic`).
     #[arg(long)]
     pub deterministic: bool,
+    /// Graph format every row runs: torchscript or aoti (as `fd sample --format`).
+    #[arg(long, default_value = "torchscript")]
+    pub format: fd_model::GraphFormat,
     /// Inception extractor (default: $FD_CACHE/assets/fid_inception_default_1.pt).
     #[arg(long)]
     pub inception: Option<PathBuf>,

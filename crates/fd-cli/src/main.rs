@@ -46,7 +46,7 @@ fn main() -> std::process::ExitCode {
         .parse_env("FD_LOG")
         .init();
     let res = match cli.cmd {
-        Cmd::Info { model, device } => commands::info::run(&model, &device),
+        Cmd::Info { model, device, format } => commands::info::run(&model, &device, format),
         Cmd::Sample(a) => commands::sample::run(&a),
         Cmd::Bench(a) => commands::bench::run(&a),
         Cmd::Drift(a) => commands::drift::run(&a),

@@ -148,6 +148,9 @@ fn bad_plans() -> Vec<String> {
     out
 }
 
+/// A change to an experiment config.
+type ConfigEdit = dyn Fn(&mut serde_json::Value);
+
 /// Experiment configs with one invalid field each (the rest of the config is valid: checked).
 fn bad_experiments(root: &Path, tiny: &str) -> Vec<PathBuf> {
     let base = serde_json::json!({
@@ -158,7 +161,7 @@ fn bad_experiments(root: &Path, tiny: &str) -> Vec<PathBuf> {
     std::fs::write(&good, serde_json::to_vec_pretty(&base).unwrap()).unwrap();
     fd_run::experiment::ExperimentConfig::load(&good).unwrap_or_else(|e| panic!("the fuzz base config: {e}"));
     let u64max = serde_json::json!(u64::MAX);
-    let edits: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let edits: Vec<(&str, Box<ConfigEdit>)> = vec![
         ("name-dotdot", Box::new(|v| v["name"] = "..".into())),
         ("name-abs", Box::new(|v| v["name"] = "/tmp/fd-fuzz-abs".into())),
         ("name-sep", Box::new(|v| v["name"] = "a/b".into())),

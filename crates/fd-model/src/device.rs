@@ -86,6 +86,34 @@ pub fn load_cuda_backend() -> std::result::Result<String, String> {
         .clone()
 }
 
+static LIBTORCH_LOAD: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+
+/// Load `libtorch.so` (libtorch's thin top-level library, which fd's binaries do not link) once,
+/// globally: the shared object inside an AOTInductor package names it as a dependency, and the
+/// dynamic loader finds it among the loaded libraries, not on a path.
+pub fn load_libtorch() -> std::result::Result<String, String> {
+    LIBTORCH_LOAD
+        .get_or_init(|| {
+            let path = libtorch_file("libtorch.so");
+            // SAFETY: libtorch's own library; its initialisers run against the already-loaded
+            // libtorch_cpu. The handle is leaked so it stays loaded for the life of the process.
+            let lib = unsafe {
+                libloading::os::unix::Library::open(
+                    Some(&path),
+                    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+                )
+            };
+            match lib {
+                Ok(lib) => {
+                    std::mem::forget(lib);
+                    Ok(path)
+                }
+                Err(e) => Err(format!("cannot load {path}: {e}")),
+            }
+        })
+        .clone()
+}
+
 /// Parse a device flag (`cpu`, `cuda`, `cuda:N`) and make sure the device is usable.
 pub fn parse_device(spec: &str) -> Result<Device> {
     let err = |msg: String| Error::Device { spec: spec.to_string(), msg };

@@ -31,6 +31,8 @@ pub enum Error {
     LoadGraph { path: PathBuf, msg: String },
     #[error("graph `{graph}` ({path}, method `{method}`) failed: {msg} (full libtorch message at --log-level debug)")]
     GraphCall { graph: String, path: PathBuf, method: String, msg: String },
+    #[error("graph `{graph}`: AOTInductor package {path}: {msg}")]
+    Package { graph: String, path: PathBuf, msg: String },
     #[error("model `{model}` has no `{graph}` graph ({why})")]
     NoSuchGraph { model: String, graph: String, why: &'static str },
     #[error("model `{model}` is a {kind} model: {what} applies to UNets only (use an encoder-propagation plan)")]

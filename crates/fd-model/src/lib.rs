@@ -11,6 +11,7 @@
 //! - [`io`]: every file fd writes (temp file + rename) and every record it reads back (typed,
 //!   errors naming the file and field), safetensors, image hashes.
 
+pub mod aoti;
 mod cond;
 pub mod device;
 mod error;
@@ -23,8 +24,8 @@ pub use cond::{Cond, Condition, ControlImage};
 pub use device::parse_device;
 pub use error::{Error, Result};
 pub use manifest::{
-    CondKind, CondSpec, ControlSpec, GraphEntry, Manifest, ModelKind, PrepareSpec, SplitSpec, TGateSpec, TeaCacheSpec,
-    UncondRule, SCHEMA_VERSION,
+    CondKind, CondSpec, ControlSpec, GraphEntry, GraphFormat, Manifest, ModelKind, PackageEntry, PrepareSpec,
+    SplitSpec, TGateSpec, TeaCacheSpec, UncondRule, SCHEMA_VERSION,
 };
 pub use model::{summarize_torch_error, Denoiser, EncoderFeatures, LoadOptions};
 pub use prompt::PromptTokenizer;

@@ -267,6 +267,8 @@ pub struct ExperimentOptions {
     pub only: Vec<String>,
     /// Row-by-row graph calls + libtorch deterministic algorithms (see `fd sample --deterministic`).
     pub deterministic: bool,
+    /// Which compiled form runs every row's graphs (`fd experiment --format`).
+    pub format: fd_model::GraphFormat,
     /// Show progress (a bar on a terminal, a line every 30 s otherwise; see [`crate::progress`]).
     pub progress: bool,
     /// Other experiments' work folders (`<root>/<experiment>/<N...>/<row>`): a row whose run
@@ -375,7 +377,13 @@ struct Models {
 impl Models {
     fn load(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<Self> {
         let open = |dir: &Path| {
-            ModelSpec { dir: dir.to_path_buf(), device: opt.device, deterministic: opt.deterministic }.load()
+            ModelSpec {
+                dir: dir.to_path_buf(),
+                device: opt.device,
+                deterministic: opt.deterministic,
+                format: opt.format,
+            }
+            .load()
         };
         let conditions = |m: &Denoiser| -> Result<Vec<fd_model::Condition>> {
             let c = cycle_conditions(m, cfg.prompts.as_deref(), None, cfg.n)?;

@@ -45,6 +45,10 @@ pub enum ModelIdentity {
         manifest: serde_json::Value,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tokenizer_sha256: Option<String>,
+        /// The graph format that ran ([`fd_model::GraphFormat`]; AOTInductor packages agree
+        /// with TorchScript to about 1e-5, not bit for bit); left out for TorchScript.
+        #[serde(default, skip_serializing_if = "is_torchscript")]
+        format: fd_model::GraphFormat,
     },
     Listed(Box<ListedModel>),
 }
@@ -56,6 +60,7 @@ impl ModelIdentity {
             name: model.manifest.name.clone(),
             manifest: model.manifest.identity(),
             tokenizer_sha256: model.tokenizer_sha256.clone(),
+            format: model.format,
         }
     }
 
@@ -93,6 +98,10 @@ pub struct ListedModel {
 /// a folder is an fd run (with the record parsing as a [`RunConfig`]). Format 1 (no marker) is
 /// what fd wrote before 2026-12-06, with a [`ListedModel`] identity.
 pub const RUN_FORMAT: u32 = 2;
+
+fn is_torchscript(f: &fd_model::GraphFormat) -> bool {
+    *f == fd_model::GraphFormat::Torchscript
+}
 
 fn format_1() -> u32 {
     1

@@ -425,12 +425,24 @@ pub struct ModelSpec {
     /// Row-by-row graph calls + libtorch's deterministic algorithms (bit-identical samples
     /// whatever the batch size or decoding mode; slower).
     pub deterministic: bool,
+    /// Which compiled form runs the graphs ([`fd_model::GraphFormat`]). Default TorchScript.
+    pub format: fd_model::GraphFormat,
 }
 
 impl ModelSpec {
-    /// `device` as the CLI spells it (`cpu`, `cuda`, `cuda:N`).
+    /// `device` as the CLI spells it (`cpu`, `cuda`, `cuda:N`); TorchScript graphs.
     pub fn new(dir: &Path, device: &str, deterministic: bool) -> Result<Self> {
-        Ok(Self { dir: dir.to_path_buf(), device: fd_model::parse_device(device)?, deterministic })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            device: fd_model::parse_device(device)?,
+            deterministic,
+            format: fd_model::GraphFormat::Torchscript,
+        })
+    }
+
+    /// The same model run in `format`.
+    pub fn with_format(self, format: fd_model::GraphFormat) -> Self {
+        Self { format, ..self }
     }
 
     /// Load the model; with `deterministic`, libtorch's deterministic switches are set first
@@ -439,7 +451,12 @@ impl ModelSpec {
         if self.deterministic {
             fd_model::device::set_deterministic().map_err(|e| Error::Input(format!("--deterministic: {e}")))?;
         }
-        let opts = LoadOptions { device: self.device, row_by_row: self.deterministic, ..Default::default() };
+        let opts = LoadOptions {
+            device: self.device,
+            row_by_row: self.deterministic,
+            format: self.format,
+            ..Default::default()
+        };
         Ok(Denoiser::load(&self.dir, &opts)?)
     }
 }

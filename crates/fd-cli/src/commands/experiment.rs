@@ -65,6 +65,7 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
         inception: a.inception.clone().unwrap_or_else(fd_eval::inception::default_path),
         only: a.only.as_deref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect()).unwrap_or_default(),
         deterministic: a.deterministic,
+        format: a.format,
         progress: log::max_level() >= log::LevelFilter::Info,
         // rows identical to another experiment's (under the default work layout) reuse its samples
         reuse_root: if a.no_reuse {

@@ -6,8 +6,8 @@ use anyhow::Result;
 use fd_model::CondKind;
 use fd_run::spec::ModelSpec;
 
-pub fn run(dir: &Path, device: &str) -> Result<()> {
-    let model = ModelSpec::new(dir, device, false)?.load()?;
+pub fn run(dir: &Path, device: &str, format: fd_model::GraphFormat) -> Result<()> {
+    let model = ModelSpec::new(dir, device, false)?.with_format(format).load()?;
     let m = &model.manifest;
     let p = |k: &str| m.params.get(k).copied().unwrap_or(0);
     let (pe, pd) = (p("encoder") + p("time_embed"), p("decoder"));
@@ -46,6 +46,27 @@ pub fn run(dir: &Path, device: &str) -> Result<()> {
     say!("flops/call   encoder {:.4} GFLOPs ({:.1}%), decoder {:.4} GFLOPs ({:.1}%), time_embed {:.6} GFLOPs (batch 1, 2 x MACs)",
         fe as f64 / 1e9, 100.0 * fe as f64 / (fe + fd) as f64, fd as f64 / 1e9, 100.0 * fd as f64 / (fe + fd) as f64, m.flops("time_embed") as f64 / 1e9);
     say!("graphs       {}", m.graphs.keys().cloned().collect::<Vec<_>>().join(", "));
+    let packaged: Vec<String> = m
+        .graphs
+        .iter()
+        .filter_map(|(k, g)| g.package.as_ref().map(|p| format!("{k} ({}, torch {})", p.device, p.torch)))
+        .collect();
+    say!(
+        "format       {} runs{}",
+        if format == fd_model::GraphFormat::Aoti { "AOTInductor (--format aoti)" } else { "TorchScript" },
+        if packaged.is_empty() {
+            "; no AOTInductor packages (experiments/export/convert_aoti.py compiles them)".to_string()
+        } else {
+            format!(
+                "; AOTInductor packages for {} of {} graphs ({} of the {} this load uses run from them): {}",
+                packaged.len(),
+                m.graphs.len(),
+                model.graphs_loaded.1,
+                model.graphs_loaded.0,
+                packaged.join(", ")
+            )
+        }
+    );
     // the methods of the table this export can run beyond encoder propagation
     let peers: Vec<String> =
         fd_sched::methods::METHODS.iter().skip(1).filter_map(|meth| (meth.offered)(&model)).collect();

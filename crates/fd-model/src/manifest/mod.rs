@@ -179,6 +179,60 @@ pub struct GraphEntry {
     pub sha256: String,
     /// FLOPs of one batch-1 call (torch.utils.flop_counter: 2 x MACs over mm/conv/bmm/SDPA).
     pub flops: u64,
+    /// The same graph compiled by AOTInductor (`experiments/export/convert_aoti.py`), run
+    /// instead of the TorchScript method under [`GraphFormat::Aoti`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageEntry>,
+}
+
+/// Which compiled form of the graphs runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphFormat {
+    /// TorchScript methods (`*.pt`), every export has them.
+    #[default]
+    Torchscript,
+    /// AOTInductor packages (`*.pt2`) where the manifest lists one for a graph; TorchScript for
+    /// the others.
+    Aoti,
+}
+
+impl GraphFormat {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GraphFormat::Torchscript => "torchscript",
+            GraphFormat::Aoti => "aoti",
+        }
+    }
+}
+
+impl std::str::FromStr for GraphFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "torchscript" => Ok(GraphFormat::Torchscript),
+            "aoti" => Ok(GraphFormat::Aoti),
+            other => Err(format!("unknown graph format `{other}` (expected torchscript or aoti)")),
+        }
+    }
+}
+
+/// An AOTInductor package of one graph (`torch._inductor.aoti_compile_and_package` of the
+/// graph's `torch.export` program, batch dimension dynamic).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackageEntry {
+    /// `.pt2` file in the model folder.
+    pub file: String,
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// The graph returns a tuple of tensors (else one tensor).
+    pub tuple: bool,
+    /// Device the package was compiled for (`cpu` or `cuda`): it runs there only.
+    pub device: String,
+    /// torch version that compiled it (`2.13.0+cu130`): it runs on that libtorch release only.
+    pub torch: String,
+    /// Batch rows it accepts, [min, max] (the dynamic dimension's range).
+    pub batch: [i64; 2],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

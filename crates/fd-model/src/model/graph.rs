@@ -1,23 +1,49 @@
-//! One TorchScript graph of a model folder: how it is called (whole batch or row by row) and
-//! how its errors name the graph and file.
+//! One graph of a model folder: a TorchScript method or an AOTInductor package, how it is called
+//! (whole batch or row by row) and how its errors name the graph and file. Everything above calls
+//! graphs through [`Graph::forward_is`] and does not know which format runs.
 
 use std::path::PathBuf;
 use std::rc::Rc;
 
 use tch::{CModule, IValue, Tensor};
 
+use crate::aoti::Package;
 use crate::{Error, Result};
 
-/// One graph: a method of a loaded TorchScript module (modules are shared between graphs).
+/// What runs a graph.
+#[derive(Debug)]
+pub(crate) enum Backend {
+    /// A method of a loaded TorchScript module (modules are shared between graphs).
+    TorchScript(Rc<CModule>),
+    /// An AOTInductor package; `tuple`: the graph returns a tuple (the package returns its
+    /// tensors flattened either way); `batch`: the rows it accepts.
+    Aoti { package: Rc<Package>, tuple: bool, batch: [i64; 2] },
+}
+
+/// One graph.
 #[derive(Debug)]
 pub(crate) struct Graph {
-    pub(crate) module: Rc<CModule>,
-    /// The manifest's name for the graph, the file it was loaded from and the method called.
+    pub(crate) backend: Backend,
+    /// The manifest's name for the graph, the file it was loaded from and the method called
+    /// (`AOTInductor package` for a package).
     pub(crate) name: String,
     pub(crate) path: PathBuf,
     pub(crate) method: String,
     /// See [`LoadOptions::row_by_row`].
     pub(crate) row_by_row: bool,
+}
+
+/// The tensors of a package call's inputs, in order (a tensor list's tensors in place).
+fn flat_tensors(inputs: &[IValue]) -> Result<Vec<Tensor>, tch::TchError> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for v in inputs {
+        match v {
+            IValue::Tensor(t) => out.push(t.shallow_clone()),
+            IValue::TensorList(ts) => out.extend(ts.iter().map(Tensor::shallow_clone)),
+            other => return Err(tch::TchError::Kind(format!("AOTInductor package input {other:?} is not a tensor"))),
+        }
+    }
+    Ok(out)
 }
 
 /// Row `i` of every batched tensor in an input (tensors whose first dimension is `b`).
@@ -81,10 +107,49 @@ pub(crate) fn cat_rows(outs: Vec<IValue>) -> Result<IValue, tch::TchError> {
 
 impl Graph {
     pub(crate) fn call(&self, inputs: &[IValue]) -> Result<IValue, tch::TchError> {
-        if self.method == "forward" {
-            self.module.forward_is(inputs)
-        } else {
-            self.module.method_is(&self.method, inputs)
+        match &self.backend {
+            Backend::TorchScript(m) if self.method == "forward" => m.forward_is(inputs),
+            Backend::TorchScript(m) => m.method_is(&self.method, inputs),
+            Backend::Aoti { package, tuple, batch } => {
+                let mut ts = flat_tensors(inputs)?;
+                let rows = ts.first().and_then(|t| t.size().first().copied()).unwrap_or(1);
+                if rows > batch[1] {
+                    return Err(tch::TchError::Kind(format!(
+                        "{rows} batch rows: the package was compiled for {}..={} (re-run experiments/export/convert_aoti.py with a larger --max-batch)",
+                        batch[0], batch[1]
+                    )));
+                }
+                // torch.export makes a dynamic dimension start at 2: a call with fewer rows runs
+                // padded with copies of its last row, whose outputs are dropped (rows are
+                // independent in every graph fd exports)
+                let pad = (batch[0] - rows).max(0);
+                if pad > 0 {
+                    for t in ts.iter_mut().filter(|t| t.dim() > 0 && t.size()[0] == rows) {
+                        let last = t.narrow(0, rows - 1, 1);
+                        *t = Tensor::cat(
+                            &[
+                                t.shallow_clone(),
+                                last.repeat(
+                                    [pad].iter().chain(&vec![1; last.dim() - 1]).copied().collect::<Vec<i64>>(),
+                                ),
+                            ],
+                            0,
+                        );
+                    }
+                }
+                let mut out = package.run(&ts).map_err(tch::TchError::Kind)?;
+                if pad > 0 {
+                    out = out
+                        .into_iter()
+                        .map(|t| if t.dim() > 0 && t.size()[0] == rows + pad { t.narrow(0, 0, rows) } else { t })
+                        .collect();
+                }
+                Ok(if *tuple || out.len() != 1 {
+                    IValue::Tuple(out.into_iter().map(IValue::Tensor).collect())
+                } else {
+                    IValue::Tensor(out.remove(0))
+                })
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
 use crate::cond::Cond;
-use crate::manifest::Manifest;
+use crate::manifest::{GraphFormat, Manifest, PackageEntry};
 use crate::prompt::PromptTokenizer;
 use crate::{Error, Result};
 
@@ -28,7 +28,7 @@ mod tgate;
 use deepcache::DeepCacheGraphs;
 pub use features::EncoderFeatures;
 pub use graph::summarize_torch_error;
-use graph::{first_line, Graph};
+use graph::{first_line, Backend, Graph};
 
 /// Options for [`Denoiser::load`].
 #[derive(Debug, Clone)]
@@ -44,11 +44,20 @@ pub struct LoadOptions {
     /// decoder call (CPU BLAS / oneDNN kernels otherwise pick shape-dependent summation orders).
     /// Slower; combine with [`crate::device::set_deterministic`]. Default: false.
     pub row_by_row: bool,
+    /// Which compiled form runs each graph: TorchScript, or the AOTInductor package where the
+    /// manifest lists one. Default: TorchScript.
+    pub format: GraphFormat,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, verify_hashes: true, load_full: false, row_by_row: false }
+        Self {
+            device: Device::Cpu,
+            verify_hashes: true,
+            load_full: false,
+            row_by_row: false,
+            format: GraphFormat::Torchscript,
+        }
     }
 }
 
@@ -60,6 +69,10 @@ pub struct Denoiser {
     pub device: Device,
     /// Graphs are called one batch row at a time ([`LoadOptions::row_by_row`]).
     pub row_by_row: bool,
+    /// The format asked for ([`LoadOptions::format`]).
+    pub format: GraphFormat,
+    /// Graphs loaded (the ones this run can call), and how many of them run as AOTInductor packages.
+    pub graphs_loaded: (usize, usize),
     /// SHA-256 of the tokenizer file of a text-conditioned model (part of a run's identity); a
     /// two-tokenizer model's is both hashes joined by `+`.
     pub tokenizer_sha256: Option<String>,
@@ -101,11 +114,77 @@ impl Denoiser {
         }
         let manifest = Manifest::load(&dir)?;
         let kind = manifest.tch_kind();
+        if opts.format == GraphFormat::Aoti && manifest.graphs.values().all(|g| g.package.is_none()) {
+            return Err(Error::Manifest {
+                path: dir.join("manifest.json"),
+                msg: format!(
+                    "model `{}` has no AOTInductor packages: compile them with `python experiments/export/convert_aoti.py --model {}`",
+                    manifest.name,
+                    dir.display()
+                ),
+            });
+        }
+        let packages: RefCell<HashMap<String, Rc<crate::aoti::Package>>> = RefCell::new(HashMap::new());
+        let counts = std::cell::Cell::new((0usize, 0usize));
+        let load_package = |graph: &str, p: &PackageEntry| -> Result<Graph> {
+            let path = dir.join(&p.file);
+            let bad = |msg: String| Error::Package { graph: graph.into(), path: path.clone(), msg };
+            let on_cuda = opts.device.is_cuda();
+            if (p.device == "cuda") != on_cuda {
+                return Err(bad(format!(
+                    "compiled for {}, asked to run on {:?}: compile it for this device (convert_aoti.py --device) or pass --format torchscript",
+                    p.device, opts.device
+                )));
+            }
+            let here = crate::aoti::torch_version();
+            if p.torch.split('+').next() != Some(here) {
+                return Err(bad(format!(
+                    "compiled by torch {}, this build links libtorch {here}: packages run only on the release that compiled them (re-run convert_aoti.py)",
+                    p.torch
+                )));
+            }
+            let cached = packages.borrow().get(&p.file).cloned();
+            let package = match cached {
+                Some(pk) => pk,
+                None => {
+                    if !path.is_file() {
+                        return Err(Error::MissingGraph { path, graph: graph.into() });
+                    }
+                    if opts.verify_hashes {
+                        let found = crate::io::file_sha256(&path)?;
+                        if !found.eq_ignore_ascii_case(&p.sha256) {
+                            return Err(Error::HashMismatch {
+                                path,
+                                graph: graph.into(),
+                                expected: p.sha256.clone(),
+                                found,
+                            });
+                        }
+                    }
+                    let pk = Rc::new(crate::aoti::Package::load(&path, opts.device).map_err(|e| bad(first_line(&e)))?);
+                    packages.borrow_mut().insert(p.file.clone(), pk.clone());
+                    pk
+                }
+            };
+            Ok(Graph {
+                backend: Backend::Aoti { package, tuple: p.tuple, batch: p.batch },
+                name: graph.into(),
+                path,
+                method: "AOTInductor package".into(),
+                row_by_row: opts.row_by_row,
+            })
+        };
         // each file is checked and loaded once, however many graphs it holds (each graph entry must
         // name the hash the file has)
         let modules: RefCell<HashMap<String, (Rc<CModule>, String)>> = RefCell::new(HashMap::new());
         let load = |graph: &str| -> Result<Graph> {
             let entry = &manifest.graphs[graph];
+            let (n, p) = counts.get();
+            if let (GraphFormat::Aoti, Some(pk)) = (opts.format, &entry.package) {
+                counts.set((n + 1, p + 1));
+                return load_package(graph, pk);
+            }
+            counts.set((n + 1, p));
             let path = dir.join(&entry.file);
             if let Some((m, found)) = modules.borrow().get(&entry.file) {
                 // the file was checked for another graph: this graph's entry must name the same hash
@@ -118,7 +197,7 @@ impl Denoiser {
                     });
                 }
                 return Ok(Graph {
-                    module: m.clone(),
+                    backend: Backend::TorchScript(m.clone()),
                     name: graph.into(),
                     path,
                     method: entry.method.clone(),
@@ -137,7 +216,13 @@ impl Denoiser {
             m.set_eval();
             let m = Rc::new(m);
             modules.borrow_mut().insert(entry.file.clone(), (m.clone(), found));
-            Ok(Graph { module: m, name: graph.into(), path, method: entry.method.clone(), row_by_row: opts.row_by_row })
+            Ok(Graph {
+                backend: Backend::TorchScript(m),
+                name: graph.into(),
+                path,
+                method: entry.method.clone(),
+                row_by_row: opts.row_by_row,
+            })
         };
         let optional = |graph: &str| manifest.graphs.contains_key(graph).then(|| load(graph)).transpose();
         let load_tokenizer = |spec: Option<&crate::manifest::TokenizerSpec>| -> Result<_> {
@@ -190,6 +275,9 @@ impl Denoiser {
             tokenizer_sha256,
             device: opts.device,
             row_by_row: opts.row_by_row,
+            format: opts.format,
+            // after every graph above was loaded
+            graphs_loaded: counts.get(),
             kind,
             manifest,
             dir,

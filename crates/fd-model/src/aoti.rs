@@ -1,0 +1,117 @@
+//! AOTInductor packages: a graph compiled by `torch.export` + `torch._inductor.aoti_compile_and_package`
+//! into a `.pt2` file, run through fd's C++ shim (`csrc/aoti.cpp`) over libtorch's
+//! `AOTIModelPackageLoader`. Tensors cross as the `at::Tensor*` handles tch uses: inputs are
+//! borrowed, outputs become tch tensors without a copy.
+
+use std::collections::BTreeMap;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use tch::Tensor;
+use torch_sys::C_tensor;
+
+extern "C" {
+    fn fd_aoti_torch_version() -> *const c_char;
+    fn fd_aoti_load(path: *const c_char, device_index: c_int, err: *mut *mut c_char) -> *mut c_void;
+    fn fd_aoti_free(handle: *mut c_void);
+    fn fd_aoti_free_str(s: *mut c_char);
+    fn fd_aoti_run(
+        handle: *mut c_void,
+        inputs: *const *const C_tensor,
+        n: usize,
+        outs: *mut *mut *mut C_tensor,
+        n_outs: *mut usize,
+        err: *mut *mut c_char,
+    ) -> c_int;
+    fn fd_aoti_free_array(arr: *mut *mut C_tensor);
+    fn fd_aoti_metadata(handle: *mut c_void, err: *mut *mut c_char) -> *mut c_char;
+}
+
+/// The version of the libtorch headers the shim was compiled against (the libtorch tch links),
+/// e.g. `2.13.0`.
+pub fn torch_version() -> &'static str {
+    // SAFETY: a static NUL-terminated string in the shim.
+    unsafe { CStr::from_ptr(fd_aoti_torch_version()) }.to_str().unwrap_or("?")
+}
+
+/// Take over a message the shim allocated.
+///
+/// # Safety
+/// `p` is null or a string from the shim, not freed before.
+unsafe fn take_str(p: *mut c_char) -> String {
+    if p.is_null() {
+        return "unknown error".into();
+    }
+    // SAFETY: per the contract, a NUL-terminated string the shim allocated.
+    let s = unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+    // SAFETY: freed once, by the allocator that made it.
+    unsafe { fd_aoti_free_str(p) };
+    s
+}
+
+/// One loaded package.
+#[derive(Debug)]
+pub struct Package {
+    handle: NonNull<c_void>,
+    pub path: PathBuf,
+}
+
+impl Package {
+    /// Load `path` for `device` (a CUDA device by index; the CPU otherwise). The error is
+    /// libtorch's message.
+    pub fn load(path: &Path, device: tch::Device) -> Result<Self, String> {
+        crate::device::load_libtorch()?;
+        let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| "path holds a NUL byte".to_string())?;
+        let index = match device {
+            tch::Device::Cuda(i) => i as c_int,
+            _ => -1,
+        };
+        let mut err = std::ptr::null_mut();
+        // SAFETY: a valid C string and out-pointer; the shim catches every C++ exception.
+        let h = unsafe { fd_aoti_load(c.as_ptr(), index, &mut err) };
+        match NonNull::new(h) {
+            Some(handle) => Ok(Self { handle, path: path.to_path_buf() }),
+            // SAFETY: the shim set `err` on failure.
+            None => Err(unsafe { take_str(err) }),
+        }
+    }
+
+    /// Run on `inputs`; the outputs in the package's (flattened) order.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+        let ptrs: Vec<*const C_tensor> = inputs.iter().map(|t| t.as_ptr()).collect();
+        let (mut outs, mut n, mut err) = (std::ptr::null_mut(), 0usize, std::ptr::null_mut());
+        // SAFETY: `ptrs` are live tensor handles borrowed for the call; the out-pointers are valid.
+        let rc = unsafe { fd_aoti_run(self.handle.as_ptr(), ptrs.as_ptr(), ptrs.len(), &mut outs, &mut n, &mut err) };
+        if rc != 0 {
+            // SAFETY: the shim set `err` on failure.
+            return Err(unsafe { take_str(err) });
+        }
+        // SAFETY: on success `outs` holds `n` new tensor handles the caller owns, in a malloc'd array.
+        let res = (0..n).map(|i| unsafe { Tensor::from_ptr(*outs.add(i)) }).collect();
+        // SAFETY: the array itself (not its handles, now owned by the tensors) is freed once.
+        unsafe { fd_aoti_free_array(outs) };
+        Ok(res)
+    }
+
+    /// The package's metadata (`AOTI_DEVICE_KEY`, ...).
+    pub fn metadata(&self) -> Result<BTreeMap<String, String>, String> {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: a live handle; the shim catches C++ exceptions.
+        let p = unsafe { fd_aoti_metadata(self.handle.as_ptr(), &mut err) };
+        if p.is_null() {
+            // SAFETY: the shim set `err` on failure.
+            return Err(unsafe { take_str(err) });
+        }
+        // SAFETY: a string the shim allocated.
+        let text = unsafe { take_str(p) };
+        Ok(text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+}
+
+impl Drop for Package {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from fd_aoti_load and is freed once.
+        unsafe { fd_aoti_free(self.handle.as_ptr()) }
+    }
+}

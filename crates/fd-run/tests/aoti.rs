@@ -1,0 +1,108 @@
+//! The graph format is invisible above fd-model: the tiny fixture with AOTInductor packages for
+//! its UNet graphs (`experiments/tests/make_aoti_tiny.py`, which `just test` runs first) gives the
+//! same samples as its TorchScript graphs within 1e-5 for every kind of plan, the run records
+//! which format ran, and a package compiled for another device, torch release or batch range is
+//! refused naming the graph before anything is sampled.
+
+use std::path::{Path, PathBuf};
+
+use fd_model::{Denoiser, GraphFormat};
+use fd_run::spec::{cycle_conditions, ModelSpec, PlanOptions, SamplingOptions};
+use fd_sched::decode::DecodeMode;
+
+fn tiny_aoti() -> PathBuf {
+    std::env::var_os("FD_TINY_AOTI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures/tiny-aoti"))
+}
+
+fn load(dir: &Path, format: GraphFormat) -> fd_run::Result<Denoiser> {
+    ModelSpec::new(dir, "cpu", false)?.with_format(format).load()
+}
+
+fn samples(model: &Denoiser, keys: &str, decode: DecodeMode) -> tch::Tensor {
+    let conds = cycle_conditions(model, None, None, 3).unwrap();
+    let plan = PlanOptions { steps: 8, keys: keys.parse().unwrap(), decode, ..Default::default() };
+    let spec = SamplingOptions { plan, guidance: 2.0, ..Default::default() }.resolve(model, &conds, 3).unwrap();
+    spec.generate(model, &[11, 12, 13], &conds).unwrap().images
+}
+
+#[test]
+fn packages_give_the_torchscript_samples() {
+    let dir = tiny_aoti();
+    let (ts, ao) = (load(&dir, GraphFormat::Torchscript).unwrap(), load(&dir, GraphFormat::Aoti).unwrap());
+    assert_eq!(ao.graphs_loaded.1, 4, "time_embed, encoder, decoder, decoder_analysis run from packages");
+    assert_eq!(ts.graphs_loaded.1, 0);
+    for (keys, decode) in [
+        ("none", DecodeMode::Parallel),
+        ("uniform:3", DecodeMode::Parallel),
+        ("uniform:3", DecodeMode::Sequential),
+        ("0,1,5+forecast:1", DecodeMode::Parallel),
+        ("deepcache:2:1", DecodeMode::Parallel),
+        ("adaptive:0.05", DecodeMode::Parallel),
+    ] {
+        let (a, b) = (samples(&ts, keys, decode), samples(&ao, keys, decode));
+        let err = (&a - &b).abs().max().double_value(&[]);
+        let scale = a.abs().max().double_value(&[]);
+        assert!(err <= 1e-5 * (1.0 + scale), "{keys} ({decode:?}): max |TorchScript - AOTInductor| = {err:e}");
+    }
+}
+
+#[test]
+fn the_run_records_the_format_and_a_changed_format_is_another_run() {
+    let dir = tiny_aoti();
+    let ts = load(&dir, GraphFormat::Torchscript).unwrap();
+    let ao = load(&dir, GraphFormat::Aoti).unwrap();
+    let id = |m: &Denoiser| serde_json::to_value(fd_run::records::ModelIdentity::of(m)).unwrap();
+    assert_eq!(id(&ao)["format"], "aoti");
+    assert!(id(&ts).get("format").is_none(), "TorchScript identities stay as they were");
+    assert_ne!(id(&ts), id(&ao));
+}
+
+fn copy_with(dir: &Path, to: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+    let m = to.join("manifest.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&m, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+/// A change to a manifest.
+type Edit = fn(&mut serde_json::Value);
+
+#[test]
+fn foreign_packages_are_refused_naming_the_graph() {
+    let d = tempfile::tempdir().unwrap();
+    let cases: [(&str, Edit, &str); 3] = [
+        ("device", |v| v["graphs"]["encoder"]["package"]["device"] = "cuda".into(), "compiled for cuda"),
+        ("torch", |v| v["graphs"]["encoder"]["package"]["torch"] = "2.9.1+cpu".into(), "compiled by torch 2.9.1"),
+        ("sha", |v| v["graphs"]["encoder"]["package"]["sha256"] = "00".into(), "SHA-256 mismatch"),
+    ];
+    for (name, edit, want) in cases {
+        let to = d.path().join(name);
+        copy_with(&tiny_aoti(), &to, edit);
+        let e = load(&to, GraphFormat::Aoti).unwrap_err().to_string();
+        assert!(e.contains(want) && e.contains("encoder"), "{name}: {e}");
+        // TorchScript does not read the packages
+        load(&to, GraphFormat::Torchscript).unwrap();
+    }
+    // a batch range the run exceeds: an error naming the graph at the first call
+    let to = d.path().join("range");
+    copy_with(&tiny_aoti(), &to, |v| v["graphs"]["decoder"]["package"]["batch"] = serde_json::json!([1, 2]));
+    let m = load(&to, GraphFormat::Aoti).unwrap();
+    let conds = cycle_conditions(&m, None, None, 3).unwrap();
+    let plan = PlanOptions { steps: 4, keys: "none".parse().unwrap(), ..Default::default() };
+    let spec = SamplingOptions { plan, guidance: 2.0, ..Default::default() }.resolve(&m, &conds, 3).unwrap();
+    let e = spec.generate(&m, &[1, 2, 3], &conds).unwrap_err().to_string();
+    assert!(e.contains("graph `decoder`") && e.contains("6 batch rows") && e.contains("1..=2"), "{e}");
+    // a model without packages
+    let e = load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fd-model/tests/fixtures/tiny"), GraphFormat::Aoti)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has no AOTInductor packages") && e.contains("convert_aoti.py"), "{e}");
+}

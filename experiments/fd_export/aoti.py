@@ -1,0 +1,170 @@
+"""AOTInductor packages of an fd export's graphs: each graph module `torch.export`ed with a dynamic
+batch dimension and compiled by `torch._inductor.aoti_compile_and_package` into `<graph>.pt2`
+beside the TorchScript files; the manifest's graph entry gets a `package` entry (file, SHA-256,
+whether the graph returns a tuple, the device and torch release it was compiled for, the batch
+range). fd runs the packages with `--format aoti` (crates/fd-model/src/aoti.rs).
+
+Compiling needs a C++ compiler (g++) and takes tens of seconds per graph on a 2-core CPU; a package
+runs only on the device and torch release that compiled it (fd refuses others before sampling).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ExportError
+from .folder import sha256, write_manifest
+
+# the batch range every package accepts (rows per graph call: CFG doubles a batch, parallel
+# decoding stacks several steps' rows)
+MAX_BATCH = 4096
+
+# graphs `convert` knows how to rebuild from a 2-D UNet export's weights
+UNET_GRAPHS = ("time_embed", "encoder", "decoder", "decoder_analysis")
+
+
+def _positional(module: nn.Module, n: int) -> nn.Module:
+    """`module` behind a forward of exactly n positional tensors (torch.export's dynamic shapes
+    are matched to named arguments; graph modules take `*skips`)."""
+    names = ", ".join(f"x{i}" for i in range(n))
+    ns: dict = {}
+    exec(f"def forward(self, {names}):\n    return self.inner({names})", ns)  # noqa: S102 (names are ours)
+    wrapper = type("Positional", (nn.Module,), {"forward": ns["forward"]})()
+    wrapper.inner = module
+    return wrapper.eval()
+
+
+def compile_package(module: nn.Module, inputs: list[torch.Tensor], path: str, device: str = "cpu",
+                    max_batch: int = MAX_BATCH) -> dict:
+    """Compile `module` (called on batch-1 example `inputs`) into the package `path`; returns its
+    manifest entry. Every input whose first dimension is 1 is batched, with one dynamic batch size."""
+    batched = [t.dim() > 0 and t.shape[0] == 1 for t in inputs]
+    # two rows: an example batch of 1 would be specialised away
+    ex = tuple(t.repeat(2, *[1] * (t.dim() - 1)) if b else t for t, b in zip(inputs, batched))
+    ex = tuple(t.to(device) for t in ex)
+    # Dim.DYNAMIC, not a named range: torch.export derives the range the graph supports (an
+    # explicit max can make it emit spurious guards); a dynamic dimension starts at 2
+    dyn = tuple({0: torch.export.Dim.DYNAMIC} if b else None for b in batched)
+    wrapper = _positional(module.eval(), len(ex))
+    with torch.no_grad():
+        out = wrapper(*ex)
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        if not all(isinstance(o, torch.Tensor) for o in outs):
+            raise ExportError(f"{path}: the graph returns {type(out).__name__} of non-tensors; packages return tensors")
+        ep = torch.export.export(wrapper, ex, dynamic_shapes=dyn, strict=False)
+    lo, hi = _batch_range(ep, max_batch)
+    tmp = path + ".tmp.pt2"
+    torch._inductor.aoti_compile_and_package(ep, package_path=tmp)
+    os.replace(tmp, path)
+    return dict(file=os.path.basename(path), sha256=sha256(path), tuple=isinstance(out, (tuple, list)),
+                device="cuda" if str(device).startswith("cuda") else "cpu", torch=torch.__version__,
+                batch=[lo, hi])
+
+
+def _batch_range(ep, max_batch: int) -> tuple[int, int]:
+    """The batch rows every input's dynamic dimension accepts in `ep` ([lo, hi], hi capped at
+    `max_batch`): fd pads calls with fewer rows than lo (a 1-row call) and refuses more than hi."""
+    lo, hi = 1, int(max_batch)
+    for vr in ep.range_constraints.values():
+        lo = max(lo, int(vr.lower))
+        if bool(vr.upper < 10**12):  # unbounded is torch's int_oo
+            hi = min(hi, int(vr.upper))
+    if lo > 2 or hi < lo:
+        raise ExportError(f"the graph exports for batch rows {lo}..{hi} only; fd needs 1..{max_batch}")
+    return lo, hi
+
+
+def _unet_graphs(model_dir: Path, manifest: dict, names, device: str):
+    """(graph name, module, batch-1 example inputs) of a 2-D UNet export, rebuilt from its weights
+    (unet_weights.safetensors, or an unfrozen unet.pt's parameters)."""
+    from .folder import eager_unet
+    from .forms import unet_form
+    from .graphs import AnalysisDecoder, Decoder, Encoder, TimeEmbed, TimeEmbedExtra
+
+    unet, _, _ = eager_unet(model_dir)
+    unet = unet.to(device=device, dtype={"float32": torch.float32, "float16": torch.float16}[manifest["dtype"]])
+    dtype = unet.dtype
+    form = unet_form(unet.config)
+    g = torch.Generator().manual_seed(0)
+    h, w = manifest["sample_size"]
+    sample = torch.randn(1, manifest["in_channels"], h, w, generator=g).to(device, dtype)
+    timesteps = torch.tensor([500.0], device=device)
+    cond = torch.randn(1, manifest["cond"]["seq_len"], manifest["cond"]["dim"], generator=g).to(device, dtype)
+    if form.prepare:
+        extra = torch.randn(1, manifest["prepare"]["extra_dim"], generator=g).to(device, dtype)
+        te, te_in = TimeEmbedExtra(unet), [timesteps, extra]
+    else:
+        te, te_in = TimeEmbed(unet), [timesteps]
+    enc = Encoder(unet)
+    with torch.no_grad():
+        emb = te(*te_in)
+        feats = enc(sample, emb, cond)
+    dec_in = [feats[0], emb, cond, *feats[1:]]
+    table = {"time_embed": (te, te_in), "encoder": (enc, [sample, emb, cond]), "decoder": (Decoder(unet), dec_in),
+             "decoder_analysis": (AnalysisDecoder(unet), dec_in)}
+    return [(n, *table[n]) for n in names]
+
+
+def _check_parity(model_dir: Path, entry: dict, graph: str, package: str, inputs: list[torch.Tensor], tol: float):
+    """The package against the export's own TorchScript graph on `inputs` at 3 rows: every
+    output within `tol` x (1 + the output's largest magnitude)."""
+    ts = torch.jit.load(str(model_dir / entry["file"]), map_location=inputs[0].device)
+    fn = ts.forward if entry.get("method", "forward") == "forward" else getattr(ts, entry["method"])
+    rows = [t.repeat(3, *[1] * (t.dim() - 1)) if t.dim() > 0 and t.shape[0] == 1 else t for t in inputs]
+    rows = [t + 0.1 * torch.randn_like(t) if t.is_floating_point() and t.dim() > 1 else t for t in rows]
+    loaded = torch._inductor.aoti_load_package(package)
+    with torch.no_grad():
+        want, got = fn(*rows), loaded(*rows)
+    want = list(want) if isinstance(want, (tuple, list)) else [want]
+    got = list(got) if isinstance(got, (tuple, list)) else [got]
+    if len(want) != len(got):
+        raise ExportError(f"{graph}: the package returns {len(got)} tensors, the TorchScript graph {len(want)}")
+    for i, (a, b) in enumerate(zip(want, got)):
+        err = (a.float() - b.float()).abs().max().item()
+        if not err <= tol * (1 + a.float().abs().max().item()):
+            raise ExportError(f"{graph}: output {i} of the package differs from the TorchScript graph by {err:.3g}")
+
+
+def convert(model_dir: str, out: str | None = None, graphs=None, device: str = "cpu", max_batch: int = MAX_BATCH,
+            tol: float = 1e-5, log=print) -> dict:
+    """Compile AOTInductor packages for `graphs` (default: every graph this converter rebuilds) of
+    the export `model_dir`, into `out` (a copy of the folder; default: the folder itself). Each
+    package is checked against the export's TorchScript graph (within `tol`) before the manifest
+    lists it; the manifest is rewritten last (temp + rename). Returns the new manifest."""
+    src = Path(model_dir)
+    if not (src / "manifest.json").is_file():
+        raise ExportError(f"{model_dir}: no manifest.json (expected an fd model folder)")
+    manifest = json.loads((src / "manifest.json").read_text())
+    kind = manifest.get("kind", "unet2d")
+    if kind != "unet2d":
+        raise ExportError(f"{model_dir}: a {kind} export; convert_aoti.py compiles 2-D UNet exports so far "
+                          f"({', '.join(UNET_GRAPHS)})")
+    names = list(graphs or UNET_GRAPHS)
+    unknown = [n for n in names if n not in UNET_GRAPHS or n not in manifest["graphs"]]
+    if unknown:
+        raise ExportError(f"--graphs {','.join(unknown)}: not a graph this converter compiles for this export "
+                          f"(it compiles {', '.join(n for n in UNET_GRAPHS if n in manifest['graphs'])})")
+    dst = Path(out) if out else src
+    if dst != src:
+        if dst.exists() and any(dst.iterdir()):
+            raise ExportError(f"--out {dst}: not empty")
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dst) as tmp:
+        entries = {}
+        for name, module, inputs in _unet_graphs(src, manifest, names, device):
+            path = os.path.join(tmp, f"{name}.pt2")
+            log(f"compiling {name} ...")
+            entry = compile_package(module, inputs, path, device, max_batch)
+            _check_parity(src, manifest["graphs"][name], name, path, inputs, tol)
+            entries[name] = entry
+        for name, entry in entries.items():
+            os.replace(os.path.join(tmp, entry["file"]), dst / entry["file"])
+            manifest["graphs"][name]["package"] = entry
+    write_manifest(str(dst), manifest)
+    return manifest
