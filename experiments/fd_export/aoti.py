@@ -40,31 +40,42 @@ def _positional(module: nn.Module, n: int) -> nn.Module:
     return wrapper.eval()
 
 
-def compile_package(module: nn.Module, inputs: list[torch.Tensor], path: str, device: str = "cpu",
-                    max_batch: int = MAX_BATCH) -> dict:
-    """Compile `module` (called on batch-1 example `inputs`) into the package `path`; returns its
-    manifest entry. Every input whose first dimension is 1 is batched, with one dynamic batch size."""
+def compile_packages(module: nn.Module, inputs: list[torch.Tensor], path: str, device: str = "cpu",
+                     max_batch: int = MAX_BATCH) -> list[dict]:
+    """Compile `module` (called on batch-1 example `inputs`) into packages `path` (`x.pt2`,
+    `x.b64.pt2`, ...) that together accept 1..max_batch rows; returns their manifest entries, ranges
+    in order. Every input whose first dimension is 1 is batched, with one dynamic batch size.
+    torch.export derives the rows a program supports from the code: a graph that branches on the
+    batch size (diffusers' `Upsample2D` makes its input contiguous from 64 rows on) exports one
+    program per side of the branch, each compiled into its own package."""
     batched = [t.dim() > 0 and t.shape[0] == 1 for t in inputs]
-    # two rows: an example batch of 1 would be specialised away
-    ex = tuple(t.repeat(2, *[1] * (t.dim() - 1)) if b else t for t, b in zip(inputs, batched))
-    ex = tuple(t.to(device) for t in ex)
-    # Dim.DYNAMIC, not a named range: torch.export derives the range the graph supports (an
-    # explicit max can make it emit spurious guards); a dynamic dimension starts at 2
-    dyn = tuple({0: torch.export.Dim.DYNAMIC} if b else None for b in batched)
-    wrapper = _positional(module.eval(), len(ex))
-    with torch.no_grad():
-        out = wrapper(*ex)
-        outs = list(out) if isinstance(out, (tuple, list)) else [out]
-        if not all(isinstance(o, torch.Tensor) for o in outs):
-            raise ExportError(f"{path}: the graph returns {type(out).__name__} of non-tensors; packages return tensors")
-        ep = torch.export.export(wrapper, ex, dynamic_shapes=dyn, strict=False)
-    lo, hi = _batch_range(ep, max_batch)
-    tmp = path + ".tmp.pt2"
-    torch._inductor.aoti_compile_and_package(ep, package_path=tmp)
-    os.replace(tmp, path)
-    return dict(file=os.path.basename(path), sha256=sha256(path), tuple=isinstance(out, (tuple, list)),
-                device="cuda" if str(device).startswith("cuda") else "cpu", torch=torch.__version__,
-                batch=[lo, hi])
+    wrapper = _positional(module.eval(), len(inputs))
+    entries, rows = [], 2  # an example batch of 1 would be specialised away
+    while True:
+        ex = tuple((t.repeat(rows, *[1] * (t.dim() - 1)) if b else t).to(device) for t, b in zip(inputs, batched))
+        # Dim.DYNAMIC, not a named range: torch.export derives the range the graph supports (an
+        # explicit max can make it emit spurious guards); a dynamic dimension starts at 2
+        dyn = tuple({0: torch.export.Dim.DYNAMIC} if b else None for b in batched)
+        with torch.no_grad():
+            out = wrapper(*ex)
+            outs = list(out) if isinstance(out, (tuple, list)) else [out]
+            if not all(isinstance(o, torch.Tensor) for o in outs):
+                raise ExportError(f"{path}: the graph returns {type(out).__name__} of non-tensors; packages return tensors")
+            ep = torch.export.export(wrapper, ex, dynamic_shapes=dyn, strict=False)
+        lo, hi = _batch_range(ep, max_batch)
+        if entries and lo != entries[-1]["batch"][1] + 1:
+            raise ExportError(f"{path}: the program exported at {rows} rows covers {lo}..{hi}, leaving a gap after "
+                              f"{entries[-1]['batch'][1]}")
+        file = path if not entries else path.replace(".pt2", f".b{lo}.pt2")
+        tmp = file + ".tmp.pt2"
+        torch._inductor.aoti_compile_and_package(ep, package_path=tmp)
+        os.replace(tmp, file)
+        entries.append(dict(file=os.path.basename(file), sha256=sha256(file), tuple=isinstance(out, (tuple, list)),
+                            device="cuda" if str(device).startswith("cuda") else "cpu", torch=torch.__version__,
+                            batch=[lo, hi]))
+        if hi >= max_batch:
+            return entries
+        rows = hi + 1
 
 
 def _batch_range(ep, max_batch: int) -> tuple[int, int]:
@@ -75,8 +86,8 @@ def _batch_range(ep, max_batch: int) -> tuple[int, int]:
         lo = max(lo, int(vr.lower))
         if bool(vr.upper < 10**12):  # unbounded is torch's int_oo
             hi = min(hi, int(vr.upper))
-    if lo > 2 or hi < lo:
-        raise ExportError(f"the graph exports for batch rows {lo}..{hi} only; fd needs 1..{max_batch}")
+    if hi < lo:
+        raise ExportError(f"the graph exports for batch rows {lo}..{hi} only")
     return lo, hi
 
 
@@ -111,12 +122,13 @@ def _unet_graphs(model_dir: Path, manifest: dict, names, device: str):
     return [(n, *table[n]) for n in names]
 
 
-def _check_parity(model_dir: Path, entry: dict, graph: str, package: str, inputs: list[torch.Tensor], tol: float):
-    """The package against the export's own TorchScript graph on `inputs` at 3 rows: every
+def _check_parity(model_dir: Path, entry: dict, graph: str, package: str, inputs: list[torch.Tensor], tol: float,
+                  n: int):
+    """The package against the export's own TorchScript graph on `inputs` at `n` rows: every
     output within `tol` x (1 + the output's largest magnitude)."""
     ts = torch.jit.load(str(model_dir / entry["file"]), map_location=inputs[0].device)
     fn = ts.forward if entry.get("method", "forward") == "forward" else getattr(ts, entry["method"])
-    rows = [t.repeat(3, *[1] * (t.dim() - 1)) if t.dim() > 0 and t.shape[0] == 1 else t for t in inputs]
+    rows = [t.repeat(n, *[1] * (t.dim() - 1)) if t.dim() > 0 and t.shape[0] == 1 else t for t in inputs]
     rows = [t + 0.1 * torch.randn_like(t) if t.is_floating_point() and t.dim() > 1 else t for t in rows]
     loaded = torch._inductor.aoti_load_package(package)
     with torch.no_grad():
@@ -158,13 +170,16 @@ def convert(model_dir: str, out: str | None = None, graphs=None, device: str = "
     with tempfile.TemporaryDirectory(dir=dst) as tmp:
         entries = {}
         for name, module, inputs in _unet_graphs(src, manifest, names, device):
-            path = os.path.join(tmp, f"{name}.pt2")
             log(f"compiling {name} ...")
-            entry = compile_package(module, inputs, path, device, max_batch)
-            _check_parity(src, manifest["graphs"][name], name, path, inputs, tol)
-            entries[name] = entry
-        for name, entry in entries.items():
-            os.replace(os.path.join(tmp, entry["file"]), dst / entry["file"])
-            manifest["graphs"][name]["package"] = entry
+            packages = compile_packages(module, inputs, os.path.join(tmp, f"{name}.pt2"), device, max_batch)
+            for p in packages:  # each package at a row count inside its range (3 rows: the first)
+                n = max(3, p["batch"][0]) if p["batch"][1] >= 3 else p["batch"][0]
+                _check_parity(src, manifest["graphs"][name], name, os.path.join(tmp, p["file"]), inputs, tol, n)
+            entries[name] = packages
+        for name, packages in entries.items():
+            for p in packages:
+                os.replace(os.path.join(tmp, p["file"]), dst / p["file"])
+            manifest["graphs"][name].pop("package", None)
+            manifest["graphs"][name]["packages"] = packages
     write_manifest(str(dst), manifest)
     return manifest

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use fd_model::io::{write_atomic, write_json};
-use fd_model::{Condition, Denoiser};
+use fd_model::{Condition, Denoiser, GraphFormat};
 use fd_sched::decode::{DecodeChoice, DecodeMode};
 use fd_sched::{Injection, SamplingSpec};
 use serde::{Deserialize, Serialize};
@@ -14,22 +14,50 @@ use crate::machine::{command, Machine};
 use crate::spec::SamplingOptions;
 use crate::{Error, Result};
 
-/// One bench entry: a label as `--plans` spells it and the sampling it times.
+/// One bench entry: a label as `--plans` spells it, the sampling it times and the graph format
+/// that runs it.
 #[derive(Debug, Clone)]
 pub struct BenchPlan {
     pub label: String,
     pub spec: SamplingSpec,
+    pub format: GraphFormat,
+}
+
+/// The model a bench times, loaded once per graph format its plans ask for.
+#[derive(Debug)]
+pub struct BenchModels {
+    pub torchscript: Denoiser,
+    /// Loaded when a plan asks for `#aoti`.
+    pub aoti: Option<Denoiser>,
+}
+
+impl BenchModels {
+    /// The model loaded in `format`.
+    pub fn get(&self, format: GraphFormat) -> Result<&Denoiser> {
+        match format {
+            GraphFormat::Torchscript => Ok(&self.torchscript),
+            GraphFormat::Aoti => self.aoti.as_ref().ok_or_else(|| {
+                Error::Input("--plans: a `#aoti` plan needs the model loaded with its AOTInductor packages".into())
+            }),
+        }
+    }
+
+    /// Whether `plans` (as `--plans` spells them) ask for AOTInductor packages.
+    pub fn wants_aoti(plans: &str) -> bool {
+        plans.split(',').any(|e| e.trim().ends_with("#aoti"))
+    }
 }
 
 /// Parse `--plans`: comma separated `KEYS` (decoding `auto`, as `fd sample` defaults to),
 /// `KEYS@par` (the paper's uncapped parallel decoding), `KEYS@seq` (sequential decoders) or
-/// `KEYS@capR` (parallel, at most R rows per decoder call), each resolved like `fd sample` resolves
-/// `base` with those keys and that decoding mode for one batch of `n` samples. The injection of
-/// `base` applies to every plan but the baseline.
+/// `KEYS@capR` (parallel, at most R rows per decoder call), each optionally followed by
+/// `#torchscript` or `#aoti` (the graph format that runs it; default TorchScript), each resolved
+/// like `fd sample` resolves `base` with those keys and that decoding mode for one batch of `n`
+/// samples. The injection of `base` applies to every plan but the baseline.
 pub fn parse_plans(
     plans: &str,
     base: &SamplingOptions,
-    model: &Denoiser,
+    models: &BenchModels,
     conds: &[Condition],
     n: usize,
 ) -> Result<Vec<BenchPlan>> {
@@ -37,7 +65,14 @@ pub fn parse_plans(
         .split(',')
         .map(|entry| {
             let entry = entry.trim();
-            let (keys, mode) = entry.split_once('@').unwrap_or((entry, "auto"));
+            let (plan, format) = match entry.split_once('#') {
+                Some((p, f)) => {
+                    (p, f.parse::<GraphFormat>().map_err(|e| Error::Input(format!("--plans `{entry}`: {e}")))?)
+                }
+                None => (entry, GraphFormat::Torchscript),
+            };
+            let model = models.get(format)?;
+            let (keys, mode) = plan.split_once('@').unwrap_or((plan, "auto"));
             let mut o = base.clone();
             let keys = keys.parse().ctx(format!("--plans `{entry}`"))?;
             (o.plan.keys, o.plan.decode, o.plan.max_decoder_batch) = (keys, DecodeMode::Auto, 0);
@@ -63,7 +98,7 @@ pub fn parse_plans(
             if spec.plan.is_baseline() {
                 spec.exec.injection = None;
             }
-            Ok(BenchPlan { label: entry.to_string(), spec })
+            Ok(BenchPlan { label: entry.to_string(), spec, format })
         })
         .collect()
 }
@@ -102,6 +137,9 @@ pub struct BenchRow {
     pub gflops_per_image: f64,
     /// GFLOPs of the first plan / GFLOPs of this plan.
     pub flops_bound_speedup: f64,
+    /// The graph format that ran it (absent in reports from before the field: TorchScript).
+    #[serde(default)]
+    pub format: GraphFormat,
 }
 
 /// `bench.json`.
@@ -132,7 +170,7 @@ pub struct BenchOptions {
 /// Time `plans` on one batch (`seeds`, `conds`): an optional untimed warm-up of every plan, then
 /// `repeats` interleaved rounds; the first plan is the reference of the speedups.
 pub fn run(
-    model: &Denoiser,
+    models: &BenchModels,
     plans: &[BenchPlan],
     seeds: &[u64],
     conds: &[Condition],
@@ -148,7 +186,7 @@ pub fn run(
     // H200 without it, one repeat of a plan took 4.7 s against a median of 0.42.
     if opts.warmup {
         for p in plans {
-            p.spec.generate(model, seeds, conds)?;
+            p.spec.generate(models.get(p.format)?, seeds, conds)?;
         }
     }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); plans.len()];
@@ -156,6 +194,7 @@ pub fn run(
     progress.set_length((opts.repeats * plans.len()) as u64);
     for _ in 0..opts.repeats {
         for (k, p) in plans.iter().enumerate() {
+            let model = models.get(p.format)?;
             let out = p.spec.generate(model, seeds, conds)?;
             times[k].push(out.timings.total_s / n as f64);
             gflops[k] = out.counts.gflops_per_image(model, n);
@@ -178,9 +217,11 @@ pub fn run(
             speedup: med[0] / med[k],
             gflops_per_image: gflops[k],
             flops_bound_speedup: gflops[0] / gflops[k],
+            format: p.format,
         })
         .collect();
     let first = &plans[0].spec;
+    let model = &models.torchscript;
     Ok(BenchReport {
         command: command(),
         model: model.manifest.name.clone(),

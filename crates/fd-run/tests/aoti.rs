@@ -79,9 +79,9 @@ type Edit = fn(&mut serde_json::Value);
 fn foreign_packages_are_refused_naming_the_graph() {
     let d = tempfile::tempdir().unwrap();
     let cases: [(&str, Edit, &str); 3] = [
-        ("device", |v| v["graphs"]["encoder"]["package"]["device"] = "cuda".into(), "compiled for cuda"),
-        ("torch", |v| v["graphs"]["encoder"]["package"]["torch"] = "2.9.1+cpu".into(), "compiled by torch 2.9.1"),
-        ("sha", |v| v["graphs"]["encoder"]["package"]["sha256"] = "00".into(), "SHA-256 mismatch"),
+        ("device", |v| v["graphs"]["encoder"]["packages"][0]["device"] = "cuda".into(), "compiled for cuda"),
+        ("torch", |v| v["graphs"]["encoder"]["packages"][0]["torch"] = "2.9.1+cpu".into(), "compiled by torch 2.9.1"),
+        ("sha", |v| v["graphs"]["encoder"]["packages"][0]["sha256"] = "00".into(), "SHA-256 mismatch"),
     ];
     for (name, edit, want) in cases {
         let to = d.path().join(name);
@@ -93,13 +93,17 @@ fn foreign_packages_are_refused_naming_the_graph() {
     }
     // a batch range the run exceeds: an error naming the graph at the first call
     let to = d.path().join("range");
-    copy_with(&tiny_aoti(), &to, |v| v["graphs"]["decoder"]["package"]["batch"] = serde_json::json!([1, 2]));
+    copy_with(&tiny_aoti(), &to, |v| {
+        let p = &mut v["graphs"]["decoder"]["packages"];
+        p.as_array_mut().unwrap().truncate(1);
+        p[0]["batch"] = serde_json::json!([2, 2]);
+    });
     let m = load(&to, GraphFormat::Aoti).unwrap();
     let conds = cycle_conditions(&m, None, None, 3).unwrap();
     let plan = PlanOptions { steps: 4, keys: "none".parse().unwrap(), ..Default::default() };
     let spec = SamplingOptions { plan, guidance: 2.0, ..Default::default() }.resolve(&m, &conds, 3).unwrap();
     let e = spec.generate(&m, &[1, 2, 3], &conds).unwrap_err().to_string();
-    assert!(e.contains("graph `decoder`") && e.contains("6 batch rows") && e.contains("1..=2"), "{e}");
+    assert!(e.contains("graph `decoder`") && e.contains("6 batch rows") && e.contains("2..=2"), "{e}");
     // a model without packages
     let e = load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fd-model/tests/fixtures/tiny"), GraphFormat::Aoti)
         .unwrap_err()

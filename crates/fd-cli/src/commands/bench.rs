@@ -1,7 +1,7 @@
 //! `fd bench`: plans timed side by side in one process (fd_run::bench).
 
 use anyhow::{bail, Result};
-use fd_run::bench::{parse_plans, BenchOptions};
+use fd_run::bench::{parse_plans, BenchModels, BenchOptions};
 
 use crate::args::BenchArgs;
 
@@ -13,15 +13,31 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let f = &a.sampling;
     let mut opts = f.options(None, 3.0);
     opts.plan.inject = a.inject.clone();
-    let model = f.model()?.load()?;
+    let spec = f.model()?;
+    let model = spec.clone().with_format(fd_model::GraphFormat::Torchscript).load()?;
     super::sampler(&opts, &model)?;
     opts.exec()?;
     let conds = f.conditions(&model, a.n)?;
-    let plans = parse_plans(&a.plans, &opts, &model, &conds, a.n)?;
+    // a plan's `#aoti` (or --format aoti for every plan) loads the model once more, from its packages
+    let all_aoti = f.format == fd_model::GraphFormat::Aoti;
+    let aoti = (all_aoti || BenchModels::wants_aoti(&a.plans))
+        .then(|| spec.with_format(fd_model::GraphFormat::Aoti).load())
+        .transpose()?;
+    let models = BenchModels { torchscript: model, aoti };
+    let plan_list = if all_aoti {
+        a.plans
+            .split(',')
+            .map(|p| if p.contains('#') { p.to_string() } else { format!("{}#aoti", p.trim()) })
+            .collect::<Vec<_>>()
+            .join(",")
+    } else {
+        a.plans.clone()
+    };
+    let plans = parse_plans(&plan_list, &opts, &models, &conds, a.n)?;
     let seeds: Vec<u64> = (0..a.n).map(|i| f.seed + i as u64).collect();
     let bar = super::bar(0, "bench");
     let report = fd_run::bench::run(
-        &model,
+        &models,
         &plans,
         &seeds,
         &conds,

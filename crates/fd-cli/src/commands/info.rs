@@ -49,7 +49,13 @@ pub fn run(dir: &Path, device: &str, format: fd_model::GraphFormat) -> Result<()
     let packaged: Vec<String> = m
         .graphs
         .iter()
-        .filter_map(|(k, g)| g.package.as_ref().map(|p| format!("{k} ({}, torch {})", p.device, p.torch)))
+        .filter_map(|(k, g)| {
+            g.packages.first().map(|p| {
+                let ranges: Vec<String> =
+                    g.packages.iter().map(|q| format!("{}..={}", q.batch[0], q.batch[1])).collect();
+                format!("{k} ({}, torch {}, rows {})", p.device, p.torch, ranges.join(" + "))
+            })
+        })
         .collect();
     say!(
         "format       {} runs{}",

@@ -180,9 +180,11 @@ pub struct GraphEntry {
     /// FLOPs of one batch-1 call (torch.utils.flop_counter: 2 x MACs over mm/conv/bmm/SDPA).
     pub flops: u64,
     /// The same graph compiled by AOTInductor (`experiments/export/convert_aoti.py`), run
-    /// instead of the TorchScript method under [`GraphFormat::Aoti`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub package: Option<PackageEntry>,
+    /// instead of the TorchScript method under [`GraphFormat::Aoti`]: one package per range of
+    /// batch rows (a graph whose code branches on the batch size, as diffusers' `Upsample2D` does
+    /// at 64 rows, exports as one program per side of the branch), ranges in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<PackageEntry>,
 }
 
 /// Which compiled form of the graphs runs.

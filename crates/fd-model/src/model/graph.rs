@@ -15,9 +15,9 @@ use crate::{Error, Result};
 pub(crate) enum Backend {
     /// A method of a loaded TorchScript module (modules are shared between graphs).
     TorchScript(Rc<CModule>),
-    /// An AOTInductor package; `tuple`: the graph returns a tuple (the package returns its
-    /// tensors flattened either way); `batch`: the rows it accepts.
-    Aoti { package: Rc<Package>, tuple: bool, batch: [i64; 2] },
+    /// AOTInductor packages, each with the batch rows it accepts (ranges in order); `tuple`: the
+    /// graph returns a tuple (a package returns its tensors flattened either way).
+    Aoti { packages: Vec<(Rc<Package>, [i64; 2])>, tuple: bool },
 }
 
 /// One graph.
@@ -110,38 +110,40 @@ impl Graph {
         match &self.backend {
             Backend::TorchScript(m) if self.method == "forward" => m.forward_is(inputs),
             Backend::TorchScript(m) => m.method_is(&self.method, inputs),
-            Backend::Aoti { package, tuple, batch } => {
+            Backend::Aoti { packages, tuple } => {
                 let mut ts = flat_tensors(inputs)?;
                 let rows = ts.first().and_then(|t| t.size().first().copied()).unwrap_or(1);
-                if rows > batch[1] {
+                let (lo, hi) = (packages[0].1[0], packages[packages.len() - 1].1[1]);
+                if rows > hi {
                     return Err(tch::TchError::Kind(format!(
-                        "{rows} batch rows: the package was compiled for {}..={} (re-run experiments/export/convert_aoti.py with a larger --max-batch)",
-                        batch[0], batch[1]
+                        "{rows} batch rows: the packages were compiled for {lo}..={hi} (re-run experiments/export/convert_aoti.py with a larger --max-batch)"
                     )));
                 }
                 // torch.export makes a dynamic dimension start at 2: a call with fewer rows runs
                 // padded with copies of its last row, whose outputs are dropped (rows are
                 // independent in every graph fd exports)
-                let pad = (batch[0] - rows).max(0);
+                let pad = (lo - rows).max(0);
                 if pad > 0 {
                     for t in ts.iter_mut().filter(|t| t.dim() > 0 && t.size()[0] == rows) {
                         let last = t.narrow(0, rows - 1, 1);
-                        *t = Tensor::cat(
-                            &[
-                                t.shallow_clone(),
-                                last.repeat(
-                                    [pad].iter().chain(&vec![1; last.dim() - 1]).copied().collect::<Vec<i64>>(),
-                                ),
-                            ],
-                            0,
-                        );
+                        let reps: Vec<i64> =
+                            std::iter::once(pad).chain(std::iter::repeat_n(1, last.dim() - 1)).collect();
+                        *t = Tensor::cat(&[t.shallow_clone(), last.repeat(reps)], 0);
                     }
                 }
+                let n = rows + pad;
+                let Some((package, _)) = packages.iter().find(|(_, r)| (r[0]..=r[1]).contains(&n)) else {
+                    let ranges: Vec<String> = packages.iter().map(|(_, r)| format!("{}..={}", r[0], r[1])).collect();
+                    return Err(tch::TchError::Kind(format!(
+                        "{rows} batch rows: no package covers them (ranges {})",
+                        ranges.join(", ")
+                    )));
+                };
                 let mut out = package.run(&ts).map_err(tch::TchError::Kind)?;
                 if pad > 0 {
                     out = out
                         .into_iter()
-                        .map(|t| if t.dim() > 0 && t.size()[0] == rows + pad { t.narrow(0, 0, rows) } else { t })
+                        .map(|t| if t.dim() > 0 && t.size()[0] == n { t.narrow(0, 0, rows) } else { t })
                         .collect();
                 }
                 Ok(if *tuple || out.len() != 1 {

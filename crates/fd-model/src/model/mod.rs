@@ -114,7 +114,7 @@ impl Denoiser {
         }
         let manifest = Manifest::load(&dir)?;
         let kind = manifest.tch_kind();
-        if opts.format == GraphFormat::Aoti && manifest.graphs.values().all(|g| g.package.is_none()) {
+        if opts.format == GraphFormat::Aoti && manifest.graphs.values().all(|g| g.packages.is_empty()) {
             return Err(Error::Manifest {
                 path: dir.join("manifest.json"),
                 msg: format!(
@@ -126,11 +126,11 @@ impl Denoiser {
         }
         let packages: RefCell<HashMap<String, Rc<crate::aoti::Package>>> = RefCell::new(HashMap::new());
         let counts = std::cell::Cell::new((0usize, 0usize));
-        let load_package = |graph: &str, p: &PackageEntry| -> Result<Graph> {
+        // one package file: checked (device, torch release, hash) and loaded once
+        let load_one = |graph: &str, p: &PackageEntry| -> Result<Rc<crate::aoti::Package>> {
             let path = dir.join(&p.file);
             let bad = |msg: String| Error::Package { graph: graph.into(), path: path.clone(), msg };
-            let on_cuda = opts.device.is_cuda();
-            if (p.device == "cuda") != on_cuda {
+            if (p.device == "cuda") != opts.device.is_cuda() {
                 return Err(bad(format!(
                     "compiled for {}, asked to run on {:?}: compile it for this device (convert_aoti.py --device) or pass --format torchscript",
                     p.device, opts.device
@@ -143,33 +143,29 @@ impl Denoiser {
                     p.torch
                 )));
             }
-            let cached = packages.borrow().get(&p.file).cloned();
-            let package = match cached {
-                Some(pk) => pk,
-                None => {
-                    if !path.is_file() {
-                        return Err(Error::MissingGraph { path, graph: graph.into() });
-                    }
-                    if opts.verify_hashes {
-                        let found = crate::io::file_sha256(&path)?;
-                        if !found.eq_ignore_ascii_case(&p.sha256) {
-                            return Err(Error::HashMismatch {
-                                path,
-                                graph: graph.into(),
-                                expected: p.sha256.clone(),
-                                found,
-                            });
-                        }
-                    }
-                    let pk = Rc::new(crate::aoti::Package::load(&path, opts.device).map_err(|e| bad(first_line(&e)))?);
-                    packages.borrow_mut().insert(p.file.clone(), pk.clone());
-                    pk
+            if let Some(pk) = packages.borrow().get(&p.file) {
+                return Ok(pk.clone());
+            }
+            if !path.is_file() {
+                return Err(Error::MissingGraph { path, graph: graph.into() });
+            }
+            if opts.verify_hashes {
+                let found = crate::io::file_sha256(&path)?;
+                if !found.eq_ignore_ascii_case(&p.sha256) {
+                    return Err(Error::HashMismatch { path, graph: graph.into(), expected: p.sha256.clone(), found });
                 }
-            };
+            }
+            let pk = Rc::new(crate::aoti::Package::load(&path, opts.device).map_err(|e| bad(first_line(&e)))?);
+            packages.borrow_mut().insert(p.file.clone(), pk.clone());
+            Ok(pk)
+        };
+        // a graph's packages, one per range of batch rows
+        let load_packages = |graph: &str, list: &[PackageEntry]| -> Result<Graph> {
+            let loaded = list.iter().map(|p| Ok((load_one(graph, p)?, p.batch))).collect::<Result<Vec<_>>>()?;
             Ok(Graph {
-                backend: Backend::Aoti { package, tuple: p.tuple, batch: p.batch },
+                backend: Backend::Aoti { packages: loaded, tuple: list[0].tuple },
                 name: graph.into(),
-                path,
+                path: dir.join(&list[0].file),
                 method: "AOTInductor package".into(),
                 row_by_row: opts.row_by_row,
             })
@@ -180,9 +176,9 @@ impl Denoiser {
         let load = |graph: &str| -> Result<Graph> {
             let entry = &manifest.graphs[graph];
             let (n, p) = counts.get();
-            if let (GraphFormat::Aoti, Some(pk)) = (opts.format, &entry.package) {
+            if opts.format == GraphFormat::Aoti && !entry.packages.is_empty() {
                 counts.set((n + 1, p + 1));
-                return load_package(graph, pk);
+                return load_packages(graph, &entry.packages);
             }
             counts.set((n + 1, p));
             let path = dir.join(&entry.file);
