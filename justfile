@@ -219,13 +219,34 @@ bench-sd15-gpu: build
 bench-families-gpu: build
     {{env}} experiments/gpu/gpu_families_bench.sh target/release/fd out/gpu-families
 
-# Rust harness vs the Python diffusers loop (eager UNet2DConditionModel + DDIMScheduler) on the
-# same exported model, interleaved repeats; writes results/bench-harness/<date>-<machine>/.
+# AOTInductor packages for a 2-D UNet export (issue 33): a converted copy of MODEL in OUT (about
+# four minutes for the default model on 2 cores; needs g++). `--format aoti` runs them.
+[group("models")]
+[doc("Compile AOTInductor packages for the default model into out/models/fmnist-aoti.")]
+convert-aoti OUT="out/models/fmnist-aoti": setup
+    rm -rf {{OUT}}
+    {{env}} python experiments/export/convert_aoti.py --model {{model}} --out {{OUT}}
+
+# Rust harness vs the Python diffusers loop (eager UNet2DConditionModel + DDIMScheduler, and the
+# same UNet under torch.compile) on the same exported model, fd with TorchScript and (packages
+# compiled first when missing) AOTInductor, interleaved repeats; writes
+# results/bench-harness/<date>-<machine>/.
 [group("bench")]
-[doc("The Rust harness vs the Python diffusers loop on the same model.")]
+[doc("The Rust harness (TorchScript, AOTInductor) vs the Python loop (eager, torch.compile).")]
 bench-harness N="16" REPEATS="3": build
-    {{env}} python experiments/bench/bench_harness.py --model {{model}} --n {{N}} --repeats {{REPEATS}} \
+    test -f out/models/fmnist-aoti/manifest.json || just convert-aoti
+    {{env}} python experiments/bench/bench_harness.py --model out/models/fmnist-aoti --n {{N}} --repeats {{REPEATS}} \
         --out "results/bench-harness/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
+
+# The graph formats side by side in one fd process: the baseline and the paper's 50ls, each on
+# TorchScript and on AOTInductor; writes results/bench-aoti/<date>-<machine>/.
+[group("bench")]
+[doc("TorchScript vs AOTInductor graphs, baseline and 50ls, in one fd process.")]
+bench-aoti N="16" REPEATS="3": build
+    test -f out/models/fmnist-aoti/manifest.json || just convert-aoti
+    {{env}} target/release/fd bench --model out/models/fmnist-aoti --steps 50 --cfg 3 --n {{N}} --repeats {{REPEATS}} \
+        --plans "none,none#aoti,50ls,50ls#aoti" \
+        --out "results/bench-aoti/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
 
 # All benchmarks: criterion micro-benches (scheduler step, Frechet distance 2048-d, plan
 # construction), Rust vs Python harness, and the plan speedups vs their FLOPs bound.

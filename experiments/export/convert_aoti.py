@@ -28,7 +28,7 @@ def main():
     args = ap.parse_args()
     t0 = time.time()
     m = convert(args.model, args.out, args.graphs.split(",") if args.graphs else None, args.device, args.max_batch)
-    packaged = {k: g["package"]["file"] for k, g in m["graphs"].items() if g.get("package")}
+    packaged = {k: [p["file"] for p in g["packages"]] for k, g in m["graphs"].items() if g.get("packages")}
     print(json.dumps(dict(model=m["name"], packages=packaged, seconds=round(time.time() - t0, 1)), indent=2))
 
 

@@ -72,7 +72,9 @@ def compile_packages(module: nn.Module, inputs: list[torch.Tensor], path: str, d
         os.replace(tmp, file)
         entries.append(dict(file=os.path.basename(file), sha256=sha256(file), tuple=isinstance(out, (tuple, list)),
                             device="cuda" if str(device).startswith("cuda") else "cpu", torch=torch.__version__,
-                            batch=[lo, hi]))
+                            batch=[lo, hi],
+                            **({} if str(device).startswith("cuda")
+                               else dict(cpu_capability=torch.backends.cpu.get_cpu_capability()))))
         if hi >= max_batch:
             return entries
         rows = hi + 1

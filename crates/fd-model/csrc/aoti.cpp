@@ -3,6 +3,7 @@
 // pointer type tch's own C API uses, so nothing is copied: inputs are borrowed, outputs are new
 // `at::Tensor` handles that Rust takes over (tch::Tensor::from_ptr). Every entry point catches
 // C++ exceptions and returns the message as a malloc'd string the caller frees with fd_aoti_free_str.
+#include <ATen/Version.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/version.h>
 
@@ -23,6 +24,16 @@ extern "C" {
 
 // The libtorch version these headers belong to (the one tch links), e.g. "2.13.0".
 const char* fd_aoti_torch_version() { return TORCH_VERSION; }
+
+// The vector ISA libtorch's CPU kernels use here ("AVX512", "AVX2", "DEFAULT", ...), malloc'd:
+// inductor compiles a CPU package's kernels for the compiling machine's ISA.
+char* fd_aoti_cpu_capability() {
+  try {
+    return dup(at::get_cpu_capability());
+  } catch (...) {
+    return dup("?");
+  }
+}
 
 // Load `path` (model "model") for device index `device_index` (-1: the package's own / CPU).
 // Returns a handle, or null with *err set.

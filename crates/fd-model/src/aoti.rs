@@ -13,6 +13,7 @@ use torch_sys::C_tensor;
 
 extern "C" {
     fn fd_aoti_torch_version() -> *const c_char;
+    fn fd_aoti_cpu_capability() -> *mut c_char;
     fn fd_aoti_load(path: *const c_char, device_index: c_int, err: *mut *mut c_char) -> *mut c_void;
     fn fd_aoti_free(handle: *mut c_void);
     fn fd_aoti_free_str(s: *mut c_char);
@@ -33,6 +34,20 @@ extern "C" {
 pub fn torch_version() -> &'static str {
     // SAFETY: a static NUL-terminated string in the shim.
     unsafe { CStr::from_ptr(fd_aoti_torch_version()) }.to_str().unwrap_or("?")
+}
+
+/// The vector ISA libtorch's CPU kernels use on this machine (`AVX512`, `AVX2`, `DEFAULT`, ...).
+pub fn cpu_capability() -> String {
+    // SAFETY: a string the shim allocated, taken over once.
+    unsafe { take_str(fd_aoti_cpu_capability()) }
+}
+
+/// Whether a CPU package compiled where libtorch's capability was `compiled` runs here, where it
+/// is `here`: the same ISA, or (x86) a wider one here than there.
+pub fn cpu_compatible(compiled: &str, here: &str) -> bool {
+    const X86: [&str; 3] = ["DEFAULT", "AVX2", "AVX512"];
+    let rank = |c: &str| X86.iter().position(|x| *x == c);
+    compiled == here || matches!((rank(compiled), rank(here)), (Some(a), Some(b)) if a <= b)
 }
 
 /// Take over a message the shim allocated.

@@ -49,6 +49,15 @@ fn packages_give_the_torchscript_samples() {
 }
 
 #[test]
+fn cpu_packages_run_on_the_same_or_a_wider_isa() {
+    assert!(fd_model::aoti::cpu_compatible("AVX2", "AVX512"));
+    assert!(fd_model::aoti::cpu_compatible("AVX512", "AVX512"));
+    assert!(!fd_model::aoti::cpu_compatible("AVX512", "AVX2"));
+    assert!(!fd_model::aoti::cpu_compatible("SVE256", "AVX512"));
+    assert!(!fd_model::aoti::cpu_capability().is_empty());
+}
+
+#[test]
 fn the_run_records_the_format_and_a_changed_format_is_another_run() {
     let dir = tiny_aoti();
     let ts = load(&dir, GraphFormat::Torchscript).unwrap();
@@ -78,8 +87,9 @@ type Edit = fn(&mut serde_json::Value);
 #[test]
 fn foreign_packages_are_refused_naming_the_graph() {
     let d = tempfile::tempdir().unwrap();
-    let cases: [(&str, Edit, &str); 3] = [
+    let cases: [(&str, Edit, &str); 4] = [
         ("device", |v| v["graphs"]["encoder"]["packages"][0]["device"] = "cuda".into(), "compiled for cuda"),
+        ("isa", |v| v["graphs"]["encoder"]["packages"][0]["cpu_capability"] = "SVE256".into(), "with SVE256 kernels"),
         ("torch", |v| v["graphs"]["encoder"]["packages"][0]["torch"] = "2.9.1+cpu".into(), "compiled by torch 2.9.1"),
         ("sha", |v| v["graphs"]["encoder"]["packages"][0]["sha256"] = "00".into(), "SHA-256 mismatch"),
     ];

@@ -235,6 +235,10 @@ pub struct PackageEntry {
     pub torch: String,
     /// Batch rows it accepts, [min, max] (the dynamic dimension's range).
     pub batch: [i64; 2],
+    /// A CPU package: the vector ISA of the machine that compiled it (`AVX512`, `AVX2`, ...;
+    /// inductor's CPU kernels use that machine's instructions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_capability: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

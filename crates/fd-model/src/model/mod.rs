@@ -136,6 +136,14 @@ impl Denoiser {
                     p.device, opts.device
                 )));
             }
+            if let (false, Some(c)) = (opts.device.is_cuda(), &p.cpu_capability) {
+                let here = crate::aoti::cpu_capability();
+                if !crate::aoti::cpu_compatible(c, &here) {
+                    return Err(bad(format!(
+                        "compiled on a CPU with {c} kernels, this CPU runs {here}: compile the packages on this machine (just convert-aoti) or pass --format torchscript"
+                    )));
+                }
+            }
             let here = crate::aoti::torch_version();
             if p.torch.split('+').next() != Some(here) {
                 return Err(bad(format!(
