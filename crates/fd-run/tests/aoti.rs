@@ -1,5 +1,5 @@
 //! The graph format is invisible above fd-model: the tiny fixture with AOTInductor packages for
-//! its UNet graphs (`experiments/tests/make_aoti_tiny.py`, which `just test` runs first) gives the
+//! its UNet graphs (`experiments/tests/make_aoti.py`, which `just test` runs first) gives the
 //! same samples as its TorchScript graphs within 1e-5 for every kind of plan, the run records
 //! which format ran, and a package compiled for another device, torch release or batch range is
 //! refused naming the graph before anything is sampled.

@@ -1,0 +1,38 @@
+"""A model folder with AOTInductor packages for its UNet graphs, for the format-parity tests:
+
+  python experiments/tests/make_aoti.py crates/fd-model/tests/fixtures/tiny target/fixtures/tiny-aoti --max-batch 64
+  python experiments/tests/make_aoti.py models/fmnist target/fixtures/fmnist-aoti
+
+(crates/fd-run/tests/aoti.rs; crates/fd-sched/tests/default_model.rs). Rebuilt only when this
+script, the source folder or an fd_export module changed (stamp file); compiling takes about a
+minute per graph on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+
+from fd_export.aoti import MAX_BATCH, convert
+from fd_export.testing import fixture_stamp, write_stamp
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("out")
+    ap.add_argument("--max-batch", type=int, default=MAX_BATCH)
+    a = ap.parse_args()
+    sources = [os.path.abspath(__file__)] + [
+        os.path.join(a.model, f) for f in sorted(os.listdir(a.model)) if os.path.isfile(os.path.join(a.model, f))
+    ]
+    stamp = fixture_stamp(a.out, sources)
+    if stamp is None:
+        return
+    shutil.rmtree(a.out, ignore_errors=True)
+    convert(a.model, a.out, max_batch=a.max_batch)
+    write_stamp(a.out, stamp)
+
+
+if __name__ == "__main__":
+    main()
