@@ -1,0 +1,52 @@
+"""fd_export.aoti: a graph that branches on its batch size compiles into one package per side of
+the branch, the packages together cover 1..max rows (1 by padding, in fd) and give the eager
+module's outputs; non-tensor outputs are refused."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fd_export import ExportError
+from fd_export.aoti import compile_packages
+
+
+class Branchy(nn.Module):
+    """A conv + a tuple output, with a batch-size branch like diffusers' Upsample2D's."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+
+    def forward(self, x, scale):
+        if x.shape[0] >= 4:
+            x = x.contiguous()
+        y = self.conv(x) * scale
+        return y, y.sum(dim=(1, 2, 3))
+
+
+def test_a_batch_branch_gives_one_package_per_side(tmp_path):
+    torch.manual_seed(0)
+    m = Branchy().eval()
+    x, scale = torch.randn(1, 2, 5, 5), torch.ones(1, 1, 1, 1)
+    entries = compile_packages(m, [x, scale], str(tmp_path / "g.pt2"), max_batch=16)
+    assert [e["batch"] for e in entries] == [[2, 3], [4, 16]]
+    assert [e["file"] for e in entries] == ["g.pt2", "g.b4.pt2"]
+    assert all(e["tuple"] and e["device"] == "cpu" and e["cpu_capability"] for e in entries)
+    for e, rows in zip(entries, (3, 9)):
+        pk = torch._inductor.aoti_load_package(str(tmp_path / e["file"]))
+        xs, ss = torch.randn(rows, 2, 5, 5), torch.rand(rows, 1, 1, 1)
+        with torch.no_grad():
+            want, got = m(xs, ss), pk(xs, ss)
+        for a, b in zip(want, got):
+            assert (a - b).abs().max().item() <= 1e-5
+
+
+def test_non_tensor_outputs_are_refused(tmp_path):
+    class Dicty(nn.Module):
+        def forward(self, x):
+            return {"y": x * 2}
+
+    with pytest.raises(ExportError, match="non-tensors"):
+        compile_packages(Dicty(), [torch.randn(1, 3)], str(tmp_path / "d.pt2"))
+    assert not (tmp_path / "d.pt2").exists()
