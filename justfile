@@ -46,6 +46,7 @@ test: setup
     {{env}} python experiments/tests/make_families.py target/fixtures/families
     {{env}} python experiments/tests/make_aoti.py crates/fd-model/tests/fixtures/tiny target/fixtures/tiny-aoti --max-batch 64
     {{env}} python experiments/tests/make_aoti.py models/fmnist target/fixtures/fmnist-aoti
+    {{env}} python experiments/tests/make_aoti.py target/fixtures/families/dit/checkpoint target/fixtures/dit-aoti --dit
     {{env}} cargo test --workspace
     {{env}} python -m pytest -q experiments/tests
 

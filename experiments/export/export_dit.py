@@ -35,18 +35,23 @@ def main():
     ap.add_argument("--no-stepcache", action="store_true",
                     help="leave out the TeaCache / FBCache graphs and TeaCache's polynomial fit (20 DDIM-50 CFG "
                          "trajectories on --device)")
+    ap.add_argument("--format", choices=["torchscript", "aoti"], default="torchscript",
+                    help="aoti: also compile AOTInductor packages of the loop's graphs for --device (fd_export.aoti; "
+                         "needs g++); fd runs them with --format aoti")
     args = ap.parse_args()
+    aoti = args.format == "aoti"
     try:
         if args.train_checkpoint:
             from fd_export.fmnist import export_fmnist_dit_checkpoint
 
             m = export_fmnist_dit_checkpoint(args.train_checkpoint, args.out, with_full=args.with_full,
-                                             with_stepcache=not args.no_stepcache)
+                                             with_stepcache=not args.no_stepcache, aoti=aoti)
         else:
             from fd_export.dit import export_dit_folder
 
             m = export_dit_folder(args.checkpoint, args.out, args.device, args.dtype, split=args.split,
-                                  guidance_channels=args.guidance_channels, with_stepcache=not args.no_stepcache)
+                                  guidance_channels=args.guidance_channels, with_stepcache=not args.no_stepcache,
+                                  aoti=aoti)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"export_dit.py: {e}") from e
     print(json.dumps({k: m[k] for k in ("name", "kind", "split", "dtype", "params")}, indent=2))

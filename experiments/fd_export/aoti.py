@@ -145,6 +145,28 @@ def _check_parity(model_dir: Path, entry: dict, graph: str, package: str, inputs
             raise ExportError(f"{graph}: output {i} of the package differs from the TorchScript graph by {err:.3g}")
 
 
+def add_packages(model_dir, graphs: dict, parts, device: str = "cpu", max_batch: int = MAX_BATCH, tol: float = 1e-5,
+                 log=print) -> None:
+    """Compile packages for `parts` [(graph name, module, batch-1 inputs)] into `model_dir`, each
+    checked against the folder's TorchScript graph of that name (`graphs[name]`, already written)
+    before it is moved into place; sets `graphs[name]["packages"]` (the caller writes the manifest)."""
+    model_dir = Path(model_dir)
+    with tempfile.TemporaryDirectory(dir=model_dir) as tmp:
+        entries = {}
+        for name, module, inputs in parts:
+            log(f"compiling {name} ...")
+            packages = compile_packages(module, inputs, os.path.join(tmp, f"{name}.pt2"), device, max_batch)
+            for p in packages:  # each package at a row count inside its range (3 rows: the first)
+                n = max(3, p["batch"][0]) if p["batch"][1] >= 3 else p["batch"][0]
+                _check_parity(model_dir, graphs[name], name, os.path.join(tmp, p["file"]), inputs, tol, n)
+            entries[name] = packages
+        for name, packages in entries.items():
+            for p in packages:
+                os.replace(os.path.join(tmp, p["file"]), model_dir / p["file"])
+            graphs[name].pop("package", None)
+            graphs[name]["packages"] = packages
+
+
 def convert(model_dir: str, out: str | None = None, graphs=None, device: str = "cpu", max_batch: int = MAX_BATCH,
             tol: float = 1e-5, log=print) -> dict:
     """Compile AOTInductor packages for `graphs` (default: every graph this converter rebuilds) of
@@ -169,19 +191,6 @@ def convert(model_dir: str, out: str | None = None, graphs=None, device: str = "
         if dst.exists() and any(dst.iterdir()):
             raise ExportError(f"--out {dst}: not empty")
         shutil.copytree(src, dst, dirs_exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dst) as tmp:
-        entries = {}
-        for name, module, inputs in _unet_graphs(src, manifest, names, device):
-            log(f"compiling {name} ...")
-            packages = compile_packages(module, inputs, os.path.join(tmp, f"{name}.pt2"), device, max_batch)
-            for p in packages:  # each package at a row count inside its range (3 rows: the first)
-                n = max(3, p["batch"][0]) if p["batch"][1] >= 3 else p["batch"][0]
-                _check_parity(src, manifest["graphs"][name], name, os.path.join(tmp, p["file"]), inputs, tol, n)
-            entries[name] = packages
-        for name, packages in entries.items():
-            for p in packages:
-                os.replace(os.path.join(tmp, p["file"]), dst / p["file"])
-            manifest["graphs"][name].pop("package", None)
-            manifest["graphs"][name]["packages"] = packages
+    add_packages(dst, manifest["graphs"], _unet_graphs(src, manifest, names, device), device, max_batch, tol, log)
     write_manifest(str(dst), manifest)
     return manifest

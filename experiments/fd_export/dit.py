@@ -259,6 +259,10 @@ class ClassIds(nn.Module):
         return ids.to(torch.float32).view(-1, 1, 1)
 
 
+# the graphs `aoti=True` compiles: what every plan's loop calls, and drift's analysis graphs
+AOTI_GRAPHS = ("time_embed", "encoder", "decoder", "decoder_analysis", "encoder_analysis")
+
+
 def export_dit(
     out_dir: str,
     name: str,
@@ -274,8 +278,10 @@ def export_dit(
     family: str = "dit",
     extra_manifest: dict | None = None,
     with_stepcache: bool = True,
+    aoti: bool = False,
 ) -> dict:
-    """Export a DiTTransformer2DModel (+ optional VAE) into `out_dir`. `split`: number of blocks in
+    """Export a DiTTransformer2DModel (+ optional VAE) into `out_dir`. `aoti`: also compile
+    AOTInductor packages of the loop's graphs ([`AOTI_GRAPHS`], fd_export.aoti). `split`: number of blocks in
     the encoder (default: the authors' 18/28 ratio). `with_stepcache`: also the TeaCache / FBCache
     graphs (stepcache.pt) and TeaCache's polynomial fitted on the model (manifest `teacache`).
     Everything is checked before a file is written."""
@@ -335,6 +341,10 @@ def export_dit(
         sc_hash = sha256(sc_path)
         for key, (module, inp) in stepcache.items():
             graphs[key] = dict(file=STEPCACHE_FILE, method=key, sha256=sc_hash, flops=count_flops(module, inp))
+    if aoti:  # the graphs every plan's loop calls, compiled and checked against the TorchScript just written
+        from .aoti import add_packages
+
+        add_packages(out_dir, graphs, [(k, *parts_map[k]) for k in AOTI_GRAPHS], device)
     blocks = model.transformer_blocks
     params = dict(time_embed=0, encoder=n_params(model.pos_embed, *blocks[:split]),
                   decoder=n_params(*blocks[split:], model.proj_out_1, model.proj_out_2, model.norm_out))
@@ -383,7 +393,7 @@ def export_dit(
 
 def export_dit_folder(checkpoint: str, out_dir: str, device: str, dtype: str, name: str | None = None,
                       split: int | None = None, guidance_channels: int | None = None,
-                      with_stepcache: bool = True) -> dict:
+                      with_stepcache: bool = True, aoti: bool = False) -> dict:
     """A local diffusers DiTPipeline folder (transformer/, vae/, scheduler/; nothing is downloaded)."""
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
@@ -406,4 +416,4 @@ def export_dit_folder(checkpoint: str, out_dir: str, device: str, dtype: str, na
             names = [id2label[str(i)] for i in range(model.config.num_embeds_ada_norm)]
     return export_dit(out_dir, name or os.path.basename(os.path.normpath(checkpoint)), model, sched, split=split,
                       class_names=names, guidance_channels=guidance_channels, vae=vae, dtype=DTYPES[dtype], device=device,
-                      with_stepcache=with_stepcache)
+                      with_stepcache=with_stepcache, aoti=aoti)

@@ -138,7 +138,7 @@ def build_fmnist_dit():
 
 
 def export_fmnist_dit_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = True, with_full: bool = False,
-                                 with_stepcache: bool = True) -> dict:
+                                 with_stepcache: bool = True, aoti: bool = False) -> dict:
     """Export the default DiT from a train_dit.py checkpoint (EMA weights by default) with the
     authors' 18/28 split (4 of 6 blocks in the encoder)."""
     from .dit import export_dit
@@ -153,7 +153,7 @@ def export_fmnist_dit_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = 
     write_pipeline_reference(lambda x, t, ids: model(x, timestep=t.expand(x.shape[0]), class_labels=ids).sample,
                              1, 28, n, sched_cfg, os.path.join(out_dir, REFERENCE_FILE))
     manifest = export_dit(out_dir, "fmnist-cfg-dit", model, sched_cfg, class_names=CLASS_NAMES, with_full=with_full,
-                          with_stepcache=with_stepcache,
+                          with_stepcache=with_stepcache, aoti=aoti,
                           family="fmnist-dit",
                           extra_manifest=dict(training=dict(checkpoint_step=int(ck["step"]), wall_s=float(ck["wall_s"]),
                                                             ema=use_ema)))

@@ -2,8 +2,11 @@
 
   python experiments/tests/make_aoti.py crates/fd-model/tests/fixtures/tiny target/fixtures/tiny-aoti --max-batch 64
   python experiments/tests/make_aoti.py models/fmnist target/fixtures/fmnist-aoti
+  python experiments/tests/make_aoti.py target/fixtures/families/dit/checkpoint target/fixtures/dit-aoti --dit
 
-(crates/fd-run/tests/aoti.rs; crates/fd-sched/tests/default_model.rs). Rebuilt only when this
+(crates/fd-run/tests/aoti.rs; crates/fd-sched/tests/default_model.rs). With `--dit`, MODEL is a
+diffusers DiTPipeline folder exported with `export_dit_folder(..., aoti=True)` (packages compiled
+at export from the eager modules). Rebuilt only when this
 script, the source folder or an fd_export module changed (stamp file); compiling takes about a
 minute per graph on a 2-core CPU.
 """
@@ -22,15 +25,21 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("out")
     ap.add_argument("--max-batch", type=int, default=MAX_BATCH)
+    ap.add_argument("--dit", action="store_true", help="MODEL is a diffusers DiTPipeline folder")
     a = ap.parse_args()
-    sources = [os.path.abspath(__file__)] + [
-        os.path.join(a.model, f) for f in sorted(os.listdir(a.model)) if os.path.isfile(os.path.join(a.model, f))
-    ]
+    sources = [os.path.abspath(__file__)] + sorted(
+        os.path.join(d, f) for d, _, files in os.walk(a.model) for f in files
+    )
     stamp = fixture_stamp(a.out, sources)
     if stamp is None:
         return
     shutil.rmtree(a.out, ignore_errors=True)
-    convert(a.model, a.out, max_batch=a.max_batch)
+    if a.dit:
+        from fd_export.dit import export_dit_folder
+
+        export_dit_folder(a.model, a.out, "cpu", "float32", name="dit-aoti-tiny", with_stepcache=False, aoti=True)
+    else:
+        convert(a.model, a.out, max_batch=a.max_batch)
     write_stamp(a.out, stamp)
 
 

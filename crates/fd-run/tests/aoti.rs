@@ -16,6 +16,12 @@ fn tiny_aoti() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures/tiny-aoti"))
 }
 
+fn dit_aoti() -> PathBuf {
+    std::env::var_os("FD_DIT_AOTI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures/dit-aoti"))
+}
+
 fn load(dir: &Path, format: GraphFormat) -> fd_run::Result<Denoiser> {
     ModelSpec::new(dir, "cpu", false)?.with_format(format).load()
 }
@@ -40,6 +46,25 @@ fn packages_give_the_torchscript_samples() {
         ("0,1,5+forecast:1", DecodeMode::Parallel),
         ("deepcache:2:1", DecodeMode::Parallel),
         ("adaptive:0.05", DecodeMode::Parallel),
+    ] {
+        let (a, b) = (samples(&ts, keys, decode), samples(&ao, keys, decode));
+        let err = (&a - &b).abs().max().double_value(&[]);
+        let scale = a.abs().max().double_value(&[]);
+        assert!(err <= 1e-5 * (1.0 + scale), "{keys} ({decode:?}): max |TorchScript - AOTInductor| = {err:e}");
+    }
+}
+
+/// A DiT exported with `--format aoti` (packages compiled at export from the eager modules).
+#[test]
+fn dit_packages_give_the_torchscript_samples() {
+    let dir = dit_aoti();
+    let (ts, ao) = (load(&dir, GraphFormat::Torchscript).unwrap(), load(&dir, GraphFormat::Aoti).unwrap());
+    assert_eq!(ao.graphs_loaded.1, 4, "time_embed, encoder, decoder, decoder_analysis run from packages");
+    for (keys, decode) in [
+        ("none", DecodeMode::Parallel),
+        ("uniform:3", DecodeMode::Parallel),
+        ("uniform:3", DecodeMode::Sequential),
+        ("0,1,5+forecast:1", DecodeMode::Parallel),
     ] {
         let (a, b) = (samples(&ts, keys, decode), samples(&ao, keys, decode));
         let err = (&a - &b).abs().max().double_value(&[]);
