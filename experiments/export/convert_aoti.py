@@ -22,7 +22,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="fd model folder")
     ap.add_argument("--out", help="write a converted copy here (default: add the packages to --model)")
-    ap.add_argument("--graphs", help="comma-separated graph names (default: every graph the converter compiles)")
+    ap.add_argument("--graphs", help="comma-separated graph names, or `all` (default: the loop's graphs: "
+                                     "time_embed, encoder, decoder, decoder_analysis; `all` adds DeepCache, TeaCache "
+                                     "and T-GATE graphs)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: the device the packages will run on")
     ap.add_argument("--max-batch", type=int, default=MAX_BATCH, help="most rows per graph call")
     args = ap.parse_args()

@@ -9,6 +9,7 @@ runs only on the device and torch release that compiled it (fd refuses others be
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -25,8 +26,22 @@ from .folder import sha256, write_manifest
 # decoding stacks several steps' rows)
 MAX_BATCH = 4096
 
-# graphs `convert` knows how to rebuild from a 2-D UNet export's weights
+# graphs `convert` compiles by default: what every plan's loop calls, and drift's analysis graph
 UNET_GRAPHS = ("time_embed", "encoder", "decoder", "decoder_analysis")
+
+
+def method_graph_names(manifest: dict) -> list[str]:
+    """The per-method graphs of a 2-D UNet export `convert` can also compile (`--graphs all`):
+    DeepCache's own cache_branch_id graphs, TeaCache's probe, T-GATE's four graphs."""
+    from .schema import deepcache_prefix
+
+    out = []
+    for key in sorted(manifest.get("deepcache", {})):
+        if key.startswith("id"):
+            out += [f"{deepcache_prefix(key)}_{p}" for p in ("shallow_encoder", "deep_decoder", "shallow_decoder")]
+    out += [g for g in ("teacache_probe", "tgate_capture", "tgate_sa_reuse", "tgate_ca_reuse", "tgate_both_reuse")
+            if g in manifest["graphs"]]
+    return out
 
 
 def _positional(module: nn.Module, n: int) -> nn.Module:
@@ -121,6 +136,31 @@ def _unet_graphs(model_dir: Path, manifest: dict, names, device: str):
     dec_in = [feats[0], emb, cond, *feats[1:]]
     table = {"time_embed": (te, te_in), "encoder": (enc, [sample, emb, cond]), "decoder": (Decoder(unet), dec_in),
              "decoder_analysis": (AnalysisDecoder(unet), dec_in)}
+    wanted = set(names)
+    ids = sorted({int(n[len("deepcache_id"):].split("_")[0]) for n in wanted if n.startswith("deepcache_id")})
+    if ids:
+        from .methods.deepcache import deepcache_graph_inputs, deepcache_parts
+
+        table.update(deepcache_graph_inputs(deepcache_parts(unet, ids), sample, emb, cond, feats)[0])
+    if "teacache_probe" in wanted:
+        from .methods.teacache import TeaCacheProbe
+
+        table["teacache_probe"] = (TeaCacheProbe(unet), [sample, emb])
+    tgate = [n for n in names if n.startswith("tgate_")]
+    if tgate:
+        from .methods.tgate import TGATE_MODES, TGateUNet
+
+        # T-GATE installs wrapping processors on the UNet's attention layers: on a copy, so the
+        # other graphs keep the plain ones
+        tunet = copy.deepcopy(unet)
+        cap = TGateUNet(tunet, "tgate_capture")
+        with torch.no_grad():
+            outs = cap(sample, emb, cond)
+        nc = len(cap.cross)
+        ca, sa = list(outs[1:1 + nc]), list(outs[1 + nc:])
+        extra = {"tgate_capture": [], "tgate_sa_reuse": sa, "tgate_ca_reuse": ca, "tgate_both_reuse": [*ca, *sa]}
+        for mode in TGATE_MODES:
+            table[mode] = (TGateUNet(tunet, mode), [sample, emb, cond, *extra[mode]])
     return [(n, *table[n]) for n in names]
 
 
@@ -181,11 +221,12 @@ def convert(model_dir: str, out: str | None = None, graphs=None, device: str = "
     if kind != "unet2d":
         raise ExportError(f"{model_dir}: a {kind} export; convert_aoti.py compiles 2-D UNet exports so far "
                           f"({', '.join(UNET_GRAPHS)})")
-    names = list(graphs or UNET_GRAPHS)
-    unknown = [n for n in names if n not in UNET_GRAPHS or n not in manifest["graphs"]]
+    supported = [n for n in UNET_GRAPHS if n in manifest["graphs"]] + method_graph_names(manifest)
+    names = supported if list(graphs or []) == ["all"] else list(graphs or UNET_GRAPHS)
+    unknown = [n for n in names if n not in supported]
     if unknown:
         raise ExportError(f"--graphs {','.join(unknown)}: not a graph this converter compiles for this export "
-                          f"(it compiles {', '.join(n for n in UNET_GRAPHS if n in manifest['graphs'])})")
+                          f"(it compiles {', '.join(supported)}, or `all`)")
     dst = Path(out) if out else src
     if dst != src:
         if dst.exists() and any(dst.iterdir()):
