@@ -45,7 +45,7 @@ test: setup
     {{env}} python experiments/tests/make_clip_tiny.py target/fixtures/clip-tiny
     {{env}} python experiments/tests/make_families.py target/fixtures/families
     {{env}} python experiments/tests/make_aoti.py crates/fd-model/tests/fixtures/tiny target/fixtures/tiny-aoti --max-batch 64
-    {{env}} python experiments/tests/make_aoti.py models/fmnist target/fixtures/fmnist-aoti
+    {{env}} python experiments/tests/make_aoti.py models/fmnist target/fixtures/fmnist-aoti --graphs all
     {{env}} python experiments/tests/make_aoti.py target/fixtures/families/dit/checkpoint target/fixtures/dit-aoti --dit
     {{env}} cargo test --workspace
     {{env}} python -m pytest -q experiments/tests

@@ -1,7 +1,7 @@
 """A model folder with AOTInductor packages for its UNet graphs, for the format-parity tests:
 
   python experiments/tests/make_aoti.py crates/fd-model/tests/fixtures/tiny target/fixtures/tiny-aoti --max-batch 64
-  python experiments/tests/make_aoti.py models/fmnist target/fixtures/fmnist-aoti
+  python experiments/tests/make_aoti.py models/fmnist target/fixtures/fmnist-aoti --graphs all
   python experiments/tests/make_aoti.py target/fixtures/families/dit/checkpoint target/fixtures/dit-aoti --dit
 
 (crates/fd-run/tests/aoti.rs; crates/fd-sched/tests/default_model.rs). With `--dit`, MODEL is a
@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--max-batch", type=int, default=MAX_BATCH)
     ap.add_argument("--dit", action="store_true", help="MODEL is a diffusers DiTPipeline folder")
+    ap.add_argument("--graphs", help="as convert_aoti.py --graphs (e.g. `all`)")
     a = ap.parse_args()
     sources = [os.path.abspath(__file__)] + sorted(
         os.path.join(d, f) for d, _, files in os.walk(a.model) for f in files
@@ -39,7 +40,7 @@ def main() -> None:
 
         export_dit_folder(a.model, a.out, "cpu", "float32", name="dit-aoti-tiny", with_stepcache=False, aoti=True)
     else:
-        convert(a.model, a.out, max_batch=a.max_batch)
+        convert(a.model, a.out, a.graphs.split(",") if a.graphs else None, max_batch=a.max_batch)
     write_stamp(a.out, stamp)
 
 

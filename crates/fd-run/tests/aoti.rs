@@ -22,6 +22,12 @@ fn dit_aoti() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures/dit-aoti"))
 }
 
+fn fmnist_aoti() -> PathBuf {
+    std::env::var_os("FD_FMNIST_AOTI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures/fmnist-aoti"))
+}
+
 fn load(dir: &Path, format: GraphFormat) -> fd_run::Result<Denoiser> {
     ModelSpec::new(dir, "cpu", false)?.with_format(format).load()
 }
@@ -70,6 +76,22 @@ fn dit_packages_give_the_torchscript_samples() {
         let err = (&a - &b).abs().max().double_value(&[]);
         let scale = a.abs().max().double_value(&[]);
         assert!(err <= 1e-5 * (1.0 + scale), "{keys} ({decode:?}): max |TorchScript - AOTInductor| = {err:e}");
+    }
+}
+
+/// The default model with every graph the converter compiles (`--graphs all`: the loop's, DeepCache's
+/// cache_branch_id 0, TeaCache's probe, T-GATE's four): each peer method's plan gives the TorchScript
+/// samples. A trained model's per-call differences (about 4e-6) grow over the steps, hence 1e-4.
+#[test]
+fn default_model_method_graphs_give_the_torchscript_samples() {
+    let dir = fmnist_aoti();
+    let (ts, ao) = (load(&dir, GraphFormat::Torchscript).unwrap(), load(&dir, GraphFormat::Aoti).unwrap());
+    assert_eq!(ao.graphs_loaded.1, 12, "4 loop + 3 DeepCache + 1 TeaCache + 4 T-GATE graphs from packages");
+    for keys in ["50ls", "deepcache:3:0", "teacache:0.1", "fbcache:0.1", "tgate:5"] {
+        let (a, b) = (samples(&ts, keys, DecodeMode::Auto), samples(&ao, keys, DecodeMode::Auto));
+        let err = (&a - &b).abs().max().double_value(&[]);
+        let scale = a.abs().max().double_value(&[]);
+        assert!(err <= 1e-4 * (1.0 + scale), "{keys}: max |TorchScript - AOTInductor| = {err:e}");
     }
 }
 
