@@ -51,7 +51,11 @@ fn default_model_on_aoti_packages_equals_diffusers_loop() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures/fmnist-aoti"));
     let opts = LoadOptions { format: fd_model::GraphFormat::Aoti, ..Default::default() };
-    assert_eq!(Denoiser::load(&dir, &opts).unwrap().graphs_loaded.1, 12, "the loop's and the methods' graphs run from packages");
+    assert_eq!(
+        Denoiser::load(&dir, &opts).unwrap().graphs_loaded.1,
+        12,
+        "the loop's and the methods' graphs run from packages"
+    );
     // Inductor's fused kernels sum in another order than eager PyTorch: one call differs by about
     // 4e-6 (convert_aoti.py's check), and 50 DDIM steps at CFG 3 grow that to 1.4e-4 on this model
     // (TorchScript: 1.4e-5), 1/28 of one 8-bit PNG level
