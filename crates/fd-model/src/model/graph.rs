@@ -33,13 +33,16 @@ pub(crate) struct Graph {
     pub(crate) row_by_row: bool,
 }
 
-/// The tensors of a package call's inputs, in order (a tensor list's tensors in place).
+/// The tensors of a package call's inputs, in order (a tensor list's tensors in place), each
+/// contiguous: a package's generated code indexes its inputs with the strides they had at export
+/// (dense, row-major) and does not check them, so a strided view (a DiT encoder's token grid is
+/// one) would be read wrongly. Dense tensors, nearly all of them, pass as they are.
 fn flat_tensors(inputs: &[IValue]) -> Result<Vec<Tensor>, tch::TchError> {
     let mut out = Vec::with_capacity(inputs.len());
     for v in inputs {
         match v {
-            IValue::Tensor(t) => out.push(t.shallow_clone()),
-            IValue::TensorList(ts) => out.extend(ts.iter().map(Tensor::shallow_clone)),
+            IValue::Tensor(t) => out.push(t.contiguous()),
+            IValue::TensorList(ts) => out.extend(ts.iter().map(Tensor::contiguous)),
             other => return Err(tch::TchError::Kind(format!("AOTInductor package input {other:?} is not a tensor"))),
         }
     }
