@@ -59,59 +59,49 @@ fn libtorch_file(name: &str) -> String {
     }
 }
 
+/// Open one of libtorch's own libraries (`name` in its lib dir) globally, once per process
+/// (`cell` remembers the outcome): its static initialisers run against the already-loaded
+/// libtorch_cpu, and its symbols become visible to libraries loaded later. Returns the path
+/// loaded, or why it could not be.
+fn open_global(
+    cell: &'static OnceLock<std::result::Result<String, String>>,
+    name: &str,
+) -> std::result::Result<String, String> {
+    cell.get_or_init(|| {
+        let path = libtorch_file(name);
+        // SAFETY: libtorch's own library, whose initialisers only register with the loaded
+        // libtorch_cpu; the handle is leaked on purpose so it stays loaded for the process's life.
+        let lib = unsafe {
+            libloading::os::unix::Library::open(
+                Some(&path),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+            )
+        };
+        match lib {
+            Ok(lib) => {
+                std::mem::forget(lib);
+                Ok(path)
+            }
+            Err(e) => Err(format!("cannot load {path}: {e}")),
+        }
+    })
+    .clone()
+}
+
 static CUDA_LOAD: OnceLock<std::result::Result<String, String>> = OnceLock::new();
 
-/// Load libtorch's CUDA backend once. Returns the library path loaded, or why it could not be.
+/// Load libtorch's CUDA backend (`libtorch_cuda.so`, which registers the CUDA backend) once.
 pub fn load_cuda_backend() -> std::result::Result<String, String> {
-    CUDA_LOAD
-        .get_or_init(|| {
-            let path = libtorch_file("libtorch_cuda.so");
-            // SAFETY: loading libtorch's own CUDA library runs its static initialisers, which only
-            // register the CUDA backend with the already-loaded libtorch_cpu; the handle is leaked
-            // on purpose so the library stays loaded for the life of the process.
-            let lib = unsafe {
-                libloading::os::unix::Library::open(
-                    Some(&path),
-                    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
-                )
-            };
-            match lib {
-                Ok(lib) => {
-                    std::mem::forget(lib);
-                    Ok(path)
-                }
-                Err(e) => Err(format!("cannot load {path}: {e}")),
-            }
-        })
-        .clone()
+    open_global(&CUDA_LOAD, "libtorch_cuda.so")
 }
 
 static LIBTORCH_LOAD: OnceLock<std::result::Result<String, String>> = OnceLock::new();
 
-/// Load `libtorch.so` (libtorch's thin top-level library, which fd's binaries do not link) once,
-/// globally: the shared object inside an AOTInductor package names it as a dependency, and the
-/// dynamic loader finds it among the loaded libraries, not on a path.
+/// Load `libtorch.so` (libtorch's thin top-level library, which fd's binaries do not link) once:
+/// the shared object inside an AOTInductor package names it as a dependency, and the dynamic
+/// loader finds it among the loaded libraries, not on a path.
 pub fn load_libtorch() -> std::result::Result<String, String> {
-    LIBTORCH_LOAD
-        .get_or_init(|| {
-            let path = libtorch_file("libtorch.so");
-            // SAFETY: libtorch's own library; its initialisers run against the already-loaded
-            // libtorch_cpu. The handle is leaked so it stays loaded for the life of the process.
-            let lib = unsafe {
-                libloading::os::unix::Library::open(
-                    Some(&path),
-                    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
-                )
-            };
-            match lib {
-                Ok(lib) => {
-                    std::mem::forget(lib);
-                    Ok(path)
-                }
-                Err(e) => Err(format!("cannot load {path}: {e}")),
-            }
-        })
-        .clone()
+    open_global(&LIBTORCH_LOAD, "libtorch.so")
 }
 
 /// Parse a device flag (`cpu`, `cuda`, `cuda:N`) and make sure the device is usable.

@@ -39,25 +39,31 @@ fn samples(model: &Denoiser, keys: &str, decode: DecodeMode) -> tch::Tensor {
     spec.generate(model, &[11, 12, 13], &conds).unwrap().images
 }
 
+/// Each plan's samples on `ts` (TorchScript) and `ao` (packages) agree within `tol` x (1 + scale).
+fn assert_same_samples(ts: &Denoiser, ao: &Denoiser, plans: &[(&str, DecodeMode)], tol: f64) {
+    for &(keys, decode) in plans {
+        let (a, b) = (samples(ts, keys, decode), samples(ao, keys, decode));
+        let err = (&a - &b).abs().max().double_value(&[]);
+        let scale = a.abs().max().double_value(&[]);
+        assert!(err <= tol * (1.0 + scale), "{keys} ({decode:?}): max |TorchScript - AOTInductor| = {err:e}");
+    }
+}
+
 #[test]
 fn packages_give_the_torchscript_samples() {
     let dir = tiny_aoti();
     let (ts, ao) = (load(&dir, GraphFormat::Torchscript).unwrap(), load(&dir, GraphFormat::Aoti).unwrap());
     assert_eq!(ao.graphs_loaded.1, 4, "time_embed, encoder, decoder, decoder_analysis run from packages");
     assert_eq!(ts.graphs_loaded.1, 0);
-    for (keys, decode) in [
+    let plans = [
         ("none", DecodeMode::Parallel),
         ("uniform:3", DecodeMode::Parallel),
         ("uniform:3", DecodeMode::Sequential),
         ("0,1,5+forecast:1", DecodeMode::Parallel),
         ("deepcache:2:1", DecodeMode::Parallel),
         ("adaptive:0.05", DecodeMode::Parallel),
-    ] {
-        let (a, b) = (samples(&ts, keys, decode), samples(&ao, keys, decode));
-        let err = (&a - &b).abs().max().double_value(&[]);
-        let scale = a.abs().max().double_value(&[]);
-        assert!(err <= 1e-5 * (1.0 + scale), "{keys} ({decode:?}): max |TorchScript - AOTInductor| = {err:e}");
-    }
+    ];
+    assert_same_samples(&ts, &ao, &plans, 1e-5);
 }
 
 /// A DiT exported with `--format aoti` (packages compiled at export from the eager modules).
@@ -66,17 +72,13 @@ fn dit_packages_give_the_torchscript_samples() {
     let dir = dit_aoti();
     let (ts, ao) = (load(&dir, GraphFormat::Torchscript).unwrap(), load(&dir, GraphFormat::Aoti).unwrap());
     assert_eq!(ao.graphs_loaded.1, 5, "the loop and analysis graphs run from packages");
-    for (keys, decode) in [
+    let plans = [
         ("none", DecodeMode::Parallel),
         ("uniform:3", DecodeMode::Parallel),
         ("uniform:3", DecodeMode::Sequential),
         ("0,1,5+forecast:1", DecodeMode::Parallel),
-    ] {
-        let (a, b) = (samples(&ts, keys, decode), samples(&ao, keys, decode));
-        let err = (&a - &b).abs().max().double_value(&[]);
-        let scale = a.abs().max().double_value(&[]);
-        assert!(err <= 1e-5 * (1.0 + scale), "{keys} ({decode:?}): max |TorchScript - AOTInductor| = {err:e}");
-    }
+    ];
+    assert_same_samples(&ts, &ao, &plans, 1e-5);
 }
 
 /// The default model with every graph the converter compiles (`--graphs all`: the loop's, DeepCache's
@@ -87,12 +89,8 @@ fn default_model_method_graphs_give_the_torchscript_samples() {
     let dir = fmnist_aoti();
     let (ts, ao) = (load(&dir, GraphFormat::Torchscript).unwrap(), load(&dir, GraphFormat::Aoti).unwrap());
     assert_eq!(ao.graphs_loaded.1, 12, "4 loop + 3 DeepCache + 1 TeaCache + 4 T-GATE graphs from packages");
-    for keys in ["50ls", "deepcache:3:0", "teacache:0.1", "fbcache:0.1", "tgate:5"] {
-        let (a, b) = (samples(&ts, keys, DecodeMode::Auto), samples(&ao, keys, DecodeMode::Auto));
-        let err = (&a - &b).abs().max().double_value(&[]);
-        let scale = a.abs().max().double_value(&[]);
-        assert!(err <= 1e-4 * (1.0 + scale), "{keys}: max |TorchScript - AOTInductor| = {err:e}");
-    }
+    let plans = ["50ls", "deepcache:3:0", "teacache:0.1", "fbcache:0.1", "tgate:5"].map(|k| (k, DecodeMode::Auto));
+    assert_same_samples(&ts, &ao, &plans, 1e-4);
 }
 
 #[test]
