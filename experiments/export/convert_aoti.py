@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 from fd_export import cli
@@ -27,9 +28,17 @@ def main():
                                      "and T-GATE graphs)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: the device the packages will run on")
     ap.add_argument("--max-batch", type=int, default=MAX_BATCH, help="most rows per graph call")
+    ap.add_argument("--tol", type=float,
+                    help="parity tolerance against the TorchScript graph, relative to the output's scale "
+                         "(default 1e-5 for a float32 export, 1e-2 for float16)")
     args = ap.parse_args()
+    tol = args.tol
+    if tol is None:
+        with open(os.path.join(args.model, "manifest.json")) as f:
+            tol = 1e-2 if json.load(f).get("dtype") == "float16" else 1e-5
     t0 = time.time()
-    m = convert(args.model, args.out, args.graphs.split(",") if args.graphs else None, args.device, args.max_batch)
+    m = convert(args.model, args.out, args.graphs.split(",") if args.graphs else None, args.device, args.max_batch,
+                tol)
     packaged = {k: [p["file"] for p in g["packages"]] for k, g in m["graphs"].items() if g.get("packages")}
     print(json.dumps(dict(model=m["name"], packages=packaged, seconds=round(time.time() - t0, 1)), indent=2))
 

@@ -33,6 +33,13 @@ if [ "${BENCH:-1}" = 1 ]; then
   bench ddim_b8 --plans none,50ls,50ls@seq,uniform:4,deepcache:3 --n 8
   bench dpmpp_b1 --scheduler dpm++ --steps 20 --plans none,50ls,50ls@seq --n 1
 fi
+# The graph formats (issue 33): the loop's graphs compiled to AOTInductor packages for this GPU
+# (fp16; inductor writes Triton kernels), then TorchScript and AOTInductor side by side in one fd
+# process, at batch 1 and 8. The packages stay in the model folder; the other rows keep TorchScript.
+if [ "${AOTI:-1}" = 1 ] && step python3 experiments/export/convert_aoti.py --model "$M" --device cuda; then
+  bench aoti_b1 --plans "none,none#aoti,50ls,50ls#aoti" --n 1
+  bench aoti_b8 --plans "none,none#aoti,50ls,50ls#aoti" --n 8
+fi
 # The peer caching methods (issue 20 item 6) beside ours on the same model: T-GATE's graphs and TeaCache's probe
 # added (the polynomial set to identity: random weights have nothing to fit; TeaCache / FBCache / AdaptiveDiffusion
 # skip counts on random weights say nothing about a real model, so their rows time the machinery, the s/image
