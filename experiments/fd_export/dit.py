@@ -281,7 +281,8 @@ def export_dit(
     aoti: bool = False,
 ) -> dict:
     """Export a DiTTransformer2DModel (+ optional VAE) into `out_dir`. `aoti`: also compile
-    AOTInductor packages of the loop's graphs ([`AOTI_GRAPHS`], fd_export.aoti). `split`: number of blocks in
+    AOTInductor packages of the loop's graphs ([`AOTI_GRAPHS`]) and the step-cache graphs
+    (fd_export.aoti). `split`: number of blocks in
     the encoder (default: the authors' 18/28 ratio). `with_stepcache`: also the TeaCache / FBCache
     graphs (stepcache.pt) and TeaCache's polynomial fitted on the model (manifest `teacache`).
     Everything is checked before a file is written."""
@@ -344,7 +345,9 @@ def export_dit(
     if aoti:  # the graphs every plan's loop calls, compiled and checked against the TorchScript just written
         from .aoti import add_packages
 
-        add_packages(out_dir, graphs, [(k, *parts_map[k]) for k in AOTI_GRAPHS], device)
+        parts = [(k, *parts_map[k]) for k in AOTI_GRAPHS]
+        parts += [(k, *stepcache[k]) for k in STEPCACHE_GRAPHS] if stepcache is not None else []
+        add_packages(out_dir, graphs, parts, device)
     blocks = model.transformer_blocks
     params = dict(time_embed=0, encoder=n_params(model.pos_embed, *blocks[:split]),
                   decoder=n_params(*blocks[split:], model.proj_out_1, model.proj_out_2, model.norm_out))

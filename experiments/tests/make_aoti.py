@@ -38,7 +38,7 @@ def main() -> None:
     if a.dit:
         from fd_export.dit import export_dit_folder
 
-        export_dit_folder(a.model, a.out, "cpu", "float32", name="dit-aoti-tiny", with_stepcache=False, aoti=True)
+        export_dit_folder(a.model, a.out, "cpu", "float32", name="dit-aoti-tiny", aoti=True)
     else:
         convert(a.model, a.out, a.graphs.split(",") if a.graphs else None, max_batch=a.max_batch)
     write_stamp(a.out, stamp)

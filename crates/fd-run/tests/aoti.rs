@@ -66,17 +66,20 @@ fn packages_give_the_torchscript_samples() {
     assert_same_samples(&ts, &ao, &plans, 1e-5);
 }
 
-/// A DiT exported with `--format aoti` (packages compiled at export from the eager modules).
+/// A DiT exported with `--format aoti` (packages compiled at export from the eager modules,
+/// TeaCache / FBCache's step-cache graphs included).
 #[test]
 fn dit_packages_give_the_torchscript_samples() {
     let dir = dit_aoti();
     let (ts, ao) = (load(&dir, GraphFormat::Torchscript).unwrap(), load(&dir, GraphFormat::Aoti).unwrap());
-    assert_eq!(ao.graphs_loaded.1, 5, "the loop and analysis graphs run from packages");
+    assert_eq!(ao.graphs_loaded.1, 9, "the loop's, the analysis and the step-cache graphs run from packages");
     let plans = [
         ("none", DecodeMode::Parallel),
         ("uniform:3", DecodeMode::Parallel),
         ("uniform:3", DecodeMode::Sequential),
         ("0,1,5+forecast:1", DecodeMode::Parallel),
+        ("teacache:0.1", DecodeMode::Auto),
+        ("fbcache:0.1", DecodeMode::Auto),
     ];
     assert_same_samples(&ts, &ao, &plans, 1e-5);
 }
