@@ -167,7 +167,7 @@ def _unet_graphs(model_dir: Path, manifest: dict, names, device: str):
 def _check_parity(model_dir: Path, entry: dict, graph: str, package: str, inputs: list[torch.Tensor], tol: float,
                   n: int):
     """The package against the export's own TorchScript graph on `inputs` at `n` rows: every
-    output within `tol` x (1 + the output's largest magnitude)."""
+    output within `tol` x (1 + the output's largest magnitude). Returns the largest difference."""
     ts = torch.jit.load(str(model_dir / entry["file"]), map_location=inputs[0].device)
     fn = ts.forward if entry.get("method", "forward") == "forward" else getattr(ts, entry["method"])
     rows = [t.repeat(n, *[1] * (t.dim() - 1)) if t.dim() > 0 and t.shape[0] == 1 else t for t in inputs]
@@ -179,10 +179,13 @@ def _check_parity(model_dir: Path, entry: dict, graph: str, package: str, inputs
     got = list(got) if isinstance(got, (tuple, list)) else [got]
     if len(want) != len(got):
         raise ExportError(f"{graph}: the package returns {len(got)} tensors, the TorchScript graph {len(want)}")
+    worst = 0.0
     for i, (a, b) in enumerate(zip(want, got)):
         err = (a.float() - b.float()).abs().max().item()
         if not err <= tol * (1 + a.float().abs().max().item()):
             raise ExportError(f"{graph}: output {i} of the package differs from the TorchScript graph by {err:.3g}")
+        worst = max(worst, err)
+    return worst
 
 
 def add_packages(model_dir, graphs: dict, parts, device: str = "cpu", max_batch: int = MAX_BATCH, tol: float = 1e-5,
@@ -198,7 +201,8 @@ def add_packages(model_dir, graphs: dict, parts, device: str = "cpu", max_batch:
             packages = compile_packages(module, inputs, os.path.join(tmp, f"{name}.pt2"), device, max_batch)
             for p in packages:  # each package at a row count inside its range (3 rows: the first)
                 n = max(3, p["batch"][0]) if p["batch"][1] >= 3 else p["batch"][0]
-                _check_parity(model_dir, graphs[name], name, os.path.join(tmp, p["file"]), inputs, tol, n)
+                err = _check_parity(model_dir, graphs[name], name, os.path.join(tmp, p["file"]), inputs, tol, n)
+                log(f"  {p['file']} (rows {p['batch'][0]}..{p['batch'][1]}): max |package - TorchScript| {err:.2g} at {n} rows")
             entries[name] = packages
         for name, packages in entries.items():
             for p in packages:

@@ -51,7 +51,7 @@ impl BenchModels {
 /// Parse `--plans`: comma separated `KEYS` (decoding `auto`, as `fd sample` defaults to),
 /// `KEYS@par` (the paper's uncapped parallel decoding), `KEYS@seq` (sequential decoders) or
 /// `KEYS@capR` (parallel, at most R rows per decoder call), each optionally followed by
-/// `#torchscript` or `#aoti` (the graph format that runs it; default TorchScript), each resolved
+/// `#torchscript` or `#aoti` (the graph format that runs it; default `format`), each resolved
 /// like `fd sample` resolves `base` with those keys and that decoding mode for one batch of `n`
 /// samples. The injection of `base` applies to every plan but the baseline.
 pub fn parse_plans(
@@ -60,6 +60,7 @@ pub fn parse_plans(
     models: &BenchModels,
     conds: &[Condition],
     n: usize,
+    format: GraphFormat,
 ) -> Result<Vec<BenchPlan>> {
     plans
         .split(',')
@@ -69,7 +70,7 @@ pub fn parse_plans(
                 Some((p, f)) => {
                     (p, f.parse::<GraphFormat>().map_err(|e| Error::Input(format!("--plans `{entry}`: {e}")))?)
                 }
-                None => (entry, GraphFormat::Torchscript),
+                None => (entry, format),
             };
             let model = models.get(format)?;
             let (keys, mode) = plan.split_once('@').unwrap_or((plan, "auto"));
@@ -98,7 +99,13 @@ pub fn parse_plans(
             if spec.plan.is_baseline() {
                 spec.exec.injection = None;
             }
-            Ok(BenchPlan { label: entry.to_string(), spec, format })
+            // the label says the format whenever it is not TorchScript
+            let label = if format == GraphFormat::Aoti && !entry.contains('#') {
+                format!("{entry}#aoti")
+            } else {
+                entry.to_string()
+            };
+            Ok(BenchPlan { label, spec, format })
         })
         .collect()
 }

@@ -86,7 +86,7 @@ fn dit_packages_give_the_torchscript_samples() {
 
 /// The default model with every graph the converter compiles (`--graphs all`: the loop's, DeepCache's
 /// cache_branch_id 0, TeaCache's probe, T-GATE's four): each peer method's plan gives the TorchScript
-/// samples. A trained model's per-call differences (about 4e-6) grow over the steps, hence 1e-4.
+/// samples. A trained model's per-call differences (a few 1e-6, printed by convert_aoti.py) grow over the steps, hence 1e-4.
 #[test]
 fn default_model_method_graphs_give_the_torchscript_samples() {
     let dir = fmnist_aoti();

@@ -18,22 +18,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     super::sampler(&opts, &model)?;
     opts.exec()?;
     let conds = f.conditions(&model, a.n)?;
-    // a plan's `#aoti` (or --format aoti for every plan) loads the model once more, from its packages
-    let all_aoti = f.format == fd_model::GraphFormat::Aoti;
-    let aoti = (all_aoti || BenchModels::wants_aoti(&a.plans))
+    // a plan's `#aoti` (or --format aoti, every plan's default) loads the model once more, from its packages
+    let aoti = (f.format == fd_model::GraphFormat::Aoti || BenchModels::wants_aoti(&a.plans))
         .then(|| spec.with_format(fd_model::GraphFormat::Aoti).load())
         .transpose()?;
     let models = BenchModels { torchscript: model, aoti };
-    let plan_list = if all_aoti {
-        a.plans
-            .split(',')
-            .map(|p| if p.contains('#') { p.to_string() } else { format!("{}#aoti", p.trim()) })
-            .collect::<Vec<_>>()
-            .join(",")
-    } else {
-        a.plans.clone()
-    };
-    let plans = parse_plans(&plan_list, &opts, &models, &conds, a.n)?;
+    let plans = parse_plans(&a.plans, &opts, &models, &conds, a.n, f.format)?;
     let seeds: Vec<u64> = (0..a.n).map(|i| f.seed + i as u64).collect();
     let bar = super::bar(0, "bench");
     let report = fd_run::bench::run(

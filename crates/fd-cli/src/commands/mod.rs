@@ -22,8 +22,9 @@ pub fn sampler(
     model: &fd_model::Denoiser,
 ) -> anyhow::Result<fd_sched::SamplerSpec> {
     let spec = opts.sampler(model)?;
-    if let (name, Some(how)) = opts.sampler_choice(model) {
-        if name != "ddim" || !how.contains("DDIMScheduler") {
+    // the long-standing default (ddim) for a DDIM export is not worth a line
+    if let (_, Some(how)) = opts.sampler_choice(model) {
+        if fd_sched::SamplerSpec::export_default(&model.manifest.scheduler).0 != Some("ddim") {
             note!("{how}");
         }
     }
