@@ -36,7 +36,7 @@ def main():
                     help="leave out the TeaCache / FBCache graphs and TeaCache's polynomial fit (20 DDIM-50 CFG "
                          "trajectories on --device)")
     ap.add_argument("--format", choices=["torchscript", "aoti"], default="torchscript",
-                    help="aoti: also compile AOTInductor packages of the loop's graphs for --device (fd_export.aoti; "
+                    help="aoti: also compile AOTInductor packages of every graph for --device (fd_export.aoti; "
                          "needs g++); fd runs them with --format aoti")
     args = ap.parse_args()
     aoti = args.format == "aoti"

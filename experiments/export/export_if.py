@@ -24,9 +24,13 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "float16"])
+    ap.add_argument("--format", choices=["torchscript", "aoti"], default="torchscript",
+                    help="aoti: also compile AOTInductor packages of every graph (UNet, T5 encoder) for --device, "
+                         "each checked against its TorchScript graph (fd_export.aoti, needs g++); fd runs them "
+                         "with --format aoti")
     args = ap.parse_args()
     try:
-        m = export_if(args.checkpoint, args.out, args.device, args.dtype)
+        m = export_if(args.checkpoint, args.out, args.device, args.dtype, aoti=args.format == "aoti")
     except UnsupportedConfig as e:
         raise SystemExit(f"{args.checkpoint}/unet/config.json: {e}") from e
     print(json.dumps({k: m[k] for k in ("name", "family", "dtype", "params")}, indent=2))

@@ -19,7 +19,6 @@ import argparse
 import json
 
 from fd_export import cli
-from fd_export.aoti import convert
 from fd_export.forms import UnsupportedConfig
 from fd_export.sd import export_sd
 from fd_export.tome import settings_from, tome_args
@@ -37,20 +36,17 @@ def main():
                     help="also write unet_weights.safetensors, so that add_deepcache.py / add_teacache.py / "
                          "add_tgate.py can add peer-method graphs later")
     ap.add_argument("--format", choices=["torchscript", "aoti"], default="torchscript",
-                    help="aoti: also compile AOTInductor packages of the UNet graphs for --device (keeps the UNet "
-                         "weights; fd_export.aoti, needs g++); fd runs them with --format aoti")
+                    help="aoti: also compile AOTInductor packages of every graph (UNet, text encoder(s), VAE "
+                         "decoder, ControlNet) for --device, each checked against its TorchScript graph "
+                         "(fd_export.aoti, needs g++); fd runs them with --format aoti")
     tome_args(ap, "--tome", "tome-")
     args = ap.parse_args()
-    if args.format == "aoti" and args.frames is not None:
-        ap.error("--format aoti: video (UNet3D) exports are not compiled to AOTInductor yet; export with torchscript")
     tome = settings_from(args.tome, args, "tome-") if args.tome is not None else None
     try:
         m = export_sd(args.checkpoint, args.out, args.device, args.dtype, controlnet=args.controlnet, tome=tome,
-                      frames=args.frames, save_weights=args.keep_weights or args.format == "aoti")
+                      frames=args.frames, save_weights=args.keep_weights, aoti=args.format == "aoti")
     except (UnsupportedConfig, ValueError) as e:
         raise SystemExit(f"{args.checkpoint}/unet/config.json: {e}") from e
-    if args.format == "aoti":
-        m = convert(args.out, device=args.device)
     print(json.dumps({k: m[k] for k in ("name", "family", "dtype", "params")}, indent=2))
 
 

@@ -10,7 +10,6 @@ import argparse
 import json
 
 from fd_export import cli
-from fd_export.aoti import convert
 from fd_export.fmnist import export_fmnist_checkpoint
 
 
@@ -20,14 +19,12 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--with-full", action="store_true", help="also export the unsplit reference graph")
     ap.add_argument("--format", choices=["torchscript", "aoti"], default="torchscript",
-                    help="aoti: also compile AOTInductor packages of the UNet graphs (fd_export.aoti; needs g++, "
+                    help="aoti: also compile AOTInductor packages of every graph (fd_export.aoti; needs g++, "
                          "about a minute per graph); fd runs them with --format aoti")
     args = ap.parse_args()
     if not args.checkpoint:
         ap.error("--checkpoint is required (for Stable Diffusion folders use export_sd.py)")
-    m = export_fmnist_checkpoint(args.checkpoint, args.out, with_full=args.with_full)
-    if args.format == "aoti":
-        m = convert(args.out)
+    m = export_fmnist_checkpoint(args.checkpoint, args.out, with_full=args.with_full, aoti=args.format == "aoti")
     print(json.dumps({k: m[k] for k in ("name", "graphs", "params")}, indent=2))
 
 

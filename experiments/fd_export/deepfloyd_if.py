@@ -20,7 +20,8 @@ from .export import export_model
 from .graphs import T5Encode
 
 
-def export_if(checkpoint: str, out: str, device: str = "cpu", dtype: str | None = None, name: str | None = None):
+def export_if(checkpoint: str, out: str, device: str = "cpu", dtype: str | None = None, name: str | None = None,
+              aoti=False, aoti_max_batch=None):
     from diffusers import UNet2DConditionModel
     from transformers import AutoTokenizer, T5EncoderModel
 
@@ -37,12 +38,13 @@ def export_if(checkpoint: str, out: str, device: str = "cpu", dtype: str | None 
     with open(os.path.join(checkpoint, "scheduler", "scheduler_config.json")) as f:
         sched = json.load(f)
     return export_if_parts(unet, text, tok, sched, out, name or os.path.basename(os.path.normpath(checkpoint)),
-                           device, dtype)
+                           device, dtype, aoti, aoti_max_batch)
 
 
-def export_if_parts(unet, text, tok, sched: dict, out: str, name: str, device: str = "cpu", dtype: str | None = None):
+def export_if_parts(unet, text, tok, sched: dict, out: str, name: str, device: str = "cpu", dtype: str | None = None,
+                    aoti=False, aoti_max_batch=None):
     """Export in-memory IF stage-I parts (UNet2DConditionModel, T5EncoderModel, a fast T5
-    tokenizer, scheduler config dict)."""
+    tokenizer, scheduler config dict); `aoti` as export_model's."""
     from .forms import unet_form
 
     unet_form(unet.config)
@@ -57,5 +59,6 @@ def export_if_parts(unet, text, tok, sched: dict, out: str, name: str, device: s
     return export_model(
         out, name, unet, sched, T5Encode(text, int(tok.pad_token_id)), cond_spec,
         cond_example=torch.ones(1, max_len, dtype=torch.long), vae=None, dtype=torch_dtype, device=device,
-        family="if-stage1", extra_files=files,
+        family="if-stage1", extra_files=files, aoti=aoti, aoti_max_batch=aoti_max_batch,
+        aoti_tol=1e-2 if torch_dtype == torch.float16 else 1e-5,
     )

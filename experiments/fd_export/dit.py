@@ -259,7 +259,8 @@ class ClassIds(nn.Module):
         return ids.to(torch.float32).view(-1, 1, 1)
 
 
-# the graphs `aoti=True` compiles: what every plan's loop calls, and drift's analysis graphs
+# the UNet-file graphs `aoti=True` compiles (what every plan's loop calls, and drift's analysis
+# graphs), besides the class-id graph, the VAE decoder and the step-cache graphs
 AOTI_GRAPHS = ("time_embed", "encoder", "decoder", "decoder_analysis", "encoder_analysis")
 
 
@@ -281,8 +282,8 @@ def export_dit(
     aoti: bool = False,
 ) -> dict:
     """Export a DiTTransformer2DModel (+ optional VAE) into `out_dir`. `aoti`: also compile
-    AOTInductor packages of the loop's graphs ([`AOTI_GRAPHS`]) and the step-cache graphs
-    (fd_export.aoti). `split`: number of blocks in
+    AOTInductor packages of the loop's graphs ([`AOTI_GRAPHS`]), the class-id graph, the VAE
+    decoder and the step-cache graphs (fd_export.aoti). `split`: number of blocks in
     the encoder (default: the authors' 18/28 ratio). `with_stepcache`: also the TeaCache / FBCache
     graphs (stepcache.pt) and TeaCache's polynomial fitted on the model (manifest `teacache`).
     Everything is checked before a file is written."""
@@ -330,10 +331,13 @@ def export_dit(
     h = sha256(path)
     graphs = {k: dict(file="unet.pt", method=k, sha256=h, flops=count_flops(m, inp)) for k, (m, inp) in parts_map.items()}
 
+    compiled = [(k, *parts_map[k]) for k in AOTI_GRAPHS]  # for `aoti`
+
     def add(key, module, inputs):
         p = os.path.join(out_dir, f"{key}.pt")
         trace_and_save(module, inputs, p)
         graphs[key] = dict(file=f"{key}.pt", method="forward", sha256=sha256(p), flops=count_flops(module, inputs))
+        compiled.append((key, module, inputs))
 
     add("cond_encoder", ClassIds(), [torch.tensor([1], device=device)])
     if stepcache is not None:
@@ -342,12 +346,6 @@ def export_dit(
         sc_hash = sha256(sc_path)
         for key, (module, inp) in stepcache.items():
             graphs[key] = dict(file=STEPCACHE_FILE, method=key, sha256=sc_hash, flops=count_flops(module, inp))
-    if aoti:  # the graphs every plan's loop calls, compiled and checked against the TorchScript just written
-        from .aoti import add_packages
-
-        parts = [(k, *parts_map[k]) for k in AOTI_GRAPHS]
-        parts += [(k, *stepcache[k]) for k in STEPCACHE_GRAPHS] if stepcache is not None else []
-        add_packages(out_dir, graphs, parts, device)
     blocks = model.transformer_blocks
     params = dict(time_embed=0, encoder=n_params(model.pos_embed, *blocks[:split]),
                   decoder=n_params(*blocks[split:], model.proj_out_1, model.proj_out_2, model.norm_out))
@@ -360,6 +358,11 @@ def export_dit(
         params["vae_decoder"] = n_params(vd)
         vae_entry = dict(scaling_factor=float(vae.config.scaling_factor), out_channels=int(vae.config.out_channels),
                          upscale=2 ** (len(vae.config.block_out_channels) - 1), dtype=str(vae_dtype).replace("torch.", ""))
+    if aoti:  # compiled and checked against the TorchScript just written
+        from .aoti import add_packages
+
+        compiled += [(k, *stepcache[k]) for k in STEPCACHE_GRAPHS] if stepcache is not None else []
+        add_packages(out_dir, graphs, compiled, device)
     import diffusers
 
     manifest = dict(

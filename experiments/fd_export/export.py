@@ -27,7 +27,7 @@ from .graphs import (
     VaeDecode,
 )
 from .methods.deepcache import deepcache_graph_inputs, deepcache_parts
-from .schema import SCHEMA_VERSION
+from .schema import SCHEMA_VERSION, deepcache_prefix
 from .tracing import trace_and_save, trace_methods
 from .video import (
     VIDEO_FORM,
@@ -61,6 +61,9 @@ def export_model(
     controlnet=None,
     tome: dict | None = None,
     frames: int | None = None,
+    aoti: bool | Sequence[str] = False,
+    aoti_tol: float = 1e-5,
+    aoti_max_batch: int | None = None,
 ) -> dict:
     """Export `unet` (+ optional conditioning encoder and VAE decoder) into `out_dir`.
 
@@ -80,6 +83,10 @@ def export_model(
     save_weights: also write the UNet's diffusers state dict as unet_weights.safetensors (the
     graphs are frozen and hold no state dict; Python rebuilds the eager model from this file,
     e.g. experiments/bench/bench_harness.py).
+    aoti: also compile AOTInductor packages (fd_export.aoti) of every graph written (True) or of
+    the named ones, on `device`, each checked against its TorchScript graph within `aoti_tol`
+    before the manifest lists it, accepting 1..`aoti_max_batch` rows (default fd_export.aoti's
+    MAX_BATCH); fd runs them with `--format aoti`.
     """
     video = is_video_unet(unet)
     if video:  # text-to-video UNet3D: frames as an extra axis (fd_export.video)
@@ -107,6 +114,19 @@ def export_model(
             f"second text encoder gives {got} (its `projection_dim`)"
             + ("; with 5 time ids it fits exactly: this looks like an SDXL refiner (aesthetic-score time ids, "
                "`requires_aesthetics_score`), which fd does not export (export the SDXL base model)" if refiner else ""))
+    if aoti and aoti is not True:  # the graphs this export will write, checked before anything is written
+        known = {"time_embed", "encoder", "decoder", "decoder_analysis"}
+        known |= {"cond_prepare"} if form.prepare else set()
+        known |= {"full"} if with_full else set()
+        known |= {"cond_encoder"} if cond_encoder is not None else set()
+        known |= {"vae_decoder"} if vae is not None else set()
+        known |= {"controlnet"} if controlnet is not None else set()
+        if not video and form.deepcache:
+            known |= {f"{deepcache_prefix(f'id{i}')}_{p}" for i in deepcache_ids
+                      for p in ("shallow_encoder", "deep_decoder", "shallow_decoder")}
+        unknown = sorted(set(aoti) - known)
+        if unknown:
+            raise ValueError(f"aoti graphs {', '.join(unknown)}: not graphs of this export ({', '.join(sorted(known))})")
     tome_entry = None
     if tome is not None:
         from .tome import apply_tome
@@ -178,10 +198,13 @@ def export_model(
     for key, (module, inputs) in unet_parts.items():
         graphs[key] = dict(file="unet.pt", method=key, sha256=unet_hash, flops=count_flops(module, inputs))
 
+    compilable = dict(unet_parts)  # every graph written, for `aoti`
+
     def add(key, module, inputs):
         path = os.path.join(out_dir, f"{key}.pt")
         trace_and_save(module, inputs, path)
         graphs[key] = dict(file=f"{key}.pt", method="forward", sha256=sha256(path), flops=count_flops(module, inputs))
+        compilable[key] = (module, inputs)
 
     params = dict(
         time_embed=n_params(te),
@@ -227,6 +250,11 @@ def export_model(
         params["controlnet"] = n_params(cn)
         control_entry = dict(channels=channels, size=[h * upscale, w * upscale],
                              channel_order=ccfg.get("controlnet_conditioning_channel_order", "rgb"))
+    if aoti:
+        from .aoti import MAX_BATCH, add_packages
+
+        names = list(compilable) if aoti is True else list(aoti)
+        add_packages(out_dir, graphs, [(n, *compilable[n]) for n in names], device, aoti_max_batch or MAX_BATCH, aoti_tol)
     weights = None
     if save_weights:
         weights = save_unet_weights(unet, os.path.join(out_dir, WEIGHTS_FILE))

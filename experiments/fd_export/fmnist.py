@@ -233,8 +233,10 @@ class Bundle(torch.nn.Module):
         self.cond = ClassCondEncoder(**FMNIST_COND)
 
 
-def export_fmnist_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = True, with_full: bool = False) -> dict:
-    """Export the default model from a train_fmnist.py checkpoint (EMA weights by default)."""
+def export_fmnist_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = True, with_full: bool = False,
+                             aoti: bool = False) -> dict:
+    """Export the default model from a train_fmnist.py checkpoint (EMA weights by default); `aoti`:
+    also AOTInductor packages of every graph (export_model's `aoti`)."""
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
     os.makedirs(out_dir, exist_ok=True)
     bundle = Bundle()
@@ -252,5 +254,5 @@ def export_fmnist_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = True
         bundle.cond, cond_spec, cond_example=torch.tensor([0]),
         extra_manifest=dict(training=dict(checkpoint_step=int(ck["step"]), wall_s=float(ck["wall_s"]),
                                           ema=use_ema)),
-        with_full=with_full, deepcache_ids=(0, 1, 4), save_weights=True,
+        with_full=with_full, deepcache_ids=(0, 1, 4), save_weights=True, aoti=aoti,
     )

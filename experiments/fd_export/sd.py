@@ -56,7 +56,7 @@ def _need(checkpoint: str, subs) -> None:
 
 def export_sd(checkpoint: str, out: str, device: str = "cpu", dtype: str | None = None, name: str | None = None,
               controlnet: str | None = None, tome: dict | None = None, frames: int | None = None,
-              save_weights: bool = False):
+              save_weights: bool = False, aoti=False, aoti_max_batch=None):
     """Export a local diffusers Stable Diffusion folder (1.x, 2.x or XL: XL when it has
     `text_encoder_2/`), with an optional local ControlNetModel folder for it; `save_weights` keeps
     the UNet's weights beside the graphs (what add_deepcache / add_teacache / add_tgate trace from)."""
@@ -91,7 +91,7 @@ def export_sd(checkpoint: str, out: str, device: str = "cpu", dtype: str | None 
         cn = ControlNetModel.from_pretrained(controlnet)
     if not xl:
         return export_sd_parts(unet, text, tok, vae, sched, out, name, device, dtype, controlnet=cn, tome=tome,
-                               frames=frames, save_weights=save_weights)
+                               frames=frames, save_weights=save_weights, aoti=aoti, aoti_max_batch=aoti_max_batch)
     if cn is not None:
         raise ExportError(f"{controlnet}: SDXL ControlNets (added embeddings) are not exported yet")
     text_2 = CLIPTextModelWithProjection.from_pretrained(checkpoint, subfolder="text_encoder_2")
@@ -102,7 +102,8 @@ def export_sd(checkpoint: str, out: str, device: str = "cpu", dtype: str | None 
         with open(index) as f:
             force_zeros = bool(json.load(f).get("force_zeros_for_empty_prompt", True))
     return export_sd_parts(unet, text, tok, vae, sched, out, name, device, dtype, text_2=text_2, tok_2=tok_2,
-                           force_zeros_for_empty_prompt=force_zeros, tome=tome, save_weights=save_weights)
+                           force_zeros_for_empty_prompt=force_zeros, tome=tome, save_weights=save_weights, aoti=aoti,
+                           aoti_max_batch=aoti_max_batch)
 
 
 def _tokenizer_spec(tok, text, file: str, files: dict) -> dict:
@@ -116,7 +117,7 @@ def _tokenizer_spec(tok, text, file: str, files: dict) -> dict:
 def export_sd_parts(unet, text, tok, vae, sched: dict, out: str, name: str, device: str = "cpu",
                     dtype: str | None = None, text_2=None, tok_2=None, force_zeros_for_empty_prompt: bool = True,
                     controlnet=None, tome: dict | None = None, frames: int | None = None,
-                    save_weights: bool = False):
+                    save_weights: bool = False, aoti=False, aoti_max_batch=None):
     """Export in-memory Stable Diffusion parts (UNet2DConditionModel, CLIPTextModel, CLIPTokenizer,
     AutoencoderKL, scheduler config dict; for SDXL also CLIPTextModelWithProjection + its
     tokenizer): what export_sd does after loading a folder, shared with the random-init builders."""
@@ -150,5 +151,6 @@ def export_sd_parts(unet, text, tok, vae, sched: dict, out: str, name: str, devi
     return export_model(
         out, name, unet, sched, encoder, cond_spec, cond_example=example, vae=vae,
         vae_scaling_factor=float(vae.config.scaling_factor), dtype=torch_dtype, device=device, family=family,
-        controlnet=controlnet, tome=tome, frames=frames, save_weights=save_weights, extra_files=files,
+        controlnet=controlnet, tome=tome, frames=frames, save_weights=save_weights, extra_files=files, aoti=aoti,
+        aoti_tol=1e-2 if torch_dtype == torch.float16 else 1e-5, aoti_max_batch=aoti_max_batch,
     )

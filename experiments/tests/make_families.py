@@ -977,6 +977,21 @@ def model_reference(pipe, family: str, out_dir: str) -> dict:
     return {k: v.contiguous() for k, v in t.items()}
 
 
+# AOTInductor packages beside the TorchScript graphs (fd_export.aoti; crates/fd-sched/tests/families.rs
+# runs every case with both formats): the graphs the tests call, up to 63 rows (one package per graph;
+# the tests' largest call is 2 seeds x CFG x STEPS rows of parallel decoding)
+_LOOP = ["time_embed", "encoder", "decoder", "cond_encoder"]
+_DEEPCACHE = [f"deepcache_id0_{p}" for p in ("shallow_encoder", "deep_decoder", "shallow_decoder")]
+AOTI_GRAPHS = {
+    "sd2": _LOOP + ["vae_decoder"] + _DEEPCACHE,
+    "sdxl": _LOOP + ["cond_prepare", "vae_decoder"] + _DEEPCACHE,
+    "controlnet": _LOOP + ["vae_decoder", "controlnet"],
+    "if": _LOOP + ["cond_prepare"],
+    "t2v": _LOOP + ["vae_decoder"],
+}
+AOTI_MAX_BATCH = 63
+
+
 def build(family: str, out: str) -> None:
     from safetensors.torch import save_file
 
@@ -989,14 +1004,16 @@ def build(family: str, out: str) -> None:
     ckpt, model = os.path.join(out, "checkpoint"), os.path.join(out, "model")
     {"sd2": build_sd2, "sdxl": build_sdxl, "controlnet": build_controlnet, "if": build_if,
      "tome": build_tome, "t2v": build_t2v}[family](ckpt)
+    aoti = AOTI_GRAPHS.get(family, False)
     if family == "if":
         from fd_export.deepfloyd_if import export_if
 
-        export_if(ckpt, model, "cpu", "float32", name="if-tiny")
+        export_if(ckpt, model, "cpu", "float32", name="if-tiny", aoti=aoti, aoti_max_batch=AOTI_MAX_BATCH)
     else:
         export_sd(ckpt, model, "cpu", "float32", name=f"{family}-tiny",
                   controlnet=os.path.join(ckpt, "controlnet") if family == "controlnet" else None,
-                  tome=TOME if family == "tome" else None, frames=T2V_FRAMES if family == "t2v" else None)
+                  tome=TOME if family == "tome" else None, frames=T2V_FRAMES if family == "t2v" else None, aoti=aoti,
+                  aoti_max_batch=AOTI_MAX_BATCH)
     pipe = load_pipeline(family, ckpt)
     pipe.set_progress_bar_config(disable=True)
     tensors = model_reference(pipe, family, out)

@@ -50,3 +50,19 @@ def test_non_tensor_outputs_are_refused(tmp_path):
     with pytest.raises(ExportError, match="non-tensors"):
         compile_packages(Dicty(), [torch.randn(1, 3)], str(tmp_path / "d.pt2"))
     assert not (tmp_path / "d.pt2").exists()
+
+
+def test_export_refuses_unknown_aoti_graphs_before_any_file(tmp_path):
+    """`aoti=[names]` naming a graph the export does not write is refused, naming the graphs it
+    does write, before anything is written."""
+    import make_families as mf
+
+    from fd_export.sd import export_sd
+
+    ckpt = tmp_path / "ckpt"
+    mf.build_sd2(str(ckpt))
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"aoti graphs cond_prepare, vae: not graphs of this export \(cond_encoder, "
+                                         r"decoder, .*vae_decoder\)"):
+        export_sd(str(ckpt), str(out), aoti=["encoder", "vae", "cond_prepare"])
+    assert not out.exists(), "nothing written"

@@ -72,7 +72,10 @@ fn packages_give_the_torchscript_samples() {
 fn dit_packages_give_the_torchscript_samples() {
     let dir = dit_aoti();
     let (ts, ao) = (load(&dir, GraphFormat::Torchscript).unwrap(), load(&dir, GraphFormat::Aoti).unwrap());
-    assert_eq!(ao.graphs_loaded.1, 9, "the loop's, the analysis and the step-cache graphs run from packages");
+    assert_eq!(
+        ao.graphs_loaded.1, 11,
+        "the loop's, the analysis, the class-id, the VAE and the step-cache graphs run from packages"
+    );
     let plans = [
         ("none", DecodeMode::Parallel),
         ("uniform:3", DecodeMode::Parallel),
