@@ -285,7 +285,8 @@ def export_dit(
     AOTInductor packages of the loop's graphs ([`AOTI_GRAPHS`]), the class-id graph, the VAE
     decoder and the step-cache graphs (fd_export.aoti). `split`: number of blocks in
     the encoder (default: the authors' 18/28 ratio). `with_stepcache`: also the TeaCache / FBCache
-    graphs (stepcache.pt) and TeaCache's polynomial fitted on the model (manifest `teacache`).
+    / MagCache graphs (stepcache.pt), TeaCache's polynomial fitted on the model (manifest
+    `teacache`) and MagCache's magnitude ratios calibrated on them (manifest `magcache`).
     Everything is checked before a file is written."""
     split = default_split(len(model.transformer_blocks)) if split is None else int(split)
     check_dit(model, split)
@@ -388,11 +389,18 @@ def export_dit(
         vae=vae_entry,
         params=params,
         teacache=teacache,
+        magcache=None,
         unet_config={k: v for k, v in dict(cfg).items() if not k.startswith("_")},
         exporter=dict(torch=torch.__version__, diffusers=diffusers.__version__, script="experiments/export/export_dit.py",
                       frozen=True),
     )
     manifest.update(extra_manifest or {})
+    if with_stepcache:  # MagCache's magnitude ratios, from the step-cache graphs just written
+        from .methods.magcache import export_calibration
+
+        manifest["magcache"] = export_calibration(out_dir, manifest)
+    else:
+        del manifest["magcache"]
     write_manifest(out_dir, manifest)
     return manifest
 

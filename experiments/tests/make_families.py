@@ -494,10 +494,54 @@ def dit_step_cache(ckpt: str, out: str, manifest: dict) -> dict:
             ran.append(f)
         tensors[f"step_cache.{plan}"] = torch.cat(outs).contiguous()
         flags[plan] = ran
+    # MagCache: diffusers' own hook (apply_mag_cache) with the export's calibrated ratios, one
+    # sample per call; the transcribed schedule must give the hook's computed steps
+    from fd_export.methods import magcache as mc
+
+    ratios = manifest["magcache"]["mag_ratios"]
+    for plan in MAGCACHE_PLANS:
+        thr, k, r = (float(v) for v in plan.split(":")[1:])
+        outs, ran = [], []
+        for i in range(len(SEEDS)):
+            sched.set_timesteps(STEP_CACHE_STEPS)
+            with torch.no_grad():
+                x, f = mc.diffusers_reference(tr, sched, noise[i:i + 1].clone(), torch.tensor([1000, DIT_CLASSES[i]]),
+                                              GUIDANCE, ratios, thr, int(k), r)
+            want = mc.schedule(ratios, STEP_CACHE_STEPS, thr, int(k), r)
+            if f != want:
+                raise AssertionError(f"{plan}: diffusers' hook computed {f}, the transcription {want}")
+            outs.append(x)
+            ran.append(f)
+        tensors[f"magcache.{plan}"] = torch.cat(outs).contiguous()
+        flags[plan] = ran
+    # TaylorSeer: diffusers' own hook with every transformer block as a cache identifier
+    from fd_export.methods import taylorseer as ts
+
+    for plan in TAYLORSEER_PLANS:
+        n_, b_, o_, dt = plan.split(":")[1:]
+        outs, ran = [], []
+        for i in range(len(SEEDS)):
+            sched.set_timesteps(STEP_CACHE_STEPS)
+            with torch.no_grad():
+                x, f = ts.diffusers_reference(tr, sched, noise[i:i + 1].clone(), torch.tensor([1000, DIT_CLASSES[i]]),
+                                              GUIDANCE, int(n_), int(b_), int(o_), dt)
+            want = ts.schedule(STEP_CACHE_STEPS, int(n_), int(b_))
+            if f != want:
+                raise AssertionError(f"{plan}: diffusers' hook computed {f}, the transcription {want}")
+            outs.append(x)
+            ran.append(f)
+        tensors[f"taylorseer.{plan}"] = torch.cat(outs).contiguous()
+        flags[plan] = ran
     from safetensors.torch import save_file
 
     save_file(tensors, os.path.join(out, "step_cache.safetensors"))
     return flags
+
+
+# MagCache plans checked against diffusers' hook on the tiny DiT: its defaults, and a looser one
+MAGCACHE_PLANS = ["magcache:0.06:3:0.2", "magcache:0.3:2:0.1"]
+# TaylorSeer: diffusers' defaults (order 1, bf16 factors) and order 2 in float32
+TAYLORSEER_PLANS = ["taylorseer:5:3:1:bf16", "taylorseer:3:4:2:f32"]
 
 
 def build_dit_family(family: str, out: str) -> None:
@@ -512,7 +556,10 @@ def build_dit_family(family: str, out: str) -> None:
         flags = dit_step_cache(ckpt, out, m)
         with open(os.path.join(out, "cases.json")) as f:
             cases = json.load(f)
-        cases["step_cache"], cases["step_cache_steps"] = flags, STEP_CACHE_STEPS
+        diffusers_hooks = ("magcache", "taylorseer")  # checked against diffusers' own hooks
+        cases["step_cache"] = {k: v for k, v in flags.items() if not k.startswith(diffusers_hooks)}
+        cases["diffusers_hooks"] = {k: v for k, v in flags.items() if k.startswith(diffusers_hooks)}
+        cases["step_cache_steps"] = STEP_CACHE_STEPS
         with open(os.path.join(out, "cases.json"), "w") as f:
             json.dump(cases, f, indent=1)
 

@@ -477,6 +477,72 @@ fn dit_teacache_and_fbcache_match_their_references() {
     assert!(err.contains("token residual") && err.contains("drop `:residual`"), "{err}");
 }
 
+/// MagCache and TaylorSeer against diffusers' own hooks (`apply_mag_cache` with the export's
+/// calibrated ratios; `apply_taylorseer_cache` with every transformer block as a cache identifier;
+/// make_families.py): one sample and its two CFG rows per call there, both seeds in one batch
+/// here; the same computed steps for every sample (the schedules are the hooks') and latents
+/// within 1e-4 (relative). Also the refusals: a UNet, and a DiT without calibrated ratios.
+#[test]
+fn dit_magcache_and_taylorseer_match_diffusers_hooks() {
+    let f = family("dit");
+    let (m, meta) = (&f.model, &f.meta);
+    let refs: HashMap<String, Tensor> =
+        Tensor::read_safetensors(f.dir.join("step_cache.safetensors")).unwrap().into_iter().collect();
+    let steps = meta["step_cache_steps"].as_u64().unwrap() as usize;
+    let spec = SamplerSpec::from_config("ddim", &m.manifest.scheduler, 0.0).unwrap();
+    let seeds: Vec<u64> = meta["seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let shape: Vec<i64> = std::iter::once(1).chain(m.manifest.sample_shape()).collect();
+    let noise = Tensor::cat(&seeds.iter().map(|&s| fd_sched::initial_noise(s, &shape)).collect::<Vec<_>>(), 0);
+    let conds = conditions(&f);
+    let (cond, uncond) = (m.encode_conditions(&conds).unwrap(), m.uncond(conds.len()).unwrap());
+    let opts = ExecOptions { guidance: meta["guidance"].as_f64().unwrap(), ..Default::default() };
+    let ratios = m.manifest.magcache.as_ref().expect("export_dit calibrates MagCache");
+    let plans = meta["diffusers_hooks"].as_object().unwrap();
+    assert_eq!(plans.len(), 4);
+    for (plan, ran) in plans {
+        let flags: Vec<Vec<bool>> = ran
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect())
+            .collect();
+        let p = Plan::parse(plan, steps).unwrap();
+        let schedule = match &p.spec {
+            fd_sched::PlanSpec::MagCache(mc) => mc.schedule(ratios, steps),
+            fd_sched::PlanSpec::TaylorSeer(ts) => ts.schedule(steps),
+            other => panic!("{other}"),
+        };
+        for f in &flags {
+            assert_eq!(&schedule, f, "{plan}: the schedule differs from diffusers' hook");
+        }
+        let runs = flags[0].iter().filter(|&&c| c).count();
+        assert!(runs > 1 && runs < steps, "{plan}: computes some steps and reuses others ({runs} of {steps})");
+        let mut sched = spec.build(steps).unwrap();
+        let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
+        let out = sample(m, sched.as_mut(), &p, &opts, &input, fd_sched::Hooks::default()).unwrap();
+        let (c, n) = (&out.counts, seeds.len());
+        assert_eq!(c.rows("stepcache_rest"), 2 * n * runs, "{plan}: the blocks run on CFG x computed steps");
+        assert_eq!(c.rows("stepcache_first"), 2 * n * runs, "{plan}");
+        assert_eq!(c.rows("stepcache_head"), 2 * n * steps, "{plan}: the final layer runs every step");
+        let want = &refs[&format!("{}.{plan}", p.spec.info().name)];
+        let d = max_abs(&out.latents, want) / want.abs().max().double_value(&[]).max(1.0);
+        eprintln!("{plan}: {runs} of {steps} steps computed, {d:e} from diffusers' hook (relative)");
+        assert!(d <= 1e-4, "{plan}: differs from diffusers' hook by {d:e} (relative)");
+    }
+    // refusals, before anything runs: a DiT without calibrated ratios, a UNet
+    let p = Plan::parse("magcache:0.06", steps).unwrap();
+    let mut bare = family("dit");
+    bare.model.manifest.magcache = None;
+    let err = fd_sched::check_plan(&bare.model, &p, 1.0).unwrap_err().to_string();
+    assert!(err.contains("magcache:0.06") && err.contains("add_magcache.py"), "{err}");
+    let unet = family("sd2");
+    let err = fd_sched::check_plan(&unet.model, &p, 1.0).unwrap_err().to_string();
+    assert!(err.contains("magcache:0.06") && err.contains("DiT") && err.contains("unet2d"), "{err}");
+    let p = Plan::parse("taylorseer:5", steps).unwrap();
+    let err = fd_sched::check_plan(&unet.model, &p, 1.0).unwrap_err().to_string();
+    assert!(err.contains("taylorseer:5") && err.contains("DiT") && err.contains("unet2d"), "{err}");
+}
+
 /// UNet-only plans are refused on a DiT with an error naming the kind.
 #[test]
 fn dit_refuses_deepcache() {

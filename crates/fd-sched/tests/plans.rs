@@ -127,6 +127,91 @@ fn teacache_and_fbcache_plans_parse() {
 }
 
 #[test]
+fn magcache_plans_parse_with_diffusers_defaults() {
+    use fd_sched::methods::MagCache;
+    let p = Plan::parse("magcache:0.06", 50).unwrap();
+    assert_eq!(p.spec, PlanSpec::MagCache(MagCache { threshold: 0.06, max_skip_steps: None, retention_ratio: None }));
+    assert_eq!((p.spec.to_string(), p.label()), ("magcache:0.06".into(), "magcache:0.06:3:0.2".into()));
+    assert!(p.is_dynamic() && !p.is_baseline());
+    assert_eq!(Plan::parse("magcache:0.1:2", 50).unwrap().label(), "magcache:0.1:2:0.2");
+    for bad in [
+        "magcache",
+        "magcache:",
+        "magcache:0",
+        "magcache:x",
+        "magcache:0.1:0",
+        "magcache:0.1:1.5",
+        "magcache:0.1:2:1.2",
+        "magcache:0.1::0.2",
+        "magcache:0.1:2:0.2:9",
+    ] {
+        let e = Plan::parse(bad, 50).unwrap_err().to_string();
+        assert!(e.contains(bad), "{bad}: {e}");
+    }
+    assert!(Plan::parse("magcache:0.1+forecast:1", 50).is_err(), "forecast is for encoder propagation");
+}
+
+/// The schedule is diffusers' MagCacheHeadHook's: retention steps first, then skips while the
+/// accumulated error |1 - product of ratios| stays within T, at most K in a row.
+#[test]
+fn magcache_schedules_follow_the_ratios() {
+    use fd_sched::methods::MagCache;
+    let spec = |r: Vec<f64>| fd_model::MagCacheSpec { mag_ratios: r, fit: None };
+    let plan = |s: &str| match s.parse::<PlanSpec>().unwrap() {
+        PlanSpec::MagCache(m) => m,
+        _ => unreachable!(),
+    };
+    // ratios exactly 1: every step after the retained ones skips, K in a row then one computes
+    let flat = spec(vec![1.0; 10]);
+    let got: Vec<u8> = plan("magcache:0.01:2:0.2").schedule(&flat, 10).into_iter().map(u8::from).collect();
+    assert_eq!(got, [1, 1, 0, 0, 1, 0, 0, 1, 0, 0]);
+    // ratio 1.1 per step: errors 0.1, 0.31 (accumulated), ...: T = 0.2 allows one skip at a time
+    let grow = spec(vec![1.1; 10]);
+    let got: Vec<u8> = plan("magcache:0.2:5:0").schedule(&grow, 10).into_iter().map(u8::from).collect();
+    assert_eq!(got, [1, 0, 1, 0, 1, 0, 1, 0, 1, 0]);
+    // resampled to the run's step count as diffusers' nearest_interp: index round(i * 2) of 3 -> 2 steps
+    assert_eq!(spec(vec![1.0, 2.0, 3.0]).ratios_for(2), vec![1.0, 3.0]);
+    assert_eq!(spec(vec![1.0, 2.0, 3.0]).ratios_for(5), vec![1.0, 1.0, 2.0, 3.0, 3.0]);
+    assert_eq!(
+        MagCache { threshold: 1.0, max_skip_steps: None, retention_ratio: Some(1.0) }.schedule(&flat, 7),
+        vec![true; 7]
+    );
+}
+
+#[test]
+fn taylorseer_plans_parse_with_diffusers_defaults() {
+    use fd_sched::methods::TaylorSeer;
+    let p = Plan::parse("taylorseer:5", 50).unwrap();
+    assert_eq!(
+        p.spec,
+        PlanSpec::TaylorSeer(TaylorSeer { cache_interval: 5, before: None, max_order: None, dtype: None })
+    );
+    assert_eq!((p.spec.to_string(), p.label()), ("taylorseer:5".into(), "taylorseer:5:3:1:bf16".into()));
+    assert_eq!(Plan::parse("taylorseer:4:2", 50).unwrap().label(), "taylorseer:4:2:1:bf16");
+    for bad in [
+        "taylorseer",
+        "taylorseer:0",
+        "taylorseer:x",
+        "taylorseer:5:0",
+        "taylorseer:5:3:-1",
+        "taylorseer:5:3:1:f64",
+        "taylorseer:5::1",
+        "taylorseer:5:3:1:bf16:2",
+    ] {
+        let e = Plan::parse(bad, 50).unwrap_err().to_string();
+        assert!(e.contains(bad), "{bad}: {e}");
+    }
+    // diffusers' TaylorSeerCacheHook: B warm-up steps, then (i - B - 1) mod N == 0 (step B forecasts)
+    let sched = |s: &str| match s.parse::<PlanSpec>().unwrap() {
+        PlanSpec::TaylorSeer(t) => t.schedule(12).into_iter().map(u8::from).collect::<Vec<_>>(),
+        _ => unreachable!(),
+    };
+    assert_eq!(sched("taylorseer:5"), [1, 1, 1, 0, 1, 0, 0, 0, 0, 1, 0, 0]);
+    assert_eq!(sched("taylorseer:1:2"), [1; 12]);
+    assert_eq!(sched("taylorseer:3:1"), [1, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 1]);
+}
+
+#[test]
 fn tgate_plans_parse_with_the_official_defaults() {
     use fd_sched::methods::TGate;
     let p = Plan::parse("tgate:10", 25).unwrap();
@@ -217,6 +302,13 @@ fn every_plan_reads_back_as_written() {
         "teacache:0.05:residual",
         "fbcache:0.2",
         "fbcache:0.1:residual",
+        "magcache:0.06",
+        "magcache:0.1:2",
+        "magcache:0.1:2:0.3",
+        "taylorseer:5",
+        "taylorseer:5:2",
+        "taylorseer:5:2:2",
+        "taylorseer:5:2:2:f32",
         "tgate:10",
         "tgate:10:5",
         "tgate:10:5:1",
@@ -248,9 +340,20 @@ fn the_method_table_names_every_family_and_generates_the_help() {
     }
     let family = |s: &str| s.parse::<PlanSpec>().unwrap().family();
     assert_eq!(
-        ["none", "50ls", "auto:9+forecast:1", "deepcache:2", "adaptive:0.1", "teacache:0.1", "fbcache:0.1", "tgate:3"]
-            .map(family),
-        ["baseline", "ours", "auto", "deepcache", "adaptive", "teacache", "fbcache", "tgate"]
+        [
+            "none",
+            "50ls",
+            "auto:9+forecast:1",
+            "deepcache:2",
+            "adaptive:0.1",
+            "teacache:0.1",
+            "fbcache:0.1",
+            "magcache:0.1",
+            "taylorseer:5",
+            "tgate:3"
+        ]
+        .map(family),
+        ["baseline", "ours", "auto", "deepcache", "adaptive", "teacache", "fbcache", "magcache", "taylorseer", "tgate"]
     );
 }
 
@@ -266,7 +369,14 @@ fn method_records_keep_their_form() {
     assert_eq!(rec("adaptive:0.01"), r#"{"adaptive":{"threshold":0.01,"max_skip":4}}"#);
     assert_eq!(rec("teacache:0.1"), r#"{"step_cache":{"rule":"teacache","threshold":0.1,"residual":false}}"#);
     assert_eq!(rec("tgate:10"), r#"{"t_gate":{"gate_step":10,"sp_interval":5,"fi_interval":1,"warm_up":2}}"#);
+    assert_eq!(rec("magcache:0.06"), r#"{"magcache":{"threshold":0.06,"max_skip_steps":3,"retention_ratio":0.2}}"#);
+    assert_eq!(
+        rec("taylorseer:5"),
+        r#"{"taylorseer":{"cache_interval":5,"disable_cache_before_step":3,"max_order":1,"taylor_factors_dtype":"bf16"}}"#
+    );
     for s in [
+        "taylorseer:4:2:2:f32",
+        "magcache:0.1:2",
         "tgate:10",
         "adaptive:0.01",
         "50ls",
@@ -343,6 +453,8 @@ fn labels_parse_as_the_filled_plan() {
         "adaptive:0.01",
         "teacache:0.05:residual",
         "fbcache:0.2",
+        "magcache:0.1",
+        "taylorseer:5:2",
         "tgate:10",
         "tgate:10:5",
     ] {

@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 mod deepcache;
+mod magcache;
 mod stepcache;
 mod teacache;
 mod tgate;
 
 pub use deepcache::{deepcache_graph, DeepCacheSpec};
+pub use magcache::MagCacheSpec;
 pub use stepcache::STEPCACHE_GRAPHS;
 pub use teacache::TeaCacheSpec;
 pub use tgate::{TGateSpec, TGATE_GRAPHS};
@@ -105,6 +107,10 @@ pub struct Manifest {
     /// ([`STEPCACHE_GRAPHS`], written at export). None: `teacache:T` plans are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacache: Option<TeaCacheSpec>,
+    /// MagCache's magnitude ratios for this DiT (experiments/add/add_magcache.py, from its
+    /// step-cache graphs). None: `magcache:T` plans are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub magcache: Option<MagCacheSpec>,
     /// T-GATE's cached attention layers; its graphs are [`TGATE_GRAPHS`]
     /// (experiments/add/add_tgate.py writes both). None: `tgate:G` plans are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -402,6 +408,7 @@ impl Manifest {
         stepcache::validate(self)?;
         tgate::validate(self)?;
         teacache::validate(self)?;
+        magcache::validate(self)?;
         deepcache::validate(self)?;
         self.check_numbers()?;
         Ok(())

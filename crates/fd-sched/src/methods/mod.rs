@@ -28,8 +28,10 @@ pub mod adaptive;
 pub mod decoder_prop;
 pub mod deepcache;
 pub mod fbcache;
+pub mod magcache;
 pub mod propagation;
 pub(crate) mod step_cache;
+pub mod taylorseer;
 pub mod teacache;
 pub mod tgate;
 
@@ -37,7 +39,9 @@ pub use adaptive::Adaptive;
 pub use decoder_prop::DecoderProp;
 pub use deepcache::DeepCache;
 pub use fbcache::FbCache;
+pub use magcache::MagCache;
 pub use propagation::{Propagation, Reuse};
+pub use taylorseer::TaylorSeer;
 pub use teacache::TeaCache;
 pub use tgate::TGate;
 
@@ -73,7 +77,7 @@ pub struct MethodInfo {
 }
 
 /// The method table: every caching method fd runs, in the order `--keys` help lists them.
-pub static METHODS: [&MethodInfo; 8] = [
+pub static METHODS: [&MethodInfo; 10] = [
     &propagation::INFO,
     &decoder_prop::INFO,
     &deepcache::INFO,
@@ -81,6 +85,8 @@ pub static METHODS: [&MethodInfo; 8] = [
     &adaptive::INFO,
     &teacache::INFO,
     &fbcache::INFO,
+    &magcache::INFO,
+    &taylorseer::INFO,
     &tgate::INFO,
 ];
 
@@ -108,6 +114,8 @@ pub enum PlanSpec {
     Adaptive(Adaptive),
     TeaCache(TeaCache),
     FbCache(FbCache),
+    MagCache(MagCache),
+    TaylorSeer(TaylorSeer),
     TGate(TGate),
 }
 
@@ -126,6 +134,8 @@ impl PlanSpec {
             Self::Adaptive(m) => m,
             Self::TeaCache(m) => m,
             Self::FbCache(m) => m,
+            Self::MagCache(m) => m,
+            Self::TaylorSeer(m) => m,
             Self::TGate(m) => m,
         }
     }

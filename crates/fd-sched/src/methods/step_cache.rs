@@ -1,7 +1,9 @@
-//! The loop TeaCache and First-Block Cache share ([`super::teacache`], [`super::fbcache`]): every
-//! step a cheap indicator runs on all rows; per sample, over its CFG rows, its relative L1 change
-//! mean|a - b| / mean|b| decides whether the sample's rows compute (only those are batched and
-//! counted) or reuse the cache.
+//! The loop TeaCache, First-Block Cache and MagCache share ([`super::teacache`],
+//! [`super::fbcache`], [`super::magcache`]): every step a cheap indicator runs on all rows; per
+//! sample, over its CFG rows, its relative L1 change mean|a - b| / mean|b| decides whether the
+//! sample's rows compute (only those are batched and counted) or reuse the cache. MagCache
+//! measures nothing while sampling: its schedule comes from the model's calibrated ratios and is
+//! the same for every sample.
 //!
 //! Each step is front -> body -> head. On a UNet the front is the indicator graph (TeaCache:
 //! `teacache_probe`; FBCache: conv_in through the cheapest DeepCache shallow encoder) with
@@ -45,6 +47,9 @@ pub(crate) enum Indicator {
     /// the first block's residual; a reused step adds the cached token residual of the skipped
     /// blocks and runs the final layer at its own timestep.
     Tokens(Option<fd_model::TeaCacheSpec>),
+    /// A DiT's MagCache: which steps compute, decided before sampling from the model's magnitude
+    /// ratios; the cache is the residual of all blocks (from h0), as TeaCache's.
+    Schedule(Vec<bool>),
 }
 
 /// The indicator `rule` reads on `model`, or an error naming the plan part `part` and what the
@@ -113,7 +118,7 @@ pub(crate) fn indicator(model: &Denoiser, rule: Rule, residual: bool, part: &str
 /// The step loop of a TeaCache / FBCache plan with threshold `threshold` (see the module docs).
 pub(crate) fn run(
     ctx: &mut StepCtx<'_, '_>,
-    mut latents: Tensor,
+    latents: Tensor,
     observe: Option<Observer<'_>>,
     rule: Rule,
     threshold: f64,
@@ -121,16 +126,34 @@ pub(crate) fn run(
     part: &str,
 ) -> Result<Tensor> {
     refuse_hooks(ctx, observe.is_some(), rule.name(), false)?;
+    let indicator = indicator(ctx.model, rule, residual, part)?;
+    run_with(ctx, latents, indicator, threshold, residual)
+}
+
+/// The step loop over a resolved indicator (a MagCache plan passes its schedule).
+pub(crate) fn run_with(
+    ctx: &mut StepCtx<'_, '_>,
+    mut latents: Tensor,
+    indicator: Indicator,
+    threshold: f64,
+    residual: bool,
+) -> Result<Tensor> {
     let (b, bb, branches) = (ctx.b as usize, ctx.b, ctx.branches);
     let model = ctx.model;
     let n = ctx.timesteps.len();
     let rows_all = (branches * bb) as usize;
-    let indicator = indicator(model, rule, residual, part)?;
     let (tea, tokens) = match &indicator {
         Indicator::Probe(spec) => (Some(spec.clone()), false),
         Indicator::FirstBlock(_) => (None, false),
         Indicator::Tokens(spec) => (spec.clone(), true),
+        Indicator::Schedule(_) => (None, true),
     };
+    let schedule = match &indicator {
+        Indicator::Schedule(s) => Some(s.as_slice()),
+        _ => None,
+    };
+    // a DiT body that starts at h0 (TeaCache, MagCache) runs the first block too
+    let from_h0 = tokens && !matches!(indicator, Indicator::Tokens(None));
     let residual = residual || tokens;
     // per sample: mean over its rows of row means, |a - b| over |b| (float32, as torch's means)
     let rel = |a: &Tensor, r: &Tensor| -> Result<Vec<f64>> {
@@ -151,13 +174,14 @@ pub(crate) fn run(
         let states = &cond2.states;
         // front: the indicator and the state the body starts from
         let (ind, state) = front(ctx, &indicator, &x_in, &emb)?;
-        let compute: Vec<bool> = match (&reference, &tea) {
-            (None, _) => vec![true; b],
-            (Some(_), Some(_)) if i == n - 1 => {
+        let compute: Vec<bool> = match (schedule, &reference, &tea) {
+            (Some(s), _, _) => vec![s[i]; b],
+            (None, None, _) => vec![true; b],
+            (None, Some(_), Some(_)) if i == n - 1 => {
                 acc.iter_mut().for_each(|a| *a = 0.0);
                 vec![true; b]
             }
-            (Some(r), Some(spec)) => rel(&ind, r)?
+            (None, Some(r), Some(spec)) => rel(&ind, r)?
                 .into_iter()
                 .zip(acc.iter_mut())
                 .map(|(d, a)| {
@@ -169,7 +193,7 @@ pub(crate) fn run(
                     run
                 })
                 .collect(),
-            (Some(r), None) => rel(&ind, r)?.into_iter().map(|d| d > threshold).collect(),
+            (None, Some(r), None) => rel(&ind, r)?.into_iter().map(|d| d > threshold).collect(),
         };
         let run: Vec<i64> = (0..b).filter(|&r| compute[r]).map(|r| r as i64).collect();
         let rows: Vec<i64> = (0..branches).flat_map(|br| run.iter().map(move |&r| br * bb + r)).collect();
@@ -192,7 +216,7 @@ pub(crate) fn run(
                 (state.index_select(0, &idx), emb.index_select(0, &idx), cond2.index_select(&idx))
             };
             let out = if tokens {
-                let h = if tea.is_some() {
+                let h = if from_h0 {
                     ctx.stepcache("stepcache_first", &s_sel, &e_sel, &c_sel.states)?.swap_remove(0)
                 } else {
                     s_sel.shallow_clone()
@@ -228,6 +252,10 @@ fn front(ctx: &mut StepCtx<'_, '_>, indicator: &Indicator, x_in: &Tensor, emb: &
             let ind = ctx.clock.time(&mut ctx.tm.encoder_s, || model.first_block(key, x_in, emb, states))?;
             ctx.counts.add(&fd_model::manifest::deepcache_graph(key, "shallow_encoder"), rows_all);
             (ind, x_in.shallow_clone())
+        }
+        Indicator::Schedule(_) => {
+            let h0 = ctx.stepcache("stepcache_embed", x_in, emb, states)?.swap_remove(0);
+            (h0.shallow_clone(), h0)
         }
         Indicator::Tokens(spec) => {
             let mut v = ctx.stepcache("stepcache_embed", x_in, emb, states)?;

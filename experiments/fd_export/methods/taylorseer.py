@@ -1,0 +1,62 @@
+"""TaylorSeer (Liu et al. 2025, "From Reusing to Forecasting: Accelerating Diffusion Models with
+TaylorSeers"; diffusers' `TaylorSeerCacheConfig` / `apply_taylorseer_cache`) on a DiT: the
+schedule and the reference run of diffusers' own hook that fd's `taylorseer:N[:B[:O[:DTYPE]]]` is
+tested against.
+
+diffusers hooks the modules its identifiers match; its default identifiers (`^transformer_blocks.*attn`)
+match no module of a diffusers DiT (its attention layers are `attn1`), so fd sets them to every
+transformer block: on a computed step each block's output refreshes its Taylor factors; on the
+other steps each block returns its forecast without running, so the last block's forecast is what
+the final layer reads. fd forecasts that one tensor (the blocks' output tokens) directly.
+"""
+from __future__ import annotations
+
+import torch
+
+# diffusers' TaylorSeerCacheConfig defaults
+DEFAULTS = dict(disable_cache_before_step=3, max_order=1, taylor_factors_dtype="bf16")
+DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
+BLOCKS = [r"transformer_blocks\.\d+"]  # cache_identifiers: every transformer block
+
+
+def schedule(n: int, cache_interval: int, disable_cache_before_step: int = 3) -> list[bool]:
+    """Which of n steps run the blocks, as TaylorSeerCacheHook._measure_should_compute decides
+    (transcribed: warm-up steps, then (i - B - 1) mod N == 0, Python's modulo)."""
+    b = disable_cache_before_step
+    return [i < b or (i - b - 1) % cache_interval == 0 for i in range(n)]
+
+
+def diffusers_reference(tr, sched, x, labels2, guidance: float, cache_interval: int, disable_cache_before_step: int,
+                        max_order: int, dtype: str, guidance_channels=None):
+    """diffusers' own TaylorSeer hook (`apply_taylorseer_cache` with `cache_identifiers` = every
+    transformer block) on a copy of a DiTTransformer2DModel, one sample and its two CFG rows per
+    call (`labels2` = [null, class]), DDIM with guidance on the first `guidance_channels` of the
+    noise prediction. Returns (final latents, per-step flags: whether the last block's attention ran)."""
+    import copy
+
+    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+    from diffusers.hooks.taylorseer_cache import TaylorSeerCacheConfig, apply_taylorseer_cache
+
+    tr = copy.deepcopy(tr)  # fresh hook state per sample
+    apply_taylorseer_cache(tr, TaylorSeerCacheConfig(
+        cache_interval=cache_interval, disable_cache_before_step=disable_cache_before_step, max_order=max_order,
+        taylor_factors_dtype=DTYPES[dtype], cache_identifiers=BLOCKS))
+    # the hook keeps its state per cache context, which a pipeline's `cache_context` sets (DiT
+    # models have no CacheMixin and DiTPipeline sets none): one context, both CFG rows per call
+    _set_cache_context(tr, CacheContext("cfg"))
+    ran = []
+    probe = tr.transformer_blocks[-1].attn1.register_forward_hook(lambda *a: ran.append(True))
+    cin = tr.config.in_channels
+    flags = []
+    try:
+        for t in sched.timesteps:
+            before = len(ran)
+            out = tr(torch.cat([x, x]), timestep=t.expand(2), class_labels=labels2).sample
+            flags.append(len(ran) > before)
+            u, c = out[:, :cin].chunk(2)
+            g = guidance_channels or cin
+            eps = torch.cat([u[:, :g] + guidance * (c[:, :g] - u[:, :g]), c[:, g:]], 1)
+            x = sched.step(eps, t, x).prev_sample
+    finally:
+        probe.remove()
+    return x, flags
