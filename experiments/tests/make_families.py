@@ -494,6 +494,21 @@ def dit_step_cache(ckpt: str, out: str, manifest: dict) -> dict:
             ran.append(f)
         tensors[f"step_cache.{plan}"] = torch.cat(outs).contiguous()
         flags[plan] = ran
+    # FBCache: diffusers' own hook (apply_first_block_cache) at the same threshold, one sample per
+    # call; it must compute the steps the transcription computed
+    from fd_export.methods.hooks import fbcache_reference
+
+    fb_plan = plans[1]
+    outs = []
+    for i in range(len(SEEDS)):
+        sched.set_timesteps(STEP_CACHE_STEPS)
+        with torch.no_grad():
+            x, f = fbcache_reference(tr, sched, noise[i:i + 1].clone(), torch.tensor([1000, DIT_CLASSES[i]]), GUIDANCE,
+                                     float(fb_plan.split(":")[1]))
+        if f != flags[fb_plan][i]:
+            raise AssertionError(f"{fb_plan}: diffusers' hook computed {f}, the transcription {flags[fb_plan][i]}")
+        outs.append(x)
+    tensors[f"diffusers.{fb_plan}"] = torch.cat(outs).contiguous()
     # MagCache: diffusers' own hook (apply_mag_cache) with the export's calibrated ratios, one
     # sample per call; the transcribed schedule must give the hook's computed steps
     from fd_export.methods import magcache as mc

@@ -110,35 +110,16 @@ def schedule(mag_ratios: Sequence[float], n: int, threshold: float = 0.06, max_s
 
 def diffusers_reference(tr, sched, x, labels2, guidance: float, mag_ratios, threshold: float, max_skip_steps: int,
                         retention_ratio: float, guidance_channels=None):
-    """diffusers' own MagCache hook (`apply_mag_cache`) on a DiTTransformer2DModel, one sample and
-    its two CFG rows per call (`labels2` = [null, class]), DDIM with guidance on the first
-    `guidance_channels` of the noise prediction. Returns (final latents, per-step computed flags:
-    whether the second block's attention ran)."""
-    import copy
-
+    """diffusers' own MagCache hook (`apply_mag_cache`, `num_inference_steps` = the run's) on a
+    DiTTransformer2DModel (fd_export.methods.hooks.dit_hook_reference): (final latents, per-step
+    computed flags)."""
     from diffusers.hooks.mag_cache import MagCacheConfig, apply_mag_cache
 
-    tr = copy.deepcopy(tr)  # the hooks stay on the copy
-    n = len(sched.timesteps)
+    from .hooks import dit_hook_reference
+
     cfg = MagCacheConfig(threshold=threshold, max_skip_steps=max_skip_steps, retention_ratio=retention_ratio,
-                         num_inference_steps=n, mag_ratios=list(mag_ratios))
-    apply_mag_cache(tr, cfg)
-    ran = []
-    probe = tr.transformer_blocks[-1].attn1.register_forward_hook(lambda *a: ran.append(True))
-    cin = tr.config.in_channels
-    flags = []
-    try:
-        for t in sched.timesteps:
-            before = len(ran)
-            out = tr(torch.cat([x, x]), timestep=t.expand(2), class_labels=labels2).sample
-            flags.append(len(ran) > before)
-            u, c = out[:, :cin].chunk(2)
-            g = guidance_channels or cin
-            eps = torch.cat([u[:, :g] + guidance * (c[:, :g] - u[:, :g]), c[:, g:]], 1)
-            x = sched.step(eps, t, x).prev_sample
-    finally:
-        probe.remove()
-    return x, flags
+                         num_inference_steps=len(sched.timesteps), mag_ratios=list(mag_ratios))
+    return dit_hook_reference(tr, lambda m: apply_mag_cache(m, cfg), sched, x, labels2, guidance, guidance_channels)
 
 
 def export_calibration(model_dir: str, manifest: dict | None = None, samples: int = 8, **kw) -> dict:

@@ -29,34 +29,13 @@ def schedule(n: int, cache_interval: int, disable_cache_before_step: int = 3) ->
 def diffusers_reference(tr, sched, x, labels2, guidance: float, cache_interval: int, disable_cache_before_step: int,
                         max_order: int, dtype: str, guidance_channels=None):
     """diffusers' own TaylorSeer hook (`apply_taylorseer_cache` with `cache_identifiers` = every
-    transformer block) on a copy of a DiTTransformer2DModel, one sample and its two CFG rows per
-    call (`labels2` = [null, class]), DDIM with guidance on the first `guidance_channels` of the
-    noise prediction. Returns (final latents, per-step flags: whether the last block's attention ran)."""
-    import copy
-
-    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+    transformer block) on a DiTTransformer2DModel (fd_export.methods.hooks.dit_hook_reference):
+    (final latents, per-step computed flags)."""
     from diffusers.hooks.taylorseer_cache import TaylorSeerCacheConfig, apply_taylorseer_cache
 
-    tr = copy.deepcopy(tr)  # fresh hook state per sample
-    apply_taylorseer_cache(tr, TaylorSeerCacheConfig(
-        cache_interval=cache_interval, disable_cache_before_step=disable_cache_before_step, max_order=max_order,
-        taylor_factors_dtype=DTYPES[dtype], cache_identifiers=BLOCKS))
-    # the hook keeps its state per cache context, which a pipeline's `cache_context` sets (DiT
-    # models have no CacheMixin and DiTPipeline sets none): one context, both CFG rows per call
-    _set_cache_context(tr, CacheContext("cfg"))
-    ran = []
-    probe = tr.transformer_blocks[-1].attn1.register_forward_hook(lambda *a: ran.append(True))
-    cin = tr.config.in_channels
-    flags = []
-    try:
-        for t in sched.timesteps:
-            before = len(ran)
-            out = tr(torch.cat([x, x]), timestep=t.expand(2), class_labels=labels2).sample
-            flags.append(len(ran) > before)
-            u, c = out[:, :cin].chunk(2)
-            g = guidance_channels or cin
-            eps = torch.cat([u[:, :g] + guidance * (c[:, :g] - u[:, :g]), c[:, g:]], 1)
-            x = sched.step(eps, t, x).prev_sample
-    finally:
-        probe.remove()
-    return x, flags
+    from .hooks import dit_hook_reference
+
+    cfg = TaylorSeerCacheConfig(cache_interval=cache_interval, disable_cache_before_step=disable_cache_before_step,
+                                max_order=max_order, taylor_factors_dtype=DTYPES[dtype], cache_identifiers=BLOCKS)
+    return dit_hook_reference(tr, lambda m: apply_taylorseer_cache(m, cfg), sched, x, labels2, guidance,
+                              guidance_channels)

@@ -10,8 +10,9 @@ use super::{Family, MethodInfo, PlanSpec};
 pub static INFO: MethodInfo = MethodInfo {
     name: "fbcache",
     syntax: "fbcache:T[:residual]",
-    help: "First-Block Cache: skip while the first block's output changed by at most T since the last \
-           computed step (on a UNet, :residual reuses output - input)",
+    help: "First-Block Cache: skip while the first block's output (a UNet's conv_in; a DiT's first transformer \
+           block residual) changed by at most T since the last computed step, decided per sample (diffusers' hook \
+           decides per batch); on a UNet, :residual reuses output - input",
     families: &[Family { name: "fbcache", rgb: (190, 60, 150) }],
     parse: |body| {
         let (threshold, residual) = step_cache::parse(body, "fbcache")?;
