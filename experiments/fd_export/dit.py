@@ -285,8 +285,9 @@ def export_dit(
     AOTInductor packages of the loop's graphs ([`AOTI_GRAPHS`]), the class-id graph, the VAE
     decoder and the step-cache graphs (fd_export.aoti). `split`: number of blocks in
     the encoder (default: the authors' 18/28 ratio). `with_stepcache`: also the TeaCache / FBCache
-    / MagCache graphs (stepcache.pt), TeaCache's polynomial fitted on the model (manifest
-    `teacache`) and MagCache's magnitude ratios calibrated on them (manifest `magcache`).
+    / MagCache / TaylorSeer graphs (stepcache.pt), PAB's (pab.pt), TeaCache's polynomial fitted on
+    the model (manifest `teacache`) and MagCache's magnitude ratios calibrated on them (manifest
+    `magcache`).
     Everything is checked before a file is written."""
     split = default_split(len(model.transformer_blocks)) if split is None else int(split)
     check_dit(model, split)
@@ -347,6 +348,16 @@ def export_dit(
         sc_hash = sha256(sc_path)
         for key, (module, inp) in stepcache.items():
             graphs[key] = dict(file=STEPCACHE_FILE, method=key, sha256=sc_hash, flops=count_flops(module, inp))
+        # PAB's graphs (attention outputs captured / given), on their own copy of the blocks
+        from .methods.pab import PAB_FILE, dit_pab_graphs
+
+        pab = dit_pab_graphs(model, split, *stepcache["stepcache_first"][1])
+        pab_path = os.path.join(out_dir, PAB_FILE)
+        trace_methods(pab, pab_path)
+        pab_hash = sha256(pab_path)
+        for key, (module, inp) in pab.items():
+            graphs[key] = dict(file=PAB_FILE, method=key, sha256=pab_hash, flops=count_flops(module, inp))
+        stepcache.update(pab)
     blocks = model.transformer_blocks
     params = dict(time_embed=0, encoder=n_params(model.pos_embed, *blocks[:split]),
                   decoder=n_params(*blocks[split:], model.proj_out_1, model.proj_out_2, model.norm_out))
@@ -362,7 +373,7 @@ def export_dit(
     if aoti:  # compiled and checked against the TorchScript just written
         from .aoti import add_packages
 
-        compiled += [(k, *stepcache[k]) for k in STEPCACHE_GRAPHS] if stepcache is not None else []
+        compiled += [(k, *v) for k, v in stepcache.items()] if stepcache is not None else []
         add_packages(out_dir, graphs, compiled, device)
     import diffusers
 

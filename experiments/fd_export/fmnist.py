@@ -164,16 +164,11 @@ def export_fmnist_dit_checkpoint(checkpoint: str, out_dir: str, use_ema: bool = 
 ANALYSIS_FILE = "analysis.pt"
 
 
-def add_fmnist_dit_analysis(checkpoint: str, model_dir: str, use_ema: bool = True) -> dict:
-    """Add the `encoder_analysis` graph (every encoder block's output, for `fd drift`: the paper's
-    Fig. 11) to an existing default-DiT export, in its own file (analysis.pt), leaving its other
-    graph files untouched. The export is frozen (no weights inside), so the weights come from the
-    train_dit.py checkpoint it was exported from; they must reproduce the export's own encoder
-    graph on fixed inputs (max |diff| <= 1e-5) before a file is written."""
+def _verified_fmnist_dit(checkpoint: str, model_dir: str, use_ema: bool = True):
+    """The default DiT rebuilt from the train_dit.py checkpoint a frozen export came from, after its
+    weights reproduced the export's own encoder graph on fixed inputs (max |diff| <= 1e-5):
+    (manifest, model, DiTParts, example sample / emb / cond of 2 rows)."""
     from .dit import DiTEncoder, DiTParts, DiTTimeEmbed
-    from .flops import count_flops
-    from .folder import sha256, write_manifest
-    from .tracing import trace_methods
 
     with open(os.path.join(model_dir, "manifest.json")) as f:
         m = json.load(f)
@@ -201,6 +196,43 @@ def add_fmnist_dit_analysis(checkpoint: str, model_dir: str, use_ema: bool = Tru
     diff = float((ours - theirs).abs().max())
     if diff > 1e-5:
         raise ValueError(f"{checkpoint}: its weights do not reproduce {model_dir}'s encoder graph (max |diff| {diff:.2e})")
+    return m, model, parts, (sample, emb, cond)
+
+
+def add_fmnist_dit_pab(checkpoint: str, model_dir: str, use_ema: bool = True) -> dict:
+    """Add PAB's graphs (pab_capture / pab_reuse, fd_export.methods.pab) to an existing default-DiT
+    export, in their own file (pab.pt), leaving its other graph files untouched; the weights come
+    from the train_dit.py checkpoint it was exported from, checked as _verified_fmnist_dit does."""
+    from .dit import DiTStepCache
+    from .flops import count_flops
+    from .folder import sha256, write_manifest
+    from .methods.pab import PAB_FILE, dit_pab_graphs
+    from .tracing import trace_methods
+
+    m, model, parts, (sample, emb, cond) = _verified_fmnist_dit(checkpoint, model_dir, use_ema)
+    with torch.no_grad():
+        h0, _ = DiTStepCache(parts, "stepcache_embed")(sample[:1], emb[:1], cond[:1])
+    pab = dit_pab_graphs(model, int(m["split"]["encoder_blocks"]), h0, emb[:1], cond[:1])
+    path = os.path.join(model_dir, PAB_FILE)
+    trace_methods(pab, path)
+    h = sha256(path)
+    for key, (module, inp) in pab.items():
+        m["graphs"][key] = dict(file=PAB_FILE, method=key, sha256=h, flops=count_flops(module, inp))
+    write_manifest(model_dir, m)
+    return m
+
+
+def add_fmnist_dit_analysis(checkpoint: str, model_dir: str, use_ema: bool = True) -> dict:
+    """Add the `encoder_analysis` graph (every encoder block's output, for `fd drift`: the paper's
+    Fig. 11) to an existing default-DiT export, in its own file (analysis.pt), leaving its other
+    graph files untouched. The export is frozen (no weights inside), so the weights come from the
+    train_dit.py checkpoint it was exported from (checked by _verified_fmnist_dit)."""
+    from .dit import DiTEncoder
+    from .flops import count_flops
+    from .folder import sha256, write_manifest
+    from .tracing import trace_methods
+
+    m, model, parts, (sample, emb, cond) = _verified_fmnist_dit(checkpoint, model_dir, use_ema)
     enc = DiTEncoder(parts, analysis=True)
     path = os.path.join(model_dir, ANALYSIS_FILE)
     trace_methods({"encoder_analysis": (enc, [sample[:1], emb[:1], cond[:1]])}, path)

@@ -547,12 +547,32 @@ def dit_step_cache(ckpt: str, out: str, manifest: dict) -> dict:
             ran.append(f)
         tensors[f"taylorseer.{plan}"] = torch.cat(outs).contiguous()
         flags[plan] = ran
+    # PAB: diffusers' own hook on every block's attn1, the loop's timestep as its callback
+    from fd_export.methods import pab
+
+    for plan in PAB_PLANS:
+        n_, lo, hi = (float(v) for v in plan.split(":")[1:])
+        outs, ran = [], []
+        for i in range(len(SEEDS)):
+            sched.set_timesteps(STEP_CACHE_STEPS)
+            with torch.no_grad():
+                x, f = pab.diffusers_reference(tr, sched, noise[i:i + 1].clone(), torch.tensor([1000, DIT_CLASSES[i]]),
+                                               GUIDANCE, int(n_), lo, hi)
+            want = pab.schedule(sched.timesteps, int(n_), lo, hi)
+            if f != want:
+                raise AssertionError(f"{plan}: diffusers' hook computed {f}, the transcription {want}")
+            outs.append(x)
+            ran.append(f)
+        tensors[f"pab.{plan}"] = torch.cat(outs).contiguous()
+        flags[plan] = ran
     from safetensors.torch import save_file
 
     save_file(tensors, os.path.join(out, "step_cache.safetensors"))
     return flags
 
 
+# PAB: every 2nd step inside diffusers' default range, every 3rd inside a wider one
+PAB_PLANS = ["pab:2:100:800", "pab:3:50:950"]
 # MagCache plans checked against diffusers' hook on the tiny DiT: its defaults, and a looser one
 MAGCACHE_PLANS = ["magcache:0.06:3:0.2", "magcache:0.3:2:0.1"]
 # TaylorSeer: diffusers' defaults (order 1, bf16 factors) and order 2 in float32
@@ -571,7 +591,7 @@ def build_dit_family(family: str, out: str) -> None:
         flags = dit_step_cache(ckpt, out, m)
         with open(os.path.join(out, "cases.json")) as f:
             cases = json.load(f)
-        diffusers_hooks = ("magcache", "taylorseer")  # checked against diffusers' own hooks
+        diffusers_hooks = ("magcache", "taylorseer", "pab")  # checked against diffusers' own hooks
         cases["step_cache"] = {k: v for k, v in flags.items() if not k.startswith(diffusers_hooks)}
         cases["diffusers_hooks"] = {k: v for k, v in flags.items() if k.startswith(diffusers_hooks)}
         cases["step_cache_steps"] = STEP_CACHE_STEPS

@@ -629,6 +629,42 @@ def test_dit_encoder_analysis_is_added_from_the_checkpoint_it_was_exported_from(
     assert torch.allclose(tokens, cached, atol=1e-6)
 
 
+def test_dit_pab_graphs_are_added_from_the_checkpoint_and_equal_the_blocks(tmp_path):
+    """add_dit_pab.py on a step-cache export without PAB's graphs: refused for another checkpoint
+    (nothing written); else pab.pt's capture equals stepcache_first + stepcache_rest, and reusing
+    the captured attention outputs at the same step gives the same tokens."""
+    from fd_export.dit import export_dit
+    from fd_export.fmnist import SCHEDULER_CONFIG, add_fmnist_dit_pab
+    from fd_export.methods.pab import PAB_FILE, PAB_GRAPHS
+
+    model, out = _fmnist_dit(0), tmp_path / "m"
+    export_dit(str(out), "x", model, dict(SCHEDULER_CONFIG), with_full=False, family="fmnist-dit",
+               extra_manifest=dict(training=dict(checkpoint_step=7)))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(manifest["graphs"][g]["file"] == PAB_FILE for g in PAB_GRAPHS), "new exports carry the graphs"
+    for g in PAB_GRAPHS:  # an export from before the graphs existed
+        del manifest["graphs"][g]
+    (out / PAB_FILE).unlink()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    ck = tmp_path / "ck.pt"
+    torch.save(dict(ema=_fmnist_dit(1).state_dict(), step=7), ck)
+    with pytest.raises(ValueError, match="do not reproduce"):
+        add_fmnist_dit_pab(str(ck), str(out))
+    assert not (out / PAB_FILE).exists()
+    torch.save(dict(ema=model.state_dict(), step=7), ck)
+    m = add_fmnist_dit_pab(str(ck), str(out))
+    assert all(m["graphs"][g]["file"] == PAB_FILE for g in PAB_GRAPHS)
+    pab, sc = torch.jit.load(str(out / PAB_FILE)), torch.jit.load(str(out / "stepcache.pt"))
+    x, emb, cond = torch.randn(3, 1, 28, 28), torch.randn(3, 256), torch.tensor([[[0.0]], [[4.0]], [[10.0]]])
+    with torch.no_grad():
+        h0, _ = sc.stepcache_embed(x, emb, cond)
+        want = sc.stepcache_rest(sc.stepcache_first(h0, emb, cond), emb, cond)
+        hl, *attn = pab.pab_capture(h0, emb, cond)
+        again = pab.pab_reuse(h0, emb, cond, *attn)
+    assert len(attn) == len(model.transformer_blocks)
+    assert torch.allclose(hl, want, atol=1e-5) and torch.allclose(again, hl, atol=1e-5)
+
+
 def test_sdxl_refiner_unet_is_refused_naming_the_field_before_any_file(tmp_path):
     """An SDXL refiner-style UNet (5 time ids: `projection_class_embeddings_input_dim` = pooled +
     5 x addition_time_embed_dim) is refused naming the field and what the checkpoint looks like,

@@ -242,13 +242,25 @@ impl StepCtx<'_, '_> {
     /// One of a DiT's step-cache graphs on `x`'s rows, timed (embedding and first block as encoder
     /// time, the rest as decoder time) and counted; its outputs.
     pub fn stepcache(&mut self, graph: &str, x: &Tensor, emb: &Tensor, states: &Tensor) -> Result<Vec<Tensor>> {
+        self.stepcache_with(graph, x, emb, states, &[])
+    }
+
+    /// [`Self::stepcache`] with extra inputs (a PAB graph's reused attention outputs).
+    pub fn stepcache_with(
+        &mut self,
+        graph: &str,
+        x: &Tensor,
+        emb: &Tensor,
+        states: &Tensor,
+        extra: &[Tensor],
+    ) -> Result<Vec<Tensor>> {
         let model = self.model;
         let slot = if matches!(graph, "stepcache_embed" | "stepcache_first") {
             &mut self.tm.encoder_s
         } else {
             &mut self.tm.decoder_s
         };
-        let out = self.clock.time(slot, || model.stepcache(graph, x, emb, states))?;
+        let out = self.clock.time(slot, || model.stepcache_with(graph, x, emb, states, extra))?;
         self.counts.add(graph, x.size()[0] as usize);
         Ok(out)
     }

@@ -485,13 +485,13 @@ fn dit_teacache_and_fbcache_match_their_references() {
     assert!(err.contains("token residual") && err.contains("drop `:residual`"), "{err}");
 }
 
-/// MagCache and TaylorSeer against diffusers' own hooks (`apply_mag_cache` with the export's
+/// MagCache, TaylorSeer and PAB against diffusers' own hooks (`apply_mag_cache` with the export's
 /// calibrated ratios; `apply_taylorseer_cache` with every transformer block as a cache identifier;
-/// make_families.py): one sample and its two CFG rows per call there, both seeds in one batch
+/// `apply_pyramid_attention_broadcast` on every block's attn1; make_families.py): one sample and its two CFG rows per call there, both seeds in one batch
 /// here; the same computed steps for every sample (the schedules are the hooks') and latents
 /// within 1e-4 (relative). Also the refusals: a UNet, and a DiT without calibrated ratios.
 #[test]
-fn dit_magcache_and_taylorseer_match_diffusers_hooks() {
+fn dit_magcache_taylorseer_and_pab_match_diffusers_hooks() {
     let f = family("dit");
     let (m, meta) = (&f.model, &f.meta);
     let refs: HashMap<String, Tensor> =
@@ -506,7 +506,7 @@ fn dit_magcache_and_taylorseer_match_diffusers_hooks() {
     let opts = ExecOptions { guidance: meta["guidance"].as_f64().unwrap(), ..Default::default() };
     let ratios = m.manifest.magcache.as_ref().expect("export_dit calibrates MagCache");
     let plans = meta["diffusers_hooks"].as_object().unwrap();
-    assert_eq!(plans.len(), 4);
+    assert_eq!(plans.len(), 6);
     for (plan, ran) in plans {
         let flags: Vec<Vec<bool>> = ran
             .as_array()
@@ -518,6 +518,7 @@ fn dit_magcache_and_taylorseer_match_diffusers_hooks() {
         let schedule = match &p.spec {
             fd_sched::PlanSpec::MagCache(mc) => mc.schedule(ratios, steps),
             fd_sched::PlanSpec::TaylorSeer(ts) => ts.schedule(steps),
+            fd_sched::PlanSpec::Pab(pab) => pab.schedule(spec.build(steps).unwrap().timesteps()),
             other => panic!("{other}"),
         };
         for f in &flags {
@@ -529,8 +530,14 @@ fn dit_magcache_and_taylorseer_match_diffusers_hooks() {
         let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
         let out = sample(m, sched.as_mut(), &p, &opts, &input, fd_sched::Hooks::default()).unwrap();
         let (c, n) = (&out.counts, seeds.len());
-        assert_eq!(c.rows("stepcache_rest"), 2 * n * runs, "{plan}: the blocks run on CFG x computed steps");
-        assert_eq!(c.rows("stepcache_first"), 2 * n * runs, "{plan}");
+        if let fd_sched::PlanSpec::Pab(_) = &p.spec {
+            // the blocks run every step, their attention on the computed ones
+            assert_eq!(c.rows("pab_capture"), 2 * n * runs, "{plan}: attention computed on CFG x computed steps");
+            assert_eq!(c.rows("pab_reuse"), 2 * n * (steps - runs), "{plan}");
+        } else {
+            assert_eq!(c.rows("stepcache_rest"), 2 * n * runs, "{plan}: the blocks run on CFG x computed steps");
+            assert_eq!(c.rows("stepcache_first"), 2 * n * runs, "{plan}");
+        }
         assert_eq!(c.rows("stepcache_head"), 2 * n * steps, "{plan}: the final layer runs every step");
         let want = &refs[&format!("{}.{plan}", p.spec.info().name)];
         let d = max_abs(&out.latents, want) / want.abs().max().double_value(&[]).max(1.0);
@@ -546,9 +553,11 @@ fn dit_magcache_and_taylorseer_match_diffusers_hooks() {
     let unet = family("sd2");
     let err = fd_sched::check_plan(&unet.model, &p, 1.0).unwrap_err().to_string();
     assert!(err.contains("magcache:0.06") && err.contains("DiT") && err.contains("unet2d"), "{err}");
-    let p = Plan::parse("taylorseer:5", steps).unwrap();
-    let err = fd_sched::check_plan(&unet.model, &p, 1.0).unwrap_err().to_string();
-    assert!(err.contains("taylorseer:5") && err.contains("DiT") && err.contains("unet2d"), "{err}");
+    for plan in ["taylorseer:5", "pab:2"] {
+        let p = Plan::parse(plan, steps).unwrap();
+        let err = fd_sched::check_plan(&unet.model, &p, 1.0).unwrap_err().to_string();
+        assert!(err.contains(plan) && err.contains("DiT") && err.contains("unet2d"), "{err}");
+    }
 }
 
 /// UNet-only plans are refused on a DiT with an error naming the kind.

@@ -212,6 +212,24 @@ fn taylorseer_plans_parse_with_diffusers_defaults() {
 }
 
 #[test]
+fn pab_plans_parse_with_diffusers_defaults() {
+    use fd_sched::methods::Pab;
+    let p = Plan::parse("pab:2", 50).unwrap();
+    assert_eq!(p.spec, PlanSpec::Pab(Pab { skip_range: 2, timestep_range: None }));
+    assert_eq!((p.spec.to_string(), p.label()), ("pab:2".into(), "pab:2:100:800".into()));
+    assert_eq!(Plan::parse("pab:3:50:950.5", 50).unwrap().label(), "pab:3:50:950.5");
+    for bad in ["pab", "pab:1", "pab:x", "pab:2:100", "pab:2:800:100", "pab:2:a:b", "pab:2:100:800:3"] {
+        let e = Plan::parse(bad, 50).unwrap_err().to_string();
+        assert!(e.contains(bad), "{bad}: {e}");
+    }
+    // diffusers' PyramidAttentionBroadcastHook: the first step, steps outside (LO, HI), every N-th
+    let PlanSpec::Pab(pab) = "pab:3".parse::<PlanSpec>().unwrap() else { unreachable!() };
+    let ts = [999.0, 900.0, 799.0, 700.0, 600.0, 500.0, 400.0, 100.0, 50.0];
+    let got: Vec<u8> = pab.schedule(&ts).into_iter().map(u8::from).collect();
+    assert_eq!(got, [1, 1, 0, 1, 0, 0, 1, 1, 1]);
+}
+
+#[test]
 fn tgate_plans_parse_with_the_official_defaults() {
     use fd_sched::methods::TGate;
     let p = Plan::parse("tgate:10", 25).unwrap();
@@ -309,6 +327,8 @@ fn every_plan_reads_back_as_written() {
         "taylorseer:5:2",
         "taylorseer:5:2:2",
         "taylorseer:5:2:2:f32",
+        "pab:2",
+        "pab:3:50:950",
         "tgate:10",
         "tgate:10:5",
         "tgate:10:5:1",
@@ -350,10 +370,23 @@ fn the_method_table_names_every_family_and_generates_the_help() {
             "fbcache:0.1",
             "magcache:0.1",
             "taylorseer:5",
+            "pab:2",
             "tgate:3"
         ]
         .map(family),
-        ["baseline", "ours", "auto", "deepcache", "adaptive", "teacache", "fbcache", "magcache", "taylorseer", "tgate"]
+        [
+            "baseline",
+            "ours",
+            "auto",
+            "deepcache",
+            "adaptive",
+            "teacache",
+            "fbcache",
+            "magcache",
+            "taylorseer",
+            "pab",
+            "tgate"
+        ]
     );
 }
 
@@ -374,7 +407,12 @@ fn method_records_keep_their_form() {
         rec("taylorseer:5"),
         r#"{"taylorseer":{"cache_interval":5,"disable_cache_before_step":3,"max_order":1,"taylor_factors_dtype":"bf16"}}"#
     );
+    assert_eq!(
+        rec("pab:2"),
+        r#"{"pab":{"spatial_attention_block_skip_range":2,"spatial_attention_timestep_skip_range":[100.0,800.0]}}"#
+    );
     for s in [
+        "pab:3:50:950",
         "taylorseer:4:2:2:f32",
         "magcache:0.1:2",
         "tgate:10",
@@ -455,6 +493,7 @@ fn labels_parse_as_the_filled_plan() {
         "fbcache:0.2",
         "magcache:0.1",
         "taylorseer:5:2",
+        "pab:2",
         "tgate:10",
         "tgate:10:5",
     ] {

@@ -14,14 +14,15 @@ def dit_hook_reference(tr, apply, sched, x, labels2, guidance: float, guidance_c
     over `sched.timesteps` from latents `x` (one sample) with `labels2` = [null, class].
     Hooks keep their state per cache context, which pipelines set with `cache_context` (DiT models
     have no CacheMixin and DiTPipeline sets none): one context for the whole run. Returns (final
-    latents, per-step flags: whether the last block's attention ran, i.e. the blocks computed)."""
+    latents, per-step flags: whether the last block's attention computed, i.e. its query
+    projection ran — a hook that replaces a block or an attention layer skips it)."""
     from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
     tr = copy.deepcopy(tr)  # the hooks and their state stay on the copy
     apply(tr)
     _set_cache_context(tr, CacheContext("cfg"))
     ran = []
-    probe = tr.transformer_blocks[-1].attn1.register_forward_hook(lambda *a: ran.append(True))
+    probe = tr.transformer_blocks[-1].attn1.to_q.register_forward_hook(lambda *a: ran.append(True))
     cin = tr.config.in_channels
     flags = []
     try:

@@ -15,7 +15,7 @@ mod tgate;
 
 pub use deepcache::{deepcache_graph, DeepCacheSpec};
 pub use magcache::MagCacheSpec;
-pub use stepcache::STEPCACHE_GRAPHS;
+pub use stepcache::{PAB_GRAPHS, STEPCACHE_GRAPHS};
 pub use teacache::TeaCacheSpec;
 pub use tgate::{TGateSpec, TGATE_GRAPHS};
 

@@ -262,6 +262,7 @@ impl Denoiser {
                 .collect::<Result<_>>()?,
             stepcache: crate::manifest::STEPCACHE_GRAPHS
                 .iter()
+                .chain(&crate::manifest::PAB_GRAPHS)
                 .filter_map(|g| optional(g).transpose().map(|r| r.map(|m| (g.to_string(), m))))
                 .collect::<Result<_>>()?,
             time_embed: load("time_embed")?,

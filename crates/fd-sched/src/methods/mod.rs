@@ -29,6 +29,7 @@ pub mod decoder_prop;
 pub mod deepcache;
 pub mod fbcache;
 pub mod magcache;
+pub mod pab;
 pub mod propagation;
 pub(crate) mod step_cache;
 pub mod taylorseer;
@@ -40,6 +41,7 @@ pub use decoder_prop::DecoderProp;
 pub use deepcache::DeepCache;
 pub use fbcache::FbCache;
 pub use magcache::MagCache;
+pub use pab::Pab;
 pub use propagation::{Propagation, Reuse};
 pub use taylorseer::TaylorSeer;
 pub use teacache::TeaCache;
@@ -77,7 +79,7 @@ pub struct MethodInfo {
 }
 
 /// The method table: every caching method fd runs, in the order `--keys` help lists them.
-pub static METHODS: [&MethodInfo; 10] = [
+pub static METHODS: [&MethodInfo; 11] = [
     &propagation::INFO,
     &decoder_prop::INFO,
     &deepcache::INFO,
@@ -87,6 +89,7 @@ pub static METHODS: [&MethodInfo; 10] = [
     &fbcache::INFO,
     &magcache::INFO,
     &taylorseer::INFO,
+    &pab::INFO,
     &tgate::INFO,
 ];
 
@@ -116,6 +119,7 @@ pub enum PlanSpec {
     FbCache(FbCache),
     MagCache(MagCache),
     TaylorSeer(TaylorSeer),
+    Pab(Pab),
     TGate(TGate),
 }
 
@@ -136,6 +140,7 @@ impl PlanSpec {
             Self::FbCache(m) => m,
             Self::MagCache(m) => m,
             Self::TaylorSeer(m) => m,
+            Self::Pab(m) => m,
             Self::TGate(m) => m,
         }
     }
