@@ -565,12 +565,31 @@ def dit_step_cache(ckpt: str, out: str, manifest: dict) -> dict:
             ran.append(f)
         tensors[f"pab.{plan}"] = torch.cat(outs).contiguous()
         flags[plan] = ran
+    # FasterCache: diffusers' own hooks (CFG cache + attention cache), flags = (full step, attention ran)
+    from fd_export.methods.hooks import fastercache_reference
+
+    for plan in FASTERCACHE_PLANS:
+        u_, a_, w_ = plan.split(":")[1:]
+        outs, ran = [], []
+        for i in range(len(SEEDS)):
+            sched.set_timesteps(STEP_CACHE_STEPS)
+            with torch.no_grad():
+                x, f = fastercache_reference(tr, sched, noise[i:i + 1].clone(), torch.tensor([1000, DIT_CLASSES[i]]),
+                                             GUIDANCE, int(u_), int(a_), float(w_))
+            outs.append(x)
+            ran.append(f)
+        if ran[0] != ran[1]:
+            raise AssertionError(f"{plan}: the hooks decided differently for two samples: {ran}")
+        tensors[f"fastercache.{plan}"] = torch.cat(outs).contiguous()
+        flags[plan] = ran
     from safetensors.torch import save_file
 
     save_file(tensors, os.path.join(out, "step_cache.safetensors"))
     return flags
 
 
+# FasterCache: diffusers' defaults (U 5, A 2, weight 0.5) and a sparser one
+FASTERCACHE_PLANS = ["fastercache:5:2:0.5", "fastercache:3:2:0.3"]
 # PAB: every 2nd step inside diffusers' default range, every 3rd inside a wider one
 PAB_PLANS = ["pab:2:100:800", "pab:3:50:950"]
 # MagCache plans checked against diffusers' hook on the tiny DiT: its defaults, and a looser one
@@ -591,7 +610,7 @@ def build_dit_family(family: str, out: str) -> None:
         flags = dit_step_cache(ckpt, out, m)
         with open(os.path.join(out, "cases.json")) as f:
             cases = json.load(f)
-        diffusers_hooks = ("magcache", "taylorseer", "pab")  # checked against diffusers' own hooks
+        diffusers_hooks = ("magcache", "taylorseer", "pab", "fastercache")  # checked against diffusers' own hooks
         cases["step_cache"] = {k: v for k, v in flags.items() if not k.startswith(diffusers_hooks)}
         cases["diffusers_hooks"] = {k: v for k, v in flags.items() if k.startswith(diffusers_hooks)}
         cases["step_cache_steps"] = STEP_CACHE_STEPS

@@ -485,13 +485,14 @@ fn dit_teacache_and_fbcache_match_their_references() {
     assert!(err.contains("token residual") && err.contains("drop `:residual`"), "{err}");
 }
 
-/// MagCache, TaylorSeer and PAB against diffusers' own hooks (`apply_mag_cache` with the export's
-/// calibrated ratios; `apply_taylorseer_cache` with every transformer block as a cache identifier;
-/// `apply_pyramid_attention_broadcast` on every block's attn1; make_families.py): one sample and its two CFG rows per call there, both seeds in one batch
+/// MagCache, TaylorSeer, PAB and FasterCache against diffusers' own hooks (`apply_mag_cache` with
+/// the export's calibrated ratios; `apply_taylorseer_cache` with every transformer block as a cache
+/// identifier; `apply_pyramid_attention_broadcast` on every block's attn1; `apply_faster_cache`
+/// with `class_labels` split into its CFG rows; make_families.py): one sample and its two CFG rows per call there, both seeds in one batch
 /// here; the same computed steps for every sample (the schedules are the hooks') and latents
 /// within 1e-4 (relative). Also the refusals: a UNet, and a DiT without calibrated ratios.
 #[test]
-fn dit_magcache_taylorseer_and_pab_match_diffusers_hooks() {
+fn dit_magcache_taylorseer_pab_and_fastercache_match_diffusers_hooks() {
     let f = family("dit");
     let (m, meta) = (&f.model, &f.meta);
     let refs: HashMap<String, Tensor> =
@@ -506,42 +507,67 @@ fn dit_magcache_taylorseer_and_pab_match_diffusers_hooks() {
     let opts = ExecOptions { guidance: meta["guidance"].as_f64().unwrap(), ..Default::default() };
     let ratios = m.manifest.magcache.as_ref().expect("export_dit calibrates MagCache");
     let plans = meta["diffusers_hooks"].as_object().unwrap();
-    assert_eq!(plans.len(), 6);
+    assert_eq!(plans.len(), 8);
+    let ddim_ts = spec.build(steps).unwrap().timesteps().to_vec();
     for (plan, ran) in plans {
-        let flags: Vec<Vec<bool>> = ran
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect())
-            .collect();
         let p = Plan::parse(plan, steps).unwrap();
-        let schedule = match &p.spec {
-            fd_sched::PlanSpec::MagCache(mc) => mc.schedule(ratios, steps),
-            fd_sched::PlanSpec::TaylorSeer(ts) => ts.schedule(steps),
-            fd_sched::PlanSpec::Pab(pab) => pab.schedule(spec.build(steps).unwrap().timesteps()),
-            other => panic!("{other}"),
-        };
-        for f in &flags {
-            assert_eq!(&schedule, f, "{plan}: the schedule differs from diffusers' hook");
-        }
-        let runs = flags[0].iter().filter(|&&c| c).count();
-        assert!(runs > 1 && runs < steps, "{plan}: computes some steps and reuses others ({runs} of {steps})");
-        let mut sched = spec.build(steps).unwrap();
         let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
+        let mut sched = spec.build(steps).unwrap();
         let out = sample(m, sched.as_mut(), &p, &opts, &input, fd_sched::Hooks::default()).unwrap();
         let (c, n) = (&out.counts, seeds.len());
-        if let fd_sched::PlanSpec::Pab(_) = &p.spec {
-            // the blocks run every step, their attention on the computed ones
-            assert_eq!(c.rows("pab_capture"), 2 * n * runs, "{plan}: attention computed on CFG x computed steps");
-            assert_eq!(c.rows("pab_reuse"), 2 * n * (steps - runs), "{plan}");
+        let runs = if let fd_sched::PlanSpec::FasterCache(fc) = &p.spec {
+            // flags per step: (the unconditional rows ran, the attention computed)
+            let flags: Vec<Vec<(bool, bool)>> = ran
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    s.as_array().unwrap().iter().map(|v| (v[0].as_bool().unwrap(), v[1].as_bool().unwrap())).collect()
+                })
+                .collect();
+            let schedule = fc.schedule(&ddim_ts);
+            for f in &flags {
+                assert_eq!(&schedule, f, "{plan}: the schedule differs from diffusers' hooks");
+            }
+            let full = schedule.iter().filter(|s| s.0).count();
+            let cond_attn = schedule.iter().filter(|s| !s.0 && s.1).count();
+            assert!(full > 1 && full < steps && cond_attn > 0 && cond_attn + full < steps, "{plan}: {schedule:?}");
+            assert_eq!(c.rows("stepcache_head"), n * (2 * full + (steps - full)), "{plan}: cond rows only between");
+            assert_eq!(c.rows("pab_capture"), n * (2 * full + cond_attn), "{plan}");
+            assert_eq!(c.rows("pab_reuse"), n * (steps - full - cond_attn), "{plan}: extrapolated attention");
+            full
         } else {
-            assert_eq!(c.rows("stepcache_rest"), 2 * n * runs, "{plan}: the blocks run on CFG x computed steps");
-            assert_eq!(c.rows("stepcache_first"), 2 * n * runs, "{plan}");
-        }
-        assert_eq!(c.rows("stepcache_head"), 2 * n * steps, "{plan}: the final layer runs every step");
+            let flags: Vec<Vec<bool>> = ran
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect())
+                .collect();
+            let schedule = match &p.spec {
+                fd_sched::PlanSpec::MagCache(mc) => mc.schedule(ratios, steps),
+                fd_sched::PlanSpec::TaylorSeer(ts) => ts.schedule(steps),
+                fd_sched::PlanSpec::Pab(pab) => pab.schedule(&ddim_ts),
+                other => panic!("{other}"),
+            };
+            for f in &flags {
+                assert_eq!(&schedule, f, "{plan}: the schedule differs from diffusers' hook");
+            }
+            let runs = flags[0].iter().filter(|&&c| c).count();
+            assert!(runs > 1 && runs < steps, "{plan}: computes some steps and reuses others ({runs} of {steps})");
+            if let fd_sched::PlanSpec::Pab(_) = &p.spec {
+                // the blocks run every step, their attention on the computed ones
+                assert_eq!(c.rows("pab_capture"), 2 * n * runs, "{plan}: attention computed on CFG x computed steps");
+                assert_eq!(c.rows("pab_reuse"), 2 * n * (steps - runs), "{plan}");
+            } else {
+                assert_eq!(c.rows("stepcache_rest"), 2 * n * runs, "{plan}: the blocks run on CFG x computed steps");
+                assert_eq!(c.rows("stepcache_first"), 2 * n * runs, "{plan}");
+            }
+            assert_eq!(c.rows("stepcache_head"), 2 * n * steps, "{plan}: the final layer runs every step");
+            runs
+        };
         let want = &refs[&format!("{}.{plan}", p.spec.info().name)];
         let d = max_abs(&out.latents, want) / want.abs().max().double_value(&[]).max(1.0);
-        eprintln!("{plan}: {runs} of {steps} steps computed, {d:e} from diffusers' hook (relative)");
+        eprintln!("{plan}: {runs} of {steps} steps computed in full, {d:e} from diffusers' hook (relative)");
         assert!(d <= 1e-4, "{plan}: differs from diffusers' hook by {d:e} (relative)");
     }
     // refusals, before anything runs: a DiT without calibrated ratios, a UNet
@@ -553,7 +579,10 @@ fn dit_magcache_taylorseer_and_pab_match_diffusers_hooks() {
     let unet = family("sd2");
     let err = fd_sched::check_plan(&unet.model, &p, 1.0).unwrap_err().to_string();
     assert!(err.contains("magcache:0.06") && err.contains("DiT") && err.contains("unet2d"), "{err}");
-    for plan in ["taylorseer:5", "pab:2"] {
+    let p = Plan::parse("fastercache:5", steps).unwrap();
+    let err = fd_sched::check_plan(m, &p, 1.0).unwrap_err().to_string();
+    assert!(err.contains("fastercache:5") && err.contains("--cfg"), "{err}");
+    for plan in ["taylorseer:5", "pab:2", "fastercache:5"] {
         let p = Plan::parse(plan, steps).unwrap();
         let err = fd_sched::check_plan(&unet.model, &p, 1.0).unwrap_err().to_string();
         assert!(err.contains(plan) && err.contains("DiT") && err.contains("unet2d"), "{err}");

@@ -230,6 +230,34 @@ fn pab_plans_parse_with_diffusers_defaults() {
 }
 
 #[test]
+fn fastercache_plans_parse_with_diffusers_defaults() {
+    use fd_sched::methods::FasterCache;
+    let p = Plan::parse("fastercache:5", 50).unwrap();
+    assert_eq!(
+        p.spec,
+        PlanSpec::FasterCache(FasterCache { uncond_skip: 5, attention_skip: None, attention_weight: None })
+    );
+    assert_eq!((p.spec.to_string(), p.label()), ("fastercache:5".into(), "fastercache:5:2:0.5".into()));
+    for bad in [
+        "fastercache",
+        "fastercache:1",
+        "fastercache:5:1",
+        "fastercache:5:2:1.5",
+        "fastercache:5::0.5",
+        "fastercache:5:2:0.5:1",
+    ] {
+        let e = Plan::parse(bad, 50).unwrap_err().to_string();
+        assert!(e.contains(bad), "{bad}: {e}");
+    }
+    // diffusers' hooks: full steps = the first, outside (-1, 641), every U-th; attention on the
+    // conditional-only steps outside (-1, 681) or every A-th
+    let PlanSpec::FasterCache(fc) = "fastercache:3".parse::<PlanSpec>().unwrap() else { unreachable!() };
+    let ts = [900.0, 700.0, 660.0, 600.0, 500.0, 400.0, 300.0];
+    let got: Vec<(u8, u8)> = fc.schedule(&ts).into_iter().map(|(a, b)| (u8::from(a), u8::from(b))).collect();
+    assert_eq!(got, [(1, 1), (1, 1), (1, 1), (1, 1), (0, 1), (0, 0), (1, 1)]);
+}
+
+#[test]
 fn tgate_plans_parse_with_the_official_defaults() {
     use fd_sched::methods::TGate;
     let p = Plan::parse("tgate:10", 25).unwrap();
@@ -329,6 +357,9 @@ fn every_plan_reads_back_as_written() {
         "taylorseer:5:2:2:f32",
         "pab:2",
         "pab:3:50:950",
+        "fastercache:5",
+        "fastercache:5:3",
+        "fastercache:5:3:0.25",
         "tgate:10",
         "tgate:10:5",
         "tgate:10:5:1",
@@ -371,6 +402,7 @@ fn the_method_table_names_every_family_and_generates_the_help() {
             "magcache:0.1",
             "taylorseer:5",
             "pab:2",
+            "fastercache:5",
             "tgate:3"
         ]
         .map(family),
@@ -385,6 +417,7 @@ fn the_method_table_names_every_family_and_generates_the_help() {
             "magcache",
             "taylorseer",
             "pab",
+            "fastercache",
             "tgate"
         ]
     );
@@ -411,7 +444,12 @@ fn method_records_keep_their_form() {
         rec("pab:2"),
         r#"{"pab":{"spatial_attention_block_skip_range":2,"spatial_attention_timestep_skip_range":[100.0,800.0]}}"#
     );
+    assert_eq!(
+        rec("fastercache:5"),
+        r#"{"fastercache":{"unconditional_batch_skip_range":5,"spatial_attention_block_skip_range":2,"attention_weight":0.5}}"#
+    );
     for s in [
+        "fastercache:4:3",
         "pab:3:50:950",
         "taylorseer:4:2:2:f32",
         "magcache:0.1:2",
@@ -494,6 +532,7 @@ fn labels_parse_as_the_filled_plan() {
         "magcache:0.1",
         "taylorseer:5:2",
         "pab:2",
+        "fastercache:5",
         "tgate:10",
         "tgate:10:5",
     ] {

@@ -27,6 +27,7 @@ use crate::{Error, Result};
 pub mod adaptive;
 pub mod decoder_prop;
 pub mod deepcache;
+pub mod fastercache;
 pub mod fbcache;
 pub mod magcache;
 pub mod pab;
@@ -39,6 +40,7 @@ pub mod tgate;
 pub use adaptive::Adaptive;
 pub use decoder_prop::DecoderProp;
 pub use deepcache::DeepCache;
+pub use fastercache::FasterCache;
 pub use fbcache::FbCache;
 pub use magcache::MagCache;
 pub use pab::Pab;
@@ -79,7 +81,7 @@ pub struct MethodInfo {
 }
 
 /// The method table: every caching method fd runs, in the order `--keys` help lists them.
-pub static METHODS: [&MethodInfo; 11] = [
+pub static METHODS: [&MethodInfo; 12] = [
     &propagation::INFO,
     &decoder_prop::INFO,
     &deepcache::INFO,
@@ -90,6 +92,7 @@ pub static METHODS: [&MethodInfo; 11] = [
     &magcache::INFO,
     &taylorseer::INFO,
     &pab::INFO,
+    &fastercache::INFO,
     &tgate::INFO,
 ];
 
@@ -120,6 +123,7 @@ pub enum PlanSpec {
     MagCache(MagCache),
     TaylorSeer(TaylorSeer),
     Pab(Pab),
+    FasterCache(FasterCache),
     TGate(TGate),
 }
 
@@ -141,6 +145,7 @@ impl PlanSpec {
             Self::MagCache(m) => m,
             Self::TaylorSeer(m) => m,
             Self::Pab(m) => m,
+            Self::FasterCache(m) => m,
             Self::TGate(m) => m,
         }
     }
