@@ -66,15 +66,15 @@ fn packages_give_the_torchscript_samples() {
     assert_same_samples(&ts, &ao, &plans, 1e-5);
 }
 
-/// A DiT exported with `--format aoti` (packages compiled at export from the eager modules,
-/// TeaCache / FBCache's step-cache graphs included).
+/// A DiT exported with `--format aoti` (packages compiled at export from the eager modules, the
+/// step-cache and PAB graphs included): every DiT method's plans.
 #[test]
 fn dit_packages_give_the_torchscript_samples() {
     let dir = dit_aoti();
     let (ts, ao) = (load(&dir, GraphFormat::Torchscript).unwrap(), load(&dir, GraphFormat::Aoti).unwrap());
     assert_eq!(
-        ao.graphs_loaded.1, 11,
-        "the loop's, the analysis, the class-id, the VAE and the step-cache graphs run from packages"
+        ao.graphs_loaded.1, 13,
+        "the loop's, the analysis, the class-id, the VAE, the step-cache and the PAB graphs run from packages"
     );
     let plans = [
         ("none", DecodeMode::Parallel),
@@ -83,6 +83,10 @@ fn dit_packages_give_the_torchscript_samples() {
         ("0,1,5+forecast:1", DecodeMode::Parallel),
         ("teacache:0.1", DecodeMode::Auto),
         ("fbcache:0.1", DecodeMode::Auto),
+        ("magcache:0.1", DecodeMode::Auto),
+        ("taylorseer:2:2:2", DecodeMode::Auto),
+        ("pab:2:0:1000", DecodeMode::Auto),
+        ("fastercache:3", DecodeMode::Auto),
     ];
     assert_same_samples(&ts, &ao, &plans, 1e-5);
 }
