@@ -105,6 +105,13 @@ export-default: setup
 export-default-dit: setup
     {{env}} python experiments/export/export_dit.py --train-checkpoint "$FD_CACHE/train/fmnist-dit/checkpoint.pt" --out models/fmnist-dit
 
+# PAB's graphs (pab.pt) for the committed default DiT, from the training checkpoint it was exported from (`just train-dit`):
+# checked against the export's own encoder graph before anything is written.
+[group("models")]
+[doc("Add PAB's graphs to models/fmnist-dit from its training checkpoint.")]
+add-dit-pab: setup
+    {{env}} python experiments/add/add_dit_pab.py --model models/fmnist-dit --train-checkpoint "$FD_CACHE/train/fmnist-dit/checkpoint.pt"
+
 # Experiment overrides from the environment: N, MODEL, PROMPTS, REF (named set or .npz), CFG, DEVICE.
 exp_flags := '${N:+--n $N} ${MODEL:+--model $MODEL} ${PROMPTS:+--prompts $PROMPTS} ${REF:+--ref $REF} ${CFG:+--cfg $CFG} ${DEVICE:+--device $DEVICE}'
 
@@ -183,8 +190,9 @@ ablate-beyond-dit *ARGS: build
 compare-caches *ARGS: build
     {{env}} ./target/release/fd experiment experiments/configs/compare_caches.json {{exp_flags}} {{ARGS}}
 
-# The caching methods that apply to a DiT (encoder propagation, AdaptiveDiffusion, TeaCache / FBCache in their DiT form)
-# on the default DiT (models/fmnist-dit, `just export-default-dit`).
+# The caching methods that apply to a DiT (encoder propagation, AdaptiveDiffusion, TeaCache / FBCache in their DiT form,
+# diffusers' MagCache, TaylorSeer, PAB and FasterCache) on the default DiT (models/fmnist-dit, `just export-default-dit`;
+# PAB / FasterCache need its PAB graphs: `just add-dit-pab`).
 [group("experiments")]
 [doc("The caching methods that apply to a DiT, on the default DiT.")]
 compare-caches-dit *ARGS: build
