@@ -494,93 +494,46 @@ def dit_step_cache(ckpt: str, out: str, manifest: dict) -> dict:
             ran.append(f)
         tensors[f"step_cache.{plan}"] = torch.cat(outs).contiguous()
         flags[plan] = ran
-    # FBCache: diffusers' own hook (apply_first_block_cache) at the same threshold, one sample per
-    # call; it must compute the steps the transcription computed
-    from fd_export.methods.hooks import fbcache_reference
+    # diffusers' own hooks, one sample and its CFG rows per call: FBCache at the plan above's
+    # threshold (it must compute the steps the transcription computed), and the four methods fd
+    # takes from diffusers (their transcribed schedules must give the hooks' computed steps)
+    from fd_export.methods import magcache, pab, taylorseer
+    from fd_export.methods.hooks import fastercache_reference, fbcache_reference
+
+    def per_sample(run):
+        """run(x, labels2) -> (latents, flags) for each seed alone: (stacked latents, flags per sample)."""
+        outs, ran = [], []
+        for i in range(len(SEEDS)):
+            sched.set_timesteps(STEP_CACHE_STEPS)
+            with torch.no_grad():
+                x, f = run(noise[i:i + 1].clone(), torch.tensor([1000, DIT_CLASSES[i]]))
+            outs.append(x)
+            ran.append(f)
+        return torch.cat(outs).contiguous(), ran
 
     fb_plan = plans[1]
-    outs = []
-    for i in range(len(SEEDS)):
-        sched.set_timesteps(STEP_CACHE_STEPS)
-        with torch.no_grad():
-            x, f = fbcache_reference(tr, sched, noise[i:i + 1].clone(), torch.tensor([1000, DIT_CLASSES[i]]), GUIDANCE,
-                                     float(fb_plan.split(":")[1]))
-        if f != flags[fb_plan][i]:
-            raise AssertionError(f"{fb_plan}: diffusers' hook computed {f}, the transcription {flags[fb_plan][i]}")
-        outs.append(x)
-    tensors[f"diffusers.{fb_plan}"] = torch.cat(outs).contiguous()
-    # MagCache: diffusers' own hook (apply_mag_cache) with the export's calibrated ratios, one
-    # sample per call; the transcribed schedule must give the hook's computed steps
-    from fd_export.methods import magcache as mc
-
+    tensors[f"diffusers.{fb_plan}"], ran = per_sample(
+        lambda x, lab: fbcache_reference(tr, sched, x, lab, GUIDANCE, float(fb_plan.split(":")[1])))
+    if ran != flags[fb_plan]:
+        raise AssertionError(f"{fb_plan}: diffusers' hook computed {ran}, the transcription {flags[fb_plan]}")
     ratios = manifest["magcache"]["mag_ratios"]
-    for plan in MAGCACHE_PLANS:
-        thr, k, r = (float(v) for v in plan.split(":")[1:])
-        outs, ran = [], []
-        for i in range(len(SEEDS)):
-            sched.set_timesteps(STEP_CACHE_STEPS)
-            with torch.no_grad():
-                x, f = mc.diffusers_reference(tr, sched, noise[i:i + 1].clone(), torch.tensor([1000, DIT_CLASSES[i]]),
-                                              GUIDANCE, ratios, thr, int(k), r)
-            want = mc.schedule(ratios, STEP_CACHE_STEPS, thr, int(k), r)
-            if f != want:
-                raise AssertionError(f"{plan}: diffusers' hook computed {f}, the transcription {want}")
-            outs.append(x)
-            ran.append(f)
-        tensors[f"magcache.{plan}"] = torch.cat(outs).contiguous()
-        flags[plan] = ran
-    # TaylorSeer: diffusers' own hook with every transformer block as a cache identifier
-    from fd_export.methods import taylorseer as ts
-
-    for plan in TAYLORSEER_PLANS:
-        n_, b_, o_, dt = plan.split(":")[1:]
-        outs, ran = [], []
-        for i in range(len(SEEDS)):
-            sched.set_timesteps(STEP_CACHE_STEPS)
-            with torch.no_grad():
-                x, f = ts.diffusers_reference(tr, sched, noise[i:i + 1].clone(), torch.tensor([1000, DIT_CLASSES[i]]),
-                                              GUIDANCE, int(n_), int(b_), int(o_), dt)
-            want = ts.schedule(STEP_CACHE_STEPS, int(n_), int(b_))
-            if f != want:
-                raise AssertionError(f"{plan}: diffusers' hook computed {f}, the transcription {want}")
-            outs.append(x)
-            ran.append(f)
-        tensors[f"taylorseer.{plan}"] = torch.cat(outs).contiguous()
-        flags[plan] = ran
-    # PAB: diffusers' own hook on every block's attn1, the loop's timestep as its callback
-    from fd_export.methods import pab
-
-    for plan in PAB_PLANS:
-        n_, lo, hi = (float(v) for v in plan.split(":")[1:])
-        outs, ran = [], []
-        for i in range(len(SEEDS)):
-            sched.set_timesteps(STEP_CACHE_STEPS)
-            with torch.no_grad():
-                x, f = pab.diffusers_reference(tr, sched, noise[i:i + 1].clone(), torch.tensor([1000, DIT_CLASSES[i]]),
-                                               GUIDANCE, int(n_), lo, hi)
-            want = pab.schedule(sched.timesteps, int(n_), lo, hi)
-            if f != want:
-                raise AssertionError(f"{plan}: diffusers' hook computed {f}, the transcription {want}")
-            outs.append(x)
-            ran.append(f)
-        tensors[f"pab.{plan}"] = torch.cat(outs).contiguous()
-        flags[plan] = ran
-    # FasterCache: diffusers' own hooks (CFG cache + attention cache), flags = (full step, attention ran)
-    from fd_export.methods.hooks import fastercache_reference
-
-    for plan in FASTERCACHE_PLANS:
-        u_, a_, w_ = plan.split(":")[1:]
-        outs, ran = [], []
-        for i in range(len(SEEDS)):
-            sched.set_timesteps(STEP_CACHE_STEPS)
-            with torch.no_grad():
-                x, f = fastercache_reference(tr, sched, noise[i:i + 1].clone(), torch.tensor([1000, DIT_CLASSES[i]]),
-                                             GUIDANCE, int(u_), int(a_), float(w_))
-            outs.append(x)
-            ran.append(f)
-        if ran[0] != ran[1]:
-            raise AssertionError(f"{plan}: the hooks decided differently for two samples: {ran}")
-        tensors[f"fastercache.{plan}"] = torch.cat(outs).contiguous()
+    num = lambda plan: [float(v) if "." in v else int(v) if v.isdigit() else v for v in plan.split(":")[1:]]  # noqa: E731
+    sched.set_timesteps(STEP_CACHE_STEPS)
+    runs = {  # plan -> (reference run, transcribed schedule or None)
+        **{p: (lambda x, lab, a=num(p): magcache.diffusers_reference(tr, sched, x, lab, GUIDANCE, ratios, *a),
+               magcache.schedule(ratios, STEP_CACHE_STEPS, *num(p))) for p in MAGCACHE_PLANS},
+        **{p: (lambda x, lab, a=num(p): taylorseer.diffusers_reference(tr, sched, x, lab, GUIDANCE, *a),
+               taylorseer.schedule(STEP_CACHE_STEPS, *num(p)[:2])) for p in TAYLORSEER_PLANS},
+        **{p: (lambda x, lab, a=num(p): pab.diffusers_reference(tr, sched, x, lab, GUIDANCE, *a),
+               pab.schedule(sched.timesteps, *num(p))) for p in PAB_PLANS},
+        # flags = (the unconditional rows ran, the attention computed); the Rust test compares them
+        **{p: (lambda x, lab, a=num(p): fastercache_reference(tr, sched, x, lab, GUIDANCE, *a), None)
+           for p in FASTERCACHE_PLANS},
+    }
+    for plan, (run, want) in runs.items():
+        tensors[f"{plan.split(':')[0]}.{plan}"], ran = per_sample(run)
+        if ran[0] != ran[1] or (want is not None and ran[0] != want):
+            raise AssertionError(f"{plan}: diffusers' hook computed {ran}, the transcription {want}")
         flags[plan] = ran
     from safetensors.torch import save_file
 

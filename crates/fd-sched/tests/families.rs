@@ -433,24 +433,51 @@ fn dit_authors_sampling_matches_reference() {
     sampling("dit-authors");
 }
 
+/// The tiny DiT's step-cache fixture (make_families.py `dit_step_cache`): DDIM at its step count,
+/// both seeds in one batch with CFG, and the reference latents of every plan.
+struct StepCacheCase {
+    f: Family,
+    refs: HashMap<String, Tensor>,
+    steps: usize,
+    spec: SamplerSpec,
+    seeds: Vec<u64>,
+    noise: Tensor,
+    cond: fd_model::Cond,
+    uncond: fd_model::Cond,
+}
+
+impl StepCacheCase {
+    fn load() -> Self {
+        let f = family("dit");
+        let (m, meta) = (&f.model, &f.meta);
+        let refs = Tensor::read_safetensors(f.dir.join("step_cache.safetensors")).unwrap().into_iter().collect();
+        let steps = meta["step_cache_steps"].as_u64().unwrap() as usize;
+        let spec = SamplerSpec::from_config("ddim", &m.manifest.scheduler, 0.0).unwrap();
+        let seeds: Vec<u64> = meta["seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        let shape: Vec<i64> = std::iter::once(1).chain(m.manifest.sample_shape()).collect();
+        let noise = Tensor::cat(&seeds.iter().map(|&s| fd_sched::initial_noise(s, &shape)).collect::<Vec<_>>(), 0);
+        let conds = conditions(&f);
+        let (cond, uncond) = (m.encode_conditions(&conds).unwrap(), m.uncond(conds.len()).unwrap());
+        Self { f, refs, steps, spec, seeds, noise, cond, uncond }
+    }
+
+    /// `plan` on the batch, with the fixture's guidance.
+    fn sample(&self, plan: &Plan) -> fd_sched::SampleOutput {
+        let opts = ExecOptions { guidance: self.f.meta["guidance"].as_f64().unwrap(), ..Default::default() };
+        let mut sched = self.spec.build(self.steps).unwrap();
+        let input = SampleInput { noise: &self.noise, cond: &self.cond, uncond: Some(&self.uncond) };
+        sample(&self.f.model, sched.as_mut(), plan, &opts, &input, fd_sched::Hooks::default()).unwrap()
+    }
+}
+
 /// TeaCache / FBCache on a DiT (the official DiT form: token residual of the skipped blocks, final
 /// layer every step) against a transcription on diffusers' DiT forward with its blocks' forwards
 /// replaced (fd_export.testing.dit_step_cache_reference), per sample, DDIM with CFG: same latents,
 /// the same steps computed (counted rows), the indicator graphs on every row and step.
 #[test]
 fn dit_teacache_and_fbcache_match_their_references() {
-    let f = family("dit");
-    let (m, meta) = (&f.model, &f.meta);
-    let refs: HashMap<String, Tensor> =
-        Tensor::read_safetensors(f.dir.join("step_cache.safetensors")).unwrap().into_iter().collect();
-    let steps = meta["step_cache_steps"].as_u64().unwrap() as usize;
-    let spec = SamplerSpec::from_config("ddim", &m.manifest.scheduler, 0.0).unwrap();
-    let seeds: Vec<u64> = meta["seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-    let shape: Vec<i64> = std::iter::once(1).chain(m.manifest.sample_shape()).collect();
-    let noise = Tensor::cat(&seeds.iter().map(|&s| fd_sched::initial_noise(s, &shape)).collect::<Vec<_>>(), 0);
-    let conds = conditions(&f);
-    let (cond, uncond) = (m.encode_conditions(&conds).unwrap(), m.uncond(conds.len()).unwrap());
-    let opts = ExecOptions { guidance: meta["guidance"].as_f64().unwrap(), ..Default::default() };
+    let case = StepCacheCase::load();
+    let (m, meta, refs, steps, seeds) = (&case.f.model, &case.f.meta, &case.refs, case.steps, &case.seeds);
     let plans = meta["step_cache"].as_object().unwrap();
     assert_eq!(plans.len(), 2);
     for (plan, ran) in plans {
@@ -458,10 +485,8 @@ fn dit_teacache_and_fbcache_match_their_references() {
             ran.as_array().unwrap().iter().flat_map(|s| s.as_array().unwrap()).filter(|v| v.as_bool().unwrap()).count();
         let all = steps * seeds.len();
         assert!(runs > seeds.len() && runs < all, "{plan}: computes some steps and reuses others ({runs} of {all})");
-        let mut sched = spec.build(steps).unwrap();
-        let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
         let p = Plan::parse(plan, steps).unwrap();
-        let out = sample(m, sched.as_mut(), &p, &opts, &input, fd_sched::Hooks::default()).unwrap();
+        let out = case.sample(&p);
         let c = &out.counts;
         assert_eq!(c.rows("stepcache_rest"), 2 * runs, "{plan}: the blocks run on CFG x computed steps");
         assert_eq!((c.rows("stepcache_embed"), c.rows("stepcache_head")), (2 * all, 2 * all), "{plan}");
@@ -493,27 +518,16 @@ fn dit_teacache_and_fbcache_match_their_references() {
 /// within 1e-4 (relative). Also the refusals: a UNet, and a DiT without calibrated ratios.
 #[test]
 fn dit_magcache_taylorseer_pab_and_fastercache_match_diffusers_hooks() {
-    let f = family("dit");
-    let (m, meta) = (&f.model, &f.meta);
-    let refs: HashMap<String, Tensor> =
-        Tensor::read_safetensors(f.dir.join("step_cache.safetensors")).unwrap().into_iter().collect();
-    let steps = meta["step_cache_steps"].as_u64().unwrap() as usize;
-    let spec = SamplerSpec::from_config("ddim", &m.manifest.scheduler, 0.0).unwrap();
-    let seeds: Vec<u64> = meta["seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-    let shape: Vec<i64> = std::iter::once(1).chain(m.manifest.sample_shape()).collect();
-    let noise = Tensor::cat(&seeds.iter().map(|&s| fd_sched::initial_noise(s, &shape)).collect::<Vec<_>>(), 0);
-    let conds = conditions(&f);
-    let (cond, uncond) = (m.encode_conditions(&conds).unwrap(), m.uncond(conds.len()).unwrap());
-    let opts = ExecOptions { guidance: meta["guidance"].as_f64().unwrap(), ..Default::default() };
+    let case = StepCacheCase::load();
+    let (m, meta, refs, steps, seeds) = (&case.f.model, &case.f.meta, &case.refs, case.steps, &case.seeds);
+    let spec = &case.spec;
     let ratios = m.manifest.magcache.as_ref().expect("export_dit calibrates MagCache");
     let plans = meta["diffusers_hooks"].as_object().unwrap();
     assert_eq!(plans.len(), 8);
     let ddim_ts = spec.build(steps).unwrap().timesteps().to_vec();
     for (plan, ran) in plans {
         let p = Plan::parse(plan, steps).unwrap();
-        let input = SampleInput { noise: &noise, cond: &cond, uncond: Some(&uncond) };
-        let mut sched = spec.build(steps).unwrap();
-        let out = sample(m, sched.as_mut(), &p, &opts, &input, fd_sched::Hooks::default()).unwrap();
+        let out = case.sample(&p);
         let (c, n) = (&out.counts, seeds.len());
         let runs = if let fd_sched::PlanSpec::FasterCache(fc) = &p.spec {
             // flags per step: (the unconditional rows ran, the attention computed)

@@ -18,7 +18,10 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::{refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
+use super::{
+    refuse, refuse_hooks, require_dit, CachingMethod, DitGraphs, Family, MethodInfo, MethodRecord, Observer, Plan,
+    PlanSpec,
+};
 use crate::step::{CallCounts, StepCtx};
 use crate::{Error, Result};
 use fd_model::Denoiser;
@@ -119,25 +122,8 @@ impl FasterCache {
     }
 
     fn check_model(&self, model: &Denoiser, guidance: f64) -> Result<()> {
-        let m = &model.manifest;
-        if m.kind != fd_model::ModelKind::Dit {
-            return Err(refuse(
-                self.to_string(),
-                format!(
-                    "fd runs FasterCache on a DiT (its hooks cache a transformer's attention and CFG branch); model `{}` is a {} model",
-                    m.name, m.kind
-                ),
-            ));
-        }
-        if !model.has_pab() {
-            return Err(refuse(
-                self.to_string(),
-                format!(
-                    "DiT `{}` has no PAB graphs (pab.pt), which FasterCache runs: export it again with experiments/export/export_dit.py (the default DiT: experiments/add/add_dit_pab.py)",
-                    m.name
-                ),
-            ));
-        }
+        let why = "fd runs FasterCache on a DiT (its hooks cache a transformer's attention and CFG branch)";
+        require_dit(model, &self.to_string(), why, DitGraphs::Pab)?;
         if guidance <= 1.0 {
             return Err(refuse(
                 self.to_string(),

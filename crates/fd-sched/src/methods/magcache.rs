@@ -10,7 +10,10 @@
 //! [`super::step_cache`]'s.
 
 use super::step_cache::{self, Indicator};
-use super::{refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
+use super::{
+    refuse, refuse_hooks, require_dit, CachingMethod, DitGraphs, Family, MethodInfo, MethodRecord, Observer, Plan,
+    PlanSpec,
+};
 use crate::step::{CallCounts, StepCtx};
 use crate::{Error, Result};
 use fd_model::Denoiser;
@@ -114,23 +117,9 @@ impl MagCache {
 
     /// The model's ratios, or an error naming the plan and what the model lacks.
     fn spec<'m>(&self, model: &'m Denoiser) -> Result<&'m fd_model::MagCacheSpec> {
-        let m = &model.manifest;
-        let part = self.to_string();
-        if m.kind != fd_model::ModelKind::Dit {
-            return Err(refuse(
-                &part,
-                format!(
-                    "MagCache skips a transformer's blocks (its paper and diffusers' hook define it on DiT-style models); model `{}` is a {} model",
-                    m.name, m.kind
-                ),
-            ));
-        }
-        if !model.has_stepcache() {
-            return Err(refuse(
-                &part,
-                format!("DiT `{}` has no step-cache graphs (stepcache.pt): export it again with experiments/export/export_dit.py", m.name),
-            ));
-        }
+        let (m, part) = (&model.manifest, self.to_string());
+        let why = "MagCache skips a transformer's blocks (its paper and diffusers' hook define it on DiT-style models)";
+        require_dit(model, &part, why, DitGraphs::StepCache)?;
         m.magcache.as_ref().ok_or_else(|| {
             refuse(
                 &part,

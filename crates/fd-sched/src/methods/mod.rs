@@ -455,6 +455,36 @@ pub(crate) trait CachingMethod {
 }
 
 /// A refusal of `what` the model or options cannot do, naming the plan part.
+/// The graphs a DiT-only method (MagCache, TaylorSeer, PAB, FasterCache) runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DitGraphs {
+    /// The step-cache graphs (`stepcache.pt`).
+    StepCache,
+    /// The step-cache and PAB graphs (`pab.pt`).
+    Pab,
+}
+
+/// Refuse plan part `part` unless `model` is a DiT with `graphs`; `why` says, for a model of
+/// another kind, what the method works on.
+pub(crate) fn require_dit(model: &Denoiser, part: &str, why: &str, graphs: DitGraphs) -> Result<()> {
+    let m = &model.manifest;
+    if m.kind != fd_model::ModelKind::Dit {
+        return Err(refuse(part, format!("{why}; model `{}` is a {} model", m.name, m.kind)));
+    }
+    let (has, files) = match graphs {
+        DitGraphs::StepCache => (model.has_stepcache(), "step-cache graphs (stepcache.pt)"),
+        DitGraphs::Pab => (model.has_pab(), "PAB graphs (pab.pt)"),
+    };
+    if !has {
+        let also = if graphs == DitGraphs::Pab { " (the default DiT: experiments/add/add_dit_pab.py)" } else { "" };
+        return Err(refuse(
+            part,
+            format!("DiT `{}` has no {files}: export it again with experiments/export/export_dit.py{also}", m.name),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn refuse(part: impl fmt::Display, msg: impl Into<String>) -> Error {
     Error::KeySteps { spec: part.to_string(), msg: msg.into() }
 }

@@ -10,7 +10,10 @@
 
 use tch::Tensor;
 
-use super::{refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
+use super::{
+    refuse, refuse_hooks, require_dit, CachingMethod, DitGraphs, Family, MethodInfo, MethodRecord, Observer, Plan,
+    PlanSpec,
+};
 use crate::step::{CallCounts, StepCtx};
 use crate::{Error, Result};
 use fd_model::Denoiser;
@@ -91,26 +94,8 @@ impl Pab {
     }
 
     fn check_model(&self, model: &Denoiser) -> Result<()> {
-        let m = &model.manifest;
-        if m.kind != fd_model::ModelKind::Dit {
-            return Err(refuse(
-                self.to_string(),
-                format!(
-                    "fd runs PAB on a DiT's self-attention (its hook broadcasts a transformer's attention layers); model `{}` is a {} model",
-                    m.name, m.kind
-                ),
-            ));
-        }
-        if !model.has_pab() {
-            return Err(refuse(
-                self.to_string(),
-                format!(
-                    "DiT `{}` has no PAB graphs (pab.pt): export it again with experiments/export/export_dit.py (the default DiT: experiments/add/add_dit_pab.py)",
-                    m.name
-                ),
-            ));
-        }
-        Ok(())
+        let why = "fd runs PAB on a DiT's self-attention (its hook broadcasts a transformer's attention layers)";
+        require_dit(model, &self.to_string(), why, DitGraphs::Pab)
     }
 }
 

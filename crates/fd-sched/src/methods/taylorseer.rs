@@ -13,7 +13,10 @@
 
 use tch::{Kind, Tensor};
 
-use super::{refuse, refuse_hooks, CachingMethod, Family, MethodInfo, MethodRecord, Observer, Plan, PlanSpec};
+use super::{
+    refuse, refuse_hooks, require_dit, CachingMethod, DitGraphs, Family, MethodInfo, MethodRecord, Observer, Plan,
+    PlanSpec,
+};
 use crate::step::{CallCounts, StepCtx};
 use crate::{Error, Result};
 use fd_model::Denoiser;
@@ -127,24 +130,8 @@ impl TaylorSeer {
     }
 
     fn check_model(&self, model: &Denoiser) -> Result<()> {
-        let m = &model.manifest;
-        let part = self.to_string();
-        if m.kind != fd_model::ModelKind::Dit {
-            return Err(refuse(
-                &part,
-                format!(
-                    "fd runs TaylorSeer on a DiT's block stack (diffusers' hook targets transformer blocks); model `{}` is a {} model",
-                    m.name, m.kind
-                ),
-            ));
-        }
-        if !model.has_stepcache() {
-            return Err(refuse(
-                &part,
-                format!("DiT `{}` has no step-cache graphs (stepcache.pt): export it again with experiments/export/export_dit.py", m.name),
-            ));
-        }
-        Ok(())
+        let why = "fd runs TaylorSeer on a DiT's block stack (diffusers' hook targets transformer blocks)";
+        require_dit(model, &self.to_string(), why, DitGraphs::StepCache)
     }
 }
 
