@@ -583,6 +583,18 @@ fn dit_magcache_taylorseer_pab_and_fastercache_match_diffusers_hooks() {
         let d = max_abs(&out.latents, want) / want.abs().max().double_value(&[]).max(1.0);
         eprintln!("{plan}: {runs} of {steps} steps computed in full, {d:e} from diffusers' hook (relative)");
         assert!(d <= 1e-4, "{plan}: differs from diffusers' hook by {d:e} (relative)");
+        // encoder propagation + TaylorSeer with the hook's computed steps as the key steps, factors in
+        // bf16: TaylorSeer itself
+        if let fd_sched::PlanSpec::TaylorSeer(ts) = &p.spec {
+            if plan.ends_with(":bf16") {
+                let keys: Vec<String> =
+                    ts.schedule(steps).iter().enumerate().filter(|(_, &c)| c).map(|(i, _)| i.to_string()).collect();
+                let order = plan.split(':').nth(3).unwrap();
+                let combined = Plan::parse(&format!("{}+taylorseer:{order}", keys.join(",")), steps).unwrap();
+                let d = max_abs(&case.sample(&combined).latents, &out.latents);
+                assert_eq!(d, 0.0, "{}: differs from {plan}", combined.label());
+            }
+        }
     }
     // refusals, before anything runs: a DiT without calibrated ratios, a UNet
     let p = Plan::parse("magcache:0.06", steps).unwrap();

@@ -257,6 +257,27 @@ fn fastercache_plans_parse_with_diffusers_defaults() {
     assert_eq!(got, [(1, 1), (1, 1), (1, 1), (1, 1), (0, 1), (0, 0), (1, 1)]);
 }
 
+/// Encoder propagation + TaylorSeer (`KEYS+taylorseer[:O]`); the step-deciding methods are refused
+/// as modifiers by name.
+#[test]
+fn key_steps_combine_with_taylorseer_and_refuse_methods_that_pick_their_own_steps() {
+    let p = Plan::parse("50ls+taylorseer", 50).unwrap();
+    assert_eq!((p.label(), p.spec.family()), ("50ls+taylorseer".into(), "ours+taylorseer"));
+    assert_eq!(Plan::parse("uniform:3+taylorseer:2", 50).unwrap().label(), "uniform:3+taylorseer:2");
+    for (bad, want) in [
+        ("50ls+taylorseer:x", "TaylorSeer order `x`"),
+        ("50ls+taylorseer:", "TaylorSeer order ``"),
+        ("50ls+forecast:1+taylorseer", "does not combine with +forecast:1"),
+        ("50ls+magcache:0.1", "MagCache (diffusers' MagCacheConfig) decides its own steps"),
+        ("uniform:2+pab:2", "decides its own steps"),
+        ("50ls+tgate:10", "run `tgate:G[:SP[:FI[:W]]]` as a plan of its own"),
+        ("50ls+cache", "unknown plan modifier"),
+    ] {
+        let e = Plan::parse(bad, 50).unwrap_err().to_string();
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}
+
 #[test]
 fn tgate_plans_parse_with_the_official_defaults() {
     use fd_sched::methods::TGate;
@@ -360,6 +381,8 @@ fn every_plan_reads_back_as_written() {
         "fastercache:5",
         "fastercache:5:3",
         "fastercache:5:3:0.25",
+        "50ls+taylorseer",
+        "uniform:4+taylorseer:2",
         "tgate:10",
         "tgate:10:5",
         "tgate:10:5:1",

@@ -221,37 +221,49 @@ impl CachingMethod for TaylorSeer {
         &self,
         ctx: &mut StepCtx<'_, '_>,
         _plan: &Plan,
-        mut latents: Tensor,
+        latents: Tensor,
         observe: Option<Observer<'_>>,
     ) -> Result<Tensor> {
         refuse_hooks(ctx, observe.is_some(), "taylorseer", false)?;
         self.check_model(ctx.model)?;
-        let n = ctx.timesteps.len();
-        let schedule = self.schedule(n);
-        let mut factors: Option<Factors> = None;
-        for (i, &compute) in schedule.iter().enumerate() {
-            let emb = ctx.time_embed(i)?;
-            let states = ctx.cond2.states.shallow_clone();
-            let tokens = match factors.take() {
-                Some(f) if !compute => {
-                    let t = f.predict(i, Kind::Float);
-                    factors = Some(f);
-                    t
-                }
-                prev => {
-                    let x_in = ctx.model_input(&latents, i);
-                    let h0 = ctx.stepcache("stepcache_embed", &x_in, &emb, &states)?.swap_remove(0);
-                    let h1 = ctx.stepcache("stepcache_first", &h0, &emb, &states)?.swap_remove(0);
-                    let hl = ctx.stepcache("stepcache_rest", &h1, &emb, &states)?.swap_remove(0);
-                    factors = Some(Factors::update(prev, &hl, i, self.order(), self.dtype().kind()));
-                    hl
-                }
-            };
-            let pred = ctx.stepcache("stepcache_head", &tokens, &emb, &states)?.swap_remove(0);
-            latents = ctx.scheduler_step(pred, i, latents)?;
-        }
-        Ok(latents)
+        let schedule = self.schedule(ctx.timesteps.len());
+        run_schedule(ctx, latents, &schedule, self.order(), self.dtype())
     }
+}
+
+/// TaylorSeer's loop on a DiT's step-cache graphs: the steps `schedule` marks run the blocks and
+/// refresh the Taylor factors (up to `order`, stored in `dtype`) of their output tokens; the others
+/// forecast them; every step runs the final layer. Also `KEYS+taylorseer` (the key steps compute).
+pub(crate) fn run_schedule(
+    ctx: &mut StepCtx<'_, '_>,
+    mut latents: Tensor,
+    schedule: &[bool],
+    order: usize,
+    dtype: FactorDtype,
+) -> Result<Tensor> {
+    let mut factors: Option<Factors> = None;
+    for (i, &compute) in schedule.iter().enumerate() {
+        let emb = ctx.time_embed(i)?;
+        let states = ctx.cond2.states.shallow_clone();
+        let tokens = match factors.take() {
+            Some(f) if !compute => {
+                let t = f.predict(i, Kind::Float);
+                factors = Some(f);
+                t
+            }
+            prev => {
+                let x_in = ctx.model_input(&latents, i);
+                let h0 = ctx.stepcache("stepcache_embed", &x_in, &emb, &states)?.swap_remove(0);
+                let h1 = ctx.stepcache("stepcache_first", &h0, &emb, &states)?.swap_remove(0);
+                let hl = ctx.stepcache("stepcache_rest", &h1, &emb, &states)?.swap_remove(0);
+                factors = Some(Factors::update(prev, &hl, i, order, dtype.kind()));
+                hl
+            }
+        };
+        let pred = ctx.stepcache("stepcache_head", &tokens, &emb, &states)?.swap_remove(0);
+        latents = ctx.scheduler_step(pred, i, latents)?;
+    }
+    Ok(latents)
 }
 
 impl std::fmt::Display for TaylorSeer {

@@ -30,16 +30,19 @@ pub(crate) use runtime::for_each_group;
 
 pub static INFO: MethodInfo = MethodInfo {
     name: "keys",
-    syntax: "KEYS[+forecast:K|+partial:ID]",
+    syntax: "KEYS[+forecast:K|+partial:ID|+taylorseer[:O]]",
     help: "encoder propagation, the paper's method: the encoder runs at the key steps KEYS only (none = \
            the baseline, uniform:K, a preset such as 50ls, a list 0,1,2,5, a plan file from fd drift \
            --save-plan, auto:K / auto:threshold=X calibrated on encoder drift, runtime:K chosen while \
            sampling); +forecast:K extrapolates the features through the last K+1 key steps, \
-           +partial:ID recomputes DeepCache id ID's shallow encoder every step",
+           +partial:ID recomputes DeepCache id ID's shallow encoder every step, +taylorseer[:O] (a DiT) skips \
+           the whole block stack at non-key steps and forecasts its output by TaylorSeer's series of order O \
+           (default 1) over the key steps",
     families: &[
         Family { name: "ours", rgb: (40, 90, 200) },
         Family { name: "baseline", rgb: (0, 0, 0) },
         Family { name: "auto", rgb: (20, 150, 80) },
+        Family { name: "ours+taylorseer", rgb: (150, 60, 30) },
     ],
     parse: |body| Ok(PlanSpec::propagation(KeySteps::parse(body)?)),
     offered: |_| Some("encoder propagation".into()),
@@ -55,6 +58,11 @@ pub enum Reuse {
     Forecast { order: usize },
     /// `+partial:ID`: DeepCache id ID's shallow encoder recomputed on the step's own latents.
     Partial { id: usize },
+    /// `+taylorseer[:O]` (a DiT): a non-key step runs no block at all; the blocks' output tokens
+    /// are forecast by TaylorSeer's Taylor series of order O (None: its default 1) over the key
+    /// steps, factors in bf16 as diffusers' default, and the final layer runs at the step's own
+    /// timestep. TaylorSeer with the plan's key steps as its computed steps.
+    TaylorSeer { order: Option<usize> },
 }
 
 /// An encoder-propagation plan: its key steps and how non-key steps reuse the key step's
@@ -90,15 +98,33 @@ impl Propagation {
                         )
                     })?,
                 },
-                _ => {
-                    return Err(refuse(&part, "unknown plan modifier: expected +forecast:K or +partial:ID".to_string()))
+                "taylorseer" => Reuse::TaylorSeer {
+                    order: match value {
+                        "" if !m.contains(':') => None,
+                        v => Some(v.parse().map_err(|_| {
+                            refuse(&part, format!("TaylorSeer order `{v}`: expected an integer >= 0 (max_order)"))
+                        })?),
+                    },
+                },
+                other => {
+                    // a method of its own decides its steps itself: name it
+                    let msg = match super::METHODS.iter().skip(1).find(|i| i.name == other) {
+                        Some(info) => format!(
+                            "{} decides its own steps and does not take a key-step set: run `{}` as a plan of its own \
+                             (a key-step set combines with +forecast:K, +partial:ID or +taylorseer[:O])",
+                            info.help.split(':').next().unwrap_or(info.name),
+                            info.syntax
+                        ),
+                        None => "unknown plan modifier: expected +forecast:K, +partial:ID or +taylorseer[:O]".to_string(),
+                    };
+                    return Err(refuse(&part, msg));
                 }
             };
             if let Some(prev) = &given {
                 let msg = if prev.split(':').next() == part.split(':').next() {
                     format!("given twice (already {prev})")
                 } else {
-                    format!("does not combine with {prev} (a non-key step is either forecast or partly recomputed)")
+                    format!("does not combine with {prev} (a non-key step is forecast, partly recomputed or skipped: one of them)")
                 };
                 return Err(refuse(&part, msg));
             }
@@ -133,6 +159,8 @@ impl CachingMethod for Propagation {
             Reuse::Copy => Ok(()),
             Reuse::Forecast { order } => write!(f, "+forecast:{order}"),
             Reuse::Partial { id } => write!(f, "+partial:{id}"),
+            Reuse::TaylorSeer { order: None } => write!(f, "+taylorseer"),
+            Reuse::TaylorSeer { order: Some(o) } => write!(f, "+taylorseer:{o}"),
         }
     }
 
@@ -146,6 +174,7 @@ impl CachingMethod for Propagation {
 
     fn family(&self) -> &'static str {
         match self.keys {
+            _ if matches!(self.reuse, Reuse::TaylorSeer { .. }) => "ours+taylorseer",
             KeySteps::None => "baseline",
             KeySteps::Auto(_) => "auto",
             _ => "ours",
@@ -153,6 +182,17 @@ impl CachingMethod for Propagation {
     }
 
     fn check(&self, model: &Denoiser, _guidance: f64) -> Result<()> {
+        if let Reuse::TaylorSeer { .. } = self.reuse {
+            let part = PlanSpec::Propagation(self.clone()).to_string();
+            if matches!(self.keys, KeySteps::Runtime(_)) {
+                return Err(refuse(
+                    &part,
+                    "runtime key steps are chosen from the encoder's drift at every step, which +taylorseer does not run: use a key-step set or auto:K",
+                ));
+            }
+            let why = "+taylorseer forecasts a DiT's block stack between key steps";
+            super::require_dit(model, &part, why, super::DitGraphs::StepCache)?;
+        }
         if let Reuse::Partial { id } = self.reuse {
             let part = format!("+partial:{id}");
             let m = &model.manifest;
@@ -172,8 +212,9 @@ impl CachingMethod for Propagation {
 
     fn max_steps_per_call(&self, plan: &Plan) -> usize {
         match self.reuse {
-            // partial propagation decodes one step at a time (each step's fresh skips need its latents)
-            Reuse::Partial { .. } => 1,
+            // partial propagation decodes one step at a time (each step's fresh skips need its latents);
+            // +taylorseer decodes nothing at non-key steps
+            Reuse::Partial { .. } | Reuse::TaylorSeer { .. } => 1,
             // runtime key steps: groups are decided while sampling (plan.groups is the whole run)
             _ => plan.groups.iter().map(|g| g.len()).max().unwrap_or(1),
         }
@@ -186,7 +227,14 @@ impl CachingMethod for Propagation {
         latents: Tensor,
         mut observe: Option<Observer<'_>>,
     ) -> Result<Tensor> {
+        if let Reuse::TaylorSeer { order } = self.reuse {
+            super::refuse_hooks(ctx, observe.is_some(), "+taylorseer", false)?;
+            let schedule: Vec<bool> = (0..plan.num_steps).map(|i| plan.key_steps.contains(&i)).collect();
+            let order = order.unwrap_or(super::taylorseer::DEFAULT_ORDER);
+            return super::taylorseer::run_schedule(ctx, latents, &schedule, order, super::taylorseer::DEFAULT_DTYPE);
+        }
         let mut calibrator: Box<dyn Calibrator> = match self.reuse {
+            Reuse::TaylorSeer { .. } => unreachable!("handled above"),
             Reuse::Copy => Box::new(forecast::Copy),
             Reuse::Forecast { order } => Box::new(forecast::Forecast::new(order)),
             Reuse::Partial { id } => {
