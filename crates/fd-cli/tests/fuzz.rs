@@ -135,7 +135,7 @@ fn bad_plans() -> Vec<String> {
         if m.name == "keys" {
             let mods = m.syntax.split_once('[').map_or("", |(_, r)| r.trim_end_matches(']'));
             for modifier in mods.split('|') {
-                let name = modifier.split(':').next().unwrap();
+                let name = modifier.split([':', '[']).next().unwrap();
                 out.extend(BAD.iter().map(|b| format!("uniform:2{name}:{b}")));
                 out.push(format!("uniform:2{name}:1{name}:1"));
             }
