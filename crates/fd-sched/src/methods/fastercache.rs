@@ -179,13 +179,16 @@ impl CachingMethod for FasterCache {
         true
     }
 
-    fn summary(&self, plan: &Plan, counts: &CallCounts, samples: usize, branches: usize) -> String {
-        let per = (samples.max(1) * branches) as f64;
+    fn summary(&self, plan: &Plan, counts: &CallCounts, samples: usize, _branches: usize) -> String {
+        // per sample: the final layer runs on 2 rows at a full step, 1 otherwise; the attention
+        // graph on 2 rows at a full step, 1 at a conditional-only step that computes attention
+        let per = samples.max(1) as f64;
+        let full = counts.rows("stepcache_head") as f64 / per - plan.num_steps as f64;
+        let cond_attn = counts.rows("pab_capture") as f64 / per - 2.0 * full;
         format!(
-            "{:.1} UNet-row steps per sample of {} (attention computed on {:.1})",
-            counts.rows("stepcache_head") as f64 / per,
+            "both CFG branches on {full:.0} of {} steps, the conditional one alone on the others; attention computed on {:.0}",
             plan.num_steps,
-            counts.rows("pab_capture") as f64 / per
+            full + cond_attn
         )
     }
 
