@@ -27,9 +27,6 @@ import torch
 from ..errors import ExportError
 from ..folder import sha256, write_manifest
 
-# diffusers' MagCacheConfig defaults
-DEFAULTS = dict(threshold=0.06, max_skip_steps=3, retention_ratio=0.2)
-
 
 def residual_ratio(current: torch.Tensor, previous: torch.Tensor | None, channel_dim: int) -> float:
     """diffusers' calibration step: mean over rows and tokens of the residuals' norm ratio (norm

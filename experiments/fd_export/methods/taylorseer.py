@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import torch
 
-# diffusers' TaylorSeerCacheConfig defaults
-DEFAULTS = dict(disable_cache_before_step=3, max_order=1, taylor_factors_dtype="bf16")
 DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
 BLOCKS = [r"transformer_blocks\.\d+"]  # cache_identifiers: every transformer block
 
