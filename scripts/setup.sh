@@ -50,9 +50,10 @@ else
   say "just: $(just --version)"
 fi
 
-# Debian packages: the default model's data, fontconfig + a font for plotters' PNG text, and g++
-# (fd-model's AOTInductor shim and AOTInductor's own compile step).
-APT_PKGS=(dataset-fashion-mnist libfontconfig1-dev fonts-dejavu-core pkg-config g++)
+# Debian packages: the default model's data, fontconfig + a font for plotters' PNG text, g++
+# (fd-model's AOTInductor shim and AOTInductor's own compile step), and Slurm + munge (the test
+# suite starts a one-node cluster to run `fd experiment --slurm` for real; nothing runs as a service).
+APT_PKGS=(dataset-fashion-mnist libfontconfig1-dev fonts-dejavu-core pkg-config g++ slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -342,8 +342,49 @@ pub struct ExperimentArgs {
     /// Inception extractor (default: $FD_CACHE/assets/fid_inception_default_1.pt).
     #[arg(long)]
     pub inception: Option<PathBuf>,
+    /// cpu, cuda or cuda:N (with --slurm: what every task uses; `cuda` with --gpus 1).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Run one step of the experiment, as the jobs of --slurm do: all (sample, evaluate and
+    /// tabulate every row), reference (the named reference set's features), sample (one shard of
+    /// each row, with --shard), finish (merge each row's --shards, evaluate and record it) or table
+    /// (the table of the recorded rows).
+    #[arg(long, default_value = "all", value_parser = ["all", "reference", "sample", "finish", "table"])]
+    pub stage: String,
+    /// The shard `i/n` of each row that `--stage sample` samples (0 <= i < n).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Sampling shards per row (--slurm, --stage finish, --status) [default: the config's
+    /// `slurm.shards`, 4].
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Submit the rows not evaluated yet to Slurm: per row a job array of sampling shards and a
+    /// dependent job that merges and evaluates it, then a job writing the table (scripts, logs and
+    /// job ids under <results>/slurm/). Submitting again submits only what is missing.
+    #[arg(long, conflicts_with_all = ["overwrite", "status", "shard"])]
+    pub slurm: bool,
+    /// Where the experiment stands: per row evaluated, sampled, or shards done / running /
+    /// missing, with the job ids of the latest --slurm submission.
+    #[arg(long, conflicts_with_all = ["overwrite", "shard"])]
+    pub status: bool,
+    /// Slurm partition of every job [default: the config's `slurm.partition`, else the cluster's].
+    #[arg(long, requires = "slurm")]
+    pub partition: Option<String>,
+    /// Slurm account of every job [default: the config's `slurm.account`, else yours].
+    #[arg(long, requires = "slurm")]
+    pub account: Option<String>,
+    /// GPUs per task (`--gres=gpu:N`; use with --device cuda) [default: the config's, 0].
+    #[arg(long, requires = "slurm")]
+    pub gpus: Option<usize>,
+    /// CPUs per task [default: the config's, else Slurm's].
+    #[arg(long, requires = "slurm")]
+    pub cpus_per_task: Option<usize>,
+    /// Time limit of every task, e.g. 04:00:00 [default: the config's, else the partition's].
+    #[arg(long, requires = "slurm")]
+    pub time: Option<String>,
+    /// A further sbatch option for every job (repeatable), e.g. --sbatch-arg=--qos=high.
+    #[arg(long, requires = "slurm", allow_hyphen_values = true)]
+    pub sbatch_arg: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,8 +1,12 @@
 //! Experiments as data: a JSON file (`experiments/configs/*.json`) lists rows (sampler, steps,
 //! plan, decoding mode, injection); each row is sampled with the [`crate::runner`] (resumable),
-//! evaluated (FID + KID, class consistency or CLIP score, GFLOPs, seconds per image) and written
-//! as one table. `just reproduce-table1`, `just ablate-keysteps` and the other ablations are all
-//! this one code path with different configs.
+//! evaluated (FID + KID, class consistency or CLIP score, GFLOPs, seconds per image), recorded as
+//! `rows/<row>/row.json` and the table written from the recorded rows. `just reproduce-table1`,
+//! `just ablate-keysteps` and the other ablations are all this one code path with different configs.
+//!
+//! One process runs everything ([`Stage::All`]), or a cluster runs the steps as separate jobs
+//! ([`Stage`], [`crate::slurm`]): the reference once, each row's shards, each row's merge +
+//! evaluation, the table. Both write the same folders and the same table.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{io, ResultExt};
 use crate::machine::{command, Machine, Versions};
 use crate::records::{RowMetrics, RunRecord};
-use crate::runner::{Existing, RunSummary, SampleRun, Shard};
+use crate::runner::{part_stem, Existing, RunSummary, SampleRun, Shard};
 use crate::spec::{cycle_conditions, ModelSpec, PlanOptions, SamplingOptions};
 use crate::{Error, Result};
 
@@ -100,6 +104,10 @@ pub struct ExperimentConfig {
     /// Draw a Pareto plot (x: GFLOPs/image and s/image; y: FID). Default false.
     #[serde(default)]
     pub pareto: bool,
+    /// How `fd experiment --slurm` cuts the experiment into jobs ([`crate::slurm::SlurmConfig`]).
+    /// Default: 4 shards per row, no GPU, the cluster's default partition, account and time limit.
+    #[serde(default, skip_serializing_if = "crate::slurm::SlurmConfig::is_default")]
+    pub slurm: crate::slurm::SlurmConfig,
     pub rows: Vec<RowSpec>,
 }
 
@@ -180,6 +188,7 @@ impl ExperimentConfig {
         if self.batch == 0 {
             return Err("batch must be >= 1".into());
         }
+        self.slurm.validate()?;
         // sizes and seeds through the same checks as the flags (a huge `n` is an error, not an
         // allocation failure)
         use crate::runner::MAX_SAMPLES;
@@ -316,23 +325,64 @@ pub struct RowResult {
     pub family: String,
 }
 
-/// Run every row (resuming finished parts), evaluate, and write the table. Returns the rows.
-///
-/// The steps: open the experiment's model and the rows' own models ([`Models::load`]), load the
-/// judges ([`Judges::load`]), check every selected row's plan before anything is written, then per
-/// row sample ([`sample_row`]), evaluate ([`Judges::evaluate`]) and record ([`record_row`]), the
-/// table rewritten after each row.
+/// Which part of an experiment a process runs (`fd experiment --stage`): everything, or one of the
+/// steps a cluster runs as separate jobs ([`crate::slurm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Sample, evaluate and record every selected row, then write the table (the default).
+    All,
+    /// The named reference set's Inception features (cached under `$FD_CACHE/fid`), computed
+    /// once before the rows need them; nothing to do for an `.npz` reference.
+    Reference,
+    /// One shard of each selected row, sampled into `<work>/<row>.shards/<i>-of-<n>/`
+    /// (resumable; nothing to do for a row already sampled).
+    Sample(Shard),
+    /// Each selected row's shards (this many) merged into `<work>/<row>/`, then evaluated and
+    /// recorded; an error naming the row and its unfinished shards when one is missing.
+    Finish { shards: usize },
+    /// The table and plots of the recorded rows; an error naming the rows not recorded.
+    Table,
+}
+
+/// Run every row (resuming finished parts), evaluate, and write the table ([`Stage::All`]).
+/// Returns the rows this process evaluated.
 pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<Vec<RowResult>> {
+    run_stage(cfg, opt, Stage::All)
+}
+
+/// Run one stage of the experiment (see [`Stage`]); returns the rows this process evaluated.
+///
+/// The steps of [`Stage::All`]: open the experiment's model and the rows' own models
+/// ([`Models::load`]), load the judges ([`Judges::load`]), check every selected row's plan before
+/// anything is written, then per row sample ([`sample_row`]), evaluate ([`Judges::evaluate`]) and
+/// record ([`record_row`]), the table rewritten from the recorded rows after each row
+/// ([`write_recorded`]).
+pub fn run_stage(cfg: &ExperimentConfig, opt: &ExperimentOptions, stage: Stage) -> Result<Vec<RowResult>> {
     cfg.validate().map_err(Error::Input)?;
     // the reference is checked before any row is sampled against it
     fd_eval::reference::check_reference(&cfg.reference).ctx(format!("reference `{}`", cfg.reference))?;
-    let models = Models::load(cfg, opt)?;
-    let judges = Judges::load(cfg, opt)?;
-    let rows: Vec<&RowSpec> =
-        cfg.rows.iter().filter(|r| opt.only.is_empty() || opt.only.iter().any(|o| o == &r.label)).collect();
-    if rows.is_empty() {
-        return Err(Error::Input(format!("--only {:?}: no such row labels", opt.only)));
+    let rows = selected_rows(cfg, opt)?;
+    match stage {
+        Stage::Reference => return reference(cfg, opt).map(|()| Vec::new()),
+        Stage::Table => {
+            let _results_lock = crate::lock::FolderLock::acquire(&opt.results_dir, "fd experiment --stage table")?;
+            let (recorded, missing) = write_recorded(cfg, opt)?;
+            if !missing.is_empty() {
+                return Err(Error::Input(format!(
+                    "table written with {} of {} rows; not recorded yet: {} (their finish jobs failed or did not run: \
+                     see their logs, then submit again)",
+                    recorded.len(),
+                    cfg.rows.len(),
+                    missing.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            return Ok(recorded);
+        }
+        Stage::Sample(s) => check_shards(cfg, s.count)?,
+        Stage::Finish { shards } => check_shards(cfg, shards)?,
+        Stage::All => {}
     }
+    let models = Models::load(cfg, opt)?;
     // every row's plan is checked before anything is written (auto:K rows are calibrated later)
     for row in &rows {
         if row.plan.keys.auto_rule().is_none() {
@@ -341,29 +391,246 @@ pub fn run_experiment(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result
                 .ctx(format!("row `{}`", row.label))?;
         }
     }
-    let _results_lock = crate::lock::FolderLock::acquire(&opt.results_dir, "fd experiment")?;
-    let mut results = Vec::new();
     let style = indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len} [{elapsed} < {eta}]")?;
-    for (k, row) in rows.iter().enumerate() {
-        let bar = crate::progress::bar(cfg.n as u64, opt.progress).with_style(style.clone()).with_message(format!(
-            "[{}/{}] {}",
+    let bar_for = |k: usize, row: &RowSpec, what: &str| {
+        crate::progress::bar(cfg.n as u64, opt.progress).with_style(style.clone()).with_message(format!(
+            "[{}/{}] {}{what}",
             k + 1,
             rows.len(),
             row.label
-        ));
-        let sampled = sample_row(cfg, opt, &models, row, &bar)?;
+        ))
+    };
+    if let Stage::Sample(shard) = stage {
+        for (k, row) in rows.iter().enumerate() {
+            let bar = bar_for(k, row, &format!(" shard {}/{}", shard.index, shard.count));
+            sample_shard(cfg, opt, &models, row, shard, &bar)?;
+            bar.finish_and_clear();
+        }
+        return Ok(Vec::new());
+    }
+    let judges = Judges::load(cfg, opt)?;
+    let _results_lock = match stage {
+        Stage::All => Some(crate::lock::FolderLock::acquire(&opt.results_dir, "fd experiment")?),
+        _ => None,
+    };
+    let mut results = Vec::new();
+    for (k, row) in rows.iter().enumerate() {
+        let bar = bar_for(k, row, "");
+        let sampled = match stage {
+            Stage::Finish { shards } => merged_row(cfg, opt, &models, row, shards, &bar)?,
+            _ => sample_row(cfg, opt, &models, row, &bar)?,
+        };
         let _row_lock = crate::lock::FolderLock::acquire(&sampled.dir, "fd experiment")?;
         bar.set_position(0);
         let metrics = judges.evaluate(cfg, &models, &sampled.dir, &bar)?;
         bar.finish_and_clear();
-        results.push(record_row(opt, row, sampled, metrics)?);
-        // the table so far: an interrupted experiment still leaves every finished row written
-        write_table(cfg, opt, &models.main, &results)?;
-    }
-    if cfg.pareto {
-        pareto(cfg, opt, &results)?;
+        results.push(record_row(cfg, opt, row, sampled, metrics)?);
+        if stage == Stage::All {
+            // the table so far: an interrupted experiment still leaves every finished row written
+            write_recorded(cfg, opt)?;
+        }
     }
     Ok(results)
+}
+
+/// The rows `--only` selects (all when it is empty); an unknown label is an error.
+pub fn selected_rows<'a>(cfg: &'a ExperimentConfig, opt: &ExperimentOptions) -> Result<Vec<&'a RowSpec>> {
+    if let Some(o) = opt.only.iter().find(|o| !cfg.rows.iter().any(|r| &r.label == *o)) {
+        return Err(Error::Input(format!(
+            "--only `{o}`: no such row label (labels: {})",
+            cfg.rows.iter().map(|r| format!("`{}`", r.label)).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(cfg.rows.iter().filter(|r| opt.only.is_empty() || opt.only.iter().any(|o| o == &r.label)).collect())
+}
+
+/// `shards` shards per row: at least 1 and at most one per part.
+pub fn check_shards(cfg: &ExperimentConfig, shards: usize) -> Result<()> {
+    let parts = cfg.n.div_ceil(cfg.batch.max(1));
+    if shards == 0 || shards > parts {
+        return Err(Error::Input(format!(
+            "--shards {shards}: {} samples in batches of {} make {parts} parts; expected 1 to {parts} shards",
+            cfg.n, cfg.batch
+        )));
+    }
+    Ok(())
+}
+
+/// [`Stage::Reference`]: the named reference set's features, computed and cached once.
+fn reference(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<()> {
+    if !fd_eval::reference::NAMED.contains(&cfg.reference.as_str()) {
+        log::info!("reference `{}`: statistics given, nothing to compute", cfg.reference);
+        return Ok(());
+    }
+    let inception = fd_eval::inception::Inception::load(&opt.inception, opt.device)?;
+    let bar = crate::progress::bar(0, opt.progress);
+    let f = fd_eval::reference::reference_features(&cfg.reference, &inception, &bar)?;
+    bar.finish_and_clear();
+    log::info!("reference `{}`: {} feature rows ready", cfg.reference, f.size()[0]);
+    Ok(())
+}
+
+/// A row's unsharded sample folder.
+pub fn row_dir(opt: &ExperimentOptions, row: &RowSpec) -> PathBuf {
+    opt.work_dir.join(row.slug())
+}
+
+/// The folder of shard `i/n` of a row: `<work>/<row>.shards/<i>-of-<n>/`.
+pub fn shard_dir(opt: &ExperimentOptions, row: &RowSpec, shard: Shard) -> PathBuf {
+    opt.work_dir.join(format!("{}.shards", row.slug())).join(format!("{}-of-{}", shard.index, shard.count))
+}
+
+/// A sample folder whose run finished (`run.json` is written last).
+pub fn is_finished(dir: &Path) -> bool {
+    dir.join("run.json").is_file()
+}
+
+/// How far a shard is.
+#[derive(Debug, Clone)]
+pub struct ShardProgress {
+    pub finished: bool,
+    pub parts_done: usize,
+    pub parts_total: usize,
+}
+
+/// How far a row is.
+#[derive(Debug, Clone)]
+pub enum RowProgress {
+    /// Recorded in the results folder under the current config.
+    Evaluated(RowResult),
+    /// Its unsharded folder is finished (sampled in one process, merged, or adopted).
+    Sampled,
+    /// Each shard's progress.
+    Shards(Vec<ShardProgress>),
+}
+
+/// Where `row` stands, its samples cut into `shards` shards.
+pub fn row_progress(cfg: &ExperimentConfig, opt: &ExperimentOptions, row: &RowSpec, shards: usize) -> Result<RowProgress> {
+    if let Some(r) = recorded_row(cfg, opt, row)? {
+        return Ok(RowProgress::Evaluated(r));
+    }
+    if is_finished(&row_dir(opt, row)) {
+        return Ok(RowProgress::Sampled);
+    }
+    Ok(RowProgress::Shards(
+        (0..shards)
+            .map(|index| {
+                let shard = Shard { index, count: shards };
+                let dir = shard_dir(opt, row, shard);
+                let parts = shard.parts(cfg.n, cfg.batch);
+                let done =
+                    parts.iter().filter(|r| dir.join("parts").join(format!("{}.json", part_stem(r))).is_file()).count();
+                ShardProgress { finished: is_finished(&dir), parts_done: done, parts_total: parts.len() }
+            })
+            .collect(),
+    ))
+}
+
+/// [`Stage::Sample`]: one shard of `row` into its shard folder, resumed; parts an identical run
+/// already holds (the row's own unsharded folder, or another experiment's row under the reuse
+/// root) are adopted first. Nothing to do when the row is already sampled.
+fn sample_shard(
+    cfg: &ExperimentConfig,
+    opt: &ExperimentOptions,
+    models: &Models,
+    row: &RowSpec,
+    shard: Shard,
+    bar: &ProgressBar,
+) -> Result<()> {
+    if is_finished(&row_dir(opt, row)) {
+        log::info!("row `{}`: already sampled in {}; shard {}/{} has nothing to do", row.label, row_dir(opt, row).display(), shard.index, shard.count);
+        return Ok(());
+    }
+    let model = models.of(row);
+    let spec =
+        row.sampling(cfg).resolve(model, &models.conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))?;
+    let dir = shard_dir(opt, row, shard);
+    let run = SampleRun {
+        model,
+        spec: &spec,
+        conds: &models.conds,
+        seed: cfg.seed,
+        batch: cfg.batch,
+        shard,
+        out: &dir,
+        existing: Existing::Resume,
+    };
+    let config = run.config();
+    let own = row_dir(opt, row);
+    let mut adopted = crate::reuse::adopt_from(&own, &dir, &config)?;
+    if let Some(root) = &opt.reuse_root {
+        if let Some((donor, k)) = crate::reuse::adopt_parts(root, &dir, &config)? {
+            log::info!("row `{}` shard {}/{}: {k} finished part(s) adopted from {} (same run)", row.label, shard.index, shard.count, donor.display());
+            adopted += k;
+        }
+    }
+    if adopted > 0 {
+        log::info!("row `{}` shard {}/{}: {adopted} part(s) adopted", row.label, shard.index, shard.count);
+    }
+    run.run_and_record(bar).ctx(format!("row `{}` shard {}/{}", row.label, shard.index, shard.count))?;
+    Ok(())
+}
+
+/// [`Stage::Finish`]: `row`'s shards merged into its folder (unless it is already sampled), then
+/// resumed there, which verifies every part again. A shard that is not finished is an error naming
+/// the row, the shard and how far it got.
+fn merged_row(
+    cfg: &ExperimentConfig,
+    opt: &ExperimentOptions,
+    models: &Models,
+    row: &RowSpec,
+    shards: usize,
+    bar: &ProgressBar,
+) -> Result<SampledRow> {
+    let dir = row_dir(opt, row);
+    if !is_finished(&dir) {
+        let RowProgress::Shards(progress) = row_progress(cfg, opt, row, shards)? else {
+            unreachable!("a row that is not sampled has shards")
+        };
+        let missing: Vec<String> = progress
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.finished)
+            .map(|(i, p)| format!("shard {i} ({}/{} parts)", p.parts_done, p.parts_total))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::Input(format!(
+                "row `{}`: {} of {shards} not finished: {} (in {}); submit again (`fd experiment CONFIG --slurm`) \
+                 to sample what is missing",
+                row.label,
+                missing.len(),
+                missing.join(", "),
+                opt.work_dir.join(format!("{}.shards", row.slug())).display()
+            )));
+        }
+        let folders: Vec<PathBuf> =
+            (0..shards).map(|index| shard_dir(opt, row, Shard { index, count: shards })).collect();
+        crate::merge::merge(&folders, &dir, Existing::Overwrite).ctx(format!("row `{}`: merging its shards", row.label))?;
+        log::info!("row `{}`: {shards} shards merged into {}", row.label, dir.display());
+    }
+    let model = models.of(row);
+    let spec =
+        row.sampling(cfg).resolve(model, &models.conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))?;
+    let run = SampleRun {
+        model,
+        spec: &spec,
+        conds: &models.conds,
+        seed: cfg.seed,
+        batch: cfg.batch,
+        shard: Shard::default(),
+        out: &dir,
+        existing: Existing::Resume,
+    };
+    // every part verified again; the merged record (machines of every shard) is kept
+    let summary = run.run(bar).ctx(format!("row `{}`", row.label))?;
+    if summary.parts_computed > 0 {
+        return Err(Error::Folder {
+            path: dir,
+            msg: format!("row `{}`: {} part(s) were missing after the merge", row.label, summary.parts_computed),
+        });
+    }
+    let record = crate::records::RunRecord::load(&dir)?;
+    Ok(SampledRow { dir, spec, summary, record })
 }
 
 /// The experiment's model, the rows' own models (e.g. a ToMe export of the same weights, each
@@ -514,9 +781,15 @@ fn sample_row(
     Ok(SampledRow { dir, spec, summary, record })
 }
 
-/// The row's table entry; its run record (with the metrics) and sample grid copied under
-/// `results/.../rows/<row>/`.
-fn record_row(opt: &ExperimentOptions, row: &RowSpec, sampled: SampledRow, m: Metrics) -> Result<RowResult> {
+/// The row's table entry; its run record (with the metrics), sample grid and row file
+/// ([`RowFile`], written last) under `results/.../rows/<row>/`.
+fn record_row(
+    cfg: &ExperimentConfig,
+    opt: &ExperimentOptions,
+    row: &RowSpec,
+    sampled: SampledRow,
+    m: Metrics,
+) -> Result<RowResult> {
     let SampledRow { dir, spec, summary, mut record } = sampled;
     let plan = &spec.plan;
     let total = summary.total_s_per_image();
@@ -561,7 +834,77 @@ fn record_row(opt: &ExperimentOptions, row: &RowSpec, sampled: SampledRow, m: Me
     record.metrics = Some(RowMetrics { fid: m.fid, consistency: m.consistency, clip_s: m.clip_s });
     write_json(&rd.join("run.json"), &record)?;
     fd_model::io::copy_atomic(&dir.join("grid.png"), &rd.join("grid.png"))?;
+    let file = RowFile { row: row_value(row)?, settings: settings(cfg)?, result: res.clone() };
+    write_json(&row_file(opt, row), &file)?;
     Ok(res)
+}
+
+/// `rows/<row>/row.json`: a row's table entry with the row spec and the experiment settings it
+/// was computed under. The table takes a row only while both still equal the config's, so a row
+/// recorded under another N, model, reference or plan is never mixed in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RowFile {
+    /// The row's spec, as the config holds it.
+    pub row: serde_json::Value,
+    /// The experiment's settings that every row shares ([`settings`]).
+    pub settings: serde_json::Value,
+    pub result: RowResult,
+}
+
+/// A row spec as JSON (compared as values, so field order does not matter).
+fn row_value(row: &RowSpec) -> Result<serde_json::Value> {
+    serde_json::to_value(row).map_err(|e| Error::Input(format!("row `{}`: {e}", row.label)))
+}
+
+/// The config's settings every row's numbers depend on: all but the name, title, rows, plot and
+/// cluster settings.
+fn settings(cfg: &ExperimentConfig) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(cfg).map_err(|e| Error::Input(format!("experiment config: {e}")))?;
+    if let Some(m) = v.as_object_mut() {
+        for k in ["name", "title", "rows", "pareto", "slurm"] {
+            m.remove(k);
+        }
+    }
+    Ok(v)
+}
+
+fn row_file(opt: &ExperimentOptions, row: &RowSpec) -> PathBuf {
+    opt.results_dir.join("rows").join(row.slug()).join("row.json")
+}
+
+/// The recorded result of `row`, when its row file exists and was computed under this config (a
+/// row file from another config is left out and said; one that does not parse is an error).
+pub fn recorded_row(cfg: &ExperimentConfig, opt: &ExperimentOptions, row: &RowSpec) -> Result<Option<RowResult>> {
+    let p = row_file(opt, row);
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let f: RowFile = fd_model::io::read_json(&p)?;
+    if f.row != row_value(row)? || f.settings != settings(cfg)? || f.result.label != row.label {
+        log::warn!("{}: recorded under another config (row or settings differ); not in the table", p.display());
+        return Ok(None);
+    }
+    Ok(Some(f.result))
+}
+
+/// Write the table (and plots) of every row recorded under this config, in config order; returns
+/// them and the labels of the rows not recorded.
+fn write_recorded(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<(Vec<RowResult>, Vec<String>)> {
+    let (mut rows, mut missing) = (Vec::new(), Vec::new());
+    for r in &cfg.rows {
+        match recorded_row(cfg, opt, r)? {
+            Some(x) => rows.push(x),
+            None => missing.push(r.label.clone()),
+        }
+    }
+    if !rows.is_empty() {
+        let model = fd_model::manifest::Manifest::load(&cfg.model)?.name;
+        write_table(cfg, opt, &model, &rows)?;
+        if cfg.pareto {
+            pareto(cfg, opt, &rows)?;
+        }
+    }
+    Ok((rows, missing))
 }
 
 fn pct(v: f64, base: f64) -> String {
@@ -665,7 +1008,7 @@ fn md_line<S: AsRef<str>>(cells: impl Iterator<Item = S>) -> String {
 }
 
 /// Write `table.md`, `table.csv` and `experiment.json` ([`COLUMNS`]).
-fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &Denoiser, rows: &[RowResult]) -> Result<()> {
+fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &str, rows: &[RowResult]) -> Result<()> {
     let by_label: BTreeMap<&str, &RowResult> = rows.iter().map(|r| (r.label.as_str(), r)).collect();
     let m = Machine::current(opt.device);
     let md_cols: Vec<_> = COLUMNS.iter().filter_map(|c| c.md).collect();
@@ -675,7 +1018,7 @@ fn write_table(cfg: &ExperimentConfig, opt: &ExperimentOptions, model: &Denoiser
          ({}). Machine: {} ({} cores, {} torch threads), device {}.\n\
          Command: `{}`\n\n",
         if cfg.title.is_empty() { &cfg.name } else { &cfg.title },
-        model.manifest.name,
+        model,
         cfg.model.display(),
         cfg.n,
         cfg.guidance,

@@ -11,7 +11,9 @@
 //! - [`experiment`]: rows of a JSON config -> sampled, evaluated, one table (table1, ablations).
 //! - [`bench`]: plans timed side by side in one process (median, FLOPs-bound speedup, report);
 //!   [`compare`]: finished runs of the same samples side by side (table + labelled figure).
-//! - [`lock`]: one writer per folder (advisory lock, the holder's pid in the error).
+//! - [`slurm`]: an experiment as Slurm jobs (sampling arrays, per-row finish jobs, the table),
+//!   resubmitted for what is missing; `--status` per row.
+//! - [`lock`]: one writer per folder (advisory lock, the holder's pid and host in the error).
 //! - [`machine`]: machine description, date and machine tags of result folders;
 //!   [`progress`]: the progress bar every long step uses.
 #![forbid(unsafe_code)]
@@ -28,6 +30,7 @@ pub mod progress;
 pub mod records;
 pub mod reuse;
 pub mod runner;
+pub mod slurm;
 pub mod spec;
 
 pub use error::{Error, Result};

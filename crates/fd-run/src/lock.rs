@@ -1,7 +1,12 @@
 //! One writer per folder: an advisory lock (std's `File::try_lock`, `flock` on Linux) on
 //! `<dir>/.fd-lock`, held for the life of a run, merge, evaluation or experiment. A second writer
-//! gets an error naming the holder's pid and command; the lock goes when its holder exits, however
-//! it exits (SIGKILL included), so a stale lock file never blocks anyone.
+//! gets an error naming the holder's pid, host and command; the lock goes when its holder exits,
+//! however it exits (SIGKILL included), so a stale lock file never blocks anyone.
+//!
+//! On a cluster the folders are on a shared filesystem and the writers on different nodes: `flock`
+//! holds across nodes on NFS (the Linux client maps it to NFS locks) and on Lustre mounted with
+//! `-o flock`; a filesystem that cannot lock (ENOSYS, ENOLCK, EOPNOTSUPP) is refused with a message
+//! saying so, rather than written without a lock.
 //!
 //! The lock file is opened without following a symlink (`O_NOFOLLOW`): a `.fd-lock` that is a
 //! link is refused, so taking a lock can never truncate a file elsewhere. fd takes locks only in
@@ -51,7 +56,8 @@ impl FolderLock {
             Ok(()) => {
                 // who holds it, for the error a second writer gets
                 file.set_len(0).map_err(crate::error::io(&path))?;
-                write!(file, "pid {} ({what})", std::process::id()).map_err(crate::error::io(&path))?;
+                write!(file, "pid {} on {} ({what})", std::process::id(), crate::machine::hostname())
+                    .map_err(crate::error::io(&path))?;
                 Ok(Self { _file: file, dir: dir.to_path_buf() })
             }
             Err(TryLockError::WouldBlock) => {
@@ -63,6 +69,18 @@ impl FolderLock {
                         "is being written by {} (lock {}); wait for it to finish or use another folder",
                         holder.trim(),
                         path.display()
+                    ),
+                })
+            }
+            Err(TryLockError::Error(e))
+                if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::ENOLCK | libc::EOPNOTSUPP)) =>
+            {
+                Err(Error::Folder {
+                    path: dir.to_path_buf(),
+                    msg: format!(
+                        "is on a filesystem without working advisory locks ({e}): fd cannot keep two writers apart \
+                         there, so it refuses to write. Use a filesystem with flock support (local disk, NFS with \
+                         locking, Lustre mounted with -o flock, BeeGFS/GPFS with locks on)"
                     ),
                 })
             }

@@ -71,9 +71,33 @@ pub fn machine_tag(device: tch::Device) -> String {
     }
 }
 
+/// This machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else `unknown host`).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown host".into())
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Now, UTC, as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn now() -> String {
+    let s = now_secs();
+    format!("{} {:02}:{:02}:{:02} UTC", date_of(s), s / 3600 % 24, s / 60 % 60, s % 60)
+}
+
 /// Today's UTC date as YYYY-MM-DD (civil-from-days, no calendar dependency).
 pub fn today() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    date_of(now_secs())
+}
+
+/// The UTC date of a Unix time as YYYY-MM-DD.
+fn date_of(secs: u64) -> String {
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

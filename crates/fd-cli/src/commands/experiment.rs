@@ -1,10 +1,12 @@
-//! `fd experiment CONFIG`: rows sampled, evaluated and tabulated (fd_run::experiment).
+//! `fd experiment CONFIG`: rows sampled, evaluated and tabulated (fd_run::experiment), in this
+//! process (`--stage`) or as Slurm jobs (`--slurm`, fd_run::slurm); `--status` says where it stands.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use fd_run::experiment::{run_experiment, ExperimentConfig, ExperimentOptions};
-use fd_run::runner::Existing;
+use fd_run::experiment::{run_stage, ExperimentConfig, ExperimentOptions, Stage};
+use fd_run::runner::{Existing, Shard};
+use fd_run::slurm::{Submitted, TaskFlags};
 
 use crate::args::ExperimentArgs;
 
@@ -40,6 +42,26 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
     if let Some(g) = a.cfg {
         cfg.guidance = g;
     }
+    let slurm = &mut cfg.slurm;
+    if let Some(k) = a.shards {
+        slurm.shards = k;
+    }
+    if let Some(p) = &a.partition {
+        slurm.partition = Some(p.clone());
+    }
+    if let Some(p) = &a.account {
+        slurm.account = Some(p.clone());
+    }
+    if let Some(g) = a.gpus {
+        slurm.gpus = g;
+    }
+    if let Some(c) = a.cpus_per_task {
+        slurm.cpus_per_task = Some(c);
+    }
+    if let Some(t) = &a.time {
+        slurm.time = Some(t.clone());
+    }
+    slurm.sbatch_args.extend(a.sbatch_arg.iter().cloned());
     cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", a.config.display()))?;
     if let Some(dir) = a.reuse_from.as_ref().filter(|d| !d.is_dir()) {
         anyhow::bail!(
@@ -74,9 +96,69 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
             a.reuse_from.clone().or_else(|| a.work.is_none().then(|| PathBuf::from("out/experiments")))
         },
     };
+    if a.status {
+        say!("{}", fd_run::slurm::status(&cfg, &opt)?.trim_end());
+        return Ok(());
+    }
+    if a.slurm {
+        if a.stage != "all" {
+            anyhow::bail!("--slurm submits every stage; leave out --stage {}", a.stage);
+        }
+        let task = TaskFlags { fd: std::env::current_exe()?, device: a.device.clone() };
+        match fd_run::slurm::submit(&cfg, &opt, &task)? {
+            Submitted::Nothing => say!(
+                "nothing to submit: every row of {} is evaluated in {} (`--stage table` rewrites the table)",
+                a.config.display(),
+                results_dir.display()
+            ),
+            Submitted::Jobs(s) => {
+                let dir = fd_run::slurm::slurm_dir(&results_dir);
+                if let Some(r) = &s.reference_job {
+                    say!("reference `{}`: job {r}", cfg.reference);
+                }
+                for r in &s.rows {
+                    match &r.sample_job {
+                        Some(j) => say!(
+                            "{}: sampling job {j} (array tasks {:?} of {} shards), finish job {}",
+                            r.label,
+                            r.shards,
+                            s.shards,
+                            r.finish_job
+                        ),
+                        None => say!("{}: sampled; finish job {}", r.label, r.finish_job),
+                    }
+                }
+                say!("table: job {}", s.table_job);
+                say!(
+                    "scripts and logs: {}; progress: fd experiment {} --out {} --status",
+                    dir.display(),
+                    a.config.display(),
+                    results_dir.display()
+                );
+            }
+        }
+        return Ok(());
+    }
+    let stage = match a.stage.as_str() {
+        "reference" => Stage::Reference,
+        "sample" => Stage::Sample(Shard::parse(
+            a.shard.as_deref().ok_or_else(|| anyhow::anyhow!("--stage sample needs --shard I/N"))?,
+        )?),
+        "finish" => Stage::Finish { shards: cfg.slurm.shards },
+        "table" => Stage::Table,
+        _ => Stage::All,
+    };
+    if a.shard.is_some() && !matches!(stage, Stage::Sample(_)) {
+        anyhow::bail!("--shard applies to --stage sample (an experiment's shards: --slurm --shards K)");
+    }
+    if a.overwrite && stage != Stage::All {
+        anyhow::bail!("--overwrite applies to a whole experiment (--stage all), not to --stage {}", a.stage);
+    }
     let t0 = std::time::Instant::now();
-    let rows = run_experiment(&cfg, &opt)?;
-    say!("{}", std::fs::read_to_string(results_dir.join("table.md"))?.trim_end());
-    say!("{} rows in {:.1} min -> {}", rows.len(), t0.elapsed().as_secs_f64() / 60.0, results_dir.display());
+    let rows = run_stage(&cfg, &opt, stage)?;
+    if matches!(stage, Stage::All | Stage::Table) {
+        say!("{}", std::fs::read_to_string(results_dir.join("table.md"))?.trim_end());
+        say!("{} rows in {:.1} min -> {}", rows.len(), t0.elapsed().as_secs_f64() / 60.0, results_dir.display());
+    }
     Ok(())
 }
