@@ -37,8 +37,10 @@ impl Cluster {
     /// Start munged, slurmctld and slurmd; None (with the reason printed) where this machine
     /// cannot run them.
     fn start() -> Option<Self> {
-        let missing: Vec<&str> =
-            ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo"].into_iter().filter(|b| which(b).is_none()).collect();
+        let missing: Vec<&str> = ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo"]
+            .into_iter()
+            .filter(|b| which(b).is_none())
+            .collect();
         if !missing.is_empty() {
             eprintln!(
                 "SKIPPED: Slurm test needs {} (Debian packages munge slurmctld slurmd slurm-client; scripts/setup.sh installs them)",
@@ -47,14 +49,14 @@ impl Cluster {
             return None;
         }
         let uid = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-        if uid.as_deref() != Ok("0") {
+        if uid.ok().as_deref() != Some("0") {
             eprintln!("SKIPPED: the one-node Slurm cluster of this test runs its daemons as root");
             return None;
         }
         let dir = tempfile::Builder::new().prefix("fd-slurm").tempdir().unwrap();
-        let d = dir.path();
+        let d = dir.path().to_path_buf();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711)).unwrap();
         for sub in ["state", "spool", "munge"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
@@ -66,7 +68,8 @@ impl Cluster {
         std::fs::write(&key, &bytes).unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
         let socket = d.join("munge/munge.socket");
-        let host = String::from_utf8(Command::new("hostname").arg("-s").output().unwrap().stdout).unwrap().trim().to_string();
+        let host =
+            String::from_utf8(Command::new("hostname").arg("-s").output().unwrap().stdout).unwrap().trim().to_string();
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let conf = d.join("slurm.conf");
         let p = |name: &str| d.join(name).display().to_string();
@@ -120,7 +123,8 @@ impl Cluster {
         c.daemons.push(("munged", munged));
         c.wait_for("the munge socket", Duration::from_secs(20), || socket.exists());
         let conf_s = conf.display().to_string();
-        let ctld = spawn("slurmctld", vec!["-D".into(), "-i".into(), "-f".into(), conf_s.clone()], &d.join("slurmctld.out"));
+        let ctld =
+            spawn("slurmctld", vec!["-D".into(), "-i".into(), "-f".into(), conf_s.clone()], &d.join("slurmctld.out"));
         c.daemons.push(("slurmctld", ctld));
         let slurmd = spawn("slurmd", vec!["-D".into(), "-f".into(), conf_s, "-N".into(), host], &d.join("slurmd.out"));
         c.daemons.push(("slurmd", slurmd));
@@ -132,7 +136,7 @@ impl Cluster {
     }
 
     fn cmd(&self, bin: &str) -> Command {
-        let mut c = Command::new(which(bin).map_or_else(|| PathBuf::from(bin), |p| p));
+        let mut c = Command::new(which(bin).unwrap_or_else(|| PathBuf::from(bin)));
         c.env("SLURM_CONF", &self.conf);
         c
     }
@@ -148,7 +152,8 @@ impl Cluster {
             .iter()
             .map(|f| {
                 let t = std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
-                let tail: String = t.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                let tail: String =
+                    t.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
                 format!("--- {f} (last lines)\n{tail}")
             })
             .collect::<Vec<_>>()
@@ -241,17 +246,16 @@ fn submissions(results: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(results.join("slurm/submissions.json")).unwrap()).unwrap()
 }
 
+/// The same experiment in one local process, with the tasks' one CPU thread (libtorch's CPU
+/// kernels may sum in another order with another thread count: equal only to float rounding).
 fn run_local(cfg: &Path, d: &Path) -> PathBuf {
     let (res, work) = (d.join("local"), d.join("work-local"));
-    let (ok, _, err) = common::fd(&[
-        "experiment",
-        cfg.to_str().unwrap(),
-        "--out",
-        res.to_str().unwrap(),
-        "--work",
-        work.to_str().unwrap(),
-    ]);
-    assert!(ok, "local run: {err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_fd"))
+        .args(["experiment", cfg.to_str().unwrap(), "--out", res.to_str().unwrap(), "--work", work.to_str().unwrap()])
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "local run: {}", String::from_utf8_lossy(&out.stderr));
     res
 }
 
@@ -261,8 +265,7 @@ fn slurm_experiment_equals_the_local_run() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), 8, 6, 3);
     let (res, work) = (d.path().join("slurm"), d.path().join("work-slurm"));
-    let args =
-        ["experiment", cfg.to_str().unwrap(), "--out", res.to_str().unwrap(), "--work", work.to_str().unwrap()];
+    let args = ["experiment", cfg.to_str().unwrap(), "--out", res.to_str().unwrap(), "--work", work.to_str().unwrap()];
     let (ok, out, err) = cluster.fd(&[&args[..], &["--slurm"]].concat());
     assert!(ok, "{err}\n{}", cluster.logs());
     assert!(out.contains("sbatch") || out.contains("job"), "{out}");
@@ -274,7 +277,10 @@ fn slurm_experiment_equals_the_local_run() {
         assert!(res.join("slurm").join(f).is_file(), "{f}");
     }
     let script = std::fs::read_to_string(res.join("slurm/ours-uniform-2.sample.sh")).unwrap();
-    assert!(script.contains("#SBATCH --array=0,1,2") && script.contains("--stage sample --only 'ours uniform:2'"), "{script}");
+    assert!(
+        script.contains("#SBATCH --array=0,1,2") && script.contains("--stage sample --only 'ours uniform:2'"),
+        "{script}"
+    );
     // a second submission while the first runs is refused
     let (ok, _, err) = cluster.fd(&[&args[..], &["--slurm"]].concat());
     assert!(!ok && err.contains("still has jobs"), "{err}");
@@ -305,11 +311,11 @@ fn slurm_experiment_equals_the_local_run() {
 fn a_killed_task_is_resubmitted_alone_and_keeps_its_batches() {
     let Some(cluster) = Cluster::start() else { return };
     let d = tempfile::tempdir().unwrap();
-    // 24 samples in batches of 2: 12 parts, 4 per shard, slow enough (50 steps) to kill mid-shard
-    let cfg = config(d.path(), 24, 50, 3);
+    // 24 samples in batches of 2: 12 parts, 4 per shard, slow enough (20 steps, one thread per
+    // task: about 2 s a batch here) to cancel a shard between its first and its last batch
+    let cfg = config(d.path(), 24, 20, 3);
     let (res, work) = (d.path().join("slurm"), d.path().join("work-slurm"));
-    let args =
-        ["experiment", cfg.to_str().unwrap(), "--out", res.to_str().unwrap(), "--work", work.to_str().unwrap()];
+    let args = ["experiment", cfg.to_str().unwrap(), "--out", res.to_str().unwrap(), "--work", work.to_str().unwrap()];
     let (ok, _, err) = cluster.fd(&[&args[..], &["--slurm"]].concat());
     assert!(ok, "{err}\n{}", cluster.logs());
     let sub = submissions(&res)[0].clone();
@@ -348,8 +354,10 @@ fn a_killed_task_is_resubmitted_alone_and_keeps_its_batches() {
     let (ok, status, _) = cluster.fd(&[&args[..], &["--status"]].concat());
     assert!(ok && status.contains("DDIM: evaluated") && status.contains("shard 2:"), "{status}");
     // resubmit: only the killed shard runs; the batches it finished stay as they were
-    let before: Vec<_> =
-        snapshot(&shard.join("parts")).into_iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "json")).collect();
+    let before: Vec<_> = snapshot(&shard.join("parts"))
+        .into_iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "json"))
+        .collect();
     let (ok, _, err) = cluster.fd(&[&args[..], &["--slurm"]].concat());
     assert!(ok, "{err}");
     let sub2 = submissions(&res)[1].clone();

@@ -497,7 +497,7 @@ pub struct ShardProgress {
 #[derive(Debug, Clone)]
 pub enum RowProgress {
     /// Recorded in the results folder under the current config.
-    Evaluated(RowResult),
+    Evaluated(Box<RowResult>),
     /// Its unsharded folder is finished (sampled in one process, merged, or adopted).
     Sampled,
     /// Each shard's progress.
@@ -505,9 +505,14 @@ pub enum RowProgress {
 }
 
 /// Where `row` stands, its samples cut into `shards` shards.
-pub fn row_progress(cfg: &ExperimentConfig, opt: &ExperimentOptions, row: &RowSpec, shards: usize) -> Result<RowProgress> {
+pub fn row_progress(
+    cfg: &ExperimentConfig,
+    opt: &ExperimentOptions,
+    row: &RowSpec,
+    shards: usize,
+) -> Result<RowProgress> {
     if let Some(r) = recorded_row(cfg, opt, row)? {
-        return Ok(RowProgress::Evaluated(r));
+        return Ok(RowProgress::Evaluated(Box::new(r)));
     }
     if is_finished(&row_dir(opt, row)) {
         return Ok(RowProgress::Sampled);
@@ -538,7 +543,13 @@ fn sample_shard(
     bar: &ProgressBar,
 ) -> Result<()> {
     if is_finished(&row_dir(opt, row)) {
-        log::info!("row `{}`: already sampled in {}; shard {}/{} has nothing to do", row.label, row_dir(opt, row).display(), shard.index, shard.count);
+        log::info!(
+            "row `{}`: already sampled in {}; shard {}/{} has nothing to do",
+            row.label,
+            row_dir(opt, row).display(),
+            shard.index,
+            shard.count
+        );
         return Ok(());
     }
     let model = models.of(row);
@@ -560,7 +571,13 @@ fn sample_shard(
     let mut adopted = crate::reuse::adopt_from(&own, &dir, &config)?;
     if let Some(root) = &opt.reuse_root {
         if let Some((donor, k)) = crate::reuse::adopt_parts(root, &dir, &config)? {
-            log::info!("row `{}` shard {}/{}: {k} finished part(s) adopted from {} (same run)", row.label, shard.index, shard.count, donor.display());
+            log::info!(
+                "row `{}` shard {}/{}: {k} finished part(s) adopted from {} (same run)",
+                row.label,
+                shard.index,
+                shard.count,
+                donor.display()
+            );
             adopted += k;
         }
     }
@@ -605,7 +622,8 @@ fn merged_row(
         }
         let folders: Vec<PathBuf> =
             (0..shards).map(|index| shard_dir(opt, row, Shard { index, count: shards })).collect();
-        crate::merge::merge(&folders, &dir, Existing::Overwrite).ctx(format!("row `{}`: merging its shards", row.label))?;
+        crate::merge::merge(&folders, &dir, Existing::Overwrite)
+            .ctx(format!("row `{}`: merging its shards", row.label))?;
         log::info!("row `{}`: {shards} shards merged into {}", row.label, dir.display());
     }
     let model = models.of(row);

@@ -99,7 +99,8 @@ pub fn adopt_from(donor: &Path, own: &Path, config: &RunConfig) -> Result<usize>
     let parts = donor.join("parts");
     let Ok(rd) = std::fs::read_dir(&parts) else { return Ok(0) };
     // the donor's part files, listed once
-    let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    let mut names: Vec<String> =
+        rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect();
     names.sort();
     let own_parts = own.join("parts");
     let mut adopted = 0;

@@ -279,9 +279,8 @@ fn sbatch(script: &Path, after: &[String], log: &mut String) -> Result<String> {
         cmd.arg(format!("--dependency=afterany:{}", after.join(":")));
     }
     cmd.arg(script);
-    let out = cmd
-        .output()
-        .map_err(|e| Error::Input(format!("sbatch: {e} (is Slurm's client installed and on PATH?)")))?;
+    let out =
+        cmd.output().map_err(|e| Error::Input(format!("sbatch: {e} (is Slurm's client installed and on PATH?)")))?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     log.push_str(&format!("$ {:?}\n{stdout}\n{stderr}\n", cmd));
@@ -362,6 +361,8 @@ pub fn submit(cfg: &ExperimentConfig, opt: &ExperimentOptions, task: &TaskFlags)
         }
         s += &format!(
             "# written by `fd experiment --slurm` ({}) for experiment `{}`; see `fd experiment --help`\nset -euo pipefail\n\
+             # libtorch's CPU threads: the task's CPUs, not the node's\n\
+             export OMP_NUM_THREADS=\"${{OMP_NUM_THREADS:-${{SLURM_CPUS_PER_TASK:-1}}}}\"\n\
              echo \"[$(date -u '+%F %T') on $(hostname)] job ${{SLURM_JOB_ID:-}} ${{SLURM_ARRAY_TASK_ID:+task $SLURM_ARRAY_TASK_ID}}\"\n\
              exec {command}\n",
             crate::machine::now(),
@@ -391,8 +392,7 @@ pub fn submit(cfg: &ExperimentConfig, opt: &ExperimentOptions, task: &TaskFlags)
             None
         } else {
             let array = missing.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
-            let command =
-                format!("{base} --stage sample {only} --shard \"$SLURM_ARRAY_TASK_ID/{}\"", slurm.shards);
+            let command = format!("{base} --stage sample {only} --shard \"$SLURM_ARRAY_TASK_ID/{}\"", slurm.shards);
             let p = script(
                 &format!("{slug}.sample.sh"),
                 &format!("{slug}-sample"),
@@ -403,7 +403,13 @@ pub fn submit(cfg: &ExperimentConfig, opt: &ExperimentOptions, task: &TaskFlags)
             Some(sbatch(&p, &[], &mut log)?)
         };
         let command = format!("{base} --stage finish {only} --shards {}", slurm.shards);
-        let p = script(&format!("{slug}.finish.sh"), &format!("{slug}-finish"), None, &format!("{slug}.finish-%j.out"), &command)?;
+        let p = script(
+            &format!("{slug}.finish.sh"),
+            &format!("{slug}-finish"),
+            None,
+            &format!("{slug}.finish-%j.out"),
+            &command,
+        )?;
         let after: Vec<String> = sample_job.iter().chain(reference_job.iter()).cloned().collect();
         let finish_job = sbatch(&p, &after, &mut log)?;
         rows.push(RowJobs { label: row.label.clone(), sample_job, shards: missing, finish_job });
@@ -411,8 +417,7 @@ pub fn submit(cfg: &ExperimentConfig, opt: &ExperimentOptions, task: &TaskFlags)
     let p = script("table.sh", "table", None, "table-%j.out", &format!("{base} --stage table"))?;
     let after: Vec<String> = rows.iter().map(|r| r.finish_job.clone()).collect();
     let table_job = sbatch(&p, &after, &mut log)?;
-    let sub =
-        Submission { submitted: crate::machine::now(), shards: slurm.shards, reference_job, rows, table_job };
+    let sub = Submission { submitted: crate::machine::now(), shards: slurm.shards, reference_job, rows, table_job };
     let mut all = submissions(&results)?;
     all.push(sub.clone());
     write_json(&submissions_path(&results), &all)?;
@@ -501,13 +506,17 @@ pub fn status(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<String>
                 let mut parts = Vec::new();
                 for (i, x) in s.iter().enumerate().filter(|(_, x)| !x.finished) {
                     let job = jobs.and_then(|j| j.sample_job.as_ref().filter(|_| j.shards.contains(&i)));
-                    let st = job.map_or_else(|| "not submitted".into(), |id| {
-                        let t = format!("{id}_{i}");
-                        format!("job {t} {}", state_of(&t))
-                    });
+                    let st = job.map_or_else(
+                        || "not submitted".into(),
+                        |id| {
+                            let t = format!("{id}_{i}");
+                            format!("job {t} {}", state_of(&t))
+                        },
+                    );
                     parts.push(format!("shard {i}: {}/{} parts, {st}", x.parts_done, x.parts_total));
                 }
-                let fin = jobs.map_or_else(String::new, |j| format!("; finish job {} {}", j.finish_job, state_of(&j.finish_job)));
+                let fin = jobs
+                    .map_or_else(String::new, |j| format!("; finish job {} {}", j.finish_job, state_of(&j.finish_job)));
                 format!("{finished}/{} shards done; {}{fin}", s.len(), parts.join("; "))
             }
         };
