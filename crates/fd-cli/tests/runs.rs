@@ -241,6 +241,22 @@ fn experiment_config_writes_its_table() {
         assert_eq!(col(a, "fid"), col(b, "fid"));
         assert_eq!(col(b, "parts_resumed"), "2");
     }
+    // the table is written from the rows recorded under this config: one row rerun keeps the
+    // others; a row recorded under another N is never mixed in
+    let (ok, _, err) = fd(&[&args[..], &["--only", "ours"]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(csv::Reader::from_path(res.join("table.csv")).unwrap().records().count(), 5);
+    let work6 = d.path().join("work6");
+    let args6 =
+        ["experiment", cfg.to_str().unwrap(), "--out", res.to_str().unwrap(), "--work", work6.to_str().unwrap()];
+    let (ok, _, err) = fd(&[&args6[..], &["--only", "DDIM-6", "--n", "6"]].concat());
+    assert!(ok, "{err}");
+    let mut rdr3 = csv::Reader::from_path(res.join("table.csv")).unwrap();
+    let rows3: Vec<csv::StringRecord> = rdr3.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows3.len(), 1, "only the row recorded at n = 6");
+    assert_eq!(col(&rows3[0], "n"), "6");
+    let (ok, _, err) = fd(&[&args[..], &["--only", "nope"]].concat());
+    assert!(!ok && err.contains("--only `nope`: no such row label"), "{err}");
     // a bad config names the file and the problem
     std::fs::write(&cfg, r#"{"name": "x", "rows": [{"label": "a", "sampler": "heun"}]}"#).unwrap();
     let (ok, _, err) = fd(&args);

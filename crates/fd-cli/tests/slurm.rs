@@ -353,6 +353,7 @@ fn a_killed_task_is_resubmitted_alone_and_keeps_its_batches() {
     assert!(res.join("rows/ddim/row.json").is_file(), "{}", log("ddim"));
     let (ok, status, _) = cluster.fd(&[&args[..], &["--status"]].concat());
     assert!(ok && status.contains("DDIM: evaluated") && status.contains("shard 2:"), "{status}");
+    eprintln!("--status after the cancelled task:\n{status}");
     // resubmit: only the killed shard runs; the batches it finished stay as they were
     let before: Vec<_> = snapshot(&shard.join("parts"))
         .into_iter()
