@@ -49,6 +49,18 @@ test: setup
     {{env}} python experiments/tests/make_aoti.py target/fixtures/families/dit/checkpoint target/fixtures/dit-aoti --dit
     {{env}} cargo test --workspace
     {{env}} python -m pytest -q experiments/tests
+    just docs
+
+# The book (docs/, mdBook 0.4, installed from crates.io the first time): built into target/book/docs/,
+# with the repository folders its pages link to linked beside it; every link checked first.
+[group("setup")]
+[doc("Build the book (docs/) into target/book/docs/ after checking every link of it and of README.md.")]
+docs:
+    python3 scripts/check_docs.py
+    command -v mdbook >/dev/null 2>&1 || cargo install --locked mdbook --version 0.4.52 --no-default-features --features search
+    mdbook build docs
+    for p in results crates models experiments notebooks scripts justfile README.md; do ln -sfn "../../$p" "target/book/$p"; done
+    @echo "book: target/book/docs/index.html"
 
 # Generated bad input thrown at the CLI (crates/fd-cli/tests/fuzz.rs; `just test` runs 40 cases).
 [group("setup")]
