@@ -1,6 +1,6 @@
 """Per-row cost of one decoder (and encoder) call against the number of rows in the call, on the
-exported TorchScript graphs: why uncapped parallel decoding is slow on a CPU (README "Drift and
-sampling speed").
+exported TorchScript graphs: why uncapped parallel decoding is slow on a CPU
+(docs/results/drift-speed.md, "Drift and sampling speed").
 
   python experiments/bench/bench_decoder_rows.py [--model models/fmnist] [--rows 32,64,96,160,288,480]
       [--out results/bench-decoder-rows/<date>-<machine>]

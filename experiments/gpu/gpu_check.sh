@@ -7,7 +7,7 @@
 #   experiments/gpu/gpu_check.sh [FD_BINARY] [WORK_DIR]
 #
 # Uses the libtorch of the machine's PyTorch (python3 -c 'import torch'), put on LD_LIBRARY_PATH, so
-# FD_BINARY must be built against that libtorch version (see README "GPU"). Writes WORK_DIR/report/:
+# FD_BINARY must be built against that libtorch version (see docs/gpus.md). Writes WORK_DIR/report/:
 # info.txt, compare.jsonl (one row per comparison, from experiments/gpu/gpu_check.py), bench*.md/json.
 set -uo pipefail
 FD=${1:-target/release/fd}

@@ -9,7 +9,7 @@
 #
 # Needs diffusers + transformers in python3 and the CLIPTokenizer folder TOK (default
 # out/sd15-tokenizer; make_sd15_random.py builds it where open_clip_torch is installed). FD_BINARY
-# must be built against the machine's libtorch (README "GPUs"). Writes the report (info.txt and
+# must be built against the machine's libtorch (docs/gpus.md). Writes the report (info.txt and
 # each bench's .md/.json as soon as it finishes) to REPORT (default WORK_DIR/report).
 set -uo pipefail
 FD=${1:-target/release/fd}

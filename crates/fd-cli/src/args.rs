@@ -130,7 +130,7 @@ pub struct SamplingFlags {
     #[arg(long, default_value = "torchscript")]
     pub format: fd_model::GraphFormat,
     /// Bit-identical samples whatever the batch size or decoding mode: UNet graphs run one row
-    /// at a time and libtorch's deterministic algorithms are on (slower; see README).
+    /// at a time and libtorch's deterministic algorithms are on (slower; see docs/runs.md).
     #[arg(long)]
     pub deterministic: bool,
 }

@@ -202,7 +202,7 @@ fn sampling_as(name: &str, format: GraphFormat) -> Vec<Tensor> {
             // matching takes an argmax over token similarities, so the traced graphs' float order
             // can flip near-tie merges in the full-resolution attention the shallow path reruns;
             // the same cut graphs run eagerly equal the helper's reference exactly (Python check
-            // in the README's DeepCache section). Every other case: 1e-4.
+            // in the DeepCache section of docs/plans.md). Every other case: 1e-4.
             let tol = if name == "tome" && c["deepcache_id"].is_u64() { 5e-4 } else { 1e-4 };
             // IF on packages: see `on_packages`
             let tol = if format == GraphFormat::Aoti && name == "if" { 5e-4 } else { tol };

@@ -519,11 +519,11 @@ fn runtime_key_steps_parse_with_a_budget() {
     }
 }
 
-/// The README's plan table lists every method of the table, and nothing else.
+/// The book's plan reference (docs/plans.md) lists every method of the table, and nothing else.
 #[test]
-fn the_readme_plan_table_lists_every_method() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let start = readme.find("| plan | method | file |").expect("the README has the plan table");
+fn the_book_plan_table_lists_every_method() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/plans.md")).unwrap();
+    let start = readme.find("| plan | method | file |").expect("docs/plans.md has the plan table");
     let rows: Vec<String> = readme[start..]
         .lines()
         .skip(2)
@@ -531,7 +531,7 @@ fn the_readme_plan_table_lists_every_method() {
         .map(|l| l.replace("\\|", "\u{1}").split('|').nth(1).unwrap().trim().trim_matches('`').replace('\u{1}', "|"))
         .collect();
     let syntaxes: Vec<String> = fd_sched::methods::METHODS.iter().map(|m| m.syntax.to_string()).collect();
-    assert_eq!(rows, syntaxes, "README plan table vs the method table (same order)");
+    assert_eq!(rows, syntaxes, "docs/plans.md plan table vs the method table (same order)");
 }
 
 /// A resolved plan's label (what run records store) parses back as the same plan with every
