@@ -55,15 +55,15 @@ test: setup
 [group("setup")]
 [doc("Render each experiment's book page from its newest results folder (just docs checks they are current).")]
 results-pages:
-    python3 scripts/render_results.py
+    {{env}} python scripts/render_results.py
 
 # The book (docs/, mdBook 0.4, installed from crates.io the first time): built into target/book/docs/,
 # with the repository folders its pages link to linked beside it; every link checked first.
 [group("setup")]
 [doc("Build the book (docs/) into target/book/docs/ after checking every link of it and of README.md.")]
 docs:
-    python3 scripts/render_results.py --check
-    python3 scripts/check_docs.py
+    {{env}} python scripts/render_results.py --check
+    {{env}} python scripts/check_docs.py
     command -v mdbook >/dev/null 2>&1 || cargo install --locked mdbook --version 0.4.52 --no-default-features --features search
     mdbook build docs
     for p in results crates models experiments notebooks scripts justfile README.md; do ln -sfn "../../$p" "target/book/$p"; done
