@@ -18,7 +18,9 @@ setup:
 # The main job (README quick start) on the default model, DDIM-50 with CFG 3, N samples: the
 # baseline, the paper's 50ls with prior noise injection, uniform:2 (encoder propagation that keeps
 # more quality on this model) and DeepCache for contrast, each with the decoding that is fastest here
-# (--decode auto); then one table (speed, GFLOPs, class consistency) and out/demo/compare.png.
+# (--decode auto); then the four plans timed side by side in one process (fd bench, 16 samples, repeated
+# until the repeats agree; flagged when something disturbed them) and one table (speed from that bench,
+# GFLOPs, class consistency) and out/demo/compare.png.
 [group("main")]
 [doc("Baseline DDIM-50 vs 50ls, uniform:2 and DeepCache on the default model: one table and figure.")]
 demo N="80": setup build
@@ -27,7 +29,8 @@ demo N="80": setup build
     {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/50ls --keys 50ls --inject 0.003@0.5
     {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/uniform2 --keys uniform:2 --inject 0.003@0.5
     {{env}} ./target/release/fd sample --model {{model}} --steps 50 --cfg 3 --n {{N}} --batch 40 --overwrite --out out/demo/deepcache --keys deepcache:2:1
-    {{env}} ./target/release/fd compare --out out/demo --labels "DDIM-50 (baseline),50ls + injection (paper),uniform:2 + injection,DeepCache N=2 (peer)" \
+    {{env}} ./target/release/fd bench --model {{model}} --steps 50 --cfg 3 --n 16 --repeats 3 --inject 0.003@0.5 --plans none,50ls,uniform:2,deepcache:2:1 --out out/demo/bench > /dev/null
+    {{env}} ./target/release/fd compare --out out/demo --timings out/demo/bench/bench.json --labels "DDIM-50 (baseline),50ls + injection (paper),uniform:2 + injection,DeepCache N=2 (peer)" \
         out/demo/baseline out/demo/50ls out/demo/uniform2 out/demo/deepcache
     @echo "next: just reproduce-table1   (the paper's Table 1 on this model: FID, KID, consistency, GFLOPs, s/image)"
     @echo "      just drift              (the paper's Fig. 3: how fast encoder and decoder features change over the steps)"

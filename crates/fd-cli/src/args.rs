@@ -71,6 +71,10 @@ pub enum Cmd {
         /// cpu, cuda or cuda:N (for the judge).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// UNet s/image and speedups from this `fd bench` report (bench.json: the runs' plans, in
+        /// their order, timed side by side in one process) instead of each run's own process.
+        #[arg(long, value_name = "BENCH_JSON")]
+        timings: Option<PathBuf>,
         /// Run folders (`fd sample --out`); the first is the reference of the speedups.
         #[arg(required = true)]
         runs: Vec<PathBuf>,
@@ -264,9 +268,14 @@ pub struct BenchArgs {
     /// Samples per timed run (one batch).
     #[arg(long, default_value_t = 16)]
     pub n: usize,
-    /// Timed repeats per plan (interleaved across plans; the median is reported).
+    /// Timed repeats per plan (interleaved across plans; the median is reported). While a plan's
+    /// repeats spread more than --max-spread, more rounds run (up to 3x, within 300 s).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// The largest (max - min) / min of a plan's repeats that counts as a clean timing; a plan
+    /// still above it is marked disturbed in bench.md and bench.json.
+    #[arg(long, default_value_t = 0.10)]
+    pub max_spread: f64,
     /// Run every plan once, untimed, before the timed repeats (--warmup false to skip).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub warmup: bool,

@@ -59,8 +59,8 @@ fn main() -> std::process::ExitCode {
             commands::eval::consistency(&samples, &classifier, &device)
         }
         Cmd::Merge { out, shards, overwrite } => commands::merge::run(&shards, &out, overwrite),
-        Cmd::Compare { out, labels, classifier, device, runs } => {
-            commands::compare::run(&runs, &labels, classifier.as_deref(), &device, &out)
+        Cmd::Compare { out, labels, classifier, device, timings, runs } => {
+            commands::compare::run(&runs, &labels, classifier.as_deref(), &device, timings.as_deref(), &out)
         }
         Cmd::Experiment(a) => commands::experiment::run(&a),
     };

@@ -134,6 +134,38 @@ fn compare_puts_runs_of_the_same_samples_side_by_side() {
     );
     let img = image::open(cmp.join("compare.png")).unwrap();
     assert!(img.width() > img.height(), "two panels side by side");
+    // speed from plans timed side by side in one process (fd bench), checked to be the runs' plans
+    let bench = d.path().join("bench");
+    let (ok, _, err) = fd(&[
+        "bench",
+        "--model",
+        &model,
+        "--steps",
+        "4",
+        "--cfg",
+        "2",
+        "--n",
+        "2",
+        "--repeats",
+        "2",
+        "--plans",
+        "none,uniform:2",
+        "--out",
+        &s(&bench),
+    ]);
+    assert!(ok, "{err}");
+    let b: serde_json::Value = serde_json::from_slice(&std::fs::read(bench.join("bench.json")).unwrap()).unwrap();
+    for r in b["rows"].as_array().unwrap() {
+        let (min, med) = (r["min_s_per_image"].as_f64().unwrap(), r["median_s_per_image"].as_f64().unwrap());
+        assert!(min > 0.0 && min <= med && r["spread"].as_f64().unwrap() >= 0.0, "{r}");
+    }
+    let timed = s(&bench.join("bench.json"));
+    let (ok, out, err) = fd(&["compare", "--out", &s(&cmp), "--timings", &timed, &s(&base), &s(&fast)]);
+    assert!(ok && out.contains("`fd bench`") && out.contains("side by side in one process"), "{out}{err}");
+    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(cmp.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(rep["rows"][1]["speedup"], b["rows"][1]["speedup"]);
+    let (ok, _, err) = fd(&["compare", "--out", &s(&cmp), "--timings", &timed, &s(&fast), &s(&base)]);
+    assert!(!ok && err.contains("--timings: plan 1 is `none`, run 1 ran `uniform:2"), "{err}");
     // other samples, or a label per run missing: clear errors, nothing written
     let cmp2 = d.path().join("cmp2");
     let (ok, _, err) = fd(&["compare", "--out", &s(&cmp2), &s(&base), &s(&other)]);

@@ -1,5 +1,10 @@
 //! `fd bench`: several plans timed side by side in one process (interleaved repeats, median),
 //! each with the FLOPs-bound speedup it implies; `bench.json` ([`BenchReport`]) and `bench.md`.
+//!
+//! A timing a busy machine disturbed is said, not printed as a clean number: rounds repeat until
+//! every plan's spread ((max - min) / min of its repeats) is within [`BenchOptions::max_spread`]
+//! or the round or time budget is spent; a plan still above it is flagged `disturbed`, and the load
+//! average before and after the bench is recorded and flagged when other processes used the CPUs.
 
 use std::path::Path;
 
@@ -139,6 +144,15 @@ pub struct BenchRow {
     /// UNet-loop seconds per image of every timed repeat.
     pub s_per_image: Vec<f64>,
     pub median_s_per_image: f64,
+    /// The fastest repeat (what the plan costs when nothing else runs).
+    #[serde(default)]
+    pub min_s_per_image: f64,
+    /// (max - min) / min of the repeats.
+    #[serde(default)]
+    pub spread: f64,
+    /// The spread stayed above [`BenchOptions::max_spread`]: the timing was disturbed.
+    #[serde(default)]
+    pub disturbed: bool,
     /// Median of the first plan / median of this plan.
     pub speedup: f64,
     pub gflops_per_image: f64,
@@ -159,19 +173,58 @@ pub struct BenchReport {
     pub cfg: f64,
     /// Samples per timed run (one batch).
     pub n: usize,
+    /// Timed rounds run (at least the requested repeats; more while a spread was large).
     pub repeats: usize,
     pub warmup: bool,
     pub machine: Machine,
     pub rows: Vec<BenchRow>,
+    /// The largest spread a clean row may have.
+    #[serde(default)]
+    pub max_spread: f64,
+    /// 1-minute load average (`/proc/loadavg`) before and after the timed rounds.
+    #[serde(default)]
+    pub load: Option<(f64, f64)>,
+    /// Why the timings cannot be trusted as clean numbers (empty: nothing seen).
+    #[serde(default)]
+    pub disturbed: Vec<String>,
 }
 
 /// How the bench runs.
 #[derive(Debug, Clone, Copy)]
 pub struct BenchOptions {
-    /// Timed repeats per plan, interleaved across plans.
+    /// Timed repeats per plan, interleaved across plans (at least; see `max_spread`).
     pub repeats: usize,
     /// Run every plan once, untimed, before the timed repeats.
     pub warmup: bool,
+    /// A plan whose spread ((max - min) / min of its repeats) is above this gets more rounds,
+    /// and is flagged disturbed if it stays above. Default 0.10.
+    pub max_spread: f64,
+    /// At most this many rounds in all. Default 3 x repeats.
+    pub max_repeats: usize,
+    /// No new round after this many seconds of timed rounds. Default 300.
+    pub budget_s: f64,
+}
+
+impl BenchOptions {
+    /// `repeats` rounds at least, up to 3 x as many within 300 s while a spread is above 10%.
+    pub fn new(repeats: usize, warmup: bool) -> Self {
+        Self { repeats, warmup, max_spread: 0.10, max_repeats: 3 * repeats, budget_s: 300.0 }
+    }
+}
+
+/// (max - min) / min.
+pub fn spread(v: &[f64]) -> f64 {
+    let (lo, hi) = v.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    if v.len() < 2 || lo <= 0.0 {
+        0.0
+    } else {
+        (hi - lo) / lo
+    }
+}
+
+/// The 1-minute load average, where the system says it (Linux).
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// Time `plans` on one batch (`seeds`, `conds`): an optional untimed warm-up of every plan, then
@@ -199,7 +252,11 @@ pub fn run(
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); plans.len()];
     let mut gflops = vec![0.0; plans.len()];
     progress.set_length((opts.repeats * plans.len()) as u64);
-    for _ in 0..opts.repeats {
+    let load_before = load_average();
+    let t0 = std::time::Instant::now();
+    let max_rounds = opts.max_repeats.max(opts.repeats);
+    let mut rounds = 0;
+    loop {
         for (k, p) in plans.iter().enumerate() {
             let model = models.get(p.format)?;
             let out = p.spec.generate(model, seeds, conds)?;
@@ -207,8 +264,43 @@ pub fn run(
             gflops[k] = out.counts.gflops_per_image(model, n);
             progress.inc(1);
         }
+        rounds += 1;
+        if rounds < opts.repeats {
+            continue;
+        }
+        let noisy = times.iter().any(|t| spread(t) > opts.max_spread);
+        if !noisy || rounds >= max_rounds || t0.elapsed().as_secs_f64() > opts.budget_s {
+            break;
+        }
+        // another round: the repeats so far disagree by more than max_spread
+        progress.inc_length(plans.len() as u64);
     }
+    let load_after = load_average();
     let med: Vec<f64> = times.iter().map(|t| median(t)).collect();
+    let mut disturbed = Vec::new();
+    let cores = crate::machine::Machine::current(models.torchscript.device).cores as f64;
+    if let (Some(a), Some(b)) = (load_before, load_after) {
+        // the bench itself keeps about one run queue busy per torch thread it uses
+        let own = tch::get_num_threads().max(1) as f64;
+        if a.max(b) > cores.max(own) + 0.5 {
+            disturbed.push(format!(
+                "load average {a:.2} before, {b:.2} after on {cores} cores: other processes were using the CPUs"
+            ));
+        }
+    }
+    let noisy: Vec<String> = plans
+        .iter()
+        .zip(&times)
+        .filter(|(_, t)| spread(t) > opts.max_spread)
+        .map(|(p, t)| format!("`{}` ({:.0}%)", p.label, 100.0 * spread(t)))
+        .collect();
+    if !noisy.is_empty() {
+        disturbed.push(format!(
+            "after {rounds} rounds the repeats of {} still spread more than {:.0}%",
+            noisy.join(", "),
+            100.0 * opts.max_spread
+        ));
+    }
     let rows = plans
         .iter()
         .enumerate()
@@ -221,6 +313,9 @@ pub fn run(
             injection: p.spec.exec.injection,
             s_per_image: times[k].clone(),
             median_s_per_image: med[k],
+            min_s_per_image: times[k].iter().copied().fold(f64::INFINITY, f64::min),
+            spread: spread(&times[k]),
+            disturbed: spread(&times[k]) > opts.max_spread,
             speedup: med[0] / med[k],
             gflops_per_image: gflops[k],
             flops_bound_speedup: gflops[0] / gflops[k],
@@ -236,10 +331,13 @@ pub fn run(
         steps: first.steps(),
         cfg: first.exec.guidance,
         n,
-        repeats: opts.repeats,
+        repeats: rounds,
         warmup: opts.warmup,
         machine: Machine::current(model.device),
         rows,
+        max_spread: opts.max_spread,
+        load: load_before.zip(load_after),
+        disturbed,
     })
 }
 
@@ -248,7 +346,7 @@ impl BenchReport {
     pub fn markdown(&self) -> String {
         let m = &self.machine;
         let mut md = format!(
-            "# Sampling benchmark\n\nModel `{}`, {} {} steps, CFG {}, batch {} (N per run), median of {} interleaved repeats{}, one process.\nMachine: {} ({} cores, {} torch threads), device {}.\nCommand: `{}`\n\n| plan | decoding | s/image (UNet loop) | speedup | GFLOPs/image | FLOPs-bound speedup | speedup / FLOPs-bound |\n|---|---|---|---|---|---|---|\n",
+            "# Sampling benchmark\n\nModel `{}`, {} {} steps, CFG {}, batch {} (N per run), median of {} interleaved repeats{}, one process.\nMachine: {} ({} cores, {} torch threads), device {}.\nCommand: `{}`\n\n| plan | decoding | s/image (UNet loop) | min | spread | speedup | GFLOPs/image | FLOPs-bound speedup | speedup / FLOPs-bound |\n|---|---|---|---|---|---|---|---|---|\n",
             self.model,
             self.scheduler,
             self.steps,
@@ -264,14 +362,32 @@ impl BenchReport {
         );
         for r in &self.rows {
             md += &format!(
-                "| `{}` | {} | {:.4} | {:.2}x | {:.3} | {:.2}x | {:.2} |\n",
+                "| `{}` | {} | {:.4} | {:.4} | {:.0}%{} | {:.2}x | {:.3} | {:.2}x | {:.2} |\n",
                 r.plan,
                 r.decode.summary(),
                 r.median_s_per_image,
+                r.min_s_per_image,
+                100.0 * r.spread,
+                if r.disturbed { " **disturbed**" } else { "" },
                 r.speedup,
                 r.gflops_per_image,
                 r.flops_bound_speedup,
                 r.speedup / r.flops_bound_speedup
+            );
+        }
+        md += &format!(
+            "\nspread = (max - min) / min of a plan's repeats; above {:.0}% a plan gets more rounds (up to 3x the \
+             repeats, 300 s) and is marked disturbed if it stays above.\n",
+            100.0 * self.max_spread
+        );
+        if let Some((a, b)) = self.load {
+            md += &format!("Load average: {a:.2} before, {b:.2} after.\n");
+        }
+        if !self.disturbed.is_empty() {
+            md += &format!(
+                "\n**Timing disturbed**: {}. These speedups are not clean numbers: rerun on a quiet machine \
+                 (`uptime` near 0 before it starts).\n",
+                self.disturbed.join("; ")
             );
         }
         md
@@ -283,5 +399,18 @@ impl BenchReport {
         write_json(&out.join("bench.json"), self)?;
         write_atomic(&out.join("bench.md"), self.markdown().as_bytes())?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_max_minus_min_over_min() {
+        assert_eq!(spread(&[1.0]), 0.0);
+        assert!((spread(&[1.0, 1.05, 1.02]) - 0.05).abs() < 1e-12);
+        assert!((spread(&[2.0, 3.0, 2.5]) - 0.5).abs() < 1e-12);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
     }
 }

@@ -48,6 +48,13 @@ pub struct CompareReport {
     /// The judge of class consistency.
     pub classifier: Option<PathBuf>,
     pub rows: Vec<CompareRow>,
+    /// The `fd bench` report the UNet times and speedups come from (plans timed side by side in
+    /// one process), instead of each run's own process.
+    #[serde(default)]
+    pub timings: Option<PathBuf>,
+    /// What disturbed those timings ([`crate::bench::BenchReport::disturbed`]).
+    #[serde(default)]
+    pub disturbed: Vec<String>,
 }
 
 /// Compare finished run folders `dirs` (the first is the reference of the speedups). They must
@@ -58,6 +65,7 @@ pub fn compare(
     dirs: &[PathBuf],
     labels: &[String],
     classifier: Option<&Classifier>,
+    timings: Option<&Path>,
 ) -> Result<(CompareReport, Vec<ImagePanel>)> {
     if dirs.is_empty() {
         return Err(Error::Input("fd compare: give at least one run folder".into()));
@@ -98,6 +106,7 @@ pub fn compare(
             });
         }
     }
+    let bench = timings.map(|p| side_by_side(p, &runs)).transpose()?;
     let class_run = first.config.conditions.iter().all(|c| matches!(c, Condition::Class(_)));
     let mut rows = Vec::new();
     let mut panels = Vec::new();
@@ -120,7 +129,10 @@ pub fn compare(
                 machines.push(s);
             }
         }
-        let unet = r.s_per_image.unet_loop;
+        let (unet, speedup) = match &bench {
+            Some(b) => (b.rows[k].median_s_per_image, b.rows[k].speedup),
+            None => (r.s_per_image.unet_loop, first.s_per_image.unet_loop / r.s_per_image.unet_loop),
+        };
         rows.push(CompareRow {
             label,
             dir: dir.clone(),
@@ -129,7 +141,7 @@ pub fn compare(
             n: r.n_folder,
             unet_s_per_image: unet,
             total_s_per_image: r.s_per_image.total,
-            speedup: first.s_per_image.unet_loop / unet,
+            speedup,
             gflops_per_image: r.gflops_per_image.value,
             consistency,
         });
@@ -162,8 +174,39 @@ pub fn compare(
         machines,
         classifier: classifier.map(|c| c.path.clone()),
         rows,
+        timings: timings.map(Path::to_path_buf),
+        disturbed: bench.map(|b| b.disturbed).unwrap_or_default(),
     };
     Ok((report, panels))
+}
+
+/// The `fd bench` report at `path`, checked to time the runs' plans, in their order, on the same
+/// model, sampler, steps and guidance.
+fn side_by_side(path: &Path, runs: &[VerifiedRun]) -> Result<crate::bench::BenchReport> {
+    let b: crate::bench::BenchReport = fd_model::io::read_json(path)?;
+    let bad = |msg: String| Error::Folder { path: path.to_path_buf(), msg: format!("--timings: {msg}") };
+    if b.rows.len() != runs.len() {
+        return Err(bad(format!("times {} plans for {} runs (one per run, in order)", b.rows.len(), runs.len())));
+    }
+    let first = &runs[0].record.config;
+    if b.model != first.model.name() || b.steps != first.sampler.steps || b.cfg != first.exec.guidance {
+        return Err(bad(format!(
+            "timed model `{}`, {} steps, CFG {}; the runs are `{}`, {} steps, CFG {}",
+            b.model,
+            b.steps,
+            b.cfg,
+            first.model.name(),
+            first.sampler.steps,
+            first.exec.guidance
+        )));
+    }
+    for (k, (row, run)) in b.rows.iter().zip(runs).enumerate() {
+        let (timed, ran) = (row.keys.to_string(), run.record.config.plan.keys.to_string());
+        if timed != ran {
+            return Err(bad(format!("plan {} is `{timed}`, run {} ran `{ran}`", k + 1, k + 1)));
+        }
+    }
+    Ok(b)
 }
 
 impl CompareReport {
@@ -191,11 +234,25 @@ impl CompareReport {
                 r.consistency.map_or_else(|| "-".into(), |c| format!("{c:.3}"))
             );
         }
+        let timing = match &self.timings {
+            Some(p) => format!(
+                "UNet s/image and speedup: `fd bench` ({}), the plans timed side by side in one process{}",
+                p.display(),
+                if self.disturbed.is_empty() {
+                    String::new()
+                } else {
+                    format!(". **Timing disturbed**: {}; not clean numbers", self.disturbed.join("; "))
+                }
+            ),
+            None => format!(
+                "Timed on {}{}. Speedup: UNet-loop s/image of the first run over each run's (separate processes; \
+                 `fd bench` times plans side by side)",
+                self.machines.join("; "),
+                if self.machines.len() > 1 { " (different machines: speedups are not comparable)" } else { "" }
+            ),
+        };
         md += &format!(
-            "\nTimed on {}{}. Speedup: UNet-loop s/image of the first run over each run's (separate processes; \
-             `fd bench` times plans side by side).{}\n",
-            self.machines.join("; "),
-            if self.machines.len() > 1 { " (different machines: speedups are not comparable)" } else { "" },
+            "\n{timing}.{}\n",
             match &self.classifier {
                 Some(p) => format!(
                     " Class consistency: share of samples the judge `{}` assigns the requested class.",

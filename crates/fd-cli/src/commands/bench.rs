@@ -9,6 +9,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.n == 0 || a.repeats == 0 {
         bail!("--n and --repeats must be >= 1");
     }
+    if !(a.max_spread.is_finite() && a.max_spread > 0.0) {
+        bail!("--max-spread {}: expected a fraction > 0, e.g. 0.10", a.max_spread);
+    }
     fd_run::runner::check_counts(a.n, a.n, a.sampling.seed)?;
     let f = &a.sampling;
     let mut opts = f.options(None, 3.0);
@@ -31,11 +34,14 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         &plans,
         &seeds,
         &conds,
-        BenchOptions { repeats: a.repeats, warmup: a.warmup },
+        BenchOptions { max_spread: a.max_spread, ..BenchOptions::new(a.repeats, a.warmup) },
         &bar,
     )?;
     bar.finish_and_clear();
     report.write(&a.out)?;
     say!("{}", report.markdown().trim_end());
+    if !report.disturbed.is_empty() {
+        note!("timing disturbed: {}", report.disturbed.join("; "));
+    }
     Ok(())
 }
