@@ -272,9 +272,9 @@ pub struct BenchArgs {
     /// repeats spread more than --max-spread, more rounds run (up to 3x, within 300 s).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// The largest (max - min) / min of a plan's repeats that counts as a clean timing; a plan
-    /// still above it is marked disturbed in bench.md and bench.json.
-    #[arg(long, default_value_t = 0.10)]
+    /// The largest (median - min) / min of a plan's repeats that counts as a clean timing; a
+    /// plan still above it is marked disturbed in bench.md and bench.json.
+    #[arg(long, default_value_t = 0.25)]
     pub max_spread: f64,
     /// Run every plan once, untimed, before the timed repeats (--warmup false to skip).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
