@@ -8,8 +8,9 @@ results/<experiment>/<date>-<machine>/{table.md, experiment.json, plots, rows/*/
 
 "Newest" is the latest date folder holding an experiment.json (folders are named
 <YYYY-MM-DD>-<machine>[-suffix], so they sort by date). The page says the date, machine, command,
-fd version, model, N and reference, then the table exactly as fd wrote it, every plot and every
-row's sample grid, and which other dated runs of the experiment are committed.
+fd version, model, N and reference, the folder's NOTE.md when it has one (caveats a person wrote
+about that run), then the table exactly as fd wrote it, every plot and every row's sample grid, and
+which other dated runs of the experiment are committed.
 """
 
 import json
@@ -70,6 +71,9 @@ def page(exp: Path, run: Path) -> str:
     ]
     if others:
         lines.append(f"- **Other committed runs**: {', '.join(others)}")
+    note = run / "NOTE.md"
+    if note.is_file():
+        lines += ["", f"**Note** ([NOTE.md]({rel}/NOTE.md)): " + note.read_text().strip()]
     lines += ["", body.rstrip(), ""]
     plots = sorted(p.name for p in run.glob("*.png"))
     if plots:

@@ -369,8 +369,8 @@ pub fn run_stage(cfg: &ExperimentConfig, opt: &ExperimentOptions, stage: Stage) 
             let (recorded, missing) = write_recorded(cfg, opt)?;
             if !missing.is_empty() {
                 return Err(Error::Input(format!(
-                    "table written with {} of {} rows; not recorded yet: {} (their finish jobs failed or did not run: \
-                     see their logs, then submit again)",
+                    "table written with {} of {} rows; not recorded yet: {} (evaluate them with `--only`, or submit \
+                     again with `--slurm`: on a cluster their finish jobs failed or did not run, see their logs)",
                     recorded.len(),
                     cfg.rows.len(),
                     missing.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")
