@@ -386,9 +386,7 @@ pub fn run_stage(cfg: &ExperimentConfig, opt: &ExperimentOptions, stage: Stage) 
     // every row's plan is checked before anything is written (auto:K rows are calibrated later)
     for row in &rows {
         if row.plan.keys.auto_rule().is_none() {
-            row.sampling(cfg)
-                .resolve(models.of(row), &models.conds, cfg.batch.min(cfg.n))
-                .ctx(format!("row `{}`", row.label))?;
+            models.spec(cfg, row)?;
         }
     }
     let style = indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len} [{elapsed} < {eta}]")?;
@@ -552,20 +550,9 @@ fn sample_shard(
         );
         return Ok(());
     }
-    let model = models.of(row);
-    let spec =
-        row.sampling(cfg).resolve(model, &models.conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))?;
+    let spec = models.spec(cfg, row)?;
     let dir = shard_dir(opt, row, shard);
-    let run = SampleRun {
-        model,
-        spec: &spec,
-        conds: &models.conds,
-        seed: cfg.seed,
-        batch: cfg.batch,
-        shard,
-        out: &dir,
-        existing: Existing::Resume,
-    };
+    let run = models.run(cfg, row, &spec, shard, &dir, Existing::Resume);
     let config = run.config();
     let own = row_dir(opt, row);
     let mut adopted = crate::reuse::adopt_from(&own, &dir, &config)?;
@@ -626,19 +613,8 @@ fn merged_row(
             .ctx(format!("row `{}`: merging its shards", row.label))?;
         log::info!("row `{}`: {shards} shards merged into {}", row.label, dir.display());
     }
-    let model = models.of(row);
-    let spec =
-        row.sampling(cfg).resolve(model, &models.conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))?;
-    let run = SampleRun {
-        model,
-        spec: &spec,
-        conds: &models.conds,
-        seed: cfg.seed,
-        batch: cfg.batch,
-        shard: Shard::default(),
-        out: &dir,
-        existing: Existing::Resume,
-    };
+    let spec = models.spec(cfg, row)?;
+    let run = models.run(cfg, row, &spec, Shard::default(), &dir, Existing::Resume);
     // every part verified again; the merged record (machines of every shard) is kept
     let summary = run.run(bar).ctx(format!("row `{}`", row.label))?;
     if summary.parts_computed > 0 {
@@ -767,6 +743,35 @@ struct SampledRow {
     record: RunRecord,
 }
 
+impl Models {
+    /// `row`'s sampling resolved against its model (every stage samples or verifies it this way).
+    fn spec(&self, cfg: &ExperimentConfig, row: &RowSpec) -> Result<fd_sched::SamplingSpec> {
+        row.sampling(cfg).resolve(self.of(row), &self.conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))
+    }
+
+    /// The runner of `row`'s samples (`shard` of them) into `out`.
+    fn run<'a>(
+        &'a self,
+        cfg: &ExperimentConfig,
+        row: &RowSpec,
+        spec: &'a fd_sched::SamplingSpec,
+        shard: Shard,
+        out: &'a Path,
+        existing: Existing,
+    ) -> SampleRun<'a> {
+        SampleRun {
+            model: self.of(row),
+            spec,
+            conds: &self.conds,
+            seed: cfg.seed,
+            batch: cfg.batch,
+            shard,
+            out,
+            existing,
+        }
+    }
+}
+
 /// Sample `row` into its work folder (finished parts resumed; with `--reuse-from`, an identical
 /// run's finished parts adopted first).
 fn sample_row(
@@ -776,20 +781,9 @@ fn sample_row(
     row: &RowSpec,
     bar: &ProgressBar,
 ) -> Result<SampledRow> {
-    let model = models.of(row);
-    let spec =
-        row.sampling(cfg).resolve(model, &models.conds, cfg.batch.min(cfg.n)).ctx(format!("row `{}`", row.label))?;
+    let spec = models.spec(cfg, row)?;
     let dir = opt.work_dir.join(row.slug());
-    let run = SampleRun {
-        model,
-        spec: &spec,
-        conds: &models.conds,
-        seed: cfg.seed,
-        batch: cfg.batch,
-        shard: Shard::default(),
-        out: &dir,
-        existing: opt.existing,
-    };
+    let run = models.run(cfg, row, &spec, Shard::default(), &dir, opt.existing);
     if let (Some(root), Existing::Resume) = (&opt.reuse_root, opt.existing) {
         if let Some((donor, k)) = crate::reuse::adopt_parts(root, &dir, &run.config())? {
             log::info!("row `{}`: {k} finished part(s) adopted from {} (same run)", row.label, donor.display());
