@@ -310,6 +310,29 @@ fn experiments_share_identical_rows() {
     // the donor folder is untouched and still resumes as its own run
     let (ok, err) = run(&a, "a", &[]);
     assert!(ok, "{err}");
+    // a shard of an identical row (`--stage sample`, what a Slurm array task runs) adopts the
+    // donor's parts of its shard instead of sampling them
+    let (res_c, work_c) = (d.path().join("res/c"), root.join("c/N4"));
+    let (ok, _, err) = fd(&[
+        "experiment",
+        a.to_str().unwrap(),
+        "--out",
+        res_c.to_str().unwrap(),
+        "--work",
+        work_c.to_str().unwrap(),
+        "--reuse-from",
+        root.to_str().unwrap(),
+        "--stage",
+        "sample",
+        "--shard",
+        "1/2",
+    ]);
+    assert!(ok && err.contains("adopted"), "{err}");
+    let shard = work_c.join("ddim-6.shards/1-of-2");
+    assert_eq!(parts_done(&shard), 1, "shard 1 of 2 holds the second of the two parts");
+    let part = "parts/000002-000004.json";
+    assert_eq!(read(&shard.join(part)), read(&root.join("a/N4/ddim-6").join(part)));
+    assert!(shard.join("run.json").is_file());
 }
 
 #[test]
