@@ -554,22 +554,22 @@ fn sample_shard(
     let dir = shard_dir(opt, row, shard);
     let run = models.run(cfg, row, &spec, shard, &dir, Existing::Resume);
     let config = run.config();
+    // parts of this shard an identical unsharded run already holds: the row's own folder, then
+    // another experiment's row under the reuse root
     let own = row_dir(opt, row);
-    let mut adopted = crate::reuse::adopt_from(&own, &dir, &config)?;
-    if let Some(root) = &opt.reuse_root {
-        if let Some((donor, k)) = crate::reuse::adopt_parts(root, &dir, &config)? {
-            log::info!(
-                "row `{}` shard {}/{}: {k} finished part(s) adopted from {} (same run)",
-                row.label,
-                shard.index,
-                shard.count,
-                donor.display()
-            );
-            adopted += k;
-        }
-    }
-    if adopted > 0 {
-        log::info!("row `{}` shard {}/{}: {adopted} part(s) adopted", row.label, shard.index, shard.count);
+    let k = crate::reuse::adopt_from(&own, &dir, &config)?;
+    let donor = match &opt.reuse_root {
+        Some(root) => crate::reuse::adopt_parts(root, &dir, &config)?,
+        None => None,
+    };
+    for (from, k) in [(own, k)].into_iter().chain(donor).filter(|(_, k)| *k > 0) {
+        log::info!(
+            "row `{}` shard {}/{}: {k} finished part(s) adopted from {} (same run)",
+            row.label,
+            shard.index,
+            shard.count,
+            from.display()
+        );
     }
     run.run_and_record(bar).ctx(format!("row `{}` shard {}/{}", row.label, shard.index, shard.count))?;
     Ok(())
@@ -782,7 +782,7 @@ fn sample_row(
     bar: &ProgressBar,
 ) -> Result<SampledRow> {
     let spec = models.spec(cfg, row)?;
-    let dir = opt.work_dir.join(row.slug());
+    let dir = row_dir(opt, row);
     let run = models.run(cfg, row, &spec, Shard::default(), &dir, opt.existing);
     if let (Some(root), Existing::Resume) = (&opt.reuse_root, opt.existing) {
         if let Some((donor, k)) = crate::reuse::adopt_parts(root, &dir, &run.config())? {

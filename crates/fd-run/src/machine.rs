@@ -34,7 +34,7 @@ impl Machine {
             cores: cores(),
             torch_threads: tch::get_num_threads().into(),
             device: fd_model::device::describe(device),
-            hostname: std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string(),
+            hostname: hostname(),
         }
     }
 }

@@ -218,11 +218,11 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 
 /// The job states in which a job may still write (everything but the final states).
 fn is_live(state: &str) -> bool {
+    // `CANCELLED` may carry a suffix (`CANCELLED by 0`, `CANCELLED+`)
     !matches!(
         state,
         "COMPLETED"
             | "FAILED"
-            | "CANCELLED"
             | "TIMEOUT"
             | "NODE_FAIL"
             | "PREEMPTED"
