@@ -236,20 +236,22 @@ bench-sampling N="16" REPEATS="3": build
 bench-decoder-rows: setup
     {{env}} python experiments/bench/bench_decoder_rows.py --model {{model}}
 
-# The paper's speed question at SD-1.5 scale on a CUDA GPU without a checkpoint: a random-init
-# model of SD-1.5's exact architecture (float16), DDIM-50 / DPM-Solver++-20, CFG 7.5, batch 1 and 8,
-# baseline vs 50ls (parallel, sequential), uniform:4, DeepCache; report in out/gpu-sd15/report/.
+# Every prepared GPU check in one command, within a 10-minute budget (experiments/gpu/gpu_session.py): the
+# environment, the default model CPU vs GPU, random-init SD-1.5 / SDXL / ControlNet / DiT-XL/2 / text-to-video at
+# their real sizes timed side by side with `fd bench`, AOTInductor vs TorchScript, the peer methods, ToMe,
+# determinism. One report folder (out/gpu/<date>-<host>/summary.md); sections the budget cannot hold are skipped
+# and named. `just gpu --only sd15,sdxl`, `--budget 1200`, `--smoke` (CPU, tiny widths: what CI runs).
 [group("gpu")]
-[doc("SD-1.5-architecture timings on a CUDA GPU (random-init weights).")]
-bench-sd15-gpu: build
-    {{env}} experiments/gpu/gpu_sd15_bench.sh target/release/fd out/gpu-sd15
+[doc("Every prepared GPU check within 10 minutes, into one report folder (out/gpu/<date>-<host>/).")]
+gpu *ARGS: build
+    {{env}} python experiments/gpu/gpu_session.py {{ARGS}}
 
-# SDXL (1024 px, batch 1 and 4) and SD-1.5 + ControlNet timings on a GPU, random-init real
-# architectures (experiments/gpu/gpu_families_bench.sh).
+# What a GPU machine without network needs from this one: the release binary and the CLIP tokenizer folders
+# (out/sd15-tokenizer*). Carry them with the tree and run `python3 experiments/gpu/gpu_session.py` there.
 [group("gpu")]
-[doc("SDXL and SD-1.5 + ControlNet timings on a GPU (random-init weights).")]
-bench-families-gpu: build
-    {{env}} experiments/gpu/gpu_families_bench.sh target/release/fd out/gpu-families
+[doc("Build what an offline GPU machine needs for `just gpu` (binary, tokenizer folders).")]
+gpu-prepare: build
+    {{env}} python experiments/gpu/gpu_session.py --prepare
 
 # AOTInductor packages for a 2-D UNet export (issue 33): a converted copy of MODEL in OUT (about
 # four minutes for the default model on 2 cores; needs g++). `--format aoti` runs them.

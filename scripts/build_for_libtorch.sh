@@ -10,7 +10,7 @@
 # tch 0.26 wraps ops that older libtorch lacks; this copies torch-sys 0.26 to TARGET_DIR/torch-sys,
 # removes each wrapper the compiler rejects (fd calls none of them), and builds with
 # LIBTORCH_BYPASS_VERSION_CHECK=1 in a copy of the workspace (Cargo.lock stays untouched).
-# Run the result with that libtorch on LD_LIBRARY_PATH (experiments/gpu/gpu_check.sh does).
+# Run the result with that libtorch on LD_LIBRARY_PATH (experiments/gpu/gpu_session.py does).
 set -euo pipefail
 TORCH_DIR=$(realpath "${1:?usage: $0 TORCH_DIR [TARGET_DIR]}")
 OUT=$(realpath -m "${2:-/tmp/fd-libtorch-build}")

@@ -11,9 +11,21 @@ results/<experiment>/<date>-<machine>/{table.md, experiment.json, plots, rows/*/
 fd version, model, N and reference, the folder's NOTE.md when it has one (caveats a person wrote
 about that run), then the table exactly as fd wrote it, every plot and every row's sample grid, and
 which other dated runs of the experiment are committed.
+
+The hand-written pages (docs/**/*.md) carry no copied tables either: a block
+
+    <!-- table: results/<experiment>/<run> [cols=row,plan,fid,...] [rows=LABEL;LABEL;... (last)] -->
+    <!-- end table -->
+
+is filled from that folder's table.csv (the named columns, in fd's formats, ΔGFLOPs and ΔFID
+against each row's baseline; every row, or the listed ones in that order), and a block naming a
+.md file (`<!-- table: results/bench-sampling/<run>/bench.md -->`) gets that file's table verbatim.
+Columns: COLUMNS below. --check fails on a stale block as on a stale page.
 """
 
+import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -93,14 +105,105 @@ def page(exp: Path, run: Path) -> str:
     return "\n".join(lines)
 
 
+def pct(x: float, base: float, digits: int = 0) -> str:
+    """A relative change as the pages write it: (−22%), (+3%); (+0.6%) with digits=1."""
+    d = round(100 * (x / base - 1), digits)
+    return f"({'+' if d > 0 else '−' if d < 0 else '±'}{abs(d):.{digits}f}%)"
+
+
+def num(r: dict, key: str, fmt: str) -> str:
+    return format(float(r[key]), fmt) if r.get(key) not in (None, "") else "-"
+
+
+def with_delta(r: dict, rows: dict, key: str, fmt: str, digits: int = 0) -> str:
+    base = rows.get(r.get("baseline") or "")
+    text = num(r, key, fmt)
+    if base is None or base is r or text == "-" or base.get(key) in (None, ""):
+        return text
+    return f"{text} {pct(float(r[key]), float(base[key]), digits)}"
+
+
+# column key -> (header, cell of a table.csv row given all rows by label)
+COLUMNS = {
+    "row": ("row", lambda r, rows: r["row"]),
+    "sampler": ("sampler", lambda r, rows: r["sampler"]),
+    "T": ("T", lambda r, rows: r["steps"]),
+    "plan": ("plan", lambda r, rows: f"`{r['plan']}`"),
+    "keys": ("key steps", lambda r, rows: r["key_steps"].replace(" ", ",") if len(r["key_steps"]) < 60 else "…"),
+    "n": ("N", lambda r, rows: r["n"]),
+    "inject": ("injection", lambda r, rows: r["injection"] or "-"),
+    "nkeys": ("key steps", lambda r, rows: str(len(r["key_steps"].split()))),
+    "fid": ("FID", lambda r, rows: num(r, "fid", ".2f")),
+    "fid_delta": ("FID (ΔFID)", lambda r, rows: with_delta(r, rows, "fid", ".2f", 1)),
+    "kid": ("KID", lambda r, rows: num(r, "kid", ".4f")),
+    "kid_pm": ("KID", lambda r, rows: f"{num(r, 'kid', '.4f')} ± {num(r, 'kid_std', '.4f')}"),
+    "consistency": ("consistency", lambda r, rows: num(r, "consistency", ".3f")),
+    "clip": ("CLIP-S", lambda r, rows: num(r, "clip_s", ".3f")),
+    "gflops": ("GFLOPs/img", lambda r, rows: with_delta(r, rows, "gflops_per_image", ".1f")),
+    "unet_s": ("UNet s/img", lambda r, rows: num(r, "unet_s_per_image", ".3f")),
+    "total_s": ("total s/img", lambda r, rows: num(r, "total_s_per_image", ".3f")),
+    "unet_s_delta": ("UNet s/img", lambda r, rows: with_delta(r, rows, "unet_s_per_image", ".3f")),
+    "decoding": ("decoding", lambda r, rows: r.get("decode") or ("parallel" if r["parallel"] == "true" else "sequential")),
+    "ftc": ("FTC", lambda r, rows: num(r, "ftc", ".1f")),
+}
+TABLE = re.compile(r"(<!-- table: (?P<spec>.*?) -->\n)(?P<body>.*?)(<!-- end table -->)", re.DOTALL)
+
+
+def table_block(spec: str, where: str) -> str:
+    """The table a `<!-- table: ... -->` block stands for (see the module doc)."""
+    head, _, rows_opt = spec.partition(" rows=")  # rows= comes last: labels hold spaces and "="
+    path = ROOT / head.split(" ", 1)[0]
+    opts = dict(part.split("=", 1) for part in head.split()[1:])
+    if rows_opt:
+        opts["rows"] = rows_opt.strip()
+    if path.suffix == ".md":
+        lines = path.read_text().splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+        return "\n".join(lines[start:end]) + "\n"
+    csv_path = path / "table.csv" if path.is_dir() else path
+    if not csv_path.is_file():
+        raise SystemExit(f"{where}: table block names {spec.split(' ', 1)[0]}, which has no table.csv")
+    rows = list(csv.DictReader(csv_path.open()))
+    by_label = {r["row"]: r for r in rows}
+    cols = opts.get("cols", "row,plan,fid,kid,consistency,gflops").split(",")
+    unknown = [c for c in cols if c not in COLUMNS]
+    if unknown:
+        raise SystemExit(f"{where}: unknown table column(s) {unknown}; expected some of {list(COLUMNS)}")
+    if "rows" in opts:
+        missing = [label for label in opts["rows"].split(";") if label not in by_label]
+        if missing:
+            raise SystemExit(f"{where}: rows {missing} not in {csv_path.relative_to(ROOT)}")
+        rows = [by_label[label] for label in opts["rows"].split(";")]
+    ns = {r["n"] for r in rows}
+    header = [COLUMNS[c][0] for c in cols]
+    if len(ns) == 1:
+        n = next(iter(ns))
+        header = [h.replace("FID (", f"FID (N={n}; ") if h.startswith("FID (") else h.replace("FID", f"FID (N={n})")
+                  if h.startswith("FID") else h for h in header]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(COLUMNS[c][1](r, by_label) for c in cols) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def fill_tables(text: str, where: str) -> str:
+    return TABLE.sub(lambda m: m.group(1) + table_block(m.group("spec"), where) + m.group(4), text)
+
+
 def render() -> dict[Path, str]:
     pages = {}
+    for doc in sorted((ROOT / "docs").rglob("*.md")):
+        if OUT in doc.parents:
+            continue
+        text = doc.read_text()
+        if "<!-- table: " in text:
+            pages[doc] = fill_tables(text, str(doc.relative_to(ROOT)))
     for exp in sorted(d for d in RESULTS.iterdir() if d.is_dir()):
         run = newest(exp)
         if run is not None:
             pages[OUT / f"{exp.name}.md"] = page(exp, run)
     listing = [BEGIN, "", "# Results, generated from results/", ""]
-    listing += [f"- [{p.stem}](results/generated/{p.name})" for p in pages]
+    listing += [f"- [{p.stem}](results/generated/{p.name})" for p in pages if p.parent == OUT]
     listing += ["", END]
     pages[SUMMARY] = replace_section(SUMMARY.read_text(), "\n".join(listing))
     return pages
@@ -131,7 +234,8 @@ def main() -> int:
     for p in orphans:
         p.unlink()
     print(
-        f"render_results: {len(pages) - 1} pages, {len(stale)} written, {len(orphans)} removed",
+        f"render_results: {len(pages) - 1} pages and pages with tables, {len(stale)} written, "
+        f"{len(orphans)} removed",
         file=sys.stderr,
     )
     return 0

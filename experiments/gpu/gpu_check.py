@@ -1,4 +1,4 @@
-"""Compare `fd sample` output folders sample by sample (used by experiments/gpu/gpu_check.sh).
+"""Compare `fd sample` output folders sample by sample (used by experiments/gpu/gpu_session.py).
 
   python experiments/gpu/gpu_check.py REF RUN [RUN ...] [--json OUT.json]
 

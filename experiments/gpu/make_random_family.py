@@ -2,7 +2,7 @@
 ControlNet, of text-to-video-ms-1.7b (UNet3D, 16 frames at 256 px) or of DiT-XL/2 256, through the
 same code path as export_sd.py / export_dit.py. No weights: the samples are noise, but
 shapes, FLOPs and therefore timings are the real models', so `fd bench` on them answers the speed
-question on any GPU without a checkpoint (experiments/gpu/gpu_families_bench.sh).
+question on any GPU without a checkpoint (`just gpu`, experiments/gpu/gpu_session.py).
 
   python experiments/gpu/make_random_family.py --family sdxl --out out/sdxl-random --device cuda --dtype float16
   python experiments/gpu/make_random_family.py --family controlnet --out out/cn-random --device cuda --dtype float16
@@ -10,7 +10,7 @@ question on any GPU without a checkpoint (experiments/gpu/gpu_families_bench.sh)
   python experiments/gpu/make_random_family.py --family dit --out out/dit-random --device cuda --dtype float16
 
 --tokenizer: a saved CLIPTokenizer folder (built from open_clip's BPE vocabulary when missing, as
-make_sd15_random.py does). --tiny shrinks every width (a CPU smoke test of this script only).
+make_sd15_random.py does). --tiny shrinks every width (the CPU smoke test of `just gpu`).
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ DIT_SCHEDULER = {"_class_name": "DDPMScheduler", "beta_schedule": "linear", "bet
 
 def main():
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-    from make_sd15_random import SD15_SCHEDULER, SD15_TEXT, SD15_VAE, tokenizer
+    from make_sd15_random import SD15_SCHEDULER, SD15_TEXT, SD15_VAE, TINY_SD15_UNET, TINY_TEXT, TINY_VAE, tokenizer
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,9 +74,8 @@ def main():
     tok = tokenizer(args.tokenizer)
     text_cfg, vae_cfg = dict(SD15_TEXT), dict(SD15_VAE)
     if args.tiny:
-        text_cfg.update(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                        projection_dim=32)
-        vae_cfg.update(block_out_channels=(32, 32, 32, 32), norm_num_groups=8)
+        text_cfg.update(TINY_TEXT)
+        vae_cfg.update(TINY_VAE)
     torch.manual_seed(0)
     vae = AutoencoderKL(**vae_cfg)
     if args.family == "dit":
@@ -104,7 +103,7 @@ def main():
     elif args.family == "sdxl":
         unet_cfg, text_2_cfg = dict(SDXL_UNET), dict(SDXL_TEXT_2)
         if args.tiny:
-            unet_cfg.update(sample_size=16, block_out_channels=(32, 64, 64), attention_head_dim=(2, 4, 4),
+            unet_cfg.update(sample_size=8, block_out_channels=(32, 64, 64), attention_head_dim=(2, 4, 4),
                             transformer_layers_per_block=(1, 1, 1), cross_attention_dim=64,
                             addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 32,
                             norm_num_groups=8)
@@ -122,8 +121,7 @@ def main():
     else:
         unet_cfg = dict(SD15_UNET)
         if args.tiny:
-            unet_cfg.update(sample_size=16, block_out_channels=(32, 32, 64, 64), cross_attention_dim=32,
-                            norm_num_groups=8)
+            unet_cfg.update(TINY_SD15_UNET)
         unet = UNet2DConditionModel(**unet_cfg)
         # lllyasviel's SD-1.5 ControlNets are ControlNetModel.from_unet of SD-1.5's UNet
         cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 96, 256))

@@ -4,7 +4,7 @@ export_sd.py. No weights: the samples are noise, but shapes, FLOPs and therefore
 SD-1.5's, so `fd bench` on it measures the paper's speed question on any GPU without a checkpoint.
 
   python experiments/gpu/make_sd15_random.py --out out/sd15-random --device cuda --dtype float16 \
-      [--tokenizer DIR]
+      [--tokenizer DIR] [--tiny]
 
 --tokenizer: a saved CLIPTokenizer folder; when it does not exist it is built from open_clip's BPE
 vocabulary (PyPI open_clip_torch, as in experiments/tests/make_sd_tiny.py) and saved there, so a
@@ -35,6 +35,10 @@ SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_blo
 SD15_SCHEDULER = {"_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
                   "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": False,
                   "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None, "clip_sample": False}
+# --tiny (the CPU smoke test of `just gpu`): the same classes and block types with every width shrunk
+TINY_TEXT = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, projection_dim=32)
+TINY_VAE = dict(block_out_channels=(32, 32, 32, 32), norm_num_groups=8)
+TINY_SD15_UNET = dict(sample_size=8, block_out_channels=(32, 32, 64, 64), cross_attention_dim=32, norm_num_groups=8)
 
 
 def tokenizer(path: str):
@@ -53,6 +57,7 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "float16"])
     ap.add_argument("--tokenizer", default="out/sd15-tokenizer", help="CLIPTokenizer folder (built when missing)")
+    ap.add_argument("--tiny", action="store_true", help="shrink every width (the CPU smoke test of `just gpu`)")
     ap.add_argument("--keep-weights", action="store_true", help="keep unet_weights.safetensors (for add_tgate.py / add_teacache.py)")
     tome_args(ap, "--tome", "tome-")
     args = ap.parse_args()
@@ -63,9 +68,10 @@ def main():
     t0 = time.time()
     tok = tokenizer(args.tokenizer)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD15_UNET)
-    text = CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
-    vae = AutoencoderKL(**SD15_VAE)
+    tiny = args.tiny
+    unet = UNet2DConditionModel(**dict(SD15_UNET, **(TINY_SD15_UNET if tiny else {})))
+    text = CLIPTextModel(CLIPTextConfig(**dict(SD15_TEXT, **(TINY_TEXT if tiny else {}))))
+    vae = AutoencoderKL(**dict(SD15_VAE, **(TINY_VAE if tiny else {})))
     m = export_sd_parts(unet, text, tok, vae, SD15_SCHEDULER, args.out, "sd15-architecture-random-init",
                         args.device, args.dtype, tome=tome, save_weights=args.keep_weights)
     print(json.dumps(dict(name=m["name"], dtype=m["dtype"], params=m["params"],
