@@ -12,7 +12,7 @@ fd version, model, N and reference, the folder's NOTE.md when it has one (caveat
 about that run), then the table exactly as fd wrote it, every plot and every row's sample grid, and
 which other dated runs of the experiment are committed.
 
-The hand-written pages (docs/**/*.md) carry no copied tables either: a block
+README.md and the hand-written pages (docs/**/*.md) carry no copied tables either: a block
 
     <!-- table: results/<experiment>/<run> [cols=row,plan,fid,...] [rows=LABEL;LABEL;... (last)] -->
     <!-- end table -->
@@ -192,7 +192,7 @@ def fill_tables(text: str, where: str) -> str:
 
 def render() -> dict[Path, str]:
     pages = {}
-    for doc in sorted((ROOT / "docs").rglob("*.md")):
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         if OUT in doc.parents:
             continue
         text = doc.read_text()
