@@ -18,6 +18,7 @@ pub const DEFAULT_MAX_SKIP: usize = 4;
 pub static INFO: MethodInfo = MethodInfo {
     name: "adaptive",
     syntax: "adaptive:T[:M]",
+    source: file!(),
     help: "AdaptiveDiffusion: skip a step's UNet when the latent differences are locally linear within \
            T, at most M skips in a row; official 0.01:4",
     families: &[Family { name: "adaptive", rgb: (220, 140, 20) }],

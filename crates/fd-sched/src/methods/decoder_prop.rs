@@ -17,6 +17,7 @@ use crate::Result;
 pub static INFO: MethodInfo = MethodInfo {
     name: "decoder-prop",
     syntax: "decoder-prop:KEYS",
+    source: file!(),
     help: "decoder-only propagation, the paper's failed ablation: the key step's noise prediction is \
            reused by its group",
     families: &[Family { name: "decoder-only", rgb: (120, 60, 160) }],

@@ -22,6 +22,7 @@ const FAMILY: &[Family] = &[Family { name: "deepcache", rgb: (200, 50, 40) }];
 pub static INFO: MethodInfo = MethodInfo {
     name: "deepcache",
     syntax: "deepcache:N[:ID]",
+    source: file!(),
     help: "DeepCache: the whole UNet every N steps, only the shallow path before and after the cut of \
            DeepCache's cache_branch_id ID (block ID/3, layer ID%3, default 0) in between",
     families: FAMILY,
@@ -40,6 +41,7 @@ pub static INFO: MethodInfo = MethodInfo {
 pub static BLOCK_INFO: MethodInfo = MethodInfo {
     name: "deepcache-block",
     syntax: "deepcache-block:N:B",
+    source: file!(),
     help: "DeepCache at fd's earlier block-level branch B (the whole up block U[n-1-B] and those after \
            it rerun)",
     families: FAMILY,

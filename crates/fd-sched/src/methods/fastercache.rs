@@ -29,6 +29,7 @@ use fd_model::Denoiser;
 pub static INFO: MethodInfo = MethodInfo {
     name: "fastercache",
     syntax: "fastercache:U[:A[:W]]",
+    source: file!(),
     help: "FasterCache (diffusers' FasterCacheConfig): on a DiT with CFG, run only the conditional rows except every \
            U-th step, approximating the unconditional output from the last full step's frequency-domain difference, \
            and on those steps extrapolate every block's self-attention except every A-th step (default 2) with \

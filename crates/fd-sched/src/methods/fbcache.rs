@@ -10,6 +10,7 @@ use super::{Family, MethodInfo, PlanSpec};
 pub static INFO: MethodInfo = MethodInfo {
     name: "fbcache",
     syntax: "fbcache:T[:residual]",
+    source: file!(),
     help: "First-Block Cache: skip while the first block's output (a UNet's conv_in; a DiT's first transformer \
            block residual) changed by at most T since the last computed step, decided per sample (diffusers' hook \
            decides per batch); on a UNet, :residual reuses output - input",

@@ -22,6 +22,7 @@ use tch::Tensor;
 pub static INFO: MethodInfo = MethodInfo {
     name: "magcache",
     syntax: "magcache:T[:K[:R]]",
+    source: file!(),
     help: "MagCache (diffusers' MagCacheConfig): on a DiT, reuse the blocks' residual while the accumulated error of \
            the model's calibrated magnitude ratios stays within T, at most K steps in a row (default 3), never in the \
            first R of the steps (default 0.2)",

@@ -67,6 +67,8 @@ pub struct MethodInfo {
     pub name: &'static str,
     /// The plan grammar (`tgate:G[:SP[:FI[:W]]]`).
     pub syntax: &'static str,
+    /// The source file that implements it (`file!()`; the book's plan reference links it).
+    pub source: &'static str,
     /// One sentence: what the method does and where it comes from.
     pub help: &'static str,
     /// The families its plans fall in (the first is the default).
@@ -95,6 +97,25 @@ pub static METHODS: [&MethodInfo; 12] = [
     &fastercache::INFO,
     &tgate::INFO,
 ];
+
+/// The book's plan reference (docs/plans.md, between its `plan-table` markers), generated from the
+/// method table so it cannot drift: one row per method with its grammar, what it does, the
+/// experiment families its rows fall in and the file that implements it. `crates/fd-sched/tests/plans.rs`
+/// rewrites the book's copy when it differs (and fails, so the change is committed).
+pub fn reference_markdown() -> String {
+    let mut out = String::from("| plan | what it does | experiment families | file |\n|---|---|---|---|\n");
+    for m in METHODS {
+        let file = m.source.rsplit_once("src/methods/").map_or(m.source, |(_, f)| f);
+        let families: Vec<String> = m.families.iter().map(|f| format!("`{}`", f.name)).collect();
+        out += &format!(
+            "| `{}` | {} | {} | [`methods/{file}`](../crates/fd-sched/src/methods/{file}) |\n",
+            m.syntax.replace('|', "\\|"),
+            m.help.replace('|', "\\|"),
+            families.join(", "),
+        );
+    }
+    out
+}
 
 /// The plot colour of experiment family `name`, if a method in the table names it.
 pub fn family_rgb(name: &str) -> Option<(u8, u8, u8)> {

@@ -21,6 +21,7 @@ use fd_model::Denoiser;
 pub static INFO: MethodInfo = MethodInfo {
     name: "pab",
     syntax: "pab:N[:LO:HI]",
+    source: file!(),
     help: "Pyramid Attention Broadcast (diffusers' PyramidAttentionBroadcastConfig): on a DiT, compute every block's \
            self-attention every N-th step and reuse it in between, while the timestep lies inside (LO, HI) \
            (default 100, 800)",

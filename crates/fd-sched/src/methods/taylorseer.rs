@@ -24,6 +24,7 @@ use fd_model::Denoiser;
 pub static INFO: MethodInfo = MethodInfo {
     name: "taylorseer",
     syntax: "taylorseer:N[:B[:O[:DTYPE]]]",
+    source: file!(),
     help: "TaylorSeer (diffusers' TaylorSeerCacheConfig): on a DiT, run the blocks on the first B steps (default 3) \
            and every N-th step after, forecast their output tokens in between by a Taylor series of order O \
            (default 1) over the computed steps, factors stored in DTYPE (bf16, f16 or f32; default bf16)",

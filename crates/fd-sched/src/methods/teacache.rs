@@ -11,6 +11,7 @@ use super::{Family, MethodInfo, PlanSpec};
 pub static INFO: MethodInfo = MethodInfo {
     name: "teacache",
     syntax: "teacache:T[:residual]",
+    source: file!(),
     help: "TeaCache: skip while the accumulated, rescaled change of the first block's timestep-modulated \
            input stays below T (on a UNet, :residual reuses output - input)",
     families: &[Family { name: "teacache", rgb: (0, 160, 170) }],

@@ -20,6 +20,7 @@ pub const DEFAULTS: [usize; 3] = [5, 1, 2];
 pub static INFO: MethodInfo = MethodInfo {
     name: "tgate",
     syntax: "tgate:G[:SP[:FI[:W]]]",
+    source: file!(),
     help: "T-GATE: cross-attention cached at gate step G-1 and the unconditional branch alone after it; \
            self-attention reused between caching steps (every SP-th after warm-up W before the gate, \
            every FI-th after it); needs --cfg > 1",

@@ -31,6 +31,7 @@ pub(crate) use runtime::for_each_group;
 pub static INFO: MethodInfo = MethodInfo {
     name: "keys",
     syntax: "KEYS[+forecast:K|+partial:ID|+taylorseer[:O]]",
+    source: file!(),
     help: "encoder propagation, the paper's method: the encoder runs at the key steps KEYS only (none = \
            the baseline, uniform:K, a preset such as 50ls, a list 0,1,2,5, a plan file from fd drift \
            --save-plan, auto:K / auto:threshold=X calibrated on encoder drift, runtime:K chosen while \
