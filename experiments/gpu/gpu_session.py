@@ -87,6 +87,7 @@ class Session:
     steps: list[Step] = field(default_factory=list)
     sections: dict = field(default_factory=dict)
     benches: list[str] = field(default_factory=list)
+    made: set[str] = field(default_factory=set)
     current: str = ""
 
     @property
@@ -188,12 +189,11 @@ class Session:
 
 def tokenizers(base: str) -> None:
     """The CLIP tokenizer folders the SD-family makers read: SD's (pad = EOS) and SDXL's second (pad "!")."""
-    from fd_export.clip_vocab import build_clip_tokenizer
+    from make_sd15_random import tokenizer
 
-    for path, pad in ((base, "<|endoftext|>"), (base + "-pad-bang", "!")):
-        if not os.path.isdir(path):
-            build_clip_tokenizer(path, pad_token=pad)
-            print(f"tokenizer: {path}", flush=True)
+    tokenizer(base)
+    tokenizer(base + "-pad-bang", pad_token="!")
+    print(f"tokenizers: {base}, {base}-pad-bang", flush=True)
 
 
 def section_env(s: Session) -> bool:
@@ -256,15 +256,18 @@ def batch(s: Session, n: int) -> int:
 
 
 def make(s: Session, name: str, script: str, *args: object) -> str | None:
-    """Exports a random-init model into the work folder (once per work folder: reused when its manifest exists)."""
+    """Exports a random-init model into the work folder, once: reused when this session made it, or when
+    the work folder has it from an earlier session (unless --fresh)."""
     a = s.args
     out = os.path.join(a.work, "models", name)
-    if os.path.exists(os.path.join(out, "manifest.json")) and not a.fresh:
+    if name in s.made or (os.path.exists(os.path.join(out, "manifest.json")) and not a.fresh):
         print(f"[{s.current}] reusing {out}", flush=True)
         return out
     size = ["--tiny"] if a.smoke else ["--dtype", "float16"]
     ok = s.python(s.current, f"make-{name}", script, "--out", out, "--device", a.device, *size,
                   "--tokenizer", a.tokenizer, *args)
+    if ok:
+        s.made.add(name)
     return out if ok else None
 
 
@@ -337,9 +340,8 @@ def section_t2v(s: Session) -> bool:
 
 
 def sd15_model(s: Session) -> str | None:
-    m = os.path.join(s.args.work, "models", "sd15")
-    return m if os.path.exists(os.path.join(m, "manifest.json")) else make(s, "sd15", "gpu/make_sd15_random.py",
-                                                                          "--keep-weights")
+    """The sd15 section's model (aoti and peers add to it)."""
+    return make(s, "sd15", "gpu/make_sd15_random.py", "--keep-weights")
 
 
 def section_aoti(s: Session) -> bool:
@@ -416,10 +418,10 @@ def info(path: str, device: str) -> None:
 
 def check_sample(folder: str, expect: int) -> None:
     """`fd sample` wrote `expect` PNGs and a run.json with its timings (the sd15 section's end-to-end check)."""
+    from gpu_check import pngs as sample_pngs
     from PIL import Image
 
-    pngs = sorted(glob.glob(os.path.join(folder, "*.png")))
-    pngs = [p for p in pngs if os.path.basename(p)[:6].isdigit()]
+    pngs = [os.path.join(folder, name) for name in sample_pngs(folder)]
     run = json.load(open(os.path.join(folder, "run.json")))
     sizes = sorted({Image.open(p).size for p in pngs})
     print(json.dumps(dict(folder=folder, pngs=len(pngs), sizes=sizes, n=run.get("n"),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import torch
@@ -107,14 +106,9 @@ def main():
                             transformer_layers_per_block=(1, 1, 1), cross_attention_dim=64,
                             addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 32,
                             norm_num_groups=8)
-            text_2_cfg.update(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                              projection_dim=32)
+            text_2_cfg.update(TINY_TEXT)
         vae = AutoencoderKL(**dict(vae_cfg, scaling_factor=0.13025, force_upcast=True))
-        tok_2 = tokenizer(args.tokenizer + "-pad-bang") if os.path.isdir(args.tokenizer + "-pad-bang") else None
-        if tok_2 is None:
-            from fd_export.clip_vocab import build_clip_tokenizer
-
-            tok_2 = build_clip_tokenizer(args.tokenizer + "-pad-bang", pad_token="!")
+        tok_2 = tokenizer(args.tokenizer + "-pad-bang", pad_token="!")
         m = export_sd_parts(UNet2DConditionModel(**unet_cfg), CLIPTextModel(CLIPTextConfig(**text_cfg)), tok, vae,
                             SDXL_SCHEDULER, args.out, "sdxl-architecture-random-init", args.device, args.dtype,
                             text_2=CLIPTextModelWithProjection(CLIPTextConfig(**text_2_cfg)), tok_2=tok_2)

@@ -41,14 +41,16 @@ TINY_VAE = dict(block_out_channels=(32, 32, 32, 32), norm_num_groups=8)
 TINY_SD15_UNET = dict(sample_size=8, block_out_channels=(32, 32, 64, 64), cross_attention_dim=32, norm_num_groups=8)
 
 
-def tokenizer(path: str):
+def tokenizer(path: str, pad_token: str = "<|endoftext|>"):
+    """The CLIPTokenizer saved at `path`, built there from open_clip's vocabulary when missing (pad = EOS
+    as SD 1.x; "!" for SDXL's second tokenizer, kept at `path + "-pad-bang"`)."""
     from transformers import CLIPTokenizer
 
     if os.path.isdir(path):
         return CLIPTokenizer.from_pretrained(path)
     from fd_export.clip_vocab import build_clip_tokenizer
 
-    return build_clip_tokenizer(path)
+    return build_clip_tokenizer(path, pad_token=pad_token)
 
 
 def main():
