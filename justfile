@@ -253,23 +253,24 @@ gpu *ARGS: build
 gpu-prepare: build
     {{env}} python experiments/gpu/gpu_session.py --prepare
 
-# AOTInductor packages for a 2-D UNet export (issue 33): a converted copy of MODEL in OUT (about
-# four minutes for the default model on 2 cores; needs g++). `--format aoti` runs them.
+# AOTInductor packages for a 2-D UNet export: a converted copy of the default model in OUT with
+# packages of all its graphs compiled for this machine (-march=native; the loop graphs' committed
+# x86-64-v3 packages are kept when they run here; about four minutes on 2 cores; needs g++).
+# `--format auto` (the default) runs them when they run here.
 [group("models")]
-[doc("Compile AOTInductor packages for the default model into out/models/fmnist-aoti.")]
+[doc("Compile AOTInductor packages of every graph of the default model into out/models/fmnist-aoti.")]
 convert-aoti OUT="out/models/fmnist-aoti": setup
     rm -rf {{OUT}}
-    {{env}} python experiments/export/convert_aoti.py --model {{model}} --out {{OUT}}
+    {{env}} python experiments/export/convert_aoti.py --model {{model}} --out {{OUT}} --graphs all
 
 # Rust harness vs the Python diffusers loop (eager UNet2DConditionModel + DDIMScheduler, and the
-# same UNet under torch.compile) on the same exported model, fd with TorchScript and (packages
-# compiled first when missing) AOTInductor, interleaved repeats; writes
+# same UNet under torch.compile) on the same exported model, fd with TorchScript and with the
+# AOTInductor packages the default model ships, interleaved repeats; writes
 # results/bench-harness/<date>-<machine>/.
 [group("bench")]
 [doc("The Rust harness (TorchScript, AOTInductor) vs the Python loop (eager, torch.compile).")]
 bench-harness N="16" REPEATS="3": build
-    test -f out/models/fmnist-aoti/manifest.json || just convert-aoti
-    {{env}} python experiments/bench/bench_harness.py --model out/models/fmnist-aoti --n {{N}} --repeats {{REPEATS}} \
+    {{env}} python experiments/bench/bench_harness.py --model {{model}} --n {{N}} --repeats {{REPEATS}} \
         --out "results/bench-harness/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
 
 # The graph formats side by side in one fd process: the baseline and the paper's 50ls, each on
@@ -277,9 +278,8 @@ bench-harness N="16" REPEATS="3": build
 [group("bench")]
 [doc("TorchScript vs AOTInductor graphs, baseline and 50ls, in one fd process.")]
 bench-aoti N="16" REPEATS="3": build
-    test -f out/models/fmnist-aoti/manifest.json || just convert-aoti
-    {{env}} target/release/fd bench --model out/models/fmnist-aoti --steps 50 --cfg 3 --n {{N}} --repeats {{REPEATS}} \
-        --plans "none,none#aoti,50ls,50ls#aoti" \
+    {{env}} target/release/fd bench --model {{model}} --steps 50 --cfg 3 --n {{N}} --repeats {{REPEATS}} \
+        --plans "none#torchscript,none#aoti,50ls#torchscript,50ls#aoti" \
         --out "results/bench-aoti/$(date +%F)-${FD_MACHINE:-$(nproc)core-$(uname -m)}"
 
 # All benchmarks: criterion micro-benches (scheduler step, Frechet distance 2048-d, plan

@@ -62,7 +62,7 @@ def rust_loop(fd: str, model: Path, n: int, steps: int, cfg: float, seed: int, a
     """fd's baseline loop in one process: TorchScript, then (with `aoti`) the AOTInductor packages;
     seconds per image of each."""
     with tempfile.TemporaryDirectory() as d:
-        cmd = [fd, "bench", "--model", str(model), "--plans", "none,none#aoti" if aoti else "none", "--n", str(n),
+        cmd = [fd, "bench", "--model", str(model), "--plans", "none#torchscript,none#aoti" if aoti else "none#torchscript", "--n", str(n),
                "--repeats", "1", "--steps", str(steps), "--cfg", str(cfg), "--seed", str(seed), "--out", d]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         return [r["median_s_per_image"] for r in json.loads((Path(d) / "bench.json").read_text())["rows"]]

@@ -28,6 +28,11 @@ def main():
                                      "and T-GATE graphs)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: the device the packages will run on")
     ap.add_argument("--max-batch", type=int, default=MAX_BATCH, help="most rows per graph call")
+    ap.add_argument("--recompile", action="store_true",
+                    help="compile graphs whose listed packages already run here too (default: keep them)")
+    ap.add_argument("--march", help="a CPU package's -march (default: inductor's, `native`, code for this CPU "
+                                    "model); `x86-64-v3` runs on every AVX2 x86-64 CPU (the default model's "
+                                    "committed packages)")
     ap.add_argument("--tol", type=float,
                     help="parity tolerance against the TorchScript graph, relative to the output's scale "
                          "(default 1e-5 for a float32 export, 1e-2 for float16)")
@@ -38,7 +43,7 @@ def main():
             tol = 1e-2 if json.load(f).get("dtype") == "float16" else 1e-5
     t0 = time.time()
     m = convert(args.model, args.out, args.graphs.split(",") if args.graphs else None, args.device, args.max_batch,
-                tol)
+                tol, march=args.march, recompile=args.recompile)
     packaged = {k: [p["file"] for p in g["packages"]] for k, g in m["graphs"].items() if g.get("packages")}
     print(json.dumps(dict(model=m["name"], packages=packaged, seconds=round(time.time() - t0, 1)), indent=2))
 

@@ -56,13 +56,17 @@ def _positional(module: nn.Module, n: int) -> nn.Module:
 
 
 def compile_packages(module: nn.Module, inputs: list[torch.Tensor], path: str, device: str = "cpu",
-                     max_batch: int = MAX_BATCH) -> list[dict]:
+                     max_batch: int = MAX_BATCH, march: str | None = None) -> list[dict]:
     """Compile `module` (called on batch-1 example `inputs`) into packages `path` (`x.pt2`,
     `x.b64.pt2`, ...) that together accept 1..max_batch rows; returns their manifest entries, ranges
     in order. Every input whose first dimension is 1 is batched, with one dynamic batch size.
     torch.export derives the rows a program supports from the code: a graph that branches on the
     batch size (diffusers' `Upsample2D` makes its input contiguous from 64 rows on) exports one
-    program per side of the branch, each compiled into its own package."""
+    program per side of the branch, each compiled into its own package.
+
+    `march`: the C++ compiler's -march for a CPU package (default inductor's, `native`: code for
+    the compiling CPU's model). `x86-64-v3` (AVX2 + FMA, what every AVX2 x86-64 CPU runs) makes
+    packages that run on any AVX2 machine, as the default models' committed ones are."""
     batched = [t.dim() > 0 and t.shape[0] == 1 for t in inputs]
     wrapper = _positional(module.eval(), len(inputs))
     entries, rows = [], 2  # an example batch of 1 would be specialised away
@@ -83,13 +87,14 @@ def compile_packages(module: nn.Module, inputs: list[torch.Tensor], path: str, d
                               f"{entries[-1]['batch'][1]}")
         file = path if not entries else path.replace(".pt2", f".b{lo}.pt2")
         tmp = file + ".tmp.pt2"
-        torch._inductor.aoti_compile_and_package(ep, package_path=tmp)
+        cuda = str(device).startswith("cuda")
+        with torch._inductor.config.patch({"cpp.march": march} if march and not cuda else {}):
+            torch._inductor.aoti_compile_and_package(ep, package_path=tmp)
         os.replace(tmp, file)
         entries.append(dict(file=os.path.basename(file), sha256=sha256(file), tuple=isinstance(out, (tuple, list)),
-                            device="cuda" if str(device).startswith("cuda") else "cpu", torch=torch.__version__,
-                            batch=[lo, hi],
-                            **({} if str(device).startswith("cuda")
-                               else dict(cpu_capability=torch.backends.cpu.get_cpu_capability()))))
+                            device="cuda" if cuda else "cpu", torch=torch.__version__, batch=[lo, hi],
+                            **({} if cuda else dict(cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                                                    march=march or "native"))))
         if hi >= max_batch:
             return entries
         rows = hi + 1
@@ -189,7 +194,7 @@ def _check_parity(model_dir: Path, entry: dict, graph: str, package: str, inputs
 
 
 def add_packages(model_dir, graphs: dict, parts, device: str = "cpu", max_batch: int = MAX_BATCH, tol: float = 1e-5,
-                 log=print) -> None:
+                 log=print, march: str | None = None) -> None:
     """Compile packages for `parts` [(graph name, module, batch-1 inputs)] into `model_dir`, each
     checked against the folder's TorchScript graph of that name (`graphs[name]`, already written)
     before it is moved into place; sets `graphs[name]["packages"]` (the caller writes the manifest)."""
@@ -198,7 +203,7 @@ def add_packages(model_dir, graphs: dict, parts, device: str = "cpu", max_batch:
         entries = {}
         for name, module, inputs in parts:
             log(f"compiling {name} ...")
-            packages = compile_packages(module, inputs, os.path.join(tmp, f"{name}.pt2"), device, max_batch)
+            packages = compile_packages(module, inputs, os.path.join(tmp, f"{name}.pt2"), device, max_batch, march)
             for p in packages:  # each package at a row count inside its range (3 rows: the first)
                 n = max(3, p["batch"][0]) if p["batch"][1] >= 3 else p["batch"][0]
                 err = _check_parity(model_dir, graphs[name], name, os.path.join(tmp, p["file"]), inputs, tol, n)
@@ -211,12 +216,34 @@ def add_packages(model_dir, graphs: dict, parts, device: str = "cpu", max_batch:
             graphs[name]["packages"] = packages
 
 
+_X86_ISA = ("DEFAULT", "AVX2", "AVX512")
+
+
+def packages_run_here(model_dir: Path, packages: list[dict], device: str, max_batch: int) -> bool:
+    """Whether a graph's listed packages run on `device` with this torch (what fd checks before
+    loading: device, torch release, a CPU vector ISA the same or wider, the file's hash) and
+    cover `max_batch` rows."""
+    cuda = str(device).startswith("cuda")
+    here = torch.backends.cpu.get_cpu_capability()
+
+    def ok(p: dict) -> bool:
+        isa = p.get("cpu_capability")
+        isa_ok = cuda or isa is None or isa == here or (
+            isa in _X86_ISA and here in _X86_ISA and _X86_ISA.index(isa) <= _X86_ISA.index(here))
+        f = model_dir / p["file"]
+        return ((p["device"] == "cuda") == cuda and p["torch"].split("+")[0] == torch.__version__.split("+")[0]
+                and isa_ok and f.is_file() and sha256(str(f)) == p["sha256"])
+
+    return bool(packages) and all(ok(p) for p in packages) and packages[-1]["batch"][1] >= max_batch
+
+
 def convert(model_dir: str, out: str | None = None, graphs=None, device: str = "cpu", max_batch: int = MAX_BATCH,
-            tol: float = 1e-5, log=print) -> dict:
+            tol: float = 1e-5, log=print, march: str | None = None, recompile: bool = False) -> dict:
     """Compile AOTInductor packages for `graphs` (default: every graph this converter rebuilds) of
     the export `model_dir`, into `out` (a copy of the folder; default: the folder itself). Each
     package is checked against the export's TorchScript graph (within `tol`) before the manifest
-    lists it; the manifest is rewritten last (temp + rename). Returns the new manifest."""
+    lists it; the manifest is rewritten last (temp + rename). A graph whose listed packages already
+    run here (the default model ships some) is kept unless `recompile`. Returns the new manifest."""
     src = Path(model_dir)
     if not (src / "manifest.json").is_file():
         raise ExportError(f"{model_dir}: no manifest.json (expected an fd model folder)")
@@ -236,6 +263,12 @@ def convert(model_dir: str, out: str | None = None, graphs=None, device: str = "
         if dst.exists() and any(dst.iterdir()):
             raise ExportError(f"--out {dst}: not empty")
         shutil.copytree(src, dst, dirs_exist_ok=True)
-    add_packages(dst, manifest["graphs"], _unet_graphs(src, manifest, names, device), device, max_batch, tol, log)
+    if not recompile:
+        kept = [n for n in names if packages_run_here(src, manifest["graphs"][n].get("packages", []), device, max_batch)]
+        for n in kept:
+            log(f"keeping {n}: its packages run here (--recompile compiles them again)")
+        names = [n for n in names if n not in kept]
+    add_packages(dst, manifest["graphs"], _unet_graphs(src, manifest, names, device), device, max_batch, tol, log,
+                 march)
     write_manifest(str(dst), manifest)
     return manifest

@@ -4,7 +4,9 @@
   python experiments/tests/make_aoti.py models/fmnist target/fixtures/fmnist-aoti --graphs all
   python experiments/tests/make_aoti.py target/fixtures/families/dit/checkpoint target/fixtures/dit-aoti --dit
 
-(crates/fd-run/tests/aoti.rs; crates/fd-sched/tests/default_model.rs). With `--dit`, MODEL is a
+(crates/fd-run/tests/aoti.rs; crates/fd-sched/tests/default_model.rs). The default model's
+committed packages (its loop graphs) are kept as they are when they run here, so the fixture
+tests them; the other graphs are compiled. With `--dit`, MODEL is a
 diffusers DiTPipeline folder exported with `export_dit_folder(..., aoti=True)` (packages compiled
 at export from the eager modules). Rebuilt only when this
 script, the source folder or an fd_export module changed (stamp file); compiling takes about a

@@ -66,3 +66,32 @@ def test_export_refuses_unknown_aoti_graphs_before_any_file(tmp_path):
                                          r"decoder, .*vae_decoder\)"):
         export_sd(str(ckpt), str(out), aoti=["encoder", "vae", "cond_prepare"])
     assert not out.exists(), "nothing written"
+
+
+def test_the_default_models_packages_run_here_and_convert_keeps_them(tmp_path):
+    """The committed packages are portable x86-64-v3 code that `convert` keeps where they run (the
+    check fd makes before loading); an altered file or another torch release is compiled again."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from fd_export.aoti import packages_run_here
+
+    src = Path(__file__).resolve().parents[2] / "models" / "fmnist"
+    graphs = json.loads((src / "manifest.json").read_text())["graphs"]
+    packaged = sorted(k for k, g in graphs.items() if g.get("packages"))
+    assert packaged == ["decoder", "encoder", "time_embed"]
+    for g in packaged:
+        for p in graphs[g]["packages"]:
+            assert (p["march"], p["cpu_capability"], p["device"]) == ("x86-64-v3", "AVX2", "cpu")
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("this CPU does not run AVX2 packages")
+    assert all(packages_run_here(src, graphs[g]["packages"], "cpu", 4096) for g in packaged)
+    assert not packages_run_here(src, graphs["decoder"]["packages"], "cuda", 4096)
+    assert not packages_run_here(src, graphs["decoder"]["packages"], "cpu", 8192), "max batch not covered"
+    other = [dict(p, torch="2.99.0") for p in graphs["encoder"]["packages"]]
+    assert not packages_run_here(src, other, "cpu", 4096)
+    shutil.copy(src / "encoder.pt2", tmp_path / "encoder.pt2")
+    with open(tmp_path / "encoder.pt2", "ab") as f:
+        f.write(b"x")
+    assert not packages_run_here(tmp_path, graphs["encoder"]["packages"], "cpu", 4096)

@@ -27,9 +27,9 @@ pub enum Cmd {
         /// cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: String,
-        /// Graph format to load: torchscript or aoti.
-        #[arg(long, default_value = "torchscript")]
-        format: fd_model::GraphFormat,
+        /// Graph format to load: auto, torchscript or aoti (as `fd sample --format`).
+        #[arg(long, default_value = "auto")]
+        format: fd_model::FormatChoice,
     },
     /// Generate samples with a sampler and a key-step plan; writes PNGs, grid.png and run.json.
     Sample(Box<SampleArgs>),
@@ -129,10 +129,12 @@ pub struct SamplingFlags {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Graph format: torchscript, or aoti (the AOTInductor packages the manifest lists,
-    /// TorchScript for graphs without one; experiments/export/convert_aoti.py compiles them).
-    #[arg(long, default_value = "torchscript")]
-    pub format: fd_model::GraphFormat,
+    /// Graph format: auto (the AOTInductor packages the model ships when they run on this
+    /// device, torch release and CPU; TorchScript otherwise, with a note saying why), torchscript,
+    /// or aoti (the packages the manifest lists, TorchScript for graphs without one;
+    /// experiments/export/convert_aoti.py compiles them).
+    #[arg(long, default_value = "auto")]
+    pub format: fd_model::FormatChoice,
     /// Bit-identical samples whatever the batch size or decoding mode: UNet graphs run one row
     /// at a time and libtorch's deterministic algorithms are on (slower; see docs/runs.md).
     #[arg(long)]
@@ -196,6 +198,16 @@ impl SamplingFlags {
     /// The model to open.
     pub fn model(&self) -> fd_run::Result<ModelSpec> {
         Ok(ModelSpec::new(&self.model, &self.device, self.deterministic)?.with_format(self.format))
+    }
+
+    /// Open the model; says on stderr why `--format auto` runs TorchScript when the model ships
+    /// packages that cannot run here.
+    pub fn load(&self) -> fd_run::Result<fd_model::Denoiser> {
+        let model = self.model()?.load()?;
+        if let Some(why) = &model.format_note {
+            note!("{why}");
+        }
+        Ok(model)
     }
 
     /// The one conversion from flags to sampling options; `default_cfg` is the command's default
@@ -345,9 +357,10 @@ pub struct ExperimentArgs {
     /// Row-by-row graph calls + libtorch deterministic algorithms (as `fd sample --deterministic`).
     #[arg(long)]
     pub deterministic: bool,
-    /// Graph format every row runs: torchscript or aoti (as `fd sample --format`).
-    #[arg(long, default_value = "torchscript")]
-    pub format: fd_model::GraphFormat,
+    /// Graph format every row runs: auto, torchscript or aoti (as `fd sample --format`; auto
+    /// is decided for each model the rows use).
+    #[arg(long, default_value = "auto")]
+    pub format: fd_model::FormatChoice,
     /// Inception extractor (default: $FD_CACHE/assets/fid_inception_default_1.pt).
     #[arg(long)]
     pub inception: Option<PathBuf>,

@@ -314,3 +314,58 @@ fn peer_cache_plans_run_end_to_end_on_the_default_model() {
     assert!(!ok && err.contains("--cfg > 1"), "{err}");
     assert!(!o.exists(), "nothing written on error");
 }
+
+/// `--format auto`, the default: the default model's shipped packages run where they can and
+/// `fd info` says so; where one cannot (here: a copy whose manifest says another torch release
+/// compiled it), TorchScript runs, `fd info` and `fd sample` say why, and the run records
+/// TorchScript. `fd bench` refuses to time one plan twice under the AOTInductor default.
+#[test]
+fn format_auto_runs_the_shipped_packages_or_says_why_not() {
+    let model = common::repo_path("models/fmnist");
+    let here = fd_model::aoti::cpu_capability();
+    if !fd_model::aoti::cpu_compatible("AVX2", &here) {
+        eprintln!("skipped: this CPU runs {here} kernels, the shipped packages need AVX2");
+        return;
+    }
+    let (ok, out, err) = fd(&["info", &model]);
+    assert!(ok, "{err}");
+    assert!(out.contains("format       AOTInductor runs (--format auto"), "{out}");
+    assert!(out.contains("(3 of the") && out.contains("AVX2 kernels"), "{out}");
+    let (ok, out, _) = fd(&["info", &model, "--format", "torchscript"]);
+    assert!(ok && out.contains("format       TorchScript runs (--format torchscript)"), "{out}");
+
+    let d = tempfile::tempdir().unwrap();
+    let edited = d.path().join("model");
+    std::fs::create_dir_all(&edited).unwrap();
+    for e in std::fs::read_dir(&model).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), edited.join(e.file_name())).unwrap();
+        }
+    }
+    let m = edited.join("manifest.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    v["graphs"]["decoder"]["packages"][0]["torch"] = "2.99.0+cpu".into();
+    std::fs::write(&m, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let e = edited.to_str().unwrap();
+    let (ok, out, err) = fd(&["info", e]);
+    assert!(ok, "{err}");
+    assert!(out.contains("TorchScript runs: the AOTInductor package of `decoder` (compiled by torch 2.99.0"), "{out}");
+    let run = |dir: &str, o: &std::path::Path| {
+        let a = ["sample", "--model", dir, "--steps", "4", "--cfg", "3", "--n", "2", "--out", o.to_str().unwrap()];
+        let (ok, _, err) = fd(&a);
+        assert!(ok, "{err}");
+        let run: serde_json::Value = serde_json::from_slice(&std::fs::read(o.join("run.json")).unwrap()).unwrap();
+        (run, err)
+    };
+    let (r, err) = run(e, &d.path().join("ts"));
+    assert!(err.contains("note: TorchScript runs: the AOTInductor package of `decoder`"), "{err}");
+    assert!(r["model"].get("format").is_none(), "TorchScript recorded: {}", r["model"]);
+    let (r, err) = run(&model, &d.path().join("aoti"));
+    assert!(!err.contains("TorchScript runs"), "{err}");
+    assert_eq!(r["model"]["format"], "aoti", "{}", r["model"]);
+    let b = d.path().join("bench");
+    let (ok, _, err) =
+        fd(&["bench", "--model", &model, "--steps", "2", "--n", "1", "--plans", "none,none#aoti", "--out", b.to_str().unwrap()]);
+    assert!(!ok && err.contains("`none#aoti` is timed twice"), "{err}");
+    assert!(!b.exists(), "nothing written on error");
+}

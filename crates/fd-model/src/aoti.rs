@@ -50,6 +50,48 @@ pub fn cpu_compatible(compiled: &str, here: &str) -> bool {
     compiled == here || matches!((rank(compiled), rank(here)), (Some(a), Some(b)) if a <= b)
 }
 
+/// Why package `p` cannot run on `device` with this build (`None`: it can): compiled for another
+/// device, by another torch release, or on a CPU with a vector ISA this one lacks.
+pub fn package_mismatch(p: &crate::PackageEntry, device: tch::Device) -> Option<String> {
+    if (p.device == "cuda") != device.is_cuda() {
+        let here = if let tch::Device::Cuda(i) = device { format!("cuda:{i}") } else { "cpu".into() };
+        return Some(format!("compiled for {}, asked to run on {here}", p.device));
+    }
+    if let (false, Some(c)) = (device.is_cuda(), &p.cpu_capability) {
+        let here = cpu_capability();
+        if !cpu_compatible(c, &here) {
+            return Some(format!("compiled on a CPU with {c} kernels, this CPU runs {here}"));
+        }
+    }
+    let here = torch_version();
+    (p.torch.split('+').next() != Some(here))
+        .then(|| format!("compiled by torch {}, this build links libtorch {here}", p.torch))
+}
+
+impl crate::FormatChoice {
+    /// The format that runs `manifest`'s graphs on `device`, and, when `auto` runs TorchScript
+    /// although the model lists packages, why (the first package that cannot run here).
+    /// `auto` never picks a format that would fail to load for a reason decided here; a package
+    /// listed but missing or altered is still an error at load, whichever format was asked for.
+    pub fn resolve(self, manifest: &crate::Manifest, device: tch::Device) -> (crate::GraphFormat, Option<String>) {
+        use crate::GraphFormat::{Aoti, Torchscript};
+        match self {
+            crate::FormatChoice::Fixed(f) => (f, None),
+            crate::FormatChoice::Auto => {
+                let mut listed = manifest.graphs.iter().flat_map(|(g, e)| e.packages.iter().map(move |p| (g, p)));
+                let Some(first) = listed.next() else { return (Torchscript, None) };
+                match std::iter::once(first).chain(listed).find_map(|(g, p)| Some((g, package_mismatch(p, device)?))) {
+                    None => (Aoti, None),
+                    Some((g, why)) => (
+                        Torchscript,
+                        Some(format!("TorchScript runs: the AOTInductor package of `{g}` ({why}); compile packages for this machine with `just convert-aoti` (experiments/export/convert_aoti.py)")),
+                    ),
+                }
+            }
+        }
+    }
+}
+
 /// Take over a message the shim allocated.
 ///
 /// # Safety

@@ -113,7 +113,21 @@ pub fn parse_plans(
             };
             Ok(BenchPlan { label, spec, format })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()
+        .and_then(|list| {
+            // `none,none#aoti` with AOTInductor the default (`--format auto` on a model that ships
+            // packages) would time one plan twice under two labels
+            for (i, p) in list.iter().enumerate() {
+                if list[..i].iter().any(|q| q.label == p.label) {
+                    return Err(Error::Input(format!(
+                        "--plans: `{}` is timed twice (a plan without `#FORMAT` runs the default format, {} here): name each plan's format (`KEYS#torchscript`, `KEYS#aoti`) or pass --format",
+                        p.label,
+                        format.as_str()
+                    )));
+                }
+            }
+            Ok(list)
+        })
 }
 
 /// The middle value; for an even count, the mean of the two middle ones.

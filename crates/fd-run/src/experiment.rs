@@ -276,8 +276,9 @@ pub struct ExperimentOptions {
     pub only: Vec<String>,
     /// Row-by-row graph calls + libtorch deterministic algorithms (see `fd sample --deterministic`).
     pub deterministic: bool,
-    /// Which compiled form runs every row's graphs (`fd experiment --format`).
-    pub format: fd_model::GraphFormat,
+    /// Which compiled form runs every row's graphs (`fd experiment --format`; `auto` is decided
+    /// for each model the rows use).
+    pub format: fd_model::FormatChoice,
     /// Show progress (a bar on a terminal, a line every 30 s otherwise; see [`crate::progress`]).
     pub progress: bool,
     /// Other experiments' work folders (`<root>/<experiment>/<N...>/<row>`): a row whose run

@@ -41,7 +41,7 @@ use crate::{Error, Result};
 pub enum ModelIdentity {
     Derived {
         name: String,
-        /// [`fd_model::Manifest::identity`].
+        /// [`fd_model::Manifest::identity`] for the format that ran.
         manifest: serde_json::Value,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tokenizer_sha256: Option<String>,
@@ -58,7 +58,7 @@ impl ModelIdentity {
     pub fn of(model: &fd_model::Denoiser) -> Self {
         ModelIdentity::Derived {
             name: model.manifest.name.clone(),
-            manifest: model.manifest.identity(),
+            manifest: model.manifest.identity(model.format),
             tokenizer_sha256: model.tokenizer_sha256.clone(),
             format: model.format,
         }

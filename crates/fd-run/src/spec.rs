@@ -425,8 +425,9 @@ pub struct ModelSpec {
     /// Row-by-row graph calls + libtorch's deterministic algorithms (bit-identical samples
     /// whatever the batch size or decoding mode; slower).
     pub deterministic: bool,
-    /// Which compiled form runs the graphs ([`fd_model::GraphFormat`]). Default TorchScript.
-    pub format: fd_model::GraphFormat,
+    /// Which compiled form runs the graphs ([`fd_model::FormatChoice`]; `auto` is decided per
+    /// model at load). Default TorchScript.
+    pub format: fd_model::FormatChoice,
 }
 
 impl ModelSpec {
@@ -436,13 +437,19 @@ impl ModelSpec {
             dir: dir.to_path_buf(),
             device: fd_model::parse_device(device)?,
             deterministic,
-            format: fd_model::GraphFormat::Torchscript,
+            format: fd_model::GraphFormat::Torchscript.into(),
         })
     }
 
-    /// The same model run in `format`.
-    pub fn with_format(self, format: fd_model::GraphFormat) -> Self {
-        Self { format, ..self }
+    /// The same model run in `format` (a [`fd_model::GraphFormat`] or `auto`).
+    pub fn with_format(self, format: impl Into<fd_model::FormatChoice>) -> Self {
+        Self { format: format.into(), ..self }
+    }
+
+    /// The format that runs this model here, and why `auto` runs TorchScript although the model
+    /// lists packages ([`fd_model::FormatChoice::resolve`]); reads the manifest only.
+    pub fn resolve_format(&self) -> Result<(fd_model::GraphFormat, Option<String>)> {
+        Ok(self.format.resolve(&fd_model::Manifest::load(&self.dir)?, self.device))
     }
 
     /// Load the model; with `deterministic`, libtorch's deterministic switches are set first

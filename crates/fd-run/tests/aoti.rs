@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fd_model::{Denoiser, GraphFormat};
+use fd_model::{Denoiser, FormatChoice, GraphFormat};
 use fd_run::spec::{cycle_conditions, ModelSpec, PlanOptions, SamplingOptions};
 use fd_sched::decode::DecodeMode;
 
@@ -103,6 +103,36 @@ fn default_model_method_graphs_give_the_torchscript_samples() {
     assert_same_samples(&ts, &ao, &plans, 1e-4);
 }
 
+/// The default model ships packages of its loop graphs, compiled for any AVX2 x86-64 CPU
+/// (`-march=x86-64-v3`): `auto`, fd's default, runs them on such a CPU and gives the TorchScript
+/// samples within 1e-4 (the diffusers reference: crates/fd-sched/tests/default_model.rs).
+#[test]
+fn the_default_model_ships_packages_that_auto_runs() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist");
+    let m = fd_model::Manifest::load(&dir).unwrap();
+    let packaged: Vec<&str> =
+        m.graphs.iter().filter(|(_, g)| !g.packages.is_empty()).map(|(k, _)| k.as_str()).collect();
+    assert_eq!(packaged, ["decoder", "encoder", "time_embed"]);
+    for p in m.graphs.values().flat_map(|g| &g.packages) {
+        assert_eq!((p.cpu_capability.as_deref(), p.march.as_deref()), (Some("AVX2"), Some("x86-64-v3")), "{}", p.file);
+    }
+    if !fd_model::aoti::cpu_compatible("AVX2", &fd_model::aoti::cpu_capability()) {
+        eprintln!("skipped: this CPU runs {} kernels, the packages need AVX2", fd_model::aoti::cpu_capability());
+        return;
+    }
+    let auto = ModelSpec::new(&dir, "cpu", false).unwrap().with_format(FormatChoice::Auto).load().unwrap();
+    assert_eq!((auto.format, auto.graphs_loaded.1, auto.format_note.as_deref()), (GraphFormat::Aoti, 3, None));
+    let ts = load(&dir, GraphFormat::Torchscript).unwrap();
+    let plans = [("none", DecodeMode::Auto), ("50ls", DecodeMode::Parallel), ("uniform:2", DecodeMode::Sequential)];
+    assert_same_samples(&ts, &auto, &plans, 1e-4);
+    // the identity of a TorchScript run does not change with the packages the model gained
+    let id = |m: &Denoiser| serde_json::to_value(fd_run::records::ModelIdentity::of(m)).unwrap();
+    let mut bare = m.clone();
+    bare.graphs.values_mut().for_each(|g| g.packages.clear());
+    assert_eq!(id(&ts)["manifest"], bare.identity(GraphFormat::Torchscript));
+    assert_ne!(id(&auto)["manifest"], id(&ts)["manifest"]);
+}
+
 #[test]
 fn cpu_packages_run_on_the_same_or_a_wider_isa() {
     assert!(fd_model::aoti::cpu_compatible("AVX2", "AVX512"));
@@ -155,7 +185,23 @@ fn foreign_packages_are_refused_naming_the_graph() {
         assert!(e.contains(want) && e.contains("encoder"), "{name}: {e}");
         // TorchScript does not read the packages
         load(&to, GraphFormat::Torchscript).unwrap();
+        // `auto` runs TorchScript where a package cannot run here, saying which and why; an
+        // altered package file is an error whatever the format
+        let auto = ModelSpec::new(&to, "cpu", false).unwrap().with_format(FormatChoice::Auto).load();
+        if name == "sha" {
+            let e = auto.unwrap_err().to_string();
+            assert!(e.contains("SHA-256 mismatch"), "{name}: {e}");
+        } else {
+            let m = auto.unwrap();
+            let why = m.format_note.clone().unwrap_or_default();
+            assert_eq!(m.format, GraphFormat::Torchscript, "{name}");
+            assert_eq!(m.graphs_loaded.1, 0, "{name}: no graph runs from a package");
+            assert!(why.contains("TorchScript runs") && why.contains("`encoder`") && why.contains(want), "{name}: {why}");
+        }
     }
+    // the same folder untouched: `auto` runs the packages, silently
+    let m = ModelSpec::new(&tiny_aoti(), "cpu", false).unwrap().with_format(FormatChoice::Auto).load().unwrap();
+    assert_eq!((m.format, m.format_note.is_none()), (GraphFormat::Aoti, true));
     // a batch range the run exceeds: an error naming the graph at the first call
     let to = d.path().join("range");
     copy_with(&tiny_aoti(), &to, |v| {

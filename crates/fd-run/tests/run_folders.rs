@@ -240,31 +240,43 @@ fn change(v: &mut serde_json::Value, path: &str) {
 }
 
 /// Identity is derived, not listed: every field of the manifest as fd reads it, changed in turn,
-/// changes the run's identity, but for the explicit cosmetic list (which changes nothing). A
-/// change the manifest type cannot hold (an unknown enum name) is no model and is skipped.
+/// changes the run's identity, but for the explicit cosmetic list (which changes nothing) and,
+/// for a TorchScript run, the AOTInductor packages (which do not run). A change the manifest
+/// type cannot hold (an unknown enum name) is no model and is skipped.
 #[test]
 fn every_manifest_field_is_part_of_the_run_identity() {
     use fd_model::manifest::{Manifest, COSMETIC_FIELDS, COSMETIC_GRAPH_FIELDS};
+    use fd_model::GraphFormat;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut checked = 0;
+    let (mut checked, mut packaged) = (0, 0);
     for dir in ["models/fmnist", "models/fmnist-dit", "crates/fd-model/tests/fixtures/tiny"] {
         let base = Manifest::load(&root.join(dir)).unwrap();
         let value = serde_json::to_value(&base).unwrap();
-        let id = base.identity();
         let mut paths = Vec::new();
         leaves(&value, "", &mut paths);
-        for p in paths {
-            let mut v = value.clone();
-            change(&mut v, &p);
-            let Ok(m) = serde_json::from_value::<Manifest>(v) else { continue };
-            let top = p.split(['.', '[']).next().unwrap();
-            let cosmetic = COSMETIC_FIELDS.contains(&top)
-                || (top == "graphs" && COSMETIC_GRAPH_FIELDS.iter().any(|f| p.ends_with(&format!(".{f}"))));
-            assert_eq!(m.identity() == id, cosmetic, "{dir}: changing `{p}` (cosmetic: {cosmetic})");
-            checked += 1;
+        for format in [GraphFormat::Torchscript, GraphFormat::Aoti] {
+            let id = base.identity(format);
+            for p in &paths {
+                let mut v = value.clone();
+                change(&mut v, p);
+                let Ok(m) = serde_json::from_value::<Manifest>(v) else { continue };
+                let top = p.split(['.', '[']).next().unwrap();
+                let package = top == "graphs" && p.contains(".packages[");
+                let cosmetic = COSMETIC_FIELDS.contains(&top)
+                    || (top == "graphs" && COSMETIC_GRAPH_FIELDS.iter().any(|f| p.ends_with(&format!(".{f}"))))
+                    || (package && format == GraphFormat::Torchscript);
+                assert_eq!(
+                    m.identity(format) == id,
+                    cosmetic,
+                    "{dir}: changing `{p}` under {format:?} (cosmetic: {cosmetic})"
+                );
+                checked += 1;
+                packaged += usize::from(package);
+            }
         }
     }
-    assert!(checked > 150, "{checked} fields checked");
+    assert!(checked > 300, "{checked} fields checked");
+    assert!(packaged > 10, "the default model's package fields are checked ({packaged})");
 }
 
 /// The case of the report: a manifest's TeaCache coefficients edited between two parts of one

@@ -51,7 +51,7 @@ fn default_model_on_aoti_packages_equals_diffusers_loop() {
     let dir = std::env::var_os("FD_FMNIST_AOTI")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/fixtures/fmnist-aoti"));
-    let opts = LoadOptions { format: fd_model::GraphFormat::Aoti, ..Default::default() };
+    let opts = LoadOptions { format: fd_model::GraphFormat::Aoti.into(), ..Default::default() };
     assert_eq!(
         Denoiser::load(&dir, &opts).unwrap().graphs_loaded.1,
         12,
@@ -60,6 +60,22 @@ fn default_model_on_aoti_packages_equals_diffusers_loop() {
     // Inductor's fused kernels sum in another order than eager PyTorch: one call differs by a few
     // 1e-6 (convert_aoti.py prints each package's), and 50 DDIM steps at CFG 3 grow that to 1.4e-4
     // on this model (TorchScript: 1.4e-5; `--nocapture` prints both), 1/28 of one 8-bit PNG level
+    check_folder(&dir, opts, 2.5e-4);
+}
+
+/// What `fd sample` runs by default: the packages the default model ships (`--format auto`).
+#[test]
+fn default_model_on_its_shipped_packages_equals_diffusers_loop() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist");
+    let opts = LoadOptions { format: fd_model::FormatChoice::Auto, ..Default::default() };
+    let here = fd_model::aoti::cpu_capability();
+    if !fd_model::aoti::cpu_compatible("AVX2", &here) {
+        eprintln!("skipped: this CPU runs {here} kernels, the shipped packages need AVX2");
+        return;
+    }
+    let m = Denoiser::load(&dir, &opts).unwrap();
+    assert_eq!(m.format, fd_model::GraphFormat::Aoti, "{:?}", m.format_note);
+    assert_eq!(m.graphs_loaded.1, 3, "time_embed, encoder and decoder run from packages");
     check_folder(&dir, opts, 2.5e-4);
 }
 

@@ -17,16 +17,21 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let mut opts = f.options(None, 3.0);
     opts.plan.inject = a.inject.clone();
     let spec = f.model()?;
+    // the plans' default format: --format, `auto` decided for this model here
+    let (format, why) = spec.resolve_format()?;
+    if let Some(why) = why {
+        note!("{why}");
+    }
     let model = spec.clone().with_format(fd_model::GraphFormat::Torchscript).load()?;
     super::sampler(&opts, &model)?;
     opts.exec()?;
     let conds = f.conditions(&model, a.n)?;
-    // a plan's `#aoti` (or --format aoti, every plan's default) loads the model once more, from its packages
-    let aoti = (f.format == fd_model::GraphFormat::Aoti || BenchModels::wants_aoti(&a.plans))
+    // a plan's `#aoti` (or the AOTInductor default) loads the model once more, from its packages
+    let aoti = (format == fd_model::GraphFormat::Aoti || BenchModels::wants_aoti(&a.plans))
         .then(|| spec.with_format(fd_model::GraphFormat::Aoti).load())
         .transpose()?;
     let models = BenchModels { torchscript: model, aoti };
-    let plans = parse_plans(&a.plans, &opts, &models, &conds, a.n, f.format)?;
+    let plans = parse_plans(&a.plans, &opts, &models, &conds, a.n, format)?;
     let seeds: Vec<u64> = (0..a.n).map(|i| f.seed + i as u64).collect();
     let bar = super::bar(0, "bench");
     let report = fd_run::bench::run(

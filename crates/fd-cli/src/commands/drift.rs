@@ -14,7 +14,7 @@ pub fn run(a: &DriftArgs) -> Result<()> {
     }
     fd_run::runner::check_counts(a.n, a.n, f.seed)?;
     let opts = f.options(None, 3.0);
-    let model = f.model()?.load()?;
+    let model = f.load()?;
     let sampler = super::sampler(&opts, &model)?;
     let guidance = opts.exec()?.guidance;
     let rule = a.save_plan.as_deref().map(str::parse::<fd_analysis::keysteps::AutoRule>).transpose();

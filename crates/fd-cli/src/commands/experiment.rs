@@ -70,6 +70,14 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
         );
     }
     let device = fd_model::parse_device(&a.device)?;
+    // what `--format auto` runs on the experiment's model here (rows with their own model decide
+    // for theirs): said before anything runs
+    if let Ok((_, Some(why))) = fd_run::spec::ModelSpec::new(&cfg.model, &a.device, false)
+        .map(|s| s.with_format(a.format))
+        .and_then(|s| s.resolve_format())
+    {
+        note!("{why}");
+    }
     let results_dir = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("results").join(&cfg.name).join(format!(
             "{}-{}",

@@ -6,7 +6,7 @@ use anyhow::Result;
 use fd_model::CondKind;
 use fd_run::spec::ModelSpec;
 
-pub fn run(dir: &Path, device: &str, format: fd_model::GraphFormat) -> Result<()> {
+pub fn run(dir: &Path, device: &str, format: fd_model::FormatChoice) -> Result<()> {
     let model = ModelSpec::new(dir, device, false)?.with_format(format).load()?;
     let m = &model.manifest;
     let p = |k: &str| m.params.get(k).copied().unwrap_or(0);
@@ -53,18 +53,33 @@ pub fn run(dir: &Path, device: &str, format: fd_model::GraphFormat) -> Result<()
             g.packages.first().map(|p| {
                 let ranges: Vec<String> =
                     g.packages.iter().map(|q| format!("{}..={}", q.batch[0], q.batch[1])).collect();
-                format!("{k} ({}, torch {}, rows {})", p.device, p.torch, ranges.join(" + "))
+                let isa = p.cpu_capability.as_deref().map_or(String::new(), |c| format!(", {c} kernels"));
+                format!("{k} ({}, torch {}{isa}, rows {})", p.device, p.torch, ranges.join(" + "))
             })
         })
         .collect();
+    // which format runs, and why (the policy: docs/benchmarks.md "Graph formats")
+    let runs = match (model.format, format) {
+        (fd_model::GraphFormat::Aoti, fd_model::FormatChoice::Auto) => format!(
+            "AOTInductor runs (--format auto: the model's packages run on this device, libtorch {} and this CPU's {} kernels); --format torchscript runs the TorchScript graphs",
+            fd_model::aoti::torch_version(),
+            fd_model::aoti::cpu_capability()
+        ),
+        (fd_model::GraphFormat::Aoti, _) => "AOTInductor runs (--format aoti)".to_string(),
+        (_, fd_model::FormatChoice::Auto) => match &model.format_note {
+            Some(why) => format!("{why} (--format auto)"),
+            None => "TorchScript runs (--format auto: the model lists no AOTInductor packages)".to_string(),
+        },
+        _ => "TorchScript runs (--format torchscript)".to_string(),
+    };
+    say!("format       {runs}");
     say!(
-        "format       {} runs{}",
-        if format == fd_model::GraphFormat::Aoti { "AOTInductor (--format aoti)" } else { "TorchScript" },
+        "packages     {}",
         if packaged.is_empty() {
-            "; no AOTInductor packages (experiments/export/convert_aoti.py compiles them)".to_string()
+            "none (experiments/export/convert_aoti.py compiles them)".to_string()
         } else {
             format!(
-                "; AOTInductor packages for {} of {} graphs ({} of the {} this load uses run from them): {}",
+                "AOTInductor packages for {} of {} graphs ({} of the {} graphs this load uses run from them): {}",
                 packaged.len(),
                 m.graphs.len(),
                 model.graphs_loaded.1,

@@ -17,7 +17,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
     // the folder's state before loading, calibrating or sampling anything
     fd_run::runner::check_out(&a.out, existing)?;
     let opts = f.options(Some(&a.plan), 1.0);
-    let model = f.model()?.load()?;
+    let model = f.load()?;
     super::sampler(&opts, &model)?; // before conditions and an auto:K calibration
     let conds = f.conditions(&model, a.n)?;
     let spec = opts.resolve(&model, &conds, a.batch.min(a.n))?;

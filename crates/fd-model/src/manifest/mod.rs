@@ -225,6 +225,52 @@ impl std::str::FromStr for GraphFormat {
     }
 }
 
+/// Which format a command asks for (`--format`): a [`GraphFormat`], or `auto`, decided per
+/// model by [`FormatChoice::resolve`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FormatChoice {
+    /// AOTInductor when the model lists packages and every one of them runs here (this device,
+    /// this libtorch release, a CPU with the vector ISA they were compiled for); TorchScript
+    /// otherwise. The default of fd's commands.
+    #[default]
+    Auto,
+    /// This format ([`GraphFormat::Aoti`] with a model without packages is an error).
+    Fixed(GraphFormat),
+}
+
+impl FormatChoice {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FormatChoice::Auto => "auto",
+            FormatChoice::Fixed(f) => f.as_str(),
+        }
+    }
+}
+
+impl From<GraphFormat> for FormatChoice {
+    fn from(f: GraphFormat) -> Self {
+        FormatChoice::Fixed(f)
+    }
+}
+
+impl std::str::FromStr for FormatChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(FormatChoice::Auto),
+            _ => s.parse().map(FormatChoice::Fixed).map_err(|_| {
+                format!("unknown graph format `{s}` (expected auto, torchscript or aoti)")
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for FormatChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An AOTInductor package of one graph (`torch._inductor.aoti_compile_and_package` of the
 /// graph's `torch.export` program, batch dimension dynamic).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,6 +291,11 @@ pub struct PackageEntry {
     /// inductor's CPU kernels use that machine's instructions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_capability: Option<String>,
+    /// A CPU package: the C++ compiler's `-march` it was built with: `native` (code for the
+    /// compiling CPU's model; may use instructions beyond `cpu_capability`'s) or a portable level
+    /// such as `x86-64-v3` (every AVX2 x86-64 CPU; the default models' committed packages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub march: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -673,12 +724,14 @@ impl Manifest {
         }
     }
 
-    /// The manifest as a run's identity sees it: every field fd read, less
-    /// [`COSMETIC_FIELDS`] and each graph's [`COSMETIC_GRAPH_FIELDS`]. A field added to the
-    /// manifest is part of every identity unless it is added to those lists, so a run can never
-    /// be resumed or merged across a change of something that decides its images (a method's
-    /// fitted coefficients, a conditioning setting, a graph's hash).
-    pub fn identity(&self) -> serde_json::Value {
+    /// The manifest as a run's identity sees it when `format` runs the graphs: every field fd
+    /// read, less [`COSMETIC_FIELDS`] and each graph's [`COSMETIC_GRAPH_FIELDS`], and, under
+    /// TorchScript, less each graph's AOTInductor `packages` (they do not run; a model that gains
+    /// packages keeps its TorchScript runs' identity). A field added to the manifest is part of
+    /// every identity unless it is added to those lists, so a run can never be resumed or merged
+    /// across a change of something that decides its images (a method's fitted coefficients, a
+    /// conditioning setting, a graph's or a package's hash).
+    pub fn identity(&self, format: GraphFormat) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("a manifest serialises");
         if let Some(o) = v.as_object_mut() {
             for k in COSMETIC_FIELDS {
@@ -688,6 +741,9 @@ impl Manifest {
                 for g in graphs.values_mut().filter_map(|g| g.as_object_mut()) {
                     for k in COSMETIC_GRAPH_FIELDS {
                         g.remove(k);
+                    }
+                    if format == GraphFormat::Torchscript {
+                        g.remove("packages");
                     }
                 }
             }

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
 use crate::cond::Cond;
-use crate::manifest::{GraphFormat, Manifest, PackageEntry};
+use crate::manifest::{FormatChoice, GraphFormat, Manifest, PackageEntry};
 use crate::prompt::PromptTokenizer;
 use crate::{Error, Result};
 
@@ -44,9 +44,10 @@ pub struct LoadOptions {
     /// decoder call (CPU BLAS / oneDNN kernels otherwise pick shape-dependent summation orders).
     /// Slower; combine with [`crate::device::set_deterministic`]. Default: false.
     pub row_by_row: bool,
-    /// Which compiled form runs each graph: TorchScript, or the AOTInductor package where the
-    /// manifest lists one. Default: TorchScript.
-    pub format: GraphFormat,
+    /// Which compiled form runs each graph: TorchScript, the AOTInductor package where the
+    /// manifest lists one, or `auto` ([`FormatChoice::resolve`]). Default: TorchScript (fd's
+    /// commands default to `auto`).
+    pub format: FormatChoice,
 }
 
 impl Default for LoadOptions {
@@ -56,7 +57,7 @@ impl Default for LoadOptions {
             verify_hashes: true,
             load_full: false,
             row_by_row: false,
-            format: GraphFormat::Torchscript,
+            format: FormatChoice::Fixed(GraphFormat::Torchscript),
         }
     }
 }
@@ -69,8 +70,10 @@ pub struct Denoiser {
     pub device: Device,
     /// Graphs are called one batch row at a time ([`LoadOptions::row_by_row`]).
     pub row_by_row: bool,
-    /// The format asked for ([`LoadOptions::format`]).
+    /// The format that runs ([`LoadOptions::format`], resolved for this model and device).
     pub format: GraphFormat,
+    /// Why `auto` runs TorchScript although the model lists AOTInductor packages (None otherwise).
+    pub format_note: Option<String>,
     /// Graphs loaded (the ones this run can call), and how many of them run as AOTInductor packages.
     pub graphs_loaded: (usize, usize),
     /// SHA-256 of the tokenizer file of a text-conditioned model (part of a run's identity); a
@@ -114,7 +117,8 @@ impl Denoiser {
         }
         let manifest = Manifest::load(&dir)?;
         let kind = manifest.tch_kind();
-        if opts.format == GraphFormat::Aoti && manifest.graphs.values().all(|g| g.packages.is_empty()) {
+        let (format, format_note) = opts.format.resolve(&manifest, opts.device);
+        if format == GraphFormat::Aoti && manifest.graphs.values().all(|g| g.packages.is_empty()) {
             return Err(Error::Manifest {
                 path: dir.join("manifest.json"),
                 msg: format!(
@@ -130,25 +134,9 @@ impl Denoiser {
         let load_one = |graph: &str, p: &PackageEntry| -> Result<Rc<crate::aoti::Package>> {
             let path = dir.join(&p.file);
             let bad = |msg: String| Error::Package { graph: graph.into(), path: path.clone(), msg };
-            if (p.device == "cuda") != opts.device.is_cuda() {
+            if let Some(why) = crate::aoti::package_mismatch(p, opts.device) {
                 return Err(bad(format!(
-                    "compiled for {}, asked to run on {:?}: compile it for this device (convert_aoti.py --device) or pass --format torchscript",
-                    p.device, opts.device
-                )));
-            }
-            if let (false, Some(c)) = (opts.device.is_cuda(), &p.cpu_capability) {
-                let here = crate::aoti::cpu_capability();
-                if !crate::aoti::cpu_compatible(c, &here) {
-                    return Err(bad(format!(
-                        "compiled on a CPU with {c} kernels, this CPU runs {here}: compile the packages on this machine (just convert-aoti) or pass --format torchscript"
-                    )));
-                }
-            }
-            let here = crate::aoti::torch_version();
-            if p.torch.split('+').next() != Some(here) {
-                return Err(bad(format!(
-                    "compiled by torch {}, this build links libtorch {here}: packages run only on the release that compiled them (re-run convert_aoti.py)",
-                    p.torch
+                    "{why}: a package runs only on the device, torch release and CPU vector ISA it was compiled for; compile packages for this machine (experiments/export/convert_aoti.py, `just convert-aoti`) or pass --format torchscript"
                 )));
             }
             if let Some(pk) = packages.borrow().get(&p.file) {
@@ -184,7 +172,7 @@ impl Denoiser {
         let load = |graph: &str| -> Result<Graph> {
             let entry = &manifest.graphs[graph];
             let (n, p) = counts.get();
-            if opts.format == GraphFormat::Aoti && !entry.packages.is_empty() {
+            if format == GraphFormat::Aoti && !entry.packages.is_empty() {
                 counts.set((n + 1, p + 1));
                 return load_packages(graph, &entry.packages);
             }
@@ -280,7 +268,8 @@ impl Denoiser {
             tokenizer_sha256,
             device: opts.device,
             row_by_row: opts.row_by_row,
-            format: opts.format,
+            format,
+            format_note,
             // after every graph above was loaded
             graphs_loaded: counts.get(),
             kind,
