@@ -363,9 +363,30 @@ fn format_auto_runs_the_shipped_packages_or_says_why_not() {
     let (r, err) = run(&model, &d.path().join("aoti"));
     assert!(!err.contains("TorchScript runs"), "{err}");
     assert_eq!(r["model"]["format"], "aoti", "{}", r["model"]);
+    // a run made on TorchScript (the committed results, runs made before the default changed) is
+    // resumed on TorchScript: `--resume` under `auto` says how
+    let o = d.path().join("resume");
+    let a = ["sample", "--model", &model, "--steps", "4", "--cfg", "3", "--n", "2", "--out", o.to_str().unwrap()];
+    let (ok, _, err) = fd(&[&a[..], &["--format", "torchscript"]].concat());
+    assert!(ok, "{err}");
+    let (ok, _, err) = fd(&[&a[..], &["--resume"]].concat());
+    assert!(!ok && err.contains("it ran on torchscript: resume with --format torchscript"), "{err}");
+    let (ok, _, err) = fd(&[&a[..], &["--resume", "--format", "torchscript"]].concat());
+    assert!(ok, "{err}");
     let b = d.path().join("bench");
-    let (ok, _, err) =
-        fd(&["bench", "--model", &model, "--steps", "2", "--n", "1", "--plans", "none,none#aoti", "--out", b.to_str().unwrap()]);
+    let (ok, _, err) = fd(&[
+        "bench",
+        "--model",
+        &model,
+        "--steps",
+        "2",
+        "--n",
+        "1",
+        "--plans",
+        "none,none#aoti",
+        "--out",
+        b.to_str().unwrap(),
+    ]);
     assert!(!ok && err.contains("`none#aoti` is timed twice"), "{err}");
     assert!(!b.exists(), "nothing written on error");
 }

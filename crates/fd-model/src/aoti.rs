@@ -78,13 +78,16 @@ impl crate::FormatChoice {
         match self {
             crate::FormatChoice::Fixed(f) => (f, None),
             crate::FormatChoice::Auto => {
-                let mut listed = manifest.graphs.iter().flat_map(|(g, e)| e.packages.iter().map(move |p| (g, p)));
-                let Some(first) = listed.next() else { return (Torchscript, None) };
-                match std::iter::once(first).chain(listed).find_map(|(g, p)| Some((g, package_mismatch(p, device)?))) {
+                let mut listed =
+                    manifest.graphs.iter().flat_map(|(g, e)| e.packages.iter().map(move |p| (g, p))).peekable();
+                if listed.peek().is_none() {
+                    return (Torchscript, None);
+                }
+                match listed.find_map(|(g, p)| Some((g, package_mismatch(p, device)?))) {
                     None => (Aoti, None),
                     Some((g, why)) => (
                         Torchscript,
-                        Some(format!("TorchScript runs: the AOTInductor package of `{g}` ({why}); compile packages for this machine with `just convert-aoti` (experiments/export/convert_aoti.py)")),
+                        Some(format!("TorchScript runs: the AOTInductor package of `{g}` ({why}); compile packages for this machine with experiments/export/convert_aoti.py (`just convert-aoti` for the default model)")),
                     ),
                 }
             }

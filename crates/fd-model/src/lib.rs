@@ -24,8 +24,8 @@ pub use cond::{Cond, Condition, ControlImage};
 pub use device::parse_device;
 pub use error::{Error, Result};
 pub use manifest::{
-    CondKind, CondSpec, ControlSpec, FormatChoice, GraphEntry, GraphFormat, MagCacheSpec, Manifest, ModelKind, PackageEntry,
-    PrepareSpec, SplitSpec, TGateSpec, TeaCacheSpec, UncondRule, SCHEMA_VERSION,
+    CondKind, CondSpec, ControlSpec, FormatChoice, GraphEntry, GraphFormat, MagCacheSpec, Manifest, ModelKind,
+    PackageEntry, PrepareSpec, SplitSpec, TGateSpec, TeaCacheSpec, UncondRule, SCHEMA_VERSION,
 };
 pub use model::{summarize_torch_error, Denoiser, EncoderFeatures, LoadOptions};
 pub use prompt::PromptTokenizer;

@@ -636,14 +636,57 @@ struct Models {
     conds: Vec<fd_model::Condition>,
 }
 
+/// The one graph format every row of `cfg` runs: `opt.format`, with `auto` decided over the
+/// experiment's model and every row's own model together (AOTInductor only when each of them
+/// ships packages that run here), so that the rows of one table run one format whichever of them
+/// a process runs (`--only`, a Slurm task); and why `auto` runs TorchScript when a model lists
+/// packages.
+pub fn resolve_format(
+    cfg: &ExperimentConfig,
+    format: fd_model::FormatChoice,
+    device: tch::Device,
+) -> Result<(fd_model::GraphFormat, Option<String>)> {
+    use fd_model::{FormatChoice, GraphFormat};
+    if let FormatChoice::Fixed(f) = format {
+        return Ok((f, None));
+    }
+    let mut dirs: Vec<&PathBuf> = vec![&cfg.model];
+    for d in cfg.rows.iter().filter_map(|r| r.model.as_ref()) {
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    let (mut packaged, mut bare) = (false, None);
+    for dir in dirs {
+        let m = fd_model::Manifest::load(dir)?;
+        match FormatChoice::Auto.resolve(&m, device) {
+            (GraphFormat::Aoti, _) => packaged = true,
+            (_, Some(why)) => return Ok((GraphFormat::Torchscript, Some(format!("{why} (model {})", dir.display())))),
+            (_, None) => bare = Some(dir),
+        }
+    }
+    Ok(match (packaged, bare) {
+        (true, None) => (GraphFormat::Aoti, None),
+        (true, Some(dir)) => (
+            GraphFormat::Torchscript,
+            Some(format!(
+                "TorchScript runs every row: model {} lists no AOTInductor packages, and the rows of one experiment run one format",
+                dir.display()
+            )),
+        ),
+        (false, _) => (GraphFormat::Torchscript, None),
+    })
+}
+
 impl Models {
     fn load(cfg: &ExperimentConfig, opt: &ExperimentOptions) -> Result<Self> {
+        let (format, _) = resolve_format(cfg, opt.format, opt.device)?;
         let open = |dir: &Path| {
             ModelSpec {
                 dir: dir.to_path_buf(),
                 device: opt.device,
                 deterministic: opt.deterministic,
-                format: opt.format,
+                format: format.into(),
             }
             .load()
         };

@@ -439,7 +439,16 @@ impl SampleRun<'_> {
                             ),
                         }
                     } else {
-                        String::new()
+                        match (&old.model, &config.model) {
+                            // the graph format only (`--format auto` decides per machine)
+                            (
+                                crate::records::ModelIdentity::Derived { format: was, .. },
+                                crate::records::ModelIdentity::Derived { format: now, .. },
+                            ) if was != now && differs.iter().all(|d| d.starts_with("model.")) => {
+                                format!("; it ran on {}: resume with --format {}", was.as_str(), was.as_str())
+                            }
+                            _ => String::new(),
+                        }
                     };
                     return Err(Error::Input(format!(
                         "--resume: {} was written by a different run (differs in: {}){hint}; use another --out or --overwrite",

@@ -133,6 +133,35 @@ fn the_default_model_ships_packages_that_auto_runs() {
     assert_ne!(id(&auto)["manifest"], id(&ts)["manifest"]);
 }
 
+/// The rows of one experiment run one format: `auto` runs AOTInductor only when the experiment's
+/// model and every row's own model ship packages that run here, whichever rows a process runs.
+#[test]
+fn an_experiment_runs_one_format_for_all_its_rows() {
+    use fd_run::experiment::{resolve_format, ExperimentConfig};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let (fmnist, tiny) = (root.join("models/fmnist"), root.join("crates/fd-model/tests/fixtures/tiny"));
+    let cfg = |row_model: Option<&Path>| -> ExperimentConfig {
+        let mut rows = vec![serde_json::json!({"label": "a", "keys": "none"})];
+        if let Some(m) = row_model {
+            rows.push(serde_json::json!({"label": "b", "keys": "50ls", "model": m}));
+        }
+        serde_json::from_value(serde_json::json!({"name": "x", "model": fmnist, "rows": rows})).unwrap()
+    };
+    let cpu = tch::Device::Cpu;
+    if !fd_model::aoti::cpu_compatible("AVX2", &fd_model::aoti::cpu_capability()) {
+        eprintln!("skipped: the default model's packages need AVX2");
+        return;
+    }
+    assert_eq!(resolve_format(&cfg(None), FormatChoice::Auto, cpu).unwrap(), (GraphFormat::Aoti, None));
+    assert_eq!(resolve_format(&cfg(Some(&fmnist)), FormatChoice::Auto, cpu).unwrap(), (GraphFormat::Aoti, None));
+    let (f, why) = resolve_format(&cfg(Some(&tiny)), FormatChoice::Auto, cpu).unwrap();
+    let why = why.unwrap_or_default();
+    assert_eq!(f, GraphFormat::Torchscript);
+    assert!(why.contains("TorchScript runs every row") && why.contains("fixtures/tiny"), "{why}");
+    let fixed = resolve_format(&cfg(Some(&tiny)), GraphFormat::Aoti.into(), cpu).unwrap();
+    assert_eq!(fixed, (GraphFormat::Aoti, None), "a named format is taken as named");
+}
+
 #[test]
 fn cpu_packages_run_on_the_same_or_a_wider_isa() {
     assert!(fd_model::aoti::cpu_compatible("AVX2", "AVX512"));
@@ -196,7 +225,10 @@ fn foreign_packages_are_refused_naming_the_graph() {
             let why = m.format_note.clone().unwrap_or_default();
             assert_eq!(m.format, GraphFormat::Torchscript, "{name}");
             assert_eq!(m.graphs_loaded.1, 0, "{name}: no graph runs from a package");
-            assert!(why.contains("TorchScript runs") && why.contains("`encoder`") && why.contains(want), "{name}: {why}");
+            assert!(
+                why.contains("TorchScript runs") && why.contains("`encoder`") && why.contains(want),
+                "{name}: {why}"
+            );
         }
     }
     // the same folder untouched: `auto` runs the packages, silently

@@ -48,7 +48,8 @@ fn family_as(name: &str, format: GraphFormat) -> Family {
         root().display(),
         root().display()
     );
-    let model = Denoiser::load(dir.join("model"), &LoadOptions { format: format.into(), ..Default::default() }).unwrap();
+    let model =
+        Denoiser::load(dir.join("model"), &LoadOptions { format: format.into(), ..Default::default() }).unwrap();
     let r = Tensor::read_safetensors(dir.join("reference.safetensors")).unwrap().into_iter().collect();
     let meta = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
     Family { dir, model, r, meta }

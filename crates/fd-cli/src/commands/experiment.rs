@@ -70,14 +70,6 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
         );
     }
     let device = fd_model::parse_device(&a.device)?;
-    // what `--format auto` runs on the experiment's model here (rows with their own model decide
-    // for theirs): said before anything runs
-    if let Ok((_, Some(why))) = fd_run::spec::ModelSpec::new(&cfg.model, &a.device, false)
-        .map(|s| s.with_format(a.format))
-        .and_then(|s| s.resolve_format())
-    {
-        note!("{why}");
-    }
     let results_dir = a.out.clone().unwrap_or_else(|| {
         PathBuf::from("results").join(&cfg.name).join(format!(
             "{}-{}",
@@ -107,6 +99,10 @@ pub fn run(a: &ExperimentArgs) -> Result<()> {
     if a.status {
         say!("{}", fd_run::slurm::status(&cfg, &opt)?.trim_end());
         return Ok(());
+    }
+    // what `--format auto` runs, decided over every model the rows use: said before anything runs
+    if let (_, Some(why)) = fd_run::experiment::resolve_format(&cfg, opt.format, opt.device)? {
+        note!("{why}");
     }
     if a.slurm {
         if a.stage != "all" {

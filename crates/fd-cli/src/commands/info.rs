@@ -54,6 +54,7 @@ pub fn run(dir: &Path, device: &str, format: fd_model::FormatChoice) -> Result<(
                 let ranges: Vec<String> =
                     g.packages.iter().map(|q| format!("{}..={}", q.batch[0], q.batch[1])).collect();
                 let isa = p.cpu_capability.as_deref().map_or(String::new(), |c| format!(", {c} kernels"));
+                let isa = isa + &p.march.as_deref().map_or(String::new(), |m| format!(", -march={m}"));
                 format!("{k} ({}, torch {}{isa}, rows {})", p.device, p.torch, ranges.join(" + "))
             })
         })

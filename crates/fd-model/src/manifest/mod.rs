@@ -258,9 +258,10 @@ impl std::str::FromStr for FormatChoice {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "auto" => Ok(FormatChoice::Auto),
-            _ => s.parse().map(FormatChoice::Fixed).map_err(|_| {
-                format!("unknown graph format `{s}` (expected auto, torchscript or aoti)")
-            }),
+            _ => s
+                .parse()
+                .map(FormatChoice::Fixed)
+                .map_err(|_| format!("unknown graph format `{s}` (expected auto, torchscript or aoti)")),
         }
     }
 }
