@@ -4,7 +4,9 @@ them.
 
   python experiments/export/convert_aoti.py --model models/fmnist [--out DIR] [--graphs encoder,decoder]
 
-Each package is compiled for this machine's device (--device) and torch release, with a dynamic
+A 2-D UNet export is rebuilt from its weights, a DiT export from weights recovered from its
+frozen graphs (fd_export.recover). Each package is compiled for this machine's device (--device)
+and torch release, with a dynamic
 batch dimension (1..--max-batch rows), and checked against the export's TorchScript graph before
 the manifest lists it. Needs a C++ compiler (g++); about a minute per graph on a 2-core CPU.
 """
@@ -24,8 +26,8 @@ def main():
     ap.add_argument("--model", required=True, help="fd model folder")
     ap.add_argument("--out", help="write a converted copy here (default: add the packages to --model)")
     ap.add_argument("--graphs", help="comma-separated graph names, or `all` (default: the loop's graphs: "
-                                     "time_embed, encoder, decoder, decoder_analysis; `all` adds DeepCache, TeaCache "
-                                     "and T-GATE graphs)")
+                                     "time_embed, encoder, decoder, decoder_analysis (a DiT: encoder, decoder, "
+                                     "decoder_analysis); `all` adds a UNet's DeepCache, TeaCache and T-GATE graphs)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: the device the packages will run on")
     ap.add_argument("--max-batch", type=int, default=MAX_BATCH, help="most rows per graph call")
     ap.add_argument("--recompile", action="store_true",

@@ -169,6 +169,20 @@ def _unet_graphs(model_dir: Path, manifest: dict, names, device: str):
     return [(n, *table[n]) for n in names]
 
 
+def _dit_graphs(model_dir: Path, manifest: dict, names, device: str):
+    """(graph name, module, batch-1 example inputs) of a DiT export's unet.pt graphs, rebuilt from
+    the weights recovered from its frozen graphs (fd_export.recover)."""
+    from .dit import dit_graphs
+    from .recover import frozen_dit
+
+    if not names:
+        return []
+    dtype = {"float32": torch.float32, "float16": torch.float16}[manifest["dtype"]]
+    model = frozen_dit(model_dir, manifest).to(device=device, dtype=dtype)
+    _, table = dit_graphs(model, int(manifest["split"]["encoder_blocks"]), device, dtype)
+    return [(n, *table[n]) for n in names]
+
+
 def _check_parity(model_dir: Path, entry: dict, graph: str, package: str, inputs: list[torch.Tensor], tol: float,
                   n: int):
     """The package against the export's own TorchScript graph on `inputs` at `n` rows: every
@@ -239,8 +253,8 @@ def packages_run_here(model_dir: Path, packages: list[dict], device: str, max_ba
 
 def convert(model_dir: str, out: str | None = None, graphs=None, device: str = "cpu", max_batch: int = MAX_BATCH,
             tol: float = 1e-5, log=print, march: str | None = None, recompile: bool = False) -> dict:
-    """Compile AOTInductor packages for `graphs` (default: every graph this converter rebuilds) of
-    the export `model_dir`, into `out` (a copy of the folder; default: the folder itself). Each
+    """Compile AOTInductor packages for `graphs` (default: the loop's and drift's graphs; `["all"]`:
+    every graph this converter rebuilds) of the 2-D UNet or DiT export `model_dir`, into `out` (a copy of the folder; default: the folder itself). Each
     package is checked against the export's TorchScript graph (within `tol`) before the manifest
     lists it; the manifest is rewritten last (temp + rename). A graph whose listed packages already
     run here (the default model ships some) is kept unless `recompile`. Returns the new manifest."""
@@ -249,11 +263,18 @@ def convert(model_dir: str, out: str | None = None, graphs=None, device: str = "
         raise ExportError(f"{model_dir}: no manifest.json (expected an fd model folder)")
     manifest = json.loads((src / "manifest.json").read_text())
     kind = manifest.get("kind", "unet2d")
-    if kind != "unet2d":
-        raise ExportError(f"{model_dir}: a {kind} export; convert_aoti.py compiles 2-D UNet exports so far "
-                          f"({', '.join(UNET_GRAPHS)})")
-    supported = [n for n in UNET_GRAPHS if n in manifest["graphs"]] + method_graph_names(manifest)
-    names = supported if list(graphs or []) == ["all"] else list(graphs or UNET_GRAPHS)
+    if kind == "dit":
+        from .recover import DIT_RECOVERED
+
+        supported = [n for n in DIT_RECOVERED if manifest["graphs"].get(n, {}).get("file") == "unet.pt"]
+        default = [n for n in ("encoder", "decoder", "decoder_analysis") if n in supported]
+    elif kind == "unet2d":
+        supported = [n for n in UNET_GRAPHS if n in manifest["graphs"]] + method_graph_names(manifest)
+        default = list(UNET_GRAPHS)
+    else:
+        raise ExportError(f"{model_dir}: a {kind} export; convert_aoti.py compiles 2-D UNet and DiT exports "
+                          "(export_sd.py --format aoti compiles every graph at export)")
+    names = supported if list(graphs or []) == ["all"] else list(graphs or default)
     unknown = [n for n in names if n not in supported]
     if unknown:
         raise ExportError(f"--graphs {','.join(unknown)}: not a graph this converter compiles for this export "
@@ -268,7 +289,7 @@ def convert(model_dir: str, out: str | None = None, graphs=None, device: str = "
         for n in kept:
             log(f"keeping {n}: its packages run here (--recompile compiles them again)")
         names = [n for n in names if n not in kept]
-    add_packages(dst, manifest["graphs"], _unet_graphs(src, manifest, names, device), device, max_batch, tol, log,
-                 march)
+    parts = _dit_graphs(src, manifest, names, device) if kind == "dit" else _unet_graphs(src, manifest, names, device)
+    add_packages(dst, manifest["graphs"], parts, device, max_batch, tol, log, march)
     write_manifest(str(dst), manifest)
     return manifest

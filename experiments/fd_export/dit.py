@@ -264,6 +264,30 @@ class ClassIds(nn.Module):
 AOTI_GRAPHS = ("time_embed", "encoder", "decoder", "decoder_analysis", "encoder_analysis")
 
 
+def dit_graphs(model, split: int, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """The split model (`DiTParts`) and {graph name: (module, batch-1 example inputs)} of the
+    graphs unet.pt holds: the loop's (time_embed, encoder, decoder) and drift's analysis graphs.
+    What `export_dit` traces and what `fd_export.aoti` compiles for an existing DiT export."""
+    cfg = model.config
+    parts = DiTParts(model, split)
+    te, enc, dec = DiTTimeEmbed(model).to(device), DiTEncoder(parts), DiTDecoder(parts)
+    size = int(cfg.sample_size)
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, cfg.in_channels, size, size, generator=g).to(device, dtype)
+    timesteps = torch.tensor([500.0], device=device)
+    cond = torch.tensor([[[1.0]]], device=device, dtype=dtype)
+    with torch.no_grad():
+        emb = te(timesteps).to(dtype)
+        (tokens,) = enc(sample, emb, cond)
+    return parts, {
+        "time_embed": (te, [timesteps]),
+        "encoder": (enc, [sample, emb, cond]),
+        "decoder": (dec, [tokens, emb, cond]),
+        "decoder_analysis": (DiTDecoder(parts, analysis=True), [tokens, emb, cond]),
+        "encoder_analysis": (DiTEncoder(parts, analysis=True), [sample, emb, cond]),
+    }
+
+
 def export_dit(
     out_dir: str,
     name: str,
@@ -305,23 +329,10 @@ def export_dit(
         raise ValueError(f"DiT config `sample_size` {cfg.sample_size} is not a multiple of `patch_size` {cfg.patch_size}")
     os.makedirs(out_dir, exist_ok=True)
     model = model.to(device=device, dtype=dtype).eval()
-    parts = DiTParts(model, split)
-    te, enc, dec = DiTTimeEmbed(model).to(device), DiTEncoder(parts), DiTDecoder(parts)
+    parts, parts_map = dit_graphs(model, split, device, dtype)
     size = int(cfg.sample_size)
-    g = torch.Generator().manual_seed(0)
-    sample = torch.randn(1, cfg.in_channels, size, size, generator=g).to(device, dtype)
-    timesteps = torch.tensor([500.0], device=device)
-    cond = torch.tensor([[[1.0]]], device=device, dtype=dtype)
-    with torch.no_grad():
-        emb = te(timesteps).to(dtype)
-        (tokens,) = enc(sample, emb, cond)
-    parts_map: dict[str, tuple[nn.Module, list]] = {
-        "time_embed": (te, [timesteps]),
-        "encoder": (enc, [sample, emb, cond]),
-        "decoder": (dec, [tokens, emb, cond]),
-        "decoder_analysis": (DiTDecoder(parts, analysis=True), [tokens, emb, cond]),
-        "encoder_analysis": (DiTEncoder(parts, analysis=True), [sample, emb, cond]),
-    }
+    sample, emb, cond = parts_map["encoder"][1]
+    timesteps, tokens = parts_map["time_embed"][1][0], parts_map["decoder"][1][0]
     if with_full:
         parts_map["full"] = (DiTFull(model), [sample, timesteps, cond])
     # TeaCache / FBCache graphs and TeaCache's polynomial, fitted on the model in float32

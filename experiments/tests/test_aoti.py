@@ -77,13 +77,17 @@ def test_the_default_models_packages_run_here_and_convert_keeps_them(tmp_path):
 
     from fd_export.aoti import packages_run_here
 
-    src = Path(__file__).resolve().parents[2] / "models" / "fmnist"
+    models = Path(__file__).resolve().parents[2] / "models"
+    for name, want in (("fmnist", ["decoder", "encoder", "time_embed"]), ("fmnist-dit", ["decoder", "encoder"])):
+        graphs = json.loads((models / name / "manifest.json").read_text())["graphs"]
+        packaged = sorted(k for k, g in graphs.items() if g.get("packages"))
+        assert packaged == want, name
+        for g in packaged:
+            for p in graphs[g]["packages"]:
+                assert (p["march"], p["cpu_capability"], p["device"]) == ("x86-64-v3", "AVX2", "cpu")
+    src = models / "fmnist"
     graphs = json.loads((src / "manifest.json").read_text())["graphs"]
-    packaged = sorted(k for k, g in graphs.items() if g.get("packages"))
-    assert packaged == ["decoder", "encoder", "time_embed"]
-    for g in packaged:
-        for p in graphs[g]["packages"]:
-            assert (p["march"], p["cpu_capability"], p["device"]) == ("x86-64-v3", "AVX2", "cpu")
+    packaged = ["decoder", "encoder", "time_embed"]
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         pytest.skip("this CPU does not run AVX2 packages")
     assert all(packages_run_here(src, graphs[g]["packages"], "cpu", 4096) for g in packaged)
@@ -95,3 +99,21 @@ def test_the_default_models_packages_run_here_and_convert_keeps_them(tmp_path):
     with open(tmp_path / "encoder.pt2", "ab") as f:
         f.write(b"x")
     assert not packages_run_here(tmp_path, graphs["encoder"]["packages"], "cpu", 4096)
+
+
+def test_a_frozen_dit_exports_weights_are_recovered_and_checked():
+    """The default DiT's export is frozen TorchScript without its weights: fd_export.recover
+    rebuilds them from the graphs' constants and proves them on the export's outputs; an export
+    whose graphs a fresh trace does not reproduce (here: the manifest's split moved) is refused."""
+    import json
+    from pathlib import Path
+
+    from fd_export.recover import frozen_dit
+
+    d = Path(__file__).resolve().parents[2] / "models" / "fmnist-dit"
+    manifest = json.loads((d / "manifest.json").read_text())
+    model = frozen_dit(d, manifest)
+    assert sum(p.numel() for p in model.parameters()) == 1233700
+    moved = dict(manifest, split=dict(manifest["split"], encoder_blocks=manifest["split"]["encoder_blocks"] - 1))
+    with pytest.raises(ExportError, match="code differs from a fresh trace"):
+        frozen_dit(d, moved)

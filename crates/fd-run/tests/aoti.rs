@@ -103,34 +103,40 @@ fn default_model_method_graphs_give_the_torchscript_samples() {
     assert_same_samples(&ts, &ao, &plans, 1e-4);
 }
 
-/// The default model ships packages of its loop graphs, compiled for any AVX2 x86-64 CPU
-/// (`-march=x86-64-v3`): `auto`, fd's default, runs them on such a CPU and gives the TorchScript
-/// samples within 1e-4 (the diffusers reference: crates/fd-sched/tests/default_model.rs).
+/// The default models ship packages of their loop graphs, compiled for any AVX2 x86-64 CPU
+/// (`-march=x86-64-v3`; the DiT's from weights recovered from its frozen graphs, its weightless
+/// time embedding left TorchScript): `auto`, fd's default, runs them on such a CPU and gives the
+/// TorchScript samples within 1e-4 (the diffusers reference: crates/fd-sched/tests/default_model.rs).
 #[test]
-fn the_default_model_ships_packages_that_auto_runs() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/fmnist");
-    let m = fd_model::Manifest::load(&dir).unwrap();
-    let packaged: Vec<&str> =
-        m.graphs.iter().filter(|(_, g)| !g.packages.is_empty()).map(|(k, _)| k.as_str()).collect();
-    assert_eq!(packaged, ["decoder", "encoder", "time_embed"]);
-    for p in m.graphs.values().flat_map(|g| &g.packages) {
-        assert_eq!((p.cpu_capability.as_deref(), p.march.as_deref()), (Some("AVX2"), Some("x86-64-v3")), "{}", p.file);
+fn the_default_models_ship_packages_that_auto_runs() {
+    for (name, want) in [("fmnist", &["decoder", "encoder", "time_embed"][..]), ("fmnist-dit", &["decoder", "encoder"])]
+    {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models").join(name);
+        let m = fd_model::Manifest::load(&dir).unwrap();
+        let packaged: Vec<&str> =
+            m.graphs.iter().filter(|(_, g)| !g.packages.is_empty()).map(|(k, _)| k.as_str()).collect();
+        assert_eq!(packaged, want, "{name}");
+        for p in m.graphs.values().flat_map(|g| &g.packages) {
+            let isa = (p.cpu_capability.as_deref(), p.march.as_deref());
+            assert_eq!(isa, (Some("AVX2"), Some("x86-64-v3")), "{name}: {}", p.file);
+        }
+        if !fd_model::aoti::cpu_compatible("AVX2", &fd_model::aoti::cpu_capability()) {
+            eprintln!("skipped: this CPU runs {} kernels, the packages need AVX2", fd_model::aoti::cpu_capability());
+            return;
+        }
+        let auto = ModelSpec::new(&dir, "cpu", false).unwrap().with_format(FormatChoice::Auto).load().unwrap();
+        let got = (auto.format, auto.graphs_loaded.1, auto.format_note.as_deref());
+        assert_eq!(got, (GraphFormat::Aoti, want.len(), None), "{name}");
+        let ts = load(&dir, GraphFormat::Torchscript).unwrap();
+        let plans = [("none", DecodeMode::Auto), ("50ls", DecodeMode::Parallel), ("uniform:2", DecodeMode::Sequential)];
+        assert_same_samples(&ts, &auto, &plans, 1e-4);
+        // the identity of a TorchScript run does not change with the packages the model gained
+        let id = |m: &Denoiser| serde_json::to_value(fd_run::records::ModelIdentity::of(m)).unwrap();
+        let mut bare = m.clone();
+        bare.graphs.values_mut().for_each(|g| g.packages.clear());
+        assert_eq!(id(&ts)["manifest"], bare.identity(GraphFormat::Torchscript), "{name}");
+        assert_ne!(id(&auto)["manifest"], id(&ts)["manifest"], "{name}");
     }
-    if !fd_model::aoti::cpu_compatible("AVX2", &fd_model::aoti::cpu_capability()) {
-        eprintln!("skipped: this CPU runs {} kernels, the packages need AVX2", fd_model::aoti::cpu_capability());
-        return;
-    }
-    let auto = ModelSpec::new(&dir, "cpu", false).unwrap().with_format(FormatChoice::Auto).load().unwrap();
-    assert_eq!((auto.format, auto.graphs_loaded.1, auto.format_note.as_deref()), (GraphFormat::Aoti, 3, None));
-    let ts = load(&dir, GraphFormat::Torchscript).unwrap();
-    let plans = [("none", DecodeMode::Auto), ("50ls", DecodeMode::Parallel), ("uniform:2", DecodeMode::Sequential)];
-    assert_same_samples(&ts, &auto, &plans, 1e-4);
-    // the identity of a TorchScript run does not change with the packages the model gained
-    let id = |m: &Denoiser| serde_json::to_value(fd_run::records::ModelIdentity::of(m)).unwrap();
-    let mut bare = m.clone();
-    bare.graphs.values_mut().for_each(|g| g.packages.clear());
-    assert_eq!(id(&ts)["manifest"], bare.identity(GraphFormat::Torchscript));
-    assert_ne!(id(&auto)["manifest"], id(&ts)["manifest"]);
 }
 
 /// The rows of one experiment run one format: `auto` runs AOTInductor only when the experiment's
