@@ -373,6 +373,21 @@ fn format_auto_runs_the_shipped_packages_or_says_why_not() {
     assert!(!ok && err.contains("it ran on torchscript: resume with --format torchscript"), "{err}");
     let (ok, _, err) = fd(&[&a[..], &["--resume", "--format", "torchscript"]].concat());
     assert!(ok, "{err}");
+    // a plan whose own graph has no package: the run says which graphs ran in which format
+    let o = d.path().join("teacache");
+    let a = ["sample", "--model", &model, "--steps", "4", "--cfg", "3", "--n", "2", "--keys", "teacache:0.3"];
+    let (ok, _, err) = fd(&[&a[..], &["--out", o.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    assert!(err.contains("`teacache_probe` on TorchScript: the timings mix graph formats"), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(o.join("run.json")).unwrap()).unwrap();
+    let mix = r["mixed_formats"].as_str().unwrap();
+    assert!(mix.contains("`encoder`") && mix.contains("`teacache_probe` on TorchScript"), "{mix}");
+    let b = d.path().join("bench2");
+    let a = ["bench", "--model", &model, "--steps", "4", "--n", "1", "--repeats", "1", "--plans", "none,teacache:0.3"];
+    let (ok, _, err) = fd(&[&a[..], &["--out", b.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    let md = std::fs::read_to_string(b.join("bench.md")).unwrap();
+    assert!(md.contains("| `teacache:0.3#aoti` (mixed formats) |") && !md.contains("`none#aoti` (mixed"), "{md}");
     let b = d.path().join("bench");
     let (ok, _, err) = fd(&[
         "bench",

@@ -27,6 +27,6 @@ pub use manifest::{
     CondKind, CondSpec, ControlSpec, FormatChoice, GraphEntry, GraphFormat, MagCacheSpec, Manifest, ModelKind,
     PackageEntry, PrepareSpec, SplitSpec, TGateSpec, TeaCacheSpec, UncondRule, SCHEMA_VERSION,
 };
-pub use model::{summarize_torch_error, Denoiser, EncoderFeatures, LoadOptions};
+pub use model::{mixed_formats, summarize_torch_error, Denoiser, EncoderFeatures, GraphCalls, LoadOptions};
 pub use prompt::PromptTokenizer;
 pub use tch;

@@ -176,6 +176,10 @@ pub struct BenchRow {
     /// The graph format that ran it (absent in reports from before the field: TorchScript).
     #[serde(default)]
     pub format: GraphFormat,
+    /// Which graphs ran from packages and which on TorchScript when the plan used both
+    /// ([`fd_model::mixed_formats`]): its speed compares formats as well as methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixed_formats: Option<String>,
 }
 
 /// `bench.json`.
@@ -272,10 +276,13 @@ pub fn run(
     let t0 = std::time::Instant::now();
     let max_rounds = opts.max_repeats.max(opts.repeats);
     let mut rounds = 0;
+    let mut mixed: Vec<Option<String>> = vec![None; plans.len()];
     loop {
         for (k, p) in plans.iter().enumerate() {
             let model = models.get(p.format)?;
+            let before = model.graph_calls();
             let out = p.spec.generate(model, seeds, conds)?;
+            mixed[k] = fd_model::mixed_formats(&before, &model.graph_calls());
             times[k].push(out.timings.total_s / n as f64);
             gflops[k] = out.counts.gflops_per_image(model, n);
             progress.inc(1);
@@ -336,6 +343,7 @@ pub fn run(
             gflops_per_image: gflops[k],
             flops_bound_speedup: gflops[0] / gflops[k],
             format: p.format,
+            mixed_formats: mixed[k].clone(),
         })
         .collect();
     let first = &plans[0].spec;
@@ -378,8 +386,9 @@ impl BenchReport {
         );
         for r in &self.rows {
             md += &format!(
-                "| `{}` | {} | {:.4} | {:.4} | {:.0}%{} | {:.2}x | {:.3} | {:.2}x | {:.2} |\n",
+                "| `{}`{} | {} | {:.4} | {:.4} | {:.0}%{} | {:.2}x | {:.3} | {:.2}x | {:.2} |\n",
                 r.plan,
+                if r.mixed_formats.is_some() { " (mixed formats)" } else { "" },
                 r.decode.summary(),
                 r.median_s_per_image,
                 r.min_s_per_image,
@@ -398,6 +407,14 @@ impl BenchReport {
         );
         if let Some((a, b)) = self.load {
             md += &format!("Load average: {a:.2} before, {b:.2} after.\n");
+        }
+        for r in self.rows.iter().filter(|r| r.mixed_formats.is_some()) {
+            md += &format!(
+                "\n`{}` mixed graph formats: {}; its speed compares formats as well as methods (`--format torchscript` \
+                 times every graph alike; `experiments/export/convert_aoti.py --graphs all` compiles the others).\n",
+                r.plan,
+                r.mixed_formats.as_deref().unwrap_or_default()
+            );
         }
         if !self.disturbed.is_empty() {
             md += &format!(

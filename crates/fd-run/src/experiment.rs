@@ -636,11 +636,15 @@ struct Models {
     conds: Vec<fd_model::Condition>,
 }
 
-/// The one graph format every row of `cfg` runs: `opt.format`, with `auto` decided over the
-/// experiment's model and every row's own model together (AOTInductor only when each of them
-/// ships packages that run here), so that the rows of one table run one format whichever of them
-/// a process runs (`--only`, a Slurm task); and why `auto` runs TorchScript when a model lists
-/// packages.
+/// The one graph format every row of `cfg` runs: `format`, with `auto` decided over the
+/// experiment's model and every row's own model together, so that the rows of one table run one
+/// format whichever of them a process runs (`--only`, a Slurm task); and why `auto` runs
+/// TorchScript when a model lists packages. An experiment compares its rows' speeds, so `auto`
+/// picks AOTInductor only when every model ships packages that run here for every graph a
+/// sampling run can call (all but `full` and drift's analysis graphs, and graphs of no FLOPs):
+/// a method whose own graphs ran on TorchScript beside a packaged baseline would be timed on
+/// another format. `--format aoti` runs the packages there are (each row's run.json then says
+/// which graphs ran in which format).
 pub fn resolve_format(
     cfg: &ExperimentConfig,
     format: fd_model::FormatChoice,
@@ -660,7 +664,26 @@ pub fn resolve_format(
     for dir in dirs {
         let m = fd_model::Manifest::load(dir)?;
         match FormatChoice::Auto.resolve(&m, device) {
-            (GraphFormat::Aoti, _) => packaged = true,
+            (GraphFormat::Aoti, _) => {
+                let missing: Vec<String> = m
+                    .graphs
+                    .iter()
+                    .filter(|(_, g)| g.packages.is_empty() && g.flops > 0)
+                    .filter(|(k, _)| !matches!(k.as_str(), "full" | "decoder_analysis" | "encoder_analysis"))
+                    .map(|(k, _)| format!("`{k}`"))
+                    .collect();
+                if !missing.is_empty() {
+                    return Ok((
+                        GraphFormat::Torchscript,
+                        Some(format!(
+                            "TorchScript runs every row: an experiment times its rows on one format, and model {}'s graphs {} have no AOTInductor package (--format aoti runs the packages there are; experiments/export/convert_aoti.py --graphs all compiles the others)",
+                            dir.display(),
+                            missing.join(", ")
+                        )),
+                    ));
+                }
+                packaged = true
+            }
             (_, Some(why)) => return Ok((GraphFormat::Torchscript, Some(format!("{why} (model {})", dir.display())))),
             (_, None) => bare = Some(dir),
         }

@@ -79,6 +79,8 @@ pub fn merge(shards: &[PathBuf], out: &Path, existing: Existing) -> Result<RunRe
         machine: Machines::PerShard(machines),
         versions: None,
         metrics: None,
+        // a shard that mixed formats makes the whole run's timings mixed
+        mixed_formats: runs.iter().find_map(|r| r.mixed_formats.clone()),
     };
     write_json(&out.join("run.json"), &run)?;
     Ok(run)

@@ -315,6 +315,10 @@ pub struct RunRecord {
     /// Added by `fd experiment` to the copy under `results/.../rows/<row>/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<RowMetrics>,
+    /// Which graphs ran from AOTInductor packages and which on TorchScript, when the run used both
+    /// ([`fd_model::mixed_formats`]; its timings then compare formats as well as methods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixed_formats: Option<String>,
 }
 
 impl RunRecord {

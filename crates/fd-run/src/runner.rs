@@ -71,6 +71,11 @@ pub struct RunSummary {
     pub gflops_per_image: f64,
     /// SHA-1 of the folder's images in index order (`samples.safetensors`).
     pub samples_sha1: String,
+    /// Which graphs this run's computed parts called from AOTInductor packages and which on
+    /// TorchScript, when they used both ([`fd_model::mixed_formats`]); its timings then compare
+    /// formats as well as methods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mixed_formats: Option<String>,
 }
 
 impl RunSummary {
@@ -88,6 +93,7 @@ impl RunSummary {
             wall_s: 0.0,
             gflops_per_image: 0.0,
             samples_sha1: String::new(),
+            mixed_formats: None,
         };
         for rec in records {
             s.timings.add(&rec.timings);
@@ -472,8 +478,17 @@ impl SampleRun<'_> {
         self.run_locked(progress).map(|(s, _lock)| s)
     }
 
-    /// [`SampleRun::run`], returning the folder's lock with the summary.
+    /// [`SampleRun::run`], with what its computed parts called ([`fd_model::mixed_formats`]: the
+    /// graphs that ran from packages and on TorchScript when this run used both) in the summary.
     fn run_locked(&self, progress: &indicatif::ProgressBar) -> Result<(RunSummary, FolderLock)> {
+        let before = self.model.graph_calls();
+        let (mut summary, lock) = self.run_parts(progress)?;
+        summary.mixed_formats = fd_model::mixed_formats(&before, &self.model.graph_calls());
+        Ok((summary, lock))
+    }
+
+    /// [`SampleRun::run`], returning the folder's lock with the summary.
+    fn run_parts(&self, progress: &indicatif::ProgressBar) -> Result<(RunSummary, FolderLock)> {
         let n = self.conds.len();
         check_counts(n, self.batch, self.seed)?;
         let parts = self.shard.parts(n, self.batch);
@@ -628,6 +643,7 @@ impl SampleRun<'_> {
             machine: Machines::One(Machine::current(self.model.device)),
             versions: Some(Versions::current()),
             metrics: None,
+            mixed_formats: s.mixed_formats.clone(),
         }
     }
 

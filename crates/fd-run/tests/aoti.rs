@@ -140,31 +140,36 @@ fn the_default_models_ship_packages_that_auto_runs() {
 }
 
 /// The rows of one experiment run one format: `auto` runs AOTInductor only when the experiment's
-/// model and every row's own model ship packages that run here, whichever rows a process runs.
+/// model and every row's own model ship packages that run here for every graph a sampling run can
+/// call (the tiny DiT exported with `--format aoti` does; the default model, whose DeepCache,
+/// TeaCache and T-GATE graphs are TorchScript, does not), whichever rows a process runs.
 #[test]
 fn an_experiment_runs_one_format_for_all_its_rows() {
     use fd_run::experiment::{resolve_format, ExperimentConfig};
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let (fmnist, tiny) = (root.join("models/fmnist"), root.join("crates/fd-model/tests/fixtures/tiny"));
-    let cfg = |row_model: Option<&Path>| -> ExperimentConfig {
+    let cfg = |model: &Path, row_model: Option<&Path>| -> ExperimentConfig {
         let mut rows = vec![serde_json::json!({"label": "a", "keys": "none"})];
         if let Some(m) = row_model {
             rows.push(serde_json::json!({"label": "b", "keys": "50ls", "model": m}));
         }
-        serde_json::from_value(serde_json::json!({"name": "x", "model": fmnist, "rows": rows})).unwrap()
+        serde_json::from_value(serde_json::json!({"name": "x", "model": model, "rows": rows})).unwrap()
     };
     let cpu = tch::Device::Cpu;
-    if !fd_model::aoti::cpu_compatible("AVX2", &fd_model::aoti::cpu_capability()) {
-        eprintln!("skipped: the default model's packages need AVX2");
-        return;
-    }
-    assert_eq!(resolve_format(&cfg(None), FormatChoice::Auto, cpu).unwrap(), (GraphFormat::Aoti, None));
-    assert_eq!(resolve_format(&cfg(Some(&fmnist)), FormatChoice::Auto, cpu).unwrap(), (GraphFormat::Aoti, None));
-    let (f, why) = resolve_format(&cfg(Some(&tiny)), FormatChoice::Auto, cpu).unwrap();
+    let auto = |c: &ExperimentConfig| resolve_format(c, FormatChoice::Auto, cpu).unwrap();
+    assert_eq!(auto(&cfg(&dit_aoti(), None)), (GraphFormat::Aoti, None));
+    let (f, why) = auto(&cfg(&dit_aoti(), Some(&tiny)));
     let why = why.unwrap_or_default();
     assert_eq!(f, GraphFormat::Torchscript);
     assert!(why.contains("TorchScript runs every row") && why.contains("fixtures/tiny"), "{why}");
-    let fixed = resolve_format(&cfg(Some(&tiny)), GraphFormat::Aoti.into(), cpu).unwrap();
+    if fd_model::aoti::cpu_compatible("AVX2", &fd_model::aoti::cpu_capability()) {
+        let (f, why) = auto(&cfg(&fmnist, None));
+        let why = why.unwrap_or_default();
+        assert_eq!(f, GraphFormat::Torchscript);
+        assert!(why.contains("times its rows on one format") && why.contains("`teacache_probe`"), "{why}");
+        assert!(!why.contains("decoder_analysis"), "drift's graphs are not a sampling run's: {why}");
+    }
+    let fixed = resolve_format(&cfg(&fmnist, Some(&tiny)), GraphFormat::Aoti.into(), cpu).unwrap();
     assert_eq!(fixed, (GraphFormat::Aoti, None), "a named format is taken as named");
 }
 

@@ -57,5 +57,10 @@ pub fn run(a: &SampleArgs) -> Result<()> {
             String::new()
         }
     );
+    if let Some(mix) = &s.mixed_formats {
+        note!(
+            "{mix}: the timings mix graph formats (`--format torchscript` runs every graph alike; experiments/export/convert_aoti.py --graphs all compiles the others)"
+        );
+    }
     Ok(())
 }

@@ -31,6 +31,8 @@ pub(crate) struct Graph {
     pub(crate) method: String,
     /// See [`LoadOptions::row_by_row`].
     pub(crate) row_by_row: bool,
+    /// Calls so far ([`crate::Denoiser::graph_calls`]: which graphs a run called in which format).
+    pub(crate) calls: std::cell::Cell<u64>,
 }
 
 /// The tensors of a package call's inputs, in order (a tensor list's tensors in place), each
@@ -180,7 +182,13 @@ impl Graph {
     }
 
     pub(crate) fn forward_is(&self, inputs: &[IValue]) -> Result<IValue> {
+        self.calls.set(self.calls.get() + 1);
         self.forward_is_raw(inputs).map_err(|e| self.error(e))
+    }
+
+    /// Whether the graph runs from AOTInductor packages.
+    pub(crate) fn is_package(&self) -> bool {
+        matches!(self.backend, Backend::Aoti { .. })
     }
 
     pub(crate) fn forward_is_raw(&self, inputs: &[IValue]) -> Result<IValue, tch::TchError> {

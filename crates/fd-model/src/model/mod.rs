@@ -108,7 +108,69 @@ fn shape_str(s: &[i64]) -> String {
     format!("{s:?}")
 }
 
+/// How often a run called one graph, and in which format ([`Denoiser::graph_calls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphCalls {
+    /// The manifest's name of the graph.
+    pub graph: String,
+    /// It runs from AOTInductor packages (else TorchScript).
+    pub package: bool,
+    /// FLOPs of one batch-1 call (manifest).
+    pub flops: u64,
+    /// Calls since the model was loaded.
+    pub calls: u64,
+}
+
+/// Which of the graphs called between two [`Denoiser::graph_calls`] snapshots ran from packages
+/// and which on TorchScript, when a run used both for graphs that compute (FLOPs > 0: a
+/// class-label lookup or a sinusoid cannot move a timing): a sentence naming them, else None. A
+/// speed measured on such a run compares formats as well as methods.
+pub fn mixed_formats(before: &[GraphCalls], after: &[GraphCalls]) -> Option<String> {
+    let called: Vec<&GraphCalls> = after
+        .iter()
+        .filter(|g| g.flops > 0)
+        .filter(|g| g.calls > before.iter().find(|b| b.graph == g.graph).map_or(0, |b| b.calls))
+        .collect();
+    let names = |package: bool| -> Vec<String> {
+        called.iter().filter(|g| g.package == package).map(|g| format!("`{}`", g.graph)).collect()
+    };
+    let (aoti, ts) = (names(true), names(false));
+    (!aoti.is_empty() && !ts.is_empty())
+        .then(|| format!("{} ran from AOTInductor packages, {} on TorchScript", aoti.join(", "), ts.join(", ")))
+}
+
 impl Denoiser {
+    /// Every loaded graph's calls so far and format; snapshots before and after a run give what it
+    /// called ([`mixed_formats`]).
+    pub fn graph_calls(&self) -> Vec<GraphCalls> {
+        let mut all: Vec<&Graph> = [
+            Some(&self.time_embed),
+            Some(&self.encoder),
+            Some(&self.decoder),
+            self.decoder_analysis.as_ref(),
+            self.encoder_analysis.as_ref(),
+            self.full.as_ref(),
+            self.cond_encoder.as_ref(),
+            self.cond_prepare.as_ref(),
+            self.controlnet.as_ref(),
+            self.vae_decoder.as_ref(),
+            self.teacache_probe.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        all.extend(self.deepcache.values().flat_map(|d| [&d.shallow_encoder, &d.deep_decoder, &d.shallow_decoder]));
+        all.extend(self.tgate.values().chain(self.stepcache.values()));
+        all.iter()
+            .map(|g| GraphCalls {
+                graph: g.name.clone(),
+                package: g.is_package(),
+                flops: self.manifest.flops(&g.name),
+                calls: g.calls.get(),
+            })
+            .collect()
+    }
+
     /// Load a model folder written by `experiments/export/export_unet.py`.
     pub fn load(dir: impl AsRef<Path>, opts: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
@@ -164,6 +226,7 @@ impl Denoiser {
                 path: dir.join(&list[0].file),
                 method: "AOTInductor package".into(),
                 row_by_row: opts.row_by_row,
+                calls: Default::default(),
             })
         };
         // each file is checked and loaded once, however many graphs it holds (each graph entry must
@@ -194,6 +257,7 @@ impl Denoiser {
                     path,
                     method: entry.method.clone(),
                     row_by_row: opts.row_by_row,
+                    calls: Default::default(),
                 });
             }
             if !path.is_file() {
@@ -214,6 +278,7 @@ impl Denoiser {
                 path,
                 method: entry.method.clone(),
                 row_by_row: opts.row_by_row,
+                calls: Default::default(),
             })
         };
         let optional = |graph: &str| manifest.graphs.contains_key(graph).then(|| load(graph)).transpose();
