@@ -382,6 +382,12 @@ fn format_auto_runs_the_shipped_packages_or_says_why_not() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(o.join("run.json")).unwrap()).unwrap();
     let mix = r["mixed_formats"].as_str().unwrap();
     assert!(mix.contains("`encoder`") && mix.contains("`teacache_probe` on TorchScript"), "{mix}");
+    let (aoti_run, cmp) = (d.path().join("aoti"), d.path().join("cmp"));
+    let (ok, _, err) =
+        fd(&["compare", "--out", cmp.to_str().unwrap(), aoti_run.to_str().unwrap(), o.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let md = std::fs::read_to_string(cmp.join("compare.md")).unwrap();
+    assert!(md.contains("**Mixed graph formats**: `teacache:0.3`: "), "{md}");
     let b = d.path().join("bench2");
     let a = ["bench", "--model", &model, "--steps", "4", "--n", "1", "--repeats", "1", "--plans", "none,teacache:0.3"];
     let (ok, _, err) = fd(&[&a[..], &["--out", b.to_str().unwrap()]].concat());

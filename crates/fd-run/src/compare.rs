@@ -55,6 +55,10 @@ pub struct CompareReport {
     /// What disturbed those timings ([`crate::bench::BenchReport::disturbed`]).
     #[serde(default)]
     pub disturbed: Vec<String>,
+    /// The timed plans that ran graphs of both formats ([`fd_model::mixed_formats`]), each as
+    /// "`plan`: which graphs ran in which format".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mixed_formats: Vec<String>,
 }
 
 /// Compare finished run folders `dirs` (the first is the reference of the speedups). They must
@@ -175,6 +179,15 @@ pub fn compare(
         classifier: classifier.map(|c| c.path.clone()),
         rows,
         timings: timings.map(Path::to_path_buf),
+        mixed_formats: match &bench {
+            Some(b) => {
+                b.rows.iter().filter_map(|r| Some(format!("`{}`: {}", r.plan, r.mixed_formats.as_ref()?))).collect()
+            }
+            None => runs
+                .iter()
+                .filter_map(|r| Some(format!("`{}`: {}", r.record.config.plan.keys, r.record.mixed_formats.as_ref()?)))
+                .collect(),
+        },
         disturbed: bench.map(|b| b.disturbed).unwrap_or_default(),
     };
     Ok((report, panels))
@@ -250,6 +263,15 @@ impl CompareReport {
                 self.machines.join("; "),
                 if self.machines.len() > 1 { " (different machines: speedups are not comparable)" } else { "" }
             ),
+        };
+        let timing = if self.mixed_formats.is_empty() {
+            timing
+        } else {
+            format!(
+                "{timing}. **Mixed graph formats**: {}; their speedups compare graph formats as well as methods \
+                 (`--format torchscript` times every graph alike)",
+                self.mixed_formats.join("; ")
+            )
         };
         md += &format!(
             "\n{timing}.{}\n",
