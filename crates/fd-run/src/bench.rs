@@ -411,7 +411,7 @@ impl BenchReport {
         for r in self.rows.iter().filter(|r| r.mixed_formats.is_some()) {
             md += &format!(
                 "\n`{}` mixed graph formats: {}; its speed compares formats as well as methods (`--format torchscript` \
-                 times every graph alike; `experiments/export/convert_aoti.py --graphs all` compiles the others).\n",
+                 times every graph alike).\n",
                 r.plan,
                 r.mixed_formats.as_deref().unwrap_or_default()
             );

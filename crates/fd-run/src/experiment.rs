@@ -676,7 +676,7 @@ pub fn resolve_format(
                     return Ok((
                         GraphFormat::Torchscript,
                         Some(format!(
-                            "TorchScript runs every row: an experiment times its rows on one format, and model {}'s graphs {} have no AOTInductor package (--format aoti runs the packages there are; experiments/export/convert_aoti.py --graphs all compiles the others)",
+                            "TorchScript runs every row: an experiment times its rows on one format, and model {}'s graphs {} have no AOTInductor package (--format aoti runs the packages there are)",
                             dir.display(),
                             missing.join(", ")
                         )),

@@ -58,9 +58,7 @@ pub fn run(a: &SampleArgs) -> Result<()> {
         }
     );
     if let Some(mix) = &s.mixed_formats {
-        note!(
-            "{mix}: the timings mix graph formats (`--format torchscript` runs every graph alike; experiments/export/convert_aoti.py --graphs all compiles the others)"
-        );
+        note!("{mix}: the timings mix graph formats (`--format torchscript` runs every graph alike)");
     }
     Ok(())
 }
