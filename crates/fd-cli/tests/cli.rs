@@ -336,12 +336,7 @@ fn format_auto_runs_the_shipped_packages_or_says_why_not() {
 
     let d = tempfile::tempdir().unwrap();
     let edited = d.path().join("model");
-    std::fs::create_dir_all(&edited).unwrap();
-    for e in std::fs::read_dir(&model).unwrap().flatten() {
-        if e.path().is_file() {
-            std::fs::copy(e.path(), edited.join(e.file_name())).unwrap();
-        }
-    }
+    common::copy_dir(std::path::Path::new(&model), &edited);
     let m = edited.join("manifest.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
     v["graphs"]["decoder"]["packages"][0]["torch"] = "2.99.0+cpu".into();

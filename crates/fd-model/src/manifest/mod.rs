@@ -266,12 +266,6 @@ impl std::str::FromStr for FormatChoice {
     }
 }
 
-impl std::fmt::Display for FormatChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// An AOTInductor package of one graph (`torch._inductor.aoti_compile_and_package` of the
 /// graph's `torch.export` program, batch dimension dynamic).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
